@@ -1,0 +1,143 @@
+"""Statistics and an mp4 preview (with captions) of collected episode files.
+
+    python -m experiments.inspect_data data/scene --preview preview.mp4 --num-preview 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from envs.data import h5_files
+from envs.episodes import list_episodes, read_episode
+
+try:  # captions are drawn with PIL when available; the preview works without them
+    from PIL import Image, ImageDraw, ImageFont
+except ImportError:  # pragma: no cover
+    Image = None
+
+
+def collect_stats(files: list[str]) -> dict:
+    """Counts, success rates and vocabulary over every episode in ``files``."""
+    tasks, task_success = Counter(), Counter()
+    skill_total, skill_success = Counter(), Counter()
+    frames = chunks = revisits = 0
+    shapes, settings = set(), set()
+    for path in files:
+        for key in list_episodes(path):
+            ep = read_episode(path, key)
+            a = ep["attrs"]
+            tasks[a["task"]] += 1
+            task_success[a["task"]] += bool(a.get("task_success", False))
+            for text, ok in zip(ep["language"], ep["success"]):
+                skill_total[text] += 1
+                skill_success[text] += bool(ok)
+            frames += len(ep["frames"])
+            chunks += len(ep["language"])
+            revisits += len(ep["revisits"])
+            shapes.add(tuple(ep["frames"].shape[1:]))
+            settings.add((a["chunk_len"], a["frame_skip"]))
+    return dict(
+        files=len(files),
+        episodes=sum(tasks.values()),
+        frames=frames,
+        chunks=chunks,
+        revisit_pairs=revisits,
+        frame_shapes=sorted(shapes),
+        chunk_len_frame_skip=sorted(settings),
+        tasks={t: dict(episodes=n, task_success=round(task_success[t] / n, 3)) for t, n in sorted(tasks.items())},
+        skills={s: dict(chunks=n, success=round(skill_success[s] / n, 3)) for s, n in sorted(skill_total.items())},
+    )
+
+
+def _caption(frame: np.ndarray, lines: list[str], scale: int) -> np.ndarray:
+    """Upscale a frame and put caption lines in a band under it."""
+    big = frame.repeat(scale, 0).repeat(scale, 1)
+    if Image is None:
+        return big
+    line_h = 12
+    band = Image.new("RGB", (big.shape[1], line_h * len(lines) + 4), (0, 0, 0))
+    draw, font = ImageDraw.Draw(band), ImageFont.load_default()
+    for i, line in enumerate(lines):
+        draw.text((3, 2 + i * line_h), line, fill=(255, 255, 255), font=font)
+    return np.concatenate([big, np.asarray(band)], axis=0)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + [line] if line else lines
+
+
+def preview_frames(episode: dict, scale: int) -> list[np.ndarray]:
+    """Captioned frames of one episode: task, instruction, and each chunk's skill and outcome."""
+    a, L = episode["attrs"], int(episode["attrs"]["chunk_len"])
+    width = max(20, episode["frames"].shape[2] * scale // 6)
+    head = [f"{a['task']} (seed {a['seed']})", *_fixed_lines(_wrap(a["instruction"], width), 3)]
+    revisited = {int(j) for _, j in episode["revisits"]}
+    out = []
+    for t, frame in enumerate(episode["frames"]):
+        if t == 0:
+            chunk = ["reset", ""]
+        else:
+            k = (t - 1) // L
+            status = "ok" if episode["success"][k] else "not yet"
+            chunk = _fixed_lines(_wrap(f"[{k + 1}] {episode['language'][k]} ({status})", width), 2)
+        mark = ["revisit" if t in revisited else ""]
+        out.append(_caption(frame, head + chunk + mark, scale))
+    return out
+
+
+def _fixed_lines(lines: list[str], n: int) -> list[str]:
+    """Exactly n lines, so every captioned frame has the same height."""
+    return (lines + [""] * n)[:n]
+
+
+def write_preview(files: list[str], path: str, num: int, fps: int, scale: int, seed: int) -> list[str]:
+    """mp4 of ``num`` random episodes one after the other; returns their 'file:key' names."""
+    from moviepy import ImageSequenceClip
+
+    refs = [(f, k) for f in files for k in list_episodes(f)]
+    rng = np.random.default_rng(seed)
+    chosen = [refs[i] for i in sorted(rng.choice(len(refs), size=min(num, len(refs)), replace=False))]
+    frames = []
+    for f, k in chosen:
+        frames += preview_frames(read_episode(f, k), scale)
+        frames += [np.zeros_like(frames[-1])] * max(1, fps // 2)  # short black gap
+    h, w = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)  # mixed frame sizes
+    frames = [np.pad(f, ((0, h - f.shape[0]), (0, w - f.shape[1]), (0, 0))) for f in frames]
+    ImageSequenceClip(frames, fps=fps).write_videofile(path, codec="libx264", audio=False, logger=None)
+    return [f"{Path(f).name}:{k}" for f, k in chosen]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", help="h5 files or directories of them")
+    parser.add_argument("--preview", default="preview.mp4", help="mp4 to write ('' for none)")
+    parser.add_argument("--num-preview", type=int, default=4, help="episodes in the preview")
+    parser.add_argument("--fps", type=int, default=5)
+    parser.add_argument("--scale", type=int, default=4, help="pixel upscaling of the preview")
+    parser.add_argument("--seed", type=int, default=0, help="picks the preview episodes")
+    args = parser.parse_args(argv)
+    files = h5_files(args.paths)
+    if not files:
+        parser.error(f"no h5 files in {args.paths}")
+    stats = collect_stats(files)
+    if args.preview:
+        stats["preview"] = args.preview
+        stats["preview_episodes"] = write_preview(files, args.preview, args.num_preview, args.fps, args.scale, args.seed)
+    print(json.dumps(stats, indent=1, default=str))
+    return stats
+
+
+if __name__ == "__main__":
+    main()

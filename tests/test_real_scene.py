@@ -1,0 +1,117 @@
+"""RealSceneEnv on the real OGBench sim: skills reach their goals, interfaces, errors, determinism."""
+
+import numpy as np
+import pytest
+
+from envs.real import (
+    SKILLS,
+    TASK_NAMES,
+    RealSceneEnv,
+    ScriptedExpert,
+    find_revisits,
+    get_task,
+    run_episode,
+    skill_id,
+)
+from envs.real.render import select_backend
+
+
+@pytest.fixture(scope="module")
+def sim_env():
+    env = RealSceneEnv(render=False)
+    yield env
+    env.close()
+
+
+def _drawer(env) -> float:
+    return float(env._sim.data.joint("drawer_slide").qpos[0])
+
+
+def _run_skill(env, text: str, max_chunks: int = 3) -> dict:
+    for _ in range(max_chunks):
+        info = env.step(skill_id(text))[4]
+        if info["success"]:
+            break
+    return info
+
+
+def test_vocabulary_and_unknown_names():
+    assert len(set(SKILLS)) == len(SKILLS) and "open the drawer" in SKILLS
+    assert skill_id("  Open the DRAWER ") == SKILLS.index("open the drawer")
+    with pytest.raises(ValueError, match="(?s)valid skills are:.*close the window"):
+        skill_id("fly to the moon")
+    with pytest.raises(ValueError, match="unknown task 'nope'.*task1_open"):
+        get_task("nope")
+    with pytest.raises(ValueError, match="unknown task"):
+        RealSceneEnv(task="nope", render=False)
+    with pytest.raises(ValueError, match="render backend"):
+        select_backend("vulkan")
+    assert {"task5_rearrange_hard", "memory_drawer", "play"} <= set(TASK_NAMES)
+
+
+def test_drawer_skill_opens_and_lock_blocks_it(sim_env):
+    _, info = sim_env.reset(seed=0, options={"task": "task1_open"})  # drawer unlocked, closed
+    assert abs(_drawer(sim_env)) < 0.02
+    step = _run_skill(sim_env, "open the drawer")
+    assert step["success"] and _drawer(sim_env) < -0.12  # joint state in the sim: drawer opened
+    assert step["actions"].shape == (8, 5) and step["frames"] is None
+    step = _run_skill(sim_env, "close the drawer")
+    assert step["success"] and abs(_drawer(sim_env)) < 0.04
+
+    sim_env.reset(seed=0, options={"task": "task4_put_in_drawer"})  # drawer locked
+    step = sim_env.step(skill_id("open the drawer"))[4]
+    assert not step["success"] and abs(_drawer(sim_env)) < 0.02
+    assert _run_skill(sim_env, "press the left button")["success"]  # unlock, then it opens
+    assert _run_skill(sim_env, "open the drawer")["success"] and _drawer(sim_env) < -0.12
+    with pytest.raises(ValueError, match="unknown task"):
+        sim_env.reset(options={"task": "nope"})
+
+
+def test_expert_solves_task_and_reports_revisits(sim_env):
+    ep = run_episode(sim_env, seed=3, task="task1_open")
+    assert ep["attrs"]["task_success"] and ep["reward"][-1] == 0.0
+    ep = run_episode(sim_env, seed=3, task="memory_cube_return")
+    assert ep["attrs"]["task_success"]
+    assert (ep["revisits"][:, 0] == 0).any()  # the cube back in place revisits the first frame
+    again = run_episode(sim_env, seed=3, task="memory_cube_return")
+    np.testing.assert_array_equal(ep["actions"], again["actions"])  # seeded: repeats exactly
+
+
+def test_rendered_chunks_and_action_interfaces():
+    env = RealSceneEnv(task="task1_open", width=24, height=20, chunk_len=2, frame_skip=3, action_type="continuous")
+    try:
+        obs, info = env.reset(seed=1)
+        assert obs.shape == (20, 24, 3) and obs.dtype == np.uint8 and obs.any()
+        assert info["goal_image"].shape == (20, 24, 3) and info["instruction"]
+        a = np.zeros((6, 5), np.float32)
+        a[:3, 0], a[3:, 0] = 0.3, -0.6
+        obs, reward, terminated, truncated, step = env.step(a)
+        assert step["frames"].shape == (2, 20, 24, 3) and step["frames"].dtype == np.uint8
+        np.testing.assert_allclose(step["actions"][:, 0], [0.3, -0.6], rtol=1e-6)
+        assert (obs == step["frames"][-1]).all() and step["language"] == "" and step["skill_id"] == -1
+        assert reward <= 0 and terminated is False
+        env.step(np.full(5, 0.1))  # one action repeated over the chunk
+        with pytest.raises(ValueError, match="shape"):
+            env.step(np.zeros(3))
+    finally:
+        env.close()
+
+
+def test_text_interface():
+    env = RealSceneEnv(task="task1_open", action_type="text", render=False, chunk_len=2)
+    try:
+        env.reset(seed=0)
+        assert env.step("Press the right button")[4]["language"] == "press the right button"
+        with pytest.raises(ValueError, match="valid skills"):
+            env.step("open the fridge")
+    finally:
+        env.close()
+
+
+def test_scripted_expert_and_revisit_rules():
+    expert = ScriptedExpert((4, 7), max_tries=2)
+    assert [expert.act(None), expert.act(False), expert.act(False), expert.act(True)] == [4, 4, 7, None]
+    open_, closed = np.array([0.35, 0.05, 0.02, -0.16, 0, 1, 1]), np.array([0.35, 0.05, 0.02, 0, 0, 1, 1])
+    states = np.stack([open_, open_, closed, open_ + 0.001])
+    assert find_revisits(states, np.arange(4) * 8).tolist() == [[8, 24]]
+    assert find_revisits(states[:2], np.arange(2)).shape == (0, 2)

@@ -1,0 +1,200 @@
+"""Configuration dataclasses and named presets for SlowFast-VGen models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TempLoRAVariant = Literal["local", "full_sequence", "original"]
+
+# Attention and projection layers of the diffusers UNet3D that Temp-LoRA adapts.
+DEFAULT_LORA_TARGETS: tuple[str, ...] = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+)
+
+
+@dataclass
+class TempLoRAConfig:
+    """Fast learning (episodic memory) hyper-parameters; paper defaults: rank 32, Adam, lr 1e-4."""
+
+    rank: int = 32
+    alpha: float = 32.0
+    lr: float = 1e-4
+    steps: int = 1
+    variant: TempLoRAVariant = "local"
+    target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    # Merge Θ into the weights for sampling; pays off once the extra LoRA matmuls cost more than a merge.
+    merge_for_inference: bool = True
+    # A fast loss above explode_factor x the running median (or non-finite) rolls Θ back.
+    explode_factor: float = 10.0
+    # Generated chunks kept for the full_sequence variant (bounds memory on long episodes).
+    max_history: int = 16
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("local", "full_sequence", "original"):
+            raise ValueError(
+                f"unknown Temp-LoRA variant {self.variant!r}; expected 'local', 'full_sequence' or 'original'"
+            )
+        if self.rank < 1 or self.steps < 0 or self.lr <= 0:
+            raise ValueError(f"invalid Temp-LoRA config: rank={self.rank}, steps={self.steps}, lr={self.lr}")
+        self.target_modules = tuple(self.target_modules)
+
+
+@dataclass
+class WorldModelConfig:
+    """Everything needed to rebuild a SlowFast-VGen model; saved as config.json beside the weights."""
+
+    # Frames
+    frame_size: int = 64
+    context_frames: int = 4  # previous chunk given clean; 1 = the "without chunk input" ablation
+    new_frames: int = 4  # frames denoised per chunk
+    # VAE (diffusers AutoencoderKL); each extra block halves the latent resolution.
+    latent_channels: int = 4
+    vae_block_out_channels: tuple[int, ...] = (32, 64, 64)
+    vae_layers_per_block: int = 1
+    vae_scaling_factor: float = 1.0
+    # Denoiser (diffusers UNet3DConditionModel)
+    unet_block_out_channels: tuple[int, ...] = (64, 128, 256)
+    unet_layers_per_block: int = 1
+    attention_head_dim: int = 32
+    cross_attention_dim: int = 256
+    norm_num_groups: int = 32
+    # Action conditioning
+    action_type: Literal["text", "vector", "both"] = "both"
+    text_encoder: str = "minilm"  # "minilm" (offline package) or a local folder (CLIP ViT-H/14 etc.)
+    text_width: int = 384  # hidden size of the text encoder (MiniLM 384, CLIP ViT-H/14 1024)
+    max_text_tokens: int = 16
+    action_dim: int = 5  # per-frame continuous action size
+    action_tokens: int = 2
+    cond_dropout: float = 0.1  # probability of the null action during training (classifier-free guidance)
+    # Diffusion
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    sampler: Literal["ddim", "dpm"] = "ddim"
+    sample_steps: int = 8
+    guidance_scale: float = 1.0
+    # Fast learning
+    temp_lora: TempLoRAConfig = field(default_factory=TempLoRAConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temp_lora, dict):
+            self.temp_lora = TempLoRAConfig(**self.temp_lora)
+        for name in ("vae_block_out_channels", "unet_block_out_channels"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if self.action_type not in ("text", "vector", "both"):
+            raise ValueError(f"unknown action_type {self.action_type!r}; expected 'text', 'vector' or 'both'")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
+        if self.sampler not in ("ddim", "dpm"):
+            raise ValueError(f"unknown sampler {self.sampler!r}; expected 'ddim' or 'dpm'")
+        if self.context_frames < 1 or self.new_frames < 1:
+            raise ValueError("context_frames and new_frames must be >= 1")
+        if self.context_frames + self.new_frames > 32:
+            raise ValueError("context_frames + new_frames must fit the 32-frame context window")
+        if self.frame_size % self.vae_downsample:
+            raise ValueError(f"frame_size {self.frame_size} is not divisible by the VAE factor {self.vae_downsample}")
+
+    @property
+    def vae_downsample(self) -> int:
+        return 2 ** (len(self.vae_block_out_channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.frame_size // self.vae_downsample
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.context_frames + self.new_frames
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WorldModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "WorldModelConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model config not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"corrupt model config {path}: {err}") from err
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "WorldModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU tests: 32x32 frames, 8x8 latents, ~1M-parameter UNet.
+    "tiny": dict(
+        frame_size=32,
+        context_frames=2,
+        new_frames=2,
+        vae_block_out_channels=(16, 32, 32),
+        unet_block_out_channels=(32, 64),
+        attention_head_dim=16,
+        cross_attention_dim=64,
+        norm_num_groups=16,
+        action_tokens=1,
+        max_text_tokens=8,
+        sample_steps=4,
+        temp_lora=dict(rank=8, alpha=8.0),
+    ),
+    # The shipped default: 64x64 frames, 16x16 latents.
+    "small": dict(),
+    "base": dict(
+        frame_size=128,
+        vae_block_out_channels=(64, 128, 256),
+        unet_block_out_channels=(128, 256, 512, 512),
+        unet_layers_per_block=2,
+        attention_head_dim=64,
+        cross_attention_dim=512,
+    ),
+    # The ModelScope-T2V UNet3D (~1.4 B parameters) with the SD VAE shape and CLIP ViT-H/14 width.
+    "modelscope": dict(
+        frame_size=256,
+        context_frames=8,
+        new_frames=8,
+        vae_block_out_channels=(128, 256, 512, 512),
+        vae_layers_per_block=2,
+        vae_scaling_factor=0.18215,
+        unet_block_out_channels=(320, 640, 1280, 1280),
+        unet_layers_per_block=2,
+        attention_head_dim=64,
+        cross_attention_dim=1024,
+        max_text_tokens=77,
+        prediction_type="epsilon",
+        beta_schedule="scaled_linear",
+        sample_steps=25,
+    ),
+}
+
+
+def from_preset(name: str, **overrides: Any) -> WorldModelConfig:
+    """Build a config from a named preset, with field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+    data = {**PRESETS[name], **overrides}
+    return WorldModelConfig(**data)

@@ -1,0 +1,389 @@
+"""SlowFast-VGen: a latent video diffusion world model that generates a long video chunk by chunk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, UNet3DConditionModel
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .action import Action, ActionEncoder, load_text_encoder, parse_action
+from .config import WorldModelConfig, from_preset
+from .diffusion import diffusion_loss, make_sampler, make_train_scheduler, sample_new_frames
+
+if TYPE_CHECKING:
+    from .temp_lora import TempLoRA
+
+CONFIG_NAME = "config.json"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+TEXT_CACHE = "text_embeddings.safetensors"
+MAX_SHARD_BYTES = 15 * 2**20  # the device tool returns files of at most 16 MiB
+
+
+def build_vae(config: WorldModelConfig) -> AutoencoderKL:
+    n = len(config.vae_block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=config.vae_block_out_channels,
+        layers_per_block=config.vae_layers_per_block,
+        latent_channels=config.latent_channels,
+        norm_num_groups=min(32, min(config.vae_block_out_channels)),
+        sample_size=config.frame_size,
+        scaling_factor=config.vae_scaling_factor,
+    )
+
+
+def build_unet(config: WorldModelConfig) -> UNet3DConditionModel:
+    n = len(config.unet_block_out_channels)
+    return UNet3DConditionModel(
+        sample_size=config.latent_size,
+        in_channels=2 * config.latent_channels + 1,
+        out_channels=config.latent_channels,
+        down_block_types=("CrossAttnDownBlock3D",) * (n - 1) + ("DownBlock3D",),
+        up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (n - 1),
+        block_out_channels=config.unet_block_out_channels,
+        layers_per_block=config.unet_layers_per_block,
+        norm_num_groups=config.norm_num_groups,
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=config.attention_head_dim,
+    )
+
+
+@dataclass
+class Chunk:
+    """One chunk: new frames uint8 (B, Tn, H, W, 3) and the latents of context + new frames.
+
+    Temp-LoRA learns from `latents`; generated chunks and real (teacher-forced) chunks look the same.
+    """
+
+    frames: torch.Tensor
+    latents: torch.Tensor  # (B, C, Tc + Tn, h, w), scaled by the VAE scaling factor
+    num_context: int
+
+    @property
+    def new_latents(self) -> torch.Tensor:
+        return self.latents[:, :, self.num_context :]
+
+
+def frames_to_tensor(frames: Any, frame_size: int, name: str = "frames") -> torch.Tensor:
+    """Validate uint8 frames (B, T, H, W, 3) or (T, H, W, 3) and return them batched as a uint8 tensor."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if not isinstance(frames, torch.Tensor):
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(frames).__name__}")
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"{name} must be uint8 (0..255), got {frames.dtype}")
+    if frames.ndim == 4:
+        frames = frames.unsqueeze(0)
+    if frames.ndim != 5 or frames.shape[-1] != 3 or frames.shape[2:4] != (frame_size, frame_size):
+        raise ValueError(
+            f"{name} must have shape (T, {frame_size}, {frame_size}, 3) or (B, T, {frame_size}, {frame_size}, 3), "
+            f"got {tuple(frames.shape)}"
+        )
+    return frames
+
+
+class SlowFastVGen(nn.Module):
+    """VAE (frozen) + action encoder + UNet3D denoiser Φ; Temp-LoRA Θ attaches through `TempLoRA`."""
+
+    def __init__(self, config: WorldModelConfig, text_model: nn.Module | None = None, tokenizer: Any = None,
+                 vae: AutoencoderKL | None = None, unet: UNet3DConditionModel | None = None):
+        super().__init__()
+        self.config = config
+        self.vae = vae if vae is not None else build_vae(config)
+        self.vae.requires_grad_(False)
+        self.unet = unet if unet is not None else build_unet(config)
+        self.action_encoder = ActionEncoder(config, text_model, tokenizer)
+        self.scheduler = make_train_scheduler(config)
+
+    # ----------------------------------------------------------------------------------------- latents
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, H, W, 3) -> scaled latents (B, C, T, h, w)."""
+        b, t = frames.shape[:2]
+        x = frames.to(self.device).flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = x.to(self.vae.dtype)
+        lat = self.vae.encode(x).latent_dist.mode() * self.config.vae_scaling_factor
+        return lat.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, C, T, h, w) -> uint8 frames (B, T, H, W, 3)."""
+        b, _, t = latents.shape[:3]
+        z = latents.permute(0, 2, 1, 3, 4).flatten(0, 1) / self.config.vae_scaling_factor
+        x = self.vae.decode(z.to(self.vae.dtype)).sample
+        x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 2, 3, 1).unflatten(0, (b, t))
+
+    def encode_action(self, action: Action, batch_size: int, drop: torch.Tensor | None = None) -> torch.Tensor:
+        return self.action_encoder(parse_action(action, self.config, batch_size), drop)
+
+    # ---------------------------------------------------------------------------------------- training
+    def batch_latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Latents (B, C, Tc + Tn, h, w) of a batch of chunk windows (keys: context, target)."""
+        context = pad_context(frames_to_tensor(batch["context"], self.config.frame_size, "context"),
+                              self.config.context_frames)
+        target = frames_to_tensor(batch["target"], self.config.frame_size, "target")
+        if target.shape[1] != self.config.new_frames:
+            raise ValueError(f"target has {target.shape[1]} frames; the model makes {self.config.new_frames}")
+        with torch.no_grad():
+            return self.encode_frames(torch.cat([context, target], dim=1))
+
+    def latent_loss(self, latents: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """New-frame diffusion loss given chunk latents and the batch's actions (keys: text and/or action)."""
+        b = latents.shape[0]
+        drop = None
+        if self.training and self.config.cond_dropout > 0:
+            drop = torch.rand(b, device=latents.device) < self.config.cond_dropout
+        cond = self.encode_action(batch_action(batch, self.config), b, drop)
+        given = torch.zeros(b, latents.shape[2], dtype=torch.bool, device=latents.device)
+        given[:, : self.config.context_frames] = True
+        return diffusion_loss(self.unet, self.scheduler, latents, given, cond)
+
+    def training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.latent_loss(self.batch_latents(batch), batch)
+
+    # -------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate_latents(self, context_latents: torch.Tensor, action: Action, steps: int | None = None,
+                         guidance_scale: float | None = None, generator: torch.Generator | None = None,
+                         memory: "TempLoRA | None" = None) -> torch.Tensor:
+        """New-frame latents (B, C, Tn, h, w) after context latents (B, C, Tc, h, w)."""
+        cfg = self.config
+        b = context_latents.shape[0]
+        cond = self.encode_action(action, b)
+        scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        null = self.action_encoder.null(b) if scale != 1.0 else None
+        sampler = make_sampler(cfg, self.scheduler)
+        run = lambda: sample_new_frames(  # noqa: E731
+            self.unet, sampler, context_latents, cfg.new_frames, cond, steps or cfg.sample_steps, null, scale, generator
+        )
+        if memory is None:
+            return run()
+        with memory.merged():
+            return run()
+
+    @torch.no_grad()
+    def generate_chunk(self, context_frames: Any, action: Action, steps: int | None = None,
+                       guidance_scale: float | None = None, generator: torch.Generator | None = None,
+                       memory: "TempLoRA | None" = None) -> Chunk:
+        """Generate the next `new_frames` frames after uint8 context frames ((T,H,W,3) or (B,T,H,W,3))."""
+        context = pad_context(frames_to_tensor(context_frames, self.config.frame_size, "context_frames"),
+                              self.config.context_frames)
+        ctx_lat = self.encode_frames(context)
+        return self._chunk_from_latents(ctx_lat, action, steps, guidance_scale, generator, memory)
+
+    def _chunk_from_latents(self, ctx_lat, action, steps, guidance_scale, generator, memory) -> Chunk:
+        new = self.generate_latents(ctx_lat, action, steps, guidance_scale, generator, memory)
+        return Chunk(self.decode_latents(new), torch.cat([ctx_lat, new], dim=2), ctx_lat.shape[2])
+
+    @torch.no_grad()
+    def rollout(self, first_frames: Any, actions: Sequence[Action], memory: "TempLoRA | None" = None,
+                steps: int | None = None, generator: torch.Generator | None = None,
+                progress: bool = False) -> tuple[torch.Tensor, list[float]]:
+        """Generate a long video chunk after chunk, each conditioned on the last generated frames.
+
+        With `memory`, Temp-LoRA is updated on every chunk (the episodic memory). Returns uint8 frames
+        (B, T0 + K*Tn, H, W, 3) (unbatched input gives unbatched output) and the fast-learning losses.
+        """
+        first = frames_to_tensor(first_frames, self.config.frame_size, "first_frames")
+        ctx_lat = self.encode_frames(pad_context(first, self.config.context_frames))
+        videos, losses = [first.cpu()], []
+        iterator = actions
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(actions, desc="rollout", unit="chunk")
+        for action in iterator:
+            chunk = self._chunk_from_latents(ctx_lat, action, steps, None, generator, memory)
+            videos.append(chunk.frames.cpu())
+            if memory is not None:
+                with torch.enable_grad():
+                    losses.append(memory.update(chunk).loss)
+            ctx_lat = chunk.latents[:, :, -self.config.context_frames :]
+        video = torch.cat(videos, dim=1)
+        return (video[0] if np.ndim(first_frames) == 4 else video), losses
+
+    # ------------------------------------------------------------------------------------ persistence
+    def weights_state_dict(self) -> dict[str, torch.Tensor]:
+        """Φ, VAE and action encoder weights, without Temp-LoRA factors and the frozen text model."""
+        out = {}
+        for k, v in self.state_dict().items():
+            if "lora_" in k:
+                continue
+            out[k.replace(".base_layer.", ".")] = v
+        return out
+
+    def save_pretrained(self, path: str | Path, card: str | None = None) -> None:
+        """Write config.json + sharded safetensors (each < 16 MiB) atomically into `path`."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.config.save(tmp / CONFIG_NAME)
+            index = _save_shards(self.weights_state_dict(), tmp)
+            (tmp / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2))
+            if self.action_encoder.text_cache:
+                save_file(self.action_encoder.text_cache, str(tmp / TEXT_CACHE))
+            if card is not None:
+                (tmp / "README.md").write_text(card)
+            old = path.with_name(f".{path.name}.old")
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        restore_hint: str = "") -> "SlowFastVGen":
+        """Load a folder written by `save_pretrained`; missing or corrupt files raise a clear error."""
+        path = Path(path)
+        hint = f" {restore_hint}" if restore_hint else ""
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"no SlowFast-VGen model at {path}: {CONFIG_NAME} is missing.{hint}")
+        config = WorldModelConfig.load(path / CONFIG_NAME)
+        state = _load_shards(path, hint)
+        model = cls(config)
+        if (path / TEXT_CACHE).is_file():
+            model.action_encoder.text_cache.update(load_file(str(path / TEXT_CACHE)))
+        missing, unexpected = _load_weights(model, state)
+        if missing or unexpected:
+            raise ValueError(f"weights in {path} do not match the config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}.{hint}")
+        return model.to(device).eval()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "SlowFastVGen":
+        return cls(from_preset(name, **overrides))
+
+    @classmethod
+    def from_modelscope(cls, path: str | Path, frame_size: int = 256, action_type: str = "text",
+                        **overrides: Any) -> "SlowFastVGen":
+        """Load a local diffusers-format ModelScope text-to-video folder (unet/ vae/ text_encoder/ tokenizer/).
+
+        The pretrained UNet reads 4 latent channels; our masked conditioning adds given-latent and mask
+        channels, so conv_in is widened with zero weights: at load time the model behaves exactly like
+        the pretrained text-to-video UNet.
+        """
+        root = Path(path)
+        for sub in ("unet", "vae", "text_encoder", "tokenizer"):
+            if not (root / sub).is_dir():
+                raise FileNotFoundError(f"{root} is not a diffusers ModelScope folder: {sub}/ is missing")
+        unet = UNet3DConditionModel.from_pretrained(root / "unet", local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(root / "vae", local_files_only=True)
+        text_model, tokenizer = load_text_encoder(str(root))
+        n = len(unet.config.block_out_channels)
+        expected = ("CrossAttnDownBlock3D",) * (n - 1) + ("DownBlock3D",)
+        if tuple(unet.config.down_block_types) != expected:
+            raise ValueError(f"unsupported UNet3D layout {unet.config.down_block_types}; expected {expected}")
+        config = WorldModelConfig(**{
+            "frame_size": frame_size,
+            "latent_channels": vae.config.latent_channels,
+            "vae_block_out_channels": tuple(vae.config.block_out_channels),
+            "vae_layers_per_block": vae.config.layers_per_block,
+            "vae_scaling_factor": vae.config.scaling_factor,
+            "unet_block_out_channels": tuple(unet.config.block_out_channels),
+            "unet_layers_per_block": unet.config.layers_per_block,
+            "attention_head_dim": unet.config.attention_head_dim,
+            "cross_attention_dim": unet.config.cross_attention_dim,
+            "text_width": text_model.config.hidden_size,
+            "norm_num_groups": unet.config.norm_num_groups,
+            "action_type": action_type,
+            "text_encoder": str(root),
+            "prediction_type": "epsilon",
+            "beta_schedule": "scaled_linear",
+            **overrides,
+        })
+        widened = build_unet(config)
+        state = unet.state_dict()
+        w = state["conv_in.weight"]
+        new_w = torch.zeros_like(widened.conv_in.weight)
+        new_w[:, : w.shape[1]] = w
+        state["conv_in.weight"] = new_w
+        widened.load_state_dict(state)
+        return cls(config, text_model, tokenizer, vae=vae, unet=widened)
+
+
+def pad_context(context: torch.Tensor, num: int) -> torch.Tensor:
+    """Keep the last `num` frames, left-padding with the first frame when fewer are given."""
+    t = context.shape[1]
+    if t >= num:
+        return context[:, t - num :]
+    return torch.cat([context[:, :1].expand(-1, num - t, *context.shape[2:]), context], dim=1)
+
+
+def batch_action(batch: dict[str, Any], config: WorldModelConfig) -> Action:
+    """Pick the action fields of a data batch that the model's action type uses."""
+    if config.action_type == "text":
+        return list(batch["text"])
+    if config.action_type == "vector":
+        return batch["action"]
+    return {"text": list(batch["text"]), "vector": batch["action"]}
+
+
+def _save_shards(state: dict[str, torch.Tensor], folder: Path) -> dict[str, Any]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in state.items():
+        nbytes = v.numel() * v.element_size()
+        if shards[-1] and size + nbytes > MAX_SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v.detach().contiguous().cpu()
+        size += nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / name))
+        weight_map.update({k: name for k in shard})
+    return {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
+            "weight_map": weight_map}
+
+
+def _load_shards(path: Path, hint: str) -> dict[str, torch.Tensor]:
+    index_file = path / WEIGHTS_INDEX
+    if not index_file.is_file():
+        raise FileNotFoundError(f"weights index missing: {index_file}.{hint}")
+    try:
+        weight_map = json.loads(index_file.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"corrupt weights index {index_file}: {err}.{hint}") from err
+    state: dict[str, torch.Tensor] = {}
+    for name in sorted(set(weight_map.values())):
+        f = path / name
+        if not f.is_file():
+            raise FileNotFoundError(f"weights file missing: {f}.{hint}")
+        try:
+            state.update(load_file(str(f)))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"corrupt or truncated weights file {f}: {err}.{hint}") from err
+    absent = set(weight_map) - set(state)
+    if absent:
+        raise ValueError(f"weights files in {path} lack {len(absent)} tensors, e.g. {sorted(absent)[:3]}.{hint}")
+    return state
+
+
+def _load_weights(model: SlowFastVGen, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    own = model.weights_state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if not missing and not unexpected:
+        model.load_state_dict(state, strict=False)
+    return missing, unexpected
