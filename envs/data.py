@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import h5py
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from envs.episodes import EpisodeFileError, list_episodes, validate_episode
+from envs.episodes import EpisodeFileError, h5_files, list_episodes, validate_episode
 
 Source = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[Mapping]
 
@@ -36,19 +35,6 @@ class _Ref:
     num_chunks: int
     chunk_len: int  # stored L
     language: tuple[str, ...]
-
-
-def h5_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """Expand a file, a directory (its ``*.h5``, temp files skipped) or a list of them."""
-    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    files: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            files += [str(f) for f in sorted(p.glob("*.h5")) if not f.name.startswith(".")]
-        else:
-            files.append(str(p))
-    return files
 
 
 class _Episodes:
@@ -211,6 +197,8 @@ class EpisodeDataset(_StridedWindows):
       k0+c's target, and its context is frames[c*Tn : c*Tn + Tc] (for any Tc). With Tn == L' this
       is contiguous real video; with Tn < L' each chunk's last L'-Tn frames are skipped.
     - ``texts``: the num_chunks chunk instructions; ``actions``: (num_chunks, Tn, A).
+
+    torch's default_collate turns ``texts`` into num_chunks lists of batch-size strings.
     """
 
     def __init__(self, source: Source, context_frames: int, new_frames: int, num_chunks: int, frame_skip: int = 1):

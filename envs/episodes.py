@@ -12,8 +12,9 @@ An episode is a dict (K chunks of L kept frames each):
 - optional ``goal``: uint8 (H, W, 3) image of the task's goal scene.
 
 On disk each episode is one h5 group (frames chunked and compressed, language as UTF-8
-variable-length strings, attrs as h5 attrs; frames and actions carry Fletcher-32 checksums). Files are only ever written whole, to a temporary
-name that is then renamed, so a file that exists is complete.
+variable-length strings, attrs as h5 attrs; frames and actions carry Fletcher-32 checksums).
+Files are only ever written whole, to a temporary name that is then renamed, so a file that
+exists is complete.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -102,7 +103,8 @@ def _write_group(group: h5py.Group, episode: Mapping, compression: str) -> None:
         group.create_dataset(field, data=np.asarray(episode[field], _DTYPES[field]))
     group.create_dataset("language", data=list(episode["language"]), dtype=h5py.string_dtype("utf-8"))
     if "goal" in episode:
-        group.create_dataset("goal", data=np.asarray(episode["goal"], np.uint8), compression=compression, fletcher32=True)
+        goal = np.asarray(episode["goal"], np.uint8)
+        group.create_dataset("goal", data=goal, compression=compression, fletcher32=True)
     for name, value in episode["attrs"].items():
         group.attrs[name] = value
 
@@ -142,6 +144,19 @@ def write_episodes(
     return [key for key, _ in items]
 
 
+def h5_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Expand a file, a directory (its ``*.h5``, temp files skipped) or a list of them."""
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    files: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            files += [str(f) for f in sorted(p.glob("*.h5")) if not f.name.startswith(".")]
+        else:
+            files.append(str(p))
+    return files
+
+
 def _open(path: str | os.PathLike, key: str | None = None) -> h5py.File:
     if not Path(path).is_file():
         raise EpisodeFileError(path, key, "no such file")
@@ -176,7 +191,7 @@ def _plain(value):
     return value
 
 
-def read_group(path: str | os.PathLike, group: h5py.Group, key: str) -> dict:
+def _read_group(path: str | os.PathLike, group: h5py.Group, key: str) -> dict:
     """Read and validate an open episode group; EpisodeFileError on missing or corrupt data."""
     episode: dict = {}
     try:
@@ -204,12 +219,7 @@ def read_episode(path: str | os.PathLike, key: str) -> dict:
     with _open(path, key) as f:
         if key not in f:
             raise EpisodeFileError(path, key, "no such episode")
-        return read_group(path, f[key], key)
-
-
-def read_all(path: str | os.PathLike) -> dict[str, dict]:
-    """All episodes of a file, by key."""
-    return {key: read_episode(path, key) for key in list_episodes(path)}
+        return _read_group(path, f[key], key)
 
 
 def dummy_episode(num_chunks: int = 3, chunk_len: int = 4, size: int = 8, action_dim: int = 5, seed: int = 0) -> dict:

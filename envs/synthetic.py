@@ -1,8 +1,9 @@
 """A synthetic panning world for tests and quick demos: the action sets the camera motion.
 
 The camera looks at a window of a wide random canvas. "pan right" reveals content the model has never
-seen; panning back revisits it, so only a model with episodic memory can reproduce it exactly. Episodes
-follow the shared episode schema (`envs.episodes`).
+seen. On a wrapping canvas (`loop_episode`) the camera comes back round: the second lap repeats the
+first lap's views and transitions, which only a model with episodic memory can reproduce exactly.
+Episodes follow the shared episode schema (`envs.episodes`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def panning_episode(
     chunk_len: int = 2,
     speed: int = 4,
     canvas_width: int | None = None,
+    wrap: bool = False,
 ) -> dict[str, Any]:
-    """Roll the panning world for a sequence of skills; records revisits (frames with the same view)."""
+    """Roll the panning world for a sequence of skills; records revisits (frames with the same view).
+
+    With `wrap`, the canvas is a cylinder of `canvas_width` pixels and the camera never stops at an edge.
+    """
     for s in skills:
         if s not in _VELOCITY:
             raise ValueError(f"unknown synthetic skill {s!r}; expected one of {SYNTHETIC_SKILLS}")
@@ -46,14 +51,15 @@ def panning_episode(
     steps = len(skills) * chunk_len
     width = canvas_width or frame_size + 2 * speed * steps
     canvas = random_canvas(rng, frame_size, width)
-    x = (width - frame_size) // 2
+    x = 0 if wrap else (width - frame_size) // 2
     offsets, actions = [x], []
     for s in skills:
         for _ in range(chunk_len):
-            x = int(np.clip(x + _VELOCITY[s] * speed, 0, width - frame_size))
+            x = x + int(_VELOCITY[s] * speed)
+            x = x % width if wrap else int(np.clip(x, 0, width - frame_size))
             offsets.append(x)
             actions.append([_VELOCITY[s], 0.0, 0.0, 0.0, 0.0])
-    frames = np.stack([canvas[:, o : o + frame_size] for o in offsets])
+    frames = np.stack([np.take(canvas, np.arange(o, o + frame_size), axis=1, mode="wrap") for o in offsets])
     first_seen: dict[int, int] = {}
     revisits = []
     for j, o in enumerate(offsets):
@@ -85,3 +91,10 @@ def random_episodes(num: int, num_chunks: int, seed: int = 0, **kwargs: Any) -> 
 def go_and_return_episode(seed: int, num_out: int, **kwargs: Any) -> dict[str, Any]:
     """Pan right `num_out` chunks, then back: the second half revisits the first."""
     return panning_episode(seed, ["pan right"] * num_out + ["pan left"] * num_out, **kwargs)
+
+
+def loop_episode(seed: int, lap_chunks: int, laps: int = 2, frame_size: int = 32, chunk_len: int = 2,
+                 speed: int = 8) -> dict[str, Any]:
+    """Pan right round a wrapping canvas `laps` times; one lap is `lap_chunks` chunks."""
+    return panning_episode(seed, ["pan right"] * (lap_chunks * laps), frame_size=frame_size, chunk_len=chunk_len,
+                           speed=speed, canvas_width=lap_chunks * chunk_len * speed, wrap=True)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from envs.data import h5_files
-from envs.episodes import list_episodes, read_episode
+from envs.episodes import h5_files, list_episodes, read_episode
 
 try:  # captions are drawn with PIL when available; the preview works without them
     from PIL import Image, ImageDraw, ImageFont
@@ -39,8 +38,8 @@ def collect_stats(files: list[str]) -> dict:
             frames += len(ep["frames"])
             chunks += len(ep["language"])
             revisits += len(ep["revisits"])
-            shapes.add(tuple(ep["frames"].shape[1:]))
-            settings.add((a["chunk_len"], a["frame_skip"]))
+            shapes.add("x".join(map(str, ep["frames"].shape[1:])))
+            settings.add(f"chunk_len={a['chunk_len']} frame_skip={a['frame_skip']}")
     return dict(
         files=len(files),
         episodes=sum(tasks.values()),
@@ -134,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     stats = collect_stats(files)
     if args.preview:
         stats["preview"] = args.preview
-        stats["preview_episodes"] = write_preview(files, args.preview, args.num_preview, args.fps, args.scale, args.seed)
+        stats["preview_episodes"] = write_preview(
+            files, args.preview, args.num_preview, args.fps, args.scale, args.seed
+        )
     print(json.dumps(stats, indent=1, default=str))
     return stats
 

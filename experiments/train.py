@@ -20,6 +20,7 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
 
 from envs.data import ChunkDataset, EpisodeDataset
 from worldmodel.config import from_preset
@@ -42,9 +43,13 @@ def load_source(data: DictConfig, frame_size: int) -> Any:
 
 def build_model(cfg: DictConfig) -> SlowFastVGen:
     if cfg.init_from:
-        return SlowFastVGen.from_pretrained(cfg.init_from)
-    overrides = OmegaConf.to_container(cfg.model, resolve=True) or {}
-    return SlowFastVGen(from_preset(cfg.preset, **overrides))
+        model = SlowFastVGen.from_pretrained(cfg.init_from)
+    else:
+        overrides = OmegaConf.to_container(cfg.model, resolve=True) or {}
+        model = SlowFastVGen(from_preset(cfg.preset, **overrides))
+    if cfg.text_cache:  # precomputed instruction embeddings: no text model needed on this machine
+        model.action_encoder.load_text_cache(load_file(cfg.text_cache))
+    return model
 
 
 def run(cfg: DictConfig) -> Path:
@@ -55,6 +60,8 @@ def run(cfg: DictConfig) -> Path:
     chunks = ChunkDataset(source, mc.context_frames, mc.new_frames, frame_skip=cfg.data.frame_skip)
     out = Path(cfg.out_dir)
     timings = {}
+    deadline = time.time() + 60 * cfg.time_limit_min if cfg.time_limit_min else None
+    finished = True
     for phase in PHASES:
         pcfg = OmegaConf.to_container(cfg.phases[phase], resolve=True)
         if pcfg["steps"] <= 0:
@@ -63,23 +70,30 @@ def run(cfg: DictConfig) -> Path:
         if phase == "slow_fast":
             dataset = EpisodeDataset(source, mc.context_frames, mc.new_frames, cfg.data.episode_chunks,
                                      frame_skip=cfg.data.frame_skip)
-        tc = TrainConfig(phase=phase, out_dir=str(out / phase), seed=cfg.seed, num_workers=cfg.num_workers, **pcfg)
+        tc = TrainConfig(phase=phase, out_dir=str(out / phase), seed=cfg.seed, num_workers=cfg.num_workers,
+                         deadline=deadline, **pcfg)
         start = time.perf_counter()
-        history = Trainer(model, dataset, tc).fit(progress=True)
-        timings[phase] = {"seconds": round(time.perf_counter() - start, 1),
-                          "final_loss": history[-1]["loss"] if history else None}
-    card = model_card(cfg, timings, len(chunks))
-    model.save_pretrained(out / "model", card=card)
+        trainer = Trainer(model, dataset, tc)
+        history = trainer.fit(progress=cfg.progress)
+        timings[phase] = {"seconds_this_run": round(time.perf_counter() - start, 1), "step": trainer.step,
+                          "of": tc.steps, "final_loss": history[-1]["loss"] if history else None}
+        if not trainer.finished:
+            finished = False
+            logger.info("time limit reached in phase %s; rerun the same command to resume", phase)
+            break
+    card = model_card(cfg, timings, len(chunks), finished)
+    model.save_pretrained(out / "model", card=card, dtype=getattr(torch, cfg.save_dtype))
     (out / "train_summary.json").write_text(json.dumps(timings, indent=2))
     logger.info("saved %s", out / "model")
     return out / "model"
 
 
-def model_card(cfg: DictConfig, timings: dict, num_windows: int) -> str:
+def model_card(cfg: DictConfig, timings: dict, num_windows: int, finished: bool) -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     return "\n".join([
         "# SlowFast-VGen weights",
         "",
+        f"- status: {'all phases finished' if finished else 'partial (time limit reached; rerun to resume)'}",
         f"- preset: `{cfg.preset}`; data: `{cfg.data.source}` ({num_windows} chunk windows)",
         f"- device: {device}; date: {time.strftime('%Y-%m-%d')}",
         "- phases (seconds of this run, final logged loss):",
@@ -95,6 +109,8 @@ def model_card(cfg: DictConfig, timings: dict, num_windows: int) -> str:
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
     print(run(cfg))
 
 

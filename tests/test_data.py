@@ -1,7 +1,6 @@
 """ChunkDataset / EpisodeDataset windows, strides, DataLoader use and corrupt-file errors."""
 
 import h5py
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader

@@ -106,6 +106,9 @@ def test_text_interface():
             env.step("open the fridge")
     finally:
         env.close()
+    in_use = select_backend()  # mujoco is imported now: its backend is fixed
+    with pytest.raises(RuntimeError, match="already imported"):
+        select_backend("egl" if in_use != "egl" else "osmesa")
 
 
 def test_scripted_expert_and_revisit_rules():

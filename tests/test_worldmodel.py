@@ -145,8 +145,8 @@ def test_bad_input_raises_clear_errors():
         model.generate_chunk(np.zeros((2, 64, 64, 3), np.uint8), _action("stay"))
     with pytest.raises(TypeError, match="uint8"):
         model.generate_chunk(good.astype(np.float32), _action("stay"))
-    with pytest.raises(TypeError, match="needs a language instruction"):
-        model.generate_chunk(good, np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="empty action"):
+        model.generate_chunk(good, {})
     with pytest.raises(TypeError, match="action must be"):
         model.generate_chunk(good, 3)
     with pytest.raises(ValueError, match="action vector has shape"):
@@ -156,6 +156,9 @@ def test_bad_input_raises_clear_errors():
     text_only = SlowFastVGen(from_preset("tiny", action_type="text"))
     with pytest.raises(TypeError, match="not action vectors"):
         text_only.generate_chunk(good, {"text": "stay", "vector": np.zeros((2, 5))})
+    vector_only = SlowFastVGen(from_preset("tiny", action_type="vector"))
+    with pytest.raises(TypeError, match="not language instructions"):
+        vector_only.generate_chunk(good, "stay")
     with pytest.raises(ValueError, match="unknown config keys"):
         WorldModelConfig.from_dict({"frame_size": 32, "wings": 2})
 

@@ -74,17 +74,14 @@ def parse_action(action: Action, config: WorldModelConfig, batch_size: int) -> P
     else:
         raise TypeError(f"action must be a str, a list of str, an array or a dict, got {type(action).__name__}")
 
-    needs_text = config.action_type in ("text", "both")
-    needs_vector = config.action_type in ("vector", "both")
-    if needs_text and text is None:
-        raise TypeError(f"this model ({config.action_type!r} actions) needs a language instruction (str)")
-    if needs_vector and vector is None:
-        raise TypeError(f"this model ({config.action_type!r} actions) needs an action vector of shape "
-                        f"({config.new_frames}, {config.action_dim})")
-    if not needs_text and text is not None:
-        raise TypeError("this model takes action vectors, not text")
-    if not needs_vector and vector is not None:
-        raise TypeError("this model takes language instructions, not action vectors")
+    # A "both" model takes either part or both: a missing part gets its learned null tokens.
+    if config.action_type == "text" and (text is None or vector is not None):
+        raise TypeError("this model takes language instructions (str), not action vectors")
+    if config.action_type == "vector" and (vector is None or text is not None):
+        raise TypeError(f"this model takes action vectors of shape ({config.new_frames}, {config.action_dim}), "
+                        "not language instructions")
+    if text is None and vector is None:
+        raise TypeError("empty action: give 'text' and/or 'vector'")
 
     texts = None
     if text is not None:
@@ -120,6 +117,8 @@ def _parse_vector(vector: Any, config: WorldModelConfig, batch_size: int) -> tor
 class ActionEncoder(nn.Module):
     """Turns actions into `encoder_hidden_states` for the UNet's cross-attention.
 
+    Text tokens and action-vector tokens each have learned null tokens, used for classifier-free
+    guidance, for a part the action leaves out, and for the unconditioned Temp-LoRA updates.
     The text model is frozen, so its outputs are cached per instruction (skill vocabularies are small)
     and saved with the model: a known instruction costs a dictionary lookup, and the text model is only
     loaded, lazily, when a new instruction arrives.
@@ -134,25 +133,19 @@ class ActionEncoder(nn.Module):
         # A plain list, not a submodule: the frozen text model stays on the CPU and out of state_dict.
         self._text: list[Any] = [text_model, tokenizer]
         self.text_cache: dict[str, torch.Tensor] = {}
-        n_tokens = 0
         if self.uses_text:
             self.text_proj = nn.Linear(config.text_width, d)
             if config.text_width == d:  # a pretrained UNet (ModelScope) already reads these states directly
                 nn.init.eye_(self.text_proj.weight)
                 nn.init.zeros_(self.text_proj.bias)
-            n_tokens += config.max_text_tokens
+            self.text_null = nn.Parameter(torch.randn(config.max_text_tokens, d) * 0.02)
         if self.uses_vector:
             self.vector_mlp = nn.Sequential(
                 nn.Linear(config.new_frames * config.action_dim, d),
                 nn.SiLU(),
                 nn.Linear(d, d * config.action_tokens),
             )
-            n_tokens += config.action_tokens
-        self.null_tokens = nn.Parameter(torch.randn(n_tokens, d) * 0.02)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.null_tokens.shape[0]
+            self.vector_null = nn.Parameter(torch.randn(config.action_tokens, d) * 0.02)
 
     @torch.no_grad()
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
@@ -171,20 +164,43 @@ class ActionEncoder(nn.Module):
                                  f"the model expects text_width={self.config.text_width}")
             for t, h in zip(missing, hidden):
                 self.text_cache[t] = h.float().cpu()
-        return torch.stack([self.text_cache[t] for t in texts]).to(self.null_tokens.device)
+        return torch.stack([self.text_cache[t] for t in texts]).to(self.text_null.device)
 
-    def forward(self, action: ParsedAction, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens (B, L, D); rows where `drop` is True get the learned null tokens (classifier-free guidance)."""
+    def load_text_cache(self, cache: dict[str, torch.Tensor]) -> None:
+        """Adopt precomputed embeddings (e.g. from `text_embeddings.safetensors`) after checking their shape."""
+        shape = (self.config.max_text_tokens, self.config.text_width)
+        for text, emb in cache.items():
+            if tuple(emb.shape) != shape:
+                raise ValueError(f"text embedding for {text!r} has shape {tuple(emb.shape)}; this model needs {shape}")
+        self.text_cache.update({t: e.float() for t, e in cache.items()})
+
+    def forward(self, action: ParsedAction, batch_size: int, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (B, L, D). `drop` (B, parts) bool replaces a part by its null tokens (classifier-free
+        guidance training drops text and vector independently)."""
         parts = []
         if self.uses_text:
-            parts.append(self.text_proj(self.embed_texts(action.texts).to(self.null_tokens.dtype)))
+            null = self.text_null.expand(batch_size, -1, -1)
+            tok = null if action.texts is None else self.text_proj(self.embed_texts(action.texts).to(null.dtype))
+            parts.append(tok)
         if self.uses_vector:
-            v = action.vectors.to(self.null_tokens.device, self.null_tokens.dtype)
-            parts.append(self.vector_mlp(v.flatten(1)).view(v.shape[0], self.config.action_tokens, -1))
-        tokens = torch.cat(parts, dim=1)
+            null = self.vector_null.expand(batch_size, -1, -1)
+            if action.vectors is None:
+                tok = null
+            else:
+                v = action.vectors.to(null.device, null.dtype)
+                tok = self.vector_mlp(v.flatten(1)).view(batch_size, self.config.action_tokens, -1)
+            parts.append(tok)
         if drop is not None:
-            tokens = torch.where(drop.view(-1, 1, 1), self.null(tokens.shape[0]), tokens)
-        return tokens
+            nulls = [self.text_null] * self.uses_text + [self.vector_null] * self.uses_vector
+            parts = [torch.where(drop[:, i].view(-1, 1, 1), n.expand_as(p), p) for i, (p, n) in
+                     enumerate(zip(parts, nulls))]
+        return torch.cat(parts, dim=1)
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.uses_text) + int(self.uses_vector)
 
     def null(self, batch_size: int) -> torch.Tensor:
-        return self.null_tokens.unsqueeze(0).expand(batch_size, -1, -1)
+        """The fully unconditioned tokens (B, L, D)."""
+        nulls = [self.text_null] * self.uses_text + [self.vector_null] * self.uses_vector
+        return torch.cat(nulls, dim=0).unsqueeze(0).expand(batch_size, -1, -1)

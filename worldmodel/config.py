@@ -32,6 +32,9 @@ class TempLoRAConfig:
     lr: float = 1e-4
     steps: int = 1
     variant: TempLoRAVariant = "local"
+    # "joint": the whole training sequence is noised (the paper); "conditional": its first chunk is given
+    # clean and only the rest is denoised, the same task as generation (input chunk -> output chunk).
+    objective: Literal["joint", "conditional"] = "joint"
     target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
     # Merge Θ into the weights for sampling; pays off once the extra LoRA matmuls cost more than a merge.
     merge_for_inference: bool = True
@@ -45,6 +48,8 @@ class TempLoRAConfig:
             raise ValueError(
                 f"unknown Temp-LoRA variant {self.variant!r}; expected 'local', 'full_sequence' or 'original'"
             )
+        if self.objective not in ("joint", "conditional"):
+            raise ValueError(f"unknown Temp-LoRA objective {self.objective!r}; expected 'joint' or 'conditional'")
         if self.rank < 1 or self.steps < 0 or self.lr <= 0:
             raise ValueError(f"invalid Temp-LoRA config: rank={self.rank}, steps={self.steps}, lr={self.lr}")
         self.target_modules = tuple(self.target_modules)

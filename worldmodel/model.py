@@ -131,7 +131,7 @@ class SlowFastVGen(nn.Module):
         return x.permute(0, 2, 3, 1).unflatten(0, (b, t))
 
     def encode_action(self, action: Action, batch_size: int, drop: torch.Tensor | None = None) -> torch.Tensor:
-        return self.action_encoder(parse_action(action, self.config, batch_size), drop)
+        return self.action_encoder(parse_action(action, self.config, batch_size), batch_size, drop)
 
     # ---------------------------------------------------------------------------------------- training
     def batch_latents(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -149,7 +149,7 @@ class SlowFastVGen(nn.Module):
         b = latents.shape[0]
         drop = None
         if self.training and self.config.cond_dropout > 0:
-            drop = torch.rand(b, device=latents.device) < self.config.cond_dropout
+            drop = torch.rand(b, self.action_encoder.num_parts, device=latents.device) < self.config.cond_dropout
         cond = self.encode_action(batch_action(batch, self.config), b, drop)
         given = torch.zeros(b, latents.shape[2], dtype=torch.bool, device=latents.device)
         given[:, : self.config.context_frames] = True
@@ -229,14 +229,20 @@ class SlowFastVGen(nn.Module):
             out[k.replace(".base_layer.", ".")] = v
         return out
 
-    def save_pretrained(self, path: str | Path, card: str | None = None) -> None:
-        """Write config.json + sharded safetensors (each < 16 MiB) atomically into `path`."""
+    def save_pretrained(self, path: str | Path, card: str | None = None, dtype: torch.dtype | None = None) -> None:
+        """Write config.json + sharded safetensors (each < 16 MiB) atomically into `path`.
+
+        `dtype=torch.float16` halves the files; `from_pretrained` loads them back into float32 parameters.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             self.config.save(tmp / CONFIG_NAME)
-            index = _save_shards(self.weights_state_dict(), tmp)
+            state = self.weights_state_dict()
+            if dtype is not None:
+                state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            index = _save_shards(state, tmp)
             (tmp / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2))
             if self.action_encoder.text_cache:
                 save_file(self.action_encoder.text_cache, str(tmp / TEXT_CACHE))
@@ -262,7 +268,7 @@ class SlowFastVGen(nn.Module):
         state = _load_shards(path, hint)
         model = cls(config)
         if (path / TEXT_CACHE).is_file():
-            model.action_encoder.text_cache.update(load_file(str(path / TEXT_CACHE)))
+            model.action_encoder.load_text_cache(load_file(str(path / TEXT_CACHE)))
         missing, unexpected = _load_weights(model, state)
         if missing or unexpected:
             raise ValueError(f"weights in {path} do not match the config: missing {missing[:5]}, "

@@ -132,6 +132,8 @@ class TempLoRA:
             latents = self.training_sequence(chunk).detach()
             b, f = latents.shape[0], latents.shape[2]
             given = torch.zeros(b, f, dtype=torch.bool, device=latents.device)
+            if self.config.objective == "conditional" and self.config.variant != "original":
+                given[:, : chunk.num_context] = True
             null = model.action_encoder.null(b).detach()
             loss = diffusion_loss(model.unet, model.scheduler, latents, given, null)
             value = float(loss.detach())

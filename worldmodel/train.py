@@ -18,6 +18,7 @@ import math
 import os
 import random
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -51,6 +52,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     out_dir: str = "runs/train"
     vae_kl_weight: float = 1e-6
+    deadline: float | None = None  # time.time() at which to checkpoint and stop (a rerun resumes)
 
     def __post_init__(self) -> None:
         if self.phase not in ("vae", "slow", "slow_fast"):
@@ -211,6 +213,10 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train[{cfg.phase}]", unit="step")
         for batch in it:
+            if cfg.deadline is not None and time.time() > cfg.deadline:
+                logger.info("%s stopped at step %d by the deadline; rerun to resume", cfg.phase, self.step)
+                self.save_checkpoint()
+                break
             lr = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup_steps, 1))
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -236,10 +242,14 @@ class Trainer:
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
-        if cfg.phase == "vae":
+        if cfg.phase == "vae" and self.finished:
             self.calibrate_vae_scale()
         self.model.eval()
         return self.history
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.config.steps
 
     def _phase_loss(self, batch: dict[str, Any]) -> float:
         """Forward + backward for one batch; returns the loss value."""

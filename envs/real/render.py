@@ -28,19 +28,22 @@ def detect_backend() -> str:
 def select_backend(backend: str = "auto") -> str:
     """Set ``MUJOCO_GL``/``PYOPENGL_PLATFORM`` for ``backend`` and return the backend in use.
 
-    ``auto`` keeps an existing ``MUJOCO_GL`` and otherwise detects one. Raises ``RuntimeError`` when
-    mujoco was already imported with a different backend (it cannot be switched afterwards).
+    ``auto`` keeps an existing ``MUJOCO_GL`` and otherwise detects one. Once mujoco is imported its
+    backend is fixed: ``auto`` then returns it, and asking for another raises ``RuntimeError``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown render backend {backend!r}; choose one of {BACKENDS}")
     current = os.environ.get("MUJOCO_GL")
+    if "mujoco" in sys.modules:  # its backend is fixed already
+        in_use = current or "glfw"
+        if backend not in ("auto", in_use):
+            raise RuntimeError(
+                f"mujoco was already imported with MUJOCO_GL={current!r}; cannot switch to {backend!r}. "
+                "Select the backend before importing mujoco (or set MUJOCO_GL in the environment)."
+            )
+        return in_use
     if backend == "auto":
         backend = current or detect_backend()
-    if "mujoco" in sys.modules and (current or "glfw") != backend:
-        raise RuntimeError(
-            f"mujoco was imported with MUJOCO_GL={current!r}; cannot switch to {backend!r}. "
-            "Select the backend before importing mujoco (or set MUJOCO_GL in the environment)."
-        )
     os.environ["MUJOCO_GL"] = backend
     if backend in ("egl", "osmesa"):
         os.environ["PYOPENGL_PLATFORM"] = backend

@@ -5,16 +5,17 @@ One ``step`` is one chunk: ``chunk_len * frame_skip`` sim steps (20 Hz control),
 
 - ``skill``: ``Discrete(len(SKILLS))``; the skill runs through OGBench's markov oracle for the
   whole chunk (holding still once the oracle is done). Issuing the same skill again right after a
-  chunk where it was not achieved continues the same attempt; otherwise the skill starts afresh
-  (so pressing a button twice in a row toggles it twice).
+  chunk where it was not achieved continues the same attempt (unless the oracle gave up);
+  otherwise the skill starts afresh (so pressing a button twice in a row toggles it twice).
 - ``text``: the same skills as strings (case-insensitive); unknown text raises ValueError listing
   the skills. ``action_space`` is a ``Text`` space whose samples are not valid skills.
 - ``continuous``: a raw 5-D action in [-1, 1] (dx, dy, dz, dyaw, gripper), repeated for every sim
   step of the chunk, or an array (chunk_len * frame_skip, 5) giving one action per sim step.
 
 Per chunk: ``reward`` is OGBench's single-task reward (goal conditions met minus their number, so 0
-when the episode's task is solved) and ``info["success"]`` the skill's effect as seen in the sim
-(for continuous actions: task success). ``terminated`` is task success, ``truncated`` hits at
+when the episode's task is solved) and ``info["success"]`` whether the sim shows the skill's effect
+(drawer/window within 4 cm of its target, button toggled, cube within 4 cm of its place or inside
+the drawer and let go) with the arm lifted clear; for continuous actions it is task success. ``terminated`` is task success, ``truncated`` hits at
 ``max_chunks``. The observation is the chunk's last frame; ``info["frames"]`` holds all kept frames
 and ``info["actions"]`` the mean low-level action behind each of them.
 """
@@ -63,6 +64,7 @@ class RealSceneEnv(gym.Env):
     """Chunked OGBench scene with skill/text/continuous actions; see the module docstring."""
 
     metadata = {"render_modes": ["rgb_array"]}
+    render_mode = "rgb_array"
 
     def __init__(self, **kwargs):
         self.config = cfg = SceneConfig(**kwargs)
@@ -83,7 +85,6 @@ class RealSceneEnv(gym.Env):
             self.action_space = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
         self.task: Task = get_task(cfg.task)
         self.episode_spec: EpisodeSpec | None = None
-        self.seed_used: int | None = None
         self._last_frame = np.zeros(self.observation_space.shape, np.uint8)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -107,7 +108,6 @@ class RealSceneEnv(gym.Env):
         )
         self._controller.reset(rng)
         self._last_skill, self._last_success, self._chunks = None, False, 0
-        self.seed_used = seed
         self._last_frame = self._sim.render_frame() if self.config.render else self._last_frame
         info = dict(
             seed=seed,
@@ -124,7 +124,7 @@ class RealSceneEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         sid, per_step = self._parse(action)
         cfg = self.config
-        if sid >= 0 and (sid != self._last_skill or self._last_success):
+        if sid >= 0 and (sid != self._last_skill or self._last_success or self._controller.done):
             self._controller.start(SKILL_SPECS[sid], self._info)
         frames, actions, group = [], [], []
         for t in range(self.steps_per_chunk):

@@ -1,0 +1,228 @@
+"""Imagined frames/s of SlowFastVGen-v0 (single env and the batched vector env) vs the real simulator.
+
+    python -m experiments.bench_env                                  # shipped model if present, else tiny
+    python -m experiments.bench_env --preset tiny --sizes 1,16,64,256 --threads 2 --out runs/bench_env.json
+    python -m experiments.bench_env --model path/to/model --device cuda --real off
+
+One env step generates one chunk (``new_frames`` frames: ``denoise_steps`` UNet passes over the
+batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batched). Each size is
+timed over ``--chunks`` steps after one warm-up step; imagined frames/s = N * new_frames * chunks /
+seconds. The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's
+resolution) is timed on the same machine when it can run. Prints a markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_env", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None,
+                   help="'default' (shipped), a preset name or a model folder (default: shipped model if present, "
+                        "else the tiny preset)")
+    p.add_argument("--preset", default=None, help="a preset name (tiny, small, base); overrides --model")
+    p.add_argument("--sizes", default="1,16,64,256", help="comma-separated batch sizes N for the vector env")
+    p.add_argument("--chunks", type=int, default=3, help="timed env steps (chunks) per size, after 1 warm-up")
+    p.add_argument("--denoise-steps", type=int, default=None, help="denoising steps per chunk (default: model's)")
+    p.add_argument("--temp-lora", choices=("on", "off"), default="on", help="Temp-LoRA fast learning every chunk")
+    p.add_argument("--fast-batch", type=int, default=None,
+                   help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: all)")
+    p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--real", choices=("auto", "on", "off"), default="auto",
+                   help="also time the real simulator (auto: when it can be imported)")
+    p.add_argument("--real-steps", type=int, default=3, help="timed real-sim chunks")
+    p.add_argument("--no-single", action="store_true", help="skip the single (non-vector) env row")
+    p.add_argument("--out", default="runs/bench_env.json", help="JSON output path")
+    return p.parse_args(argv)
+
+
+def _model_spec(args: argparse.Namespace) -> str:
+    if args.preset:
+        return args.preset
+    if args.model:
+        return args.model
+    from envs.learned import DEFAULT_MODEL_DIR
+
+    return "default" if (DEFAULT_MODEL_DIR / "config.json").is_file() else "tiny"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _actions(space: Any, rng: np.random.Generator) -> Any:
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return int(rng.integers(space.n))
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return rng.integers(0, space.nvec)
+    return rng.uniform(-1, 1, space.shape).astype(np.float32)
+
+
+def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    env.step(_actions(env.action_space, rng))  # warm-up (text cache, allocator, kernels)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    phases: dict[str, float] = {}
+    start = time.perf_counter()
+    for _ in range(chunks):
+        out = env.step(_actions(env.action_space, rng))
+        info = out[4]
+        timings = info["timings"]
+        t = timings[np.flatnonzero(info["_timings"])[0]] if batched else timings
+        for key, value in t.as_dict().items():
+            phases[key] = phases.get(key, 0.0) + value
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "phases_s_per_step": {k: v / chunks for k, v in phases.items()}}
+
+
+def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device) -> list[dict]:
+    from envs.learned import SlowFastVGenEnv, resolve_model
+    from envs.vector import SlowFastVGenVectorEnv
+
+    model, _ = resolve_model(spec, device)
+    mc = model.config
+    mode = args.action_mode
+    if mode == "auto":
+        mode = "continuous" if mc.action_type in ("vector", "both") else "skill"
+    opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=args.temp_lora == "on",
+                fast_batch_size=args.fast_batch, max_episode_steps=None)
+    steps = args.denoise_steps or mc.sample_steps
+    rows = []
+
+    def row(kind: str, n: int, timing: dict) -> dict:
+        frames = n * mc.new_frames * args.chunks
+        return {"env": kind, "num_envs": n, "model": spec, "frame_size": mc.frame_size, "new_frames": mc.new_frames,
+                "denoise_steps": steps, "temp_lora": args.temp_lora, "action_mode": mode,
+                "s_per_step": timing["seconds"] / args.chunks, "frames_per_s": frames / timing["seconds"],
+                "phases_s_per_step": timing["phases_s_per_step"],
+                "rss_after_mib": psutil.Process().memory_info().rss / 2**20,
+                "peak_cuda_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None}
+
+    if not args.no_single:
+        env = SlowFastVGenEnv(**opts)
+        rows.append(row("single", 1, _time_env(env, 1, args.chunks, device, batched=False)))
+        env.close()
+        _print_progress(rows[-1])
+    for n in sizes:
+        venv = SlowFastVGenVectorEnv(num_envs=n, **opts)
+        try:
+            rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True)))
+        except (RuntimeError, MemoryError) as err:  # e.g. out of memory at large N
+            rows.append({"env": "vector", "num_envs": n, "model": spec, "error": f"{type(err).__name__}: {err}"[:300]})
+        venv.close()
+        del venv
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        _print_progress(rows[-1])
+    return rows
+
+
+def bench_real(frame_size: int, steps: int, mode: str) -> dict | None:
+    if mode == "off":
+        return None
+    try:
+        from envs.real import RealSceneEnv
+        from envs.real.skills import SKILLS
+
+        env = RealSceneEnv(task="task1_open", width=frame_size, height=frame_size)
+        env.reset(seed=0)
+        env.step(0)  # warm-up
+        rng = np.random.default_rng(0)
+        frames = 0
+        start = time.perf_counter()
+        for _ in range(steps):
+            info = env.step(int(rng.integers(len(SKILLS))))[4]
+            frames += len(info["frames"])
+        seconds = time.perf_counter() - start
+        cfg = env.config
+        env.close()
+    except Exception as err:  # noqa: BLE001  (any import/GL failure means "not available here")
+        if mode == "on":
+            raise
+        return {"env": "real (OGBench scene)", "error": f"{type(err).__name__}: {err}"[:300]}
+    return {"env": "real (OGBench scene)", "num_envs": 1, "frame_size": frame_size, "new_frames": cfg.chunk_len,
+            "s_per_step": seconds / steps, "frames_per_s": frames / seconds,
+            "sim_steps_per_s": steps * cfg.chunk_len * cfg.frame_skip / seconds,
+            "render_backend": os.environ.get("MUJOCO_GL", "")}
+
+
+def _print_progress(row: dict) -> None:
+    if "error" in row:
+        print(f"  {row['env']} N={row.get('num_envs')}: {row['error']}", file=sys.stderr)
+    else:
+        print(f"  {row['env']} N={row['num_envs']}: {row['frames_per_s']:.3g} frames/s", file=sys.stderr)
+
+
+def markdown_table(rows: list[dict], machine: str) -> str:
+    lines = [f"Machine: {machine}", "",
+             "| env | N | frames | denoise steps | Temp-LoRA | s / step | frames/s | frames/s per env |",
+             "|---|---:|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['env']} | {r.get('num_envs', '')} | | | | error | {r['error'][:60]} | |")
+            continue
+        n = r["num_envs"]
+        size = f"{r['frame_size']}x{r['frame_size']}, {r['new_frames']}/chunk"
+        lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {r.get('temp_lora', '')} | "
+                     f"{r['s_per_step']:.3g} | {r['frames_per_s']:.3g} | {r['frames_per_s'] / n:.3g} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"--sizes must be positive integers, got {args.sizes!r}")
+    spec = _model_spec(args)
+    cpu = platform.processor() or platform.machine()
+    machine = (torch.cuda.get_device_name(device) if device.type == "cuda" else
+               f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    print(f"bench_env: model={spec} device={device} sizes={sizes}", file=sys.stderr)
+    rows = bench_imagined(spec, sizes, args, device)
+    frame_size = next((r["frame_size"] for r in rows if "frame_size" in r), 64)
+    real = bench_real(frame_size, args.real_steps, args.real)
+    if real is not None:
+        rows.append(real)
+    table = markdown_table(rows, machine)
+    print(table)
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+              "device": str(device), "torch": torch.__version__, "command": "python -m experiments.bench_env " +
+              " ".join(sys.argv[1:] if argv is None else argv), "rows": rows, "table": table}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()

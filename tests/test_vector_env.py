@@ -1,0 +1,223 @@
+"""Batched SlowFastVGen-v0: equals N single envs, N independent memories, batched LoRA == peft, autoreset, SB3."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs  # noqa: F401  (registers SlowFastVGen-v0)
+from envs.learned import SlowFastVGenEnv
+from envs.synthetic import SYNTHETIC_SKILLS
+from envs.vector import SB3VecEnv, SlowFastVGenVectorEnv
+from worldmodel import Chunk, SlowFastVGen, TempLoRA, from_preset
+from worldmodel.batched_lora import BatchedTempLoRA, draw_loss_noise, per_sample_diffusion_loss
+from worldmodel.diffusion import diffusion_loss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def micro_model(**temp_lora) -> SlowFastVGen:
+    cfg = from_preset("tiny", frame_size=16, vae_block_out_channels=(8, 8), unet_block_out_channels=(16, 16),
+                      attention_head_dim=8, cross_attention_dim=16, norm_num_groups=8,
+                      temp_lora=dict(rank=2, alpha=4.0, lr=1e-2, **temp_lora))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return SlowFastVGen(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return micro_model()
+
+
+OPTS = dict(skills=SYNTHETIC_SKILLS, denoise_steps=2, max_episode_steps=50)
+ACTIONS = np.array([[0, 1, 2, 0], [1, 1, 0, 2], [2, 0, 1, 1]])
+
+
+def test_vector_env_equals_four_single_envs(model):
+    venv = gym.make_vec("SlowFastVGen-v0", num_envs=4, vectorization_mode="vector_entry_point", model=model, **OPTS)
+    assert isinstance(venv.unwrapped, SlowFastVGenVectorEnv)
+    obs, _ = venv.reset(seed=10)
+    vec_frames, vec_losses = [obs], []
+    for a in ACTIONS:
+        obs, reward, terminated, truncated, info = venv.step(a)
+        vec_frames.append(info["frames"])
+        vec_losses.append(info["fast_loss"])
+        assert obs.shape == (4, 16, 16, 3) and reward.shape == (4,) and not (terminated | truncated).any()
+    vec_theta = venv.unwrapped.memory.theta.detach().clone()
+    for i in range(4):
+        env = SlowFastVGenEnv(model=model, **OPTS)
+        obs, _ = env.reset(seed=10 + i)
+        frames, losses = [obs], []
+        for a in ACTIONS:
+            _, _, _, _, info = env.step(a[i])
+            frames.append(info["frames"])
+            losses.append(info["fast_loss"])
+        for k, f in enumerate(frames):  # batched kernels may round differently: allow 1/255 on a few pixels
+            diff = np.abs(vec_frames[k][i].astype(int) - f)
+            assert diff.max() <= 2 and diff.mean() < 0.05, (i, k, diff.max())
+        np.testing.assert_allclose([v[i] for v in vec_losses], losses, rtol=1e-4)
+        torch.testing.assert_close(vec_theta[i], env.memory.theta.detach()[0], rtol=1e-2, atol=2e-4)  # Adam: lr 1e-2
+    # the 4 memories learned different things (different actions and seeds)
+    assert not torch.allclose(vec_theta[0], vec_theta[1])
+    venv.close()
+
+
+def test_memories_are_independent(model):
+    def run(env0_actions):
+        venv = SlowFastVGenVectorEnv(num_envs=2, model=model, **OPTS)
+        venv.reset(seed=0)
+        frames = []
+        for a0 in env0_actions:
+            _, _, _, _, info = venv.step(np.array([a0, 2]))
+            frames.append(info["frames"])
+        return np.stack(frames), venv.memory.theta.detach().clone()
+
+    fa, ta = run([0, 0, 0])
+    fb, tb = run([1, 2, 1])
+    assert not np.array_equal(fa[:, 0], fb[:, 0]) and not torch.equal(ta[0], tb[0])  # env 0 differs
+    assert np.array_equal(fa[:, 1], fb[:, 1]) and torch.equal(ta[1], tb[1])  # env 1 untouched by env 0
+
+    # A fast update of env 0 alone leaves env 1's factors and Adam state as they were.
+    memory = BatchedTempLoRA(model, 2)
+    before = memory.theta.detach().clone()
+    latents = torch.randn(1, 4, 4, 8, 8)
+    [update] = memory.update(Chunk(torch.zeros(1, 2, 16, 16, 3, dtype=torch.uint8), latents, 2), ids=[0])
+    assert update.steps == 1 and not update.rolled_back
+    assert not torch.equal(memory.theta[0], before[0]) and torch.equal(memory.theta[1], before[1])
+    assert memory.exp_avg[1].abs().sum() == 0 and memory.adam_steps.tolist() == [1, 0]
+    # per-env reset and per-env rollback
+    memory.reset([0], [torch.Generator().manual_seed(0)])
+    assert all(not memory.factors(0, k)[1].any() for k in range(len(memory.layout)))
+    memory.update(Chunk(torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8), torch.randn(2, 4, 4, 8, 8), 2))
+    good = memory.theta.detach().clone()
+    bad = torch.randn(2, 4, 4, 8, 8)
+    bad[1, 0, 0, 0, 0] = float("nan")
+    ups = memory.update(Chunk(torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8), bad, 2))
+    assert not ups[0].rolled_back and ups[1].rolled_back and memory.rollbacks == [0, 1]
+    assert not torch.equal(memory.theta[0], good[0]) and torch.equal(memory.theta[1], good[1])
+
+    # Splitting the fast step into groups of envs (max_batch) gives the same factors.
+    whole, split = BatchedTempLoRA(model, 3), BatchedTempLoRA(model, 3, max_batch=2)
+    gens = [[torch.Generator().manual_seed(s) for s in range(3)] for _ in range(4)]
+    whole.reset(generators=gens[0])
+    split.reset(generators=gens[1])
+    chunk = Chunk(torch.zeros(3, 2, 16, 16, 3, dtype=torch.uint8), torch.randn(3, 4, 4, 8, 8), 2)
+    a, b = whole.update(chunk, generators=gens[2]), split.update(chunk, generators=gens[3])
+    assert [u.loss for u in a] == pytest.approx([u.loss for u in b], rel=1e-5)
+    torch.testing.assert_close(whole.theta, split.theta, atol=1e-4, rtol=1e-3)  # Adam step ~ lr * sign(g), lr 1e-2
+
+
+@pytest.mark.parametrize("objective", ["joint", "conditional"])
+def test_batched_lora_matches_peft_temp_lora(objective):
+    """Per-sample factors give peft's outputs, and one fast update follows TempLoRA.update."""
+    model = micro_model(objective=objective)
+    peft_memory = TempLoRA(model)  # peft-injected; batched hooks find the base layers
+    memory = BatchedTempLoRA(model, 2)
+    assert len(memory.layout) == len(peft_memory.layers)
+    with torch.no_grad():
+        for k, layer in enumerate(peft_memory.layers):
+            a, b = layer.lora_A["temp_lora"].weight, layer.lora_B["temp_lora"].weight
+            b.normal_(std=0.1)
+            memory.set_factors(1, k, a.t(), b.t())
+            memory.set_factors(0, k, torch.randn_like(a.t()), torch.randn_like(b.t()))
+    x, t = torch.randn(2, 9, 4, 8, 8), torch.tensor([10, 700])
+    cond = model.action_encoder.null(2).detach() + 0.1 * torch.randn(2, 9, 16)
+    with torch.no_grad():
+        ref = model.unet(x[1:], t[1:], encoder_hidden_states=cond[1:]).sample  # peft, env-1 factors
+        peft_memory.set_enabled(False)
+        with memory.applied():
+            both = model.unet(x, t, encoder_hidden_states=cond).sample
+        with memory.applied():  # classifier-free guidance doubles the batch: [cond, null]
+            doubled = model.unet(x.repeat(2, 1, 1, 1, 1), t.repeat(2),
+                                 encoder_hidden_states=cond.repeat(2, 1, 1)).sample
+        plain = model.unet(x[1:], t[1:], encoder_hidden_states=cond[1:]).sample
+    torch.testing.assert_close(both[1:], ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(doubled[3:], ref, atol=1e-4, rtol=1e-4)
+    assert (plain - ref).abs().max() > 1e-2  # the factors matter
+
+    # The per-sample loss equals diffusion_loss under the same draws.
+    latents, given = torch.randn(1, 4, 4, 8, 8), torch.zeros(1, 4, dtype=torch.bool)
+    null = model.action_encoder.null(1).detach()
+    torch.manual_seed(5)
+    expected = diffusion_loss(model.unet, model.scheduler, latents, given, null)
+    noise, tt = draw_loss_noise(latents.shape[1:], torch.Generator().manual_seed(5), 1000)
+    got = per_sample_diffusion_loss(model.unet, model.scheduler, latents, given, null, noise[None], tt)
+    torch.testing.assert_close(got[0], expected)
+
+    # One fast step from a fresh memory: same loss, same new factors as TempLoRA.update.
+    peft_memory.set_enabled(True)
+    peft_memory.reset()
+    memory.reset()
+    for k, layer in enumerate(peft_memory.layers):
+        memory.set_factors(1, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
+    chunk = Chunk(torch.zeros(1, 2, 16, 16, 3, dtype=torch.uint8), latents, 2)
+    torch.manual_seed(3)
+    with torch.enable_grad():
+        ref_update = peft_memory.update(chunk)
+    peft_memory.set_enabled(False)
+    both = Chunk(torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8), torch.cat([torch.randn_like(latents), latents]), 2)
+    updates = memory.update(both, generators=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(3)])
+    assert updates[1].loss == pytest.approx(ref_update.loss, rel=1e-5)
+    ours = torch.cat([torch.cat([f.flatten() for f in memory.factors(1, k)]) for k in range(len(memory.layout))])
+    ref = torch.cat([torch.cat([layer.lora_A["temp_lora"].weight.t().flatten(),
+                                layer.lora_B["temp_lora"].weight.t().flatten()])
+                     for layer in peft_memory.layers])
+    # Adam's first step is ~lr * sign(g): entries whose |g| is near eps (1e-8) may differ by float noise.
+    diff = (ours - ref).abs()
+    lr = model.config.temp_lora.lr
+    assert diff.max() < 0.1 * lr and (diff < 1e-6).float().mean() > 0.99, (diff.max(), (diff < 1e-6).float().mean())
+
+
+def test_autoreset_modes(model):
+    opts = {**OPTS, "max_episode_steps": 2, "temp_lora": False, "denoise_steps": 1}
+    venv = SlowFastVGenVectorEnv(num_envs=2, model=model, **opts)
+    venv.reset(seed=0)
+    venv.step(np.array([0, 1]))
+    _, _, _, truncated, _ = venv.step(np.array([0, 1]))
+    assert truncated.all()
+    obs, reward, terminated, truncated, info = venv.step(np.array([0, 1]))  # next-step autoreset
+    assert not (terminated | truncated).any() and (reward == 0).all() and info["_start_index"].all()
+    assert venv.core.step_counts.tolist() == [0, 0]
+
+    same = SlowFastVGenVectorEnv(num_envs=2, model=model, autoreset_mode="same_step", **opts)
+    same.reset(seed=0)
+    same.step(np.array([0, 1]))
+    obs, _, _, truncated, info = same.step(np.array([0, 1]))
+    assert truncated.all() and info["_final_obs"].all() and same.core.step_counts.tolist() == [0, 0]
+    assert not np.array_equal(info["final_obs"][0], obs[0])  # obs is already the next episode's
+
+    partial = SlowFastVGenVectorEnv(num_envs=2, model=model, **opts)
+    obs0, _ = partial.reset(seed=0)
+    partial.step(np.array([0, 0]))
+    obs, _ = partial.reset(options={"reset_mask": np.array([False, True])})
+    assert partial.core.step_counts.tolist() == [1, 0]
+    with pytest.raises(ValueError, match="actions for 2 envs"):
+        partial.step(np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="out of range"):
+        partial.step(np.array([0, 5]))
+    assert partial.core.step_counts.tolist() == [1, 0]
+
+
+def test_sb3_vec_env_adapter_runs_ppo(model):
+    from stable_baselines3 import PPO
+
+    venv = SB3VecEnv(num_envs=2, model=model, **{**OPTS, "max_episode_steps": 3, "denoise_steps": 1})
+    venv.seed(4)
+    obs = venv.reset()
+    assert obs.shape == (2, 16, 16, 3)
+    for k in range(3):
+        obs, rewards, dones, infos = venv.step(np.array([k % 3, 1]))
+    assert dones.all() and all("terminal_observation" in i and i["TimeLimit.truncated"] for i in infos)
+    assert venv.venv.core.step_counts.tolist() == [0, 0]  # reset in the same step, SB3-style
+    agent = PPO("MlpPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0, device="cpu")
+    agent.learn(total_timesteps=8)
+    venv.close()

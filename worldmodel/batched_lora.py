@@ -1,0 +1,448 @@
+"""Per-sample Temp-LoRA: N independent episodic memories Θ_1..Θ_N applied inside ONE batched UNet forward.
+
+`TempLoRA` (peft) keeps one Θ for the whole batch. A batched world-model env needs a different Θ per
+env, so here every target layer of the UNet gets low-rank factors ``A: (N, d_in, r)`` and
+``B: (N, r, d_out)`` applied with batched matmuls by a forward hook::
+
+    y[rows of sample j] = W x + (alpha / r) * x @ A[j % N] @ B[j % N]
+
+(the UNet3D lays rows out batch-major in every target layer, so sample j owns a contiguous block of
+rows; classifier-free guidance doubles the batch as [cond, null], hence ``j % N``).
+
+All factors live in one flat tensor ``theta (N, P)`` (per-layer A/B are views of it), so reset,
+snapshot/rollback and the per-env Adam step are a handful of tensor ops whatever the layer count; a
+fast step differentiates a copy of the stepped envs' rows, so the gradient is (n, P) and row k is
+env k's own. ``max_batch`` splits a large batch's fast step into groups of envs (bounding activation
+memory) with the same result.
+The learning rule is TempLoRA's: the same training sequence (`TempLoRA.training_sequence`, per env)
+and objective (``joint``: all frames noised; ``conditional``: the first chunk given clean), the same
+unconditioned denoising loss as `worldmodel.diffusion.diffusion_loss` (noise and timestep
+drawn in the same order, but from each env's own generator), Adam with TempLoRA's learning rate, and
+the same per-env rollback on a non-finite or exploding loss. The loss is summed over envs, so one
+backward pass trains all N memories and each env's gradient stays in its own factors.
+
+Hooks are installed once per UNet and do nothing unless a memory is applied (``with
+memory.applied(ids): ...``), so several envs can share one model instance.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import types
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .config import TempLoRAConfig
+from .diffusion import unet_input
+from .model import Chunk, SlowFastVGen
+from .temp_lora import FastUpdate, TempLoRA
+
+_ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as TempLoRA uses
+_ADAM_EPS = 1e-8
+_DISPATCH_ATTR = "_batched_lora_dispatchers"
+
+
+# ------------------------------------------------------------------------------------ target layers
+def _matches(name: str, targets: Sequence[str]) -> bool:
+    """peft's rule: a module is targeted when its name equals a target or ends with '.' + target."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def find_target_layers(unet: nn.Module, targets: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """(name, layer) of the nn.Linear / 1x1 nn.Conv2d layers Temp-LoRA adapts, in `modules()` order.
+
+    A layer already wrapped by peft (TempLoRA) is found through its `base_layer`.
+    """
+    found = []
+    for name, module in unet.named_modules():
+        plain = name.replace(".base_layer", "")
+        if ".lora_" in name or "lora_" in plain.rsplit(".", 1)[-1] or not _matches(plain, targets):
+            continue
+        if isinstance(module, nn.Linear):
+            found.append((plain, module))
+        elif isinstance(module, nn.Conv2d):
+            if module.kernel_size != (1, 1) or module.groups != 1:
+                raise ValueError(f"batched Temp-LoRA supports 1x1 convolutions only; {plain} is {module}")
+            found.append((plain, module))
+    if not found:
+        raise ValueError(f"batched Temp-LoRA found no target layers among {tuple(targets)}")
+    return found
+
+
+def _dims(layer: nn.Module) -> tuple[int, int]:
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    return layer.in_channels, layer.out_channels
+
+
+class _Dispatcher:
+    """Hooks on one UNet's target layers, routing each forward to the memory applied at the time."""
+
+    def __init__(self, unet: nn.Module, targets: tuple[str, ...]):
+        self.layers = find_target_layers(unet, targets)
+        self.active: "BatchedTempLoRA | None" = None
+        self.rows = 0  # batch size of the current UNet call
+        self.handles = [unet.register_forward_pre_hook(self._pre_hook, with_kwargs=True)]
+        for index, (_, layer) in enumerate(self.layers):
+            self.handles.append(layer.register_forward_hook(self._make_hook(index)))
+
+    def _pre_hook(self, module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        self.rows = sample.shape[0]
+
+    def _make_hook(self, index: int):
+        def hook(module, args, output):
+            memory = self.active
+            if memory is None:
+                return None
+            return output + memory._delta(index, args[0], self.rows, isinstance(module, nn.Conv2d))
+
+        return hook
+
+
+def _dispatcher(unet: nn.Module, targets: tuple[str, ...]) -> _Dispatcher:
+    table = unet.__dict__.setdefault(_DISPATCH_ATTR, {})
+    if targets not in table:
+        table[targets] = _Dispatcher(unet, targets)
+    return table[targets]
+
+
+# ----------------------------------------------------------------------------------------- the loss
+def draw_loss_noise(shape: Sequence[int], generator: torch.Generator | None,
+                    num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise and timestep for one sample, drawn in `diffusion_loss`'s order (noise, then t).
+
+    With a generator seeded like the global RNG, these equal what `diffusion_loss` draws for B=1.
+    """
+    noise = torch.randn(tuple(shape), generator=generator)
+    t = torch.randint(0, num_train_timesteps, (1,), generator=generator)
+    return noise, t
+
+
+def per_sample_diffusion_loss(unet: nn.Module, scheduler, latents: torch.Tensor, given_mask: torch.Tensor,
+                              cond: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`diffusion_loss` with explicit noise/timesteps, reduced per sample: (B,) losses.
+
+    Each entry equals `diffusion_loss` on that sample alone with the same draws (same noising, same
+    velocity/epsilon target, the same masked mean over frames to generate).
+    """
+    noisy = scheduler.add_noise(latents, noise, t)
+    pred = unet(unet_input(noisy, latents, given_mask), t, encoder_hidden_states=cond).sample
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, t)
+    else:
+        target = noise
+    keep = (~given_mask)[:, None, :, None, None].to(torch.float32)
+    denom = keep.sum(dim=(1, 2, 3, 4)) * pred.shape[1] * pred.shape[-2] * pred.shape[-1]
+    if bool((denom == 0).any()):
+        raise ValueError("per_sample_diffusion_loss: every frame is given; there is nothing to score")
+    return (((pred.float() - target.float()) ** 2) * keep).sum(dim=(1, 2, 3, 4)) / denom
+
+
+# ---------------------------------------------------------------------------------------- the memory
+@dataclass
+class _Layout:
+    a_offset: int
+    b_offset: int
+    d_in: int
+    d_out: int
+
+
+class BatchedTempLoRA:
+    """N independent Temp-LoRA memories for one model; see the module docstring.
+
+    ``reset(ids)`` forgets chosen envs (Θ_i = 0 so W'_i = Φ exactly, fresh Adam state and history),
+    ``update(chunk, ids, generators)`` runs the fast steps for the envs in ``ids`` in one batched
+    forward/backward, ``applied(ids)`` makes the UNet use Θ_ids for the samples of a batch.
+    """
+
+    def __init__(self, model: SlowFastVGen, num_envs: int, config: TempLoRAConfig | None = None,
+                 max_batch: int | None = None):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1 or None, got {max_batch}")
+        # Envs per fast-update forward/backward (None: all at once). Smaller bounds the activation
+        # memory of large batches; the result is the same since every env's gradient is its own.
+        self.max_batch = max_batch
+        self.model = model
+        self.num_envs = num_envs
+        self.config = config or model.config.temp_lora
+        self.scaling = self.config.alpha / self.config.rank
+        self._dispatch = _dispatcher(model.unet, tuple(self.config.target_modules))
+        r = self.config.rank
+        self.layout: list[_Layout] = []
+        offset = 0
+        for _, layer in self._dispatch.layers:
+            d_in, d_out = _dims(layer)
+            self.layout.append(_Layout(offset, offset + d_in * r, d_in, d_out))
+            offset += d_in * r + r * d_out
+        self.num_parameters_per_env = offset
+        device = model.device
+        self.theta = torch.zeros(num_envs, offset, device=device)
+        self.exp_avg = torch.zeros(num_envs, offset, device=device)
+        self.exp_avg_sq = torch.zeros(num_envs, offset, device=device)
+        self.adam_steps = torch.zeros(num_envs, dtype=torch.float64)
+        self.enabled = True
+        self._factors: torch.Tensor | None = None
+        self.losses = [collections.deque(maxlen=32) for _ in range(num_envs)]
+        self.history: list[collections.deque] = [collections.deque(maxlen=self.config.max_history)
+                                                 for _ in range(num_envs)]
+        self.rollbacks = [0] * num_envs
+        self.reset()
+
+    # ------------------------------------------------------------------------------------------ state
+    def _ids(self, ids: Sequence[int] | torch.Tensor | None) -> list[int]:
+        if ids is None:
+            return list(range(self.num_envs))
+        out = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        for i in out:
+            if not 0 <= i < self.num_envs:
+                raise IndexError(f"env index {i} out of range for {self.num_envs} memories")
+        return out
+
+    def reset(self, ids: Sequence[int] | None = None,
+              generators: Sequence[torch.Generator | None] | None = None) -> None:
+        """Forget envs `ids` (all by default): A re-drawn as peft does (kaiming-uniform), B = 0.
+
+        Each env's A is drawn from its generator (the global RNG when None), so a seeded env starts
+        from the same factors whatever its position in the batch.
+        """
+        ids = self._ids(ids)
+        generators = list(generators) if generators is not None else [None] * len(ids)
+        if len(generators) != len(ids):
+            raise ValueError(f"{len(generators)} generators for {len(ids)} envs")
+        r = self.config.rank
+        with torch.no_grad():
+            for i, gen in zip(ids, generators):
+                row = torch.zeros(self.num_parameters_per_env)
+                for lay in self.layout:
+                    bound = 1.0 / math.sqrt(lay.d_in)  # kaiming_uniform_(a=sqrt(5)) on (r, d_in)
+                    a = torch.empty(r, lay.d_in).uniform_(-bound, bound, generator=gen)
+                    row[lay.a_offset: lay.b_offset] = a.t().reshape(-1)
+                self.theta[i] = row.to(self.theta.device)
+                self.exp_avg[i] = 0
+                self.exp_avg_sq[i] = 0
+                self.adam_steps[i] = 0
+                self.losses[i].clear()
+                self.history[i].clear()
+                self.rollbacks[i] = 0
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Switch all Θ off (the 'without Temp-LoRA' ablation) or back on, without forgetting them."""
+        self.enabled = bool(enabled)
+
+    def factors(self, env: int, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of env `env`'s factors of target layer `layer`: A (d_in, r), B (r, d_out)."""
+        lay, r = self.layout[layer], self.config.rank
+        row = self.theta[env].detach()
+        return (row[lay.a_offset: lay.b_offset].view(lay.d_in, r).clone(),
+                row[lay.b_offset: lay.b_offset + r * lay.d_out].view(r, lay.d_out).clone())
+
+    def set_factors(self, env: int, layer: int, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Overwrite env `env`'s factors of one layer (A (d_in, r), B (r, d_out))."""
+        lay, r = self.layout[layer], self.config.rank
+        with torch.no_grad():
+            self.theta[env, lay.a_offset: lay.b_offset] = a.reshape(-1).to(self.theta)
+            self.theta[env, lay.b_offset: lay.b_offset + r * lay.d_out] = b.reshape(-1).to(self.theta)
+
+    def nbytes(self) -> int:
+        """Bytes of tensor state held by the memories (factors, Adam moments, per-env history)."""
+        n = sum(t.numel() * t.element_size() for t in (self.theta, self.exp_avg, self.exp_avg_sq))
+        return n + sum(h.numel() * h.element_size() for hist in self.history for h in hist)
+
+    def layer_names(self) -> list[str]:
+        return [name for name, _ in self._dispatch.layers]
+
+    # ---------------------------------------------------------------------------------------- forward
+    @contextlib.contextmanager
+    def applied(self, ids: Sequence[int] | None = None) -> Iterator[None]:
+        """Within the block, UNet sample j uses Θ_{ids[j % len(ids)]} (all envs in order by default)."""
+        if not self.enabled:
+            yield
+            return
+        ids = self._ids(ids)
+        if ids == list(range(self.num_envs)):
+            factors = self.theta
+        else:
+            factors = self.theta[torch.tensor(ids, device=self.theta.device)]
+        with self._using(factors):
+            yield
+
+    @contextlib.contextmanager
+    def _using(self, factors: torch.Tensor) -> Iterator[None]:
+        if self._dispatch.active is not None:
+            raise RuntimeError("another batched Temp-LoRA memory is already applied to this UNet")
+        self._factors = factors
+        self._dispatch.active = self
+        try:
+            yield
+        finally:
+            self._dispatch.active = None
+            self._factors = None
+
+    def _delta(self, index: int, x: torch.Tensor, rows: int, conv: bool) -> torch.Tensor:
+        theta = self._factors
+        n, r = theta.shape[0], self.config.rank
+        lay = self.layout[index]
+        if rows % n or x.shape[0] % rows:
+            raise RuntimeError(f"batched Temp-LoRA: UNet batch {rows} is not a multiple of the {n} applied "
+                               f"memories (layer input {tuple(x.shape)})")
+        rep = rows // n
+        a = theta[:, lay.a_offset: lay.b_offset].view(n, lay.d_in, r)
+        b = theta[:, lay.b_offset: lay.b_offset + r * lay.d_out].view(n, r, lay.d_out)
+        if a.dtype != x.dtype:
+            a, b = a.to(x.dtype), b.to(x.dtype)
+        h = x.movedim(1, -1) if conv else x  # channels last
+        shape = h.shape
+        h = h.reshape(rep, n, -1, lay.d_in)
+        if rep > 1:
+            h = h.transpose(0, 1)
+        h = h.reshape(n, -1, lay.d_in)
+        out = torch.bmm(torch.bmm(h, a), b)  # (n, rep*m, d_out)
+        if self.scaling != 1.0:
+            out = out * self.scaling
+        if rep > 1:
+            out = out.reshape(n, rep, -1, lay.d_out).transpose(0, 1)
+        out = out.reshape(*shape[:-1], lay.d_out)
+        return out.movedim(-1, 1) if conv else out
+
+    # --------------------------------------------------------------------------------------- learning
+    def training_sequences(self, chunk: Chunk, ids: list[int],
+                           generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+        """Per env, the latents `TempLoRA.training_sequence` would train on; stacked (n, C, F, h, w)."""
+        if self.config.variant == "local":
+            return chunk.latents
+        if self.config.variant == "original":
+            return chunk.new_latents
+        seqs = []
+        for k, (env, gen) in enumerate(zip(ids, generators)):
+            one = Chunk(chunk.frames[k: k + 1], chunk.latents[k: k + 1], chunk.num_context)
+            proxy = types.SimpleNamespace(config=self.config, history=self.history[env])
+            # The window start comes from the global RNG in TempLoRA; draw it from the env's generator.
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                seqs.append(TempLoRA.training_sequence(proxy, one))
+        return torch.cat(seqs)
+
+    def update(self, chunk: Chunk, ids: Sequence[int] | None = None,
+               generators: Sequence[torch.Generator | None] | None = None,
+               steps: int | None = None) -> list[FastUpdate]:
+        """Fast-learn on a batched chunk (row k belongs to env ids[k]); one FastUpdate per env.
+
+        Every fast step is one batched forward/backward over the still-healthy envs; an env whose loss
+        is non-finite or explodes (or whose factors turn non-finite) is rolled back to its state before
+        this update and reported, the others go on.
+        """
+        ids = self._ids(ids)
+        steps = self.config.steps if steps is None else steps
+        if chunk.latents.shape[0] != len(ids):
+            raise ValueError(f"chunk has {chunk.latents.shape[0]} rows for {len(ids)} envs")
+        generators = list(generators) if generators is not None else [None] * len(ids)
+        if not self.enabled or steps == 0:
+            return [FastUpdate(float("nan"), 0) for _ in ids]
+        device = self.theta.device
+        idx = torch.tensor(ids, device=device)
+        good = (self.theta[idx].clone(), self.exp_avg[idx].clone(), self.exp_avg_sq[idx].clone(),
+                self.adam_steps[ids].clone())
+        alive = list(range(len(ids)))  # positions (into ids) still updating
+        totals = [0.0] * len(ids)
+        failed: dict[int, float] = {}
+        for _ in range(steps):
+            if not alive:
+                break
+            latents = self.training_sequences(
+                Chunk(chunk.frames[alive], chunk.latents[torch.tensor(alive, device=chunk.latents.device)],
+                      chunk.num_context),
+                [ids[p] for p in alive], [generators[p] for p in alive]).detach()
+            draws = [draw_loss_noise(latents.shape[1:], generators[p], self.model.scheduler.config.num_train_timesteps)
+                     for p in alive]
+            given = torch.zeros(latents.shape[0], latents.shape[2], dtype=torch.bool, device=device)
+            if getattr(self.config, "objective", "joint") == "conditional" and self.config.variant != "original":
+                given[:, : chunk.num_context] = True  # TempLoRA's conditional objective: first chunk clean
+            size = self.max_batch or len(alive)
+            for lo in range(0, len(alive), size):
+                group = alive[lo: lo + size]
+                results = self._fast_step([ids[p] for p in group], latents[lo: lo + size], given[lo: lo + size],
+                                          draws[lo: lo + size])
+                for p, (value, ok) in zip(group, results):
+                    if ok:
+                        self.losses[ids[p]].append(value)
+                        totals[p] += value
+                    else:
+                        failed[p] = value
+            alive = [p for p in alive if p not in failed]
+        out = []
+        for p, env in enumerate(ids):
+            if p in failed:
+                self._restore(env, tuple(s[p] for s in good))
+                self.rollbacks[env] += 1
+                out.append(FastUpdate(failed[p], 0, rolled_back=True))
+            else:
+                out.append(FastUpdate(totals[p] / steps, steps))
+        return out
+
+    def _fast_step(self, envs: list[int], latents: torch.Tensor, given: torch.Tensor,
+                   draws: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, bool]]:
+        """One batched forward/backward + Adam step for `envs`: (loss, ok) per env; not ok means roll
+        back (non-finite or exploding loss, or non-finite factors after the step)."""
+        model, device = self.model, self.theta.device
+        n = latents.shape[0]
+        noise = torch.stack([d[0] for d in draws]).to(device, latents.dtype)
+        t = torch.cat([d[1] for d in draws]).to(device)
+        null = model.action_encoder.null(n).detach()
+        idx = torch.tensor(envs, device=device)
+        factors = self.theta[idx].requires_grad_(True)  # one leaf per group: each env's gradient is its row
+        with torch.enable_grad(), self._using(factors):
+            losses = per_sample_diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t)
+            values = [float(v) for v in losses.detach().cpu()]
+            ok = [math.isfinite(v) and not self._exploding(e, v) for e, v in zip(envs, values)]
+            if not any(ok):
+                return list(zip(values, ok))
+            keep = torch.tensor(ok, device=device)
+            (grad,) = torch.autograd.grad(torch.where(keep, losses, 0.0).sum(), factors)
+        rows = [k for k, good in enumerate(ok) if good]
+        self._adam([envs[k] for k in rows], grad[rows])
+        finite = torch.isfinite(self.theta[idx[rows]]).all(dim=1).tolist()
+        for k, fin in zip(rows, finite):
+            ok[k] = fin
+        return list(zip(values, ok))
+
+    def _exploding(self, env: int, value: float) -> bool:
+        """TempLoRA's rule: above explode_factor x the median of the env's recent losses."""
+        losses = self.losses[env]
+        if len(losses) < 3:
+            return False
+        median = sorted(losses)[len(losses) // 2]
+        return value > self.config.explode_factor * max(median, 1e-8)
+
+    @torch.no_grad()
+    def _adam(self, envs: list[int], grad: torch.Tensor) -> None:
+        """torch.optim.Adam's update (default betas/eps), with a step count per env; grad row k is envs[k]'s."""
+        b1, b2 = _ADAM_BETAS
+        idx = torch.tensor(envs, device=self.theta.device)
+        g = grad
+        self.adam_steps[envs] += 1
+        steps = self.adam_steps[envs]
+        bc1 = (1 - b1 ** steps).to(g)[:, None]
+        bc2_sqrt = (1 - b2 ** steps).sqrt().to(g)[:, None]
+        m = self.exp_avg[idx].mul_(b1).add_(g, alpha=1 - b1)
+        v = self.exp_avg_sq[idx].mul_(b2).addcmul_(g, g, value=1 - b2)
+        self.exp_avg[idx] = m
+        self.exp_avg_sq[idx] = v
+        denom = v.sqrt() / bc2_sqrt + _ADAM_EPS
+        self.theta[idx] = self.theta[idx] - (self.config.lr / bc1) * m / denom
+
+    @torch.no_grad()
+    def _restore(self, env: int, state: tuple[torch.Tensor, ...]) -> None:
+        theta, m, v, step = state
+        self.theta[env] = theta
+        self.exp_avg[env] = m
+        self.exp_avg_sq[env] = v
+        self.adam_steps[env] = step

@@ -1,0 +1,266 @@
+"""Learned reward / success / termination heads: the world-model env's reward function.
+
+The heads look at the last ``num_frames`` frames of a chunk (generated or real, uint8) and the
+episode's instruction, and predict the chunk's reward, the probability that the chunk's skill
+succeeded and the probability that the task is done (termination). They are trained on real task
+episodes (the ``envs.episodes`` schema: per-chunk ``reward`` and ``success``, ``attrs.instruction``
+and ``attrs.task_success``), saved beside a model as ``heads/heads.json`` + ``heads/heads.safetensors``,
+and used by ``SlowFastVGen-v0``. The real simulator's reward stays the ground truth for evaluation.
+
+The instruction goes in as hashed word uni- and bi-gram features (no text model needed, stable across
+processes); a small CNN encodes the frames (keeping a coarse spatial layout) and the instruction
+modulates its features (FiLM).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+HEADS_CONFIG = "heads.json"
+HEADS_WEIGHTS = "heads.safetensors"
+POOL = 4  # the frame features keep a coarse POOL x POOL layout (where things are matters)
+
+
+@dataclass
+class HeadsConfig:
+    frame_size: int = 64  # frames are resized to this (area interpolation) when they differ
+    num_frames: int = 2  # last frames of a chunk the heads look at (stacked on channels)
+    channels: tuple[int, ...] = (16, 32, 64)
+    text_dim: int = 256  # hashed instruction features
+    hidden: int = 128
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        if self.num_frames < 1 or self.frame_size < 4 or not self.channels or self.text_dim < 1:
+            raise ValueError(f"invalid heads config: {self}")
+
+
+def instruction_features(texts: Sequence[str | None], dim: int) -> torch.Tensor:
+    """Hashed, signed bag of word unigrams and bigrams, L2-normalised: (B, dim). None/"" give zeros."""
+    out = torch.zeros(len(texts), dim)
+    for row, text in enumerate(texts):
+        words = re.findall(r"[a-z0-9]+", (text or "").lower())
+        grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+        for gram in grams:
+            h = zlib.crc32(gram.encode("utf-8"))
+            out[row, h % dim] += 1.0 if (h >> 31) & 1 else -1.0
+    return F.normalize(out, dim=1)
+
+
+class RewardHeads(nn.Module):
+    """Reward (regression), success and termination (logits) from chunk frames + instruction."""
+
+    def __init__(self, config: HeadsConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or HeadsConfig()
+        layers: list[nn.Module] = []
+        c_in = 3 * cfg.num_frames
+        for c in cfg.channels:
+            # no normalisation layers: per-sample norms would erase the brightness and colour rewards hinge on
+            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.SiLU()]
+            c_in = c
+        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(POOL), nn.Flatten(),
+                                   nn.Linear(c_in * POOL * POOL, cfg.hidden), nn.SiLU())
+        self.film = nn.Linear(cfg.text_dim, 2 * cfg.hidden)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.mlp = nn.Sequential(nn.Linear(cfg.hidden + cfg.text_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 3))
+        # Reward normalisation fitted on the training targets (outputs are de-normalised).
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+
+    @property
+    def device(self) -> torch.device:
+        return self.reward_mean.device
+
+    def _frames(self, frames: Any) -> torch.Tensor:
+        """uint8 (B, T, H, W, 3) or (B, H, W, 3) -> float (B, 3*num_frames, S, S) in [-1, 1]."""
+        x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+        if x.dtype != torch.uint8:
+            raise TypeError(f"heads take uint8 frames, got {x.dtype}")
+        if x.ndim == 4:
+            x = x.unsqueeze(1)
+        if x.ndim != 5 or x.shape[-1] != 3:
+            raise ValueError(f"frames must be (B, T, H, W, 3) or (B, H, W, 3), got {tuple(x.shape)}")
+        k = self.config.num_frames
+        if x.shape[1] < k:  # repeat the first frame
+            x = torch.cat([x[:, :1].expand(-1, k - x.shape[1], -1, -1, -1), x], dim=1)
+        x = x[:, -k:].to(self.device).float() / 127.5 - 1.0  # (B, k, H, W, 3)
+        b, _, h, w, _ = x.shape
+        x = x.permute(0, 1, 4, 2, 3).reshape(b, 3 * k, h, w)
+        s = self.config.frame_size
+        if (h, w) != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="area" if h >= s else "bilinear")
+        return x
+
+    def forward(self, frames: Any, instructions: Sequence[str | None]) -> dict[str, torch.Tensor]:
+        """Raw outputs: ``reward`` (B,) (de-normalised), ``success_logit`` and ``terminated_logit`` (B,)."""
+        x = self._frames(frames)
+        if len(instructions) != x.shape[0]:
+            raise ValueError(f"{len(instructions)} instructions for {x.shape[0]} frame stacks")
+        text = instruction_features(list(instructions), self.config.text_dim).to(x)
+        feat = self.trunk(x)
+        scale, shift = self.film(text).chunk(2, dim=1)
+        out = self.mlp(torch.cat([feat * (1 + scale) + shift, text], dim=1))
+        return {
+            "reward_norm": out[:, 0],
+            "reward": out[:, 0] * self.reward_std + self.reward_mean,
+            "success_logit": out[:, 1],
+            "terminated_logit": out[:, 2],
+        }
+
+    @torch.no_grad()
+    def predict(self, frames: Any, instructions: Sequence[str | None]) -> dict[str, np.ndarray]:
+        """float32 arrays (B,): ``reward``, ``success`` and ``terminated`` probabilities."""
+        was = self.training
+        self.eval()
+        out = self(frames, instructions)
+        self.train(was)
+        return {
+            "reward": out["reward"].float().cpu().numpy(),
+            "success": torch.sigmoid(out["success_logit"]).float().cpu().numpy(),
+            "terminated": torch.sigmoid(out["terminated_logit"]).float().cpu().numpy(),
+        }
+
+    # ------------------------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = path / f".{HEADS_WEIGHTS}.tmp"
+        save_file(state, str(tmp))
+        tmp.replace(path / HEADS_WEIGHTS)
+        (path / HEADS_CONFIG).write_text(json.dumps(asdict(self.config), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "RewardHeads":
+        path = Path(path)
+        for name in (HEADS_CONFIG, HEADS_WEIGHTS):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"no reward heads at {path}: {name} is missing")
+        try:
+            config = HeadsConfig(**json.loads((path / HEADS_CONFIG).read_text()))
+            state = load_file(str(path / HEADS_WEIGHTS))
+        except (json.JSONDecodeError, TypeError, OSError, ValueError) as err:
+            raise ValueError(f"corrupt reward heads at {path}: {err}") from err
+        heads = cls(config)
+        heads.load_state_dict(state)
+        return heads.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------- training
+@dataclass
+class HeadExamples:
+    """Training examples: frames uint8 (M, k, H, W, 3) and per-example targets."""
+
+    frames: np.ndarray
+    instructions: list[str]
+    reward: np.ndarray  # float32 (M,)
+    success: np.ndarray  # bool (M,)
+    terminated: np.ndarray  # bool (M,)
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def _last_frames(frames: np.ndarray, end: int, k: int) -> np.ndarray:
+    idx = np.maximum(np.arange(end - k, end), 0)
+    return frames[idx]
+
+
+def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2) -> HeadExamples:
+    """One example per chunk of each episode (``envs.episodes`` schema).
+
+    Chunk k's frames are the last ``num_frames`` frames up to its end (frames[1 + (k+1)*L - 1]);
+    targets are ``reward[k]``, ``success[k]`` and terminated = the episode's task succeeded
+    (``attrs.task_success``) and k is its last chunk.
+    """
+    frames, texts, rewards, successes, terms = [], [], [], [], []
+    for ep in episodes:
+        attrs = ep["attrs"]
+        video = np.asarray(ep["frames"])
+        L, K = int(attrs["chunk_len"]), len(ep["reward"])
+        for k in range(K):
+            frames.append(_last_frames(video, 1 + (k + 1) * L, num_frames))
+            texts.append(str(attrs.get("instruction", "")))
+            rewards.append(float(ep["reward"][k]))
+            successes.append(bool(ep["success"][k]))
+            terms.append(bool(attrs.get("task_success", False)) and k == K - 1)
+    if not frames:
+        raise ValueError("no chunks to learn from: the episodes are empty")
+    return HeadExamples(np.stack(frames).astype(np.uint8), texts, np.asarray(rewards, np.float32),
+                        np.asarray(successes, bool), np.asarray(terms, bool))
+
+
+def examples_from_items(items: Iterable[Mapping], num_frames: int = 2) -> HeadExamples:
+    """Examples from chunk items (e.g. ``ChunkDataset`` items extended with targets).
+
+    Each item needs ``target`` (Tn, H, W, 3) frames and ``reward``; optional ``success``,
+    ``terminated`` and ``instruction`` (else ``text``).
+    """
+    frames, texts, rewards, successes, terms = [], [], [], [], []
+    for item in items:
+        target = np.asarray(item["target"])
+        frames.append(_last_frames(target, len(target), num_frames))
+        texts.append(str(item.get("instruction", item.get("text", ""))))
+        rewards.append(float(item["reward"]))
+        successes.append(bool(item.get("success", False)))
+        terms.append(bool(item.get("terminated", False)))
+    if not frames:
+        raise ValueError("no items to learn from")
+    return HeadExamples(np.stack(frames).astype(np.uint8), texts, np.asarray(rewards, np.float32),
+                        np.asarray(successes, bool), np.asarray(terms, bool))
+
+
+def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], steps: int = 500,
+                batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+                weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> list[float]:
+    """Fit the heads (reward MSE on normalised targets + BCE on success and termination).
+
+    ``data``: HeadExamples, episode dicts or chunk items. Returns the loss per step.
+    """
+    if not isinstance(data, HeadExamples):
+        data = list(data)
+        is_episode = bool(data) and "attrs" in data[0]
+        data = (examples_from_episodes if is_episode else examples_from_items)(data, heads.config.num_frames)
+    gen = torch.Generator().manual_seed(seed)
+    device = heads.device
+    with torch.no_grad():
+        heads.reward_mean.fill_(float(data.reward.mean()))
+        heads.reward_std.fill_(max(float(data.reward.std()), 1e-3))
+    reward = torch.from_numpy(data.reward).to(device)
+    success = torch.from_numpy(data.success.astype(np.float32)).to(device)
+    term = torch.from_numpy(data.terminated.astype(np.float32)).to(device)
+    frames = torch.from_numpy(data.frames)
+    opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
+    heads.train()
+    history = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=gen)
+        out = heads(frames[idx], [data.instructions[i] for i in idx.tolist()])
+        target = (reward[idx] - heads.reward_mean) / heads.reward_std
+        loss = (weights[0] * F.mse_loss(out["reward_norm"], target)
+                + weights[1] * F.binary_cross_entropy_with_logits(out["success_logit"], success[idx])
+                + weights[2] * F.binary_cross_entropy_with_logits(out["terminated_logit"], term[idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"reward-head training diverged (loss {value})")
+        history.append(value)
+    heads.eval()
+    return history
