@@ -362,6 +362,9 @@ def markdown(result: dict) -> str:
                  f"{100 * (PAPER['s_with'] / PAPER['s_without'] - 1):+.1f}% | "
                  f"{100 * (PAPER['mb_with'] / PAPER['mb_without'] - 1):+.1f}% |")
     lines.append("")
+    if result.get("temp_lora_rollbacks"):
+        lines.append(f"- Warning: {result['temp_lora_rollbacks']} Temp-LoRA update(s) were rolled back (non-finite or "
+                     "exploding loss), so those updates skipped their optimizer step.")
     if result.get("fast_update_ms") is not None:
         lines.append(f"- One Temp-LoRA update (mid-episode): {result['fast_update_ms']:.1f} ms.")
     if "modelscope_chunk" in result:

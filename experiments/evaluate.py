@@ -36,8 +36,8 @@ real video itself (SCuts and SRC of the ground truth). Writes ``table2.json``, `
 command, machine and date) and ``table2_grid.mp4`` (real video beside every variant, one episode).
 
 Held-out data: collect the evaluation episodes separately from the training data (another seed), e.g.
-``python -m experiments.collect out_dir=data/scene_eval seed=1 num_episodes=60
-'tasks={memory_drawer: 1, memory_drawer_locked: 1, memory_cube_return: 1}'``.
+``python -m experiments.collect out_dir=data/scene_eval seed=1 num_episodes=60 '~tasks'
+'+tasks={memory_drawer: 1, memory_drawer_locked: 1, memory_cube_return: 1}'`` (training used seed 0).
 ``--batch B`` rolls B episodes out together, each with its own Temp-LoRA memory (per-sample LoRA
 factors, ``worldmodel.batched_lora``); ``--batch 1`` (default) uses the peft ``TempLoRA``. The numbers
 depend on the batch composition only through the random draws.
@@ -549,6 +549,10 @@ def markdown(result: dict) -> str:
         "- The paper column is SlowFast-VGen's own numbers (ResNet-18 SRC, its data); they are not comparable "
         "in absolute terms, only the ordering is.",
     ]
+    rolled = {r["label"]: r["temp_lora_rollbacks"] for r in result["variants"].values() if r.get("temp_lora_rollbacks")}
+    if rolled:
+        lines.append("- Temp-LoRA rollbacks (non-finite or exploding fast loss): "
+                     + ", ".join(f"{k}: {v}" for k, v in rolled.items()) + ".")
     if result.get("video"):
         lines.append(f"- Grid video: `{result['video']}` (episode {result['video_episode']}).")
     return "\n".join(lines) + "\n"

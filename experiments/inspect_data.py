@@ -53,7 +53,7 @@ def collect_stats(files: list[str]) -> dict:
     )
 
 
-def _caption(frame: np.ndarray, lines: list[str], scale: int) -> np.ndarray:
+def caption_frame(frame: np.ndarray, lines: list[str], scale: int) -> np.ndarray:
     """Upscale a frame and put caption lines in a band under it."""
     big = frame.repeat(scale, 0).repeat(scale, 1)
     if Image is None:
@@ -66,7 +66,7 @@ def _caption(frame: np.ndarray, lines: list[str], scale: int) -> np.ndarray:
     return np.concatenate([big, np.asarray(band)], axis=0)
 
 
-def _wrap(text: str, width: int) -> list[str]:
+def wrap_text(text: str, width: int) -> list[str]:
     lines, line = [], ""
     for word in text.split():
         if line and len(line) + 1 + len(word) > width:
@@ -81,7 +81,7 @@ def preview_frames(episode: dict, scale: int) -> list[np.ndarray]:
     """Captioned frames of one episode: task, instruction, and each chunk's skill and outcome."""
     a, L = episode["attrs"], int(episode["attrs"]["chunk_len"])
     width = max(20, episode["frames"].shape[2] * scale // 6)
-    head = [f"{a['task']} (seed {a['seed']})", *_fixed_lines(_wrap(a["instruction"], width), 3)]
+    head = [f"{a['task']} (seed {a['seed']})", *_fixed_lines(wrap_text(a["instruction"], width), 3)]
     revisited = {int(j) for _, j in episode["revisits"]}
     out = []
     for t, frame in enumerate(episode["frames"]):
@@ -90,9 +90,9 @@ def preview_frames(episode: dict, scale: int) -> list[np.ndarray]:
         else:
             k = (t - 1) // L
             status = "ok" if episode["success"][k] else "not yet"
-            chunk = _fixed_lines(_wrap(f"[{k + 1}] {episode['language'][k]} ({status})", width), 2)
+            chunk = _fixed_lines(wrap_text(f"[{k + 1}] {episode['language'][k]} ({status})", width), 2)
         mark = ["revisit" if t in revisited else ""]
-        out.append(_caption(frame, head + chunk + mark, scale))
+        out.append(caption_frame(frame, head + chunk + mark, scale))
     return out
 
 

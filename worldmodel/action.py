@@ -191,10 +191,12 @@ class ActionEncoder(nn.Module):
                 tok = self.vector_mlp(v.flatten(1)).view(batch_size, self.config.action_tokens, -1)
             parts.append(tok)
         if drop is not None:
-            nulls = [self.text_null] * self.uses_text + [self.vector_null] * self.uses_vector
             parts = [torch.where(drop[:, i].view(-1, 1, 1), n.expand_as(p), p) for i, (p, n) in
-                     enumerate(zip(parts, nulls))]
+                     enumerate(zip(parts, self._nulls()))]
         return torch.cat(parts, dim=1)
+
+    def _nulls(self) -> list[torch.Tensor]:
+        return ([self.text_null] if self.uses_text else []) + ([self.vector_null] if self.uses_vector else [])
 
     @property
     def num_parts(self) -> int:
@@ -202,5 +204,4 @@ class ActionEncoder(nn.Module):
 
     def null(self, batch_size: int) -> torch.Tensor:
         """The fully unconditioned tokens (B, L, D)."""
-        nulls = [self.text_null] * self.uses_text + [self.vector_null] * self.uses_vector
-        return torch.cat(nulls, dim=0).unsqueeze(0).expand(batch_size, -1, -1)
+        return torch.cat(self._nulls(), dim=0).unsqueeze(0).expand(batch_size, -1, -1)
