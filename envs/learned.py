@@ -45,7 +45,7 @@ from gymnasium.utils import seeding
 import worldmodel
 from worldmodel.batched_lora import BatchedTempLoRA
 from worldmodel.config import PRESETS, TempLoRAConfig
-from worldmodel.diffusion import make_sampler, unet_input
+from worldmodel.diffusion import make_sampler, sample_new_frames
 from worldmodel.heads import RewardHeads
 from worldmodel.model import Chunk, SlowFastVGen, pad_context
 
@@ -342,32 +342,10 @@ def _sampler_template(model: SlowFastVGen) -> Any:
 @torch.no_grad()
 def sample_with_noise(model: SlowFastVGen, context: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor,
                       steps: int, guidance_scale: float = 1.0, null: torch.Tensor | None = None) -> torch.Tensor:
-    """`worldmodel.diffusion.sample_new_frames` with the initial noise given (one draw per env).
-
-    Same sampler, same masked conditioning, same classifier-free guidance; with ``noise`` drawn as
-    `sample_new_frames` draws it, the result is identical.
-    """
+    """`sample_new_frames` with per-env initial noise and a copy of a cached sampler (no from_config per step)."""
     sampler = copy.deepcopy(_sampler_template(model))
-    b, _, tc = context.shape[:3]
-    x = noise.to(context) * sampler.init_noise_sigma
-    given = torch.cat([context, torch.zeros_like(x)], dim=2)
-    mask = torch.zeros(b, tc + x.shape[2], dtype=torch.bool, device=context.device)
-    mask[:, :tc] = True
-    use_cfg = null is not None and guidance_scale != 1.0
-    if use_cfg:
-        given, mask, cond = given.repeat(2, 1, 1, 1, 1), mask.repeat(2, 1), torch.cat([cond, null])
-    sampler.set_timesteps(steps, device=context.device)
-    for t in sampler.timesteps:
-        xin = torch.cat([context, x], dim=2)
-        if use_cfg:
-            xin = xin.repeat(2, 1, 1, 1, 1)
-        tt = t.expand(xin.shape[0]).to(context.device)
-        pred = model.unet(unet_input(xin, given, mask), tt, encoder_hidden_states=cond).sample[:, :, tc:]
-        if use_cfg:
-            p_cond, p_null = pred.chunk(2)
-            pred = p_null + guidance_scale * (p_cond - p_null)
-        x = sampler.step(pred, t, x).prev_sample
-    return x
+    return sample_new_frames(model.unet, sampler, context, noise.shape[2], cond, steps, null, guidance_scale,
+                             noise=noise)
 
 
 # ------------------------------------------------------------------------------------------- engine

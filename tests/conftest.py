@@ -17,7 +17,7 @@ torch.set_num_threads(1)  # tiny models: one thread is faster than two fighting 
 def synthetic_episodes():
     from envs.synthetic import random_episodes
 
-    return random_episodes(48, 6, seed=0, frame_size=32, chunk_len=2)
+    return random_episodes(64, 6, seed=0, frame_size=32, chunk_len=2, speed=8)
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from envs.synthetic import go_and_return_episode
+from envs.synthetic import go_and_return_episode, loop_episode
 from worldmodel.model import Chunk, SlowFastVGen
 from worldmodel.temp_lora import TempLoRA
 
 STAY = {"text": "stay"}
+MEMORY_STEPS, MEMORY_LR = 10, 1e-3
 
 
 def _first(seed: int = 0) -> np.ndarray:
@@ -89,20 +90,21 @@ def test_variants_train_on_their_sequences(variant, frames):
 
 
 def test_memory_reconstructs_revisited_frames_better(trained_tiny):
-    """Pan right into unseen territory, then back: Θ has learned the outward chunks, so the revisited
-    frames (which the slow weights cannot know) are reconstructed with lower error."""
+    """Pan round a wrapping world twice: on the second lap every chunk's input -> output pair was seen on
+    the first, so Θ (trained on real chunks as they come) reconstructs the revisited frames, which the
+    slow weights cannot know, with lower error."""
     model = SlowFastVGen.from_pretrained(trained_tiny[0])
-    memory = TempLoRA(model, dataclasses.replace(model.config.temp_lora, steps=10, lr=1e-3))
+    memory = TempLoRA(model, dataclasses.replace(model.config.temp_lora, steps=MEMORY_STEPS, lr=MEMORY_LR))
     errors = {True: [], False: []}
-    for seed in range(3):
-        ep = go_and_return_episode(100 + seed, 3, frame_size=32, chunk_len=2)
+    for seed in range(100, 103):
+        ep = loop_episode(seed, lap_chunks=6)
         frames, k = torch.from_numpy(ep["frames"]), len(ep["language"])
         for use_memory in (True, False):
             memory.reset()
             for c in range(k):
                 start = 1 + 2 * c
                 chunk = _real_chunk(model, frames, start)
-                if c >= k // 2:  # the return: compare generated frames with the real revisited ones
+                if c >= k // 2:  # second lap: compare generated frames with the real revisited ones
                     vec = np.asarray(ep["actions"][start - 1 : start + 1])
                     out = model.generate_latents(chunk.latents[:, :, :2], {"text": ep["language"][c], "vector": vec},
                                                  generator=torch.Generator().manual_seed(c), memory=memory)
@@ -111,4 +113,4 @@ def test_memory_reconstructs_revisited_frames_better(trained_tiny):
                 if use_memory:
                     memory.update(chunk)
     with_mem, without = np.mean(errors[True]), np.mean(errors[False])
-    assert with_mem < 0.9 * without, (with_mem, without)
+    assert with_mem < 0.95 * without, (with_mem, without)

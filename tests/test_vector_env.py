@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from envs.learned import SlowFastVGenEnv
 from envs.synthetic import SYNTHETIC_SKILLS
 from envs.vector import SB3VecEnv, SlowFastVGenVectorEnv
 from worldmodel import Chunk, SlowFastVGen, TempLoRA, from_preset
-from worldmodel.batched_lora import BatchedTempLoRA, draw_loss_noise, per_sample_diffusion_loss
+from worldmodel.batched_lora import BatchedTempLoRA, draw_loss_noise
 from worldmodel.diffusion import diffusion_loss
 
 
@@ -42,8 +44,10 @@ OPTS = dict(skills=SYNTHETIC_SKILLS, denoise_steps=2, max_episode_steps=50)
 ACTIONS = np.array([[0, 1, 2, 0], [1, 1, 0, 2], [2, 0, 1, 1]])
 
 
-def test_vector_env_equals_four_single_envs(model):
-    venv = gym.make_vec("SlowFastVGen-v0", num_envs=4, vectorization_mode="vector_entry_point", model=model, **OPTS)
+@pytest.mark.parametrize("objective", ["joint", "conditional"])
+def test_vector_env_equals_four_single_envs(model, objective):
+    opts = dict(OPTS, temp_lora=dataclasses.replace(model.config.temp_lora, objective=objective))
+    venv = gym.make_vec("SlowFastVGen-v0", num_envs=4, vectorization_mode="vector_entry_point", model=model, **opts)
     assert isinstance(venv.unwrapped, SlowFastVGenVectorEnv)
     obs, _ = venv.reset(seed=10)
     vec_frames, vec_losses = [obs], []
@@ -54,7 +58,7 @@ def test_vector_env_equals_four_single_envs(model):
         assert obs.shape == (4, 16, 16, 3) and reward.shape == (4,) and not (terminated | truncated).any()
     vec_theta = venv.unwrapped.memory.theta.detach().clone()
     for i in range(4):
-        env = SlowFastVGenEnv(model=model, **OPTS)
+        env = SlowFastVGenEnv(model=model, **opts)
         obs, _ = env.reset(seed=10 + i)
         frames, losses = [obs], []
         for a in ACTIONS:
@@ -65,7 +69,11 @@ def test_vector_env_equals_four_single_envs(model):
             diff = np.abs(vec_frames[k][i].astype(int) - f)
             assert diff.max() <= 2 and diff.mean() < 0.05, (i, k, diff.max())
         np.testing.assert_allclose([v[i] for v in vec_losses], losses, rtol=1e-4)
-        torch.testing.assert_close(vec_theta[i], env.memory.theta.detach()[0], rtol=1e-2, atol=2e-4)  # Adam: lr 1e-2
+        close = torch.isclose(vec_theta[i], env.memory.theta.detach()[0], rtol=1e-2, atol=2e-4)  # Adam: lr 1e-2
+        if objective == "joint":
+            assert close.all()
+        else:  # Adam turns batched-kernel round-off on near-zero gradients into a few flipped elements
+            assert close.float().mean() > 0.999, close.float().mean()
     # the 4 memories learned different things (different actions and seeds)
     assert not torch.allclose(vec_theta[0], vec_theta[1])
     venv.close()
@@ -150,7 +158,7 @@ def test_batched_lora_matches_peft_temp_lora(objective):
     torch.manual_seed(5)
     expected = diffusion_loss(model.unet, model.scheduler, latents, given, null)
     noise, tt = draw_loss_noise(latents.shape[1:], torch.Generator().manual_seed(5), 1000)
-    got = per_sample_diffusion_loss(model.unet, model.scheduler, latents, given, null, noise[None], tt)
+    got = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise[None], tt, per_sample=True)
     torch.testing.assert_close(got[0], expected)
 
     # One fast step from a fresh memory: same loss, same new factors as TempLoRA.update.

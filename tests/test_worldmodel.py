@@ -164,7 +164,7 @@ def test_bad_input_raises_clear_errors():
 
 
 def test_from_modelscope_loads_a_tiny_diffusers_folder(tmp_path):
-    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from diffusers import UNet3DConditionModel
     from transformers import BertConfig, BertModel
 
     from worldmodel.action import minilm_path

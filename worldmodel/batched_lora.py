@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .config import TempLoRAConfig
-from .diffusion import unet_input
+from .diffusion import diffusion_loss
 from .model import Chunk, SlowFastVGen
 from .temp_lora import FastUpdate, TempLoRA
 
@@ -122,26 +122,6 @@ def draw_loss_noise(shape: Sequence[int], generator: torch.Generator | None,
     noise = torch.randn(tuple(shape), generator=generator)
     t = torch.randint(0, num_train_timesteps, (1,), generator=generator)
     return noise, t
-
-
-def per_sample_diffusion_loss(unet: nn.Module, scheduler, latents: torch.Tensor, given_mask: torch.Tensor,
-                              cond: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """`diffusion_loss` with explicit noise/timesteps, reduced per sample: (B,) losses.
-
-    Each entry equals `diffusion_loss` on that sample alone with the same draws (same noising, same
-    velocity/epsilon target, the same masked mean over frames to generate).
-    """
-    noisy = scheduler.add_noise(latents, noise, t)
-    pred = unet(unet_input(noisy, latents, given_mask), t, encoder_hidden_states=cond).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, t)
-    else:
-        target = noise
-    keep = (~given_mask)[:, None, :, None, None].to(torch.float32)
-    denom = keep.sum(dim=(1, 2, 3, 4)) * pred.shape[1] * pred.shape[-2] * pred.shape[-1]
-    if bool((denom == 0).any()):
-        raise ValueError("per_sample_diffusion_loss: every frame is given; there is nothing to score")
-    return (((pred.float() - target.float()) ** 2) * keep).sum(dim=(1, 2, 3, 4)) / denom
 
 
 # ---------------------------------------------------------------------------------------- the memory
@@ -400,7 +380,7 @@ class BatchedTempLoRA:
         idx = torch.tensor(envs, device=device)
         factors = self.theta[idx].requires_grad_(True)  # one leaf per group: each env's gradient is its row
         with torch.enable_grad(), self._using(factors):
-            losses = per_sample_diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t)
+            losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             values = [float(v) for v in losses.detach().cpu()]
             ok = [math.isfinite(v) and not self._exploding(e, v) for e, v in zip(envs, values)]
             if not any(ok):

@@ -38,13 +38,18 @@ def unet_input(x: torch.Tensor, given: torch.Tensor, given_mask: torch.Tensor) -
     return torch.cat([x, given * m, mask_channel], dim=1)
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, given_mask: torch.Tensor) -> torch.Tensor:
-    """MSE over the frames to generate only: the prediction for given frames gets no gradient."""
-    keep = (~given_mask)[:, None, :, None, None].to(pred.dtype)
-    denom = keep.sum() * pred.shape[1] * pred.shape[-2] * pred.shape[-1]
-    if denom == 0:
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, given_mask: torch.Tensor,
+               per_sample: bool = False) -> torch.Tensor:
+    """MSE over the frames to generate only: the prediction for given frames gets no gradient.
+
+    `per_sample` returns (B,) losses, each the mean over that sample's frames to generate.
+    """
+    keep = (~given_mask)[:, None, :, None, None].to(torch.float32)
+    dims = (1, 2, 3, 4) if per_sample else (0, 1, 2, 3, 4)
+    denom = keep.sum(dim=dims) * pred.shape[1] * pred.shape[-2] * pred.shape[-1]
+    if bool((denom == 0).any()):
         raise ValueError("masked_mse: every frame is given; there is nothing to score")
-    return ((pred.float() - target.float()) ** 2 * keep).sum() / denom
+    return ((pred.float() - target.float()) ** 2 * keep).sum(dim=dims) / denom
 
 
 def diffusion_loss(
@@ -53,18 +58,24 @@ def diffusion_loss(
     latents: torch.Tensor,
     given_mask: torch.Tensor,
     cond: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    t: torch.Tensor | None = None,
+    per_sample: bool = False,
 ) -> torch.Tensor:
-    """One denoising-score-matching loss on latents (B, C, F, h, w) with the given frames held clean."""
+    """One denoising-score-matching loss on latents (B, C, F, h, w) with the given frames held clean.
+
+    Noise and timesteps are drawn from the global RNG unless given (per-env generators in batched envs).
+    """
     b = latents.shape[0]
-    noise = torch.randn_like(latents)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=latents.device)
+    noise = torch.randn_like(latents) if noise is None else noise
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=latents.device) if t is None else t
     noisy = scheduler.add_noise(latents, noise, t)
     pred = unet(unet_input(noisy, latents, given_mask), t, encoder_hidden_states=cond).sample
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, t)
     else:
         target = noise
-    return masked_mse(pred, target, given_mask)
+    return masked_mse(pred, target, given_mask, per_sample)
 
 
 def sample_new_frames(
@@ -77,11 +88,16 @@ def sample_new_frames(
     null_cond: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Denoise `num_new` frames after clean context latents (B, C, Tc, h, w); returns (B, C, num_new, h, w)."""
+    """Denoise `num_new` frames after clean context latents (B, C, Tc, h, w); returns (B, C, num_new, h, w).
+
+    The initial noise is drawn with `generator` unless given (one draw per env in batched envs).
+    """
     b, c, tc, h, w = context.shape
-    x = torch.randn((b, c, num_new, h, w), generator=generator, device=context.device, dtype=context.dtype)
-    x = x * sampler.init_noise_sigma
+    if noise is None:
+        noise = torch.randn((b, c, num_new, h, w), generator=generator, device=context.device, dtype=context.dtype)
+    x = noise.to(context) * sampler.init_noise_sigma
     given = torch.cat([context, torch.zeros_like(x)], dim=2)
     given_mask = torch.zeros(b, tc + num_new, dtype=torch.bool, device=context.device)
     given_mask[:, :tc] = True
