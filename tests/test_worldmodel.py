@@ -77,7 +77,7 @@ def test_training_halves_new_frame_loss(trained_tiny, chunk_dataset):
 
 def test_action_changes_and_steers_the_chunk(trained_tiny):
     model = SlowFastVGen.from_pretrained(trained_tiny[0])
-    ep = panning_episode(777, ["pan right", "pan right", "pan right"], frame_size=32, chunk_len=2)
+    ep = panning_episode(777, ["pan right", "pan right", "pan right"], frame_size=32, chunk_len=2, speed=8)
     frames = torch.from_numpy(ep["frames"])
     context, truth_right = frames[1:3], frames[3:5]
     outs = {}
