@@ -13,12 +13,6 @@ from worldmodel.heads import (HeadsConfig, RewardHeads, examples_from_episodes, 
 SIDES = {"look at the left half": slice(0, 8), "look at the right half": slice(8, 16)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def labelled_episodes(num: int, seed: int) -> list[dict]:

@@ -21,13 +21,6 @@ from worldmodel.diffusion import make_sampler, sample_new_frames
 from worldmodel.heads import HeadsConfig, RewardHeads
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny UNets are op-overhead bound: on a shared 2-core box one thread is ~4x faster than two.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def micro_model(frame_size: int = 16, blocks: tuple[int, ...] = (16, 16), **overrides) -> SlowFastVGen:

@@ -18,12 +18,6 @@ from worldmodel.batched_lora import BatchedTempLoRA, draw_loss_noise
 from worldmodel.diffusion import diffusion_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def micro_model(**temp_lora) -> SlowFastVGen:
