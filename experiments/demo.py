@@ -20,7 +20,7 @@ import numpy as np
 import envs  # noqa: F401  (registers SlowFastVGen-v0)
 from envs.real.skills import SKILLS
 from envs.real.tasks import get_task
-from experiments.inspect_data import caption_frame, wrap_text
+from experiments.inspect_data import caption_frame, fixed_lines, wrap_text
 
 
 def play(task: str, model: str, steps: int, seed: int) -> tuple[list[np.ndarray], list[str], dict[str, list[float]]]:
@@ -48,14 +48,15 @@ def compose(videos: list[np.ndarray], names: list[str], plan: list[str], instruc
             chunk_len: int, scale: int = 3) -> list[np.ndarray]:
     """Side-by-side captioned frames: instruction and current skill under each column."""
     width = videos[0].shape[2] * scale // 6
-    head = wrap_text(instruction, width * len(videos))[:2]
+    head = fixed_lines(wrap_text(instruction, width * len(videos)), 2)
     out = []
     for t in range(len(videos[0])):
         skill = "start" if t == 0 else f"[{(t - 1) // chunk_len + 1}/{len(plan)}] {plan[(t - 1) // chunk_len]}"
-        cols = [caption_frame(v[t], [name, *wrap_text(skill, width)[:2]], scale) for name, v in zip(names, videos)]
+        cols = [caption_frame(v[t], [name, *fixed_lines(wrap_text(skill, width), 2)], scale)
+                for name, v in zip(names, videos)]
         h = max(c.shape[0] for c in cols)
         row = np.concatenate([np.pad(c, ((0, h - c.shape[0]), (0, 4), (0, 0))) for c in cols], axis=1)
-        out.append(caption_frame(row, [*head], 1))
+        out.append(caption_frame(row, head, 1))
     return out
 
 

@@ -81,7 +81,7 @@ def preview_frames(episode: dict, scale: int) -> list[np.ndarray]:
     """Captioned frames of one episode: task, instruction, and each chunk's skill and outcome."""
     a, L = episode["attrs"], int(episode["attrs"]["chunk_len"])
     width = max(20, episode["frames"].shape[2] * scale // 6)
-    head = [f"{a['task']} (seed {a['seed']})", *_fixed_lines(wrap_text(a["instruction"], width), 3)]
+    head = [f"{a['task']} (seed {a['seed']})", *fixed_lines(wrap_text(a["instruction"], width), 3)]
     revisited = {int(j) for _, j in episode["revisits"]}
     out = []
     for t, frame in enumerate(episode["frames"]):
@@ -90,13 +90,13 @@ def preview_frames(episode: dict, scale: int) -> list[np.ndarray]:
         else:
             k = (t - 1) // L
             status = "ok" if episode["success"][k] else "not yet"
-            chunk = _fixed_lines(wrap_text(f"[{k + 1}] {episode['language'][k]} ({status})", width), 2)
+            chunk = fixed_lines(wrap_text(f"[{k + 1}] {episode['language'][k]} ({status})", width), 2)
         mark = ["revisit" if t in revisited else ""]
         out.append(caption_frame(frame, head + chunk + mark, scale))
     return out
 
 
-def _fixed_lines(lines: list[str], n: int) -> list[str]:
+def fixed_lines(lines: list[str], n: int) -> list[str]:
     """Exactly n lines, so every captioned frame has the same height."""
     return (lines + [""] * n)[:n]
 
