@@ -208,15 +208,13 @@ def check_compatible(model, episodes: Sequence[EvalEpisode], what: str) -> None:
                                "(see `python -m experiments.text_cache`)") from err
 
 
-def variant_config(name: str, model, temp_lora_steps: int | None):
-    """The Temp-LoRA config of a variant (None: no Temp-LoRA)."""
+def variant_config(name: str, model, overrides: dict[str, Any]):
+    """The Temp-LoRA config of a variant (None: no Temp-LoRA): the model's, with the command line's
+    ``overrides`` (steps, lr, objective) and the variant's learning rule."""
     if name == "no_temp_lora":
         return None
     rule = {"full": "local", "no_chunk_input": "local", "no_local_rule": "full_sequence", "original": "original"}[name]
-    changes: dict[str, Any] = {"variant": rule}
-    if temp_lora_steps is not None:
-        changes["steps"] = temp_lora_steps
-    return dataclasses.replace(model.config.temp_lora, **changes)
+    return dataclasses.replace(model.config.temp_lora, **overrides, variant=rule)
 
 
 class EpisodeMemory:
@@ -512,7 +510,8 @@ def markdown(result: dict) -> str:
           if (g := result["generation"])["command"] != result["command"] else []),
         f"- model: `{s['model']}`; data: `{s['data']}` ({result['num_episodes']} episodes; tasks: "
         f"{', '.join(s['tasks']) if s['tasks'] else 'all'})",
-        f"- rollout: {s['mode']}; denoising steps: {s['steps']}; Temp-LoRA steps per chunk: {s['temp_lora_steps']}; "
+        f"- rollout: {s['mode']}; denoising steps: {s['steps']}; Temp-LoRA steps per chunk: {s['temp_lora_steps']}, "
+        f"lr {s.get('temp_lora_lr', '?')}, objective {s.get('temp_lora_objective', '?')}; "
         f"frame skip: {s['frame_skip']}; batch: {s['batch']}; seed: {s['seed']}",
         "",
         "| variant | SCuts ↓ | SRC ↑ | PSNR ↑ | SSIM ↑ | LPIPS ↓ | FVD ↓ | fast update (ms/call) "
@@ -577,6 +576,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-chunk-model", default=None, help="model folder trained with context_frames=1")
     p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
     p.add_argument("--temp-lora-steps", type=int, default=None, help="fast steps per chunk (default: the model's)")
+    p.add_argument("--temp-lora-lr", type=float, default=None, help="fast learning rate (default: the model's)")
+    p.add_argument("--temp-lora-objective", choices=("conditional", "joint"), default=None,
+                   help="fast learning objective (default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -616,6 +618,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--steps must be >= 1")
     if args.temp_lora_steps is not None and args.temp_lora_steps < 0:
         p.error("--temp-lora-steps must be >= 0")
+    if args.temp_lora_lr is not None and not args.temp_lora_lr > 0:
+        p.error("--temp-lora-lr must be > 0")
+    args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
+                                        ("objective", args.temp_lora_objective)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
 
@@ -677,8 +683,8 @@ def generate(args: argparse.Namespace, model, no_chunk, episodes: list[EvalEpiso
 
         for v in variants:
             m = model_of[v]
-            if variant_config(v, m, None) is not None and id(m) not in singles:
-                singles[id(m)] = TempLoRA(m, variant_config("full", m, args.temp_lora_steps))
+            if v != "no_temp_lora" and id(m) not in singles:
+                singles[id(m)] = TempLoRA(m, variant_config("full", m, args.temp_lora))
     times: dict[str, dict[str, list[float]]] = {v: {"update": [], "generate": []} for v in variants}
     rollbacks = {v: 0 for v in variants}
     new_frames = model.config.new_frames
@@ -697,7 +703,7 @@ def generate(args: argparse.Namespace, model, no_chunk, episodes: list[EvalEpiso
         for v in variants:
             m = model_of[v]
             seeds = [args.seed * 1_000_003 + i for i in batch]
-            memory = EpisodeMemory(m, variant_config(v, m, args.temp_lora_steps), seeds, singles.get(id(m)))
+            memory = EpisodeMemory(m, variant_config(v, m, args.temp_lora), seeds, singles.get(id(m)))
             gen = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + batch[0])
             bar.set_postfix_str(v)
             res = rollout(m, memory, group, args.mode, args.steps, gen, on_chunk=lambda: bar.update(1))
@@ -758,8 +764,9 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = model.config
         settings = {"model": args.model, "no_chunk_model": args.no_chunk_model, "mode": args.mode,
                     "steps": args.steps or cfg.sample_steps,
-                    "temp_lora_steps": args.temp_lora_steps if args.temp_lora_steps is not None
-                    else cfg.temp_lora.steps, "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
+                    "temp_lora_steps": args.temp_lora.get("steps", cfg.temp_lora.steps),
+                    "temp_lora_lr": args.temp_lora.get("lr", cfg.temp_lora.lr),
+                    "temp_lora_objective": args.temp_lora.get("objective", cfg.temp_lora.objective), "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}
         episodes, settings["data"], settings["tasks"] = load_episodes(args, cfg.frame_size, cfg.new_frames, notes)
@@ -777,7 +784,7 @@ def main(argv: list[str] | None = None) -> dict:
                 rows["no_chunk_input"] = {"label": LABELS["no_chunk_input"], "skipped": NO_CHUNK_NOTE}
                 variants.remove("no_chunk_input")
         temp_lora = {v: (dataclasses.asdict(c) if (c := variant_config(
-            v, no_chunk if v == "no_chunk_input" else model, args.temp_lora_steps)) is not None else None)
+            v, no_chunk if v == "no_chunk_input" else model, args.temp_lora)) is not None else None)
             for v in variants}
         grid_index = min(args.video_episode, len(episodes) - 1)
         scorer = Scorer(args, device, notes) if metrics_error is None else None

@@ -42,10 +42,10 @@ def load_source(data: DictConfig, frame_size: int) -> Any:
 
 
 def build_model(cfg: DictConfig) -> SlowFastVGen:
+    overrides = OmegaConf.to_container(cfg.model, resolve=True) or {}
     if cfg.init_from:
-        model = SlowFastVGen.from_pretrained(cfg.init_from)
+        model = SlowFastVGen.from_pretrained(cfg.init_from, **overrides)
     else:
-        overrides = OmegaConf.to_container(cfg.model, resolve=True) or {}
         model = SlowFastVGen(from_preset(cfg.preset, **overrides))
     if cfg.text_cache:  # precomputed instruction embeddings: no text model needed on this machine
         model.action_encoder.load_text_cache(load_file(cfg.text_cache))

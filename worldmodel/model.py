@@ -258,13 +258,22 @@ class SlowFastVGen(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
-                        restore_hint: str = "") -> "SlowFastVGen":
-        """Load a folder written by `save_pretrained`; missing or corrupt files raise a clear error."""
+                        restore_hint: str = "", **overrides: Any) -> "SlowFastVGen":
+        """Load a folder written by `save_pretrained`; missing or corrupt files raise a clear error.
+
+        ``overrides`` replace config fields that leave weight shapes alone (``context_frames=1`` to
+        fine-tune the "without chunk input" ablation, ``sample_steps``); others fail the weight check.
+        """
         path = Path(path)
         hint = f" {restore_hint}" if restore_hint else ""
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"no SlowFast-VGen model at {path}: {CONFIG_NAME} is missing.{hint}")
         config = WorldModelConfig.load(path / CONFIG_NAME)
+        if overrides:
+            data = config.to_dict()
+            if isinstance(overrides.get("temp_lora"), dict):  # a partial Temp-LoRA override keeps the rest
+                overrides = {**overrides, "temp_lora": {**data["temp_lora"], **overrides["temp_lora"]}}
+            config = WorldModelConfig.from_dict({**data, **overrides})
         state = _load_shards(path, hint)
         model = cls(config)
         if (path / TEXT_CACHE).is_file():
