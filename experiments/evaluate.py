@@ -37,7 +37,9 @@ command, machine and date) and ``table2_grid.mp4`` (real video beside every vari
 
 Held-out data: collect the evaluation episodes separately from the training data (another seed), e.g.
 ``python -m experiments.collect out_dir=data/scene_eval seed=1 num_episodes=60 '~tasks'
-'+tasks={memory_drawer: 1, memory_drawer_locked: 1, memory_cube_return: 1}'`` (training used seed 0).
+'+tasks={memory_drawer: 1, memory_drawer_locked: 1, memory_cube_return: 1}'`` (training used seed 0);
+for Crafter, ``python -m experiments.collect domain=crafter out_dir=data/crafter_eval seed=1 num_episodes=60
+'~tasks' '+tasks={path_and_return: 1}'`` and ``--data data/crafter_eval`` here.
 ``--batch B`` rolls B episodes out together, each with its own Temp-LoRA memory (per-sample LoRA
 factors, ``worldmodel.batched_lora``); ``--batch 1`` (default) uses the peft ``TempLoRA``. The numbers
 depend on the batch composition only through the random draws.
@@ -83,9 +85,10 @@ PAPER = {
     "no_local_rule": (0.36, 90.27),
     "original": (0.55, 92.24),
 }
-MEMORY_TASKS: tuple[str, ...] = ("memory_drawer", "memory_drawer_locked", "memory_cube_return")
+# Episodes with revisit pairs: the scene's memory tasks and Crafter's path-and-return walks.
+MEMORY_TASKS: tuple[str, ...] = ("memory_drawer", "memory_drawer_locked", "memory_cube_return", "path_and_return")
 MODES = ("free", "teacher")
-METRICS = ("scuts", "src", "psnr", "ssim", "lpips")
+METRICS = ("scuts", "src", "psnr", "ssim", "psnr_revisit", "ssim_revisit", "lpips")
 NO_CHUNK_NOTE = ("no_chunk_input skipped: pass --no-chunk-model PATH (a model trained with context_frames=1, "
                  "e.g. `python -m experiments.train ... model.context_frames=1`)")
 
@@ -380,10 +383,21 @@ class Scorer:
         out = {"scuts": float(m.scene_cuts(video)), "src": float("nan")}
         if len(episode.revisits):
             out["src"] = m.scene_revisit_consistency(video, episode.revisits, self.features)
+        out.update(self.fidelity(video, episode))
         gen, real = video[1:], episode.frames[1:]
-        out["psnr"] = m.psnr(gen, real)
-        out["ssim"] = 100.0 * m.ssim(gen, real)
         out["lpips"] = 100.0 * self.lpips(gen, real) if self.lpips is not None else float("nan")
+        return out
+
+    def fidelity(self, video: np.ndarray, episode: EvalEpisode) -> dict[str, float]:
+        """PSNR/SSIM against the real video on all generated frames and on the revisiting frames alone
+        (the later frame j of each revisit pair: where memory should help)."""
+        m, out = self.m, {}
+        out["psnr"] = m.psnr(video[1:], episode.frames[1:])
+        out["ssim"] = 100.0 * m.ssim(video[1:], episode.frames[1:])
+        later = np.unique(episode.revisits[:, 1]) if len(episode.revisits) else np.zeros(0, np.int64)
+        later = later[later >= 1]
+        out["psnr_revisit"] = m.psnr(video[later], episode.frames[later]) if len(later) else float("nan")
+        out["ssim_revisit"] = 100.0 * m.ssim(video[later], episode.frames[later]) if len(later) else float("nan")
         return out
 
     def add_fvd(self, key: str, video: np.ndarray) -> None:
@@ -514,25 +528,27 @@ def markdown(result: dict) -> str:
         f"lr {s.get('temp_lora_lr', '?')}, objective {s.get('temp_lora_objective', '?')}; "
         f"frame skip: {s['frame_skip']}; batch: {s['batch']}; seed: {s['seed']}",
         "",
-        "| variant | SCuts ↓ | SRC ↑ | PSNR ↑ | SSIM ↑ | LPIPS ↓ | FVD ↓ | fast update (ms/call) "
-        "| generation (ms/chunk) | episodes | paper SCuts / SRC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | SCuts ↓ | SRC ↑ | PSNR ↑ | SSIM ↑ | revisit PSNR ↑ | revisit SSIM ↑ | LPIPS ↓ | FVD ↓ "
+        "| fast update (ms/call) | generation (ms/chunk) | episodes | paper SCuts / SRC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["variants"].items():
         paper = "{} / {}".format(*PAPER[name])
         if "skipped" in row:
-            lines.append(f"| {row['label']} | skipped¹ | | | | | | | | 0 | {paper} |")
+            lines.append(f"| {row['label']} | skipped¹ | | | | | | | | | | 0 | {paper} |")
             continue
         mtr = row["metrics"]
         fvd = "n/a²" if row["fvd"] is None else fmt(row["fvd"], 1)
         lpips = "n/a³" if row["lpips_unavailable"] else fmt(mtr["lpips"])
         upd = fmt(row["fast_update_ms"], 1) if row["fast_update_ms"] is not None else "–"
         lines.append(f"| {row['label']} | {fmt(mtr['scuts'])} | {fmt(mtr['src'])} | {fmt(mtr['psnr'])} | "
-                     f"{fmt(mtr['ssim'])} | {lpips} | {fvd} | {upd} | {fmt(row['generate_ms'], 1)} | "
-                     f"{row['episodes']} | {paper} |")
-    ref = result["reference"]
-    lines.append(f"| real video (reference) | {fmt(ref['scuts'])} | {fmt(ref['src'])} | – | – | – | – | – | "
+                     f"{fmt(mtr['ssim'])} | {fmt(mtr['psnr_revisit'])} | {fmt(mtr['ssim_revisit'])} | {lpips} | "
+                     f"{fvd} | {upd} | {fmt(row['generate_ms'], 1)} | {row['episodes']} | {paper} |")
+    ref, cp = result["reference"], result["copy_last_frame"]
+    lines.append(f"| real video (reference) | {fmt(ref['scuts'])} | {fmt(ref['src'])} | – | – | – | – | – | – | – | "
                  f"– | {ref['scuts']['n']} | |")
+    lines.append(f"| copy last given frame (no model) | – | – | {fmt(cp['psnr'])} | {fmt(cp['ssim'])} | "
+                 f"{fmt(cp['psnr_revisit'])} | {fmt(cp['ssim_revisit'])} | – | – | – | – | {cp['psnr']['n']} | |")
     lines += ["", "Notes:", ""]
     skipped = [r["skipped"] for r in result["variants"].values() if "skipped" in r]
     lines += [f"- ¹ {n}" for n in skipped]
@@ -542,7 +558,10 @@ def markdown(result: dict) -> str:
     lines += [
         f"- SRC features: {result['src_features']}.",
         "- Mean ± std over episodes. SSIM, LPIPS and SRC are x100 as in the paper; PSNR in dB; PSNR, SSIM, LPIPS "
-        "and FVD compare generated frames only with the real ones (the start frame is real and excluded).",
+        "and FVD compare generated frames only with the real ones (the start frame is real and excluded); revisit "
+        "PSNR/SSIM use only the revisiting frame of each recorded revisit pair.",
+        "- Copy last given frame: every chunk repeats the last real frame the model is given (teacher mode: the "
+        "frame before the chunk; free mode: the start frame); a model must beat it to have learned dynamics.",
         f"- FVD over clips of {s['fvd_frames']} generated frames; a fast update call updates the memories of a "
         f"whole batch ({s['batch']} episode(s)); generation time covers sampling + decoding of one chunk call.",
         "- The paper column is SlowFast-VGen's own numbers (ResNet-18 SRC, its data); they are not comparable "
@@ -643,10 +662,12 @@ class Collector:
     """Takes each episode's generated videos: scores them (when the metrics can run here) and/or saves
     them for ``--from-videos``; keeps the grid episode's videos."""
 
-    def __init__(self, scorer: Scorer | None, save_dir: Path | None, grid_index: int):
+    def __init__(self, scorer: Scorer | None, save_dir: Path | None, grid_index: int, mode: str, new_frames: int):
         self.scorer, self.save_dir, self.grid_index = scorer, save_dir, grid_index
+        self.mode, self.new_frames = mode, new_frames
         self.per_episode: list[dict] = []
         self.reference: dict[str, list[float]] = {"scuts": [], "src": []}
+        self.copy_baseline: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_revisit": [], "ssim_revisit": []}
         self.grid: dict[str, np.ndarray] = {}
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -663,12 +684,22 @@ class Collector:
         self.reference["scuts"].append(float(sc.m.scene_cuts(ep.frames)))
         if len(ep.revisits):
             self.reference["src"].append(sc.m.scene_revisit_consistency(ep.frames, ep.revisits, sc.features))
+        for k, value in sc.fidelity(copy_last_frame(ep.frames, self.mode, self.new_frames), ep).items():
+            self.copy_baseline[k].append(value)
         sc.add_real_fvd(ep)
         for v in VARIANTS:
             if v in videos:
                 sc.add_fvd(v, videos[v])
                 self.per_episode.append({"episode": ep.name, "task": ep.task, "variant": v,
                                          **sc.score(videos[v], ep)})
+
+
+def copy_last_frame(frames: np.ndarray, mode: str, new_frames: int) -> np.ndarray:
+    """The no-model baseline: every chunk repeats the last real frame the model was given (teacher mode:
+    the frame before the chunk; free mode: the start frame)."""
+    t = np.arange(len(frames))
+    source = np.maximum(t - 1, 0) // new_frames * new_frames if mode == "teacher" else np.zeros_like(t)
+    return frames[source]
 
 
 def generate(args: argparse.Namespace, model, no_chunk, episodes: list[EvalEpisode], variants: list[str],
@@ -789,7 +820,7 @@ def main(argv: list[str] | None = None) -> dict:
         grid_index = min(args.video_episode, len(episodes) - 1)
         scorer = Scorer(args, device, notes) if metrics_error is None else None
         save_dir = out / "videos" if args.save_videos else None
-        collector = Collector(scorer, save_dir, grid_index)
+        collector = Collector(scorer, save_dir, grid_index, args.mode, cfg.new_frames)
         gen = generate(args, model, no_chunk, episodes, variants, device, collector, started, notes)
         generation = dict(here)
         if save_dir is not None:
@@ -810,7 +841,7 @@ def main(argv: list[str] | None = None) -> dict:
         generation = {k: saved[k] for k in ("command", "machine", "date")}
         grid_index = min(args.video_episode, len(episodes) - 1)
         scorer = Scorer(args, device, notes)
-        collector = Collector(scorer, None, grid_index)
+        collector = Collector(scorer, None, grid_index, settings["mode"], settings["new_frames"])
         folder = Path(args.from_videos)
         for i in tqdm_list(saved["done"], args.quiet):
             if i >= len(episodes):
@@ -856,6 +887,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_episodes": len(gen["done"]),
         "variants": rows,
         "reference": {k: summarize(v) for k, v in collector.reference.items()},
+        "copy_last_frame": {k: summarize(v) for k, v in collector.copy_baseline.items()},
         "src_features": scorer.features_name,
         "notes": notes,
         "video": video_name,
