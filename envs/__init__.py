@@ -11,3 +11,23 @@ if LEARNED_ENV_ID not in gym.registry:
         entry_point="envs.learned:SlowFastVGenEnv",
         vector_entry_point="envs.vector:SlowFastVGenVectorEnv",
     )
+
+
+def skill_vocabulary(domain: str) -> tuple[str, ...]:
+    """The skill names that a domain's (``scene``, ``synthetic`` or ``crafter``) episodes use as language.
+
+    Imports only the domain asked for, so no simulator loads for another one.
+    """
+    if domain == "scene":
+        from envs.real.skills import SKILLS
+
+        return SKILLS
+    if domain == "synthetic":
+        from envs.synthetic import SYNTHETIC_SKILLS
+
+        return SYNTHETIC_SKILLS
+    if domain == "crafter":
+        from envs.real.crafter import CRAFTER_SKILLS
+
+        return CRAFTER_SKILLS
+    raise ValueError(f"unknown domain {domain!r}; expected scene, synthetic or crafter")

@@ -1,9 +1,12 @@
-"""Collect OGBench scene episodes into h5 shards, in parallel, resumably.
+"""Collect real episodes (OGBench scene or Crafter) into h5 shards, in parallel, resumably.
 
     python -m experiments.collect out_dir=data/scene num_episodes=2000 workers=16 env.render_backend=egl
+    python -m experiments.collect domain=crafter out_dir=data/crafter num_episodes=2000
 
-Episode i (0 <= i < num_episodes) is fully determined by (seed, i): its task is drawn from the task
-mix and it is rolled out with seed ``seed * 10_000_000 + i``. Episodes are grouped into shards of
+``domain`` (a Hydra config group, ``conf/domain/*.yaml``) picks the simulator, its task mix and env
+options; the episode schema, sharding, resume and manifest are shared. Episode i (0 <= i < num_episodes)
+is fully determined by (seed, i): its task is drawn from the task mix and it is rolled out with seed
+``seed * 10_000_000 + i``. Episodes are grouped into shards of
 ``episodes_per_shard``; a worker writes each shard whole, atomically (temp file + rename), so a
 shard file that exists is complete. Rerunning the same command skips complete shards and redoes
 only missing ones, so an interrupted collection neither duplicates nor loses episodes. A
@@ -17,7 +20,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -26,15 +29,23 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from envs import skill_vocabulary
 from envs.episodes import EpisodeFileError, episode_key, list_episodes, write_episodes
-from envs.real.skills import SKILLS
 from envs.real.tasks import EXPERT_TASKS, get_task
 
 SEED_STRIDE = 10_000_000  # episode seeds: seed * SEED_STRIDE + index (index < SEED_STRIDE)
+CRAFTER_TASKS = ("path_and_return", "free_play")
+DEFAULT_TASKS: dict[str, dict[str, float]] = {
+    "scene": {**dict.fromkeys(EXPERT_TASKS, 1.0), "play": 4.0},
+    "crafter": {"path_and_return": 2.0, "free_play": 1.0},
+}
+"""Task mix per domain; ``play`` / ``free_play`` are random-skill episodes for coverage."""
 
 
 @dataclass
-class EnvOptions:
+class SceneOptions:
+    """RealSceneEnv options."""
+
     width: int = 64
     height: int = 64
     chunk_len: int = 8
@@ -45,24 +56,46 @@ class EnvOptions:
 
 
 @dataclass
+class CrafterOptions:
+    """CrafterEnv options; one move chunk walks ``chunk_len * frame_skip`` tiles."""
+
+    size: int = 64
+    chunk_len: int = 4
+    frame_skip: int = 1
+    n_moves: int = 8  # outward move chunks of a path-and-return episode (the return adds as many)
+
+
+DOMAIN_OPTIONS = {"scene": SceneOptions, "crafter": CrafterOptions}
+
+
+@dataclass
 class CollectConfig:
+    domain: str = "scene"  # scene | crafter
     out_dir: str = "data/scene"
     num_episodes: int = 100
     episodes_per_shard: int = 8
     workers: int = 0
     seed: int = 0
-    expert_noise: float = 0.1
-    max_tries: int = 3
-    play_chunks: int = 8
+    expert_noise: float = 0.1  # scene only
+    max_tries: int = 3  # scene only
+    play_chunks: int = 8  # chunks of a random-skill episode
     compression: str = "lzf"
-    tasks: dict[str, float] = field(default_factory=lambda: {**dict.fromkeys(EXPERT_TASKS, 1.0), "play": 4.0})
-    env: EnvOptions = field(default_factory=EnvOptions)
+    tasks: dict[str, float] | None = None  # None: DEFAULT_TASKS[domain]
+    env: SceneOptions | CrafterOptions | dict | None = None  # a dict or None: the domain's options
 
     def __post_init__(self) -> None:
-        if isinstance(self.env, dict):
-            self.env = EnvOptions(**self.env)
+        if self.domain not in DOMAIN_OPTIONS:
+            raise ValueError(f"unknown domain {self.domain!r}; expected one of {sorted(DOMAIN_OPTIONS)}")
+        options = DOMAIN_OPTIONS[self.domain]
+        if not isinstance(self.env, options):
+            self.env = options(**(self.env or {}))
+        if self.tasks is None:
+            self.tasks = dict(DEFAULT_TASKS[self.domain])
         for name in self.tasks:
-            get_task(name)
+            if self.domain == "scene":
+                get_task(name)
+            elif name not in CRAFTER_TASKS:
+                raise ValueError(f"unknown task {name!r}; valid crafter tasks: {', '.join(CRAFTER_TASKS)}")
         if not self.tasks or min(self.tasks.values()) < 0 or sum(self.tasks.values()) <= 0:
             raise ValueError(f"task weights must be >= 0 with a positive sum: {self.tasks}")
         if not 0 < self.num_episodes <= SEED_STRIDE or self.episodes_per_shard < 1:
@@ -73,7 +106,7 @@ class CollectConfig:
         d = asdict(self)
         for k in ("num_episodes", "workers", "out_dir"):
             d.pop(k)
-        d["env"].pop("render_backend")
+        d["env"].pop("render_backend", None)  # scene: the GL backend does not change the episodes
         return d
 
 
@@ -123,19 +156,30 @@ def _worker_env(cfg: CollectConfig):
     return _ENV[1]
 
 
-def collect_shard(cfg: CollectConfig, shard: int) -> tuple[int, int]:
-    """Roll out and write one shard; return (episodes, frames)."""
+def make_episode(cfg: CollectConfig, index: int) -> dict:
+    """Episode ``index`` in the shared schema; a pure function of the config and the index."""
+    task, seed = episode_plan(cfg, index)
+    if cfg.domain == "crafter":
+        from envs.real.crafter import free_play_episode, path_and_return_episode
+
+        o = cfg.env
+        if task == "path_and_return":
+            return path_and_return_episode(seed, o.n_moves, o.chunk_len, o.frame_skip, size=o.size)
+        return free_play_episode(seed, cfg.play_chunks, "random", o.chunk_len, o.frame_skip, size=o.size)
     from envs.real.rollout import run_episode
 
-    env = _worker_env(cfg)
+    policy = "random" if task == "play" else "expert"
+    return run_episode(_worker_env(cfg), seed, task, policy, num_chunks=cfg.play_chunks, max_tries=cfg.max_tries)
+
+
+def collect_shard(cfg: CollectConfig, shard: int) -> tuple[int, int]:
+    """Roll out and write one shard; return (episodes, frames)."""
     episodes = []
     for index in shard_indices(cfg, shard):
-        task, seed = episode_plan(cfg, index)
-        policy = "random" if task == "play" else "expert"
-        ep = run_episode(env, seed, task, policy, num_chunks=cfg.play_chunks, max_tries=cfg.max_tries)
+        ep = make_episode(cfg, index)
         ep["attrs"]["index"] = index
         episodes.append((episode_key(index), ep))
-    attrs = dict(skills=list(SKILLS), shard=shard, manifest=json.dumps(cfg.manifest()))
+    attrs = dict(skills=list(skill_vocabulary(cfg.domain)), shard=shard, manifest=json.dumps(cfg.manifest()))
     write_episodes(shard_path(cfg.out_dir, shard), episodes, file_attrs=attrs, compression=cfg.compression)
     return len(episodes), sum(len(ep["frames"]) for _, ep in episodes)
 
@@ -183,7 +227,7 @@ def collect(cfg: CollectConfig) -> dict:
             for s in todo:
                 record(collect_shard(cfg, s))
         else:
-            # spawn: each worker imports mujoco afresh with the chosen GL backend
+            # spawn: each scene worker imports mujoco afresh with the chosen GL backend
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                 futures = [pool.submit(collect_shard, cfg, s) for s in todo]
                 try:

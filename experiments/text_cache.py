@@ -12,24 +12,9 @@ import argparse
 
 from safetensors.torch import save_file
 
-from worldmodel.config import from_preset
+from envs import skill_vocabulary
 from worldmodel.action import ActionEncoder
-
-
-def vocabulary(name: str) -> tuple[str, ...]:
-    if name == "scene":
-        from envs.real.skills import SKILLS
-
-        return SKILLS
-    if name == "synthetic":
-        from envs.synthetic import SYNTHETIC_SKILLS
-
-        return SYNTHETIC_SKILLS
-    if name == "crafter":
-        from envs.real.crafter import CRAFTER_SKILLS
-
-        return CRAFTER_SKILLS
-    raise ValueError(f"unknown vocabulary {name!r}; expected scene, synthetic or crafter")
+from worldmodel.config import from_preset
 
 
 def main() -> None:
@@ -39,7 +24,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small", help="preset whose text encoder and token count to use")
     args = parser.parse_args()
     encoder = ActionEncoder(from_preset(args.preset))
-    texts = sorted({t for v in args.vocab for t in vocabulary(v)})
+    texts = sorted({t for v in args.vocab for t in skill_vocabulary(v)})
     encoder.embed_texts(texts)
     save_file(encoder.text_cache, args.out)
     print(f"{len(texts)} instructions -> {args.out}")
