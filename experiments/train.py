@@ -3,6 +3,7 @@
     python -m experiments.train                                   # tiny model on the synthetic world (CPU)
     python -m experiments.train preset=small data.source=data/scene out_dir=runs/small
     python -m experiments.train preset=small data.source=data/scene phases.slow.steps=0   # skip a phase
+    python -m experiments.train preset=crafter data.source=data/crafter out_dir=runs/crafter
 
 Each phase checkpoints atomically into `out_dir/<phase>/last.ckpt`; rerunning the same command resumes
 where it stopped (a finished phase is skipped), so a run can be split across several calls. The final
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from envs.data import ChunkDataset, EpisodeDataset
-from worldmodel.config import from_preset
+from worldmodel.config import WorldModelConfig, from_preset
 from worldmodel.model import SlowFastVGen
 from worldmodel.train import TrainConfig, Trainer
 
@@ -52,12 +53,26 @@ def build_model(cfg: DictConfig) -> SlowFastVGen:
     return model
 
 
+def check_data(mc: WorldModelConfig, chunks: ChunkDataset) -> None:
+    """Fail before any training when the data's frames or action vectors do not fit the model."""
+    item = chunks[0]
+    size = tuple(item["target"].shape[1:3])
+    if size != (mc.frame_size, mc.frame_size):
+        raise ValueError(f"the data has {size[0]}x{size[1]} frames but the model makes "
+                         f"{mc.frame_size}x{mc.frame_size} ones; collect at that size or pick another preset")
+    dim = item["action"].shape[-1]
+    if mc.action_type != "text" and dim != mc.action_dim:
+        raise ValueError(f"the data has {dim}-d action vectors but the model takes action_dim={mc.action_dim}; "
+                         "for Crafter use preset=crafter (language actions) or +model.action_type=text")
+
+
 def run(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
     mc = model.config
     source = load_source(cfg.data, mc.frame_size)
     chunks = ChunkDataset(source, mc.context_frames, mc.new_frames, frame_skip=cfg.data.frame_skip)
+    check_data(mc, chunks)
     out = Path(cfg.out_dir)
     timings = {}
     deadline = time.time() + 60 * cfg.time_limit_min if cfg.time_limit_min else None

@@ -1,10 +1,20 @@
-"""Crafter task suite and the path-and-return memory protocol on the real simulator (issue 9)."""
+"""Crafter: the task suite, the path-and-return memory protocol, and its wiring through collect, train and
+evaluate (issue 9)."""
 
 from __future__ import annotations
 
+import shutil
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
+import worldmodel.action
+from envs.data import ChunkDataset, EpisodeDataset
+from envs.episodes import episode_key, file_attrs, list_episodes, read_episode
 from envs.real.crafter import (
     CRAFTER_SKILLS,
     MOVES,
@@ -15,6 +25,10 @@ from envs.real.crafter import (
     free_play_episode,
     path_and_return_episode,
 )
+from experiments import evaluate, text_cache, train
+from experiments.collect import CollectConfig, collect, episode_plan, shard_path
+from worldmodel import SlowFastVGen
+from worldmodel.config import from_preset
 
 N_MOVES, CHUNK = 6, 4
 SEEDS = (0, 1, 2)
@@ -122,3 +136,94 @@ def test_skill_mode_rejects_bad_actions():
         env.skill_id("move left")
     with pytest.raises(ValueError, match="action_mode"):
         CrafterEnv("continuous")
+
+
+# ------------------------------------------------------------------------------------------------
+# Wiring: experiments.collect domain=crafter -> envs.data -> experiments.train / evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECT = ["domain=crafter", "num_episodes=3", "episodes_per_shard=2", "workers=1", "seed=0",
+           "play_chunks=6", "env.size=32", "env.n_moves=3"]  # episodes 0, 1: path_and_return; 2: free_play
+
+
+def _compose(name: str, overrides: list[str]) -> DictConfig:
+    """The config that ``python -m experiments.<name> OVERRIDES`` runs with."""
+    with initialize_config_dir(config_dir=str(ROOT / "experiments" / "conf"), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def _collect_config(out: Path, *extra: str) -> CollectConfig:
+    return CollectConfig(**OmegaConf.to_container(_compose("collect", [f"out_dir={out}", *COLLECT, *extra])))
+
+
+@pytest.fixture(scope="module")
+def crafter_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("crafter")
+    assert collect(_collect_config(out))["new_episodes"] == 3
+    return out
+
+
+def test_collect_crafter_reads_back_through_the_datasets(crafter_dir):
+    cfg = _collect_config(crafter_dir)
+    assert [list_episodes(shard_path(crafter_dir, s)) for s in (0, 1)] == \
+        [[episode_key(0), episode_key(1)], [episode_key(2)]]
+    assert file_attrs(shard_path(crafter_dir, 0))["skills"] == list(CRAFTER_SKILLS)
+    for i in range(3):
+        ep = read_episode(shard_path(crafter_dir, i // 2), episode_key(i))
+        assert (ep["attrs"]["task"], ep["attrs"]["seed"]) == episode_plan(cfg, i)
+        assert ep["frames"].shape == (1 + 6 * 4, 32, 32, 3) and ep["actions"].shape == (6 * 4, NUM_SKILLS)
+        assert (len(ep["revisits"]) > 0) == (ep["attrs"]["task"] == "path_and_return")
+
+    chunks = ChunkDataset(crafter_dir, context_frames=2, new_frames=2)
+    item = chunks[0]
+    assert len(chunks) == 3 * 6
+    assert item["context"].shape == (2, 32, 32, 3) and item["target"].shape == (2, 32, 32, 3)
+    assert item["action"].shape == (2, NUM_SKILLS) and item["text"] in CRAFTER_SKILLS
+    runs = EpisodeDataset(crafter_dir, context_frames=2, new_frames=2, num_chunks=3)
+    assert len(runs) == 3 * 2 and runs[0]["frames"].shape == (2 + 3 * 2, 32, 32, 3)
+    assert runs[0]["actions"].shape == (3, 2, NUM_SKILLS)
+
+
+def test_collect_crafter_resumes_only_missing_shards(crafter_dir, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(crafter_dir, out)
+    cfg = _collect_config(out)
+    first, second = shard_path(out, 0), shard_path(out, 1)
+    stamp, before = first.stat().st_mtime_ns, read_episode(second, episode_key(2))
+    second.unlink()
+    summary = collect(cfg)
+    assert (summary["skipped_episodes"], summary["new_episodes"]) == (2, 1) and first.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(read_episode(second, episode_key(2))["frames"], before["frames"])  # (seed, i)
+    with pytest.raises(ValueError, match="other settings"):
+        collect(_collect_config(out, "env.n_moves=4"))
+    with pytest.raises(ValueError, match="valid crafter tasks"):
+        CollectConfig(domain="crafter", tasks={"play": 1})
+
+
+def test_train_and_evaluate_a_tiny_crafter_model(crafter_dir, tmp_path, monkeypatch):
+    """The GPU machine's path: a text cache of the Crafter vocabulary instead of MiniLM, then train and
+    evaluate full vs no Temp-LoRA (SRC from the episodes' revisit pairs)."""
+    assert from_preset("crafter").action_type == "text" and from_preset("crafter").frame_size == 64
+    cache = tmp_path / "text_cache.safetensors"
+    monkeypatch.setattr(sys, "argv", ["text_cache", "--out", str(cache), "--vocab", "crafter", "--preset", "tiny"])
+    text_cache.main()
+
+    def no_text_model(spec):
+        raise OSError("no text model on this machine")
+
+    monkeypatch.setattr(worldmodel.action, "load_text_encoder", no_text_model)
+    phases = [f"phases.{p}.{k}" for p in ("vae", "slow", "slow_fast") for k in ("steps=2", "batch_size=2")]
+    common = [f"data.source={crafter_dir}", "data.episode_chunks=2", f"text_cache={cache}", "progress=false", *phases]
+    with pytest.raises(ValueError, match="17-d action vectors but the model takes action_dim=5"):
+        train.run(_compose("train", ["preset=tiny", f"out_dir={tmp_path / 'vector'}", *common]))
+    model_dir = train.run(_compose("train", ["preset=tiny", "+model.action_type=text",
+                                             f"out_dir={tmp_path / 'run'}", *common]))
+    assert SlowFastVGen.from_pretrained(model_dir).config.action_type == "text"
+
+    result = evaluate.main(["--model", str(model_dir), "--data", str(crafter_dir), "--episodes", "1", "--steps", "1",
+                            "--variants", "full,no_temp_lora", "--no-video", "--quiet", "--out", str(tmp_path / "eval")])
+    assert "path_and_return" in result["settings"]["tasks"]  # the default tasks: every domain's memory tasks
+    assert result["reference"]["src"]["n"] == 1
+    for variant in ("full", "no_temp_lora"):
+        assert result["variants"][variant]["metrics"]["src"]["n"] == 1
+    assert result["variants"]["full"]["fast_update_ms"] > 0

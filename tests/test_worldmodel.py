@@ -28,7 +28,7 @@ def _action(text: str, vector=None) -> dict:
 
 
 def test_presets_build_and_validate():
-    assert set(PRESETS) == {"tiny", "small", "base", "modelscope"}
+    assert set(PRESETS) == {"tiny", "small", "crafter", "base", "modelscope"}
     assert from_preset("tiny").latent_size == 8
     assert from_preset("small").frame_size == 64
     with pytest.raises(ValueError, match="unknown preset"):

@@ -170,6 +170,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # The shipped default: 64x64 frames, 16x16 latents.
     "small": dict(),
+    # Crafter (`python -m experiments.collect domain=crafter`): `small` conditioned on the skill's language
+    # only. The episodes' action vectors are 17-d one-hots of the same skill (not the scene's 5-d robot
+    # actions), so they would add nothing; the model takes CrafterEnv's text actions as they are.
+    "crafter": dict(action_type="text"),
     "base": dict(
         frame_size=128,
         vae_block_out_channels=(64, 128, 256),
