@@ -77,7 +77,8 @@ class LearnedEnvConfig:
     - ``denoise_steps`` (default: the model's ``sample_steps``), ``guidance_scale``.
     - ``temp_lora``: True (the model's variant), False, a variant name or a ``TempLoRAConfig``;
       ``temp_lora_steps``: fast steps per chunk (default: the config's); ``fast_batch_size``: at most
-      this many envs per fast-update forward/backward (bounds memory at large N; same result).
+      this many envs per fast-update forward/backward (default 32; bounds memory at large N, same
+      result: the small model's one-shot update of 256 envs ran out of an H100's 80 GB).
     - ``observation``: "frame" (last frame, H x W x 3), "chunk" (the chunk's frames) or "stack" (the
       last ``frame_stack`` frames, default ``context_frames``).
     - ``start_frames``: uint8 frames (H,W,3), (T,H,W,3) or a set (M,T,H,W,3), a ``.npz`` (key
@@ -96,7 +97,7 @@ class LearnedEnvConfig:
     guidance_scale: float | None = None
     temp_lora: Any = True
     temp_lora_steps: int | None = None
-    fast_batch_size: int | None = None
+    fast_batch_size: int | None = 32
     device: str | None = None
     render_mode: str | None = None
     render_fps: int = 8

@@ -40,8 +40,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chunks", type=int, default=3, help="timed env steps (chunks) per size, after 1 warm-up")
     p.add_argument("--denoise-steps", type=int, default=None, help="denoising steps per chunk (default: model's)")
     p.add_argument("--temp-lora", choices=("on", "off"), default="on", help="Temp-LoRA fast learning every chunk")
-    p.add_argument("--fast-batch", type=int, default=None,
-                   help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: all)")
+    p.add_argument("--fast-batch", type=int, default=32,
+                   help="envs per Temp-LoRA forward/backward (bounds memory at large N; the env's default)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

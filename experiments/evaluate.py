@@ -424,11 +424,15 @@ class Scorer:
 
 
 def summarize(values: Sequence[float]) -> dict[str, float | int]:
+    """Mean ± std over the finite values; ``n_inf`` counts infinite ones (PSNR of an exact copy), which
+    would otherwise make the mean infinite."""
     vals = np.asarray([v for v in values if not math.isnan(v)], np.float64)
-    if vals.size == 0:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    with np.errstate(invalid="ignore"):
-        return {"mean": float(vals.mean()), "std": float(vals.std()), "n": int(vals.size)}
+    finite = vals[np.isfinite(vals)]
+    n_inf = int(vals.size - finite.size)
+    if finite.size == 0:
+        return {"mean": float("inf") if n_inf else float("nan"), "std": float("nan"), "n": int(vals.size),
+                "n_inf": n_inf}
+    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(vals.size), "n_inf": n_inf}
 
 
 def _jsonable(x: Any) -> Any:
@@ -506,7 +510,8 @@ def fmt(stat: dict | float | None, digits: int = 2) -> str:
             return "–"
         if math.isinf(mean):
             return "inf"
-        return f"{mean:.{digits}f} ± {std:.{digits}f}" if stat["n"] > 1 else f"{mean:.{digits}f}"
+        text = f"{mean:.{digits}f} ± {std:.{digits}f}" if stat["n"] > 1 else f"{mean:.{digits}f}"
+        return text + (f" (+{stat['n_inf']} inf)" if stat.get("n_inf") else "")
     if isinstance(stat, float) and (math.isnan(stat)):
         return "–"
     return f"{stat:.{digits}f}"
