@@ -203,3 +203,14 @@ def test_from_modelscope_loads_a_tiny_diffusers_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="vae/ is missing"):
         shutil.rmtree(tmp_path / "vae")
         SlowFastVGen.from_modelscope(tmp_path)
+
+
+def test_from_pretrained_overrides_keep_weights_and_merge_temp_lora(tmp_path):
+    model = SlowFastVGen.from_preset("tiny")
+    model.save_pretrained(tmp_path / "m")
+    one = SlowFastVGen.from_pretrained(tmp_path / "m", context_frames=1, temp_lora={"lr": 1e-3})
+    assert one.config.context_frames == 1 and one.config.temp_lora.lr == 1e-3
+    assert one.config.temp_lora.rank == model.config.temp_lora.rank  # the rest of Temp-LoRA's config is kept
+    assert torch.equal(one.unet.conv_in.weight, model.unet.conv_in.weight)
+    with pytest.raises(ValueError, match="do not match"):
+        SlowFastVGen.from_pretrained(tmp_path / "m", unet_block_out_channels=(16, 32))

@@ -399,6 +399,8 @@ def _load_weights(model: SlowFastVGen, state: dict[str, torch.Tensor]) -> tuple[
     own = model.weights_state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    if not missing and not unexpected:
+    # Same names with other shapes (a config override that changes the architecture) count as both.
+    resized = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if not missing and not unexpected and not resized:
         model.load_state_dict(state, strict=False)
-    return missing, unexpected
+    return missing + resized, unexpected + resized
