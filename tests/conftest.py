@@ -43,3 +43,21 @@ def trained_tiny(tmp_path_factory, chunk_dataset):
     path = out / "model"
     model.save_pretrained(path)
     return path, history
+
+
+def _micro_model(frame_size: int = 16, blocks: tuple[int, ...] = (16, 16), **overrides):
+    from worldmodel import SlowFastVGen, from_preset
+
+    cfg = from_preset("tiny", frame_size=frame_size, vae_block_out_channels=(8, 8), unet_block_out_channels=blocks,
+                      attention_head_dim=8, cross_attention_dim=16, norm_num_groups=8,
+                      temp_lora=overrides.pop("temp_lora", dict(rank=2, alpha=2.0)), **overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return SlowFastVGen(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def micro_model():
+    """Builder of a seeded tiny-preset variant (16x16 frames, 8-channel VAE) small enough for hundreds of
+    env steps in a test: ``micro_model(frame_size=..., blocks=..., temp_lora=dict(...), **config)``."""
+    return _micro_model

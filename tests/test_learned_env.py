@@ -16,25 +16,14 @@ import envs  # noqa: F401  (registers SlowFastVGen-v0)
 from envs.episodes import write_episodes
 from envs.learned import SkillText, SlowFastVGenEnv, sample_with_noise
 from envs.synthetic import SYNTHETIC_SKILLS, panning_episode
-from worldmodel import SlowFastVGen, from_preset
 from worldmodel.diffusion import make_sampler, sample_new_frames
 from worldmodel.heads import HeadsConfig, RewardHeads
 
 
 
 
-def micro_model(frame_size: int = 16, blocks: tuple[int, ...] = (16, 16), **overrides) -> SlowFastVGen:
-    """A tiny-preset variant small enough for hundreds of CPU steps per second or so."""
-    cfg = from_preset("tiny", frame_size=frame_size, vae_block_out_channels=(8, 8), unet_block_out_channels=blocks,
-                      attention_head_dim=8, cross_attention_dim=16, norm_num_groups=8,
-                      temp_lora=overrides.pop("temp_lora", dict(rank=2, alpha=2.0)), **overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return SlowFastVGen(cfg).eval()
-
-
 @pytest.fixture(scope="module")
-def model():
+def model(micro_model):
     return micro_model()
 
 
@@ -228,7 +217,7 @@ def test_sampling_with_given_noise_matches_sample_new_frames(model):
     assert torch.equal(ours, ref)
 
 
-def test_thousand_step_episode_keeps_memory_bounded():
+def test_thousand_step_episode_keeps_memory_bounded(micro_model):
     """1,000 chunks with Temp-LoRA (full_sequence: the variant that keeps a history) on an 8x8 model.
 
     Bound: RSS grows < 16 MiB between step 100 and step 1,000 (measured: ~1 MiB), and the tensors

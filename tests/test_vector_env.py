@@ -13,25 +13,19 @@ import envs  # noqa: F401  (registers SlowFastVGen-v0)
 from envs.learned import SlowFastVGenEnv
 from envs.synthetic import SYNTHETIC_SKILLS
 from envs.vector import SB3VecEnv, SlowFastVGenVectorEnv
-from worldmodel import Chunk, SlowFastVGen, TempLoRA, from_preset
+from worldmodel import Chunk, TempLoRA
 from worldmodel.batched_lora import BatchedTempLoRA, draw_loss_noise
 from worldmodel.diffusion import diffusion_loss
 
 
 
 
-def micro_model(**temp_lora) -> SlowFastVGen:
-    cfg = from_preset("tiny", frame_size=16, vae_block_out_channels=(8, 8), unet_block_out_channels=(16, 16),
-                      attention_head_dim=8, cross_attention_dim=16, norm_num_groups=8,
-                      temp_lora=dict(rank=2, alpha=4.0, lr=1e-2, **temp_lora))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return SlowFastVGen(cfg).eval()
+FAST_LORA = dict(rank=2, alpha=4.0, lr=1e-2)  # a fast memory whose updates show within a few steps
 
 
 @pytest.fixture(scope="module")
-def model():
-    return micro_model()
+def model(micro_model):
+    return micro_model(temp_lora=FAST_LORA)
 
 
 OPTS = dict(skills=SYNTHETIC_SKILLS, denoise_steps=2, max_episode_steps=50)
@@ -119,9 +113,9 @@ def test_memories_are_independent(model):
 
 
 @pytest.mark.parametrize("objective", ["joint", "conditional"])
-def test_batched_lora_matches_peft_temp_lora(objective):
+def test_batched_lora_matches_peft_temp_lora(objective, micro_model):
     """Per-sample factors give peft's outputs, and one fast update follows TempLoRA.update."""
-    model = micro_model(objective=objective)
+    model = micro_model(temp_lora=dict(FAST_LORA, objective=objective))
     peft_memory = TempLoRA(model)  # peft-injected; batched hooks find the base layers
     memory = BatchedTempLoRA(model, 2)
     assert len(memory.layout) == len(peft_memory.layers)
