@@ -4,10 +4,13 @@
     python -m experiments.train preset=small data.source=data/scene out_dir=runs/small
     python -m experiments.train preset=small data.source=data/scene phases.slow.steps=0   # skip a phase
     python -m experiments.train preset=crafter data.source=data/crafter out_dir=runs/crafter
+    accelerate launch --num_processes 8 -m experiments.train preset=small data.source=data/scene   # 8 GPUs
 
 Each phase checkpoints atomically into `out_dir/<phase>/last.ckpt`; rerunning the same command resumes
 where it stopped (a finished phase is skipped), so a run can be split across several calls. The final
-weights go to `out_dir/model` (safetensors shards < 16 MiB + config.json + a model card).
+weights go to `out_dir/model` (safetensors shards < 16 MiB + config.json + a model card). Under
+`accelerate launch` every process runs this script; `batch_size` stays the global batch, split evenly
+over the processes, and only the main process writes files.
 """
 
 from __future__ import annotations
@@ -20,15 +23,17 @@ from typing import Any
 
 import hydra
 import torch
+from accelerate import PartialState
+from accelerate.logging import get_logger
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from envs.data import ChunkDataset, EpisodeDataset
 from worldmodel.config import WorldModelConfig, from_preset
 from worldmodel.model import SlowFastVGen
-from worldmodel.train import TrainConfig, Trainer
+from worldmodel.train import TrainConfig, Trainer, check_batch_size
 
-logger = logging.getLogger("experiments.train")
+logger = get_logger("experiments.train")  # logs on the main process only
 PHASES = ("vae", "slow", "slow_fast")
 
 
@@ -67,44 +72,50 @@ def check_data(mc: WorldModelConfig, chunks: ChunkDataset) -> None:
 
 
 def run(cfg: DictConfig) -> Path:
-    torch.manual_seed(cfg.seed)
+    state = PartialState(cpu=not torch.cuda.is_available())  # one of `accelerate launch`'s processes, or alone
+    out = Path(cfg.out_dir)
+    deadline = time.time() + 60 * cfg.time_limit_min if cfg.time_limit_min else None
+    configs = [TrainConfig(phase=phase, out_dir=str(out / phase), seed=cfg.seed, num_workers=cfg.num_workers,
+                           deadline=deadline, **OmegaConf.to_container(cfg.phases[phase], resolve=True))
+               for phase in PHASES]
+    configs = [tc for tc in configs if tc.steps > 0]
+    for tc in configs:  # fail now, not after the earlier phases have trained
+        check_batch_size(tc.batch_size, state.num_processes, tc.phase)
+    torch.manual_seed(cfg.seed)  # the same initial model on every process
     model = build_model(cfg)
     mc = model.config
     source = load_source(cfg.data, mc.frame_size)
     chunks = ChunkDataset(source, mc.context_frames, mc.new_frames, frame_skip=cfg.data.frame_skip)
     check_data(mc, chunks)
-    out = Path(cfg.out_dir)
     timings = {}
-    deadline = time.time() + 60 * cfg.time_limit_min if cfg.time_limit_min else None
     finished = True
-    for phase in PHASES:
-        pcfg = OmegaConf.to_container(cfg.phases[phase], resolve=True)
-        if pcfg["steps"] <= 0:
-            continue
+    for tc in configs:
         dataset = chunks
-        if phase == "slow_fast":
+        if tc.phase == "slow_fast":
             dataset = EpisodeDataset(source, mc.context_frames, mc.new_frames, cfg.data.episode_chunks,
                                      frame_skip=cfg.data.frame_skip)
-        tc = TrainConfig(phase=phase, out_dir=str(out / phase), seed=cfg.seed, num_workers=cfg.num_workers,
-                         deadline=deadline, **pcfg)
         start = time.perf_counter()
         trainer = Trainer(model, dataset, tc)
         history = trainer.fit(progress=cfg.progress)
-        timings[phase] = {"seconds_this_run": round(time.perf_counter() - start, 1), "step": trainer.step,
-                          "of": tc.steps, "final_loss": history[-1]["loss"] if history else None}
+        timings[tc.phase] = {"seconds_this_run": round(time.perf_counter() - start, 1), "step": trainer.step,
+                             "of": tc.steps, "final_loss": history[-1]["loss"] if history else None}
         if not trainer.finished:
             finished = False
-            logger.info("time limit reached in phase %s; rerun the same command to resume", phase)
+            logger.info("time limit reached in phase %s; rerun the same command to resume", tc.phase)
             break
-    card = model_card(cfg, timings, len(chunks), finished)
-    model.save_pretrained(out / "model", card=card, dtype=getattr(torch, cfg.save_dtype))
-    (out / "train_summary.json").write_text(json.dumps(timings, indent=2))
-    logger.info("saved %s", out / "model")
+    if state.is_main_process:
+        card = model_card(cfg, timings, len(chunks), finished, state.num_processes)
+        model.save_pretrained(out / "model", card=card, dtype=getattr(torch, cfg.save_dtype))
+        (out / "train_summary.json").write_text(json.dumps(timings, indent=2))
+        logger.info("saved %s", out / "model")
+    state.wait_for_everyone()  # every process returns once the model is on disk
     return out / "model"
 
 
-def model_card(cfg: DictConfig, timings: dict, num_windows: int, finished: bool) -> str:
+def model_card(cfg: DictConfig, timings: dict, num_windows: int, finished: bool, num_processes: int) -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    if num_processes > 1:
+        device = f"{num_processes} processes on {device}"
     return "\n".join([
         "# SlowFast-VGen weights",
         "",

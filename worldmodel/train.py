@@ -8,12 +8,16 @@ Phases (run one per `Trainer.fit` call, in this order for a model from scratch):
 
 Data order depends only on (seed, step), and RNG states are checkpointed, so a resumed run repeats the
 uninterrupted run's loss curve.
+
+Several processes (`accelerate launch --num_processes N`) train data-parallel on the same global batch:
+each takes every N-th item of the step's batch, draws its own diffusion noise (seeded with seed + rank),
+and gradients are averaged before the optimizer step, so all processes keep identical weights. Only the
+main process writes files.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import os
 import random
@@ -25,13 +29,16 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .model import Chunk, SlowFastVGen, frames_to_tensor
 from .temp_lora import TempLoRA
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logs on the main process only
 Phase = Literal["vae", "slow", "slow_fast"]
 CHECKPOINT = "last.ckpt"
 
@@ -59,17 +66,29 @@ class TrainConfig:
             raise ValueError(f"unknown phase {self.phase!r}; expected 'vae', 'slow' or 'slow_fast'")
 
 
-class StepBatchSampler(Sampler[list[int]]):
-    """Batches as a pure function of (seed, step): resuming at step s yields exactly the batches after s."""
+def check_batch_size(batch_size: int, num_processes: int, phase: str) -> None:
+    """`batch_size` is the global batch: every process must get an equal share of it."""
+    if batch_size % num_processes:
+        raise ValueError(f"{phase}: batch_size {batch_size} is the global batch and must be divisible by the "
+                         f"{num_processes} processes; change batch_size or the number of processes")
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start_step: int, num_steps: int):
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches as a pure function of (seed, step): resuming at step s yields exactly the batches after s.
+
+    `batch_size` is the global batch; process `rank` of `num_processes` gets items rank, rank + N, ... of it.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, start_step: int, num_steps: int,
+                 rank: int = 0, num_processes: int = 1):
         if num_items == 0:
             raise ValueError("the training dataset is empty")
         self.n, self.bs, self.seed, self.start, self.stop = num_items, batch_size, seed, start_step, num_steps
+        self.rank, self.world = rank, num_processes
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
-            yield [self._index(step * self.bs + i) for i in range(self.bs)]
+            yield [self._index(step * self.bs + i) for i in range(self.rank, self.bs, self.world)]
 
     def _index(self, k: int) -> int:
         epoch, pos = divmod(k, self.n)
@@ -78,6 +97,12 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -124,6 +149,7 @@ class Trainer:
         self.model, self.dataset, self.config = model, dataset, config
         mp = config.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
         self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+        check_batch_size(config.batch_size, self.accelerator.num_processes, config.phase)
         self.out = Path(config.out_dir)
         self.memory = TempLoRA(model) if config.phase == "slow_fast" else None
         self.params = self._trainable()
@@ -152,13 +178,20 @@ class Trainer:
         return self.out / CHECKPOINT
 
     def save_checkpoint(self) -> None:
+        """Collective: every process calls it; the main process writes, with each process's RNG state."""
+        rng = gather_object([_rng_state()])  # one per process, in rank order
+        if self.accelerator.is_main_process:
+            self._write_checkpoint(rng)
+        self.accelerator.wait_for_everyone()
+
+    def _write_checkpoint(self, rng: list[dict[str, Any]]) -> None:
         state = {
             "step": self.step,
             "phase": self.config.phase,
             "model": self.model.weights_state_dict(),
             "model_config": self.model.config.to_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng,
             "history": self.history,
             "train_config": asdict(self.config),
         }
@@ -182,15 +215,21 @@ class Trainer:
         self.model.load_state_dict(remapped, strict=False)
         self.model.config.vae_scaling_factor = state["model_config"]["vae_scaling_factor"]
         self.optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
         self.step, self.history = state["step"], state["history"]
+        rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older checkpoints: one state
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        if len(rng) == world:
+            _set_rng_state(rng[rank])
+        else:  # the data split changed too: training goes on, but not bit-exact with the uninterrupted run
+            logger.warning("checkpoint of %d processes resumed on %d: RNG reseeded", len(rng), world)
+            _seed_all(self.config.seed + rank + 10_000 * self.step)
         logger.info("resumed %s at step %d from %s", self.config.phase, self.step, self.checkpoint_path)
         return True
 
     # ---------------------------------------------------------------------------------------- training
     def _loader(self) -> DataLoader:
         sampler = StepBatchSampler(len(self.dataset), self.config.batch_size, self.config.seed, self.step,
-                                   self.config.steps)
+                                   self.config.steps, self.accelerator.process_index, self.accelerator.num_processes)
         # A private generator keeps DataLoader start-up from consuming the global RNG (exact resume).
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
                           generator=torch.Generator(), persistent_workers=False)
@@ -198,37 +237,38 @@ class Trainer:
     def fit(self, progress: bool = True) -> list[dict[str, float]]:
         """Train up to `config.steps`; returns the loss history (one row per logged step)."""
         cfg = self.config
+        acc = self.accelerator
         if not self.maybe_resume():
-            torch.manual_seed(cfg.seed)
-            np.random.seed(cfg.seed)
-            random.seed(cfg.seed)
-        self.model.to(self.accelerator.device)
+            _seed_all(cfg.seed + acc.process_index)  # the model is already built: only the noise differs per rank
+        self.model.to(acc.device)
+        self._broadcast_params()
         self.model.train()
         self.model.vae.eval()
-        optimizer = self.accelerator.prepare(self.optimizer)
+        optimizer = acc.prepare(self.optimizer)
         it = self._loader()
         bar = None
-        if progress:
+        if progress and acc.is_main_process:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train[{cfg.phase}]", unit="step")
         for batch in it:
-            if cfg.deadline is not None and time.time() > cfg.deadline:
+            if cfg.deadline is not None and self._on_any_process(time.time() > cfg.deadline):
                 logger.info("%s stopped at step %d by the deadline; rerun to resume", cfg.phase, self.step)
                 self.save_checkpoint()
                 break
             lr = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup_steps, 1))
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            with self.accelerator.autocast():
+            with acc.autocast():
                 loss = self._phase_loss(batch)
+            loss = self._average_gradients(loss)
             if not math.isfinite(loss):
                 raise FloatingPointError(
                     f"{cfg.phase} loss is {loss} at step {self.step}; last good checkpoint kept at "
                     f"{self.checkpoint_path}. Lower the learning rate or check the data."
                 )
             if cfg.grad_clip:
-                self.accelerator.clip_grad_norm_(self.params, cfg.grad_clip)
+                acc.clip_grad_norm_(self.params, cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -246,6 +286,45 @@ class Trainer:
             self.calibrate_vae_scale()
         self.model.eval()
         return self.history
+
+    def _broadcast_params(self) -> None:
+        """Start every process from the main process's model (as DDP does), whatever each one built."""
+        if self.accelerator.num_processes > 1:
+            for p in self.model.parameters():
+                dist.broadcast(p.data, src=0)
+
+    def _average_gradients(self, loss: float) -> float:
+        """Average gradients and the loss over processes in one all-reduce; returns the mean loss.
+
+        A gradient that is None on every process stays None (AdamW skips it, as in a one-process run);
+        one missing on some processes counts as zeros there, as in DDP. Runs before clipping, so every
+        process clips and steps the same averaged gradient.
+        """
+        world = self.accelerator.num_processes
+        if world == 1:
+            return loss
+        device = self.accelerator.device
+        used = torch.tensor([float(p.grad is not None) for p in self.params], device=device)
+        flat = torch.cat([
+            *(p.grad.reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=device)
+              for p in self.params),
+            used,
+            torch.tensor([loss], device=device),
+        ])
+        dist.all_reduce(flat)
+        flat /= world
+        *grads, used, mean_loss = flat.split([p.numel() for p in self.params] + [len(self.params), 1])
+        for p, g, u in zip(self.params, grads, used.tolist()):
+            p.grad = g.view_as(p).to(p.dtype) if u > 0 else None
+        return float(mean_loss)
+
+    def _on_any_process(self, flag: bool) -> bool:
+        """Whether `flag` holds on any process, so that all of them take the same branch."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.accelerator.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
 
     @property
     def finished(self) -> bool:
