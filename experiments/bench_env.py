@@ -40,8 +40,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chunks", type=int, default=3, help="timed env steps (chunks) per size, after 1 warm-up")
     p.add_argument("--denoise-steps", type=int, default=None, help="denoising steps per chunk (default: model's)")
     p.add_argument("--temp-lora", choices=("on", "off"), default="on", help="Temp-LoRA fast learning every chunk")
-    p.add_argument("--fast-batch", type=int, default=32,
-                   help="envs per Temp-LoRA forward/backward (bounds memory at large N; the env's default)")
+    p.add_argument("--fast-batch", type=int, default=None,
+                   help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -109,7 +109,9 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     if mode == "auto":
         mode = "continuous" if mc.action_type in ("vector", "both") else "skill"
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=args.temp_lora == "on",
-                fast_batch_size=args.fast_batch, max_episode_steps=None)
+                max_episode_steps=None)
+    if args.fast_batch is not None:
+        opts["fast_batch_size"] = args.fast_batch
     steps = args.denoise_steps or mc.sample_steps
     rows = []
 

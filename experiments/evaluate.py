@@ -394,7 +394,7 @@ class Scorer:
         m, out = self.m, {}
         out["psnr"] = m.psnr(video[1:], episode.frames[1:])
         out["ssim"] = 100.0 * m.ssim(video[1:], episode.frames[1:])
-        later = np.unique(episode.revisits[:, 1]) if len(episode.revisits) else np.zeros(0, np.int64)
+        later = np.unique(episode.revisits[:, 1])
         later = later[later >= 1]
         out["psnr_revisit"] = m.psnr(video[later], episode.frames[later]) if len(later) else float("nan")
         out["ssim_revisit"] = 100.0 * m.ssim(video[later], episode.frames[later]) if len(later) else float("nan")

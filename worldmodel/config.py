@@ -202,9 +202,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Config data with field overrides; a ``temp_lora`` dict replaces only the Temp-LoRA fields it names."""
+    if isinstance(overrides.get("temp_lora"), dict):
+        overrides = {**overrides, "temp_lora": {**(data.get("temp_lora") or {}), **overrides["temp_lora"]}}
+    return {**data, **overrides}
+
+
 def from_preset(name: str, **overrides: Any) -> WorldModelConfig:
     """Build a config from a named preset, with field overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
-    data = {**PRESETS[name], **overrides}
-    return WorldModelConfig(**data)
+    return WorldModelConfig(**with_overrides(PRESETS[name], overrides))

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .action import Action, ActionEncoder, load_text_encoder, parse_action
-from .config import WorldModelConfig, from_preset
+from .config import WorldModelConfig, from_preset, with_overrides
 from .diffusion import diffusion_loss, make_sampler, make_train_scheduler, sample_new_frames
 
 if TYPE_CHECKING:
@@ -270,10 +270,7 @@ class SlowFastVGen(nn.Module):
             raise FileNotFoundError(f"no SlowFast-VGen model at {path}: {CONFIG_NAME} is missing.{hint}")
         config = WorldModelConfig.load(path / CONFIG_NAME)
         if overrides:
-            data = config.to_dict()
-            if isinstance(overrides.get("temp_lora"), dict):  # a partial Temp-LoRA override keeps the rest
-                overrides = {**overrides, "temp_lora": {**data["temp_lora"], **overrides["temp_lora"]}}
-            config = WorldModelConfig.from_dict({**data, **overrides})
+            config = WorldModelConfig.from_dict(with_overrides(config.to_dict(), overrides))
         state = _load_shards(path, hint)
         model = cls(config)
         if (path / TEXT_CACHE).is_file():
