@@ -101,7 +101,10 @@ def test_memories_are_independent(model):
     assert not ups[0].rolled_back and ups[1].rolled_back and memory.rollbacks == [0, 1]
     assert not torch.equal(memory.theta[0], good[0]) and torch.equal(memory.theta[1], good[1])
 
-    # Splitting the fast step into groups of envs (max_batch) gives the same factors.
+    # Splitting the fast step into groups of envs (max_batch) gives the same factors. Seeded: with inputs
+    # from the global RNG the outcome depended on which tests ran before (Adam's first step ~ lr * sign(g)
+    # magnifies float reassociation where a gradient is near zero).
+    torch.manual_seed(0)
     whole, split = BatchedTempLoRA(model, 3), BatchedTempLoRA(model, 3, max_batch=2)
     gens = [[torch.Generator().manual_seed(s) for s in range(3)] for _ in range(4)]
     whole.reset(generators=gens[0])
