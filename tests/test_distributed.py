@@ -1,6 +1,8 @@
-"""Data-parallel training as `accelerate launch --num_processes 2` runs it, on CPU: 2 gloo processes forked by
-`accelerate.debug_launcher`, checked against a one-process run of the same global batch; then
-`experiments.train` with all three phases in the same two processes.
+"""Data-parallel training as `torchrun --nproc-per-node 2` runs it, on CPU: 2 gloo processes, checked against a
+one-process run of the same global batch; then `experiments.train` with all three phases in the same two
+processes. The two processes are started by `python -m torch.distributed.run` in a subprocess, running this
+file as their script (`_worker`): forked from a pytest process that other tests had filled, they took several
+times as long as in a fresh one.
 
 Exact equality with the one-process run is not expected: each process draws its own diffusion noise,
 timesteps and condition dropout for its half of the batch (seeded with seed + rank), so the two runs see
@@ -12,12 +14,13 @@ within 10%. Data order, weight sync across processes and resume are checked exac
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate import debug_launcher
-from accelerate.state import AcceleratorState
 from hydra import compose, initialize_config_dir
 from torch.utils.data import Dataset, default_collate
 
@@ -28,7 +31,7 @@ from worldmodel.train import Trainer, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, KILLED_AT, BATCH = 12, 8, 4  # BATCH is the global batch: 2 items per process
-WRITES: list[str] = []  # files this process wrote; each forked process fills its own copy
+WRITES: list[str] = []  # files this process wrote; each process fills its own copy
 BUILT: list[SlowFastVGen] = []  # models that experiments.train built in this process
 
 
@@ -104,8 +107,6 @@ def _script(out: Path, *extra: str) -> Path:
 
 def _process(tmp: Path, chunks: Dataset) -> None:
     """One of the two processes: the killed and rerun slow learning, then the script (a bad batch first)."""
-    AcceleratorState._reset_state(reset_partial_state=True)  # forked from pytest: drop its one-process state
-    WRITES.clear()
     result = _slow(tmp / "slow", chunks)
     with pytest.raises(ValueError, match="batch_size 3 is the global batch and must be divisible by the 2"):
         _script(tmp / "odd", "phases.slow_fast.batch_size=3")
@@ -115,12 +116,22 @@ def _process(tmp: Path, chunks: Dataset) -> None:
     torch.save(result, tmp / f"rank{torch.distributed.get_rank()}.pt")
 
 
-def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, chunk_dataset, monkeypatch):
-    save = worldmodel.train.atomic_torch_save
-    monkeypatch.setattr(worldmodel.train, "atomic_torch_save", _recording("checkpoint", save))
-    monkeypatch.setattr(SlowFastVGen, "save_pretrained", _recording("model", SlowFastVGen.save_pretrained))
-    monkeypatch.setattr(train_script, "build_model", _keeping(train_script.build_model))
-    debug_launcher(_process, args=(tmp_path, chunk_dataset), num_processes=2)
+def _worker(tmp: Path) -> None:
+    """The script each of the two torchrun processes runs: record writes and built models, then `_process`."""
+    torch.set_num_threads(1)  # two processes on two cores, as the suite's one thread
+    worldmodel.train.atomic_torch_save = _recording("checkpoint", worldmodel.train.atomic_torch_save)
+    SlowFastVGen.save_pretrained = _recording("model", SlowFastVGen.save_pretrained)
+    train_script.build_model = _keeping(train_script.build_model)
+    _process(tmp, torch.load(tmp / "chunks.pt", weights_only=False))
+
+
+def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, chunk_dataset):
+    torch.save(chunk_dataset, tmp_path / "chunks.pt")  # the session's dataset, for the two processes
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          __file__, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-8000:]}"
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     one = _slow(tmp_path / "one", chunk_dataset)
 
@@ -153,3 +164,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, chunk_d
     assert ranks[0]["writes"].count("checkpoint") == 3 + 3 and ranks[0]["writes"].count("model") == 1
     assert ranks[1]["writes"] == []
     assert len(torch.load(tmp_path / "slow" / "last.ckpt", weights_only=False)["rng"]) == 2
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))
