@@ -6,9 +6,9 @@
     python -m experiments.human_eval report --db runs/study/ratings.sqlite --out runs/study
 
 ``import`` writes one mp4 per episode and variant plus ``manifest.json`` (file, model, action captions).
-``serve`` shows one video at a time to each rater (model names hidden, videos known by random ids) until
-every video has ratings from at least ``--min-ratings`` different raters; ratings are committed to SQLite
-before the page answers, so a restart with the same ``--db`` resumes the study. It binds to 127.0.0.1
+``serve`` shows one video at a time to each rater (model names hidden, videos known by random ids), the
+least-rated first, so every video gets ``--min-ratings`` different raters before any gets more; ratings are
+committed to SQLite before the page answers, so a restart with the same ``--db`` resumes the study. It binds to 127.0.0.1
 unless ``--host`` says otherwise. ``report`` writes ``human_eval.md`` / ``.json`` / ``.png``: mean, 95% CI,
 raters and Krippendorff's alpha per model and criterion. The code is in ``evaluation.human_study``.
 """

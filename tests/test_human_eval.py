@@ -71,7 +71,7 @@ def _write_evaluate_output(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for i in range(len(LANGUAGE)):
         np.savez_compressed(videos / f"episode_{i:05d}.npz", name=np.array(f"eval.h5:episode_{i:07d}"),
-                            **{f"video_{m}": rng.integers(0, 255, (7, 16, 16, 3), dtype=np.uint8) for m in MODELS})
+                            **{f"video_{m}": rng.integers(0, 255, (7, 15, 15, 3), dtype=np.uint8) for m in MODELS})
     (videos / "rollout.json").write_text(json.dumps({"command": "python -m experiments.evaluate --save-videos",
                                                      "settings": {"data": str(data)}, "variants": list(MODELS)}))
     return videos
@@ -102,7 +102,10 @@ def test_import_evaluate_videos(study_videos, tmp_path):
 
     reader = imageio_ffmpeg.read_frames(str(study_videos / entries[0]["file"]))
     meta = next(reader)
-    assert tuple(meta["size"]) == (64, 64) and len(list(reader)) == 7  # 16x16 upscaled x4, every frame kept
+    assert tuple(meta["size"]) == (76, 76) and len(list(reader)) == 7  # 15x15 upscaled x5, padded even; all frames
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(study_videos / entries[0]["file"])],
+                           capture_output=True, text=True, timeout=30).stderr
+    assert re.search(r"Video: h264.*yuv420p", probe), probe  # what browsers decode
     # without the episode data the captions are empty and the manifest says why
     src = tmp_path / "src"
     shutil.copytree(study_videos.parent / "run" / "videos", src)
@@ -283,12 +286,13 @@ def test_browser_study_three_raters(study_videos, tmp_path):
             wait.until(EC.presence_of_element_located((By.ID, "progress")))
             seen = 0
             while not driver.find_elements(By.ID, "done"):
+                assert seen < len(truth), "the study shows more videos than it has: ratings are not kept"
                 vid = driver.find_element(By.ID, "video-id").get_attribute("value")
                 assert not any(m in driver.page_source for m in MODELS)  # blinded
                 if seen == 0:  # the browser decodes the imported mp4
                     wait.until(lambda d: d.execute_script(
                         "const v = document.getElementById('video'); return v.readyState >= 1 && v.videoWidth > 0;"))
-                    assert driver.execute_script("return document.getElementById('video').videoWidth") == 64
+                    assert driver.execute_script("return document.getElementById('video').videoWidth") == 76
                     captions = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#captions li")]
                     assert captions == LANGUAGE[truth[vid][1]]
                 scores = _scores(*truth[vid], r)
@@ -383,9 +387,12 @@ def test_server_killed_mid_study_loses_and_duplicates_nothing(study_videos, tmp_
     acked: set[tuple[str, str]] = set()  # the ones the server answered 201
     lock = threading.Lock()
     stop = threading.Event()
+    errors: list = []
 
     def rate(rater: str, index: int) -> None:
-        while not stop.is_set():
+        for _ in range(8):  # bounded: 4 videos per rater
+            if stop.is_set():
+                return
             try:
                 video = _next(url, rater)
                 if video is None:
@@ -394,8 +401,10 @@ def test_server_killed_mid_study_loses_and_duplicates_nothing(study_videos, tmp_
                         "coherence": 0.5, "adherence": 0.25}
                 with lock:
                     sent[rater, video] = body
-                status, _ = _post(url, body)
-                assert status == 201
+                status, answer = _post(url, body)
+                if status != 201:
+                    errors.append((body, status, answer))
+                    return
                 with lock:
                     acked.add((rater, video))
             except (urllib.error.URLError, ConnectionError, OSError):
@@ -413,6 +422,7 @@ def test_server_killed_mid_study_loses_and_duplicates_nothing(study_videos, tmp_
         stop.set()
         for t in threads:
             t.join(timeout=15)
+        assert not errors, errors
         assert 4 <= len(acked) < len(raters) * 4, "the kill did not land mid-study"
         before = {v["id"] for v in Store(db).videos()}
         with sqlite3.connect(db) as conn:
@@ -432,7 +442,7 @@ def test_server_killed_mid_study_loses_and_duplicates_nothing(study_videos, tmp_
         # and the study goes on to the end
         for i, rater in enumerate(raters):
             while (video := _next(url, rater)) is not None:
-                assert (rater, video) not in sent
+                assert (rater, video) not in sent and len(sent) < 12, "a stored rating is not counted"
                 sent[rater, video] = body = {"rater": rater, "video": video, "quality": 0.9, "coherence": 0.1,
                                              "adherence": 1.0}
                 assert _post(url, body)[0] == 201

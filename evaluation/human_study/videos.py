@@ -86,7 +86,8 @@ def _episode_captions(name: str, data: str | None, cache: dict) -> list[str] | N
 
 
 def write_mp4(path: Path, video, fps: int, scale: int) -> None:
-    """uint8 (T, H, W, 3) -> H.264 mp4 (yuv420p, even sizes) that browsers play; nearest-neighbour upscaled."""
+    """uint8 (T, H, W, 3) -> H.264 mp4 that browsers play, nearest-neighbour upscaled by ``scale``. Sizes are
+    padded to even numbers: only then does moviepy's libx264 output use 4:2:0 chroma (yuv420p)."""
     import numpy as np
     from moviepy import ImageSequenceClip
 
@@ -97,7 +98,7 @@ def write_mp4(path: Path, video, fps: int, scale: int) -> None:
         video = video.repeat(scale, axis=1).repeat(scale, axis=2)
     video = np.pad(video, ((0, 0), (0, video.shape[1] % 2), (0, video.shape[2] % 2), (0, 0)))
     ImageSequenceClip(list(video), fps=fps).write_videofile(
-        str(path), codec="libx264", audio=False, logger=None, pixel_format="yuv420p")
+        str(path), codec="libx264", audio=False, logger=None)
 
 
 def import_evaluate(src: str | Path, out: str | Path, data: str | None = None, fps: int = 4,
