@@ -389,11 +389,16 @@ def test_server_killed_mid_study_loses_and_duplicates_nothing(study_videos, tmp_
     stop = threading.Event()
     errors: list = []
 
+    halfway = threading.Barrier(len(raters) + 1, timeout=30)  # the raters and the killer
+
     def rate(rater: str, index: int) -> None:
+        mine = 0
         for _ in range(8):  # bounded: 4 videos per rater
             if stop.is_set():
                 return
             try:
+                if mine == 2:  # every rater is halfway: the kill comes while they go on
+                    halfway.wait()
                 video = _next(url, rater)
                 if video is None:
                     return
@@ -407,23 +412,28 @@ def test_server_killed_mid_study_loses_and_duplicates_nothing(study_videos, tmp_
                     return
                 with lock:
                     acked.add((rater, video))
+                mine += 1
             except (urllib.error.URLError, ConnectionError, OSError):
                 return  # the server is gone
+            except threading.BrokenBarrierError as err:
+                errors.append(err)
+                return
 
     try:
         threads = [threading.Thread(target=rate, args=(r, i), daemon=True) for i, r in enumerate(raters)]
         for t in threads:
             t.start()
+        halfway.wait()
         deadline = time.monotonic() + 20
-        while len(acked) < 4 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)  # mid-study, requests in flight
+        while len(sent) < 7 and time.monotonic() < deadline:  # a rating has just been sent
+            time.sleep(0.0005)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-study, with the raters' requests under way
         proc.wait(timeout=10)
         stop.set()
         for t in threads:
             t.join(timeout=15)
         assert not errors, errors
-        assert 4 <= len(acked) < len(raters) * 4, "the kill did not land mid-study"
+        assert 6 <= len(acked) < len(raters) * 4, "the kill did not land mid-study"
         before = {v["id"] for v in Store(db).videos()}
         with sqlite3.connect(db) as conn:
             stored = {(r, v) for r, v in conn.execute("SELECT rater, video FROM ratings")}
