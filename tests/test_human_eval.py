@@ -258,7 +258,15 @@ def _browser(profile: Path):
     return driver
 
 
-def test_browser_study_three_raters(study_videos, tmp_path):
+@pytest.fixture
+def browser(tmp_path):
+    driver = _browser(tmp_path / "profile")  # skips when chromium / chromedriver / selenium are absent
+    yield driver
+    driver.quit()
+
+
+def test_browser_study_three_raters(study_videos, browser, tmp_path):
+    driver = browser
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -272,7 +280,6 @@ def test_browser_study_three_raters(study_videos, tmp_path):
     store = Store(db)
     store.sync_videos(load_manifest(study_videos))
     truth = {v["id"]: (v["model"], int(v["episode"][-7:])) for v in store.videos()}
-    driver = _browser(tmp_path / "profile")
     server = make_server("127.0.0.1", 0, create_app(store, study_videos), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -327,7 +334,6 @@ def test_browser_study_three_raters(study_videos, tmp_path):
                 seen += 1
             assert seen == len(truth)
     finally:
-        driver.quit()
         server.shutdown()
         thread.join(timeout=10)
     rows = store.ratings()
