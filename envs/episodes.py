@@ -10,6 +10,11 @@ An episode is a dict (K chunks of L kept frames each):
 - ``attrs``: dict with at least ``seed, task, domain, instruction, chunk_len, frame_skip``
   (str/int/float/bool values).
 - optional ``goal``: uint8 (H, W, 3) image of the task's goal scene.
+- optional per-frame simulator records (OGBench scene; ``envs.real.objects`` names the columns):
+  ``sim_state`` float32 (T, S) object state at each frame, ``cube_pixel`` float32 (T, 4) the cube's
+  projected image location, half-size and visible fraction; ``camera`` float64 (3, 4), the projection
+  of world points onto the frames. Their column names are in ``attrs`` (``sim_state_fields``,
+  ``cube_pixel_fields``, comma-separated). Files without them stay valid.
 
 On disk each episode is one h5 group (frames chunked and compressed, language as UTF-8
 variable-length strings, attrs as h5 attrs; frames and actions carry Fletcher-32 checksums).
@@ -37,6 +42,10 @@ _DTYPES = {
     "success": np.bool_,
     "revisits": np.int64,
 }
+# Optional fields: per-frame records (T rows) and the camera; absent from older files.
+PER_FRAME_FIELDS = ("sim_state", "cube_pixel")
+OPTIONAL_FIELDS = ("goal", *PER_FRAME_FIELDS, "camera")
+_DTYPES.update(sim_state=np.float32, cube_pixel=np.float32, camera=np.float64)
 EPISODE_PREFIX = "episode_"
 
 
@@ -87,6 +96,14 @@ def validate_episode(episode: Mapping, name: str = "episode") -> tuple[int, int]
     if "goal" in episode:
         goal = np.asarray(episode["goal"])
         checks.append((goal.dtype == np.uint8 and goal.shape == frames.shape[1:], f"goal {goal.shape} {goal.dtype}"))
+    for field in PER_FRAME_FIELDS:
+        if field in episode:
+            arr = np.asarray(episode[field])
+            checks.append((arr.dtype == _DTYPES[field], f"{field} has dtype {arr.dtype}, expected {np.dtype(_DTYPES[field])}"))
+            checks.append((arr.ndim == 2 and arr.shape[0] == T, f"{field} shape {arr.shape}, expected ({T}, D)"))
+    if "camera" in episode:
+        camera = np.asarray(episode["camera"])
+        checks.append((camera.dtype == np.float64 and camera.shape == (3, 4), f"camera {camera.shape} {camera.dtype}"))
     for ok, message in checks:
         if not ok:
             raise ValueError(f"{name}: {message}")
@@ -105,6 +122,9 @@ def _write_group(group: h5py.Group, episode: Mapping, compression: str) -> None:
     if "goal" in episode:
         goal = np.asarray(episode["goal"], np.uint8)
         group.create_dataset("goal", data=goal, compression=compression, fletcher32=True)
+    for field in (*PER_FRAME_FIELDS, "camera"):
+        if field in episode:
+            group.create_dataset(field, data=np.asarray(episode[field], _DTYPES[field]), fletcher32=True)
     for name, value in episode["attrs"].items():
         group.attrs[name] = value
 
@@ -198,7 +218,7 @@ def _read_group(path: str | os.PathLike, group: h5py.Group, key: str) -> dict:
         for field in (*ARRAY_FIELDS, "language"):
             if field not in group:
                 raise EpisodeFileError(path, key, f"missing field {field!r}")
-        for field in (*ARRAY_FIELDS, "goal"):
+        for field in (*ARRAY_FIELDS, *OPTIONAL_FIELDS):
             if field in group:
                 episode[field] = group[field][()]
         episode["language"] = [_plain(s) for s in group["language"][()]]

@@ -53,6 +53,9 @@ class SceneOptions:
     max_chunks: int = 32
     render_backend: str = "auto"
     fast_render: bool = True
+    random_cube_color: bool = True  # memory benchmark: a palette cube colour per episode (attrs cube_color)
+    min_distractors: int = 1  # memory benchmark: random distractor skills between hiding the cube
+    max_distractors: int = 3  # and reopening the drawer (memory_drawer, memory_drawer_locked)
 
 
 @dataclass

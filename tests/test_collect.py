@@ -15,6 +15,7 @@ import torch
 from envs.data import ChunkDataset, EpisodeDataset
 from envs.episodes import EpisodeFileError, episode_key, list_episodes, read_episode
 from envs.real import SKILLS
+from envs.real.objects import CUBE_COLOR_NAMES
 from experiments.collect import CollectConfig, collect, episode_plan, shard_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,9 @@ def test_collect_two_episodes_and_read_back(tmp_path):
     ep = read_episode(shard_path(tmp_path, 0), episode_key(0))
     assert ep["attrs"]["task"] == episode_plan(_config(tmp_path), 0)[0]
     assert ep["frames"].dtype == np.uint8 and ep["frames"].shape[1:] == (32, 32, 3) and ep["frames"].any()
+    # memory-benchmark records on every scene episode (a palette colour by default)
+    assert ep["attrs"]["cube_color"] in CUBE_COLOR_NAMES and ep["camera"].shape == (3, 4)
+    assert ep["sim_state"].shape[0] == ep["cube_pixel"].shape[0] == len(ep["frames"])
 
     ds = ChunkDataset(tmp_path, context_frames=3, new_frames=2)
     item = ds[0]
@@ -54,6 +58,7 @@ def test_collect_two_episodes_and_read_back(tmp_path):
         collect(_config(tmp_path, seed=8))
     with pytest.raises(ValueError, match="unknown task"):
         _config(tmp_path, tasks={"nope": 1})
+    assert _config(tmp_path).manifest()["env"]["random_cube_color"] is True
 
 
 def test_resume_after_kill_neither_duplicates_nor_loses(tmp_path):

@@ -13,10 +13,16 @@ from ogbench.manipspace.oracles.markov.drawer_markov import DrawerMarkovOracle
 from ogbench.manipspace.oracles.markov.window_markov import WindowMarkovOracle
 
 from envs.real.sim import SceneSim
-from envs.real.skills import Skill
+from envs.real.skills import DRAWER_CLOSED, Skill
 
 TOLERANCE = 0.04  # OGBench's success tolerance for drawer, window and cube positions (m)
 RETREAT = 0.02  # drawer/window distance to target (m) at which the oracle may let go
+# Closing the drawer: aim past the closed end and let go within 5 mm of it, so the drawer shuts over
+# a cube inside (left 2 cm open, a sliver of the cube stays in view at the image's edge), or once
+# within RETREAT it has moved less than CLOSE_STALL_MOVE over the last CLOSE_STALL_STEPS steps.
+CLOSE_OVERSHOOT, CLOSE_RETREAT = 0.02, 0.005
+CLOSE_STALL_STEPS, CLOSE_STALL_MOVE = 8, 0.002
+CLOSE_PRESS = 0.03  # (m) how far past the gripper the lift aims in the closing direction
 # Effector height (m) above which each oracle counts the gripper as clear of the object; a skill
 # only counts as achieved once the arm is clear, so the next skill does not drag the object along.
 CLEAR_HEIGHT = {"drawer": 0.18, "window": 0.28, "button": 0.16, "cube": 0.16, "cube_drawer": 0.16}
@@ -86,7 +92,8 @@ class SkillController:
         """Fix the skill's target from the current scene and reset its oracle."""
         sim, kind = self._sim, skill.kind
         if kind == "drawer":
-            handle = sim.body_point("drawer_link_virtual_handle", np.array([0.0, skill.target, 1e-4]))
+            target = skill.target + (CLOSE_OVERSHOOT if skill.target == DRAWER_CLOSED else 0.0)
+            handle = sim.body_point("drawer_link_virtual_handle", np.array([0.0, target, 1e-4]))
             goal = {"privileged/target_drawer_handle_pos": handle}
         elif kind == "window":
             handle = sim.body_point("windowb_a_virtual_handle", np.array([skill.target, 0.0, 1e-4]))
@@ -105,6 +112,8 @@ class SkillController:
                 "privileged/target_block_yaw": np.zeros(1),
             }
         self.skill, self._goal = skill, goal
+        self._closing = kind == "drawer" and skill.target == DRAWER_CLOSED
+        self._released, self._history = False, []
         self._oracle.reset(None, {**info, **goal})
 
     @property
@@ -129,11 +138,31 @@ class SkillController:
     def _oracle_goal(self, info: dict) -> dict:
         """The goal keys for the oracle. Once a drawer/window is within 2 cm of its target, the
         oracle is told the handle is exactly there, so it lets go and retreats instead of pushing
-        for its own 1 cm precision (which can stall until its step limit, arm still on the handle)."""
+        for its own 1 cm precision (which can stall until its step limit, arm still on the handle).
+        Closing the drawer lets go closer (see CLOSE_RETREAT), stays let go, and lifts the gripper
+        straight up."""
         kind = self.skill.kind
-        if kind in ("drawer", "window") and abs(info[f"privileged/{kind}_pos"][0] - self.skill.target) <= RETREAT:
-            return {f"privileged/target_{kind}_handle_pos": info[f"privileged/{kind}_handle_pos"]}
-        return self._goal
+        if kind not in ("drawer", "window"):
+            return self._goal
+        pos = info[f"privileged/{kind}_pos"][0]
+        error = abs(pos - self.skill.target)
+        if self._closing:
+            self._history.append(pos)
+            h = self._history
+            stalled = len(h) > CLOSE_STALL_STEPS and abs(h[-1] - h[-1 - CLOSE_STALL_STEPS]) < CLOSE_STALL_MOVE
+            self._released |= error <= CLOSE_RETREAT or (error <= RETREAT and stalled)
+            release = self._released
+        else:
+            release = error <= RETREAT
+        if not release:
+            return self._goal
+        handle = np.array(info[f"privileged/{kind}_handle_pos"], np.float64)
+        if self._closing:
+            # Lift while still pressing the drawer shut (world -y): moving back over the handle's
+            # centre while touching it pulls the drawer open again (measured: by up to 3 cm).
+            handle[:2] = info["proprio/effector_pos"][:2] + np.array([0.0, -CLOSE_PRESS])
+            return {"privileged/drawer_handle_pos": handle, "privileged/target_drawer_handle_pos": handle}
+        return {f"privileged/target_{kind}_handle_pos": handle}
 
     def achieved(self, info: dict) -> bool:
         """Whether the sim shows the skill's effect with the arm lifted clear of the object."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from envs.real.objects import CUBE_PIXEL_FIELDS, SIM_STATE_FIELDS
 from envs.real.scene import RealSceneEnv
 from envs.real.skills import SKILLS
 
@@ -67,6 +68,8 @@ def run_episode(
 
     ``expert`` follows the task's plan (at most ``env.config.max_chunks`` chunks); ``random``
     issues ``num_chunks`` uniformly random skills (for coverage; usually with task ``play``).
+    The episode carries the per-frame ``sim_state`` and ``cube_pixel`` records and the ``camera``
+    matrix; attrs add ``cube_color`` (palette name) and ``distractors`` (random distractor skills).
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
@@ -76,6 +79,7 @@ def run_episode(
     cfg = env.config
     frames, actions, skills, rewards, successes = [frame], [], [], [], []
     states = [info["object_state"]]
+    sim_states, cube_pixels = [info["sim_state"]], [info["cube_pixel"]]
     expert = ScriptedExpert(env.episode_spec.plan, max_tries)
     rng = np.random.default_rng([seed, 1])
     last: bool | None = None
@@ -93,6 +97,8 @@ def run_episode(
         rewards.append(reward)
         successes.append(last)
         states.append(step_info["object_state"])
+        sim_states.extend(step_info["sim_states"])
+        cube_pixels.extend(step_info["cube_pixels"])
     L = cfg.chunk_len
     if not cfg.render:  # black placeholder frames keep the episode's shapes valid
         frames = np.broadcast_to(frame, (1 + L * len(skills), *frame.shape))
@@ -104,6 +110,9 @@ def run_episode(
         reward=np.asarray(rewards, np.float32),
         success=np.asarray(successes, bool),
         revisits=find_revisits(np.stack(states), np.arange(len(states)) * L),
+        sim_state=np.asarray(sim_states, np.float32),
+        cube_pixel=np.asarray(cube_pixels, np.float32),
+        camera=np.asarray(info["camera"], np.float64),
         attrs=dict(
             seed=int(seed),
             task=env.task.name,
@@ -114,6 +123,10 @@ def run_episode(
             policy=policy,
             skill_noise=float(cfg.skill_noise),
             task_success=bool(task_success),
+            cube_color=info["cube_color"],
+            distractors=int(info["distractors"]),
+            sim_state_fields=",".join(SIM_STATE_FIELDS),
+            cube_pixel_fields=",".join(CUBE_PIXEL_FIELDS),
         ),
     )
     if info["goal_image"] is not None:

@@ -17,7 +17,14 @@ when the episode's task is solved) and ``info["success"]`` whether the sim shows
 (drawer/window within 4 cm of its target, button toggled, cube within 4 cm of its place or inside
 the drawer and let go) with the arm lifted clear; for continuous actions it is task success. ``terminated`` is task success, ``truncated`` hits at
 ``max_chunks``. The observation is the chunk's last frame; ``info["frames"]`` holds all kept frames
-and ``info["actions"]`` the mean low-level action behind each of them.
+and ``info["actions"]`` the mean low-level action behind each of them; ``info["sim_states"]`` and
+``info["cube_pixels"]`` the simulator's object state and the cube's image location at each kept frame
+(``envs.real.objects.SIM_STATE_FIELDS`` / ``CUBE_PIXEL_FIELDS``; recorded without rendering too).
+
+Memory benchmark options: ``random_cube_color`` paints the cube in a palette colour drawn per episode
+(``envs.real.objects.CUBE_COLORS``; otherwise OGBench's red), and the drawer memory tasks insert
+``min_distractors``..``max_distractors`` random window/right-button skills (plus up to two that
+restore the window) between hiding the cube and reopening the drawer (``envs.real.tasks``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from envs.real.objects import CUBE_COLOR_NAMES, DEFAULT_CUBE_COLOR
 from envs.real.render import BACKENDS, select_backend
 from envs.real.skills import SKILL_SPECS, SKILLS, skill_id
 from envs.real.tasks import EpisodeSpec, Task, get_task
@@ -49,6 +57,9 @@ class SceneConfig:
     render: bool = True  # False: simulate only (frames are zeros / absent); for fast expert runs
     render_backend: str = "auto"
     fast_render: bool = True
+    random_cube_color: bool = True  # a palette colour per episode (False: OGBench's red cube)
+    min_distractors: int = 1  # random distractor skills in the drawer memory tasks
+    max_distractors: int = 3
 
     def __post_init__(self) -> None:
         get_task(self.task)
@@ -58,6 +69,8 @@ class SceneConfig:
             raise ValueError(f"unknown render_backend {self.render_backend!r}; choose one of {BACKENDS}")
         if min(self.width, self.height, self.chunk_len, self.frame_skip, self.max_chunks) < 1:
             raise ValueError(f"sizes and counts must be positive: {self}")
+        if not 0 <= self.min_distractors <= self.max_distractors:
+            raise ValueError(f"need 0 <= min_distractors <= max_distractors: {self}")
 
 
 class RealSceneEnv(gym.Env):
@@ -92,8 +105,10 @@ class RealSceneEnv(gym.Env):
 
         The seed (drawn when None) seeds the sim, the global ``np.random`` (OGBench's oracles use
         it) and the skill noise, so an episode repeats exactly. Info holds ``seed``, ``task``,
-        ``instruction``, ``plan`` (the scripted expert's skill ids), ``object_state`` and
-        ``goal_image`` (rendered goal scene, or None).
+        ``instruction``, ``plan`` (the scripted expert's skill ids), ``object_state``,
+        ``goal_image`` (rendered goal scene, or None), ``cube_color`` (its palette name),
+        ``distractors`` (random distractor skills in the plan), ``camera`` ((3, 4) projection of world
+        points onto the frames) and this frame's ``sim_state`` and ``cube_pixel``.
         """
         super().reset(seed=seed)
         if seed is None:
@@ -101,11 +116,18 @@ class RealSceneEnv(gym.Env):
         self.task = get_task((options or {}).get("task", self.config.task))
         np.random.seed(seed)
         rng = np.random.default_rng(seed)
-        self.episode_spec = spec = self.task.build(rng)
-        render_goal = self.config.render and self.task.has_goal_image
+        cfg = self.config
+        self.episode_spec = spec = self.task.build(rng, distractors=(cfg.min_distractors, cfg.max_distractors))
+        # Own stream: switching colours on or off changes nothing else in the episode.
+        color_rng = np.random.default_rng([seed, 2])
+        self._sim.set_cube_color(
+            CUBE_COLOR_NAMES[color_rng.integers(len(CUBE_COLOR_NAMES))] if cfg.random_cube_color else DEFAULT_CUBE_COLOR
+        )
+        render_goal = cfg.render and self.task.has_goal_image
         _, self._info = self._sim.reset(
             seed=seed, options=dict(task_info=spec.task_info, render_goal=render_goal)
         )
+        self._camera = self._sim.camera_matrix()
         self._controller.reset(rng)
         self._last_skill, self._last_success, self._chunks = None, False, 0
         self._last_frame = self._sim.render_frame() if self.config.render else self._last_frame
@@ -116,6 +138,11 @@ class RealSceneEnv(gym.Env):
             plan=spec.plan,
             object_state=self._sim.object_state(),
             goal_image=self._info.get("goal_rendered") if render_goal else None,
+            cube_color=self._sim.cube_color,
+            distractors=spec.distractors,
+            camera=self._camera.copy(),
+            sim_state=self._sim.sim_state(),
+            cube_pixel=self._sim.cube_pixel(self._camera),
         )
         return self._last_frame, info
 
@@ -126,7 +153,7 @@ class RealSceneEnv(gym.Env):
         cfg = self.config
         if sid >= 0 and (sid != self._last_skill or self._last_success or self._controller.done):
             self._controller.start(SKILL_SPECS[sid], self._info)
-        frames, actions, group = [], [], []
+        frames, actions, group, sim_states, cube_pixels = [], [], [], [], []
         for t in range(self.steps_per_chunk):
             a = self._controller.act(self._info) if sid >= 0 else per_step[t]
             self._info = self._sim.step(a)[4]
@@ -134,6 +161,8 @@ class RealSceneEnv(gym.Env):
             if len(group) == cfg.frame_skip:
                 actions.append(np.mean(group, axis=0))
                 group = []
+                sim_states.append(self._sim.sim_state())
+                cube_pixels.append(self._sim.cube_pixel(self._camera))
                 if cfg.render:
                     frames.append(self._sim.render_frame())
         conditions = self._sim.goal_conditions()
@@ -152,6 +181,8 @@ class RealSceneEnv(gym.Env):
             success=bool(success),
             task_success=task_success,
             object_state=self._sim.object_state(),
+            sim_states=np.asarray(sim_states),
+            cube_pixels=np.asarray(cube_pixels),
         )
         return self._last_frame, reward, task_success, self._chunks >= cfg.max_chunks, info
 

@@ -6,11 +6,21 @@ Imports mujoco: import this only after :func:`envs.real.render.select_backend`.
 from __future__ import annotations
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from ogbench.manipspace.envs.scene_env import SceneEnv
 
+from envs.real.objects import CUBE_HALF_EXTENT, DEFAULT_CUBE_COLOR, camera_matrix, cube_rgba, project
+
 # Object-state vector layout used for revisit detection and logging.
 OBJECT_STATE_FIELDS = ("cube_x", "cube_y", "cube_z", "drawer", "window", "left_button", "right_button")
+CAMERA = "front_pixels"
+# Points inside the cube (a 3x3x3 grid, in its body frame) that visibility rays aim at.
+_GRID = np.linspace(-0.75, 0.75, 3) * CUBE_HALF_EXTENT
+_CUBE_SAMPLES = np.stack(np.meshgrid(_GRID, _GRID, _GRID, indexing="ij"), -1).reshape(-1, 3)
+_CUBE_CORNERS = np.stack(
+    np.meshgrid(*[[-CUBE_HALF_EXTENT, CUBE_HALF_EXTENT]] * 3, indexing="ij"), -1
+).reshape(-1, 3)
 
 
 class SceneSim(SceneEnv):
@@ -27,6 +37,8 @@ class SceneSim(SceneEnv):
         # one seeded Box makes episodes repeat exactly.
         self._action_box = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
         self._fast_render = fast_render
+        self._width, self._height = width, height
+        self.cube_color = DEFAULT_CUBE_COLOR
         super().__init__(
             env_type="scene",
             ob_type="pixels",
@@ -44,6 +56,12 @@ class SceneSim(SceneEnv):
         if seed is not None:
             self._action_box.seed(seed)
         return super().reset(seed=seed, options=options)
+
+    def set_cube_color(self, name: str) -> None:
+        """Colour the cube with palette colour ``name`` (``envs.real.objects.cube_rgba``) from the
+        next reset on (OGBench re-applies ``_cube_colors`` at reset and after every step)."""
+        self._cube_colors = np.array([cube_rgba(name)], np.float64)
+        self.cube_color = name
 
     def get_pixel_observation(self) -> None:
         return None
@@ -69,6 +87,48 @@ class SceneSim(SceneEnv):
                 self._cur_button_states.astype(np.float64),
             ]
         )
+
+    def post_compilation_objects(self) -> None:
+        super().post_compilation_objects()
+        m = self._model
+        cam = m.camera(CAMERA)
+        if cam.mode[0] != mujoco.mjtCamLight.mjCAMLIGHT_FIXED or cam.bodyid[0] != 0:
+            raise RuntimeError(f"camera {CAMERA!r} is expected to be fixed to the world")
+        self._camera_id = cam.id
+        self._cube_geom_id = self._cube_geom_ids_list[0][0]
+        self._target_body_id = m.body("object_target_0").id
+        self._ray_groups = np.array([0, 1, 0, 0, 0, 0], np.uint8)  # scene objects; not the see-through arm
+
+    def camera_matrix(self) -> np.ndarray:
+        """(3, 4) projection of world points onto the rendered frames (``envs.real.objects``)."""
+        d, i = self._data, self._camera_id
+        return camera_matrix(d.cam_xpos[i], d.cam_xmat[i], float(self._model.cam_fovy[i]), self._width, self._height)
+
+    def sim_state(self) -> np.ndarray:
+        """``objects.SIM_STATE_FIELDS``: object state plus whether the cube lies in the drawer."""
+        state = self.object_state()
+        return np.append(state, float(self._is_in_drawer(state[:3])))
+
+    def cube_pixel(self, camera: np.ndarray | None = None) -> np.ndarray:
+        """``objects.CUBE_PIXEL_FIELDS``: projected cube centre (x, y), half-size in pixels, the
+        fraction of rays from the camera to 27 points inside the cube whose first hit is the cube
+        (scene geoms only: the see-through arm and invisible goal marker are ignored), and the mean
+        image position of the points so seen."""
+        camera = self.camera_matrix() if camera is None else camera
+        body = self._data.body("object_0")
+        centre, rot = body.xpos.copy(), body.xmat.reshape(3, 3)
+        corners = project(camera, centre + _CUBE_CORNERS @ rot.T)
+        half = 0.5 * float((corners.max(0) - corners.min(0)).max())
+        eye = self._data.cam_xpos[self._camera_id]
+        geomid = np.zeros(1, np.int32)
+        points = centre + _CUBE_SAMPLES @ rot.T
+        seen = np.zeros(len(points), bool)
+        for k, point in enumerate(points):
+            mujoco.mj_ray(self._model, self._data, eye, point - eye, self._ray_groups, 1, self._target_body_id, geomid)
+            seen[k] = geomid[0] == self._cube_geom_id
+        x, y = project(camera, centre)
+        vx, vy = project(camera, points[seen]).mean(0) if seen.any() else (x, y)
+        return np.array([x, y, half, seen.mean(), vx, vy])
 
     def _compute_successes(self):
         """OGBench's checks, except that a goal marked ``cube_in_drawer`` accepts the cube anywhere

@@ -2,6 +2,13 @@
 
 A task builds, per episode, an OGBench ``task_info`` (initial and goal scene), an episode-level
 instruction and the scripted expert's plan (a sequence of skill ids). Light module: no simulator.
+
+``Task.build(rng, distractors=(lo, hi))``: the drawer memory tasks insert between ``lo`` and ``hi``
+(inclusive) random distractor skills between hiding the cube and reopening the drawer: window and
+right-button skills, which touch neither the drawer nor the cube, followed by up to two more that
+close and unlock the window again (so the reopened drawer revisits the scene it hid);
+``EpisodeSpec.distractors`` counts them all. Other tasks ignore ``distractors``; the default (0, 0)
+gives the fixed plans.
 """
 
 from __future__ import annotations
@@ -31,14 +38,24 @@ class EpisodeSpec:
     task_info: dict
     instruction: str
     plan: tuple[int, ...]
+    distractors: int = 0  # random distractor skills in the plan
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    build: Callable[[np.random.Generator], EpisodeSpec]
+    builder: Callable[..., EpisodeSpec]
     memory: bool = False
     has_goal_image: bool = True
+    takes_distractors: bool = False
+
+    def build(self, rng: np.random.Generator, distractors: tuple[int, int] = (0, 0)) -> EpisodeSpec:
+        """This episode's spec; ``distractors`` = (min, max) random distractor skills (memory
+        drawer tasks only)."""
+        lo, hi = (int(v) for v in distractors)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"distractors must be (min, max) with 0 <= min <= max, got {distractors}")
+        return self.builder(rng, (lo, hi)) if self.takes_distractors else self.builder(rng)
 
 
 def _scene(block, buttons, drawer, window) -> dict:
@@ -57,6 +74,55 @@ def _plan(*texts: str) -> tuple[int, ...]:
 def _fixed(name: str, init: dict, goal: dict, instruction: str, plan: tuple[int, ...], memory=False) -> Task:
     spec = EpisodeSpec(dict(task_name=name, init=init, goal=goal), instruction, plan)
     return Task(name, lambda rng: spec, memory)
+
+
+def _phrase(texts: list[str]) -> str:
+    return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
+
+
+def _distractors(rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` random skills that touch neither the drawer nor the cube, starting with the window
+    closed and unlocked: open or close the window while it is unlocked, press the right button
+    (toggles the window's lock), or "close the window" while it is closed (locked or not: the arm
+    goes to the handle and away, nothing moves); then the skills that restore the window closed and
+    unlocked, so the reopened drawer shows the scene it hid (a revisit of it)."""
+    texts, window_open, unlocked = [], False, True
+    for _ in range(count):
+        options = ["press the right button"]
+        if unlocked or not window_open:
+            options.append("close the window" if window_open or not unlocked else "open the window")
+        if unlocked and not window_open:
+            options.append("close the window")  # the arm-only move
+        text = options[rng.integers(len(options))]
+        if text == "press the right button":
+            unlocked = not unlocked
+        elif unlocked:
+            window_open = text == "open the window"
+        texts.append(text)
+    if window_open and not unlocked:
+        texts.append("press the right button")
+        unlocked = True
+    if window_open:
+        texts.append("close the window")
+    if not unlocked:
+        texts.append("press the right button")
+    return texts
+
+
+def _memory_drawer(name: str, before: tuple[str, ...], middle: tuple[str, ...], after: tuple[str, ...],
+                   instruction: tuple[str, str]) -> Task:
+    """A drawer memory task: ``before`` hides the cube, ``middle`` (fixed) and random distractors
+    happen, ``after`` reopens the drawer. ``instruction`` = (text up to the middle, text of ``after``)."""
+
+    def build(rng: np.random.Generator, distractors: tuple[int, int]) -> EpisodeSpec:
+        count = int(rng.integers(distractors[0], distractors[1] + 1)) if distractors[1] > 0 else 0
+        texts = _distractors(rng, count)  # the fixed middle leaves the window closed and unlocked
+        head, tail = instruction
+        text = f"{head}, then {_phrase(texts)}, then {tail}" if texts else f"{head}, then {tail}"
+        plan = _plan(*before, *middle, *texts, *after)
+        return EpisodeSpec(dict(task_name=name, init=_MEMORY_INIT, goal=_MEMORY_GOAL), text, plan, len(texts))
+
+    return Task(name, build, memory=True, takes_distractors=True)
 
 
 # OGBench scene evaluation tasks 1-5 (same initial and goal scenes as ogbench 1.2's SceneEnv).
@@ -116,32 +182,23 @@ _OGBENCH = (
 # other chunks happen; frames that see the scene again are recorded as revisits.
 _MEMORY_INIT = _scene(CUBE_SLOTS["middle"], (1, 1), DRAWER_CLOSED, WINDOW_CLOSED)
 _MEMORY_GOAL = dict(_scene(DRAWER_CENTER, (1, 1), DRAWER_OPEN, WINDOW_CLOSED), cube_in_drawer=True)
+_HIDE = ("open the drawer", "pick up the cube and put it in the drawer", "close the drawer")
 _MEMORY = (
-    _fixed(
+    _memory_drawer(
         "memory_drawer",
-        _MEMORY_INIT,
-        _MEMORY_GOAL,
-        "hide the cube in the drawer and close it, open and close the window, "
-        "lock and unlock the window, then reopen the drawer",
-        _plan(
-            "open the drawer", "pick up the cube and put it in the drawer", "close the drawer",
-            "open the window", "close the window", "press the right button",
-            "press the right button", "open the drawer",
-        ),
-        memory=True,
+        _HIDE,
+        ("open the window", "close the window", "press the right button", "press the right button"),
+        ("open the drawer",),
+        ("hide the cube in the drawer and close it, open and close the window, lock and unlock the window",
+         "reopen the drawer"),
     ),
-    _fixed(
+    _memory_drawer(
         "memory_drawer_locked",
-        _MEMORY_INIT,
-        _MEMORY_GOAL,
-        "hide the cube in the drawer, close and lock it, open and close the window, "
-        "then unlock and reopen the drawer",
-        _plan(
-            "open the drawer", "pick up the cube and put it in the drawer", "close the drawer",
-            "press the left button", "open the window", "close the window",
-            "press the left button", "open the drawer",
-        ),
-        memory=True,
+        _HIDE,
+        ("press the left button", "open the window", "close the window"),
+        ("press the left button", "open the drawer"),
+        ("hide the cube in the drawer, close and lock it, open and close the window",
+         "unlock and reopen the drawer"),
     ),
 )
 
