@@ -17,10 +17,11 @@ from envs.real.skills import DRAWER_CLOSED, Skill
 
 TOLERANCE = 0.04  # OGBench's success tolerance for drawer, window and cube positions (m)
 RETREAT = 0.02  # drawer/window distance to target (m) at which the oracle may let go
-# Closing the drawer: aim past the closed end and let go within 5 mm of it, so the drawer shuts over
-# a cube inside (left 2 cm open, a sliver of the cube stays in view at the image's edge), or once
-# within RETREAT it has moved less than CLOSE_STALL_MOVE over the last CLOSE_STALL_STEPS steps.
-CLOSE_OVERSHOOT, CLOSE_RETREAT = 0.02, 0.005
+# Closing the drawer: aim past the closed end and let go only once the drawer is within RETREAT and
+# has moved less than CLOSE_STALL_MOVE over the last CLOSE_STALL_STEPS steps: shut and held while a
+# cube inside settles (let go at once, the cube knocked against the drawer's wall springs it ~2 cm
+# open again), or stuck. A drawer left 2 cm open shows a sliver of the cube at the image's edge.
+CLOSE_OVERSHOOT = 0.02
 CLOSE_STALL_STEPS, CLOSE_STALL_MOVE = 8, 0.002
 CLOSE_PRESS = 0.03  # (m) how far past the gripper the lift aims in the closing direction
 # Effector height (m) above which each oracle counts the gripper as clear of the object; a skill
@@ -139,8 +140,8 @@ class SkillController:
         """The goal keys for the oracle. Once a drawer/window is within 2 cm of its target, the
         oracle is told the handle is exactly there, so it lets go and retreats instead of pushing
         for its own 1 cm precision (which can stall until its step limit, arm still on the handle).
-        Closing the drawer lets go closer (see CLOSE_RETREAT), stays let go, and lifts the gripper
-        straight up."""
+        Closing the drawer lets go later (see CLOSE_STALL_STEPS), stays let go, and lifts the gripper
+        while still pressing it shut."""
         kind = self.skill.kind
         if kind not in ("drawer", "window"):
             return self._goal
@@ -150,7 +151,7 @@ class SkillController:
             self._history.append(pos)
             h = self._history
             stalled = len(h) > CLOSE_STALL_STEPS and abs(h[-1] - h[-1 - CLOSE_STALL_STEPS]) < CLOSE_STALL_MOVE
-            self._released |= error <= CLOSE_RETREAT or (error <= RETREAT and stalled)
+            self._released |= error <= RETREAT and stalled
             release = self._released
         else:
             release = error <= RETREAT
