@@ -1,15 +1,15 @@
 """Environments: the real task suite (`envs.real`), episode storage and datasets, the synthetic world,
-and the learned world-model env ``SlowFastVGen-v0`` (registered here; `envs.learned`, `envs.vector`)."""
+and the world-model env ``SlowFastVGen-v0`` (registered here; `envs.world_model_env`)."""
 
 import gymnasium as gym
 
-LEARNED_ENV_ID = "SlowFastVGen-v0"
+ENV_ID = "SlowFastVGen-v0"
 
-if LEARNED_ENV_ID not in gym.registry:
+if ENV_ID not in gym.registry:
     gym.register(
-        LEARNED_ENV_ID,
-        entry_point="envs.learned:SlowFastVGenEnv",
-        vector_entry_point="envs.vector:SlowFastVGenVectorEnv",
+        ENV_ID,
+        entry_point="envs.world_model_env:WorldModelEnv",
+        vector_entry_point="envs.world_model_env:WorldModelVectorEnv",
     )
 
 

@@ -30,59 +30,23 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
-import platform
-import shlex
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from evaluation.run_info import command_line, machine_name, resolve_device, utc_date
+from worldmodel.config import PRESETS
+from worldmodel.loading import DEFAULT_MODEL_DIR, load_model
+from worldmodel.memory import TempLoRA
+
 PAPER = {"s_without": 12.93, "s_with": 13.81, "mb_without": 9579, "mb_with": 9931, "gpu": "V100"}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 INSTRUCTION = "open the drawer"
-
-
-# ------------------------------------------------------------------------------- shared report helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
-    return device
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_name(device: torch.device) -> str:
-    """GPU name, or the CPU model with core and thread counts; plus the torch version."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    return (f"CPU {_cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads "
-            f"(torch {torch.__version__})")
-
-
-def command_line(module: str, argv: list[str] | None) -> str:
-    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
-
-
-def utc_date() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -160,27 +124,15 @@ class PeakMemory:
 
 # ------------------------------------------------------------------------------------------- models
 def build_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
-    """(model, name): a preset built directly on the device (random weights, seeded), 'default' or a folder."""
-    import worldmodel
-    from worldmodel import PRESETS, SlowFastVGen
-    from worldmodel.diffusion import make_train_scheduler
-
+    """(model, name): a preset (random weights, seeded, built on the device), 'default' or a folder."""
     spec = args.preset or args.model
     if spec is None:
-        default = Path(worldmodel.__file__).resolve().parent / "weights" / "default"
-        spec = "default" if (default / "config.json").is_file() else "tiny"
-    if spec in PRESETS:
-        torch.manual_seed(args.seed)
-        with torch.device(device):
-            model = SlowFastVGen.from_preset(spec)
-        model.scheduler = make_train_scheduler(model.config)  # scheduler tables stay on the CPU as usual
-    else:
-        folder = Path(worldmodel.__file__).resolve().parent / "weights" / "default" if spec == "default" else Path(spec)
-        if not folder.is_dir():
-            raise SystemExit(f"unknown preset or model {spec!r}: presets are {', '.join(PRESETS)}; "
-                             "otherwise pass 'default' or a save_pretrained folder")
-        model = SlowFastVGen.from_pretrained(folder, device=device)
-    return model.to(dtype=dtype).eval(), spec
+        spec = "default" if (DEFAULT_MODEL_DIR / "config.json").is_file() else "tiny"
+    try:
+        model, _ = load_model(spec, device, dtype=dtype, seed=args.seed)
+    except FileNotFoundError as err:
+        raise SystemExit(f"unknown preset or model {spec!r}: {err}") from err
+    return model, spec
 
 
 def ensure_text(model: Any, texts: list[str]) -> str | None:
@@ -217,8 +169,6 @@ def make_inputs(model: Any, chunks: int, seed: int) -> tuple[np.ndarray, list[An
 
 # ------------------------------------------------------------------------------------------ measuring
 def run_bench(args: argparse.Namespace) -> dict:
-    from worldmodel import TempLoRA
-
     device = resolve_device(args.device)
     dtype = DTYPES[args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")]
     model_on, spec = build_model(args, device, dtype)
@@ -320,7 +270,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         "parameters_m": sum(p.numel() for p in model_off.parameters()) / 1e6,
         "temp_lora_parameters_m": memory.num_parameters() / 1e6,
         "fast_update_ms": 1000 * float(np.mean(update_s)) if update_s else None,
-        "temp_lora_rollbacks": memory.rollbacks,
+        "temp_lora_rollbacks": sum(memory.rollbacks),
         "repeats": args.repeats, "memory_method": PeakMemory(device).method,
         "rows": rows, "overhead": overhead, "notes": notes,
     }
@@ -397,8 +347,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench", help="output folder (bench.json, bench.md)")
     args = p.parse_args(argv)
-    from worldmodel.config import PRESETS
-
     if args.preset is not None and args.preset not in PRESETS:
         p.error(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     if args.chunks < 0 or args.repeats < 1 or (args.steps is not None and args.steps < 1):

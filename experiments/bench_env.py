@@ -17,16 +17,18 @@ import argparse
 import gc
 import json
 import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 import torch
+
+from envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
+from evaluation.run_info import command_line, machine_name, resolve_device, utc_date
+from worldmodel.loading import DEFAULT_MODEL_DIR, load_model
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,8 +60,6 @@ def _model_spec(args: argparse.Namespace) -> str:
         return args.preset
     if args.model:
         return args.model
-    from envs.learned import DEFAULT_MODEL_DIR
-
     return "default" if (DEFAULT_MODEL_DIR / "config.json").is_file() else "tiny"
 
 
@@ -100,10 +100,7 @@ def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool
 
 
 def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from envs.learned import SlowFastVGenEnv, resolve_model
-    from envs.vector import SlowFastVGenVectorEnv
-
-    model, _ = resolve_model(spec, device)
+    model, _ = load_model(spec, device, shared=True)
     mc = model.config
     mode = args.action_mode
     if mode == "auto":
@@ -125,12 +122,12 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                 "peak_cuda_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None}
 
     if not args.no_single:
-        env = SlowFastVGenEnv(**opts)
+        env = WorldModelEnv(**opts)
         rows.append(row("single", 1, _time_env(env, 1, args.chunks, device, batched=False)))
         env.close()
         _print_progress(rows[-1])
     for n in sizes:
-        venv = SlowFastVGenVectorEnv(num_envs=n, **opts)
+        venv = WorldModelVectorEnv(num_envs=n, **opts)
         try:
             rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True)))
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory at large N
@@ -199,15 +196,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = _parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) < 1:
         raise SystemExit(f"--sizes must be positive integers, got {args.sizes!r}")
     spec = _model_spec(args)
-    cpu = platform.processor() or platform.machine()
-    machine = (torch.cuda.get_device_name(device) if device.type == "cuda" else
-               f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    machine = machine_name(device)
     print(f"bench_env: model={spec} device={device} sizes={sizes}", file=sys.stderr)
     rows = bench_imagined(spec, sizes, args, device)
     frame_size = next((r["frame_size"] for r in rows if "frame_size" in r), 64)
@@ -216,9 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(real)
     table = markdown_table(rows, machine)
     print(table)
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
-              "device": str(device), "torch": torch.__version__, "command": "python -m experiments.bench_env " +
-              " ".join(sys.argv[1:] if argv is None else argv), "rows": rows, "table": table}
+    result = {"date": utc_date(), "machine": machine, "device": str(device), "torch": torch.__version__,
+              "command": command_line("experiments.bench_env", argv), "rows": rows, "table": table}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

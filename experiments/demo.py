@@ -20,7 +20,7 @@ import numpy as np
 import envs  # noqa: F401  (registers SlowFastVGen-v0)
 from envs.real.skills import SKILLS
 from envs.real.tasks import get_task
-from experiments.inspect_data import caption_frame, fixed_lines, wrap_text
+from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_mp4
 
 
 def play(task: str, model: str, steps: int, seed: int) -> tuple[list[np.ndarray], list[str], dict[str, list[float]]]:
@@ -80,9 +80,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"demo_{args.task}.mp4"
-    from moviepy import ImageSequenceClip
-
-    ImageSequenceClip(frames, fps=args.fps).write_videofile(str(path), codec="libx264", audio=False, logger=None)
+    write_mp4(path, frames, args.fps)
     for name, ts in times.items():
         print(f"{name}: {len(ts)} chunks, {np.mean(ts):.2f} s per step (mean), {np.sum(ts):.1f} s total")
     print(f"video: {path}")

@@ -13,11 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.episodes import h5_files, list_episodes, read_episode
-
-try:  # captions are drawn with PIL when available; the preview works without them
-    from PIL import Image, ImageDraw, ImageFont
-except ImportError:  # pragma: no cover
-    Image = None
+from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_mp4
 
 
 def collect_stats(files: list[str]) -> dict:
@@ -53,30 +49,6 @@ def collect_stats(files: list[str]) -> dict:
     )
 
 
-def caption_frame(frame: np.ndarray, lines: list[str], scale: int) -> np.ndarray:
-    """Upscale a frame and put caption lines in a band under it."""
-    big = frame.repeat(scale, 0).repeat(scale, 1)
-    if Image is None:
-        return big
-    line_h = 12
-    band = Image.new("RGB", (big.shape[1], line_h * len(lines) + 4), (0, 0, 0))
-    draw, font = ImageDraw.Draw(band), ImageFont.load_default()
-    for i, line in enumerate(lines):
-        draw.text((3, 2 + i * line_h), line, fill=(255, 255, 255), font=font)
-    return np.concatenate([big, np.asarray(band)], axis=0)
-
-
-def wrap_text(text: str, width: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return lines + [line] if line else lines
-
-
 def preview_frames(episode: dict, scale: int) -> list[np.ndarray]:
     """Captioned frames of one episode: task, instruction, and each chunk's skill and outcome."""
     a, L = episode["attrs"], int(episode["attrs"]["chunk_len"])
@@ -96,15 +68,8 @@ def preview_frames(episode: dict, scale: int) -> list[np.ndarray]:
     return out
 
 
-def fixed_lines(lines: list[str], n: int) -> list[str]:
-    """Exactly n lines, so every captioned frame has the same height."""
-    return (lines + [""] * n)[:n]
-
-
 def write_preview(files: list[str], path: str, num: int, fps: int, scale: int, seed: int) -> list[str]:
     """mp4 of ``num`` random episodes one after the other; returns their 'file:key' names."""
-    from moviepy import ImageSequenceClip
-
     refs = [(f, k) for f in files for k in list_episodes(f)]
     rng = np.random.default_rng(seed)
     chosen = [refs[i] for i in sorted(rng.choice(len(refs), size=min(num, len(refs)), replace=False))]
@@ -114,7 +79,7 @@ def write_preview(files: list[str], path: str, num: int, fps: int, scale: int, s
         frames += [np.zeros_like(frames[-1])] * max(1, fps // 2)  # short black gap
     h, w = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)  # mixed frame sizes
     frames = [np.pad(f, ((0, h - f.shape[0]), (0, w - f.shape[1]), (0, 0))) for f in frames]
-    ImageSequenceClip(frames, fps=fps).write_videofile(path, codec="libx264", audio=False, logger=None)
+    write_mp4(path, frames, fps)
     return [f"{Path(f).name}:{k}" for f, k in chosen]
 
 

@@ -26,10 +26,10 @@ import torch
 from accelerate import PartialState
 from accelerate.logging import get_logger
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file
 
 from envs.data import ChunkDataset, EpisodeDataset
-from worldmodel.config import WorldModelConfig, from_preset
+from worldmodel.config import WorldModelConfig
+from worldmodel.loading import load_model
 from worldmodel.model import SlowFastVGen
 from worldmodel.train import TrainConfig, Trainer, check_batch_size
 
@@ -48,13 +48,11 @@ def load_source(data: DictConfig, frame_size: int) -> Any:
 
 
 def build_model(cfg: DictConfig) -> SlowFastVGen:
+    """``init_from`` (a model folder or 'default') or a fresh ``preset`` (drawn from the seeded global RNG),
+    with ``model`` config overrides; ``text_cache``: instruction embeddings, so no text model is needed."""
     overrides = OmegaConf.to_container(cfg.model, resolve=True) or {}
-    if cfg.init_from:
-        model = SlowFastVGen.from_pretrained(cfg.init_from, **overrides)
-    else:
-        model = SlowFastVGen(from_preset(cfg.preset, **overrides))
-    if cfg.text_cache:  # precomputed instruction embeddings: no text model needed on this machine
-        model.action_encoder.load_text_cache(load_file(cfg.text_cache))
+    model, _ = load_model(cfg.init_from or cfg.preset, "cpu", text_cache=cfg.text_cache or None, seed=None,
+                          **overrides)
     return model
 
 

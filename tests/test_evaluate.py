@@ -12,7 +12,9 @@ import torch
 from envs.episodes import episode_key, write_episodes
 from envs.synthetic import loop_episode
 from experiments import evaluate
-from experiments.evaluate import LABELS, VARIANTS, stride_episode
+from evaluation.episodes import stride_episode
+from evaluation.report import LABELS, VARIANTS, fmt
+from evaluation.scoring import copy_last_frame, summarize
 
 # torch 2.13 deprecates TorchScript, but the public I3D/LPIPS weights ship as TorchScript files.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -139,7 +141,7 @@ def test_generate_without_metrics_then_score_saved_videos(tmp_path, monkeypatch)
     """Where scenedetect/scikit-image are missing (the GPU machine), videos are saved for scoring elsewhere."""
     gen_out, score_out = tmp_path / "gen", tmp_path / "score"
     with monkeypatch.context() as m:
-        m.setitem(__import__("sys").modules, "worldmodel.metrics", None)  # import fails as if not installed
+        m.setitem(__import__("sys").modules, "evaluation.metrics", None)  # import fails as if not installed
         saved = evaluate.main(["--synthetic", "--episodes", "2", "--synthetic-lap-chunks", "2",
                                "--variants", "full,no_temp_lora", "--out", str(gen_out), *FAST])
     assert "metrics_error" in saved and not (gen_out / "table2.md").exists()
@@ -156,9 +158,9 @@ def test_generate_without_metrics_then_score_saved_videos(tmp_path, monkeypatch)
 
 def test_copy_baseline_and_infinite_psnr_summary():
     frames = np.arange(9)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)  # frame t is filled with t
-    teacher = evaluate.copy_last_frame(frames, "teacher", new_frames=4)
+    teacher = copy_last_frame(frames, "teacher", new_frames=4)
     assert teacher[:, 0, 0, 0].tolist() == [0, 0, 0, 0, 0, 4, 4, 4, 4]  # chunk c repeats frame 4c
-    assert (evaluate.copy_last_frame(frames, "free", new_frames=4) == frames[0]).all()
-    stat = evaluate.summarize([20.0, 22.0, math.inf, math.nan])
+    assert (copy_last_frame(frames, "free", new_frames=4) == frames[0]).all()
+    stat = summarize([20.0, 22.0, math.inf, math.nan])
     assert (stat["mean"], stat["n"], stat["n_inf"]) == (21.0, 3, 1)
-    assert evaluate.fmt(stat) == "21.00 ± 1.00 (+1 inf)"
+    assert fmt(stat) == "21.00 ± 1.00 (+1 inf)"

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worldmodel.metrics import (
+from evaluation.metrics import (
     LPIPS,
     FrechetVideoDistance,
     MetricUnavailable,

@@ -10,7 +10,7 @@ import torch
 
 from envs.synthetic import go_and_return_episode, loop_episode
 from worldmodel.model import Chunk, SlowFastVGen
-from worldmodel.temp_lora import TempLoRA
+from worldmodel.memory import TempLoRA
 
 STAY = {"text": "stay"}
 MEMORY_STEPS, MEMORY_LR = 10, 1e-3
@@ -43,12 +43,12 @@ def test_reset_restores_phi_exactly_and_merged_matches_unmerged():
     assert torch.equal(_gen(model, memory), base), "Θ = 0 right after attaching"
     chunk = model.generate_chunk(_first(), STAY, generator=torch.Generator().manual_seed(1))
     for _ in range(3):
-        assert not memory.update(chunk).rolled_back
-    unmerged = model.generate_latents(chunk.latents[:, :, :2], STAY, generator=torch.Generator().manual_seed(0),
-                                      memory=memory)
+        assert not memory.update(chunk)[0].rolled_back
+    with memory.applied():
+        unmerged = model.generate_latents(chunk.latents[:, :, :2], STAY, generator=torch.Generator().manual_seed(0))
     memory.config.merge_for_inference = True
-    merged = model.generate_latents(chunk.latents[:, :, :2], STAY, generator=torch.Generator().manual_seed(0),
-                                    memory=memory)
+    with memory.applied():
+        merged = model.generate_latents(chunk.latents[:, :, :2], STAY, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(merged, unmerged, atol=1e-4, rtol=1e-4)
     assert not torch.equal(_gen(model, memory), base), "Θ changed the model"
     memory.set_enabled(False)
@@ -66,14 +66,14 @@ def test_non_finite_fast_loss_rolls_theta_back(caplog):
     memory.update(chunk)
     good = [p.detach().clone() for p in memory.params]
     bad = Chunk(chunk.frames, torch.full_like(chunk.latents, float("nan")), chunk.num_context)
-    result = memory.update(bad)
-    assert result.rolled_back and result.steps == 0 and memory.rollbacks == 1
+    [result] = memory.update(bad)
+    assert result.rolled_back and result.steps == 0 and memory.rollbacks == [1]
     assert all(torch.equal(p, g) for p, g in zip(memory.params, good))
     assert "rolled back" in caplog.text
     exploding = Chunk(chunk.frames, chunk.latents * 1e4, chunk.num_context)
     for _ in range(3):
         memory.update(chunk)
-    assert memory.update(exploding).rolled_back
+    assert memory.update(exploding)[0].rolled_back
 
 
 @pytest.mark.parametrize("variant, frames", [("local", 4), ("original", 2), ("full_sequence", 4)])
@@ -84,7 +84,7 @@ def test_variants_train_on_their_sequences(variant, frames):
     chunk = model.generate_chunk(_first(), STAY)
     assert memory.training_sequence(chunk).shape[2] == frames
     for _ in range(5):
-        assert np.isfinite(memory.update(chunk).loss)
+        assert np.isfinite(memory.update(chunk)[0].loss)
     if variant == "full_sequence":
         assert len(memory.history) == 3
 
@@ -106,8 +106,10 @@ def test_memory_reconstructs_revisited_frames_better(trained_tiny):
                 chunk = _real_chunk(model, frames, start)
                 if c >= k // 2:  # second lap: compare generated frames with the real revisited ones
                     vec = np.asarray(ep["actions"][start - 1 : start + 1])
-                    out = model.generate_latents(chunk.latents[:, :, :2], {"text": ep["language"][c], "vector": vec},
-                                                 generator=torch.Generator().manual_seed(c), memory=memory)
+                    with memory.applied():
+                        out = model.generate_latents(chunk.latents[:, :, :2],
+                                                     {"text": ep["language"][c], "vector": vec},
+                                                     generator=torch.Generator().manual_seed(c))
                     err = (model.decode_latents(out)[0].float() - frames[start : start + 2].float()).pow(2).mean()
                     errors[use_memory].append(float(err))
                 if use_memory:

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import envs  # noqa: F401  (registers SlowFastVGen-v0)
-from envs.learned import SlowFastVGenEnv
+from agents.sb3 import SB3VecEnv
 from envs.synthetic import SYNTHETIC_SKILLS
-from envs.vector import SB3VecEnv, SlowFastVGenVectorEnv
+from envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from worldmodel import Chunk, TempLoRA
-from worldmodel.batched_lora import BatchedTempLoRA, draw_loss_noise
 from worldmodel.diffusion import diffusion_loss
+from worldmodel.memory import BatchedTempLoRA
+from worldmodel.memory.rule import draw_loss_noise
 
 
 
@@ -36,7 +37,7 @@ ACTIONS = np.array([[0, 1, 2, 0], [1, 1, 0, 2], [2, 0, 1, 1]])
 def test_vector_env_equals_four_single_envs(model, objective):
     opts = dict(OPTS, temp_lora=dataclasses.replace(model.config.temp_lora, objective=objective))
     venv = gym.make_vec("SlowFastVGen-v0", num_envs=4, vectorization_mode="vector_entry_point", model=model, **opts)
-    assert isinstance(venv.unwrapped, SlowFastVGenVectorEnv)
+    assert isinstance(venv.unwrapped, WorldModelVectorEnv)
     obs, _ = venv.reset(seed=10)
     vec_frames, vec_losses = [obs], []
     for a in ACTIONS:
@@ -46,7 +47,7 @@ def test_vector_env_equals_four_single_envs(model, objective):
         assert obs.shape == (4, 16, 16, 3) and reward.shape == (4,) and not (terminated | truncated).any()
     vec_theta = venv.unwrapped.memory.theta.detach().clone()
     for i in range(4):
-        env = SlowFastVGenEnv(model=model, **opts)
+        env = WorldModelEnv(model=model, **opts)
         obs, _ = env.reset(seed=10 + i)
         frames, losses = [obs], []
         for a in ACTIONS:
@@ -69,7 +70,7 @@ def test_vector_env_equals_four_single_envs(model, objective):
 
 def test_memories_are_independent(model):
     def run(env0_actions):
-        venv = SlowFastVGenVectorEnv(num_envs=2, model=model, **OPTS)
+        venv = WorldModelVectorEnv(num_envs=2, model=model, **OPTS)
         venv.reset(seed=0)
         frames = []
         for a0 in env0_actions:
@@ -161,7 +162,7 @@ def test_batched_lora_matches_peft_temp_lora(objective, micro_model):
     chunk = Chunk(torch.zeros(1, 2, 16, 16, 3, dtype=torch.uint8), latents, 2)
     torch.manual_seed(3)
     with torch.enable_grad():
-        ref_update = peft_memory.update(chunk)
+        [ref_update] = peft_memory.update(chunk)
     peft_memory.set_enabled(False)
     both = Chunk(torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8), torch.cat([torch.randn_like(latents), latents]), 2)
     updates = memory.update(both, generators=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(3)])
@@ -178,32 +179,32 @@ def test_batched_lora_matches_peft_temp_lora(objective, micro_model):
 
 def test_autoreset_modes(model):
     opts = {**OPTS, "max_episode_steps": 2, "temp_lora": False, "denoise_steps": 1}
-    venv = SlowFastVGenVectorEnv(num_envs=2, model=model, **opts)
+    venv = WorldModelVectorEnv(num_envs=2, model=model, **opts)
     venv.reset(seed=0)
     venv.step(np.array([0, 1]))
     _, _, _, truncated, _ = venv.step(np.array([0, 1]))
     assert truncated.all()
     obs, reward, terminated, truncated, info = venv.step(np.array([0, 1]))  # next-step autoreset
     assert not (terminated | truncated).any() and (reward == 0).all() and info["_start_index"].all()
-    assert venv.core.step_counts.tolist() == [0, 0]
+    assert venv.batch.step_counts.tolist() == [0, 0]
 
-    same = SlowFastVGenVectorEnv(num_envs=2, model=model, autoreset_mode="same_step", **opts)
+    same = WorldModelVectorEnv(num_envs=2, model=model, autoreset_mode="same_step", **opts)
     same.reset(seed=0)
     same.step(np.array([0, 1]))
     obs, _, _, truncated, info = same.step(np.array([0, 1]))
-    assert truncated.all() and info["_final_obs"].all() and same.core.step_counts.tolist() == [0, 0]
+    assert truncated.all() and info["_final_obs"].all() and same.batch.step_counts.tolist() == [0, 0]
     assert not np.array_equal(info["final_obs"][0], obs[0])  # obs is already the next episode's
 
-    partial = SlowFastVGenVectorEnv(num_envs=2, model=model, **opts)
+    partial = WorldModelVectorEnv(num_envs=2, model=model, **opts)
     obs0, _ = partial.reset(seed=0)
     partial.step(np.array([0, 0]))
     obs, _ = partial.reset(options={"reset_mask": np.array([False, True])})
-    assert partial.core.step_counts.tolist() == [1, 0]
+    assert partial.batch.step_counts.tolist() == [1, 0]
     with pytest.raises(ValueError, match="actions for 2 envs"):
         partial.step(np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="out of range"):
         partial.step(np.array([0, 5]))
-    assert partial.core.step_counts.tolist() == [1, 0]
+    assert partial.batch.step_counts.tolist() == [1, 0]
 
 
 def test_sb3_vec_env_adapter_runs_ppo(model):
@@ -216,7 +217,10 @@ def test_sb3_vec_env_adapter_runs_ppo(model):
     for k in range(3):
         obs, rewards, dones, infos = venv.step(np.array([k % 3, 1]))
     assert dones.all() and all("terminal_observation" in i and i["TimeLimit.truncated"] for i in infos)
-    assert venv.venv.core.step_counts.tolist() == [0, 0]  # reset in the same step, SB3-style
+    assert venv.venv.batch.step_counts.tolist() == [0, 0]  # reset in the same step, SB3-style
     agent = PPO("MlpPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0, device="cpu")
+    before = [p.detach().clone() for p in agent.policy.parameters()]
     agent.learn(total_timesteps=8)
+    assert agent.num_timesteps == 8  # 4 steps of 2 envs went through the adapter
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))  # PPO updated
     venv.close()

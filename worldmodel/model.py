@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,11 +18,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .action import Action, ActionEncoder, load_text_encoder, parse_action
+from .chunk import Chunk, frames_to_tensor, pad_context
 from .config import WorldModelConfig, from_preset, with_overrides
 from .diffusion import diffusion_loss, make_sampler, make_train_scheduler, sample_new_frames
-
-if TYPE_CHECKING:
-    from .temp_lora import TempLoRA
+from .imagination import Imagination
+from .memory.rule import EpisodicMemory
 
 CONFIG_NAME = "config.json"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -60,40 +60,6 @@ def build_unet(config: WorldModelConfig) -> UNet3DConditionModel:
         cross_attention_dim=config.cross_attention_dim,
         attention_head_dim=config.attention_head_dim,
     )
-
-
-@dataclass
-class Chunk:
-    """One chunk: new frames uint8 (B, Tn, H, W, 3) and the latents of context + new frames.
-
-    Temp-LoRA learns from `latents`; generated chunks and real (teacher-forced) chunks look the same.
-    """
-
-    frames: torch.Tensor
-    latents: torch.Tensor  # (B, C, Tc + Tn, h, w), scaled by the VAE scaling factor
-    num_context: int
-
-    @property
-    def new_latents(self) -> torch.Tensor:
-        return self.latents[:, :, self.num_context :]
-
-
-def frames_to_tensor(frames: Any, frame_size: int, name: str = "frames") -> torch.Tensor:
-    """Validate uint8 frames (B, T, H, W, 3) or (T, H, W, 3) and return them batched as a uint8 tensor."""
-    if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
-    if not isinstance(frames, torch.Tensor):
-        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(frames).__name__}")
-    if frames.dtype != torch.uint8:
-        raise TypeError(f"{name} must be uint8 (0..255), got {frames.dtype}")
-    if frames.ndim == 4:
-        frames = frames.unsqueeze(0)
-    if frames.ndim != 5 or frames.shape[-1] != 3 or frames.shape[2:4] != (frame_size, frame_size):
-        raise ValueError(
-            f"{name} must have shape (T, {frame_size}, {frame_size}, 3) or (B, T, {frame_size}, {frame_size}, 3), "
-            f"got {tuple(frames.shape)}"
-        )
-    return frames
 
 
 class SlowFastVGen(nn.Module):
@@ -159,50 +125,53 @@ class SlowFastVGen(nn.Module):
         return self.latent_loss(self.batch_latents(batch), batch)
 
     # -------------------------------------------------------------------------------------- generation
+    def sampler(self) -> Any:
+        """A fresh few-step sampler (samplers keep per-run state); copied from a template built once,
+        since building a diffusers scheduler from its config costs ~7 ms."""
+        if getattr(self, "_sampler_template", None) is None or self._sampler_template[0] is not self.scheduler:
+            self._sampler_template = (self.scheduler, make_sampler(self.config, self.scheduler))
+        return copy.deepcopy(self._sampler_template[1])
+
     @torch.no_grad()
     def generate_latents(self, context_latents: torch.Tensor, action: Action, steps: int | None = None,
                          guidance_scale: float | None = None, generator: torch.Generator | None = None,
-                         memory: "TempLoRA | None" = None) -> torch.Tensor:
-        """New-frame latents (B, C, Tn, h, w) after context latents (B, C, Tc, h, w)."""
+                         noise: torch.Tensor | None = None) -> torch.Tensor:
+        """New-frame latents (B, C, Tn, h, w) after context latents (B, C, Tc, h, w): the sampler alone.
+
+        The initial noise is ``noise`` when given, else drawn with ``generator``. Θ of a memory applies
+        inside ``with memory.applied(): ...``; chunks with memory updates come from `Imagination`.
+        """
         cfg = self.config
         b = context_latents.shape[0]
         cond = self.encode_action(action, b)
         scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
         null = self.action_encoder.null(b) if scale != 1.0 else None
-        sampler = make_sampler(cfg, self.scheduler)
-        run = lambda: sample_new_frames(  # noqa: E731
-            self.unet, sampler, context_latents, cfg.new_frames, cond, steps or cfg.sample_steps, null, scale, generator
-        )
-        if memory is None:
-            return run()
-        with memory.merged():
-            return run()
+        return sample_new_frames(self.unet, self.sampler(), context_latents, cfg.new_frames, cond,
+                                 steps or cfg.sample_steps, null, scale, generator, noise)
 
     @torch.no_grad()
     def generate_chunk(self, context_frames: Any, action: Action, steps: int | None = None,
                        guidance_scale: float | None = None, generator: torch.Generator | None = None,
-                       memory: "TempLoRA | None" = None) -> Chunk:
-        """Generate the next `new_frames` frames after uint8 context frames ((T,H,W,3) or (B,T,H,W,3))."""
-        context = pad_context(frames_to_tensor(context_frames, self.config.frame_size, "context_frames"),
-                              self.config.context_frames)
-        ctx_lat = self.encode_frames(context)
-        return self._chunk_from_latents(ctx_lat, action, steps, guidance_scale, generator, memory)
+                       memory: EpisodicMemory | None = None) -> Chunk:
+        """The next `new_frames` frames after uint8 context frames ((T,H,W,3) or (B,T,H,W,3)).
 
-    def _chunk_from_latents(self, ctx_lat, action, steps, guidance_scale, generator, memory) -> Chunk:
-        new = self.generate_latents(ctx_lat, action, steps, guidance_scale, generator, memory)
-        return Chunk(self.decode_latents(new), torch.cat([ctx_lat, new], dim=2), ctx_lat.shape[2])
+        With ``memory``, its current Θ is applied (and left as it is: no fast update).
+        """
+        core = self._imagination(context_frames, memory, steps, guidance_scale, generator, "context_frames")
+        return core.step(None, action, learn=False)
 
     @torch.no_grad()
-    def rollout(self, first_frames: Any, actions: Sequence[Action], memory: "TempLoRA | None" = None,
+    def rollout(self, first_frames: Any, actions: Sequence[Action], memory: EpisodicMemory | None = None,
                 steps: int | None = None, generator: torch.Generator | None = None,
                 progress: bool = False) -> tuple[torch.Tensor, list[float]]:
         """Generate a long video chunk after chunk, each conditioned on the last generated frames.
 
-        With `memory`, Temp-LoRA is updated on every chunk (the episodic memory). Returns uint8 frames
-        (B, T0 + K*Tn, H, W, 3) (unbatched input gives unbatched output) and the fast-learning losses.
+        A rollout is an episode: ``memory`` (if given) is reset first, then Temp-LoRA learns after every
+        chunk. Returns uint8 frames (B, T0 + K*Tn, H, W, 3) (unbatched input gives unbatched output) and
+        the mean fast-learning loss of each chunk.
         """
         first = frames_to_tensor(first_frames, self.config.frame_size, "first_frames")
-        ctx_lat = self.encode_frames(pad_context(first, self.config.context_frames))
+        core = self._imagination(first, memory, steps, None, generator, "first_frames", forget=True)
         videos, losses = [first.cpu()], []
         iterator = actions
         if progress:
@@ -210,14 +179,22 @@ class SlowFastVGen(nn.Module):
 
             iterator = tqdm(actions, desc="rollout", unit="chunk")
         for action in iterator:
-            chunk = self._chunk_from_latents(ctx_lat, action, steps, None, generator, memory)
+            chunk = core.step(None, action)
             videos.append(chunk.frames.cpu())
-            if memory is not None:
-                with torch.enable_grad():
-                    losses.append(memory.update(chunk).loss)
-            ctx_lat = chunk.latents[:, :, -self.config.context_frames :]
+            if chunk.updates:
+                losses.append(float(np.mean([u.loss for u in chunk.updates])))
         video = torch.cat(videos, dim=1)
         return (video[0] if np.ndim(first_frames) == 4 else video), losses
+
+    def _imagination(self, frames: Any, memory: EpisodicMemory | None, steps: int | None,
+                     guidance_scale: float | None, generator: torch.Generator | None, name: str,
+                     forget: bool = False) -> Imagination:
+        """A core over the batch of ``frames``; every env draws its noise from ``generator`` in turn."""
+        frames = frames_to_tensor(frames, self.config.frame_size, name)
+        core = Imagination(self, frames.shape[0], memory, steps, guidance_scale)
+        core.generators = [generator] * frames.shape[0]
+        core.reset(None, frames, forget=forget)
+        return core
 
     # ------------------------------------------------------------------------------------ persistence
     def weights_state_dict(self) -> dict[str, torch.Tensor]:
@@ -331,14 +308,6 @@ class SlowFastVGen(nn.Module):
         state["conv_in.weight"] = new_w
         widened.load_state_dict(state)
         return cls(config, text_model, tokenizer, vae=vae, unet=widened)
-
-
-def pad_context(context: torch.Tensor, num: int) -> torch.Tensor:
-    """Keep the last `num` frames, left-padding with the first frame when fewer are given."""
-    t = context.shape[1]
-    if t >= num:
-        return context[:, t - num :]
-    return torch.cat([context[:, :1].expand(-1, num - t, *context.shape[2:]), context], dim=1)
 
 
 def batch_action(batch: dict[str, Any], config: WorldModelConfig) -> Action:

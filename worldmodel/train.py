@@ -36,7 +36,7 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .model import Chunk, SlowFastVGen, frames_to_tensor
-from .temp_lora import TempLoRA
+from .memory import TempLoRA
 
 logger = get_logger(__name__)  # logs on the main process only
 Phase = Literal["vae", "slow", "slow_fast"]

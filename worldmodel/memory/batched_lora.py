@@ -14,11 +14,10 @@ snapshot/rollback and the per-env Adam step are a handful of tensor ops whatever
 fast step differentiates a copy of the stepped envs' rows, so the gradient is (n, P) and row k is
 env k's own. ``max_batch`` splits a large batch's fast step into groups of envs (bounding activation
 memory) with the same result.
-The learning rule is TempLoRA's: the same training sequence (`TempLoRA.training_sequence`, per env)
-and objective (``joint``: all frames noised; ``conditional``: the first chunk given clean), the same
-unconditioned denoising loss as `worldmodel.diffusion.diffusion_loss` (noise and timestep
-drawn in the same order, but from each env's own generator), Adam with TempLoRA's learning rate, and
-the same per-env rollback on a non-finite or exploding loss. The loss is summed over envs, so one
+The learning rule is `worldmodel.memory.rule`'s, as in the peft `TempLoRA`: the same training
+sequence and objective, the same unconditioned denoising loss as `worldmodel.diffusion.diffusion_loss`
+(noise and timestep drawn in the same order, but from each env's own generator), Adam with the same
+learning rate, and the same per-env rollback on a non-finite or exploding loss. The loss is summed over envs, so one
 backward pass trains all N memories and each env's gradient stays in its own factors.
 
 Hooks are installed once per UNet and do nothing unless a memory is applied (``with
@@ -30,17 +29,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import types
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .config import TempLoRAConfig
-from .diffusion import diffusion_loss
-from .model import Chunk, SlowFastVGen
-from .temp_lora import FastUpdate, TempLoRA
+from ..chunk import Chunk
+from ..config import TempLoRAConfig
+from ..diffusion import diffusion_loss
+from . import rule
+from .rule import FastUpdate, draw_loss_noise
 
 _ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as TempLoRA uses
 _ADAM_EPS = 1e-8
@@ -112,18 +111,6 @@ def _dispatcher(unet: nn.Module, targets: tuple[str, ...]) -> _Dispatcher:
     return table[targets]
 
 
-# ----------------------------------------------------------------------------------------- the loss
-def draw_loss_noise(shape: Sequence[int], generator: torch.Generator | None,
-                    num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise and timestep for one sample, drawn in `diffusion_loss`'s order (noise, then t).
-
-    With a generator seeded like the global RNG, these equal what `diffusion_loss` draws for B=1.
-    """
-    noise = torch.randn(tuple(shape), generator=generator)
-    t = torch.randint(0, num_train_timesteps, (1,), generator=generator)
-    return noise, t
-
-
 # ---------------------------------------------------------------------------------------- the memory
 @dataclass
 class _Layout:
@@ -141,7 +128,7 @@ class BatchedTempLoRA:
     forward/backward, ``applied(ids)`` makes the UNet use Θ_ids for the samples of a batch.
     """
 
-    def __init__(self, model: SlowFastVGen, num_envs: int, config: TempLoRAConfig | None = None,
+    def __init__(self, model: Any, num_envs: int, config: TempLoRAConfig | None = None,
                  max_batch: int | None = None):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -170,21 +157,14 @@ class BatchedTempLoRA:
         self.adam_steps = torch.zeros(num_envs, dtype=torch.float64)
         self.enabled = True
         self._factors: torch.Tensor | None = None
-        self.losses = [collections.deque(maxlen=32) for _ in range(num_envs)]
-        self.history: list[collections.deque] = [collections.deque(maxlen=self.config.max_history)
-                                                 for _ in range(num_envs)]
+        self.losses = [rule.new_losses() for _ in range(num_envs)]
+        self.history: list[collections.deque] = [rule.new_history(self.config) for _ in range(num_envs)]
         self.rollbacks = [0] * num_envs
         self.reset()
 
     # ------------------------------------------------------------------------------------------ state
     def _ids(self, ids: Sequence[int] | torch.Tensor | None) -> list[int]:
-        if ids is None:
-            return list(range(self.num_envs))
-        out = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
-        for i in out:
-            if not 0 <= i < self.num_envs:
-                raise IndexError(f"env index {i} out of range for {self.num_envs} memories")
-        return out
+        return rule.check_ids(ids, self.num_envs)
 
     def reset(self, ids: Sequence[int] | None = None,
               generators: Sequence[torch.Generator | None] | None = None) -> None:
@@ -216,6 +196,21 @@ class BatchedTempLoRA:
     def set_enabled(self, enabled: bool) -> None:
         """Switch all Θ off (the 'without Temp-LoRA' ablation) or back on, without forgetting them."""
         self.enabled = bool(enabled)
+
+    def fork(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
+        """Env dst_ids[k] becomes a copy of env src_ids[k]: factors, Adam state, recent losses, history."""
+        src, dst = rule.check_fork(src_ids, dst_ids, self.num_envs)
+        s_idx = torch.tensor(src, device=self.theta.device)
+        d_idx = torch.tensor(dst, device=self.theta.device)
+        with torch.no_grad():
+            for t in (self.theta, self.exp_avg, self.exp_avg_sq):
+                t[d_idx] = t[s_idx].clone()
+        self.adam_steps[dst] = self.adam_steps[src].clone()
+        copies = [(list(self.losses[i]), list(self.history[i]), self.rollbacks[i]) for i in src]
+        for i, (losses, history, rollbacks) in zip(dst, copies):
+            self.losses[i] = collections.deque(losses, maxlen=self.losses[i].maxlen)
+            self.history[i] = collections.deque(history, maxlen=self.config.max_history)
+            self.rollbacks[i] = rollbacks
 
     def factors(self, env: int, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of env `env`'s factors of target layer `layer`: A (d_in, r), B (r, d_out)."""
@@ -295,21 +290,11 @@ class BatchedTempLoRA:
     # --------------------------------------------------------------------------------------- learning
     def training_sequences(self, chunk: Chunk, ids: list[int],
                            generators: Sequence[torch.Generator | None]) -> torch.Tensor:
-        """Per env, the latents `TempLoRA.training_sequence` would train on; stacked (n, C, F, h, w)."""
-        if self.config.variant == "local":
-            return chunk.latents
-        if self.config.variant == "original":
-            return chunk.new_latents
-        seqs = []
-        for k, (env, gen) in enumerate(zip(ids, generators)):
-            one = Chunk(chunk.frames[k: k + 1], chunk.latents[k: k + 1], chunk.num_context)
-            proxy = types.SimpleNamespace(config=self.config, history=self.history[env])
-            # The window start comes from the global RNG in TempLoRA; draw it from the env's generator.
-            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                seqs.append(TempLoRA.training_sequence(proxy, one))
-        return torch.cat(seqs)
+        """Per env, the latents the rule trains on (its own history and generator); stacked (n, C, F, h, w)."""
+        if self.config.variant != "full_sequence":
+            return rule.training_sequence(self.config, chunk, [])
+        return torch.cat([rule.training_sequence(self.config, chunk.row(k), self.history[env], gen)
+                          for k, (env, gen) in enumerate(zip(ids, generators))])
 
     def update(self, chunk: Chunk, ids: Sequence[int] | None = None,
                generators: Sequence[torch.Generator | None] | None = None,
@@ -337,15 +322,11 @@ class BatchedTempLoRA:
         for _ in range(steps):
             if not alive:
                 break
-            latents = self.training_sequences(
-                Chunk(chunk.frames[alive], chunk.latents[torch.tensor(alive, device=chunk.latents.device)],
-                      chunk.num_context),
-                [ids[p] for p in alive], [generators[p] for p in alive]).detach()
+            latents = self.training_sequences(chunk.rows(alive), [ids[p] for p in alive],
+                                              [generators[p] for p in alive]).detach()
             draws = [draw_loss_noise(latents.shape[1:], generators[p], self.model.scheduler.config.num_train_timesteps)
                      for p in alive]
-            given = torch.zeros(latents.shape[0], latents.shape[2], dtype=torch.bool, device=device)
-            if getattr(self.config, "objective", "joint") == "conditional" and self.config.variant != "original":
-                given[:, : chunk.num_context] = True  # TempLoRA's conditional objective: first chunk clean
+            given = rule.given_frames(self.config, latents.shape[0], latents.shape[2], chunk.num_context, device)
             size = self.max_batch or len(alive)
             for lo in range(0, len(alive), size):
                 group = alive[lo: lo + size]
@@ -360,6 +341,8 @@ class BatchedTempLoRA:
             alive = [p for p in alive if p not in failed]
         out = []
         for p, env in enumerate(ids):
+            if p not in failed:
+                rule.remember(self.config, self.history[env], chunk.row(p))
             if p in failed:
                 self._restore(env, tuple(s[p] for s in good))
                 self.rollbacks[env] += 1
@@ -382,7 +365,8 @@ class BatchedTempLoRA:
         with torch.enable_grad(), self._using(factors):
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             values = [float(v) for v in losses.detach().cpu()]
-            ok = [math.isfinite(v) and not self._exploding(e, v) for e, v in zip(envs, values)]
+            ok = [math.isfinite(v) and not rule.is_exploding(self.config, self.losses[e], v)
+                  for e, v in zip(envs, values)]
             if not any(ok):
                 return list(zip(values, ok))
             keep = torch.tensor(ok, device=device)
@@ -393,14 +377,6 @@ class BatchedTempLoRA:
         for k, fin in zip(rows, finite):
             ok[k] = fin
         return list(zip(values, ok))
-
-    def _exploding(self, env: int, value: float) -> bool:
-        """TempLoRA's rule: above explode_factor x the median of the env's recent losses."""
-        losses = self.losses[env]
-        if len(losses) < 3:
-            return False
-        median = sorted(losses)[len(losses) // 2]
-        return value > self.config.explode_factor * max(median, 1e-8)
 
     @torch.no_grad()
     def _adam(self, envs: list[int], grad: torch.Tensor) -> None:

@@ -1,35 +1,30 @@
 """Batched ``SlowFastVGen-v0``: N imagined envs in ONE denoiser batch, each with its own episodic memory.
 
-`SlowFastVGenVectorEnv` is a native Gymnasium ``VectorEnv`` (``gym.make_vec("SlowFastVGen-v0",
+`WorldModelVectorEnv` is a native Gymnasium ``VectorEnv`` (``gym.make_vec("SlowFastVGen-v0",
 num_envs=N, vectorization_mode="vector_entry_point", ...)`` after ``import envs``): every denoising
 step is one UNet forward over all N envs, with per-env Temp-LoRA factors applied per sample and
-trained in one batched backward pass (`worldmodel.batched_lora`). Env i with seed s behaves exactly
-like ``SlowFastVGenEnv`` reset with seed s + i (up to float rounding of batched kernels).
+trained in one batched backward pass (`worldmodel.memory.BatchedTempLoRA`). Env i with seed s behaves
+exactly like `WorldModelEnv` reset with seed s + i (up to float rounding of batched kernels).
 
 Autoreset (``autoreset_mode``): ``next_step`` (Gymnasium's default: the step after an episode ends
 resets that env and ignores its action), ``same_step`` (reset at once; ``info["final_obs"]`` and
 ``info["final_info"]`` hold the last transition) or ``disabled``. ``reset(options={"reset_mask": m})``
 resets only the envs where ``m`` is True.
 
-`SB3VecEnv` adapts it to Stable-Baselines3's ``VecEnv`` API (same-step resets with
-``terminal_observation`` in the infos, as SB3 expects).
+``fork(src, dst)`` makes envs ``dst`` continue exactly as envs ``src`` would (planners branch with it).
+`agents.sb3.SB3VecEnv` adapts the vector env to Stable-Baselines3.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.learned import ImaginationCore, LearnedEnvConfig, step_info
-
-try:  # Stable-Baselines3 is a core dependency, but keep the Gymnasium env usable without it.
-    from stable_baselines3.common.vec_env import VecEnv as _SB3VecEnv
-except ImportError:  # pragma: no cover
-    _SB3VecEnv = object  # type: ignore[assignment,misc]
+from .batch import EnvBatch, step_info
+from .options import WorldModelEnvConfig
 
 _MODES = {m.value.lower().replace("step", "_step"): m for m in AutoresetMode}  # next_step, same_step, disabled
 
@@ -43,7 +38,7 @@ def _autoreset_mode(mode: str | AutoresetMode) -> AutoresetMode:
     return _MODES[key]
 
 
-class SlowFastVGenVectorEnv(VectorEnv):
+class WorldModelVectorEnv(VectorEnv):
     """N batched imagined envs; options as ``SlowFastVGen-v0`` plus ``num_envs`` and ``autoreset_mode``."""
 
     metadata = {"render_modes": ["rgb_array", "rgb_array_list"], "render_fps": 8,
@@ -51,14 +46,14 @@ class SlowFastVGenVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int = 1, autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
                  **kwargs: Any):
-        self.config = cfg = LearnedEnvConfig.from_kwargs(**kwargs)
-        self.core = ImaginationCore(num_envs, cfg)
+        self.config = cfg = WorldModelEnvConfig.from_kwargs(**kwargs)
+        self.batch = EnvBatch(num_envs, cfg)
         self.num_envs = num_envs
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode, "render_fps": cfg.render_fps}
         self.render_mode = cfg.render_mode
-        self.single_observation_space = self.core.observation_space
-        self.single_action_space = self.core.action_space
+        self.single_observation_space = self.batch.observation_space
+        self.single_action_space = self.batch.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._needs_reset = np.zeros(num_envs, bool)
@@ -66,11 +61,11 @@ class SlowFastVGenVectorEnv(VectorEnv):
 
     @property
     def model(self):
-        return self.core.model
+        return self.batch.model
 
     @property
     def memory(self):
-        return self.core.memory
+        return self.batch.memory
 
     # ---------------------------------------------------------------------------------------- reset
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
@@ -90,13 +85,13 @@ class SlowFastVGenVectorEnv(VectorEnv):
             if len(seeds) != self.num_envs:
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
         for i in ids:
-            if seeds[i] is not None or self.core.np_randoms[i] is None:
-                self.core.seed(i, seeds[i])
+            if seeds[i] is not None or self.batch.np_randoms[i] is None:
+                self.batch.seed(i, seeds[i])
         infos: dict[str, Any] = {}
         if ids:
-            for i, info in zip(ids, self.core.reset(ids, [options] * len(ids))):
+            for i, info in zip(ids, self.batch.reset(ids, [options] * len(ids))):
                 infos = self._add_info(infos, info, i)
-                self._obs[i] = self.core.observation(i)
+                self._obs[i] = self.batch.observation(i)
         self._needs_reset[ids] = False
         return self._obs.copy(), infos
 
@@ -120,13 +115,13 @@ class SlowFastVGenVectorEnv(VectorEnv):
         stepping = [i for i in range(n) if i not in resetting]
         # Validate every stepped action before touching any env.
         for i in stepping:
-            self.core.parse_action(actions[i])
+            self.batch.parse_action(actions[i])
         if resetting:
-            for i, info in zip(resetting, self.core.reset(resetting, [None] * len(resetting))):
+            for i, info in zip(resetting, self.batch.reset(resetting, [None] * len(resetting))):
                 infos = self._add_info(infos, info, i)
-                self._obs[i] = self.core.observation(i)
+                self._obs[i] = self.batch.observation(i)
         if stepping:
-            out = self.core.step(stepping, [actions[i] for i in stepping])
+            out = self.batch.step(stepping, [actions[i] for i in stepping])
             for k, i in enumerate(stepping):
                 self._obs[i] = out.obs[k]
                 infos = self._add_info(infos, step_info(out, k, vector=True), i)
@@ -146,99 +141,27 @@ class SlowFastVGenVectorEnv(VectorEnv):
                 final_info = self._add_info(final_info, {k: v[i] for k, v in infos.items()
                                                          if not k.startswith("_") and infos[f"_{k}"][i]}, i)
             reset_infos: dict[str, Any] = {}
-            for i, info in zip(ids, self.core.reset(ids, [None] * len(ids))):
+            for i, info in zip(ids, self.batch.reset(ids, [None] * len(ids))):
                 reset_infos = self._add_info(reset_infos, info, i)
-                self._obs[i] = self.core.observation(i)
+                self._obs[i] = self.batch.observation(i)
             infos = {**infos, **reset_infos, "final_obs": final_obs, "_final_obs": done.copy(),
                      "final_info": final_info, "_final_info": done.copy()}
         return self._obs.copy(), rewards, terminated, truncated, infos
+
+    def fork(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
+        """Envs ``dst_ids`` continue exactly as envs ``src_ids`` would (see `EnvBatch.fork`)."""
+        self.batch.fork(src_ids, dst_ids)
+        self._obs[list(dst_ids)] = self._obs[list(src_ids)]
+        self._needs_reset[list(dst_ids)] = self._needs_reset[list(src_ids)]
 
     # --------------------------------------------------------------------------------------- render
     def render(self) -> tuple[Any, ...] | None:
         if self.render_mode is None:
             return None
-        return tuple(self.core.render(i) for i in range(self.num_envs))
+        return tuple(self.batch.render(i) for i in range(self.num_envs))
 
     def episode_nbytes(self) -> int:
-        return self.core.episode_nbytes()
+        return self.batch.episode_nbytes()
 
     def close_extras(self, **kwargs: Any) -> None:
-        self.core.close()
-
-
-class SB3VecEnv(_SB3VecEnv):
-    """Stable-Baselines3 ``VecEnv`` over a batched ``SlowFastVGenVectorEnv`` (built from kwargs or given).
-
-    Done envs are reset in the same step (SB3's convention): the returned observation is the new
-    episode's first one and ``infos[i]["terminal_observation"]`` the last one of the ended episode.
-    ``seed(s)`` seeds env i with s + i at the next ``reset()``.
-    """
-
-    def __init__(self, venv: SlowFastVGenVectorEnv | None = None, num_envs: int = 1, **kwargs: Any):
-        if _SB3VecEnv is object:  # pragma: no cover
-            raise ImportError("SB3VecEnv needs stable-baselines3")
-        if venv is None:
-            venv = SlowFastVGenVectorEnv(num_envs=num_envs, autoreset_mode=AutoresetMode.DISABLED, **kwargs)
-        elif kwargs:
-            raise TypeError("pass either a vector env or env options, not both")
-        venv.autoreset_mode = AutoresetMode.DISABLED  # resets happen here, SB3-style
-        venv.metadata = {**venv.metadata, "autoreset_mode": AutoresetMode.DISABLED}
-        self.venv = venv
-        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
-        self._actions: Any = None
-
-    def reset(self):
-        seeds = self._seeds if any(s is not None for s in self._seeds) else None
-        options = next((o for o in self._options if o), None)
-        obs, info = self.venv.reset(seed=seeds, options=options)
-        self.reset_infos = self._unbatch(info)
-        self._reset_seeds()
-        self._reset_options()
-        return obs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = actions
-
-    def step_wait(self):
-        obs, rewards, terminated, truncated, info = self.venv.step(self._actions)
-        dones = terminated | truncated
-        infos = self._unbatch(info)
-        for i in range(self.num_envs):
-            infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-        if dones.any():
-            for i in np.flatnonzero(dones):
-                infos[i]["terminal_observation"] = obs[i].copy()
-            obs, reset_info = self.venv.reset(options={"reset_mask": dones})
-            for i, r in enumerate(self._unbatch(reset_info)):
-                if dones[i]:
-                    self.reset_infos[i] = r
-        return obs, rewards.astype(np.float32), dones, infos
-
-    def _unbatch(self, info: dict[str, Any]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        for key, value in info.items():
-            if key.startswith("_"):
-                continue
-            mask = info.get(f"_{key}", np.ones(self.num_envs, bool))
-            for i in np.flatnonzero(mask):
-                out[i][key] = value[i]
-        return out
-
-    def close(self) -> None:
-        self.venv.close()
-
-    def get_images(self) -> Sequence[np.ndarray | None]:
-        return [self.venv.core.recent[i, -1].copy() for i in range(self.num_envs)]
-
-    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-        return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        setattr(self.venv, attr_name, value)
-
-    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
-        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
-        return [result for _ in self._get_indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
+        self.batch.close()

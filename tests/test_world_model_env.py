@@ -14,7 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers SlowFastVGen-v0)
 from envs.episodes import write_episodes
-from envs.learned import SkillText, SlowFastVGenEnv, sample_with_noise
+from envs.world_model_env import SkillText, WorldModelEnv
 from envs.synthetic import SYNTHETIC_SKILLS, panning_episode
 from worldmodel.diffusion import make_sampler, sample_new_frames
 from worldmodel.heads import HeadsConfig, RewardHeads
@@ -27,10 +27,10 @@ def model(micro_model):
     return micro_model()
 
 
-def make(model, **kw) -> SlowFastVGenEnv:
+def make(model, **kw) -> WorldModelEnv:
     opts = dict(model=model, skills=SYNTHETIC_SKILLS, denoise_steps=1, max_episode_steps=20)
     opts.update(kw)
-    return SlowFastVGenEnv(**opts)
+    return WorldModelEnv(**opts)
 
 
 def sb3_check_env(env, skip_nan_check: bool = False) -> None:
@@ -73,13 +73,13 @@ def test_registered_make_with_tiny_preset():
 
 
 def test_default_model_missing_says_how_to_restore(monkeypatch, tmp_path):
-    import envs.learned as learned
+    import worldmodel.loading as loading
 
-    monkeypatch.setattr(learned, "DEFAULT_MODEL_DIR", tmp_path / "weights" / "default")
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", tmp_path / "weights" / "default")
     with pytest.raises(FileNotFoundError, match="git checkout worldmodel/weights"):
         gym.make("SlowFastVGen-v0")
     with pytest.raises(FileNotFoundError, match="neither a preset"):
-        SlowFastVGenEnv(model=str(tmp_path / "nope"))
+        WorldModelEnv(model=str(tmp_path / "nope"))
 
 
 def test_seeded_episodes_repeat_and_memory_learns(model):
@@ -113,7 +113,7 @@ def test_bad_actions_raise_clear_errors(model):
                           (np.array([0, 1]), ValueError, "single integer"), (np.float32(1), TypeError, "integer")]:
         with pytest.raises(err, match=msg):
             skill.step(bad)
-    assert skill.core.step_counts[0] == 0  # a rejected action changes nothing
+    assert skill.batch.step_counts[0] == 0  # a rejected action changes nothing
     skill.step(np.int64(2))
 
     text = make(model, action_mode="text")
@@ -197,8 +197,8 @@ def test_model_folder_ships_vocabulary_start_frames_and_heads(model, tmp_path):
     np.savez(folder / "start_frames.npz", frames=starts, skills=np.array(["stay", "pan left"]),
              tasks=np.array(["play", "task1_open", "play"]))
     RewardHeads(HeadsConfig(frame_size=16, channels=(4,), text_dim=8, hidden=4)).save_pretrained(folder / "heads")
-    env = SlowFastVGenEnv(model=str(folder), task="task1_open", denoise_steps=1)
-    assert env.skills == ("stay", "pan left") and env.core.heads is not None
+    env = WorldModelEnv(model=str(folder), task="task1_open", denoise_steps=1)
+    assert env.skills == ("stay", "pan left") and env.batch.heads is not None
     obs, info = env.reset(seed=0)
     assert info["start_index"] == 1 and np.array_equal(obs, starts[1, -1])  # the task's own start frame
     assert info["instruction"] == "open the drawer and the window" and info["plan"]
@@ -207,10 +207,13 @@ def test_model_folder_ships_vocabulary_start_frames_and_heads(model, tmp_path):
 
 
 def test_sampling_with_given_noise_matches_sample_new_frames(model):
+    """The model's sampler (a copy of a cached template, noise given per env) equals a fresh one."""
     ctx = torch.randn(2, 4, 2, 8, 8)
-    cond = model.encode_action({"vector": torch.zeros(2, 2, 5)}, 2)
+    action = {"vector": torch.zeros(2, 2, 5)}
+    cond = model.encode_action(action, 2)
     noise = torch.randn(2, 4, 2, 8, 8, generator=torch.Generator().manual_seed(1))
-    ours = sample_with_noise(model, ctx, cond, noise, steps=2)
+    model.generate_latents(ctx, action, steps=1, guidance_scale=1.0, noise=noise)  # the template's first use
+    ours = model.generate_latents(ctx, action, steps=2, guidance_scale=1.0, noise=noise)
     with torch.no_grad():
         ref = sample_new_frames(model.unet, make_sampler(model.config, model.scheduler), ctx, 2, cond, 2,
                                 generator=torch.Generator().manual_seed(1))
@@ -224,7 +227,7 @@ def test_thousand_step_episode_keeps_memory_bounded(micro_model):
     the episode holds stay constant (history capped at max_history chunks). reset() frees them.
     """
     model = micro_model(frame_size=8, blocks=(16,), temp_lora=dict(rank=2, alpha=2.0, variant="full_sequence"))
-    env = SlowFastVGenEnv(model=model, action_mode="continuous", denoise_steps=1, max_episode_steps=1000,
+    env = WorldModelEnv(model=model, action_mode="continuous", denoise_steps=1, max_episode_steps=1000,
                           continuous_shape="frame")
     proc = psutil.Process()
     env.reset(seed=0)

@@ -1,0 +1,120 @@
+"""Roll held-out episodes out through the imagination core, one Table 2 variant at a time.
+
+``free`` mode starts from the episode's first real frame and feeds the recorded per-chunk actions, each
+chunk conditioned on the last generated frames; Temp-LoRA learns from each generated chunk. ``teacher``
+mode learns from the real chunk instead (the core's ``teacher_frames``) and conditions the next chunk
+on the real frames; scores always use generated frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from worldmodel.imagination import Imagination
+from worldmodel.memory import BatchedTempLoRA, TempLoRA
+
+from .episodes import EvalEpisode
+
+MODES = ("free", "teacher")
+
+
+def check_compatible(model, episodes: Sequence[EvalEpisode], what: str) -> None:
+    cfg = model.config
+    shape = episodes[0].frames.shape[1:]
+    if shape != (cfg.frame_size, cfg.frame_size, 3):
+        raise ValueError(f"{what} makes {cfg.frame_size}x{cfg.frame_size} frames but the episodes have {shape}")
+    if cfg.action_type in ("vector", "both") and episodes[0].actions.shape[-1] != cfg.action_dim:
+        raise ValueError(f"{what} takes {cfg.action_dim}-d action vectors but the episodes have "
+                         f"{episodes[0].actions.shape[-1]}-d ones")
+    if cfg.action_type in ("text", "both"):
+        texts = sorted({t for e in episodes for t in e.language})
+        try:
+            model.action_encoder.embed_texts(texts)
+        except (ImportError, OSError) as err:
+            raise RuntimeError(f"{what}: cannot embed the episodes' instructions ({err}); pass --text-cache PATH "
+                               "(see `python -m experiments.text_cache`)") from err
+
+
+def variant_config(name: str, model, overrides: dict[str, Any]):
+    """The Temp-LoRA config of a variant (None: no Temp-LoRA): the model's, with the command line's
+    ``overrides`` (steps, lr, objective) and the variant's learning rule."""
+    if name == "no_temp_lora":
+        return None
+    rule = {"full": "local", "no_chunk_input": "local", "no_local_rule": "full_sequence", "original": "original"}[name]
+    return dataclasses.replace(model.config.temp_lora, **overrides, variant=rule)
+
+
+def variant_memory(model: Any, config: Any, num_episodes: int, single: TempLoRA | None = None):
+    """The memory a variant rolls out with: the peft ``single`` (one episode; its config swapped in) or
+    per-episode factors; ``config`` None means Φ alone (``single``'s adapters are switched off)."""
+    if config is None:
+        if single is not None:  # Θ = 0 and adapters off: exactly Φ
+            single.reset()
+            single.set_enabled(False)
+        return None
+    if single is not None:
+        if num_episodes != 1:
+            raise ValueError("the peft TempLoRA path rolls out one episode at a time")
+        single.config = config
+        single.set_enabled(True)
+        return single
+    return BatchedTempLoRA(model, num_episodes, config)
+
+
+def model_action(model: Any, texts: list[str], vectors: np.ndarray) -> Any:
+    kind = model.config.action_type
+    if kind == "text":
+        return texts
+    vec = torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
+    return vec if kind == "vector" else {"text": texts, "vector": vec}
+
+
+@dataclass
+class Rollout:
+    videos: list[np.ndarray]  # per episode, uint8 (T, H, W, 3); frame 0 is the real start frame
+    update_s: list[float] = field(default_factory=list)  # per update call (the whole batch)
+    generate_s: list[float] = field(default_factory=list)  # per chunk call (the whole batch)
+    rollbacks: list[int] = field(default_factory=list)
+
+
+@torch.no_grad()
+def rollout(model: Any, memory: Any, episodes: Sequence[EvalEpisode], mode: str, steps: int | None,
+            seeds: Sequence[int], on_chunk: Callable[[], None] | None = None) -> Rollout:
+    """Generate every episode of the batch chunk after chunk (see the module docstring for the modes).
+
+    Episode k draws from a generator seeded ``seeds[k]``; the peft memory draws from the global RNG,
+    seeded ``seeds[0]`` here.
+    """
+    tn = model.config.new_frames
+    n_chunks = max(e.num_model_chunks(tn) for e in episodes)
+    core = Imagination(model, len(episodes), memory, denoise_steps=steps, sync_timings=True)
+    torch.manual_seed(int(seeds[0]))
+    core.reset(None, [e.frames[:1] for e in episodes], seeds)
+
+    def real(lo: int, hi: int) -> np.ndarray:  # (B, hi-lo, H, W, 3), indices clamped to each episode
+        return np.stack([e.frames[np.clip(np.arange(lo, hi), 0, len(e.frames) - 1)] for e in episodes])
+
+    pieces: list[list[np.ndarray]] = [[e.frames[:1]] for e in episodes]
+    out = Rollout([])
+    for c in range(n_chunks):
+        start = 1 + c * tn
+        acts = [e.chunk_action(c, tn) for e in episodes]
+        action = model_action(model, [a[0] for a in acts], np.stack([a[1] for a in acts]))
+        teacher = real(start, start + tn) if mode == "teacher" else None
+        chunk = core.step(None, action, teacher_frames=teacher)
+        out.generate_s.append(chunk.timings["denoise"] + chunk.timings["decode"])
+        if chunk.updates:
+            out.update_s.append(chunk.timings["fast_update"])
+        frames = chunk.frames.cpu().numpy()
+        for b in range(len(episodes)):
+            pieces[b].append(frames[b])
+        if on_chunk is not None:
+            on_chunk()
+    out.videos = [np.concatenate(p)[: len(e.frames)] for p, e in zip(pieces, episodes)]
+    out.rollbacks = list(memory.rollbacks) if memory is not None else []
+    return out

@@ -1,0 +1,146 @@
+"""Per-episode scores of generated videos against the real ones, and their summaries."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .episodes import EvalEpisode
+from .report import VARIANTS
+
+
+class Scorer:
+    """Per-episode metrics plus FVD feature accumulation; unavailable metrics leave a note."""
+
+    def __init__(self, fvd_frames: int, i3d: str | None, lpips: str | None, src_features: str | None,
+                 device: torch.device, notes: list[str]):
+        """Weights of I3D (FVD), LPIPS and SRC features come from local files; a missing one leaves a note."""
+        from evaluation import metrics
+
+        self.m = metrics
+        self.fvd_frames = fvd_frames
+        self.fvd = self.lpips = None
+        try:
+            self.fvd = metrics.FrechetVideoDistance(i3d, device=device)
+        except metrics.MetricUnavailable as err:
+            notes.append(str(err))
+        try:
+            self.lpips = metrics.LPIPS(lpips, device=device)
+        except metrics.MetricUnavailable as err:
+            notes.append(str(err))
+        if src_features:
+            self.features: Any = metrics.load_feature_model(src_features, device=device)
+            self.features_name = "user features (--src-features)"
+        else:
+            self.features = metrics.pixel_features
+            self.features_name = "offline pixel stand-in (not the paper's ResNet-18; pass --src-features)"
+        self.real_feats: list[np.ndarray] = []
+        self.fake_feats: dict[str, list[np.ndarray]] = {}
+
+    def clips(self, video: np.ndarray) -> list[np.ndarray]:
+        f = self.fvd_frames
+        return [video[1 + k * f: 1 + (k + 1) * f] for k in range((len(video) - 1) // f)]
+
+    def score(self, video: np.ndarray, episode: EvalEpisode) -> dict[str, float]:
+        m = self.m
+        out = {"scuts": float(m.scene_cuts(video)), "src": float("nan")}
+        if len(episode.revisits):
+            out["src"] = m.scene_revisit_consistency(video, episode.revisits, self.features)
+        out.update(self.fidelity(video, episode))
+        gen, real = video[1:], episode.frames[1:]
+        out["lpips"] = 100.0 * self.lpips(gen, real) if self.lpips is not None else float("nan")
+        return out
+
+    def fidelity(self, video: np.ndarray, episode: EvalEpisode) -> dict[str, float]:
+        """PSNR/SSIM against the real video on all generated frames and on the revisiting frames alone
+        (the later frame j of each revisit pair: where memory should help)."""
+        m, out = self.m, {}
+        out["psnr"] = m.psnr(video[1:], episode.frames[1:])
+        out["ssim"] = 100.0 * m.ssim(video[1:], episode.frames[1:])
+        later = np.unique(episode.revisits[:, 1])
+        later = later[later >= 1]
+        out["psnr_revisit"] = m.psnr(video[later], episode.frames[later]) if len(later) else float("nan")
+        out["ssim_revisit"] = 100.0 * m.ssim(video[later], episode.frames[later]) if len(later) else float("nan")
+        return out
+
+    def add_fvd(self, key: str, video: np.ndarray) -> None:
+        if self.fvd is None:
+            return
+        clips = self.clips(video)
+        if clips:
+            self.fake_feats.setdefault(key, []).append(self.fvd.features(clips))
+
+    def add_real_fvd(self, episode: EvalEpisode) -> None:
+        if self.fvd is not None and self.clips(episode.frames):
+            self.real_feats.append(self.fvd.features(self.clips(episode.frames)))
+
+    def fvd_value(self, key: str) -> tuple[float, str | None]:
+        if self.fvd is None:
+            return float("nan"), None
+        if not self.fake_feats.get(key) or not self.real_feats:
+            return float("nan"), f"FVD: no episode has {self.fvd_frames} generated frames (lower --fvd-frames)"
+        real, fake = np.concatenate(self.real_feats), np.concatenate(self.fake_feats[key])
+        if len(real) < 2 or len(fake) < 2:
+            return float("nan"), "FVD needs at least 2 clips per set"
+        m = self.m
+        return m.frechet_distance(*m.gaussian_statistics(real), *m.gaussian_statistics(fake)), None
+
+
+def summarize(values: Sequence[float]) -> dict[str, float | int]:
+    """Mean ± std over the finite values; ``n_inf`` counts infinite ones (PSNR of an exact copy), which
+    would otherwise make the mean infinite."""
+    vals = np.asarray([v for v in values if not math.isnan(v)], np.float64)
+    finite = vals[np.isfinite(vals)]
+    n_inf = int(vals.size - finite.size)
+    if finite.size == 0:
+        return {"mean": float("inf") if n_inf else float("nan"), "std": float("nan"), "n": int(vals.size),
+                "n_inf": n_inf}
+    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(vals.size), "n_inf": n_inf}
+
+
+class Collector:
+    """Takes each episode's generated videos: scores them (when the metrics can run here) and/or saves
+    them for ``--from-videos``; keeps the grid episode's videos."""
+
+    def __init__(self, scorer: Scorer | None, save_dir: Path | None, grid_index: int, mode: str, new_frames: int):
+        self.scorer, self.save_dir, self.grid_index = scorer, save_dir, grid_index
+        self.mode, self.new_frames = mode, new_frames
+        self.per_episode: list[dict] = []
+        self.reference: dict[str, list[float]] = {"scuts": [], "src": []}
+        self.copy_baseline: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_revisit": [], "ssim_revisit": []}
+        self.grid: dict[str, np.ndarray] = {}
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, index: int, ep: EvalEpisode, videos: dict[str, np.ndarray]) -> None:
+        if self.save_dir is not None:
+            np.savez_compressed(self.save_dir / f"episode_{index:05d}.npz", name=np.array(ep.name),
+                                **{f"video_{v}": video for v, video in videos.items()})
+        if index == self.grid_index:
+            self.grid = dict(videos)
+        sc = self.scorer
+        if sc is None:
+            return
+        self.reference["scuts"].append(float(sc.m.scene_cuts(ep.frames)))
+        if len(ep.revisits):
+            self.reference["src"].append(sc.m.scene_revisit_consistency(ep.frames, ep.revisits, sc.features))
+        for k, value in sc.fidelity(copy_last_frame(ep.frames, self.mode, self.new_frames), ep).items():
+            self.copy_baseline[k].append(value)
+        sc.add_real_fvd(ep)
+        for v in VARIANTS:
+            if v in videos:
+                sc.add_fvd(v, videos[v])
+                self.per_episode.append({"episode": ep.name, "task": ep.task, "variant": v,
+                                         **sc.score(videos[v], ep)})
+
+
+def copy_last_frame(frames: np.ndarray, mode: str, new_frames: int) -> np.ndarray:
+    """The no-model baseline: every chunk repeats the last real frame the model was given (teacher mode:
+    the frame before the chunk; free mode: the start frame)."""
+    t = np.arange(len(frames))
+    source = np.maximum(t - 1, 0) // new_frames * new_frames if mode == "teacher" else np.zeros_like(t)
+    return frames[source]

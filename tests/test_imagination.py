@@ -1,0 +1,94 @@
+"""The one chunk loop (`worldmodel.Imagination`): fork gives identical branches; teacher mode; the loop
+that model.rollout, the env and evaluation all run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel import BatchedTempLoRA, Imagination, TempLoRA
+
+FAST_LORA = dict(rank=2, alpha=4.0, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def model(micro_model):
+    return micro_model(temp_lora=FAST_LORA)
+
+
+def _action(n: int, k: int) -> dict:
+    vec = torch.full((n, 2, 5), 0.1 * k)
+    return {"text": ["pan right" if k % 2 else "pan left"] * n, "vector": vec}
+
+
+def _start(n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 1, 16, 16, 3), dtype=np.uint8)
+
+
+def test_fork_then_the_same_actions_give_identical_chunks(model):
+    core = Imagination(model, 3, BatchedTempLoRA(model, 3), denoise_steps=2)
+    core.reset([0, 1, 2], _start(3), seeds=[0, 1, 2])
+    for k in range(2):  # Θ of env 0 learns from two chunks first
+        core.step([0], _action(1, k))
+    core.fork([0, 0], [1, 2])
+    assert torch.equal(core.memory.theta[1], core.memory.theta[0]) and core.memory.adam_steps[2] == 2
+    for k in range(2, 5):
+        a = core.step([0, 1], _action(2, k))
+        b = core.step([2], _action(1, k + 1))  # branch 2 takes other actions
+        assert torch.equal(a.frames[0], a.frames[1]), k  # same state, same RNG, same actions
+        assert a.updates[0].loss == pytest.approx(a.updates[1].loss, rel=1e-5)  # batched-kernel round-off
+        assert not torch.equal(b.frames[0], a.frames[0])
+    # Adam's step ~ lr * sign(g) turns round-off on near-zero gradients into a few flipped entries
+    close = torch.isclose(core.memory.theta[0], core.memory.theta[1], rtol=1e-2, atol=2e-4)
+    assert close.float().mean() > 0.999, close.float().mean()
+    assert not torch.allclose(core.memory.theta[0], core.memory.theta[2])
+
+
+def test_fork_checks_its_arguments(model):
+    core = Imagination(model, 2, BatchedTempLoRA(model, 2), denoise_steps=1)
+    with pytest.raises(RuntimeError, match="started"):
+        core.fork([0], [1])
+    core.reset(None, _start(2))  # unseeded: draws from the global RNG
+    with pytest.raises(RuntimeError, match="seeded"):
+        core.fork([0], [1])
+    core.reset(None, _start(2), seeds=[0, 1])
+    with pytest.raises(ValueError, match="distinct"):
+        core.fork([0, 1], [1, 1])
+    with pytest.raises(IndexError, match="out of range"):
+        core.fork([0], [2])
+    with pytest.raises(ValueError, match="holds 2 episodes"):
+        Imagination(model, 3, core.memory)
+
+
+def test_teacher_frames_feed_the_memory_and_the_context(model):
+    """With teacher frames the memory learns the real chunk and the next chunk starts from it: the same
+    as a fresh episode started from those real frames, given the same Θ and RNG."""
+    start = _start(1)
+    truth = np.random.default_rng(1).integers(0, 256, (1, 2, 16, 16, 3), dtype=np.uint8)
+    core = Imagination(model, 2, BatchedTempLoRA(model, 2), denoise_steps=2)
+    core.reset(None, np.concatenate([start, start]), seeds=[5, 5])
+    core.step([0], _action(1, 0), teacher_frames=truth)
+    core.step([1], _action(1, 0))
+    assert not torch.equal(core.memory.theta[0], core.memory.theta[1])  # learned different chunks
+    with torch.no_grad():
+        real_context = model.encode_frames(torch.from_numpy(truth))
+    torch.testing.assert_close(core.context[0], real_context[0])
+
+
+def test_rollout_and_generate_chunk_run_the_core(model):
+    """model.rollout is an episode of the core: the peft memory (reset first) learns after every chunk."""
+    memory = TempLoRA(model)
+    first = _start(1)[0]
+    actions = [{"text": "pan right", "vector": np.zeros((2, 5), np.float32)}] * 3
+    torch.manual_seed(0)
+    video, losses = model.rollout(first, actions, memory=memory, steps=1, generator=torch.Generator().manual_seed(0))
+    assert video.shape == (1 + 3 * 2, 16, 16, 3) and len(losses) == 3 and all(np.isfinite(losses))
+    assert any(bool(layer.lora_B["temp_lora"].weight.any()) for layer in memory.layers)  # Θ learned
+    torch.manual_seed(0)
+    again, _ = model.rollout(first, actions, memory=memory, steps=1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(video, again)  # the rollout reset Θ: the same episode again
+    chunk = model.generate_chunk(first, actions[0], steps=1, generator=torch.Generator().manual_seed(0),
+                                 memory=memory)
+    assert chunk.updates == []  # sampling only: Θ untouched

@@ -1,0 +1,165 @@
+"""The one chunk loop: N imagined episodes advanced together, each with its own context, RNG and memory.
+
+Every chunk that the project generates goes through `Imagination.step`: the model's `rollout` and
+`generate_chunk`, the Gymnasium env (`envs.world_model_env`) and evaluation (`evaluation.rollout`).
+One step, for the envs ``ids``:
+
+1. draw each env's initial noise from its own generator (so env i's video does not depend on which
+   other envs share the batch);
+2. denoise the new frames after each env's context latents, with each env's Θ applied (the memory's
+   ``applied(ids)``) and the model's sampler (`SlowFastVGen.generate_latents`: action encoding,
+   classifier-free guidance);
+3. decode them to uint8 frames;
+4. fast-learn each env's Θ on the chunk (the memory's ``update``): the generated chunk, or with
+   ``teacher_frames`` the real one (real context + true new frames), as an agent learns from what it
+   observes; the chunk is always generated before its real frames reach the memory;
+5. slide each env's context to the last ``context_frames`` latents of the chunk it learned from.
+
+`fork(src_ids, dst_ids)` copies imagined states (context latents, Θ rows, optimizer state, recent
+losses, RNG state) so a planner can branch: the same actions then give the same chunks on both branches.
+The core holds no observations, instructions or rewards: that bookkeeping is the env's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .chunk import Chunk, frames_to_tensor, pad_context
+from .memory.rule import EpisodicMemory, check_fork, check_ids
+
+
+class Imagination:
+    """``num_envs`` imagined episodes of one model (a `SlowFastVGen`), advanced chunk by chunk.
+
+    - ``memory``: an episodic memory of ``num_envs`` episodes (`TempLoRA` for one, `BatchedTempLoRA`
+      for any number) or None (Φ alone).
+    - ``denoise_steps`` / ``guidance_scale``: the sampler's (default: the model config's).
+    - ``sync_timings``: synchronise CUDA around each timed phase (exact per-phase times, slower).
+
+    Each env's random draws come from its generator, seeded by ``reset(..., seeds=...)``; an env reset
+    without a seed draws from the global RNG.
+    """
+
+    def __init__(self, model: Any, num_envs: int, memory: EpisodicMemory | None = None,
+                 denoise_steps: int | None = None, guidance_scale: float | None = None,
+                 sync_timings: bool = False):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if memory is not None and memory.num_envs != num_envs:
+            raise ValueError(f"the memory holds {memory.num_envs} episodes but the core runs {num_envs}")
+        if denoise_steps is not None and denoise_steps < 1:
+            raise ValueError(f"denoise_steps must be >= 1, got {denoise_steps}")
+        cfg = model.config
+        self.model, self.num_envs, self.memory = model, num_envs, memory
+        self.denoise_steps = denoise_steps or cfg.sample_steps
+        self.guidance_scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        self.sync_timings = sync_timings
+        self.context = torch.zeros(num_envs, cfg.latent_channels, cfg.context_frames, cfg.latent_size,
+                                   cfg.latent_size, device=model.device)
+        self.generators: list[torch.Generator | None] = [None] * num_envs
+        self.started = np.zeros(num_envs, bool)
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device
+
+    def _ids(self, ids: Sequence[int] | None) -> list[int]:
+        return check_ids(ids, self.num_envs)
+
+    def _sync(self) -> float:
+        if self.sync_timings and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    # ------------------------------------------------------------------------------------------ reset
+    @torch.no_grad()
+    def reset(self, ids: Sequence[int] | None, frames: Any, seeds: Sequence[int | None] | None = None,
+              forget: bool = True) -> None:
+        """Start episodes for envs ``ids`` from real frames (per env (T, H, W, 3) uint8, any T >= 1, padded
+        to the context with the first frame): context latents set, generators seeded, and Θ forgotten
+        unless ``forget=False`` (to sample from given frames with a memory as it stands)."""
+        ids = self._ids(ids)
+        per_env = list(frames) if not isinstance(frames, (np.ndarray, torch.Tensor)) or np.ndim(frames) == 5 \
+            else [frames] * len(ids)
+        if len(per_env) != len(ids):
+            raise ValueError(f"{len(per_env)} start frame sets for {len(ids)} envs")
+        seeds = list(seeds) if seeds is not None else [None] * len(ids)
+        if len(seeds) != len(ids):
+            raise ValueError(f"{len(seeds)} seeds for {len(ids)} envs")
+        cfg = self.model.config
+        batch = torch.cat([pad_context(frames_to_tensor(f, cfg.frame_size, "start frames"), cfg.context_frames)
+                           for f in per_env])
+        for i, seed in zip(ids, seeds):
+            if seed is not None:
+                self.generators[i] = torch.Generator().manual_seed(int(seed))
+        latents = self.model.encode_frames(batch)
+        self.context[torch.tensor(ids, device=self.device)] = latents.to(self.context)
+        if self.memory is not None and forget:
+            self.memory.reset(ids, [self.generators[i] for i in ids])
+        self.started[ids] = True
+
+    # ------------------------------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, ids: Sequence[int] | None, action: Any, teacher_frames: Any = None,
+             learn: bool = True) -> Chunk:
+        """One chunk for envs ``ids`` under ``action`` (the model's action format, batched over ``ids``).
+
+        Returns the generated chunk (frames uint8 (n, Tn, H, W, 3) on the model's device, latents of
+        context + new frames) with the memory's updates and the phases' timings. ``learn=False`` leaves
+        Θ as it is (sampling only).
+        """
+        ids = self._ids(ids)
+        if not self.started[ids].all():
+            raise RuntimeError("reset() an env before step()")
+        model, cfg = self.model, self.model.config
+        index = torch.tensor(ids, device=self.device)
+        t0 = self._sync()
+        shape = (1, cfg.latent_channels, cfg.new_frames, cfg.latent_size, cfg.latent_size)
+        noise = torch.cat([torch.randn(shape, generator=self.generators[i]) for i in ids]).to(self.device)
+        context = self.context[index]
+        applied = self.memory.applied(ids) if self.memory is not None else contextlib.nullcontext()
+        with applied:
+            new = model.generate_latents(context, action, steps=self.denoise_steps,
+                                         guidance_scale=self.guidance_scale, noise=noise)
+        t1 = self._sync()
+        frames = model.decode_latents(new)
+        t2 = self._sync()
+        latents = torch.cat([context, new], dim=2)
+        observed = Chunk(frames, latents, cfg.context_frames)
+        if teacher_frames is not None:
+            truth = frames_to_tensor(teacher_frames, cfg.frame_size, "teacher_frames")
+            if truth.shape[:2] != frames.shape[:2]:
+                raise ValueError(f"teacher_frames must be ({len(ids)}, {cfg.new_frames}, H, W, 3), got "
+                                 f"{tuple(truth.shape)}")
+            observed = Chunk(truth, torch.cat([context, model.encode_frames(truth)], dim=2), cfg.context_frames)
+        updates = []
+        if self.memory is not None and learn:
+            updates = self.memory.update(observed, ids, [self.generators[i] for i in ids])
+        self.context[index] = observed.latents[:, :, -cfg.context_frames:]
+        t3 = self._sync()
+        timings = {"denoise": t1 - t0, "decode": t2 - t1, "fast_update": t3 - t2}
+        return Chunk(frames, latents, cfg.context_frames, updates, timings)
+
+    # ------------------------------------------------------------------------------------------- fork
+    def fork(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
+        """Env ``dst_ids[k]`` becomes a copy of env ``src_ids[k]`` (context, Θ and its optimizer, RNG)."""
+        src, dst = check_fork(src_ids, dst_ids, self.num_envs)
+        if not self.started[src].all():
+            raise RuntimeError("fork() needs started source envs")
+        gens = [self.generators[i] for i in src]
+        if any(g is None for g in gens):
+            raise RuntimeError("fork() needs seeded envs (reset with seeds): an unseeded env draws from the "
+                               "global RNG, which two branches cannot share")
+        states = [g.get_state() for g in gens]
+        self.context[torch.tensor(dst, device=self.device)] = self.context[torch.tensor(src, device=self.device)]
+        for i, state in zip(dst, states):
+            self.generators[i] = torch.Generator()
+            self.generators[i].set_state(state)
+        if self.memory is not None:
+            self.memory.fork(src, dst)
+        self.started[dst] = True

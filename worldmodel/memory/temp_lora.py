@@ -1,0 +1,163 @@
+"""Temp-LoRA episodic memory on one episode: W' = Φ + Θ, Θ a peft LoRA trained during the episode.
+
+The learning rule is `worldmodel.memory.rule`'s; this class holds one Θ (``num_envs == 1``) as peft
+adapter layers, so the UNet runs unchanged and Θ can be merged into Φ for sampling. Its random draws
+(Θ's init at reset, the loss noise, the full_sequence window) come from the global RNG, as peft's own
+init does: seed it with ``torch.manual_seed`` for repeatable episodes (the ``generators`` of the memory
+interface are accepted and not used). The batched memory (`worldmodel.memory.batched_lora`) keeps one Θ
+per env and draws from per-env generators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+from typing import Any, Iterator, Sequence
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+
+from ..chunk import Chunk
+from ..config import TempLoRAConfig
+from ..diffusion import diffusion_loss
+from . import rule
+from .rule import FastUpdate
+
+logger = logging.getLogger(__name__)
+ADAPTER = "temp_lora"
+
+
+class TempLoRA:
+    """Fast weights Θ on the UNet's attention/projection layers (peft), one episode at a time.
+
+    ``model`` is a `SlowFastVGen`. Only Θ gets gradients; Φ's trainability is left as it was.
+    """
+
+    num_envs = 1
+
+    def __init__(self, model: Any, config: TempLoRAConfig | None = None):
+        self.model = model
+        self.config = config or model.config.temp_lora
+        unet = model.unet
+        trainable = {n: p.requires_grad for n, p in unet.named_parameters()}
+        lora = LoraConfig(r=self.config.rank, lora_alpha=self.config.alpha, lora_dropout=0.0,
+                          target_modules=list(self.config.target_modules))
+        inject_adapter_in_model(lora, unet, adapter_name=ADAPTER)
+        for n, p in unet.named_parameters():  # peft freezes the base; Φ's trainability is the trainer's call
+            base = n.replace(".base_layer.", ".")
+            if "lora_" not in n:
+                p.requires_grad_(trainable.get(base, trainable.get(n, True)))
+        self.layers = [m for m in unet.modules() if isinstance(m, LoraLayer)]
+        if not self.layers:
+            raise ValueError(f"Temp-LoRA found no target layers among {self.config.target_modules}")
+        self.params = [p for n, p in unet.named_parameters() if "lora_" in n]
+        for p in self.params:
+            p.requires_grad_(True)
+        self.enabled = True
+        self.reset()
+
+    # ------------------------------------------------------------------------------------------ state
+    def reset(self, ids: Sequence[int] | None = None,
+              generators: Sequence[torch.Generator | None] | None = None) -> None:
+        """Forget the episode: Θ = 0 (so W' = Φ exactly), fresh optimizer, empty history.
+
+        Θ's A factors are re-drawn by peft from the global RNG (``generators`` are not used here).
+        """
+        rule.check_ids(ids, 1)
+        for layer in self.layers:
+            layer.reset_lora_parameters(ADAPTER, True)
+        self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr)
+        self.history = rule.new_history(self.config)
+        self.losses = rule.new_losses()
+        self.rollbacks = [0]  # per env, as in BatchedTempLoRA
+        self._good = self._snapshot()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Switch Θ off (the 'without Temp-LoRA' ablation) or back on, without forgetting it."""
+        self.enabled = enabled
+        for layer in self.layers:
+            layer.enable_adapters(enabled)
+
+    def fork(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
+        src, dst = rule.check_fork(src_ids, dst_ids, 1)
+        if src != dst:  # pragma: no cover - check_ids allows only env 0
+            raise ValueError("the peft TempLoRA holds one Θ; branch with BatchedTempLoRA")
+
+    @contextlib.contextmanager
+    def applied(self, ids: Sequence[int] | None = None) -> Iterator[None]:
+        """Sample with W' = Φ + Θ: Θ folded into Φ (no extra LoRA matmuls per denoising step) when
+        ``merge_for_inference``, else the adapters run beside Φ."""
+        rule.check_ids(ids, 1)
+        if not (self.enabled and self.config.merge_for_inference and self._nonzero()):
+            yield
+            return
+        for layer in self.layers:
+            layer.merge(adapter_names=[ADAPTER])
+        try:
+            yield
+        finally:
+            for layer in self.layers:
+                layer.unmerge()
+
+    def _nonzero(self) -> bool:
+        return any(bool(layer.lora_B[ADAPTER].weight.any()) for layer in self.layers)
+
+    def _snapshot(self) -> tuple[list[torch.Tensor], dict]:
+        return [p.detach().clone() for p in self.params], copy.deepcopy(self.optimizer.state_dict())
+
+    def _restore(self, snap: tuple[list[torch.Tensor], dict]) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.params, snap[0]):
+                p.copy_(v)
+        self.optimizer.load_state_dict(snap[1])
+
+    # --------------------------------------------------------------------------------------- learning
+    def training_sequence(self, chunk: Chunk) -> torch.Tensor:
+        """The latents (B, C, F, h, w) that the configured rule trains Θ on for this chunk."""
+        return rule.training_sequence(self.config, chunk, self.history)
+
+    def update(self, chunk: Chunk, ids: Sequence[int] | None = None,
+               generators: Sequence[torch.Generator | None] | None = None,
+               steps: int | None = None) -> list[FastUpdate]:
+        """Run k fast steps on the chunk; a non-finite or exploding loss rolls Θ back and is reported."""
+        rule.check_ids(ids, 1)
+        steps = self.config.steps if steps is None else steps
+        if not self.enabled or steps == 0:
+            return [FastUpdate(float("nan"), 0)]
+        model = self.model
+        total = 0.0
+        with torch.enable_grad():
+            for _ in range(steps):
+                latents = self.training_sequence(chunk).detach()
+                b, f = latents.shape[0], latents.shape[2]
+                given = rule.given_frames(self.config, b, f, chunk.num_context, latents.device)
+                null = model.action_encoder.null(b).detach()
+                loss = diffusion_loss(model.unet, model.scheduler, latents, given, null)
+                value = float(loss.detach())
+                if not math.isfinite(value) or rule.is_exploding(self.config, self.losses, value):
+                    return [self._roll_back(value)]
+                grads = torch.autograd.grad(loss, self.params)
+                for p, g in zip(self.params, grads):
+                    p.grad = g
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if not all(torch.isfinite(p).all() for p in self.params):
+                    return [self._roll_back(value)]
+                self.losses.append(value)
+                total += value
+        rule.remember(self.config, self.history, chunk)
+        self._good = self._snapshot()
+        return [FastUpdate(total / steps, steps)]
+
+    def _roll_back(self, value: float) -> FastUpdate:
+        self._restore(self._good)
+        self.rollbacks[0] += 1
+        logger.warning("Temp-LoRA fast loss %.4g is non-finite or exploding; Θ rolled back (rollback #%d)",
+                       value, self.rollbacks[0])
+        return FastUpdate(value, 0, rolled_back=True)
