@@ -1,0 +1,123 @@
+"""The learned reward / success / termination heads the agents are scored by (`worldmodel.heads`).
+
+The shipped model may come without ``heads/``; then `resolve_heads` fits them on the same fixed real
+dataset the world model learned from (h5 episodes, `envs.episodes`), holding out a share of the episodes
+to report how well they judge real frames, and saves them for the next run. The agent never touches the
+real scene for this: only recorded episodes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from worldmodel.heads import HeadsConfig, RewardHeads, examples_from_episodes, train_heads
+
+HEADS_DIR = "heads"
+
+
+@dataclass
+class HeadsFit:
+    """How fitted heads did on held-out real episodes (chunk-level)."""
+
+    train_chunks: int
+    heldout_chunks: int
+    success_accuracy: float
+    terminated_accuracy: float
+    reward_mae: float
+    final_loss: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def iter_episodes(source: str | Path, limit: int | None = None) -> Iterator[dict]:
+    """Episodes of an h5 file or a folder of shards, in sorted order (at most ``limit``)."""
+    from envs.episodes import h5_files, list_episodes, read_episode
+
+    files = h5_files(str(source))
+    if not files:
+        raise FileNotFoundError(f"no h5 episode files at {source}")
+    count = 0
+    for path in files:
+        for key in list_episodes(path):
+            if limit is not None and count >= limit:
+                return
+            yield read_episode(path, key)
+            count += 1
+
+
+def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3,
+              heldout: float = 0.1, max_episodes: int | None = None, seed: int = 0,
+              device: str | torch.device = "cpu", config: HeadsConfig | None = None) -> tuple[RewardHeads, HeadsFit]:
+    """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there."""
+    episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
+    if not episodes:
+        raise ValueError(f"{source}: no episodes with chunks to fit reward heads on")
+    size = episodes[0]["frames"].shape[1]
+    if size != frame_size:
+        raise ValueError(f"{source} holds {size}x{size} frames but the model makes {frame_size}x{frame_size} ones")
+    every = max(2, round(1 / heldout)) if heldout > 0 else 0
+    test_eps = [e for i, e in enumerate(episodes) if every and i % every == every - 1]
+    train_eps = [e for i, e in enumerate(episodes) if not (every and i % every == every - 1)]
+    cfg = config or HeadsConfig(frame_size=frame_size)
+    train = examples_from_episodes(train_eps, cfg.num_frames)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        heads = RewardHeads(cfg).to(device)
+    history = train_heads(heads, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    fit = HeadsFit(len(train), 0, float("nan"), float("nan"), float("nan"), float(np.mean(history[-20:])))
+    if test_eps:
+        test = examples_from_episodes(test_eps, cfg.num_frames)
+        pred = predict_in_batches(heads, test.frames, test.instructions)
+        fit.heldout_chunks = len(test)
+        fit.success_accuracy = float(np.mean((pred["success"] > 0.5) == test.success))
+        fit.terminated_accuracy = float(np.mean((pred["terminated"] > 0.5) == test.terminated))
+        fit.reward_mae = float(np.mean(np.abs(pred["reward"] - test.reward)))
+    return heads, fit
+
+
+def predict_in_batches(heads: RewardHeads, frames: np.ndarray, instructions: list[str],
+                       batch: int = 512) -> dict[str, np.ndarray]:
+    parts = [heads.predict(frames[i:i + batch], instructions[i:i + batch]) for i in range(0, len(frames), batch)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def resolve_heads(spec: Any, model_folder: Path | None, data: str | Path | None, out_dir: Path | None,
+                  frame_size: int, device: str | torch.device = "cpu", fit_steps: int = 2000,
+                  max_episodes: int | None = None, seed: int = 0, log=print) -> tuple[RewardHeads, dict]:
+    """The heads to score by, and where they came from.
+
+    ``spec``: a heads folder, or None: the model folder's ``heads/``, else ``out_dir/heads`` from an earlier
+    fit, else fitted on ``data`` (saved to ``out_dir/heads`` with ``fit.json``). Without any, a clear error.
+    """
+    if isinstance(spec, RewardHeads):
+        return spec.to(device), {"source": "given"}
+    if spec:
+        return RewardHeads.from_pretrained(spec, device), {"source": str(spec)}
+    if model_folder is not None and (Path(model_folder) / HEADS_DIR).is_dir():
+        path = Path(model_folder) / HEADS_DIR
+        return RewardHeads.from_pretrained(path, device), {"source": str(path)}
+    if out_dir is not None and (Path(out_dir) / HEADS_DIR / "heads.json").is_file():
+        path = Path(out_dir) / HEADS_DIR
+        info = json.loads((path / "fit.json").read_text()) if (path / "fit.json").is_file() else {}
+        return RewardHeads.from_pretrained(path, device), {"source": str(path), **info}
+    if not data:
+        raise SystemExit("no reward heads: the model has no heads/ folder and no heads were given. Pass heads=FOLDER "
+                         "(--heads), or the real dataset the world model learned from (data=PATH / --data, h5 "
+                         "episodes) to fit them on it.")
+    log(f"fitting reward heads on {data} ({fit_steps} steps) ...")
+    heads, fit = fit_heads(data, frame_size, steps=fit_steps, max_episodes=max_episodes, seed=seed, device=device)
+    info = {"source": f"fitted on {data}", **fit.as_dict()}
+    if out_dir is not None:
+        path = Path(out_dir) / HEADS_DIR
+        heads.save_pretrained(path)
+        (path / "fit.json").write_text(json.dumps(info, indent=2))
+    log(f"reward heads on held-out real chunks: success accuracy {fit.success_accuracy:.3f}, terminated accuracy "
+        f"{fit.terminated_accuracy:.3f}, reward MAE {fit.reward_mae:.3f} ({fit.heldout_chunks} chunks)")
+    return heads, info

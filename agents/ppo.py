@@ -1,0 +1,355 @@
+"""PPO on skills: a CNN on frames plus the instruction, trained in imagination or in the real scene.
+
+The policy sees the same observation in both worlds (`ObservationSpec`): the last frame, the episode's
+instruction as hashed word features (`worldmodel.heads.instruction_features`, no text model needed), and
+a small state vector (one-hot chunk index and one-hot previous skill: the frame alone cannot tell which
+step of a long task the episode is at). Actions are skill ids (`envs.real.skills.SKILLS`).
+
+- `imagined_vec_env`: the batched world-model env (`WorldModelVectorEnv`, ``action_mode="skill"``)
+  through the Stable-Baselines3 adapter (`agents.sb3.SB3VecEnv`); rewards and termination come from the
+  learned heads, episodes start from real start frames of the tasks. The agent never touches the real
+  scene while it learns here.
+- `real_vec_env`: the real scene (`envs.real.RealSceneEnv`, true reward and task success), for the
+  baseline trained with the same number of env steps.
+- `train_ppo(env, config) -> PPO`; `evaluate_in_real_scene(policy, task, seeds) -> success rate`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.preprocessing import is_image_space_channels_first
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecMonitor
+from torch import nn
+
+from envs.real.skills import SKILLS
+from worldmodel.heads import instruction_features
+
+from .real_scene import EpisodeResult, SceneSpec, check_tasks, make_scene, run_real_episode
+
+INSTRUCTION_DIM = 64
+
+
+# ------------------------------------------------------------------------------------ observations
+@dataclass(frozen=True)
+class ObservationSpec:
+    """What the policy sees: ``image`` (H, W, 3) uint8, ``instruction`` (hashed words) and ``state``
+    (one-hot chunk index up to ``max_chunks``, one-hot previous skill or "none")."""
+
+    frame_size: int
+    max_chunks: int
+    num_skills: int = len(SKILLS)
+    instruction_dim: int = INSTRUCTION_DIM
+
+    @property
+    def state_dim(self) -> int:
+        return self.max_chunks + 1 + self.num_skills + 1
+
+    def space(self) -> spaces.Dict:
+        s = self.frame_size
+        return spaces.Dict({
+            "image": spaces.Box(0, 255, (s, s, 3), np.uint8),
+            "instruction": spaces.Box(-1.0, 1.0, (self.instruction_dim,), np.float32),
+            "state": spaces.Box(0.0, 1.0, (self.state_dim,), np.float32),
+        })
+
+    def instruction(self, text: str | None) -> np.ndarray:
+        return instruction_features([text], self.instruction_dim)[0].numpy().astype(np.float32)
+
+    def state(self, step: int, last_skill: int | None) -> np.ndarray:
+        out = np.zeros(self.state_dim, np.float32)
+        out[min(int(step), self.max_chunks)] = 1.0
+        out[self.max_chunks + 1 + (self.num_skills if last_skill is None or last_skill < 0 else int(last_skill))] = 1.0
+        return out
+
+    def build(self, frame: np.ndarray, instruction: str | None, step: int, last_skill: int | None) -> dict:
+        frame = np.asarray(frame, np.uint8)
+        if frame.shape != (self.frame_size, self.frame_size, 3):
+            raise ValueError(f"the policy sees {self.frame_size}x{self.frame_size} frames, got {frame.shape}")
+        return {"image": frame, "instruction": self.instruction(instruction), "state": self.state(step, last_skill)}
+
+
+def _stack(rows: list[dict]) -> dict:
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+# ------------------------------------------------------------------------------ imagination env
+class ImaginedTaskVecEnv(VecEnvWrapper):
+    """SB3 VecEnv over the batched world-model env (through `agents.sb3.SB3VecEnv`) with the policy's
+    observations. With several tasks, each episode's task is drawn at reset (seeded)."""
+
+    def __init__(self, venv: VecEnv, tasks: Sequence[str], spec: ObservationSpec, seed: int = 0):
+        self.wm = venv.venv  # the WorldModelVectorEnv under the SB3 adapter
+        if self.wm.config.action_mode != "skill":
+            raise ValueError("PPO trains in action_mode='skill'")
+        if self.wm.batch.heads is None:
+            raise ValueError("the imagined env has no reward heads, so every reward would be 0: give heads "
+                             "(agents.heads.resolve_heads)")
+        super().__init__(venv, observation_space=spec.space())
+        self.obs_spec, self.tasks = spec, list(tasks)
+        self.rng = np.random.default_rng(seed)
+        self.last_skill = np.full(self.num_envs, -1)
+        self.instructions: list[str | None] = [None] * self.num_envs
+        self._actions = np.zeros(self.num_envs, np.int64)
+
+    def _retask(self, ids: Sequence[int], obs: np.ndarray) -> np.ndarray:
+        """Start new episodes for ``ids``, each on a task drawn from ``tasks``."""
+        if len(self.tasks) > 1 and len(ids):
+            drawn = self.rng.integers(len(self.tasks), size=len(ids))
+            for t in np.unique(drawn):
+                mask = np.zeros(self.num_envs, bool)
+                mask[np.asarray(ids)[drawn == t]] = True
+                frames, _ = self.wm.reset(options={"reset_mask": mask, "task": self.tasks[t]})
+                obs[mask] = frames[mask]
+        for i in ids:
+            self.instructions[i] = self.wm.batch.instructions[i]
+            self.last_skill[i] = -1
+        return obs
+
+    def _observe(self, frames: np.ndarray) -> dict:
+        steps = self.wm.batch.step_counts
+        return _stack([self.obs_spec.build(frames[i], self.instructions[i], steps[i], self.last_skill[i])
+                       for i in range(self.num_envs)])
+
+    def reset(self):
+        frames = self._retask(range(self.num_envs), self.venv.reset())
+        return self._observe(frames)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs).astype(np.int64)
+        self.venv.step_async(self._actions)
+
+    def step_wait(self):
+        frames, rewards, dones, infos = self.venv.step_wait()
+        self.last_skill[:] = self._actions
+        done = np.flatnonzero(dones).tolist()
+        for i in done:  # the ended episode's last observation, as the policy saw the episode
+            infos[i]["terminal_observation"] = self.obs_spec.build(
+                infos[i]["terminal_observation"], self.instructions[i], infos[i]["step"], self._actions[i])
+            infos[i]["is_success"] = not infos[i]["TimeLimit.truncated"]
+        frames = self._retask(done, frames)
+        return self._observe(frames), rewards, dones, infos
+
+
+def imagined_vec_env(model: Any, heads: Any, tasks: Sequence[str], num_envs: int, max_chunks: int,
+                     seed: int = 0, denoise_steps: int | None = None, temp_lora: Any = True,
+                     start_frames: Any = None, **env_options: Any) -> VecEnv:
+    """The world model as PPO's training env (`ImaginedTaskVecEnv` under a `VecMonitor`)."""
+    from agents.sb3 import SB3VecEnv
+
+    tasks = check_tasks(tasks)
+    venv = SB3VecEnv(num_envs=num_envs, model=model, heads=heads, task=tasks[0], action_mode="skill",
+                     observation="frame", max_episode_steps=max_chunks, denoise_steps=denoise_steps,
+                     temp_lora=temp_lora, start_frames=start_frames, **env_options)
+    spec = ObservationSpec(venv.venv.batch.frame_size, max_chunks, len(venv.venv.batch.skills))
+    if tuple(venv.venv.batch.skills) != SKILLS:
+        raise ValueError("the model's skill vocabulary is not the real scene's (envs.real.skills.SKILLS)")
+    env = ImaginedTaskVecEnv(venv, tasks, spec, seed)
+    env.seed(seed)
+    return VecMonitor(env)
+
+
+# ------------------------------------------------------------------------------------ real scene
+class RealTaskEnv(gym.Env):
+    """The real scene with the policy's observations: a task drawn per episode, true reward, success =
+    the task's goal reached, truncation after ``max_chunks`` chunks."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, tasks: Sequence[str], frame_size: int, max_chunks: int, scene: SceneSpec | None = None):
+        self.tasks = check_tasks(tasks)
+        self.scene = make_scene(scene or SceneSpec(), frame_size, self.tasks[0])
+        self.obs_spec = ObservationSpec(frame_size, max_chunks)
+        self.observation_space = self.obs_spec.space()
+        self.action_space = spaces.Discrete(len(SKILLS))
+        self.max_chunks = max_chunks
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        frame, info = self.scene.reset(seed=int(self.np_random.integers(2**31 - 1)), options={"task": task})
+        self.instruction, self.steps = info["instruction"], 0
+        return self.obs_spec.build(frame, self.instruction, 0, None), {"task": task, "instruction": self.instruction}
+
+    def step(self, action):
+        skill = int(np.asarray(action).reshape(()))
+        frame, reward, terminated, _, info = self.scene.step(skill)
+        self.steps += 1
+        truncated = self.steps >= self.max_chunks and not terminated
+        obs = self.obs_spec.build(frame, self.instruction, self.steps, skill)
+        return obs, float(reward), bool(terminated), bool(truncated), {"is_success": bool(terminated),
+                                                                      "skill_success": bool(info["success"])}
+
+    def close(self) -> None:
+        self.scene.close()
+
+
+def real_vec_env(tasks: Sequence[str], frame_size: int, num_envs: int, max_chunks: int,
+                 scene: SceneSpec | None = None, seed: int = 0, subprocess: bool = False) -> VecEnv:
+    """``num_envs`` real scenes (in subprocesses with ``subprocess``) as PPO's training env."""
+    make = functools.partial(RealTaskEnv, list(tasks), frame_size, max_chunks, scene)
+    env = SubprocVecEnv([make] * num_envs, start_method="spawn") if subprocess else DummyVecEnv([make] * num_envs)
+    env.seed(seed)
+    return VecMonitor(env, info_keywords=("is_success",))
+
+
+# ---------------------------------------------------------------------------------------- policy
+class FrameInstructionExtractor(BaseFeaturesExtractor):
+    """A small CNN on the frame (any size from 16 px: stride-2 convolutions, then a 4x4 pool) whose
+    features the instruction modulates (FiLM), joined with the instruction and state features."""
+
+    def __init__(self, observation_space: spaces.Dict, features_dim: int = 256,
+                 channels: Sequence[int] = (32, 64, 64)):
+        super().__init__(observation_space, features_dim)
+        image = observation_space["image"]
+        self.channels_first = is_image_space_channels_first(image)
+        c = image.shape[0] if self.channels_first else image.shape[-1]
+        layers: list[nn.Module] = []
+        for ch in channels:
+            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), nn.ReLU()]
+            c = ch
+        hidden = 256
+        self.cnn = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(c * 16, hidden), nn.ReLU())
+        text_dim, state_dim = observation_space["instruction"].shape[0], observation_space["state"].shape[0]
+        self.text = nn.Sequential(nn.Linear(text_dim, 64), nn.ReLU())
+        self.film = nn.Linear(64, 2 * hidden)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.state = nn.Sequential(nn.Linear(state_dim, 64), nn.ReLU())
+        self.out = nn.Sequential(nn.Linear(hidden + 128, features_dim), nn.ReLU())
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = obs["image"].float()  # SB3 has scaled image spaces to [0, 1]
+        if not self.channels_first:
+            x = x.permute(0, 3, 1, 2)
+        text = self.text(obs["instruction"].float())
+        scale, shift = self.film(text).chunk(2, dim=1)
+        image = self.cnn(x) * (1 + scale) + shift
+        return self.out(torch.cat([image, text, self.state(obs["state"].float())], dim=1))
+
+
+@dataclass
+class PPOConfig:
+    total_timesteps: int = 10_000  # env steps (chunks), summed over the envs
+    n_steps: int = 64  # steps per env per rollout
+    batch_size: int = 256
+    n_epochs: int = 4
+    learning_rate: float = 3e-4
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    features_dim: int = 256
+    seed: int = 0
+    device: str = "auto"
+    tensorboard_log: str | None = None  # a folder: TensorBoard event files of the run go there
+    tb_log_name: str = "PPO"
+    progress_bar: bool = False
+    verbose: int = 0
+
+
+def _tensorboard_available() -> bool:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def train_ppo(env: VecEnv, config: PPOConfig | None = None,
+              callback: Callable | None = None) -> PPO:
+    """Train SB3 PPO (`FrameInstructionExtractor` + MLP heads) on ``env`` (`imagined_vec_env` or
+    `real_vec_env`) for ``config.total_timesteps`` env steps. The returned model carries ``agent_spec``
+    (observation spec, for `evaluate_in_real_scene`) and ``train_seconds``."""
+    cfg = config or PPOConfig()
+    spec = _spec_of(env)
+    tb = cfg.tensorboard_log
+    if tb and not _tensorboard_available():
+        warnings.warn("tensorboard is not installed: no TensorBoard log (pip install tensorboard)", stacklevel=2)
+        tb = None
+    rollout = cfg.n_steps * env.num_envs
+    agent = PPO(
+        "MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=min(cfg.batch_size, rollout), n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, seed=cfg.seed, device=cfg.device, tensorboard_log=tb,
+        verbose=cfg.verbose,
+        policy_kwargs=dict(features_extractor_class=FrameInstructionExtractor,
+                           features_extractor_kwargs=dict(features_dim=cfg.features_dim),
+                           net_arch=dict(pi=[128], vf=[128])))
+    start = time.perf_counter()
+    agent.learn(total_timesteps=cfg.total_timesteps, progress_bar=cfg.progress_bar, tb_log_name=cfg.tb_log_name,
+                callback=callback)
+    agent.train_seconds = time.perf_counter() - start
+    agent.agent_spec = asdict(spec)
+    return agent
+
+
+def _spec_of(env: VecEnv) -> ObservationSpec:
+    inner = env
+    while True:
+        if isinstance(inner, ImaginedTaskVecEnv):
+            return inner.obs_spec
+        if isinstance(inner, (DummyVecEnv, SubprocVecEnv)):
+            return inner.get_attr("obs_spec", [0])[0]
+        if not hasattr(inner, "venv"):
+            raise TypeError("train_ppo takes an env from agents.ppo.imagined_vec_env or real_vec_env")
+        inner = inner.venv
+
+
+# ------------------------------------------------------------------------------------ evaluation
+class PolicyAgent:
+    """A trained policy as a real-scene agent (`agents.real_scene.Agent`)."""
+
+    def __init__(self, policy: PPO, spec: ObservationSpec | None = None, deterministic: bool = True):
+        self.policy = policy
+        self.spec = spec or ObservationSpec(**policy.agent_spec)
+        self.deterministic = deterministic
+        self.name = "PPO policy"
+
+    def reset(self, frame: np.ndarray, info: dict) -> None:
+        self.frame, self.instruction, self.step, self.last = frame, info["instruction"], 0, None
+
+    def act(self) -> int:
+        obs = self.spec.build(self.frame, self.instruction, self.step, self.last)
+        action, _ = self.policy.predict(obs, deterministic=self.deterministic)
+        return int(np.asarray(action).reshape(()))
+
+    def observe(self, skill: int, frames: np.ndarray, info: dict) -> None:
+        self.frame, self.step, self.last = frames[-1], self.step + 1, int(skill)
+
+
+def run_policy_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene: SceneSpec | None = None,
+                             env: Any = None, deterministic: bool = True,
+                             keep_frames: bool = False) -> list[EpisodeResult]:
+    """One real episode per seed with the policy (its budget: the chunks it was trained with)."""
+    check_tasks([task])
+    spec = ObservationSpec(**policy.agent_spec)
+    scene = scene or SceneSpec()
+    if scene.max_chunks is None:
+        scene = replace(scene, max_chunks=spec.max_chunks)
+    own = env is None
+    env = env or make_scene(scene, spec.frame_size, task)
+    try:
+        agent = PolicyAgent(policy, spec, deterministic)
+        return [run_real_episode(agent, env, task, int(s), scene, keep_frames) for s in seeds]
+    finally:
+        if own:
+            env.close()
+
+
+def evaluate_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene: SceneSpec | None = None,
+                           env: Any = None, deterministic: bool = True) -> float:
+    """The policy's success rate on ``task`` in the real scene over ``seeds`` (one episode each)."""
+    results = run_policy_in_real_scene(policy, task, seeds, scene, env, deterministic)
+    return float(np.mean([r.success for r in results])) if results else float("nan")

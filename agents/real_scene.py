@@ -1,0 +1,236 @@
+"""Agents judged in the real scene (`envs.real.RealSceneEnv`): how the scene is set up for a model, the
+episode loop every agent runs through, and the instruction check.
+
+An agent is anything with ``reset(frame, info)`` (the real reset frame and the scene's reset info:
+``instruction``, ``plan``, ``task``), ``act() -> skill id or None`` (None: the agent stops) and
+``observe(skill, frames, info)`` (the real chunk that skill produced and the scene's step info).
+`run_real_episode` plays one seeded episode and returns what happened (`EpisodeResult`); an agent that
+imagines what it expects (a planner) gives its imagined chunk in ``agent.last_imagined`` for the videos.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from envs.real.skills import SKILLS
+from envs.real.tasks import TASK_NAMES, get_task
+
+# The task suite the acceptance measures: OGBench scene tasks 1-5 and the memory tasks.
+SCENE_TASKS: tuple[str, ...] = tuple(n for n in TASK_NAMES if n.startswith("task"))
+MEMORY_TASKS: tuple[str, ...] = tuple(n for n in TASK_NAMES if get_task(n).memory)
+
+
+@dataclass
+class SceneSpec:
+    """How the real scene runs for an agent of a world model (its ``RealSceneEnv`` options).
+
+    ``chunk_len`` must be the model's ``new_frames`` and ``frame_skip`` the stride of the data the model
+    learned from (the shipped default: 4 frames per chunk, every 8th sim step). ``max_chunks``: the
+    episode's budget (None: twice the expert plan's length plus 2, so every agent gets the same budget).
+    """
+
+    chunk_len: int = 4
+    frame_skip: int = 8
+    max_chunks: int | None = None
+    skill_noise: float = 0.0
+    render_backend: str = "auto"
+    random_cube_color: bool = True
+    min_distractors: int = 1
+    max_distractors: int = 3
+
+    def budget(self, plan: Sequence[int]) -> int:
+        return self.max_chunks if self.max_chunks is not None else 2 * len(plan) + 2
+
+
+def make_scene(spec: SceneSpec, frame_size: int, task: str = "task1_open"):
+    """A skill-action `RealSceneEnv` rendering ``frame_size`` frames, as ``spec`` says."""
+    from envs.real.scene import RealSceneEnv
+
+    return RealSceneEnv(task=task, action_type="skill", width=frame_size, height=frame_size,
+                        chunk_len=spec.chunk_len, frame_skip=spec.frame_skip, max_chunks=10_000,
+                        skill_noise=spec.skill_noise, render_backend=spec.render_backend,
+                        random_cube_color=spec.random_cube_color, min_distractors=spec.min_distractors,
+                        max_distractors=spec.max_distractors)
+
+
+class Agent(Protocol):
+    def reset(self, frame: np.ndarray, info: dict) -> None: ...
+
+    def act(self) -> int | None: ...
+
+    def observe(self, skill: int, frames: np.ndarray, info: dict) -> None: ...
+
+
+@dataclass
+class EpisodeResult:
+    """One real episode of an agent: success, the skills it issued, the real (and imagined) frames."""
+
+    task: str
+    seed: int
+    instruction: str
+    success: bool
+    chunks: int
+    skills: list[int]
+    seconds: float
+    stop: str  # "success", "budget" (out of chunks) or the agent's reason for stopping
+    real_frames: np.ndarray | None = None  # (1 + chunks * L, H, W, 3): reset frame, then each chunk
+    imagined_frames: np.ndarray | None = None  # (chunks * L, H, W, 3): the agent's prediction of each chunk
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("real_frames"), out.pop("imagined_frames")
+        return out
+
+
+def run_real_episode(agent: Agent, env, task: str, seed: int, spec: SceneSpec | None = None,
+                     keep_frames: bool = False) -> EpisodeResult:
+    """Play one episode of ``task`` (seeded) with ``agent`` until the task succeeds, the agent stops or the
+    chunk budget is spent. ``keep_frames``: keep the real frames and the agent's imagined ones."""
+    spec = spec or SceneSpec()
+    start = time.perf_counter()
+    frame, info = env.reset(seed=seed, options={"task": task})
+    agent.reset(frame, info)
+    budget = spec.budget(info["plan"])
+    real, imagined, skills = [frame], [], []
+    success, stop = False, "budget"
+    notes: list[str] = []
+    for _ in range(budget):
+        skill = agent.act()
+        if skill is None:
+            stop = getattr(agent, "stop_reason", None) or "agent stopped"
+            break
+        skill = int(skill)
+        if not 0 <= skill < len(SKILLS):
+            raise ValueError(f"agent issued skill {skill}, outside [0, {len(SKILLS)})")
+        _, _, terminated, _, step_info = env.step(skill)
+        frames = step_info["frames"]
+        agent.observe(skill, frames, step_info)
+        skills.append(skill)
+        if keep_frames:
+            real.extend(frames)
+            guess = getattr(agent, "last_imagined", None)
+            imagined.extend(guess if guess is not None else np.zeros_like(frames))
+        if terminated:
+            success, stop = True, "success"
+            break
+    notes.extend(getattr(agent, "notes", []) or [])
+    return EpisodeResult(task, int(seed), info["instruction"], success, len(skills), skills,
+                         time.perf_counter() - start, stop,
+                         np.stack(real) if keep_frames else None,
+                         np.stack(imagined) if keep_frames and imagined else None, notes)
+
+
+# ------------------------------------------------------------------------------------- baselines
+class RandomSkillAgent:
+    """A uniformly random skill every chunk (seeded per episode by the scene's seed)."""
+
+    name = "random skills"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, frame: np.ndarray, info: dict) -> None:
+        self.rng = np.random.default_rng([self.seed, int(info.get("seed", 0))])
+
+    def act(self) -> int:
+        return int(self.rng.integers(len(SKILLS)))
+
+    def observe(self, skill: int, frames: np.ndarray, info: dict) -> None:
+        pass
+
+
+class ExpertAgent:
+    """The scripted expert: the task's skill plan, each skill repeated (up to ``max_tries`` chunks) until
+    the scene reports it achieved (`envs.real.rollout.ScriptedExpert`); it stops when the plan is done."""
+
+    name = "scripted expert"
+
+    def __init__(self, max_tries: int = 3):
+        self.max_tries = max_tries
+        self.stop_reason = "plan done"
+
+    def reset(self, frame: np.ndarray, info: dict) -> None:
+        from envs.real.rollout import ScriptedExpert
+
+        self.expert = ScriptedExpert(tuple(info["plan"]), self.max_tries)
+        self.last: bool | None = None
+
+    def act(self) -> int | None:
+        return self.expert.act(self.last)
+
+    def observe(self, skill: int, frames: np.ndarray, info: dict) -> None:
+        self.last = bool(info["success"])
+
+
+# ---------------------------------------------------------------------------------- instructions
+class UnknownInstruction(ValueError):
+    """An instruction the agents cannot work from (unknown words, or no task it names)."""
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def known_instructions(seeds: int = 20) -> dict[str, str]:
+    """Instruction text -> task name over the task suite (random tasks built with ``seeds`` seeds and
+    the scene's default distractor range)."""
+    out: dict[str, str] = {}
+    for name in TASK_NAMES:
+        task = get_task(name)
+        for s in range(seeds):
+            out.setdefault(task.build(np.random.default_rng(s), distractors=(1, 3)).instruction, name)
+    return out
+
+
+def vocabulary() -> set[str]:
+    """Every word of the task instructions and the skills: what the reward heads were trained on."""
+    words = {w for text in known_instructions() for w in _words(text)}
+    return words | {w for s in SKILLS for w in _words(s)}
+
+
+def check_instruction(text: Any) -> str:
+    """``text`` when the agents can score it; else `UnknownInstruction` saying why and what is known."""
+    if not isinstance(text, str) or not _words(text):
+        raise UnknownInstruction(f"the instruction must be non-empty text, got {text!r}")
+    unknown = sorted(set(_words(text)) - vocabulary())
+    if unknown:
+        raise UnknownInstruction(
+            f"cannot follow {text!r}: the words {', '.join(repr(w) for w in unknown)} appear in no task or skill "
+            f"the reward heads learned, so no plan can be scored against it. Known tasks: {', '.join(TASK_NAMES)}; "
+            f"skills: {'; '.join(SKILLS)}.")
+    return text
+
+
+def task_for_instruction(text: str) -> str:
+    """The task whose instruction ``text`` is (case and spacing ignored), or a skill's single-skill task is
+    refused: the real scene judges success against a task's goal, so only task instructions can be run."""
+    check_instruction(text)
+    key = " ".join(_words(text))
+    for known, name in known_instructions().items():
+        if " ".join(_words(known)) == key:
+            return name
+    raise UnknownInstruction(
+        f"no task of the real scene has the instruction {text!r}, so its success cannot be judged there (its words "
+        f"are known, but the scene checks success against a task's goal). Run a task by name (--tasks) instead; "
+        f"tasks: {', '.join(TASK_NAMES)}.")
+
+
+def check_tasks(names: Sequence[str]) -> list[str]:
+    """Task names, each checked (`UnknownInstruction` lists the valid ones)."""
+    names = list(names)
+    if not names:
+        raise UnknownInstruction(f"no tasks given; tasks: {', '.join(TASK_NAMES)}")
+    for n in names:
+        if n not in TASK_NAMES:
+            raise UnknownInstruction(f"unknown task {n!r}; tasks: {', '.join(TASK_NAMES)}")
+        if n == "play":
+            raise UnknownInstruction("task 'play' has no goal (random skills for data coverage): there is no success "
+                                     f"to measure; pick from {', '.join(t for t in TASK_NAMES if t != 'play')}")
+    return names
