@@ -7,7 +7,9 @@ pixels), ``sim_state`` and ``attrs["cube_color"]`` (one of ``envs.real.objects.C
 
 How a frame is judged (:func:`classify_frame`): every pixel in a disc of radius ``half_size +
 search_margin`` around the visible part of the cube (``visible_x``, ``visible_y``) gets a colour
-label from its hue, when its chroma (distance from grey) is at least ``min_chroma``, else none. The
+label from its hue, when its chroma (distance from grey) is at least ``min_chroma`` (``min_chroma_blue``
+for blue: the scene itself is bluish, so a faint blue cube reads as none) and its hue lies within
+``max_hue_distance`` of the nearest palette hue (the purple arm does not), else none. The
 frame shows the colour with the most such pixels if it has at least ``min_pixels`` of them, else
 :data:`NO_CUBE`. Hue is what lighting keeps (the cube's lit top and shaded sides share it), and the
 scene behind the cube (navy floor, white-cyan drawer, grey metal) has little chroma. Reference hues
@@ -18,6 +20,12 @@ visible again after being hidden in the closed drawer (:func:`reopen_frames`); t
 recalled when its true colour wins the vote over those frames. Chance for a model that draws a cube
 of a guessed colour is ``1 / len(CUBE_COLOR_NAMES)`` (:func:`chance_level`); one that draws an empty
 drawer scores 0 (its rate of :data:`NO_CUBE` verdicts is reported too).
+
+Validated on real rendered frames (64x64; docs/RESULTS.md): every frame with the cube at least 20%
+visible reads as its colour; with the cube painted out (its disc filled with the surrounding
+drawer colour) the reopen reads as none, and with its hue turned to the next palette colour, as that
+colour. Known blind spot: while the drawer is locked, its red handle lies on the hidden cube's image
+location (at the image's left edge), so those frames read red; only reopen frames are scored.
 
 Revisit pairs that do not need memory (the state is named by the action or visible in context:
 window, buttons, the drawer alone, the cube put back) are listed by :func:`control_pairs` as the
@@ -51,8 +59,8 @@ class ProbeConfig:
     """Thresholds of the probe (pixel units are those of the frames being judged)."""
 
     min_chroma: float = 35.0  # 0-255 scale; the navy floor and the white-cyan drawer are below ~31
-    min_chroma_blue: float = 80.0  # blue hues: the drawer's shaded walls reach ~60 (99th percentile)
-    max_hue_distance: float = 25.0  # degrees from the nearest reference hue
+    min_chroma_blue: float = 100.0  # blue hues: the bluish scene reaches 62 (99.9th percentile), at most 79
+    max_hue_distance: float = 15.0  # degrees from the nearest reference hue (the purple arm starts ~20 from blue)
     search_margin: float = 1.5  # pixels beyond the cube's projected half-size
     min_pixels: int = 2  # cube-coloured pixels needed to see a cube
     min_visible: float = 0.2  # real visible fraction for a reopen frame to be scored

@@ -9,7 +9,9 @@ from envs.real.objects import CUBE_COLOR_NAMES, CUBE_PIXEL_FIELDS, SIM_STATE_FIE
 from envs.real.skills import SKILLS
 from envs.real.tasks import get_task
 from evaluation.memory_probe import (
+    COLOR_NAMES,
     NO_CUBE,
+    REFERENCE_HUES,
     chance_level,
     classify_frame,
     control_pairs,
@@ -39,11 +41,18 @@ def memory_episode():
         env.close()
 
 
-def _other_color(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """A copy whose pixels in ``masks`` have their colour channels rotated (red -> green -> blue):
-    a cube of another hue at the same place and brightness."""
+def _recolour(frames: np.ndarray, masks: np.ndarray, degrees: float) -> np.ndarray:
+    """A copy whose pixels in ``masks`` have their hue turned by ``degrees`` (lightness and chroma
+    kept): a cube of another colour at the same place."""
     out = frames.copy()
-    out[masks] = out[masks][:, [2, 0, 1]]
+    rgb = out[masks].astype(np.float64)
+    m = rgb.mean(-1)
+    a = rgb[:, 0] - 0.5 * (rgb[:, 1] + rgb[:, 2])
+    b = np.sqrt(3) / 2 * (rgb[:, 1] - rgb[:, 2])
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    a, b = c * a - s * b, s * a + c * b
+    new = np.stack([m + 2 * a / 3, m - a / 3 + b / np.sqrt(3), m - a / 3 - b / np.sqrt(3)], -1)
+    out[masks] = np.clip(np.rint(new), 0, 255).astype(np.uint8)
     return out
 
 
@@ -80,6 +89,19 @@ def test_distractor_plans_restore_the_scene():
 
 def text_in(instruction: str, texts: list[str]) -> bool:
     return all(t in instruction for t in texts)
+
+
+def test_probe_colours_on_synthetic_patches():
+    row = np.array([8.0, 8.0, 2.0, 1.0, 8.0, 8.0])  # cube_pixel: centre (8, 8), half-size 2, fully visible
+    rendered = {"red": (255, 20, 20), "orange": (255, 156, 0), "yellow": (255, 255, 16), "green": (24, 255, 82),
+                "blue": (39, 78, 255)}  # measured on rendered cubes (lit top faces); the scene's colours below too
+    background = {"navy floor": (54, 63, 88), "drawer": (225, 255, 255), "bluish scene 99th pct": (77, 92, 121),
+                  "bluish scene max": (160, 192, 250), "purple arm": (93, 63, 199), "grey": (128, 128, 128)}
+    for name, rgb in {**rendered, **background}.items():
+        frame = np.full((16, 16, 3), 60, np.uint8)
+        frame[6:10, 6:10] = rgb
+        assert classify_frame(frame, row) == (name if name in rendered else NO_CUBE), name
+        assert classify_frame(frame, row + np.array([6, 6, 0, 0, 6, 6])) == NO_CUBE  # elsewhere: not seen
 
 
 def test_episode_records_state_colour_and_projection(memory_episode, tmp_path):
@@ -131,8 +153,10 @@ def test_probe_recalls_real_reopen_and_rejects_painted_out_cube(memory_episode):
         painted[t][windows[t]] = np.median(frames[t][ring], axis=0).astype(np.uint8)
     gone = probe_episode(painted, ep)
     assert not gone["correct"] and gone["label"] == NO_CUBE and set(gone["labels"]) == {NO_CUBE}
-    recoloured = probe_episode(_other_color(frames, windows), ep)
-    assert not recoloured["correct"] and recoloured["label"] not in (color, NO_CUBE)
+    other = COLOR_NAMES[(COLOR_NAMES.index(color) + 1) % len(COLOR_NAMES)]
+    cube = windows & (pixel_labels(frames) == COLOR_NAMES.index(color))  # the cube's own pixels
+    recoloured = probe_episode(_recolour(frames, cube, REFERENCE_HUES[other] - REFERENCE_HUES[color]), ep)
+    assert not recoloured["correct"] and recoloured["label"] == other
 
     # at half the resolution (e.g. a model at 32x32) the recorded location is rescaled
     small = frames[:, ::2, ::2]
