@@ -92,6 +92,8 @@ def test_seeded_episodes_repeat_and_memory_learns(model):
             frames.append(obs)
             losses.append(info["fast_loss"])
         theta = env.memory.theta.detach().clone()
+        learned_b = [env.memory.factors(0, k)[1] for k in range(len(env.memory.layout))]
+        assert any(b.any() for b in learned_b), "Θ never written: the fast steps changed nothing"
         env.reset(seed=seed)  # reset frees the episode: Θ back to its initial draw, B = 0
         b_parts = [env.memory.factors(0, k)[1] for k in range(len(env.memory.layout))]
         assert all(not b.any() for b in b_parts) and len(env.memory.history[0]) == 0
