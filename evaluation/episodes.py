@@ -24,6 +24,9 @@ class EvalEpisode:
     language: list[str]
     chunk_len: int
     revisits: np.ndarray  # (R, 2) frame pairs (i, j) at this stride
+    # The scene memory benchmark's records at this stride (episodes collected with them): sim_state,
+    # cube_pixel, cube colour and the recorded frame width, for `evaluation.memory_probe.cube_recall`.
+    cube: dict | None = None
 
     def num_model_chunks(self, new_frames: int) -> int:
         return math.ceil((len(self.frames) - 1) / new_frames)
@@ -46,14 +49,19 @@ def stride_episode(episode: dict, frame_skip: int, name: str) -> EvalEpisode:
         raise ValueError(f"{name}: chunk_len {L} is not divisible by --frame-skip {frame_skip}")
     frames, actions = np.asarray(episode["frames"]), np.asarray(episode["actions"], np.float32)
     s = frame_skip
+    kept = np.arange(0, len(frames), s)
+    cube = None
+    if "cube_pixel" in episode and "sim_state" in episode and "cube_color" in episode["attrs"]:
+        cube = {"sim_state": np.asarray(episode["sim_state"])[kept], "cube_pixel": np.asarray(episode["cube_pixel"])[kept],
+                "color": str(episode["attrs"]["cube_color"]), "width": int(frames.shape[2])}
     if s > 1:
-        frames = frames[np.arange(0, len(frames), s)]
+        frames = frames[kept]
         actions = actions.reshape(-1, s, actions.shape[-1]).mean(axis=1)
     pairs = np.rint(np.asarray(episode["revisits"], np.float64).reshape(-1, 2) / s).astype(np.int64)
     pairs = pairs[(pairs[:, 0] < pairs[:, 1])] if len(pairs) else pairs.reshape(0, 2)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs
     return EvalEpisode(name, str(episode["attrs"].get("task", "")), frames, actions, list(episode["language"]),
-                       L // s, pairs.reshape(-1, 2).astype(np.int64))
+                       L // s, pairs.reshape(-1, 2).astype(np.int64), cube)
 
 
 def load_h5_episodes(source: str, tasks: Sequence[str] | None, limit: int, frame_skip: int) -> list[EvalEpisode]:

@@ -76,6 +76,7 @@ def markdown(result: dict) -> str:
                  f"– | {ref['scuts']['n']} | |")
     lines.append(f"| copy last given frame (no model) | – | – | {fmt(cp['psnr'])} | {fmt(cp['ssim'])} | "
                  f"{fmt(cp['psnr_revisit'])} | {fmt(cp['ssim_revisit'])} | – | – | – | – | {cp['psnr']['n']} | |")
+    lines += cube_recall_table(result)
     lines += ["", "Notes:", ""]
     skipped = [r["skipped"] for r in result["variants"].values() if "skipped" in r]
     lines += [f"- ¹ {n}" for n in skipped]
@@ -101,3 +102,22 @@ def markdown(result: dict) -> str:
     if result.get("video"):
         lines.append(f"- Grid video: `{result['video']}` (episode {result['video_episode']}).")
     return "\n".join(lines) + "\n"
+
+
+def cube_recall_table(result: dict) -> list[str]:
+    """The scene memory benchmark: at the drawer reopen, is the hidden cube shown in its colour where the
+    real one reappears? (Episodes collected with the benchmark's records only; none: no table.)"""
+    from .memory_probe import chance_level
+
+    ref = result["reference"].get("cube_recall")
+    if not ref or not ref["n"]:
+        return []
+    lines = ["", f"Scene memory benchmark: cube recall at the drawer reopen (colour-correct; chance "
+                 f"{chance_level():.2f}, one of the cube colours; `evaluation.memory_probe`)", "",
+             "| variant | recall | episodes |", "|---|---|---|"]
+    for row in result["variants"].values():
+        if "skipped" not in row:
+            stat = row["metrics"]["cube_recall"]
+            lines.append(f"| {row['label']} | {fmt(stat)} | {stat['n']} |")
+    lines.append(f"| real video (reference) | {fmt(ref)} | {ref['n']} |")
+    return lines

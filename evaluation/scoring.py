@@ -47,7 +47,7 @@ class Scorer:
 
     def score(self, video: np.ndarray, episode: EvalEpisode) -> dict[str, float]:
         m = self.m
-        out = {"scuts": float(m.scene_cuts(video)), "src": float("nan")}
+        out = {"scuts": float(m.scene_cuts(video)), "src": float("nan"), "cube_recall": cube_recall(video, episode)}
         if len(episode.revisits):
             out["src"] = m.scene_revisit_consistency(video, episode.revisits, self.features)
         out.update(self.fidelity(video, episode))
@@ -90,6 +90,19 @@ class Scorer:
         return m.frechet_distance(*m.gaussian_statistics(real), *m.gaussian_statistics(fake)), None
 
 
+def cube_recall(video: np.ndarray, episode: EvalEpisode) -> float:
+    """1/0: does the video show the episode's cube, in its colour, where the real one reappears when the
+    drawer is reopened (`evaluation.memory_probe`); NaN for episodes without the benchmark's records or
+    without a reopen."""
+    if episode.cube is None:
+        return float("nan")
+    from evaluation import memory_probe
+
+    c = episode.cube
+    result = memory_probe.cube_recall(video, c["cube_pixel"], c["sim_state"], c["color"], recorded_width=c["width"])
+    return float(result["correct"]) if result["label"] is not None else float("nan")
+
+
 def summarize(values: Sequence[float]) -> dict[str, float | int]:
     """Mean ± std over the finite values; ``n_inf`` counts infinite ones (PSNR of an exact copy), which
     would otherwise make the mean infinite."""
@@ -110,7 +123,7 @@ class Collector:
         self.scorer, self.save_dir, self.grid_index = scorer, save_dir, grid_index
         self.mode, self.new_frames = mode, new_frames
         self.per_episode: list[dict] = []
-        self.reference: dict[str, list[float]] = {"scuts": [], "src": []}
+        self.reference: dict[str, list[float]] = {"scuts": [], "src": [], "cube_recall": []}
         self.copy_baseline: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_revisit": [], "ssim_revisit": []}
         self.grid: dict[str, np.ndarray] = {}
         if save_dir is not None:
@@ -126,6 +139,7 @@ class Collector:
         if sc is None:
             return
         self.reference["scuts"].append(float(sc.m.scene_cuts(ep.frames)))
+        self.reference["cube_recall"].append(cube_recall(ep.frames, ep))
         if len(ep.revisits):
             self.reference["src"].append(sc.m.scene_revisit_consistency(ep.frames, ep.revisits, sc.features))
         for k, value in sc.fidelity(copy_last_frame(ep.frames, self.mode, self.new_frames), ep).items():

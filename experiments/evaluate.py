@@ -72,7 +72,7 @@ from evaluation.videos import grid_frames, write_grid
 from worldmodel.loading import load_model
 from worldmodel.memory import TempLoRA
 
-METRICS = ("scuts", "src", "psnr", "ssim", "psnr_revisit", "ssim_revisit", "lpips")
+METRICS = ("scuts", "src", "psnr", "ssim", "psnr_revisit", "ssim_revisit", "lpips", "cube_recall")
 
 
 NO_CHUNK_NOTE = ("no_chunk_input skipped: pass --no-chunk-model PATH (a model trained with context_frames=1, "

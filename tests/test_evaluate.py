@@ -164,3 +164,33 @@ def test_copy_baseline_and_infinite_psnr_summary():
     stat = summarize([20.0, 22.0, math.inf, math.nan])
     assert (stat["mean"], stat["n"], stat["n_inf"]) == (21.0, 3, 1)
     assert fmt(stat) == "21.00 ± 1.00 (+1 inf)"
+
+
+def _cube_episode(seed: int) -> dict:
+    """A loop episode with the scene benchmark's records: a red cube hidden in the drawer for the middle
+    frames and reappearing at a known pixel for the last chunk (drawn into the real frames)."""
+    ep = loop_episode(seed, 2, frame_size=32, chunk_len=2)
+    T = len(ep["frames"])
+    ep["attrs"].update(task="memory_drawer", cube_color="red")
+    sim_state = np.zeros((T, 8), np.float32)
+    sim_state[:, 7] = 1.0  # cube_in_drawer
+    cube_pixel = np.zeros((T, 6), np.float32)
+    cube_pixel[:, :2] = cube_pixel[:, 4:6] = (10.0, 12.0)  # x, y and the visible part's centre
+    cube_pixel[:, 2] = 2.0  # half size
+    cube_pixel[-2:, 3] = 1.0  # visible only in the last chunk: the reopen
+    ep["frames"][-2:, 10:14, 8:12] = (230, 20, 20)
+    ep.update(sim_state=sim_state, cube_pixel=cube_pixel)
+    return ep
+
+
+def test_cube_recall_scores_the_reopen(tmp_path):
+    """The real video shows the cube where and how it reappears (recall 1); a model that has not seen it
+    (random tiny model) does not: the probe is wired into the table."""
+    write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
+    out = tmp_path / "out"
+    result = evaluate.main(["--data", str(tmp_path), "--episodes", "2", "--variants", "no_temp_lora", "--no-video",
+                            "--out", str(out), *FAST])
+    assert result["reference"]["cube_recall"]["mean"] == 1.0 and result["reference"]["cube_recall"]["n"] == 2
+    stat = result["variants"]["no_temp_lora"]["metrics"]["cube_recall"]
+    assert stat["n"] == 2 and stat["mean"] == 0.0
+    assert "cube recall at the drawer reopen" in (out / "table2.md").read_text()
