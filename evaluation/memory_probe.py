@@ -212,7 +212,6 @@ def control_pairs(revisits: np.ndarray, sim_state: np.ndarray, cube_pixel: np.nd
     names = list(SIM_STATE_FIELDS)
     cube = slice(0, 3)
     drawer, window = names.index("drawer"), names.index("window")
-    buttons = [names.index("left_button"), names.index("right_button")]
     out = []
     for i, j in np.asarray(revisits, np.int64).reshape(-1, 2):
         between = sim_state[i + 1 : j]

@@ -84,8 +84,9 @@ class Imagination:
         to the context with the first frame): context latents set, generators seeded, and Θ forgotten
         unless ``forget=False`` (to sample from given frames with a memory as it stands)."""
         ids = self._ids(ids)
-        per_env = list(frames) if not isinstance(frames, (np.ndarray, torch.Tensor)) or np.ndim(frames) == 5 \
-            else [frames] * len(ids)
+        if isinstance(frames, (np.ndarray, torch.Tensor)) and frames.ndim == 4:
+            frames = [frames] * len(ids)  # one start for every env
+        per_env = list(frames)
         if len(per_env) != len(ids):
             raise ValueError(f"{len(per_env)} start frame sets for {len(ids)} envs")
         seeds = list(seeds) if seeds is not None else [None] * len(ids)

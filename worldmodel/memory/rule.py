@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import torch
 
@@ -142,8 +142,3 @@ def check_fork(src_ids: Sequence[int], dst_ids: Sequence[int], num_envs: int) ->
     if len(set(dst)) != len(dst):
         raise ValueError(f"fork destinations must be distinct, got {dst}")
     return src, dst
-
-
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    yield
