@@ -1,23 +1,27 @@
 """Planning over the world model: random shooting and CEM over skill sequences, replanned every chunk.
 
-`WorldModelPlanner` keeps one imagination core (`worldmodel.Imagination`) of ``1 + candidates`` envs:
+`WorldModelPlanner` keeps one imagination core (`worldmodel.Imagination`) of ``1 + candidates`` envs per
+real episode it plays (several episodes can be played side by side, all in the same batches):
 
-- env 0 is the agent's belief about the real episode: it starts from the real reset frame, and after each
-  real chunk it learns that chunk (the core's ``teacher_frames``: Temp-LoRA Θ fast-learns the real frames,
-  the context slides to them). Its memory of the episode is what Temp-LoRA carries.
-- to plan, env 0 is forked into envs 1..K (context, Θ and its Adam state, RNG: `Imagination.fork`) and
-  every candidate skill sequence is imagined chunk by chunk, all K in ONE denoiser batch per chunk.
+- the episode's first env is the agent's belief about the real episode: it starts from the real reset
+  frame, and after each real chunk it learns that chunk (the core's ``teacher_frames``: Temp-LoRA Θ
+  fast-learns the real frames, the context slides to them). Its memory of the episode is what Temp-LoRA
+  carries.
+- to plan, the belief env is forked into the K envs after it (context, Θ and its Adam state, RNG:
+  `Imagination.fork`) and every candidate skill sequence is imagined chunk by chunk, all K (of all
+  episodes) in ONE denoiser batch per chunk.
 - the learned heads (`worldmodel.heads.RewardHeads`) judge each imagined chunk against the instruction;
   a sequence's score is its discounted sum of ``reward_weight * reward + success_weight * skill success
   + terminated_weight * P(task done)``, each step weighted by the chance that the task was not done before.
 - random shooting samples K sequences (all of them when there are at most K); CEM refits a categorical
-  distribution per step of the horizon to the best ``elites`` for ``iterations`` rounds. Both start from
-  the previous plan, shifted by one chunk.
+  distribution per step of the horizon to the best ``elites`` for ``iterations`` rounds (a round whose
+  candidates all score the same teaches nothing and leaves it as it was). Both start from the previous
+  plan, shifted by one chunk.
 
 Only the first skill of the best sequence is executed; the real chunk it produced is observed and the
 planner plans again (model-predictive control). ``temp_lora=False`` plans with Φ alone (the context
 still follows the real frames). Because a forked branch draws the same noise as env 0, the imagined
-chunk of the executed skill is exactly env 0's prediction before it learns the real chunk
+chunk of the executed skill is exactly the belief env's prediction before it learns the real chunk
 (``last_imagined``, for videos of imagined vs real).
 
 A planner that finds no sequence predicted to finish the task within its horizon says so
@@ -50,7 +54,7 @@ class PlannerConfig:
     horizon: int = 3  # skills per imagined sequence
     candidates: int = 64  # sequences imagined together (one batch)
     iterations: int = 3  # CEM rounds (shooting: one)
-    elites: int = 8  # CEM: sequences the distribution is refitted to
+    elites: int = 8  # CEM: sequences the distribution is refitted to (at most candidates)
     smoothing: float = 0.1  # CEM: share of the uniform distribution mixed into each refit
     warm_start: float = 0.5  # weight of the previous plan (shifted) in the first distribution
     discount: float = 0.9
@@ -71,8 +75,9 @@ class PlannerConfig:
             raise ValueError(f"unknown planning method {self.method!r}; choose one of {METHODS}")
         if min(self.horizon, self.candidates, self.iterations) < 1:
             raise ValueError(f"horizon, candidates and iterations must be >= 1: {self}")
-        if not 1 <= self.elites <= self.candidates:
-            raise ValueError(f"elites must be in [1, candidates]: {self}")
+        if self.elites < 1:
+            raise ValueError(f"elites must be >= 1: {self}")
+        self.elites = min(self.elites, self.candidates)
         if not (0.0 <= self.smoothing <= 1.0 and 0.0 <= self.warm_start <= 1.0):
             raise ValueError(f"smoothing and warm_start must be in [0, 1]: {self}")
 
@@ -96,194 +101,241 @@ class PlanResult:
     feasible: bool
     evaluated: int  # sequences imagined
     batches: int  # batched imagination steps (each one denoiser batch of all candidates)
-    seconds: float
+    seconds: float  # wall-clock of the planning call (shared by the episodes planned together)
     message: str = ""
 
 
 class WorldModelPlanner:
     """MPC over a world model's imagination, scored by reward heads; see the module docstring.
 
-    Use as an agent in the real scene (`agents.real_scene.run_real_episode`): ``reset(frame, info)``,
-    ``act()``, ``observe(skill, frames, info)``; or directly: ``start(frames, instruction, seed)``,
-    ``plan()``, ``imagine(sequences)``.
+    Plans ``num_episodes`` real episodes side by side: episode b owns envs ``b * (1 + K)`` (its belief) and
+    the K after it (its candidates) of one imagination core, so every chunk of every candidate of every
+    episode is one denoiser batch. As an agent in the real scene (`agents.real_scene.run_real_episodes`):
+    ``reset_episode``, ``act_batch``, ``observe_batch``; directly: ``start``, ``plan``, ``imagine``.
     """
 
     def __init__(self, model: Any, heads: Any, config: PlannerConfig | None = None,
-                 skills: Sequence[str] = SKILLS):
+                 skills: Sequence[str] = SKILLS, num_episodes: int = 1):
         self.config = cfg = config or PlannerConfig()
         if model.config.action_type == "vector":
             raise ValueError("planning over skills needs a model that reads language actions; this model's "
                              "action_type is 'vector'")
         if heads is None:
             raise ValueError("the planner scores imagined chunks with reward heads; pass heads (see agents.heads)")
+        if num_episodes < 1:
+            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
         self.model, self.heads, self.skills = model, heads, tuple(skills)
-        n = 1 + cfg.candidates
+        self.num_episodes, self.width = num_episodes, 1 + cfg.candidates
+        n = num_episodes * self.width
         memory = None
         if cfg.temp_lora:
             memory = BatchedTempLoRA(model, n, model.config.temp_lora, max_batch=cfg.fast_batch_size)
         self.core = Imagination(model, n, memory, cfg.denoise_steps, cfg.guidance_scale)
         self.model.action_encoder.embed_texts(list(self.skills))  # cache the vocabulary once
         self.name = f"{cfg.method} planner" + ("" if cfg.temp_lora else " (no Temp-LoRA)")
-        self.instruction: str | None = None
-        self.rng = np.random.default_rng(cfg.seed)
-        self.previous: np.ndarray | None = None
-        self.last_imagined: np.ndarray | None = None
-        self.last_plan: PlanResult | None = None
-        self.plans: list[PlanResult] = []
-        self.notes: list[str] = []
-        self.stop_reason: str | None = None
-        self._infeasible = 0
+        b = num_episodes
+        self.instructions: list[str | None] = [None] * b
+        self.rngs = [np.random.default_rng([cfg.seed, i]) for i in range(b)]
+        self.previous: list[np.ndarray | None] = [None] * b
+        self.last_imagined: list[np.ndarray | None] = [None] * b
+        self.plans: list[list[PlanResult]] = [[] for _ in range(b)]
+        self.notes: dict[int, list[str]] = {i: [] for i in range(b)}
+        self.stop_reasons: list[str | None] = [None] * b
+        self._infeasible = [0] * b
+
+    def root(self, b: int) -> int:
+        return b * self.width
 
     # ------------------------------------------------------------------------------- agent protocol
-    def reset(self, frame: np.ndarray, info: dict) -> None:
-        """A real episode starts: its reset frame and the scene's reset info (instruction, seed)."""
-        self.start(np.asarray(frame)[None], info["instruction"], int(info.get("seed", 0)))
+    def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
+        """Episode b starts: its real reset frame and the scene's reset info (instruction, seed)."""
+        self.start(np.asarray(frame)[None], info["instruction"], int(info.get("seed", 0)), episode=b)
 
-    def act(self) -> int | None:
-        result = self.plan()
-        if not result.feasible:
-            self._infeasible += 1
-            if self.config.give_up_after is not None and self._infeasible >= self.config.give_up_after:
-                self.stop_reason = f"gave up: {result.message}"
-                self.notes.append(self.stop_reason)
-                return None
-        else:
-            self._infeasible = 0
-        return int(result.sequence[0])
+    def act_batch(self, ids: Sequence[int]) -> list[int | None]:
+        out: list[int | None] = []
+        for b, result in zip(ids, self.plan(ids)):
+            if result.feasible:
+                self._infeasible[b] = 0
+            else:
+                self._infeasible[b] += 1
+                if self.config.give_up_after is not None and self._infeasible[b] >= self.config.give_up_after:
+                    self.stop_reasons[b] = f"gave up: {result.message}"
+                    self.notes[b].append(self.stop_reasons[b])
+                    out.append(None)
+                    continue
+            out.append(int(result.sequence[0]))
+        return out
 
     @torch.no_grad()
-    def observe(self, skill: int, frames: np.ndarray, info: dict | None = None) -> None:
-        """The real chunk that ``skill`` produced: env 0 predicts it (kept as ``last_imagined``), then learns
-        it (Temp-LoRA) and continues from the real frames."""
-        frames = np.asarray(frames)
+    def observe_batch(self, ids: Sequence[int], skills: Sequence[int], frames: Sequence[np.ndarray],
+                      infos: Sequence[dict] | None = None) -> None:
+        """The real chunks that ``skills`` produced in episodes ``ids``: each belief env predicts its chunk
+        (kept in ``last_imagined``), then learns it (Temp-LoRA) and continues from the real frames."""
+        ids = list(ids)
+        truth = np.stack([np.asarray(f) for f in frames])
         new = self.model.config.new_frames
-        if frames.shape[0] != new:
-            raise ValueError(f"the real chunk has {frames.shape[0]} frames but the model makes {new} per chunk: run the "
+        if truth.shape[1] != new:
+            raise ValueError(f"the real chunk has {truth.shape[1]} frames but the model makes {new} per chunk: run the "
                              f"scene with chunk_len={new}")
-        chunk = self.core.step([0], self._action([self.skills[int(skill)]]), teacher_frames=frames[None])
-        self.last_imagined = chunk.frames[0].cpu().numpy()
-        if self.previous is not None and len(self.previous) and int(self.previous[0]) == int(skill):
-            self.previous = self.previous[1:]  # what is left of the plan, for the next warm start
-        else:
-            self.previous = None
+        chunk = self.core.step([self.root(b) for b in ids], self._action([self.skills[int(s)] for s in skills]),
+                               teacher_frames=truth)
+        made = chunk.frames.cpu().numpy()
+        for k, (b, skill) in enumerate(zip(ids, skills)):
+            self.last_imagined[b] = made[k]
+            rest = self.previous[b]
+            self.previous[b] = rest[1:] if rest is not None and len(rest) and int(rest[0]) == int(skill) else None
+
+    # single-episode conveniences (slot 0)
+    def reset(self, frame: np.ndarray, info: dict) -> None:
+        self.reset_episode(0, frame, info)
+
+    def act(self) -> int | None:
+        return self.act_batch([0])[0]
+
+    def observe(self, skill: int, frames: np.ndarray, info: dict | None = None) -> None:
+        self.observe_batch([0], [skill], [frames], [info or {}])
 
     # ------------------------------------------------------------------------------------ planning
-    def start(self, frames: Any, instruction: str, seed: int = 0) -> None:
-        """Begin an episode from real frames ((T, H, W, 3) uint8) under ``instruction``."""
-        self.instruction = check_instruction(instruction)
-        self.core.reset([0], [np.asarray(frames)], seeds=[int(seed)])
-        self.rng = np.random.default_rng([self.config.seed, int(seed)])
-        self.previous, self.last_imagined, self.last_plan = None, None, None
-        self.plans, self.notes, self.stop_reason, self._infeasible = [], [], None, 0
+    def start(self, frames: Any, instruction: str, seed: int = 0, episode: int = 0) -> None:
+        """Begin episode ``episode`` from real frames ((T, H, W, 3) uint8) under ``instruction``."""
+        b = episode
+        if not 0 <= b < self.num_episodes:
+            raise IndexError(f"episode {b} out of range for a planner of {self.num_episodes}")
+        self.instructions[b] = check_instruction(instruction)
+        self.core.reset([self.root(b)], [np.asarray(frames)], seeds=[int(seed)])
+        self.rngs[b] = np.random.default_rng([self.config.seed, int(seed)])
+        self.previous[b], self.last_imagined[b] = None, None
+        self.plans[b], self.notes[b], self.stop_reasons[b], self._infeasible[b] = [], [], None, 0
 
     def _action(self, texts: list[str]) -> Any:
         return {"text": texts} if self.model.config.action_type == "both" else texts
 
     @torch.no_grad()
-    def imagine(self, sequences: Any, keep_frames: bool = False) -> Imagined:
-        """Imagine skill sequences (K, H) from env 0's state, all K in one batch per chunk, and judge each
-        chunk with the heads against the instruction."""
-        if self.instruction is None:
-            raise RuntimeError("start() or reset() the planner before planning")
+    def imagine(self, sequences: Any, episodes: Sequence[int] | None = None, keep_frames: bool = False) -> Imagined:
+        """Imagine skill sequences from the belief state of each episode in ``episodes`` (default [0]):
+        ``sequences`` (E, K, H) (or (K, H) for one episode); all E * K in one batch per chunk, each chunk
+        judged by the heads against its episode's instruction. Arrays come back (E, K, H) ((K, H) for 2-D
+        input)."""
         seqs = np.asarray(sequences, np.int64)
-        if seqs.ndim != 2 or not 1 <= len(seqs) <= self.config.candidates:
-            raise ValueError(f"sequences must be (K, H) with 1 <= K <= {self.config.candidates}, got {seqs.shape}")
+        flat = seqs.ndim == 2
+        if flat:
+            seqs = seqs[None]
+        episodes = [0] if episodes is None else list(episodes)
+        if seqs.ndim != 3 or seqs.shape[0] != len(episodes) or not 1 <= seqs.shape[1] <= self.config.candidates:
+            raise ValueError(f"sequences must be (episodes={len(episodes)}, K, H) with 1 <= K <= "
+                             f"{self.config.candidates}, got {np.asarray(sequences).shape}")
         if seqs.min() < 0 or seqs.max() >= len(self.skills):
             raise ValueError(f"skill ids must be in [0, {len(self.skills)})")
-        k, horizon = seqs.shape
-        ids = list(range(1, k + 1))
-        self.core.fork([0] * k, ids)
-        out = {key: np.zeros((k, horizon), np.float32) for key in ("reward", "success", "terminated")}
+        if any(self.instructions[b] is None for b in episodes):
+            raise RuntimeError("start() the planner's episode before planning")
+        e, k, horizon = seqs.shape
+        src = [self.root(b) for b in episodes for _ in range(k)]
+        ids = [self.root(b) + 1 + j for b in episodes for j in range(k)]
+        self.core.fork(src, ids)
+        texts = [self.instructions[b] for b in episodes for _ in range(k)]
+        flat_seqs = seqs.reshape(e * k, horizon)
+        out = {key: np.zeros((e * k, horizon), np.float32) for key in ("reward", "success", "terminated")}
         frames = [] if keep_frames else None
-        texts = [self.instruction] * k
         for h in range(horizon):
-            chunk = self.core.step(ids, self._action([self.skills[s] for s in seqs[:, h]]),
+            chunk = self.core.step(ids, self._action([self.skills[s] for s in flat_seqs[:, h]]),
                                    learn=self.config.learn_in_imagination)
             pred = self.heads.predict(chunk.frames, texts)
             for key in out:
                 out[key][:, h] = pred[key]
             if frames is not None:
                 frames.append(chunk.frames.cpu().numpy())
-        return Imagined(seqs, out["reward"], out["success"], out["terminated"],
-                        np.stack(frames, axis=1) if frames is not None else None)
+        shape = (k, horizon) if flat else (e, k, horizon)
+        video = np.stack(frames, axis=1).reshape(*shape, *frames[0].shape[1:]) if frames is not None else None
+        return Imagined(seqs.reshape(shape), *(out[key].reshape(shape) for key in ("reward", "success", "terminated")),
+                        video)
 
     def score(self, imagined: Imagined) -> tuple[np.ndarray, np.ndarray]:
-        """(score, P(done within the horizon)) per sequence."""
+        """(score, P(done within the horizon)) per sequence (over the last axis of the judgements)."""
         cfg = self.config
         term = np.clip(imagined.terminated.astype(np.float64), 0.0, 1.0)
-        alive = np.cumprod(np.concatenate([np.ones((len(term), 1)), 1.0 - term[:, :-1]], axis=1), axis=1)
+        before = np.concatenate([np.ones_like(term[..., :1]), 1.0 - term[..., :-1]], axis=-1)
+        alive = np.cumprod(before, axis=-1)
         value = (cfg.reward_weight * imagined.reward + cfg.success_weight * imagined.success
                  + cfg.terminated_weight * term)
-        discount = cfg.discount ** np.arange(term.shape[1])
-        return (alive * value * discount).sum(axis=1), 1.0 - np.prod(1.0 - term, axis=1)
+        discount = cfg.discount ** np.arange(term.shape[-1])
+        return (alive * value * discount).sum(axis=-1), 1.0 - np.prod(1.0 - term, axis=-1)
 
-    def _warm(self) -> np.ndarray | None:
-        """The previous plan's rest, padded with a random skill, as a candidate."""
-        h = self.config.horizon
-        if self.previous is None or not len(self.previous):
+    def _warm(self, b: int) -> np.ndarray | None:
+        """Episode b's previous plan's rest, padded with random skills, as a candidate."""
+        h, rest = self.config.horizon, self.previous[b]
+        if rest is None or not len(rest):
             return None
-        rest = list(self.previous[:h])
-        return np.asarray(rest + list(self.rng.integers(len(self.skills), size=h - len(rest))), np.int64)
+        rest = list(rest[:h])
+        return np.asarray(rest + list(self.rngs[b].integers(len(self.skills), size=h - len(rest))), np.int64)
 
-    def _sample(self, probs: np.ndarray, count: int) -> np.ndarray:
+    def _sample(self, b: int, probs: np.ndarray, count: int) -> np.ndarray:
         cum = probs.cumsum(axis=1)
-        u = self.rng.random((count, probs.shape[0], 1))
+        u = self.rngs[b].random((count, probs.shape[0], 1))
         return np.minimum((u > cum[None]).sum(axis=2), probs.shape[1] - 1).astype(np.int64)
 
-    def plan(self) -> PlanResult:
-        """The best sequence found from env 0's current state (random shooting or CEM)."""
+    def plan(self, episodes: Sequence[int] | None = None) -> list[PlanResult]:
+        """The best sequence found from each episode's belief state (random shooting or CEM), all episodes'
+        candidates imagined together."""
         cfg = self.config
+        episodes = [0] if episodes is None else list(episodes)
         t0 = time.perf_counter()
         s, h, k = len(self.skills), cfg.horizon, cfg.candidates
-        warm = self._warm()
-        probs = np.full((h, s), 1.0 / s)
-        if warm is not None and cfg.method == "cem":
-            probs = (1 - cfg.warm_start) * probs + cfg.warm_start * np.eye(s)[warm]
-        best: tuple[float, np.ndarray, float] | None = None
+        warm = {b: self._warm(b) for b in episodes}
+        probs = {b: np.full((h, s), 1.0 / s) for b in episodes}
+        if cfg.method == "cem":
+            for b in episodes:
+                if warm[b] is not None:
+                    probs[b] = (1 - cfg.warm_start) * probs[b] + cfg.warm_start * np.eye(s)[warm[b]]
+        best: dict[int, tuple[float, np.ndarray, float]] = {}
         evaluated = batches = 0
-        rounds = cfg.iterations if cfg.method == "cem" else 1
-        for _ in range(rounds):
-            if cfg.method == "shooting" and s ** h <= k:  # every sequence fits: try them all
-                seqs = np.stack(np.meshgrid(*[np.arange(s)] * h, indexing="ij"), -1).reshape(-1, h)
+        exhaustive = cfg.method == "shooting" and s ** h <= k
+        for _ in range(cfg.iterations if cfg.method == "cem" else 1):
+            if exhaustive:  # every sequence fits: try them all
+                every = np.stack(np.meshgrid(*[np.arange(s)] * h, indexing="ij"), -1).reshape(-1, h)
+                seqs = np.stack([every] * len(episodes))
             else:
-                seqs = self._sample(probs, k)
-                if warm is not None:
-                    seqs[0] = warm
-                    warm = None
-            imagined = self.imagine(seqs)
-            scores, done = self.score(imagined)
-            evaluated, batches = evaluated + len(seqs), batches + h
-            top = int(np.argmax(scores))
-            if best is None or scores[top] > best[0]:
-                best = (float(scores[top]), seqs[top].copy(), float(done[top]))
-            if cfg.method == "cem":
-                elites = seqs[np.argsort(-scores, kind="stable")[:cfg.elites]]
-                freq = np.stack([np.bincount(elites[:, j], minlength=s) for j in range(h)]) / len(elites)
-                probs = (1 - cfg.smoothing) * freq + cfg.smoothing / s
-        score, sequence, done_prob = best
-        feasible = done_prob >= cfg.feasible_threshold
-        message = "" if feasible else (
-            f"no sequence of {h} skills is predicted to finish {self.instruction!r} (best predicted chance "
-            f"{done_prob:.2f} < {cfg.feasible_threshold})")
-        result = PlanResult(sequence, score, done_prob, feasible, evaluated, batches, time.perf_counter() - t0, message)
-        self.previous, self.last_plan = sequence.copy(), result
-        self.plans.append(result)
-        return result
+                seqs = np.stack([self._sample(b, probs[b], k) for b in episodes])
+                for i, b in enumerate(episodes):
+                    if warm[b] is not None:
+                        seqs[i, 0], warm[b] = warm[b], None
+            scores, done = self.score(self.imagine(seqs, episodes))
+            evaluated, batches = evaluated + seqs.shape[1], batches + h
+            for i, b in enumerate(episodes):
+                top = int(np.argmax(scores[i]))
+                if b not in best or scores[i, top] > best[b][0]:
+                    best[b] = (float(scores[i, top]), seqs[i, top].copy(), float(done[i, top]))
+                if cfg.method == "cem" and scores[i].max() > scores[i].min():  # all equal: nothing learned
+                    elites = seqs[i, np.argsort(-scores[i], kind="stable")[:cfg.elites]]
+                    freq = np.stack([np.bincount(elites[:, j], minlength=s) for j in range(h)]) / len(elites)
+                    probs[b] = (1 - cfg.smoothing) * freq + cfg.smoothing / s
+        seconds = time.perf_counter() - t0
+        results = []
+        for b in episodes:
+            score, sequence, done_prob = best[b]
+            feasible = done_prob >= cfg.feasible_threshold
+            message = "" if feasible else (
+                f"no sequence of {h} skills is predicted to finish {self.instructions[b]!r} (best predicted chance "
+                f"{done_prob:.2f} < {cfg.feasible_threshold})")
+            result = PlanResult(sequence, score, done_prob, feasible, evaluated, batches, seconds, message)
+            self.previous[b] = sequence.copy()
+            self.plans[b].append(result)
+            results.append(result)
+        return results
 
 
 def make_agent(name: str, model: Any = None, heads: Any = None, config: PlannerConfig | None = None,
-               seed: int = 0) -> Any:
-    """An agent by name: ``planner``, ``planner_no_memory`` (the same without Temp-LoRA), ``random`` or
-    ``expert``."""
+               num_episodes: int = 1, seed: int = 0) -> Any:
+    """An agent by name for ``num_episodes`` side-by-side episodes: ``planner``, ``planner_no_memory`` (the
+    same without Temp-LoRA), ``random`` or ``expert``."""
     if name in ("planner", "planner_no_memory"):
         cfg = config or PlannerConfig(seed=seed)
         if name == "planner_no_memory":
             cfg = replace(cfg, temp_lora=False)
-        return WorldModelPlanner(model, heads, cfg)
+        return WorldModelPlanner(model, heads, cfg, num_episodes=num_episodes)
     if name == "random":
-        return RandomSkillAgent(seed)
+        return RandomSkillAgent(num_episodes, seed)
     if name == "expert":
-        return ExpertAgent()
+        return ExpertAgent(num_episodes)
     raise ValueError(f"unknown agent {name!r}; choose from planner, planner_no_memory, random, expert")
 
 

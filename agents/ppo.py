@@ -35,7 +35,7 @@ from torch import nn
 from envs.real.skills import SKILLS
 from worldmodel.heads import instruction_features
 
-from .real_scene import EpisodeResult, SceneSpec, check_tasks, make_scene, run_real_episode
+from .real_scene import EpisodeResult, SceneSpec, check_tasks, make_scene, run_real_episodes
 
 INSTRUCTION_DIM = 64
 
@@ -309,47 +309,54 @@ def _spec_of(env: VecEnv) -> ObservationSpec:
 
 # ------------------------------------------------------------------------------------ evaluation
 class PolicyAgent:
-    """A trained policy as a real-scene agent (`agents.real_scene.Agent`)."""
+    """A trained policy as a real-scene agent (`agents.real_scene.Agent`), ``num_episodes`` side by side."""
 
-    def __init__(self, policy: PPO, spec: ObservationSpec | None = None, deterministic: bool = True):
-        self.policy = policy
+    def __init__(self, policy: PPO, spec: ObservationSpec | None = None, deterministic: bool = True,
+                 num_episodes: int = 1):
+        self.policy, self.num_episodes = policy, num_episodes
         self.spec = spec or ObservationSpec(**policy.agent_spec)
         self.deterministic = deterministic
         self.name = "PPO policy"
+        self.state: list[dict] = [{} for _ in range(num_episodes)]
 
-    def reset(self, frame: np.ndarray, info: dict) -> None:
-        self.frame, self.instruction, self.step, self.last = frame, info["instruction"], 0, None
+    def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
+        self.state[b] = dict(frame=frame, instruction=info["instruction"], step=0, last=None)
 
-    def act(self) -> int:
-        obs = self.spec.build(self.frame, self.instruction, self.step, self.last)
-        action, _ = self.policy.predict(obs, deterministic=self.deterministic)
-        return int(np.asarray(action).reshape(()))
+    def act_batch(self, ids: Sequence[int]) -> list[int]:
+        obs = _stack([self.spec.build(st["frame"], st["instruction"], st["step"], st["last"])
+                      for st in (self.state[b] for b in ids)])
+        actions, _ = self.policy.predict(obs, deterministic=self.deterministic)
+        return [int(a) for a in np.asarray(actions).reshape(len(ids))]
 
-    def observe(self, skill: int, frames: np.ndarray, info: dict) -> None:
-        self.frame, self.step, self.last = frames[-1], self.step + 1, int(skill)
+    def observe_batch(self, ids, skills, frames, infos) -> None:
+        for b, skill, f in zip(ids, skills, frames):
+            st = self.state[b]
+            st.update(frame=f[-1], step=st["step"] + 1, last=int(skill))
 
 
 def run_policy_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene: SceneSpec | None = None,
-                             env: Any = None, deterministic: bool = True,
+                             envs: Sequence[Any] | None = None, deterministic: bool = True,
                              keep_frames: bool = False) -> list[EpisodeResult]:
-    """One real episode per seed with the policy (its budget: the chunks it was trained with)."""
+    """One real episode per seed with the policy (its budget: the chunks it was trained with), as many side
+    by side as ``envs`` are given (default: one scene made here)."""
     check_tasks([task])
     spec = ObservationSpec(**policy.agent_spec)
     scene = scene or SceneSpec()
     if scene.max_chunks is None:
         scene = replace(scene, max_chunks=spec.max_chunks)
-    own = env is None
-    env = env or make_scene(scene, spec.frame_size, task)
+    own = not envs
+    envs = list(envs) if envs else [make_scene(scene, spec.frame_size, task)]
     try:
-        agent = PolicyAgent(policy, spec, deterministic)
-        return [run_real_episode(agent, env, task, int(s), scene, keep_frames) for s in seeds]
+        agent = PolicyAgent(policy, spec, deterministic, num_episodes=len(envs))
+        return run_real_episodes(agent, envs, [(task, int(s)) for s in seeds], scene, keep_frames)
     finally:
         if own:
-            env.close()
+            for env in envs:
+                env.close()
 
 
 def evaluate_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene: SceneSpec | None = None,
-                           env: Any = None, deterministic: bool = True) -> float:
+                           envs: Sequence[Any] | None = None, deterministic: bool = True) -> float:
     """The policy's success rate on ``task`` in the real scene over ``seeds`` (one episode each)."""
-    results = run_policy_in_real_scene(policy, task, seeds, scene, env, deterministic)
+    results = run_policy_in_real_scene(policy, task, seeds, scene, envs, deterministic)
     return float(np.mean([r.success for r in results])) if results else float("nan")

@@ -1,11 +1,13 @@
 """Agents judged in the real scene (`envs.real.RealSceneEnv`): how the scene is set up for a model, the
 episode loop every agent runs through, and the instruction check.
 
-An agent is anything with ``reset(frame, info)`` (the real reset frame and the scene's reset info:
-``instruction``, ``plan``, ``task``), ``act() -> skill id or None`` (None: the agent stops) and
-``observe(skill, frames, info)`` (the real chunk that skill produced and the scene's step info).
-`run_real_episode` plays one seeded episode and returns what happened (`EpisodeResult`); an agent that
-imagines what it expects (a planner) gives its imagined chunk in ``agent.last_imagined`` for the videos.
+An agent plays ``num_episodes`` episodes side by side (a planner imagines all their candidates in one
+batch): ``reset_episode(b, frame, info)`` (the real reset frame and the scene's reset info:
+``instruction``, ``plan``, ``task``, ``seed``), ``act_batch(ids) -> [skill id or None]`` (None: that
+episode's agent stops) and ``observe_batch(ids, skills, frames, infos)`` (the real chunks those skills
+produced and the scene's step infos). `run_real_episodes` plays seeded episodes and returns what happened
+(`EpisodeResult`); an agent that imagines what it expects (a planner) gives its imagined chunk of episode
+b in ``agent.last_imagined[b]``, for the videos.
 """
 
 from __future__ import annotations
@@ -59,11 +61,16 @@ def make_scene(spec: SceneSpec, frame_size: int, task: str = "task1_open"):
 
 
 class Agent(Protocol):
-    def reset(self, frame: np.ndarray, info: dict) -> None: ...
+    """Plays ``num_episodes`` real episodes side by side (episode slots 0..num_episodes-1)."""
 
-    def act(self) -> int | None: ...
+    num_episodes: int
 
-    def observe(self, skill: int, frames: np.ndarray, info: dict) -> None: ...
+    def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None: ...
+
+    def act_batch(self, ids: Sequence[int]) -> list[int | None]: ...
+
+    def observe_batch(self, ids: Sequence[int], skills: Sequence[int], frames: Sequence[np.ndarray],
+                      infos: Sequence[dict]) -> None: ...
 
 
 @dataclass
@@ -76,7 +83,7 @@ class EpisodeResult:
     success: bool
     chunks: int
     skills: list[int]
-    seconds: float
+    seconds: float  # wall-clock of the episode (shared with the episodes played beside it)
     stop: str  # "success", "budget" (out of chunks) or the agent's reason for stopping
     real_frames: np.ndarray | None = None  # (1 + chunks * L, H, W, 3): reset frame, then each chunk
     imagined_frames: np.ndarray | None = None  # (chunks * L, H, W, 3): the agent's prediction of each chunk
@@ -88,42 +95,80 @@ class EpisodeResult:
         return out
 
 
-def run_real_episode(agent: Agent, env, task: str, seed: int, spec: SceneSpec | None = None,
-                     keep_frames: bool = False) -> EpisodeResult:
-    """Play one episode of ``task`` (seeded) with ``agent`` until the task succeeds, the agent stops or the
-    chunk budget is spent. ``keep_frames``: keep the real frames and the agent's imagined ones."""
+def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[str, int]],
+                      spec: SceneSpec | None = None, keep_frames: bool | Sequence[bool] = False,
+                      on_done=None) -> list[EpisodeResult]:
+    """Play the episodes ``jobs`` ((task, seed) each) with ``agent``, ``len(envs)`` at a time side by side
+    (one scene per slot; the agent decides for all running episodes at once), each until its task
+    succeeds, the agent stops (None) or its chunk budget is spent. ``keep_frames``: keep the real frames and
+    the agent's imagined ones (``agent.last_imagined[b]``), for all or per job. ``on_done(result)`` is
+    called as each episode ends."""
     spec = spec or SceneSpec()
-    start = time.perf_counter()
-    frame, info = env.reset(seed=seed, options={"task": task})
-    agent.reset(frame, info)
-    budget = spec.budget(info["plan"])
-    real, imagined, skills = [frame], [], []
-    success, stop = False, "budget"
-    notes: list[str] = []
-    for _ in range(budget):
-        skill = agent.act()
-        if skill is None:
-            stop = getattr(agent, "stop_reason", None) or "agent stopped"
-            break
-        skill = int(skill)
-        if not 0 <= skill < len(SKILLS):
-            raise ValueError(f"agent issued skill {skill}, outside [0, {len(SKILLS)})")
-        _, _, terminated, _, step_info = env.step(skill)
-        frames = step_info["frames"]
-        agent.observe(skill, frames, step_info)
-        skills.append(skill)
-        if keep_frames:
-            real.extend(frames)
-            guess = getattr(agent, "last_imagined", None)
-            imagined.extend(guess if guess is not None else np.zeros_like(frames))
-        if terminated:
-            success, stop = True, "success"
-            break
-    notes.extend(getattr(agent, "notes", []) or [])
-    return EpisodeResult(task, int(seed), info["instruction"], success, len(skills), skills,
-                         time.perf_counter() - start, stop,
-                         np.stack(real) if keep_frames else None,
-                         np.stack(imagined) if keep_frames and imagined else None, notes)
+    slots = min(len(envs), agent.num_episodes)
+    if slots < 1:
+        raise ValueError("need at least one scene and one agent slot")
+    keep = [keep_frames] * len(jobs) if isinstance(keep_frames, bool) else list(keep_frames)
+    results: list[EpisodeResult | None] = [None] * len(jobs)
+    for first in range(0, len(jobs), slots):
+        wave = list(range(first, min(first + slots, len(jobs))))
+        start = time.perf_counter()
+        state = []
+        for b, j in enumerate(wave):
+            task, seed = jobs[j]
+            frame, info = envs[b].reset(seed=int(seed), options={"task": task})
+            agent.reset_episode(b, frame, info)
+            state.append(dict(info=info, budget=spec.budget(info["plan"]), real=[frame], imagined=[], skills=[],
+                              stop=None, success=False))
+        active = list(range(len(wave)))
+        while active:
+            chosen = agent.act_batch(active)
+            stepped, skills, frames, infos = [], [], [], []
+            for b, skill in zip(active, chosen):
+                st = state[b]
+                if skill is None:
+                    reasons = getattr(agent, "stop_reasons", None)
+                    st["stop"] = (reasons[b] if reasons else None) or "agent stopped"
+                    continue
+                skill = int(skill)
+                if not 0 <= skill < len(SKILLS):
+                    raise ValueError(f"agent issued skill {skill}, outside [0, {len(SKILLS)})")
+                _, _, terminated, _, step_info = envs[b].step(skill)
+                st["skills"].append(skill)
+                st["success"] = bool(terminated)
+                stepped.append(b), skills.append(skill), frames.append(step_info["frames"]), infos.append(step_info)
+            if stepped:
+                agent.observe_batch(stepped, skills, frames, infos)
+            for b, f in zip(stepped, frames):
+                st = state[b]
+                if keep[wave[b]]:
+                    st["real"].extend(f)
+                    guesses = getattr(agent, "last_imagined", None)
+                    guess = guesses[b] if guesses is not None else None
+                    st["imagined"].extend(guess if guess is not None else np.zeros_like(f))
+                if st["success"]:
+                    st["stop"] = "success"
+                elif len(st["skills"]) >= st["budget"]:
+                    st["stop"] = "budget"
+            active = [b for b in active if state[b]["stop"] is None]
+            for b in range(len(wave)):
+                st = state[b]
+                if st["stop"] is not None and results[wave[b]] is None:
+                    task, seed = jobs[wave[b]]
+                    notes = list((getattr(agent, "notes", None) or {}).get(b, []))
+                    k = keep[wave[b]]
+                    results[wave[b]] = r = EpisodeResult(
+                        task, int(seed), st["info"]["instruction"], st["success"], len(st["skills"]), st["skills"],
+                        time.perf_counter() - start, st["stop"], np.stack(st["real"]) if k else None,
+                        np.stack(st["imagined"]) if k and st["imagined"] else None, notes)
+                    if on_done is not None:
+                        on_done(r)
+    return results  # type: ignore[return-value]
+
+
+def run_real_episode(agent: Agent, env: Any, task: str, seed: int, spec: SceneSpec | None = None,
+                     keep_frames: bool = False) -> EpisodeResult:
+    """One episode of ``task`` (seeded) with ``agent`` in its slot 0 (`run_real_episodes`)."""
+    return run_real_episodes(agent, [env], [(task, seed)], spec, keep_frames)[0]
 
 
 # ------------------------------------------------------------------------------------- baselines
@@ -132,17 +177,17 @@ class RandomSkillAgent:
 
     name = "random skills"
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, num_episodes: int = 1, seed: int = 0):
+        self.num_episodes, self.seed = num_episodes, seed
+        self.rngs = [np.random.default_rng([seed, b]) for b in range(num_episodes)]
 
-    def reset(self, frame: np.ndarray, info: dict) -> None:
-        self.rng = np.random.default_rng([self.seed, int(info.get("seed", 0))])
+    def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
+        self.rngs[b] = np.random.default_rng([self.seed, int(info.get("seed", 0))])
 
-    def act(self) -> int:
-        return int(self.rng.integers(len(SKILLS)))
+    def act_batch(self, ids: Sequence[int]) -> list[int]:
+        return [int(self.rngs[b].integers(len(SKILLS))) for b in ids]
 
-    def observe(self, skill: int, frames: np.ndarray, info: dict) -> None:
+    def observe_batch(self, ids, skills, frames, infos) -> None:
         pass
 
 
@@ -152,21 +197,23 @@ class ExpertAgent:
 
     name = "scripted expert"
 
-    def __init__(self, max_tries: int = 3):
-        self.max_tries = max_tries
-        self.stop_reason = "plan done"
+    def __init__(self, num_episodes: int = 1, max_tries: int = 3):
+        self.num_episodes, self.max_tries = num_episodes, max_tries
+        self.experts: list[Any] = [None] * num_episodes
+        self.last: list[bool | None] = [None] * num_episodes
+        self.stop_reasons = ["plan done"] * num_episodes
 
-    def reset(self, frame: np.ndarray, info: dict) -> None:
+    def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
         from envs.real.rollout import ScriptedExpert
 
-        self.expert = ScriptedExpert(tuple(info["plan"]), self.max_tries)
-        self.last: bool | None = None
+        self.experts[b], self.last[b] = ScriptedExpert(tuple(info["plan"]), self.max_tries), None
 
-    def act(self) -> int | None:
-        return self.expert.act(self.last)
+    def act_batch(self, ids: Sequence[int]) -> list[int | None]:
+        return [self.experts[b].act(self.last[b]) for b in ids]
 
-    def observe(self, skill: int, frames: np.ndarray, info: dict) -> None:
-        self.last = bool(info["success"])
+    def observe_batch(self, ids, skills, frames, infos) -> None:
+        for b, info in zip(ids, infos):
+            self.last[b] = bool(info["success"])
 
 
 # ---------------------------------------------------------------------------------- instructions

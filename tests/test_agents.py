@@ -1,0 +1,275 @@
+"""Agents (issue 17): PPO through the batched world-model env and in the real scene; the planner's forked
+candidates, its choice under known heads, its memory of real chunks; baselines; instruction messages; the
+two entry points on a micro model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.planning import PlannerConfig, WorldModelPlanner, make_agent
+from agents.ppo import ObservationSpec, PPOConfig, evaluate_in_real_scene, imagined_vec_env, real_vec_env, \
+    run_policy_in_real_scene, train_ppo
+from agents.real_scene import SceneSpec, UnknownInstruction, check_instruction, check_tasks, make_scene, \
+    run_real_episode, run_real_episodes, task_for_instruction
+from envs.real.skills import SKILLS
+from envs.real.tasks import get_task
+from worldmodel import BatchedTempLoRA, Imagination
+from worldmodel.heads import HeadsConfig, RewardHeads, instruction_features
+
+FAST_LORA = dict(rank=2, alpha=4.0, lr=1e-2)
+SCENE = SceneSpec(chunk_len=2, frame_skip=4, max_chunks=2)  # the micro model makes 2 frames per chunk
+TASKS = ["task1_open", "task4_put_in_drawer"]
+
+
+@pytest.fixture(scope="module")
+def model(micro_model):
+    return micro_model(temp_lora=FAST_LORA)
+
+
+@pytest.fixture(scope="module")
+def heads():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return RewardHeads(HeadsConfig(frame_size=16, channels=(4,), text_dim=8, hidden=8))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    env = make_scene(SCENE, 16)
+    yield env
+    env.close()
+
+
+def _start(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ PPO
+def test_ppo_trains_in_imagination_and_runs_in_the_real_scene(model, heads, scene, tmp_path):
+    env = imagined_vec_env(model, heads, TASKS, num_envs=8, max_chunks=4, seed=0, denoise_steps=1, temp_lora=False,
+                           start_frames=np.concatenate([_start(0), _start(1)]))
+    spec = ObservationSpec(16, 4)
+    obs = env.reset()
+    wm = env.venv.wm  # VecMonitor -> ImaginedTaskVecEnv -> its WorldModelVectorEnv
+    instructions = list(wm.batch.instructions)
+    assert {get_task(t).build(np.random.default_rng(0)).instruction for t in TASKS} == set(instructions)  # both drawn
+    np.testing.assert_allclose(obs["instruction"], instruction_features(instructions, spec.instruction_dim).numpy())
+    assert (obs["state"] == spec.state(0, None)).all()
+    actions = np.arange(8) % len(SKILLS)
+    obs, rewards, dones, infos = env.step(actions)
+    assert not dones.any() and (obs["state"] == np.stack([spec.state(1, a) for a in actions])).all()
+    expected = heads.predict(np.stack([i["frames"] for i in infos]), instructions)["reward"]
+    np.testing.assert_allclose(rewards, expected, rtol=1e-5)  # the heads' rewards reach PPO
+
+    snapshot = {}
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Before(BaseCallback):
+        def _on_training_start(self) -> None:
+            snapshot.update({k: v.detach().clone() for k, v in self.model.policy.state_dict().items()})
+
+        def _on_step(self) -> bool:
+            return True
+
+    agent = train_ppo(env, PPOConfig(total_timesteps=256, n_steps=16, batch_size=64, n_epochs=2, device="cpu",
+                                     tensorboard_log=str(tmp_path / "tb")), callback=Before())
+    assert agent.num_timesteps == 256  # 32 batched steps of 8 imagined envs
+    after = agent.policy.state_dict()
+    changed = [k for k in snapshot if not torch.equal(snapshot[k], after[k])]
+    assert any(k.startswith("features_extractor.cnn") for k in changed) and any("action_net" in k for k in changed)
+    episodes = list(agent.ep_info_buffer)
+    assert len(episodes) >= 8 and all(1 <= e["l"] <= 4 for e in episodes)  # episodes end by the cap or the heads
+    assert list((tmp_path / "tb").glob("*/events.out.tfevents.*"))  # TensorBoard log
+    env.close()
+
+    # The policy plays a real episode; the success rate is that episode's outcome.
+    [result] = run_policy_in_real_scene(agent, "task1_open", [3], SCENE, [scene], keep_frames=True)
+    assert result.chunks == 2 or result.success
+    assert result.real_frames.shape == (1 + 2 * result.chunks, 16, 16, 3)
+    first = agent.predict(spec.build(result.real_frames[0], result.instruction, 0, None), deterministic=True)[0]
+    assert result.skills[0] == int(first)  # the policy's own choice on the real reset frame
+    assert evaluate_in_real_scene(agent, "task1_open", [3], SCENE, [scene]) == float(result.success)
+
+
+def test_ppo_baseline_in_the_real_scene_counts_env_steps():
+    env = real_vec_env(["task1_open"], 16, num_envs=1, max_chunks=2, scene=SCENE, seed=0)
+    obs = env.reset()
+    assert obs["image"].shape == (1, 16, 16, 3) and obs["image"].any()  # a rendered real frame
+    agent = train_ppo(env, PPOConfig(total_timesteps=4, n_steps=4, batch_size=4, n_epochs=1, device="cpu"))
+    assert agent.num_timesteps == 4 and agent.agent_spec["frame_size"] == 16
+    assert [e["l"] for e in agent.ep_info_buffer] == [2, 2]  # two real episodes, cut at max_chunks
+    env.close()
+
+
+# -------------------------------------------------------------------------------------------- planner
+def test_forked_candidates_start_from_the_belief_state(model, heads):
+    planner = WorldModelPlanner(model, heads, PlannerConfig(candidates=4, horizon=2, denoise_steps=2))
+    instruction = "open the drawer and the window"
+    real = np.random.default_rng(5).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    planner.start(_start(), instruction, seed=7)
+    planner.observe(0, real)  # the belief learns a real chunk first: Θ and context now differ from a reset
+    theta = planner.core.memory.theta
+    assert theta[0].abs().sum() > 0 and not torch.equal(theta[0], theta[1])
+    imagined = planner.imagine(np.tile([3, 5], (4, 1)), keep_frames=True)
+    assert all(torch.equal(theta[k], theta[0]) for k in range(1, 5))  # forked Θ (no learning in imagination)
+    frames = imagined.frames
+    assert frames.shape == (4, 2, 2, 16, 16, 3)
+    assert all(np.array_equal(frames[k], frames[0]) for k in range(4))  # identical branches
+    assert np.allclose(imagined.reward, imagined.reward[0])
+
+    # The same as one episode imagined on its own: reset, learn the real chunk, then the two skills.
+    core = Imagination(model, 1, BatchedTempLoRA(model, 1), denoise_steps=2)
+    core.reset([0], [_start()], seeds=[7])
+    core.step([0], {"text": [SKILLS[0]]}, teacher_frames=real[None])
+    for h, skill in enumerate((3, 5)):
+        alone = core.step([0], {"text": [SKILLS[skill]]}, learn=False).frames[0].numpy()
+        diff = np.abs(alone.astype(int) - frames[0, h])
+        assert diff.max() <= 2 and diff.mean() < 0.05, (h, diff.max())
+
+
+class TargetHeads:
+    """Heads that see the task done exactly when a chunk shows ``target`` (and nothing else rewarded)."""
+
+    def __init__(self, target: np.ndarray):
+        self.target = torch.as_tensor(target).float()
+
+    def predict(self, frames, instructions):
+        diff = (torch.as_tensor(frames).float() - self.target).abs().mean(dim=(1, 2, 3, 4)).numpy()
+        zeros = np.zeros(len(diff), np.float32)
+        return {"reward": zeros, "success": zeros, "terminated": (diff < 0.1).astype(np.float32)}
+
+
+@pytest.mark.parametrize("method", ["shooting", "cem"])
+def test_planner_picks_the_skill_the_heads_reward(model, heads, method):
+    instruction = "open the drawer and the window"
+    probe = WorldModelPlanner(model, heads, PlannerConfig(method="shooting", horizon=1, candidates=10, denoise_steps=2))
+    probe.start(_start(), instruction, seed=3)
+    chunks = probe.imagine(np.arange(10)[:, None], keep_frames=True).frames[:, 0]  # each skill's first chunk
+    gaps = np.abs(chunks[:, None].astype(float) - chunks[None]).mean(axis=(2, 3, 4, 5))
+    assert gaps[~np.eye(10, dtype=bool)].min() > 0.2  # the skills' chunks differ: the target names one skill
+    for target in (7, 2):
+        cfg = (PlannerConfig(method="shooting", horizon=1, candidates=16, denoise_steps=2) if method == "shooting"
+               else PlannerConfig(method="cem", horizon=2, candidates=12, iterations=3, elites=3, denoise_steps=2))
+        planner = WorldModelPlanner(model, TargetHeads(chunks[target]), cfg)
+        planner.start(_start(), instruction, seed=3)  # the same start and seed: candidates reproduce the probe
+        [result] = planner.plan()
+        assert result.sequence[0] == target and result.feasible and result.done_prob > 0.99, (target, result)
+        assert result.batches == cfg.horizon * (cfg.iterations if method == "cem" else 1)  # one batch per chunk
+        assert result.evaluated == (10 if method == "shooting" else 12 * 3)  # shooting: all 10 skills, no more
+
+
+def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene):
+    cfg = PlannerConfig(method="cem", horizon=2, candidates=6, iterations=2, elites=2, denoise_steps=1)
+    planner = WorldModelPlanner(model, heads, cfg, num_episodes=2)
+    results = run_real_episodes(planner, [scene, make_scene(SCENE, 16)], [("task1_open", 0), ("memory_drawer", 1)],
+                                SCENE, keep_frames=True)
+    for b, r in enumerate(results):
+        assert r.chunks == 2 or r.success
+        assert [p.sequence[0] for p in planner.plans[b]] == r.skills  # the first skill of each plan ran
+        assert r.imagined_frames.shape == r.real_frames[1:].shape
+        # The belief env learned the real chunks (Θ moved off its reset value) and its context is the real frames.
+        with torch.no_grad():
+            real = model.encode_frames(torch.from_numpy(r.real_frames[-2:][None]))
+        torch.testing.assert_close(planner.core.context[planner.root(b)], real[0], atol=1e-5, rtol=1e-4)
+    theta = planner.core.memory.theta
+    assert theta[planner.root(0)].abs().sum() > 0 and not torch.equal(theta[planner.root(0)], theta[planner.root(1)])
+    # The recorded imagined chunk is what a candidate imagined for the executed skill before the real chunk came.
+    again = WorldModelPlanner(model, heads, cfg)
+    frame, info = scene.reset(seed=0, options={"task": "task1_open"})
+    again.reset(frame, info)
+    skill = again.act()
+    predicted = again.imagine([[skill, 0]], keep_frames=True).frames[0, 0]
+    _, _, _, _, step = scene.step(skill)
+    again.observe(skill, step["frames"])
+    assert np.abs(again.last_imagined[0].astype(int) - predicted).max() <= 2
+
+    no_memory = make_agent("planner_no_memory", model, heads, cfg)
+    assert no_memory.core.memory is None
+    r = run_real_episode(no_memory, scene, "task1_open", 0, SCENE)
+    assert r.chunks == 2 or r.success
+
+
+def test_baselines_follow_the_plan_or_draw_skills(scene):
+    plan = get_task("task4_put_in_drawer").build(np.random.default_rng(0)).plan
+    expert = run_real_episode(make_agent("expert"), scene, "task4_put_in_drawer", 0, SCENE)
+    assert expert.skills[0] == plan[0] and expert.chunks == 2
+    rand = [run_real_episode(make_agent("random", seed=1), scene, "task1_open", 5, SCENE).skills for _ in range(2)]
+    assert rand[0] == rand[1] and all(0 <= s < len(SKILLS) for s in rand[0])  # seeded by the scene seed
+
+
+def test_unknown_or_impossible_instructions_get_a_message(model, scene, tmp_path, capsys):
+    with pytest.raises(UnknownInstruction, match="'moon'"):
+        check_instruction("fly to the moon")
+    with pytest.raises(UnknownInstruction, match="unknown task 'task9'"):
+        check_tasks(["task9"])
+    with pytest.raises(UnknownInstruction, match="no task of the real scene"):
+        task_for_instruction("close the window and open the drawer")  # known words, but no task says it
+    assert task_for_instruction("Open the drawer and the  window") == "task1_open"
+    planner = WorldModelPlanner(model, TargetHeads(np.zeros((2, 16, 16, 3))), PlannerConfig(
+        horizon=1, candidates=4, iterations=1, elites=1, denoise_steps=1, give_up_after=1))
+    with pytest.raises(UnknownInstruction, match="moon"):
+        planner.start(_start(), "put the cube on the moon")
+    # Heads that never see the goal: the planner says no plan reaches it and stops, no crash.
+    r = run_real_episode(planner, scene, "task1_open", 0, SCENE)
+    assert r.chunks == 0 and not r.success and r.stop.startswith("gave up: no sequence of 1 skills")
+
+    from experiments.plan_eval import main
+
+    assert main(["--instruction", "fly to the moon", "--out", str(tmp_path)]) == 2
+    assert main(["--tasks", "play"]) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot follow 'fly to the moon'" in err and "'play' has no goal" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "--candidates" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- entry points
+@pytest.fixture(scope="module")
+def saved(model, heads, tmp_path_factory):
+    path = tmp_path_factory.mktemp("agents")
+    model.save_pretrained(path / "model")
+    heads.save_pretrained(path / "heads")
+    return path
+
+
+def test_plan_eval_writes_table_plot_and_videos(saved, tmp_path):
+    from experiments.plan_eval import main
+
+    out = tmp_path / "out"
+    assert main(["--model", str(saved / "model"), "--heads", str(saved / "heads"), "--tasks", "task1_open",
+                 "--seeds", "1", "--max-chunks", "1", "--agents", "planner,expert", "--candidates", "4", "--horizon",
+                 "1", "--iterations", "1", "--elites", "1", "--denoise-steps", "1", "--videos", "1", "--device",
+                 "cpu", "--no-progress", "--out", str(out)]) == 0
+    result = json.loads((out / "plan_eval.json").read_text())
+    [planned] = result["episodes"]["planner"]
+    assert planned["chunks"] == 1 and result["summary"]["expert"]["task1_open"]["n"] == 1
+    table = (out / "plan_eval.md").read_text()
+    assert "| task1_open |" in table and "scripted expert" in table and "--candidates 4" in table
+    assert (out / "plan_eval.png").stat().st_size > 0 and (out / planned["video"]).stat().st_size > 0
+
+
+def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    import experiments
+    from experiments.train_agent import run
+
+    with initialize_config_dir(str(Path(experiments.__file__).parent / "conf"), version_base="1.3"):
+        cfg = compose("train_agent", overrides=[
+            f"model={saved / 'model'}", f"heads={saved / 'heads'}", f"out_dir={tmp_path}", "device=cpu", "max_chunks=2",
+            "imagination.num_envs=2", "imagination.denoise_steps=1", "real_baseline.enabled=false",
+            "ppo.total_timesteps=8", "ppo.n_steps=4", "ppo.batch_size=8", "ppo.n_epochs=1", "eval.seeds=1",
+            "eval.parallel=1", "progress=false"])
+    record = run(cfg, ["test"])
+    agent = record["agents"]["imagination"]
+    assert agent["env_steps"] == 8 and agent["real_env_steps_while_learning"] == 0
+    assert agent["real"]["per_task"]["task1_open"]["n"] == 1
+    assert (tmp_path / "imagination_ppo.zip").is_file() and "| PPO in imagination" in (tmp_path / "train_agent.md").read_text()
