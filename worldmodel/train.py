@@ -13,11 +13,22 @@ Several processes (`accelerate launch --num_processes N`) train data-parallel on
 each takes every N-th item of the step's batch, draws its own diffusion noise (seeded with seed + rank),
 and gradients are averaged before the optimizer step, so all processes keep identical weights. Only the
 main process writes files.
+
+The fast slow phase (`latent_cache=True`; `experiments/conf/train_fast.yaml` turns it all on): every
+window's latents are encoded once by the frozen VAE and held on the device (`worldmodel.latent_cache`),
+a step gathers its windows by index there (the same windows, in the same order, and the same noise draws
+as the data-loader path), the loss can be `torch.compile`d, and nothing waits on the GPU between logged
+steps (the loss is checked for NaN/inf at every log and checkpoint). In every phase: fused AdamW on CUDA
+(`fused_adamw`), an exponential moving average of the trained weights (`ema_decay` > 0) that the
+checkpoint keeps beside the weights and that the model holds when `fit` returns (so it is what gets saved
+and sampled from), and attention through `worldmodel.attention` (batch-chunked SDPA, `attention` names
+the kernels), which runs at every batch size.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import random
@@ -35,6 +46,9 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .attention import check_attention, sdpa_backends, use_chunked_attention
+from .diffusion import unet_input
+from .latent_cache import CachedBatch, LatentCache, encode_cached_action
 from .model import Chunk, SlowFastVGen, frames_to_tensor
 from .memory import TempLoRA
 
@@ -60,10 +74,24 @@ class TrainConfig:
     out_dir: str = "runs/train"
     vae_kl_weight: float = 1e-6
     deadline: float | None = None  # time.time() at which to checkpoint and stop (a rerun resumes)
+    # Speed (see the module docstring). The latent cache applies to the slow phase only.
+    latent_cache: bool = False  # encode every window once with the frozen VAE; keep the latents on the device
+    cache_dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16 halves the cache's memory
+    cache_batch_size: int = 256  # windows per VAE encode while building the cache
+    compile: bool = False  # torch.compile the cached slow step's loss (forward; backward follows)
+    attention: str = "auto"  # SDPA kernels: auto | flash | efficient | cudnn | math | default (worldmodel.attention)
+    fused_adamw: bool | None = None  # None: fused on CUDA, the default foreach kernels elsewhere
+    ema_decay: float = 0.0  # 0: no EMA; else the decay of the weights' moving average (saved and sampled)
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs average fewer steps
 
     def __post_init__(self) -> None:
         if self.phase not in ("vae", "slow", "slow_fast"):
             raise ValueError(f"unknown phase {self.phase!r}; expected 'vae', 'slow' or 'slow_fast'")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.cache_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"cache_dtype must be 'float32' or 'bfloat16', got {self.cache_dtype!r}")
+        check_attention(self.attention)
 
 
 def check_batch_size(batch_size: int, num_processes: int, phase: str) -> None:
@@ -88,15 +116,31 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
-            yield [self._index(step * self.bs + i) for i in range(self.rank, self.bs, self.world)]
+            yield step_indices(self.n, self.bs, self.seed, step, self.rank, self.world).tolist()
 
     def _index(self, k: int) -> int:
         epoch, pos = divmod(k, self.n)
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
-        return int(perm[pos])
+        return int(_epoch_perm(self.n, self.seed, epoch)[pos])
 
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_perm(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the `n` items in one epoch (a step's batch can span two epochs)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
+def step_indices(n: int, batch_size: int, seed: int, step: int, rank: int = 0, num_processes: int = 1) -> torch.Tensor:
+    """Items of `step`'s global batch that process `rank` takes (positions rank, rank + N, ...), as a tensor."""
+    k = torch.arange(step * batch_size + rank, (step + 1) * batch_size, num_processes)
+    epoch, pos = k // n, k % n
+    out = torch.empty_like(k)
+    for e in epoch.unique().tolist():
+        sel = epoch == e
+        out[sel] = _epoch_perm(n, seed, e)[pos[sel]]
+    return out
 
 
 def _seed_all(seed: int) -> None:
@@ -152,25 +196,41 @@ class Trainer:
         check_batch_size(config.batch_size, self.accelerator.num_processes, config.phase)
         self.out = Path(config.out_dir)
         self.memory = TempLoRA(model) if config.phase == "slow_fast" else None
-        self.params = self._trainable()
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.param_names, self.params = self._trainable()
+        fused = torch.cuda.is_available() if config.fused_adamw is None else config.fused_adamw
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
+                                           **({"fused": True} if fused else {}))
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.ema: list[torch.Tensor] | None = None  # one float32 tensor per trained parameter
+        self._ema_state: dict[str, torch.Tensor] | None = None  # from a checkpoint, until fit places it
+        self.cache: LatentCache | None = None
+        self.cache_seconds = 0.0
+        self._loss_fn: Any = None  # the (compiled) cached loss, made at the first cached step
+        self._alphas: torch.Tensor | None = None  # the noise schedule's alphas_cumprod on the device
+        self._loss_acc = [0.0, 0]  # cached path: sum and count of the losses since the last logged row
 
-    def _trainable(self) -> list[torch.nn.Parameter]:
+    @property
+    def cached(self) -> bool:
+        """Whether this phase trains from the on-device latent cache."""
+        return self.config.latent_cache and self.config.phase == "slow"
+
+    def _trainable(self) -> tuple[list[str], list[torch.nn.Parameter]]:
         m = self.model
         m.requires_grad_(False)
         if self.config.phase == "vae":
             m.vae.requires_grad_(True)
-            return list(m.vae.parameters())
-        groups = [m.unet, m.action_encoder]
-        for g in groups:
-            g.requires_grad_(True)
-        params = [p for g in groups for n, p in g.named_parameters() if p.requires_grad and "lora_" not in n]
-        if self.memory is not None:
-            for p in self.memory.params:
-                p.requires_grad_(True)
-        return params
+            named = [(f"vae.{n}", p) for n, p in m.vae.named_parameters()]
+        else:
+            groups = {"unet": m.unet, "action_encoder": m.action_encoder}
+            for g in groups.values():
+                g.requires_grad_(True)
+            named = [(f"{gn}.{n.replace('.base_layer.', '.')}", p) for gn, g in groups.items()
+                     for n, p in g.named_parameters() if p.requires_grad and "lora_" not in n]
+            if self.memory is not None:
+                for p in self.memory.params:
+                    p.requires_grad_(True)
+        return [n for n, _ in named], [p for _, p in named]
 
     # ------------------------------------------------------------------------------------- checkpoints
     @property
@@ -195,6 +255,10 @@ class Trainer:
             "history": self.history,
             "train_config": asdict(self.config),
         }
+        if self.ema is not None:
+            state["ema"] = {n: e.detach().cpu() for n, e in zip(self.param_names, self.ema)}
+        if self.cached:
+            state["loss_acc"] = list(self._loss_acc)
         atomic_torch_save(state, self.checkpoint_path)
         self._write_log()
 
@@ -216,6 +280,8 @@ class Trainer:
         self.model.config.vae_scaling_factor = state["model_config"]["vae_scaling_factor"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history = state["step"], state["history"]
+        self._ema_state = state.get("ema")
+        self._loss_acc = list(state.get("loss_acc", [0.0, 0]))
         rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older checkpoints: one state
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         if len(rng) == world:
@@ -235,31 +301,49 @@ class Trainer:
                           generator=torch.Generator(), persistent_workers=False)
 
     def fit(self, progress: bool = True) -> list[dict[str, float]]:
-        """Train up to `config.steps`; returns the loss history (one row per logged step)."""
+        """Train up to `config.steps`; returns the loss history (one row per logged step).
+
+        With `ema_decay` > 0 the model holds the moving average of its weights when this returns.
+        """
         cfg = self.config
         acc = self.accelerator
         if not self.maybe_resume():
             _seed_all(cfg.seed + acc.process_index)  # the model is already built: only the noise differs per rank
         self.model.to(acc.device)
         self._broadcast_params()
+        self._init_ema()
+        if cfg.attention != "default":
+            use_chunked_attention(self.model.unet)
         self.model.train()
         self.model.vae.eval()
         optimizer = acc.prepare(self.optimizer)
-        it = self._loader()
         bar = None
         if progress and acc.is_main_process:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train[{cfg.phase}]", unit="step")
-        for batch in it:
+        if self.cached:
+            self._fit_cached(optimizer, bar)
+        else:
+            self._fit_loader(optimizer, bar)
+        if bar is not None:
+            bar.close()
+        self.apply_ema()
+        if cfg.phase == "vae" and self.finished:
+            self.calibrate_vae_scale()
+        self.model.eval()
+        return self.history
+
+    def _fit_loader(self, optimizer: Any, bar: Any) -> None:
+        """One batch from the DataLoader per step; the loss is read (and checked) at every step."""
+        cfg, acc = self.config, self.accelerator
+        for batch in self._loader():
             if cfg.deadline is not None and self._on_any_process(time.time() > cfg.deadline):
                 logger.info("%s stopped at step %d by the deadline; rerun to resume", cfg.phase, self.step)
                 self.save_checkpoint()
                 break
-            lr = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup_steps, 1))
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            with acc.autocast():
+            lr = self._set_lr(optimizer)
+            with acc.autocast(), sdpa_backends(cfg.attention):
                 loss = self._phase_loss(batch)
             loss = self._average_gradients(loss)
             if not math.isfinite(loss):
@@ -271,6 +355,7 @@ class Trainer:
                 acc.clip_grad_norm_(self.params, cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            self._update_ema()
             self.step += 1
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 self.history.append({"step": self.step, "loss": loss, "lr": lr})
@@ -280,12 +365,177 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}")
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
-        if bar is not None:
-            bar.close()
-        if cfg.phase == "vae" and self.finished:
-            self.calibrate_vae_scale()
-        self.model.eval()
-        return self.history
+
+    def _fit_cached(self, optimizer: Any, bar: Any) -> None:
+        """Slow learning from the on-device latent cache; the GPU is waited on only at logs and checkpoints.
+
+        Each logged row holds the mean loss of the steps since the previous row and the global windows per
+        second over them (the first row after a start includes `torch.compile`'s compilation).
+        """
+        cfg, acc = self.config, self.accelerator
+        if self.finished:
+            return
+        self.build_cache()
+        world = acc.num_processes
+        loss_sum = torch.zeros((), device=acc.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # first step with a non-finite loss
+        since, since_step = time.perf_counter(), self.step
+        for step in range(self.step, cfg.steps):
+            if cfg.deadline is not None and (world == 1 or step % cfg.log_every == 0) and \
+                    self._on_any_process(time.time() > cfg.deadline):
+                logger.info("%s stopped at step %d by the deadline; rerun to resume", cfg.phase, self.step)
+                self._flush_losses(loss_sum, first_bad)
+                loss_sum.zero_()
+                self.save_checkpoint()
+                break
+            lr = self._set_lr(optimizer)
+            loss = self.cached_step(optimizer, step)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            self._update_ema()
+            self.step += 1
+            loss_sum += loss
+            self._loss_acc[1] += 1
+            if bar is not None:
+                bar.update(1)
+            logged = self.step % cfg.log_every == 0 or self.step == cfg.steps
+            if logged or self.step % cfg.checkpoint_every == 0:
+                self._flush_losses(loss_sum, first_bad)
+                loss_sum.zero_()
+            if logged:
+                now = time.perf_counter()
+                rate = (self.step - since_step) * cfg.batch_size / max(now - since, 1e-9)
+                mean = self._loss_acc[0] / max(self._loss_acc[1], 1)
+                self.history.append({"step": self.step, "loss": mean, "lr": lr, "windows_per_s": round(rate, 1)})
+                self._loss_acc = [0.0, 0]
+                logger.info("%s step %d loss %.5f (%.0f windows/s)", cfg.phase, self.step, mean, rate)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean:.4f}")
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+            if logged:
+                since, since_step = time.perf_counter(), self.step
+
+    def build_cache(self) -> LatentCache:
+        """Encode the dataset's windows into `self.cache` once (collective with several processes)."""
+        if self.cache is None:
+            cfg, acc = self.config, self.accelerator
+            self.model.to(acc.device)
+            start = time.perf_counter()
+            devices = [acc.device] if acc.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # loading the text model draws random numbers
+                self.cache = LatentCache.build(
+                    self.model, self.dataset, acc.device, batch_size=cfg.cache_batch_size,
+                    num_workers=cfg.num_workers, dtype=getattr(torch, cfg.cache_dtype), rank=acc.process_index,
+                    num_processes=acc.num_processes)
+            self.cache_seconds = time.perf_counter() - start
+            logger.info("latent cache: %d windows, %.1f MiB on %s, built in %.1f s", len(self.cache),
+                        self.cache.nbytes / 2**20, acc.device, self.cache_seconds)
+        return self.cache
+
+    def cached_step(self, optimizer: Any, step: int) -> torch.Tensor:
+        """Forward, backward, gradient all-reduce and optimizer step of `step`'s batch; returns the mean
+        loss over processes as a tensor (nothing waits on the GPU)."""
+        cfg, acc = self.config, self.accelerator
+        if self._loss_fn is None:
+            self._loss_fn = torch.compile(self._cached_loss, dynamic=False) if cfg.compile else self._cached_loss
+            self._alphas = self.model.scheduler.alphas_cumprod.to(acc.device, torch.float32)
+        index = step_indices(len(self.cache), cfg.batch_size, cfg.seed, step, acc.process_index, acc.num_processes)
+        batch = self.cache.batch(index)
+        drop, noise, t = self._draw_noise(batch)
+        with acc.autocast(), sdpa_backends(cfg.attention):
+            loss = self._loss_fn(batch.latents, batch.text_emb, batch.vectors, drop, noise, t, self._alphas)
+        acc.backward(loss)
+        loss = self._all_reduce_gradients(loss.detach().float())
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(self.params, cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def _flush_losses(self, loss_sum: torch.Tensor, first_bad: torch.Tensor) -> None:
+        """Move the on-device loss sum into `_loss_acc` (one wait on the GPU); raise if a loss was not finite."""
+        bad = int(first_bad)
+        if bad >= 0:
+            raise FloatingPointError(
+                f"{self.config.phase} loss is not finite at step {bad}; last good checkpoint kept at "
+                f"{self.checkpoint_path}. Lower the learning rate or check the data.")
+        self._loss_acc[0] += float(loss_sum)
+
+    def _draw_noise(self, batch: CachedBatch) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Condition dropout, noise and timesteps, drawn in the order `SlowFastVGen.training_loss` draws them."""
+        mc, lat = self.model.config, batch.latents
+        drop = None
+        if mc.cond_dropout > 0:
+            drop = torch.rand(lat.shape[0], self.model.action_encoder.num_parts, device=lat.device) < mc.cond_dropout
+        noise = torch.randn_like(lat)
+        t = torch.randint(0, self.model.scheduler.config.num_train_timesteps, (lat.shape[0],), device=lat.device)
+        return drop, noise, t
+
+    def _cached_loss(self, latents: torch.Tensor, text_emb: torch.Tensor | None, vectors: torch.Tensor | None,
+                     drop: torch.Tensor | None, noise: torch.Tensor, t: torch.Tensor,
+                     alphas_cumprod: torch.Tensor | None = None) -> torch.Tensor:
+        """`SlowFastVGen.latent_loss` on a cached batch with the noise given (the part `compile` traces).
+
+        The same computation as `diffusion_loss` (DDPMScheduler's `add_noise` / `get_velocity` formulas on
+        `alphas_cumprod`, passed in on the device), with the loss written for context-first windows: the
+        mean over the new frames. Left out of the traced code: the scheduler, which moves its table to the
+        device on its first call (a second compilation), and `masked_mse`'s data-dependent check (a graph
+        break and a wait on the GPU).
+        """
+        m, tc = self.model, self.model.config.context_frames
+        b = latents.shape[0]
+        cond = encode_cached_action(m.action_encoder, text_emb, vectors, drop, b)
+        given = torch.zeros(b, latents.shape[2], dtype=torch.bool, device=latents.device)
+        given[:, :tc] = True
+        table = m.scheduler.alphas_cumprod if alphas_cumprod is None else alphas_cumprod
+        a = table.to(latents.device, latents.dtype)[t].view(b, 1, 1, 1, 1)
+        sqrt_a, sqrt_1ma = a ** 0.5, (1 - a) ** 0.5
+        noisy = sqrt_a * latents + sqrt_1ma * noise
+        pred = m.unet(unet_input(noisy, latents, given), t, encoder_hidden_states=cond).sample
+        target = sqrt_a * noise - sqrt_1ma * latents if m.config.prediction_type == "v_prediction" else noise
+        return ((pred[:, :, tc:].float() - target[:, :, tc:].float()) ** 2).mean()
+
+    def _set_lr(self, optimizer: Any) -> float:
+        lr = self.config.lr * min(1.0, (self.step + 1) / max(self.config.warmup_steps, 1))
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    # --------------------------------------------------------------------------------------------- EMA
+    def _init_ema(self) -> None:
+        """A float32 copy of the trained weights on their device (from the checkpoint when resuming)."""
+        if not self.config.ema_decay:
+            return
+        state = self._ema_state
+        if state is not None and list(state) != self.param_names:
+            logger.warning("the checkpoint's EMA does not match the trained parameters: EMA restarts from the weights")
+            state = None
+        if state is None:
+            self.ema = [p.detach().float().clone() for p in self.params]
+        else:
+            self.ema = [state[n].to(p.device, torch.float32) for n, p in zip(self.param_names, self.params)]
+        self._ema_state = None
+
+    def ema_decay_at(self, step: int) -> float:
+        """The decay of the update after `step` optimizer steps (`step` >= 1)."""
+        d = self.config.ema_decay
+        return min(d, (1 + step) / (10 + step)) if self.config.ema_warmup else d
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        weight = 1.0 - self.ema_decay_at(self.step + 1)
+        torch._foreach_lerp_(self.ema, [p.detach().float() if p.dtype != torch.float32 else p.detach()
+                                        for p in self.params], weight)
+
+    @torch.no_grad()
+    def apply_ema(self) -> None:
+        """Put the moving average into the model's weights (what is then saved and sampled from)."""
+        if self.ema is None:
+            return
+        for p, e in zip(self.params, self.ema):
+            p.copy_(e)
 
     def _broadcast_params(self) -> None:
         """Start every process from the main process's model (as DDP does), whatever each one built."""
@@ -317,6 +567,23 @@ class Trainer:
         for p, g, u in zip(self.params, grads, used.tolist()):
             p.grad = g.view_as(p).to(p.dtype) if u > 0 else None
         return float(mean_loss)
+
+    def _all_reduce_gradients(self, loss: torch.Tensor) -> torch.Tensor:
+        """`_average_gradients` without waiting on the GPU: the loss stays a tensor.
+
+        Every process runs the same graph here, so the same parameters have gradients on all of them.
+        """
+        world = self.accelerator.num_processes
+        if world == 1:
+            return loss
+        params = [p for p in self.params if p.grad is not None]
+        flat = torch.cat([*(p.grad.reshape(-1).float() for p in params), loss.reshape(1)])
+        dist.all_reduce(flat)
+        flat /= world
+        *grads, mean_loss = flat.split([p.numel() for p in params] + [1])
+        for p, g in zip(params, grads):
+            p.grad = g.view_as(p).to(p.dtype)
+        return mean_loss[0]
 
     def _on_any_process(self, flag: bool) -> bool:
         """Whether `flag` holds on any process, so that all of them take the same branch."""
@@ -396,8 +663,9 @@ class Trainer:
         """Rewrite the CSV loss log from the checkpointed history (so a resumed run never repeats rows)."""
         path = self.out / f"{self.config.phase}_log.csv"
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fields = ["step", "loss", "lr"] + (["windows_per_s"] if any("windows_per_s" in r for r in self.history) else [])
         with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["step", "loss", "lr"])
+            writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.history)
         os.replace(tmp, path)
