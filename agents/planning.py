@@ -141,6 +141,7 @@ class WorldModelPlanner:
         self.plans: list[list[PlanResult]] = [[] for _ in range(b)]
         self.notes: dict[int, list[str]] = {i: [] for i in range(b)}
         self.stop_reasons: list[str | None] = [None] * b
+        self.distributions: list[np.ndarray | None] = [None] * b  # CEM: each step's skill distribution at the end
         self._infeasible = [0] * b
 
     def root(self, b: int) -> int:
@@ -308,6 +309,8 @@ class WorldModelPlanner:
                     elites = seqs[i, np.argsort(-scores[i], kind="stable")[:cfg.elites]]
                     freq = np.stack([np.bincount(elites[:, j], minlength=s) for j in range(h)]) / len(elites)
                     probs[b] = (1 - cfg.smoothing) * freq + cfg.smoothing / s
+        for b in episodes:
+            self.distributions[b] = probs[b]
         seconds = time.perf_counter() - t0
         results = []
         for b in episodes:

@@ -93,6 +93,9 @@ def test_ppo_trains_in_imagination_and_runs_in_the_real_scene(model, heads, scen
     assert result.real_frames.shape == (1 + 2 * result.chunks, 16, 16, 3)
     first = agent.predict(spec.build(result.real_frames[0], result.instruction, 0, None), deterministic=True)[0]
     assert result.skills[0] == int(first)  # the policy's own choice on the real reset frame
+    if result.chunks == 2:  # then on the first chunk's last frame, one chunk in, after that skill
+        second = agent.predict(spec.build(result.real_frames[2], result.instruction, 1, result.skills[0]), True)[0]
+        assert result.skills[1] == int(second)
     assert evaluate_in_real_scene(agent, "task1_open", [3], SCENE, [scene]) == float(result.success)
 
 
@@ -161,6 +164,8 @@ def test_planner_picks_the_skill_the_heads_reward(model, heads, method):
         assert result.sequence[0] == target and result.feasible and result.done_prob > 0.99, (target, result)
         assert result.batches == cfg.horizon * (cfg.iterations if method == "cem" else 1)  # one batch per chunk
         assert result.evaluated == (10 if method == "shooting" else 12 * 3)  # shooting: all 10 skills, no more
+        if method == "cem":  # the distribution of the first skill has moved onto the target
+            assert planner.distributions[0][0].argmax() == target and planner.distributions[0][0, target] > 0.5
 
 
 def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene):
@@ -178,6 +183,8 @@ def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene):
         torch.testing.assert_close(planner.core.context[planner.root(b)], real[0], atol=1e-5, rtol=1e-4)
     theta = planner.core.memory.theta
     assert theta[planner.root(0)].abs().sum() > 0 and not torch.equal(theta[planner.root(0)], theta[planner.root(1)])
+    both = planner.imagine([[[4]], [[4]]], episodes=[0, 1], keep_frames=True).frames  # one batch, two beliefs
+    assert both.shape == (2, 1, 1, 2, 16, 16, 3) and not np.array_equal(both[0], both[1])
     # The recorded imagined chunk is what a candidate imagined for the executed skill before the real chunk came.
     again = WorldModelPlanner(model, heads, cfg)
     frame, info = scene.reset(seed=0, options={"task": "task1_open"})
