@@ -61,3 +61,45 @@ def micro_model():
     """Builder of a seeded tiny-preset variant (16x16 frames, 8-channel VAE) small enough for hundreds of
     env steps in a test: ``micro_model(frame_size=..., blocks=..., temp_lora=dict(...), **config)``."""
     return _micro_model
+
+
+@pytest.fixture
+def kill_at_step(monkeypatch):
+    """``kill_at_step(trainer, method, step)``: the trainer's ``method`` raises KeyboardInterrupt once the
+    trainer reaches ``step`` (a process killed mid-run; the checkpoint holds the step before)."""
+
+    def arm(trainer, method: str, step: int) -> None:
+        real = getattr(trainer, method)
+
+        def crash(*args, **kwargs):
+            if trainer.step == step:
+                raise KeyboardInterrupt("killed")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(trainer, method, crash)
+
+    return arm
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """``torchrun(script, tmp_path, timeout)``: run a test file as the script of two gloo processes
+    (`torch.distributed.run`, one thread each) in a fresh subprocess (forked from pytest, they crawled);
+    returns what each rank saved as ``tmp_path/rank{r}.pt``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(script: str, tmp_path, timeout: int) -> list:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+                   OMP_NUM_THREADS="1")
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                               script, str(tmp_path)], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert done.returncode == 0, f"torchrun failed:\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}"
+        return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+    return run

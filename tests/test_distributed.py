@@ -14,8 +14,6 @@ within 10%. Data order, weight sync across processes and resume are checked exac
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -125,14 +123,9 @@ def _worker(tmp: Path) -> None:
     _process(tmp, torch.load(tmp / "chunks.pt", weights_only=False))
 
 
-def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, chunk_dataset):
+def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, chunk_dataset, torchrun):
     torch.save(chunk_dataset, tmp_path / "chunks.pt")  # the session's dataset, for the two processes
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          __file__, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-8000:]}"
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    ranks = torchrun(__file__, tmp_path, timeout=900)
     one = _slow(tmp_path / "one", chunk_dataset)
 
     # (a) identical weights on both processes, after a kill and resume, in every phase

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,7 +30,6 @@ def _text_embeddings() -> dict[str, torch.Tensor]:
     return _TEXT
 
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _model(**overrides) -> SlowFastVGen:
@@ -130,21 +127,14 @@ def test_ema_moves_toward_the_weights_and_is_what_is_saved(tmp_path, chunk_datas
     assert plain.ema is None and "ema" not in load_checkpoint(tmp_path / "plain" / "last.ckpt")
 
 
-def test_killed_cached_run_resumes_exactly(tmp_path, chunk_dataset, monkeypatch):
+def test_killed_cached_run_resumes_exactly(tmp_path, chunk_dataset, kill_at_step):
     windows = _windows(chunk_dataset)
     kw = dict(ema_decay=0.9, log_every=2, fused_adamw=True)  # checkpoint at 3 falls inside a logging interval
     ref_model = _model()
     reference = Trainer(ref_model, windows, _cfg(tmp_path / "a", 6, **kw)).fit(progress=False)
 
     killed = Trainer(_model(), windows, _cfg(tmp_path / "b", 6, **kw))
-    real_draw = killed._draw_noise
-
-    def crash_at_step_4(batch):
-        if killed.step == 4:
-            raise KeyboardInterrupt("killed")
-        return real_draw(batch)
-
-    monkeypatch.setattr(killed, "_draw_noise", crash_at_step_4)
+    kill_at_step(killed, "_draw_noise", 4)
     with pytest.raises(KeyboardInterrupt):
         killed.fit(progress=False)
     resumed_model = _model()
@@ -222,15 +212,10 @@ def _worker(tmp: Path) -> None:
                 "losses": [r["loss"] for r in trainer.history]}, tmp / f"rank{torch.distributed.get_rank()}.pt")
 
 
-def test_two_processes_share_one_cache_and_stay_in_sync(tmp_path):
+def test_two_processes_share_one_cache_and_stay_in_sync(tmp_path, torchrun):
     """`torchrun --nproc-per-node 2` (gloo): each process encodes half the windows and gets the whole cache."""
     save_file(_text_embeddings(), str(tmp_path / "text.safetensors"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          __file__, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-8000:]}"
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    ranks = torchrun(__file__, tmp_path, timeout=600)
     one = LatentCache.build(_model().eval(), _two_process_windows(), "cpu")
     for r in ranks:
         torch.testing.assert_close(r["latents"], one.latents, rtol=1e-5, atol=1e-5)

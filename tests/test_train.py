@@ -20,18 +20,11 @@ def _cfg(out, steps, **kw) -> TrainConfig:
                        out_dir=str(out), **kw)
 
 
-def test_killed_run_resumes_on_the_same_loss_curve(tmp_path, chunk_dataset, monkeypatch):
+def test_killed_run_resumes_on_the_same_loss_curve(tmp_path, chunk_dataset, kill_at_step):
     reference = Trainer(_model(), chunk_dataset, _cfg(tmp_path / "a", 6)).fit(progress=False)
 
     killed = Trainer(_model(), chunk_dataset, _cfg(tmp_path / "b", 6))
-    real_loss = killed._phase_loss
-
-    def crash_at_step_4(batch):
-        if killed.step == 4:
-            raise KeyboardInterrupt("killed")
-        return real_loss(batch)
-
-    monkeypatch.setattr(killed, "_phase_loss", crash_at_step_4)
+    kill_at_step(killed, "_phase_loss", 4)
     with pytest.raises(KeyboardInterrupt):
         killed.fit(progress=False)
     assert killed.step == 4  # steps 1-4 ran, the checkpoint holds step 3
