@@ -35,7 +35,7 @@ from torch import nn
 from envs.real.skills import SKILLS
 from worldmodel.heads import instruction_features
 
-from .real_scene import EpisodeResult, SceneSpec, check_tasks, make_scene, run_real_episodes
+from .real_scene import EpisodeResult, SceneSpec, SuccessJudge, check_tasks, make_scene, run_real_episodes
 
 INSTRUCTION_DIM = 64
 
@@ -161,8 +161,9 @@ def imagined_vec_env(model: Any, heads: Any, tasks: Sequence[str], num_envs: int
 
 # ------------------------------------------------------------------------------------ real scene
 class RealTaskEnv(gym.Env):
-    """The real scene with the policy's observations: a task drawn per episode, true reward, success =
-    the task's goal reached, truncation after ``max_chunks`` chunks."""
+    """The real scene with the policy's observations: a task drawn per episode, true reward, termination =
+    success as the evaluation judges it (`agents.real_scene.SuccessJudge`), truncation after
+    ``max_chunks`` chunks."""
 
     metadata = {"render_modes": []}
 
@@ -178,12 +179,13 @@ class RealTaskEnv(gym.Env):
         super().reset(seed=seed)
         task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         frame, info = self.scene.reset(seed=int(self.np_random.integers(2**31 - 1)), options={"task": task})
-        self.instruction, self.steps = info["instruction"], 0
+        self.instruction, self.steps, self.judge = info["instruction"], 0, SuccessJudge(task, info)
         return self.obs_spec.build(frame, self.instruction, 0, None), {"task": task, "instruction": self.instruction}
 
     def step(self, action):
         skill = int(np.asarray(action).reshape(()))
-        frame, reward, terminated, _, info = self.scene.step(skill)
+        frame, reward, goal, _, info = self.scene.step(skill)
+        terminated = self.judge.update(goal, info)
         self.steps += 1
         truncated = self.steps >= self.max_chunks and not terminated
         obs = self.obs_spec.build(frame, self.instruction, self.steps, skill)

@@ -19,7 +19,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from envs.real.skills import SKILLS
+from envs.real.objects import SIM_STATE_FIELDS
+from envs.real.skills import DRAWER_CLOSED, SKILLS
 from envs.real.tasks import TASK_NAMES, get_task
 
 # The task suite the acceptance measures: OGBench scene tasks 1-5 and the memory tasks.
@@ -58,6 +59,55 @@ def make_scene(spec: SceneSpec, frame_size: int, task: str = "task1_open"):
                         skill_noise=spec.skill_noise, render_backend=spec.render_backend,
                         random_cube_color=spec.random_cube_color, min_distractors=spec.min_distractors,
                         max_distractors=spec.max_distractors)
+
+
+# ------------------------------------------------------------------------------------ success
+_FIELD = {name: i for i, name in enumerate(SIM_STATE_FIELDS)}
+
+
+def _hidden(state: np.ndarray, start: np.ndarray) -> bool:
+    """The cube lies in the closed drawer."""
+    return bool(state[_FIELD["cube_in_drawer"]] > 0.5 and state[_FIELD["drawer"]] > DRAWER_CLOSED - 0.02)
+
+
+def _hidden_and_locked(state: np.ndarray, start: np.ndarray) -> bool:
+    return _hidden(state, start) and bool(state[_FIELD["left_button"]] < 0.5)
+
+
+def _moved_away(state: np.ndarray, start: np.ndarray) -> bool:
+    """The cube is more than 5 cm from where it started."""
+    cube = [_FIELD["cube_x"], _FIELD["cube_y"], _FIELD["cube_z"]]
+    return bool(np.linalg.norm(state[cube] - start[cube]) > 0.05)
+
+
+# What must have happened, in this order, before a memory task's goal counts: the scene's goal check
+# alone is met before the memory part (the drawer tasks' goal, drawer open with the cube inside, holds
+# right after the cube is put in; memory_cube_return's goal is its start scene).
+MILESTONES: dict[str, tuple] = {
+    "memory_drawer": (_hidden,),
+    "memory_drawer_locked": (_hidden, _hidden_and_locked),
+    "memory_cube_return": (_moved_away,),
+}
+
+
+class SuccessJudge:
+    """Task success in the real scene: the scene's goal check (``terminated``); for the memory tasks only
+    once the instruction's memory part has happened first, in order (`MILESTONES`: the cube hidden in
+    the closed drawer (and the drawer locked over it), or the cube moved away from its start), judged on
+    every kept frame's simulator state."""
+
+    def __init__(self, task: str, reset_info: dict):
+        self.milestones = MILESTONES.get(task, ())
+        self.start = np.asarray(reset_info["sim_state"], np.float64)
+        self.reached = 0
+
+    def update(self, terminated: bool, step_info: dict) -> bool:
+        """Whether this chunk completes the task (call once per chunk with the scene's step info)."""
+        ready = self.reached == len(self.milestones)  # the memory part happened in an earlier chunk
+        for state in np.asarray(step_info["sim_states"], np.float64):
+            while self.reached < len(self.milestones) and self.milestones[self.reached](state, self.start):
+                self.reached += 1
+        return bool(terminated and ready)
 
 
 class Agent(Protocol):
@@ -100,9 +150,9 @@ def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[st
                       on_done=None) -> list[EpisodeResult]:
     """Play the episodes ``jobs`` ((task, seed) each) with ``agent``, ``len(envs)`` at a time side by side
     (one scene per slot; the agent decides for all running episodes at once), each until its task
-    succeeds, the agent stops (None) or its chunk budget is spent. ``keep_frames``: keep the real frames and
-    the agent's imagined ones (``agent.last_imagined[b]``), for all or per job. ``on_done(result)`` is
-    called as each episode ends."""
+    succeeds (`SuccessJudge`), the agent stops (None) or its chunk budget is spent. ``keep_frames``: keep
+    the real frames and the agent's imagined ones (``agent.last_imagined[b]``), for all or per job.
+    ``on_done(result)`` is called as each episode ends."""
     spec = spec or SceneSpec()
     slots = min(len(envs), agent.num_episodes)
     if slots < 1:
@@ -118,7 +168,7 @@ def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[st
             frame, info = envs[b].reset(seed=int(seed), options={"task": task})
             agent.reset_episode(b, frame, info)
             state.append(dict(info=info, budget=spec.budget(info["plan"]), real=[frame], imagined=[], skills=[],
-                              stop=None, success=False))
+                              stop=None, success=False, judge=SuccessJudge(task, info)))
         active = list(range(len(wave)))
         while active:
             chosen = agent.act_batch(active)
@@ -134,7 +184,7 @@ def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[st
                     raise ValueError(f"agent issued skill {skill}, outside [0, {len(SKILLS)})")
                 _, _, terminated, _, step_info = envs[b].step(skill)
                 st["skills"].append(skill)
-                st["success"] = bool(terminated)
+                st["success"] = st["judge"].update(terminated, step_info)
                 stepped.append(b), skills.append(skill), frames.append(step_info["frames"]), infos.append(step_info)
             if stepped:
                 agent.observe_batch(stepped, skills, frames, infos)

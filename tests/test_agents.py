@@ -94,9 +94,33 @@ def test_ppo_trains_in_imagination_and_runs_in_the_real_scene(model, heads, scen
     first = agent.predict(spec.build(result.real_frames[0], result.instruction, 0, None), deterministic=True)[0]
     assert result.skills[0] == int(first)  # the policy's own choice on the real reset frame
     if result.chunks == 2:  # then on the first chunk's last frame, one chunk in, after that skill
-        second = agent.predict(spec.build(result.real_frames[2], result.instruction, 1, result.skills[0]), True)[0]
+        second = agent.predict(spec.build(result.real_frames[2], result.instruction, 1, result.skills[0]),
+                               deterministic=True)[0]
         assert result.skills[1] == int(second)
     assert evaluate_in_real_scene(agent, "task1_open", [3], SCENE, [scene]) == float(result.success)
+
+
+class RecordingPolicy:
+    """Stands in for a trained PPO: records what it is shown and answers skill = chunk index + 3."""
+
+    agent_spec = dict(frame_size=16, max_chunks=4, num_skills=len(SKILLS), instruction_dim=16)
+
+    def __init__(self):
+        self.seen: list[dict] = []
+
+    def predict(self, obs, deterministic=False):
+        self.seen.append({k: v.copy() for k, v in obs.items()})
+        return obs["state"][:, :5].argmax(axis=1) + 3, None
+
+
+def test_policy_in_the_real_scene_sees_each_chunk_as_in_training(scene):
+    policy = RecordingPolicy()
+    [result] = run_policy_in_real_scene(policy, "task4_put_in_drawer", [2], SCENE, [scene], keep_frames=True)
+    spec = ObservationSpec(**RecordingPolicy.agent_spec)
+    assert result.skills == [3, 4] and len(policy.seen) == 2  # two chunks (SCENE's budget), one decision each
+    for k, obs in enumerate(policy.seen):  # the reset frame, then the last frame of each real chunk
+        want = spec.build(result.real_frames[2 * k], result.instruction, k, result.skills[k - 1] if k else None)
+        assert all(np.array_equal(obs[key][0], want[key]) for key in want), k
 
 
 def test_ppo_baseline_in_the_real_scene_counts_env_steps():
@@ -207,6 +231,39 @@ def test_baselines_follow_the_plan_or_draw_skills(scene):
     assert expert.skills[0] == plan[0] and expert.chunks == 2
     rand = [run_real_episode(make_agent("random", seed=1), scene, "task1_open", 5, SCENE).skills for _ in range(2)]
     assert rand[0] == rand[1] and all(0 <= s < len(SKILLS) for s in rand[0])  # seeded by the scene seed
+
+
+def _states(**fields) -> dict:
+    """A chunk's step info whose one kept frame has these simulator fields (others at the start scene's)."""
+    from envs.real.objects import SIM_STATE_FIELDS
+
+    state = dict(cube_x=0.35, cube_y=0.05, cube_z=0.02, drawer=0.0, window=0.0, left_button=1, right_button=1,
+                 cube_in_drawer=0)
+    state.update(fields)
+    return {"sim_states": np.array([[state[f] for f in SIM_STATE_FIELDS]], np.float32), "sim_state": None}
+
+
+def test_memory_tasks_succeed_only_after_their_memory_part():
+    from agents.real_scene import SuccessJudge
+
+    start = {"sim_state": _states()["sim_states"][0]}
+    # memory_cube_return's goal is its start scene: met at once, but the cube has to leave and come back.
+    judge = SuccessJudge("memory_cube_return", start)
+    assert not judge.update(True, _states())
+    assert not judge.update(False, _states(cube_y=-0.05, cube_x=0.4))  # moved to the left slot
+    assert judge.update(True, _states())
+    # The drawer tasks' goal (drawer open, cube inside) holds as soon as the cube is put in: it counts only
+    # after the cube lay hidden in the closed drawer (and, for the locked task, the drawer was locked over it).
+    judge = SuccessJudge("memory_drawer", start)
+    assert not judge.update(True, _states(drawer=-0.16, cube_in_drawer=1))
+    assert not judge.update(False, _states(drawer=0.0, cube_in_drawer=1))
+    assert judge.update(True, _states(drawer=-0.16, cube_in_drawer=1))
+    locked = SuccessJudge("memory_drawer_locked", start)
+    for info in (_states(drawer=0.0, cube_in_drawer=1), _states(drawer=-0.16, cube_in_drawer=1)):
+        assert not locked.update(True, info)  # hidden but never locked
+    locked.update(False, _states(drawer=0.0, cube_in_drawer=1, left_button=0))
+    assert locked.update(True, _states(drawer=-0.16, cube_in_drawer=1))
+    assert SuccessJudge("task1_open", start).update(True, _states())  # other tasks: the goal check itself
 
 
 def test_unknown_or_impossible_instructions_get_a_message(model, scene, tmp_path, capsys):
