@@ -326,14 +326,29 @@ def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
     import experiments
     from experiments.train_agent import run
 
+    from envs.episodes import write_episodes
+    from envs.synthetic import random_episodes
+
+    # A stand-in for the fixed real dataset: 10 recorded episodes labelled as task1_open (the reward heads are
+    # fitted on it, one episode held out; its first frames are where imagined episodes start).
+    episodes = random_episodes(10, 3, seed=0, frame_size=16, chunk_len=2)
+    instruction = get_task("task1_open").build(np.random.default_rng(0)).instruction
+    for i, ep in enumerate(episodes):
+        ep["attrs"].update(task="task1_open", instruction=instruction, task_success=bool(i % 2))
+    write_episodes(tmp_path / "data.h5", {f"episode_{i:03d}": ep for i, ep in enumerate(episodes)})
     with initialize_config_dir(str(Path(experiments.__file__).parent / "conf"), version_base="1.3"):
         cfg = compose("train_agent", overrides=[
-            f"model={saved / 'model'}", f"heads={saved / 'heads'}", f"out_dir={tmp_path}", "device=cpu", "max_chunks=2",
-            "imagination.num_envs=2", "imagination.denoise_steps=1", "real_baseline.enabled=false",
-            "ppo.total_timesteps=8", "ppo.n_steps=4", "ppo.batch_size=8", "ppo.n_epochs=1", "eval.seeds=1",
-            "eval.parallel=1", "progress=false"])
+            f"model={saved / 'model'}", f"data={tmp_path / 'data.h5'}", "heads_fit_steps=20", f"out_dir={tmp_path}",
+            "device=cpu", "max_chunks=2", "imagination.num_envs=2", "imagination.denoise_steps=1",
+            "real_baseline.enabled=false", "ppo.total_timesteps=8", "ppo.n_steps=4", "ppo.batch_size=8",
+            "ppo.n_epochs=1", "eval.seeds=1", "eval.parallel=1", "progress=false"])
     record = run(cfg, ["test"])
     agent = record["agents"]["imagination"]
     assert agent["env_steps"] == 8 and agent["real_env_steps_while_learning"] == 0
     assert agent["real"]["per_task"]["task1_open"]["n"] == 1
     assert (tmp_path / "imagination_ppo.zip").is_file() and "| PPO in imagination" in (tmp_path / "train_agent.md").read_text()
+    assert record["heads"]["source"].startswith("fitted on") and record["heads"]["heldout_chunks"] == 3
+    assert (tmp_path / "heads" / "heads.json").is_file() and (tmp_path / "heads" / "fit.json").is_file()
+    with np.load(tmp_path / "start_frames.npz") as starts:
+        assert starts["tasks"].tolist() == ["task1_open"] * 10
+        assert np.array_equal(starts["frames"][:, 0], np.stack([ep["frames"][0] for ep in episodes]))
