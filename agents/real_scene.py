@@ -133,7 +133,7 @@ class EpisodeResult:
     success: bool
     chunks: int
     skills: list[int]
-    seconds: float  # wall-clock of the episode (shared with the episodes played beside it)
+    seconds: float  # wall-clock from its reset to its end (shared with the episodes played beside it)
     stop: str  # "success", "budget" (out of chunks) or the agent's reason for stopping
     real_frames: np.ndarray | None = None  # (1 + chunks * L, H, W, 3): reset frame, then each chunk
     imagined_frames: np.ndarray | None = None  # (chunks * L, H, W, 3): the agent's prediction of each chunk
@@ -147,78 +147,81 @@ class EpisodeResult:
 
 def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[str, int]],
                       spec: SceneSpec | None = None, keep_frames: bool | Sequence[bool] = False,
-                      on_done=None) -> list[EpisodeResult]:
-    """Play the episodes ``jobs`` ((task, seed) each) with ``agent``, ``len(envs)`` at a time side by side
-    (one scene per slot; the agent decides for all running episodes at once), each until its task
-    succeeds (`SuccessJudge`), the agent stops (None) or its chunk budget is spent. ``keep_frames``: keep
-    the real frames and the agent's imagined ones (``agent.last_imagined[b]``), for all or per job.
-    ``on_done(result)`` is called as each episode ends."""
+                      on_done=None, deadline: float | None = None) -> list[EpisodeResult | None]:
+    """Play the episodes ``jobs`` ((task, seed) each) with ``agent``, up to ``len(envs)`` side by side (one
+    scene per slot; the agent decides for all running episodes at once; a slot takes the next job as soon
+    as its episode ends), each until its task succeeds (`SuccessJudge`), the agent stops (None) or its chunk
+    budget is spent. ``keep_frames``: keep the real frames and the agent's imagined ones
+    (``agent.last_imagined[b]``), for all or per job. ``on_done(result)`` is called as each episode ends.
+    ``deadline`` (a ``time.time()``): start no episode after it (their results stay None)."""
     spec = spec or SceneSpec()
     slots = min(len(envs), agent.num_episodes)
     if slots < 1:
         raise ValueError("need at least one scene and one agent slot")
     keep = [keep_frames] * len(jobs) if isinstance(keep_frames, bool) else list(keep_frames)
     results: list[EpisodeResult | None] = [None] * len(jobs)
-    for first in range(0, len(jobs), slots):
-        wave = list(range(first, min(first + slots, len(jobs))))
-        start = time.perf_counter()
-        state = []
-        for b, j in enumerate(wave):
+    pending = list(range(len(jobs)))
+    state: list[dict | None] = [None] * slots
+    while True:
+        for b in range(slots):  # fill the free slots
+            if state[b] is None and pending and (deadline is None or time.time() < deadline):
+                j = pending.pop(0)
+                task, seed = jobs[j]
+                frame, info = envs[b].reset(seed=int(seed), options={"task": task})
+                agent.reset_episode(b, frame, info)
+                state[b] = dict(job=j, info=info, budget=spec.budget(info["plan"]), real=[frame], imagined=[],
+                                skills=[], stop=None, success=False, judge=SuccessJudge(task, info),
+                                start=time.perf_counter())
+        active = [b for b in range(slots) if state[b] is not None]
+        if not active:
+            return results
+        stepped, skills, frames, infos = [], [], [], []
+        for b, skill in zip(active, agent.act_batch(active)):
+            st = state[b]
+            if skill is None:
+                reasons = getattr(agent, "stop_reasons", None)
+                st["stop"] = (reasons[b] if reasons else None) or "agent stopped"
+                continue
+            skill = int(skill)
+            if not 0 <= skill < len(SKILLS):
+                raise ValueError(f"agent issued skill {skill}, outside [0, {len(SKILLS)})")
+            _, _, terminated, _, step_info = envs[b].step(skill)
+            st["skills"].append(skill)
+            st["success"] = st["judge"].update(terminated, step_info)
+            stepped.append(b), skills.append(skill), frames.append(step_info["frames"]), infos.append(step_info)
+        if stepped:
+            agent.observe_batch(stepped, skills, frames, infos)
+        for b, f in zip(stepped, frames):
+            st = state[b]
+            if keep[st["job"]]:
+                st["real"].extend(f)
+                guesses = getattr(agent, "last_imagined", None)
+                guess = guesses[b] if guesses is not None else None
+                st["imagined"].extend(guess if guess is not None else np.zeros_like(f))
+            if st["success"]:
+                st["stop"] = "success"
+            elif len(st["skills"]) >= st["budget"]:
+                st["stop"] = "budget"
+        for b in active:
+            st = state[b]
+            if st["stop"] is None:
+                continue
+            j, k = st["job"], keep[st["job"]]
             task, seed = jobs[j]
-            frame, info = envs[b].reset(seed=int(seed), options={"task": task})
-            agent.reset_episode(b, frame, info)
-            state.append(dict(info=info, budget=spec.budget(info["plan"]), real=[frame], imagined=[], skills=[],
-                              stop=None, success=False, judge=SuccessJudge(task, info)))
-        active = list(range(len(wave)))
-        while active:
-            chosen = agent.act_batch(active)
-            stepped, skills, frames, infos = [], [], [], []
-            for b, skill in zip(active, chosen):
-                st = state[b]
-                if skill is None:
-                    reasons = getattr(agent, "stop_reasons", None)
-                    st["stop"] = (reasons[b] if reasons else None) or "agent stopped"
-                    continue
-                skill = int(skill)
-                if not 0 <= skill < len(SKILLS):
-                    raise ValueError(f"agent issued skill {skill}, outside [0, {len(SKILLS)})")
-                _, _, terminated, _, step_info = envs[b].step(skill)
-                st["skills"].append(skill)
-                st["success"] = st["judge"].update(terminated, step_info)
-                stepped.append(b), skills.append(skill), frames.append(step_info["frames"]), infos.append(step_info)
-            if stepped:
-                agent.observe_batch(stepped, skills, frames, infos)
-            for b, f in zip(stepped, frames):
-                st = state[b]
-                if keep[wave[b]]:
-                    st["real"].extend(f)
-                    guesses = getattr(agent, "last_imagined", None)
-                    guess = guesses[b] if guesses is not None else None
-                    st["imagined"].extend(guess if guess is not None else np.zeros_like(f))
-                if st["success"]:
-                    st["stop"] = "success"
-                elif len(st["skills"]) >= st["budget"]:
-                    st["stop"] = "budget"
-            active = [b for b in active if state[b]["stop"] is None]
-            for b in range(len(wave)):
-                st = state[b]
-                if st["stop"] is not None and results[wave[b]] is None:
-                    task, seed = jobs[wave[b]]
-                    notes = list((getattr(agent, "notes", None) or {}).get(b, []))
-                    k = keep[wave[b]]
-                    results[wave[b]] = r = EpisodeResult(
-                        task, int(seed), st["info"]["instruction"], st["success"], len(st["skills"]), st["skills"],
-                        time.perf_counter() - start, st["stop"], np.stack(st["real"]) if k else None,
-                        np.stack(st["imagined"]) if k and st["imagined"] else None, notes)
-                    if on_done is not None:
-                        on_done(r)
-    return results  # type: ignore[return-value]
+            notes = list((getattr(agent, "notes", None) or {}).get(b, []))
+            results[j] = r = EpisodeResult(
+                task, int(seed), st["info"]["instruction"], st["success"], len(st["skills"]), st["skills"],
+                time.perf_counter() - st["start"], st["stop"], np.stack(st["real"]) if k else None,
+                np.stack(st["imagined"]) if k and st["imagined"] else None, notes)
+            state[b] = None
+            if on_done is not None:
+                on_done(r)
 
 
 def run_real_episode(agent: Agent, env: Any, task: str, seed: int, spec: SceneSpec | None = None,
                      keep_frames: bool = False) -> EpisodeResult:
     """One episode of ``task`` (seeded) with ``agent`` in its slot 0 (`run_real_episodes`)."""
-    return run_real_episodes(agent, [env], [(task, seed)], spec, keep_frames)[0]
+    return run_real_episodes(agent, [env], [(task, seed)], spec, keep_frames)[0]  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------- baselines

@@ -15,6 +15,9 @@ side by side so their candidates share the batches.
 Writes to ``--out``: ``plan_eval.md`` (success per task and agent, with the command, machine and date),
 ``plan_eval.json`` (the same, per episode), ``plan_eval.png`` (a bar plot) and ``videos/*.mp4`` (the
 planner's imagined chunk beside the real one, for the first ``--videos`` seeds of each task).
+Each episode is recorded as it ends (``episodes.jsonl``); rerunning the same command (same settings) plays
+only the episodes still missing, so ``--time-limit-min`` (start no episode after it) splits a long
+evaluation over several calls, and more ``--tasks``/``--seeds``/``--agents`` can be added later.
 An unknown task or instruction ends with a message and exit status 2.
 """
 
@@ -24,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0, help="the planners' sampling seed")
     p.add_argument("--out", default="runs/plan_eval")
+    p.add_argument("--time-limit-min", type=float, default=None,
+                   help="start no episode after this many minutes; rerun the same command to continue")
+    p.add_argument("--fresh", action="store_true", help="forget the episodes an earlier run left in --out")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -123,43 +130,72 @@ def run(args: argparse.Namespace, tasks: list[str], agents: list[str], config: P
                      random_cube_color=not args.red_cube, min_distractors=args.distractors[0],
                      max_distractors=args.distractors[1])
     parallel = max(1, args.parallel)
-    scenes = [make_scene(spec, frame_size, tasks[0]) for _ in range(parallel)]
+    settings = dict(model=args.model, heads=heads_info.get("source"), planner=asdict(config), scene=asdict(spec),
+                    first_seed=args.first_seed, frame_size=frame_size)
+    episodes_file, calls_file, settings_file = out / "episodes.jsonl", out / "calls.jsonl", out / "settings.json"
+    if args.fresh:
+        for f in (episodes_file, calls_file, settings_file):
+            f.unlink(missing_ok=True)
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != jsonable(settings):
+        raise SystemExit(f"error: {out} holds episodes played with other settings ({settings_file}); rerun with the "
+                         "same settings to continue, or pass --fresh or another --out")
+    settings_file.write_text(json.dumps(jsonable(settings), indent=1))
+    done = {(r["agent"], r["task"], r["seed"]) for r in read_jsonl(episodes_file)}
     jobs = [(task, args.first_seed + i) for task in tasks for i in range(args.seeds)]
-    keep = [i < args.videos for _ in tasks for i in range(args.seeds)]
-    episodes: dict[str, list[dict]] = {}
-    agent_seconds: dict[str, float] = {}
-    bar = tqdm(total=len(jobs) * len(agents), desc="episodes", disable=args.no_progress)
+    keep = {job: i < args.videos for job in jobs for i in [job[1] - args.first_seed]}
+    todo = {name: [j for j in jobs if (name, *j) not in done] for name in agents}
+    deadline = time.time() + 60 * args.time_limit_min if args.time_limit_min is not None else None
+    bar = tqdm(total=sum(map(len, todo.values())), desc="episodes", disable=args.no_progress)
     start = time.perf_counter()
+    scenes = [make_scene(spec, frame_size, tasks[0]) for _ in range(parallel)] if any(todo.values()) else []
     for name in agents:
+        if not todo[name] or (deadline is not None and time.time() >= deadline):
+            continue
         agent = make_agent(name, model, heads, config, num_episodes=parallel, seed=args.seed)
-        t0 = time.perf_counter()
-        results = run_real_episodes(agent, scenes, jobs, spec, keep_frames=keep if name.startswith("planner") else False,
-                                    on_done=lambda r: bar.update(1))
-        seconds = time.perf_counter() - t0
-        episodes[name] = []
-        for r in results:
-            row = r.summary()
+
+        def record(r, name=name):
+            row = {"agent": name, **r.summary()}
             if r.real_frames is not None and r.imagined_frames is not None:
                 row["video"] = write_video(out / "videos", name, r)
-            episodes[name].append(row)
-        agent_seconds[name] = round(seconds, 1)
+            with episodes_file.open("a") as f:
+                f.write(json.dumps(jsonable(row)) + "\n")
+            bar.update(1)
+
+        t0 = time.perf_counter()
+        played = run_real_episodes(agent, scenes, todo[name], spec,
+                                   keep_frames=[name.startswith("planner") and keep[j] for j in todo[name]],
+                                   on_done=record, deadline=deadline)
+        with calls_file.open("a") as f:
+            f.write(json.dumps({"agent": name, "seconds": round(time.perf_counter() - t0, 1),
+                                "episodes": sum(r is not None for r in played), "date": utc_date()}) + "\n")
         del agent  # a planner's imagination core is freed before the next one is built
     bar.close()
     for env in scenes:
         env.close()
+    wanted = {(name, *j) for name in agents for j in jobs}
+    rows = [r for r in read_jsonl(episodes_file) if (r["agent"], r["task"], r["seed"]) in wanted]
+    episodes = {name: [r for r in rows if r["agent"] == name] for name in agents}
     summary = {name: {task: stats([e for e in episodes[name] if e["task"] == task]) for task in tasks}
                for name in agents}
+    calls = read_jsonl(calls_file)
+    agent_seconds = {name: round(sum(c["seconds"] for c in calls if c["agent"] == name), 1) for name in agents}
     result = dict(
         command=command_line("experiments.plan_eval", argv),
         machine=machine_name(device), date=utc_date(), seconds=round(time.perf_counter() - start, 1),
-        settings=dict(model=args.model, heads=heads_info, planner=vars(config), scene=vars(spec), seeds=args.seeds,
-                      first_seed=args.first_seed, parallel=parallel, tasks=tasks, agents=agents),
+        complete=len(rows) == len(wanted), played=len(rows), of=len(wanted),
+        settings=dict(settings, heads=heads_info, seeds=args.seeds, parallel=parallel, tasks=tasks, agents=agents),
         summary=summary, agent_seconds=agent_seconds, episodes=episodes)
     result["table"] = markdown(result)
     (out / "plan_eval.json").write_text(json.dumps(jsonable(result), indent=1))
     (out / "plan_eval.md").write_text(result["table"] + "\n")
     plot(result, out / "plan_eval.png")
     return result
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def stats(rows: list[dict]) -> dict:
@@ -178,8 +214,7 @@ def markdown(result: dict) -> str:
         "# Planning in the real scene: success rate per task",
         "",
         f"- command: `{result['command']}`",
-        f"- machine: {result['machine']}; date: {result['date']}; wall-clock {result['seconds']} s "
-        f"({timing})",
+        f"- machine: {result['machine']}; date: {result['date']}; wall-clock: {timing}",
         f"- model: `{s['model']}`; reward heads: {s['heads'].get('source', '-') if s['heads'] else '-'}",
         f"- planner: {p['method']}, horizon {p['horizon']}, {p['candidates']} candidates, {p['iterations']} rounds, "
         f"{p['elites']} elites, denoising steps {p['denoise_steps'] or 'model default'}; {s['parallel']} episodes "
@@ -202,7 +237,12 @@ def markdown(result: dict) -> str:
         if len(chosen) > 1:
             cells = [f"{np.mean([result['summary'][a][t]['success'] for t in chosen]):.0%}" for a in agents]
             lines.append(f"| **{group}** | " + " | ".join(cells) + " |")
-    lines += ["", "Success: the task's goal reached in the real scene within the budget (chunks: mean chunks used)."]
+    lines += ["", "Success: the task reached in the real scene within the budget, judged by "
+              "`agents.real_scene.SuccessJudge` (the memory tasks only after their memory part); chunks: mean "
+              "chunks used. Wall-clock: summed over the calls that played the episodes."]
+    if not result["complete"]:
+        lines += ["", f"**Partial: {result['played']} of {result['of']} episodes played; rerun the same command to "
+                  "continue.**"]
     return "\n".join(lines)
 
 

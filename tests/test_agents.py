@@ -44,6 +44,13 @@ def scene():
     env.close()
 
 
+@pytest.fixture(scope="module")
+def scene2():
+    env = make_scene(SCENE, 16)
+    yield env
+    env.close()
+
+
 def _start(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
 
@@ -192,10 +199,10 @@ def test_planner_picks_the_skill_the_heads_reward(model, heads, method):
             assert planner.distributions[0][0].argmax() == target and planner.distributions[0][0, target] > 0.5
 
 
-def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene):
+def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene, scene2):
     cfg = PlannerConfig(method="cem", horizon=2, candidates=6, iterations=2, elites=2, denoise_steps=1)
     planner = WorldModelPlanner(model, heads, cfg, num_episodes=2)
-    results = run_real_episodes(planner, [scene, make_scene(SCENE, 16)], [("task1_open", 0), ("memory_drawer", 1)],
+    results = run_real_episodes(planner, [scene, scene2], [("task1_open", 0), ("memory_drawer", 1)],
                                 SCENE, keep_frames=True)
     for b, r in enumerate(results):
         assert r.chunks == 2 or r.success
@@ -225,12 +232,19 @@ def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene):
     assert r.chunks == 2 or r.success
 
 
-def test_baselines_follow_the_plan_or_draw_skills(scene):
+def test_baselines_follow_the_plan_or_draw_skills(scene, scene2):
     plan = get_task("task4_put_in_drawer").build(np.random.default_rng(0)).plan
     expert = run_real_episode(make_agent("expert"), scene, "task4_put_in_drawer", 0, SCENE)
     assert expert.skills[0] == plan[0] and expert.chunks == 2
-    rand = [run_real_episode(make_agent("random", seed=1), scene, "task1_open", 5, SCENE).skills for _ in range(2)]
-    assert rand[0] == rand[1] and all(0 <= s < len(SKILLS) for s in rand[0])  # seeded by the scene seed
+    # Two slots, three episodes: a slot takes the next episode when its own ends; each random episode is
+    # seeded by its scene seed, whichever slot plays it.
+    jobs = [("task1_open", 5), ("task2_unlock_and_lock", 6), ("task1_open", 5)]
+    rand = run_real_episodes(make_agent("random", num_episodes=2, seed=1), [scene, scene2], jobs, SCENE)
+    assert [(r.task, r.seed, r.chunks) for r in rand] == [(t, s, 2) for t, s in jobs]
+    assert rand[0].skills == rand[2].skills != rand[1].skills and all(0 <= s < len(SKILLS) for s in rand[0].skills)
+    import time
+
+    assert run_real_episodes(make_agent("random"), [scene], jobs, SCENE, deadline=time.time()) == [None] * 3
 
 
 def _states(**fields) -> dict:
@@ -306,11 +320,18 @@ def test_plan_eval_writes_table_plot_and_videos(saved, tmp_path):
     from experiments.plan_eval import main
 
     out = tmp_path / "out"
-    assert main(["--model", str(saved / "model"), "--heads", str(saved / "heads"), "--tasks", "task1_open",
-                 "--seeds", "1", "--max-chunks", "1", "--agents", "planner,expert", "--candidates", "4", "--horizon",
-                 "1", "--iterations", "1", "--elites", "1", "--denoise-steps", "1", "--videos", "1", "--device",
-                 "cpu", "--no-progress", "--out", str(out)]) == 0
+    args = ["--model", str(saved / "model"), "--heads", str(saved / "heads"), "--tasks", "task1_open", "--seeds", "1",
+            "--max-chunks", "1", "--agents", "planner,expert", "--candidates", "4", "--horizon", "1", "--iterations",
+            "1", "--elites", "1", "--denoise-steps", "1", "--videos", "1", "--device", "cpu", "--no-progress",
+            "--out", str(out)]
+    assert main([*args, "--time-limit-min", "0"]) == 0  # out of time before the first episode
+    assert "Partial: 0 of 2 episodes" in (out / "plan_eval.md").read_text()
+    assert main(args) == 0  # the same command again plays what is missing
+    assert main(args) == 0 and len((out / "episodes.jsonl").read_text().splitlines()) == 2  # nothing twice
+    with pytest.raises(SystemExit, match="other settings"):
+        main([*args, "--horizon", "2"])
     result = json.loads((out / "plan_eval.json").read_text())
+    assert result["complete"] and "Partial" not in (out / "plan_eval.md").read_text()
     [planned] = result["episodes"]["planner"]
     assert planned["chunks"] == 1 and result["summary"]["expert"]["task1_open"]["n"] == 1
     table = (out / "plan_eval.md").read_text()
