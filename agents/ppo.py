@@ -20,13 +20,15 @@ import functools
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecMonitor
@@ -269,11 +271,26 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def train_ppo(env: VecEnv, config: PPOConfig | None = None,
-              callback: Callable | None = None) -> PPO:
+class _Deadline(BaseCallback):
+    """Stops training at a ``time.time()`` deadline."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def _on_step(self) -> bool:
+        return time.time() < self.deadline
+
+
+def train_ppo(env: VecEnv, config: PPOConfig | None = None, callback: Any = None, resume: str | Path | None = None,
+              deadline: float | None = None) -> PPO:
     """Train SB3 PPO (`FrameInstructionExtractor` + MLP heads) on ``env`` (`imagined_vec_env` or
-    `real_vec_env`) for ``config.total_timesteps`` env steps. The returned model carries ``agent_spec``
-    (observation spec, for `evaluate_in_real_scene`) and ``train_seconds``."""
+    `real_vec_env`) until ``config.total_timesteps`` env steps (rounded up to whole rollouts).
+
+    ``resume``: a policy saved by an earlier call (``model.save``): training continues from it up to the
+    same total. ``deadline`` (a ``time.time()``): stop there; save and resume to go on. The returned model
+    carries ``agent_spec`` (observation spec, for `evaluate_in_real_scene`), ``train_seconds`` (over all
+    calls) and ``finished``."""
     cfg = config or PPOConfig()
     spec = _spec_of(env)
     tb = cfg.tensorboard_log
@@ -281,19 +298,31 @@ def train_ppo(env: VecEnv, config: PPOConfig | None = None,
         warnings.warn("tensorboard is not installed: no TensorBoard log (pip install tensorboard)", stacklevel=2)
         tb = None
     rollout = cfg.n_steps * env.num_envs
-    agent = PPO(
-        "MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=min(cfg.batch_size, rollout), n_epochs=cfg.n_epochs,
-        learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-        ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, seed=cfg.seed, device=cfg.device, tensorboard_log=tb,
-        verbose=cfg.verbose,
-        policy_kwargs=dict(features_extractor_class=FrameInstructionExtractor,
-                           features_extractor_kwargs=dict(features_dim=cfg.features_dim),
-                           net_arch=dict(pi=[128], vf=[128])))
-    start = time.perf_counter()
-    agent.learn(total_timesteps=cfg.total_timesteps, progress_bar=cfg.progress_bar, tb_log_name=cfg.tb_log_name,
-                callback=callback)
-    agent.train_seconds = time.perf_counter() - start
+    if resume is not None and Path(resume).is_file():
+        agent = PPO.load(resume, env=env, device=cfg.device, tensorboard_log=tb)
+        if getattr(agent, "agent_spec", None) != asdict(spec):
+            raise ValueError(f"{resume} was trained on other observations ({agent.agent_spec}) than this env gives "
+                             f"({asdict(spec)})")
+    else:
+        agent = PPO(
+            "MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=min(cfg.batch_size, rollout),
+            n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+            clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, seed=cfg.seed, device=cfg.device,
+            tensorboard_log=tb, verbose=cfg.verbose,
+            policy_kwargs=dict(features_extractor_class=FrameInstructionExtractor,
+                               features_extractor_kwargs=dict(features_dim=cfg.features_dim),
+                               net_arch=dict(pi=[128], vf=[128])))
+        agent.train_seconds = 0.0
     agent.agent_spec = asdict(spec)
+    remaining = cfg.total_timesteps - agent.num_timesteps
+    if remaining > 0:
+        callbacks = [c for c in (callback, _Deadline(deadline) if deadline is not None else None) if c is not None]
+        start = time.perf_counter()
+        agent.learn(total_timesteps=remaining, progress_bar=cfg.progress_bar, tb_log_name=cfg.tb_log_name,
+                    callback=CallbackList(callbacks) if callbacks else None,
+                    reset_num_timesteps=agent.num_timesteps == 0)
+        agent.train_seconds = getattr(agent, "train_seconds", 0.0) + time.perf_counter() - start
+    agent.finished = agent.num_timesteps >= cfg.total_timesteps
     return agent
 
 

@@ -15,7 +15,9 @@
 
 Writes ``out_dir/train_agent.md`` and ``.json`` (both agents side by side: env steps, training
 wall-clock, real success per task; the command, machine and date), the policies
-(``imagination_ppo.zip``, ``real_ppo.zip``) and TensorBoard logs (``out_dir/tb``).
+(``imagination_ppo.zip``, ``real_ppo.zip``) and TensorBoard logs (``out_dir/tb``). With
+``time_limit_min`` training stops in time and the policy is saved; rerunning the same command continues
+it (and skips an agent already trained and evaluated), so a run can be split over several calls.
 """
 
 from __future__ import annotations
@@ -101,44 +103,65 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
     base = {k: v for k, v in OmegaConf.to_container(cfg.ppo, resolve=True).items()}
     record: dict = dict(
         command=command_line("experiments.train_agent", argv), machine=machine_name(device), date=utc_date(),
-        settings=dict(model=str(cfg.model), data=cfg.data, tasks=tasks, max_chunks=cfg.max_chunks, seed=cfg.seed,
-                      ppo=base, scene=asdict(scene), eval=OmegaConf.to_container(cfg.eval, resolve=True)),
+        settings=dict(model=str(cfg.model), data=cfg.data, heads=cfg.heads, tasks=tasks, max_chunks=cfg.max_chunks,
+                      seed=cfg.seed, ppo=base, scene=asdict(scene),
+                      imagination={k: v for k, v in OmegaConf.to_container(cfg.imagination).items() if k != "enabled"},
+                      real_baseline=dict(num_envs=cfg.real_baseline.num_envs),
+                      eval=dict(seeds=cfg.eval.seeds, first_seed=cfg.eval.first_seed,
+                                deterministic=cfg.eval.deterministic)),
         agents={})
     tb = str(out / "tb")
+    deadline = time.time() + 60 * cfg.time_limit_min if cfg.time_limit_min is not None else None
+    settings_file, record_file = out / "settings.json", out / "train_agent.json"
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != jsonable(record["settings"]):
+        raise SystemExit(f"error: {out} holds agents trained with other settings ({settings_file}); rerun with the "
+                         "same settings to continue, or use another out_dir")
+    settings_file.write_text(json.dumps(jsonable(record["settings"]), indent=1))
+    earlier = json.loads(record_file.read_text()).get("agents", {}) if record_file.is_file() else {}
+
+    def train_and_evaluate(kind: str, make_env) -> None:
+        path = out / f"{kind}_ppo.zip"
+        if kind in earlier and earlier[kind].get("real") and path.is_file():
+            record["agents"][kind] = earlier[kind]  # trained and evaluated by an earlier call
+            return
+        env = make_env()
+        ppo_cfg = PPOConfig(**base, seed=cfg.seed, device=str(device), tensorboard_log=tb, tb_log_name=kind,
+                            progress_bar=cfg.progress)
+        policy = train_ppo(env, ppo_cfg, resume=path, deadline=deadline)
+        env.close()
+        policy.save(path)
+        entry = dict(env_steps=int(policy.num_timesteps), train_seconds=round(policy.train_seconds, 1),
+                     real_env_steps_while_learning=0 if kind == "imagination" else int(policy.num_timesteps),
+                     real=None, command=record["command"], date=record["date"])
+        if policy.finished:
+            entry["real"] = evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress)
+        else:
+            print(f"time limit: {kind} PPO at {policy.num_timesteps} of {ppo_cfg.total_timesteps} env steps; rerun "
+                  "the same command to continue")
+        record["agents"][kind] = entry
+
     if cfg.imagination.enabled:
         heads, record["heads"] = resolve_heads(cfg.heads, folder, cfg.data, out, mc.frame_size, device,
                                                fit_steps=cfg.heads_fit_steps, seed=cfg.seed)
         starts = cfg.imagination.start_frames
         if starts == "auto":
             starts = start_frames_from_data(cfg.data, tasks, mc.frame_size, out) if cfg.data else None
-        env = imagined_vec_env(model, heads, tasks, cfg.imagination.num_envs, cfg.max_chunks, seed=cfg.seed,
-                               denoise_steps=cfg.imagination.denoise_steps, temp_lora=cfg.imagination.temp_lora,
-                               start_frames=str(starts) if starts else None)
-        ppo_cfg = PPOConfig(**base, seed=cfg.seed, device=str(device), tensorboard_log=tb, tb_log_name="imagination",
-                            progress_bar=cfg.progress)
-        print(f"PPO in imagination: {ppo_cfg.total_timesteps} env steps, {cfg.imagination.num_envs} imagined envs")
-        policy = train_ppo(env, ppo_cfg)
-        env.close()
-        policy.save(out / "imagination_ppo.zip")
-        record["agents"]["imagination"] = dict(env_steps=int(policy.num_timesteps),
-                                               train_seconds=round(policy.train_seconds, 1),
-                                               real_env_steps_while_learning=0,
-                                               real=evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress))
-    if cfg.real_baseline.enabled:
-        env = real_vec_env(tasks, mc.frame_size, cfg.real_baseline.num_envs, cfg.max_chunks, scene, seed=cfg.seed,
-                           subprocess=cfg.real_baseline.subprocess)
-        ppo_cfg = PPOConfig(**base, seed=cfg.seed, device=str(device), tensorboard_log=tb, tb_log_name="real",
-                            progress_bar=cfg.progress)
-        print(f"PPO in the real scene: {ppo_cfg.total_timesteps} env steps, {cfg.real_baseline.num_envs} scenes")
-        policy = train_ppo(env, ppo_cfg)
-        env.close()
-        policy.save(out / "real_ppo.zip")
-        record["agents"]["real"] = dict(env_steps=int(policy.num_timesteps), train_seconds=round(policy.train_seconds, 1),
-                                        real_env_steps_while_learning=int(policy.num_timesteps),
-                                        real=evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress))
+        print(f"PPO in imagination: {base['total_timesteps']} env steps, {cfg.imagination.num_envs} imagined envs")
+        train_and_evaluate("imagination", lambda: imagined_vec_env(
+            model, heads, tasks, cfg.imagination.num_envs, cfg.max_chunks, seed=cfg.seed,
+            denoise_steps=cfg.imagination.denoise_steps, temp_lora=cfg.imagination.temp_lora,
+            start_frames=str(starts) if starts else None))
+    if cfg.real_baseline.enabled and (deadline is None or time.time() < deadline):
+        print(f"PPO in the real scene: {base['total_timesteps']} env steps, {cfg.real_baseline.num_envs} scenes")
+        train_and_evaluate("real", lambda: real_vec_env(tasks, mc.frame_size, cfg.real_baseline.num_envs,
+                                                        cfg.max_chunks, scene, seed=cfg.seed,
+                                                        subprocess=cfg.real_baseline.subprocess))
+    for kind, entry in earlier.items():  # an agent this call did not run keeps its earlier record
+        record["agents"].setdefault(kind, entry)
     agents = record["agents"]
-    if "imagination" in agents and "real" in agents and agents["real"]["real"]["success"] > 0:
-        record["ratio"] = agents["imagination"]["real"]["success"] / agents["real"]["real"]["success"]
+    done = {k: a for k, a in agents.items() if a.get("real")}
+    if "imagination" in done and "real" in done and done["real"]["real"]["success"] > 0:
+        record["ratio"] = done["imagination"]["real"]["success"] / done["real"]["real"]["success"]
     record["table"] = markdown(record)
     (out / "train_agent.json").write_text(json.dumps(jsonable(record), indent=1))
     (out / "train_agent.md").write_text(record["table"] + "\n")
@@ -167,6 +190,11 @@ def markdown(record: dict) -> str:
         "|---|---:|---:|---:|" + "---:|" * len(tasks) + "---:|---:|",
     ]
     for key, a in agents.items():
+        if not a.get("real"):
+            lines.append(f"| {NAMES[key]} | {a['env_steps']} (training, time limit reached) | "
+                         f"{a['real_env_steps_while_learning']} | {a['train_seconds']} | " + " | ".join("–" for _ in tasks)
+                         + " | – | – |")
+            continue
         per = a["real"]["per_task"]
         lines.append(f"| {NAMES[key]} | {a['env_steps']} | {a['real_env_steps_while_learning']} | {a['train_seconds']} | "
                      + " | ".join(f"{per[t]['success']:.0%}" for t in tasks)

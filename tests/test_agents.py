@@ -357,15 +357,18 @@ def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
     for i, ep in enumerate(episodes):
         ep["attrs"].update(task="task1_open", instruction=instruction, task_success=bool(i % 2))
     write_episodes(tmp_path / "data.h5", {f"episode_{i:03d}": ep for i, ep in enumerate(episodes)})
+    overrides = [f"model={saved / 'model'}", f"data={tmp_path / 'data.h5'}", "heads_fit_steps=20",
+                 f"out_dir={tmp_path}", "device=cpu", "max_chunks=2", "imagination.num_envs=2",
+                 "imagination.denoise_steps=1", "real_baseline.enabled=false", "ppo.total_timesteps=8", "ppo.n_steps=4",
+                 "ppo.batch_size=8", "ppo.n_epochs=1", "eval.seeds=1", "eval.parallel=1", "progress=false"]
     with initialize_config_dir(str(Path(experiments.__file__).parent / "conf"), version_base="1.3"):
-        cfg = compose("train_agent", overrides=[
-            f"model={saved / 'model'}", f"data={tmp_path / 'data.h5'}", "heads_fit_steps=20", f"out_dir={tmp_path}",
-            "device=cpu", "max_chunks=2", "imagination.num_envs=2", "imagination.denoise_steps=1",
-            "real_baseline.enabled=false", "ppo.total_timesteps=8", "ppo.n_steps=4", "ppo.batch_size=8",
-            "ppo.n_epochs=1", "eval.seeds=1", "eval.parallel=1", "progress=false"])
-    record = run(cfg, ["test"])
+        stopped = compose("train_agent", overrides=[*overrides, "time_limit_min=0"])
+        cfg = compose("train_agent", overrides=overrides)
+    first = run(stopped, ["test"])["agents"]["imagination"]  # out of time after the first batched step
+    assert first["env_steps"] == 2 and first["real"] is None and "time limit" in (tmp_path / "train_agent.md").read_text()
+    record = run(cfg, ["test"])  # the same command again continues that policy to the total
     agent = record["agents"]["imagination"]
-    assert agent["env_steps"] == 8 and agent["real_env_steps_while_learning"] == 0
+    assert agent["env_steps"] == 2 + 8 and agent["real_env_steps_while_learning"] == 0  # + whole rollouts of 4 x 2
     assert agent["real"]["per_task"]["task1_open"]["n"] == 1
     assert (tmp_path / "imagination_ppo.zip").is_file() and "| PPO in imagination" in (tmp_path / "train_agent.md").read_text()
     assert record["heads"]["source"].startswith("fitted on") and record["heads"]["heldout_chunks"] == 3
