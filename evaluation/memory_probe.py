@@ -40,7 +40,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from envs.real.objects import CUBE_COLOR_NAMES, CUBE_PIXEL_FIELDS, SIM_STATE_FIELDS
+from envs.real.objects import CUBE_COLOR_NAMES, CUBE_PIXEL_FIELDS, MIN_VISIBLE, SIM_STATE_FIELDS, reopen_frames
 
 NO_CUBE = "none"
 COLOR_NAMES: tuple[str, ...] = CUBE_COLOR_NAMES
@@ -63,7 +63,7 @@ class ProbeConfig:
     max_hue_distance: float = 15.0  # degrees from the nearest reference hue (the purple arm starts ~20 from blue)
     search_margin: float = 1.5  # pixels beyond the cube's projected half-size
     min_pixels: int = 2  # cube-coloured pixels needed to see a cube
-    min_visible: float = 0.2  # real visible fraction for a reopen frame to be scored
+    min_visible: float = MIN_VISIBLE  # real visible fraction for a reopen frame to be scored
 
 
 def chance_level(num_colors: int = len(COLOR_NAMES)) -> float:
@@ -116,20 +116,6 @@ def classify_frame(frame: np.ndarray, cube_pixel: np.ndarray, scale: float = 1.0
     counts = np.bincount(labels[labels >= 0], minlength=len(COLOR_NAMES))
     best = int(counts.argmax())
     return COLOR_NAMES[best] if counts[best] >= config.min_pixels else NO_CUBE
-
-
-def reopen_frames(sim_state: np.ndarray, cube_pixel: np.ndarray, min_visible: float = ProbeConfig.min_visible) -> np.ndarray:
-    """Indices of the frames where the real cube shows again in the reopened drawer: after the last
-    frame in which it lay hidden in the drawer (in the drawer, visible fraction 0), the frames where
-    it is in the drawer and at least ``min_visible`` visible. Empty when it was never hidden."""
-    sim_state, cube_pixel = np.asarray(sim_state), np.asarray(cube_pixel)
-    in_drawer = sim_state[:, _IN_DRAWER] > 0.5
-    visible = cube_pixel[:, _VISIBLE]
-    hidden = np.flatnonzero(in_drawer & (visible <= 0.0))
-    if len(hidden) == 0:
-        return np.zeros(0, np.int64)
-    t = np.arange(len(visible))
-    return np.flatnonzero((t > hidden[-1]) & in_drawer & (visible >= min_visible)).astype(np.int64)
 
 
 def frame_chunks(frame_indices: Sequence[int], chunk_len: int) -> np.ndarray:

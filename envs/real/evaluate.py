@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from envs.real.objects import reopen_frames
 from envs.real.rollout import run_episode
 from envs.real.scene import RealSceneEnv
 from envs.real.tasks import EXPERT_TASKS
@@ -19,8 +20,6 @@ def expert_success(env: RealSceneEnv, task: str, seeds: range) -> dict:
     """Success rate, mean chunks, mean revisit pairs and mean distractor skills of the expert on
     ``task`` over ``seeds``, and the share of episodes whose cube lay fully hidden in the closed drawer
     and shows again when it is reopened (what the memory probe scores; ``evaluation.memory_probe``)."""
-    from evaluation.memory_probe import reopen_frames
-
     episodes = [run_episode(env, seed, task) for seed in seeds]
     return dict(
         success=float(np.mean([e["attrs"]["task_success"] for e in episodes])),
