@@ -1,8 +1,19 @@
-"""Shared fixtures: a tiny SlowFast-VGen trained once per session on the synthetic panning world."""
+"""Shared fixtures: a tiny SlowFast-VGen trained once per session on the synthetic panning world.
+
+Run as a script (``python tests/conftest.py OUT``) this file trains that model into OUT: the session starts it
+in the background as soon as collection shows a test that needs it, so it trains on the second core while
+the other tests run instead of holding up the first test that needs it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,36 +24,81 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)  # tiny models: one thread is faster than two fighting over 2 cores
 
 
-@pytest.fixture(scope="session")
-def synthetic_episodes():
+def _synthetic_episodes() -> list[dict]:
     from envs.synthetic import random_episodes
 
     return random_episodes(64, 6, seed=0, frame_size=32, chunk_len=2, speed=8)
 
 
-@pytest.fixture(scope="session")
-def chunk_dataset(synthetic_episodes):
+def _chunk_dataset(episodes: list[dict]):
     from envs.data import ChunkDataset
 
-    return ChunkDataset(synthetic_episodes, context_frames=2, new_frames=2)
+    return ChunkDataset(episodes, context_frames=2, new_frames=2)
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(tmp_path_factory, chunk_dataset):
-    """Tiny model after a short VAE fit and slow learning; returns (model, slow-phase loss history)."""
+def synthetic_episodes():
+    return _synthetic_episodes()
+
+
+@pytest.fixture(scope="session")
+def chunk_dataset(synthetic_episodes):
+    return _chunk_dataset(synthetic_episodes)
+
+
+def _train_tiny(out: Path) -> None:
+    """A short VAE fit and slow learning of the tiny preset on ``chunk_dataset``'s windows, in a fresh
+    process: ``out/model`` and the slow phase's loss history ``out/history.json``."""
     from worldmodel.model import SlowFastVGen
     from worldmodel.train import Trainer, TrainConfig
 
+    chunks = _chunk_dataset(_synthetic_episodes())
     torch.manual_seed(0)
     model = SlowFastVGen.from_preset("tiny")
-    out = tmp_path_factory.mktemp("train")
-    Trainer(model, chunk_dataset, TrainConfig(phase="vae", steps=120, batch_size=16, lr=2e-3,
-                                              out_dir=str(out / "vae"))).fit(progress=False)
-    history = Trainer(model, chunk_dataset, TrainConfig(phase="slow", steps=150, batch_size=16, lr=1e-3,
-                                                        log_every=5, out_dir=str(out / "slow"))).fit(progress=False)
-    path = out / "model"
-    model.save_pretrained(path)
-    return path, history
+    Trainer(model, chunks, TrainConfig(phase="vae", steps=120, batch_size=16, lr=2e-3,
+                                       out_dir=str(out / "vae"))).fit(progress=False)
+    history = Trainer(model, chunks, TrainConfig(phase="slow", steps=150, batch_size=16, lr=1e-3,
+                                                 log_every=5, out_dir=str(out / "slow"))).fit(progress=False)
+    model.save_pretrained(out / "model")
+    (out / "history.json").write_text(json.dumps(history))
+
+
+_TRAINING: dict = {}  # the background training: its folder and process
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection
+def pytest_collection_modifyitems(config, items):
+    """Start training the tiny model in the background when a selected test needs it."""
+    if config.option.collectonly or not any("trained_tiny" in item.fixturenames for item in items):
+        return
+    out = Path(tempfile.mkdtemp(prefix="trained_tiny-"))
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    with open(out / "log.txt", "w") as log:
+        proc = subprocess.Popen([sys.executable, __file__, str(out)], cwd=root, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    _TRAINING.update(out=out, proc=proc)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "proc" in _TRAINING:
+        _TRAINING["proc"].kill()  # still running only when the session stopped before a test needed it
+        _TRAINING["proc"].wait()
+        shutil.rmtree(_TRAINING["out"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory):
+    """Tiny model after a short VAE fit and slow learning; returns (model folder, slow-phase loss history)."""
+    if "proc" in _TRAINING:
+        out = _TRAINING["out"]
+        if _TRAINING["proc"].wait() != 0:
+            log = (out / "log.txt").read_text()[-8000:]
+            raise RuntimeError(f"training the tiny model failed (python tests/conftest.py {out}):\n{log}")
+    else:  # requested without collection seeing it
+        out = tmp_path_factory.mktemp("train")
+        _train_tiny(out)
+    return out / "model", json.loads((out / "history.json").read_text())
 
 
 def _micro_model(frame_size: int = 16, blocks: tuple[int, ...] = (16, 16), **overrides):
@@ -103,3 +159,7 @@ def torchrun():
         return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
     return run
+
+
+if __name__ == "__main__":
+    _train_tiny(Path(sys.argv[1]))
