@@ -55,6 +55,23 @@ def test_krippendorff_alpha_hand_computed():
     assert mean_ci95([0.3]) == (0.3, None)
 
 
+def _page_replaced(element):
+    """A wait condition: the page holding `element` was replaced by the next one. Selenium's `staleness_of`
+    only treats StaleElementReferenceException as stale; Chromium answers a node of a document that is being
+    replaced with a generic 'Node with given id does not belong to the document' error (seen in CI), which
+    means the same thing."""
+    from selenium.common.exceptions import WebDriverException
+
+    def replaced(_driver):
+        try:
+            element.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    return replaced
+
+
 # ---------------------------------------------------------------------------------- videos fixture
 def _write_evaluate_output(root: Path) -> Path:
     """What `experiments.evaluate --save-videos` leaves: OUT/videos/episode_XXXXX.npz + rollout.json, and
@@ -309,7 +326,7 @@ def test_browser_study_three_raters(study_videos, browser, tmp_path):
                     driver.execute_script(
                         "for (const [k, v] of Object.entries(arguments[0])) document.getElementById(k).value = v;"
                         "arguments[1].submit();", {**{k: str(v) for k, v in scores.items()}, "quality": "1.5"}, form)
-                    wait.until(EC.staleness_of(form))
+                    wait.until(_page_replaced(form))
                     wait.until(EC.presence_of_element_located((By.ID, "progress")))
                     assert "quality must be between 0 and 1" in driver.find_element(By.ID, "error").text
                     assert driver.find_element(By.ID, "video-id").get_attribute("value") == vid
@@ -325,7 +342,7 @@ def test_browser_study_three_raters(study_videos, browser, tmp_path):
                     box.send_keys(str(scores[k]))
                 form = driver.find_element(By.ID, "rating-form")
                 driver.find_element(By.ID, "send-rating").click()
-                wait.until(EC.staleness_of(form))
+                wait.until(_page_replaced(form))
                 wait.until(EC.presence_of_element_located((By.ID, "progress")))
                 if r == 2 and seen == 1:
                     assert "already rated" in driver.find_element(By.ID, "error").text
