@@ -1,4 +1,4 @@
-"""Video metrics of the paper: PSNR, SSIM, LPIPS, FVD, SCuts and SRC.
+"""Video metrics of the paper: PSNR, SSIM, LPIPS, FVD, SCuts and SRC; PSNR/SSIM over a dynamic region.
 
 Videos are uint8 ``(T, H, W, 3)`` RGB arrays (numpy or torch). Learned metrics (FVD's I3D, LPIPS,
 SRC's ResNet-18) never download weights: they load a file the user passes, and raise
@@ -107,6 +107,68 @@ def ssim(a: VideoLike, b: VideoLike) -> float:
         raise ValueError(f"SSIM needs frames of at least 7x7 pixels, got {a.shape[1:3]}")
     scores = [structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(a, b)]
     return float(np.mean(scores))
+
+
+DYNAMIC_THRESHOLD = 24
+"""Dynamic region: a real pixel differs from the reference frame by more than this (of 255) in some channel."""
+
+
+def dynamic_region(real: VideoLike, reference: VideoLike | np.ndarray, threshold: float = DYNAMIC_THRESHOLD) -> np.ndarray:
+    """bool ``(T, H, W)``: the pixels of the real video whose value differs from the real ``reference``
+    frame (``(H, W, 3)``, e.g. the episode's start frame) by more than ``threshold`` (0-255) in any channel:
+    what moved or changed (the arm, the cube, the drawer), not the static background."""
+    real = as_video(real, "real")
+    ref = np.asarray(reference.detach().cpu().numpy() if isinstance(reference, torch.Tensor) else reference)
+    if ref.ndim == 4 and len(ref) == 1:
+        ref = ref[0]
+    if ref.shape != real.shape[1:]:
+        raise ValueError(f"reference frame must have shape {real.shape[1:]}, got {ref.shape}")
+    diff = np.abs(real.astype(np.int16) - ref.astype(np.int16)[None])
+    return (diff > threshold).any(axis=-1)
+
+
+def _region(mask: np.ndarray, video: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else mask)
+    if mask.dtype != bool or mask.shape != video.shape[:3]:
+        raise ValueError(f"mask must be bool (T, H, W) = {video.shape[:3]}, got {mask.dtype} {mask.shape}")
+    return mask
+
+
+def masked_psnr(a: VideoLike, b: VideoLike, mask: np.ndarray) -> float:
+    """PSNR in dB over the pixels of ``mask`` (bool ``(T, H, W)``) only: per frame, the MSE over its masked
+    pixels (all channels), then the mean over the frames with at least one masked pixel (as :func:`psnr`:
+    inf if such a frame matches exactly); NaN when the mask is empty. An all-true mask gives :func:`psnr`."""
+    a, b = _video_pair(a, b)
+    mask = _region(mask, a)
+    err = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=-1)  # (T, H, W)
+    count = mask.sum(axis=(1, 2))
+    keep = count > 0
+    if not keep.any():
+        return float("nan")
+    mse = (err * mask).sum(axis=(1, 2))[keep] / count[keep]
+    with np.errstate(divide="ignore"):
+        return float((10.0 * np.log10(255.0**2 / mse)).mean())
+
+
+def masked_ssim(a: VideoLike, b: VideoLike, mask: np.ndarray) -> float:
+    """SSIM over the pixels of ``mask`` (bool ``(T, H, W)``) only: per frame, scikit-image's SSIM map
+    (7x7 windows, averaged over channels) averaged over the masked pixels, then the mean over the frames
+    with at least one masked pixel; NaN when there is none. As scikit-image's mean SSIM, the 3-pixel border
+    (where the window is padded) is left out, so an all-true mask gives :func:`ssim`."""
+    a, b = _video_pair(a, b)
+    mask = _region(mask, a)
+    if min(a.shape[1:3]) < 7:
+        raise ValueError(f"SSIM needs frames of at least 7x7 pixels, got {a.shape[1:3]}")
+    pad = (7 - 1) // 2
+    inner = np.zeros(a.shape[1:3], bool)
+    inner[pad:-pad, pad:-pad] = True
+    scores = []
+    for x, y, m in zip(a, b, mask):
+        m = m & inner
+        if m.any():
+            _, smap = structural_similarity(x, y, channel_axis=-1, data_range=255, full=True)
+            scores.append(float(smap.mean(axis=-1)[m].mean()))
+    return float(np.mean(scores)) if scores else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------

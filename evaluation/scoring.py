@@ -56,11 +56,15 @@ class Scorer:
         return out
 
     def fidelity(self, video: np.ndarray, episode: EvalEpisode) -> dict[str, float]:
-        """PSNR/SSIM against the real video on all generated frames and on the revisiting frames alone
-        (the later frame j of each revisit pair: where memory should help)."""
+        """PSNR/SSIM against the real video on all generated frames, on the dynamic region alone (the
+        pixels whose real value differs from the real start frame: `evaluation.metrics.dynamic_region`)
+        and on the revisiting frames alone (the later frame j of each revisit pair: where memory should help)."""
         m, out = self.m, {}
         out["psnr"] = m.psnr(video[1:], episode.frames[1:])
         out["ssim"] = 100.0 * m.ssim(video[1:], episode.frames[1:])
+        region = dynamic_region(episode)
+        out["psnr_dynamic"] = m.masked_psnr(video[1:], episode.frames[1:], region)
+        out["ssim_dynamic"] = 100.0 * m.masked_ssim(video[1:], episode.frames[1:], region)
         later = np.unique(episode.revisits[:, 1])
         later = later[later >= 1]
         out["psnr_revisit"] = m.psnr(video[later], episode.frames[later]) if len(later) else float("nan")
@@ -103,6 +107,14 @@ def cube_recall(video: np.ndarray, episode: EvalEpisode) -> float:
     return float(result["correct"]) if result["label"] is not None else float("nan")
 
 
+def dynamic_region(episode: EvalEpisode) -> np.ndarray:
+    """bool (T-1, H, W): the generated frames' pixels whose real value differs from the real start frame
+    by more than `evaluation.metrics.DYNAMIC_THRESHOLD` in any channel."""
+    from evaluation import metrics
+
+    return metrics.dynamic_region(episode.frames[1:], episode.frames[0])
+
+
 def summarize(values: Sequence[float]) -> dict[str, float | int]:
     """Mean ± std over the finite values; ``n_inf`` counts infinite ones (PSNR of an exact copy), which
     would otherwise make the mean infinite."""
@@ -123,8 +135,9 @@ class Collector:
         self.scorer, self.save_dir, self.grid_index = scorer, save_dir, grid_index
         self.mode, self.new_frames = mode, new_frames
         self.per_episode: list[dict] = []
-        self.reference: dict[str, list[float]] = {"scuts": [], "src": [], "cube_recall": []}
-        self.copy_baseline: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_revisit": [], "ssim_revisit": []}
+        self.reference: dict[str, list[float]] = {"scuts": [], "src": [], "cube_recall": [], "dynamic_fraction": []}
+        self.copy_baseline: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "psnr_dynamic", "ssim_dynamic",
+                                                                      "psnr_revisit", "ssim_revisit")}
         self.grid: dict[str, np.ndarray] = {}
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +153,7 @@ class Collector:
             return
         self.reference["scuts"].append(float(sc.m.scene_cuts(ep.frames)))
         self.reference["cube_recall"].append(cube_recall(ep.frames, ep))
+        self.reference["dynamic_fraction"].append(100.0 * float(dynamic_region(ep).mean()))
         if len(ep.revisits):
             self.reference["src"].append(sc.m.scene_revisit_consistency(ep.frames, ep.revisits, sc.features))
         for k, value in sc.fidelity(copy_last_frame(ep.frames, self.mode, self.new_frames), ep).items():

@@ -30,7 +30,8 @@ it starts in, so episodes whose chunk length differs from the model's ``new_fram
 Metrics per episode (mean ± std over episodes): SCuts (PySceneDetect cuts in the generated video),
 SRC x100 (frames i and j of each recorded revisit pair, in the generated video; features from
 ``--src-features`` or the offline pixel stand-in), PSNR (dB) / SSIM x100 / LPIPS x100 against the real
-video on generated frames only, FVD over clips of ``--fvd-frames`` generated frames (I3D from ``--i3d``),
+video on generated frames only, PSNR/SSIM over the dynamic region alone (pixels whose real value differs
+from the real start frame by more than 24/255 in any channel: the arm, the cube, the drawer), FVD over clips of ``--fvd-frames`` generated frames (I3D from ``--i3d``),
 the mean time of one Temp-LoRA update call and of one chunk's generation. A reference row scores the
 real video itself (SCuts and SRC of the ground truth). Writes ``table2.json``, ``table2.md`` (with
 command, machine and date) and ``table2_grid.mp4`` (real video beside every variant, one episode).
@@ -72,7 +73,8 @@ from evaluation.videos import grid_frames, write_grid
 from worldmodel.loading import load_model
 from worldmodel.memory import TempLoRA
 
-METRICS = ("scuts", "src", "psnr", "ssim", "psnr_revisit", "ssim_revisit", "lpips", "cube_recall")
+METRICS = ("scuts", "src", "psnr", "ssim", "psnr_dynamic", "ssim_dynamic", "psnr_revisit", "ssim_revisit", "lpips",
+           "cube_recall")
 
 
 NO_CHUNK_NOTE = ("no_chunk_input skipped: pass --no-chunk-model PATH (a model trained with context_frames=1, "

@@ -194,3 +194,26 @@ def test_cube_recall_scores_the_reopen(tmp_path):
     stat = result["variants"]["no_temp_lora"]["metrics"]["cube_recall"]
     assert stat["n"] == 2 and stat["mean"] == 0.0
     assert "cube recall at the drawer reopen" in (out / "table2.md").read_text()
+    for stat in (result["variants"]["no_temp_lora"]["metrics"], result["copy_last_frame"]):
+        assert math.isfinite(stat["psnr_dynamic"]["mean"]) and math.isfinite(stat["ssim_dynamic"]["mean"])
+    assert 0 < result["reference"]["dynamic_fraction"]["mean"] <= 100
+    assert "dynamic PSNR" in (out / "table2.md").read_text()
+
+
+def test_dynamic_region_scores_what_moves():
+    """A square moves over a static background: copying the start frame gets the background exactly and the
+    square wrong, so its whole-frame PSNR is high while its dynamic-region PSNR is the square's error alone."""
+    from evaluation.episodes import EvalEpisode
+    from evaluation.scoring import Scorer
+
+    frames = np.full((5, 16, 16, 3), 50, np.uint8)
+    for t in range(1, 5):
+        frames[t, 4:8, 2 * t: 2 * t + 4] = 200  # 16 of 256 pixels move
+    ep = EvalEpisode("moving", "memory_drawer", frames, np.zeros((4, 5), np.float32), ["x"], 2,
+                     np.zeros((0, 2), np.int64))
+    scorer = Scorer(16, None, None, None, torch.device("cpu"), [])
+    copy = scorer.fidelity(copy_last_frame(frames, "free", 2), ep)
+    assert copy["psnr_dynamic"] == pytest.approx(10 * np.log10(255**2 / 150**2))  # 4.6 dB: the square only
+    assert copy["psnr"] > copy["psnr_dynamic"] + 10  # the static background lifts the whole frame
+    exact = scorer.fidelity(frames, ep)
+    assert exact["psnr_dynamic"] == math.inf and exact["ssim_dynamic"] == pytest.approx(100.0)

@@ -191,3 +191,66 @@ def test_missing_weights_say_how_to_supply_them(tmp_path, metric, flag):
         with pytest.raises(MetricUnavailable, match=f"unavailable: pass {flag} PATH"):
             metric(path)
     assert issubclass(MetricUnavailable, RuntimeError)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dynamic region (issue 14): PSNR/SSIM over the pixels that change in the real video
+
+
+def test_dynamic_region_threshold_any_channel():
+    from evaluation.metrics import dynamic_region
+
+    start = np.full((4, 4, 3), 100, np.uint8)
+    real = np.repeat(start[None], 2, axis=0)
+    real[0, 0, 0, 1] = 124  # 24 above: not more than the threshold
+    real[0, 1, 1, 2] = 125  # 25 above in one channel only: dynamic
+    real[1, 2, 3, 0] = 75  # 25 below: dynamic
+    region = dynamic_region(real, start)
+    expected = np.zeros((2, 4, 4), bool)
+    expected[0, 1, 1] = expected[1, 2, 3] = True
+    np.testing.assert_array_equal(region, expected)
+
+
+def test_masked_psnr_hand_computed_and_needs_the_mask():
+    from evaluation.metrics import masked_psnr
+
+    real = np.zeros((1, 8, 8, 3), np.uint8)
+    real[0, 2:4, 2:4] = 100  # the region: 4 pixels
+    fake = np.full_like(real, 50)  # 50 off everywhere outside the region
+    fake[0, 2:4, 2:4] = 90  # 10 off inside it
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, 2:4, 2:4] = True
+    expected = 10 * np.log10(255**2 / 100.0)  # MSE 10^2 over the region: 28.13 dB
+    assert masked_psnr(fake, real, mask) == pytest.approx(expected)
+    assert psnr(fake, real) < expected - 10  # whole frame: MSE (4*100 + 60*2500) / 64
+    assert masked_psnr(fake, real, np.ones_like(mask)) == pytest.approx(psnr(fake, real))
+    assert np.isnan(masked_psnr(fake, real, np.zeros_like(mask)))  # no dynamic pixel: no score
+
+
+def test_masked_psnr_skips_frames_without_region():
+    from evaluation.metrics import masked_psnr
+
+    real = np.zeros((2, 8, 8, 3), np.uint8)
+    fake = real.copy()
+    fake[0] = 10  # frame 0: 10 off everywhere; frame 1 is exact but has no region
+    mask = np.zeros((2, 8, 8), bool)
+    mask[0, :2] = True
+    assert masked_psnr(fake, real, mask) == pytest.approx(10 * np.log10(255**2 / 100.0))
+
+
+def test_masked_ssim_hand_computed_and_needs_the_mask():
+    """Constant 7x7 windows have zero variance and covariance, so their SSIM is the luminance term alone,
+    (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) with C1 = (0.01 * 255)^2; the region sees only such windows."""
+    from evaluation.metrics import masked_ssim
+
+    real = np.full((1, 24, 24, 3), 100, np.uint8)
+    fake = np.full_like(real, 80)  # left half: constant 80 against 100
+    fake[0, :, 12:] = np.random.default_rng(0).integers(0, 256, (24, 12, 3))  # right half: noise
+    mask = np.zeros((1, 24, 24), bool)
+    mask[0, 3:21, 3:9] = True  # its 7x7 windows stay in columns 0..11
+    c1 = (0.01 * 255) ** 2
+    expected = (2 * 100 * 80 + c1) / (100**2 + 80**2 + c1)
+    assert masked_ssim(fake, real, mask) == pytest.approx(expected, abs=1e-6)
+    assert ssim(fake, real) < expected - 0.2  # the noisy half pulls the whole frame down
+    assert masked_ssim(fake, real, np.ones_like(mask)) == pytest.approx(ssim(fake, real))
+    assert np.isnan(masked_ssim(fake, real, np.zeros_like(mask)))
