@@ -114,16 +114,17 @@ DYNAMIC_THRESHOLD = 24
 
 
 def dynamic_region(real: VideoLike, reference: VideoLike | np.ndarray, threshold: float = DYNAMIC_THRESHOLD) -> np.ndarray:
-    """bool ``(T, H, W)``: the pixels of the real video whose value differs from the real ``reference``
-    frame (``(H, W, 3)``, e.g. the episode's start frame) by more than ``threshold`` (0-255) in any channel:
-    what moved or changed (the arm, the cube, the drawer), not the static background."""
+    """bool ``(T, H, W)``: the pixels of the real video whose value differs from the real ``reference`` by
+    more than ``threshold`` (0-255) in any channel. ``reference``: one frame ``(H, W, 3)`` (e.g. the
+    episode's start frame: what moved or changed, the arm, the cube, the drawer, not the static background)
+    or a video of the same shape (frame by frame: where two real videos differ, as in the action test)."""
     real = as_video(real, "real")
     ref = np.asarray(reference.detach().cpu().numpy() if isinstance(reference, torch.Tensor) else reference)
     if ref.ndim == 4 and len(ref) == 1:
         ref = ref[0]
-    if ref.shape != real.shape[1:]:
-        raise ValueError(f"reference frame must have shape {real.shape[1:]}, got {ref.shape}")
-    diff = np.abs(real.astype(np.int16) - ref.astype(np.int16)[None])
+    if ref.shape not in (real.shape, real.shape[1:]):
+        raise ValueError(f"reference must be a frame {real.shape[1:]} or a video {real.shape}, got {ref.shape}")
+    diff = np.abs(real.astype(np.int16) - ref.astype(np.int16))
     return (diff > threshold).any(axis=-1)
 
 

@@ -45,6 +45,11 @@ for Crafter, ``python -m experiments.collect domain=crafter out_dir=data/crafter
 factors, `worldmodel.memory.BatchedTempLoRA`); ``--batch 1`` (default) uses the peft ``TempLoRA``.
 Episode i draws its noise from its own generator (seed ``seed * 1000003 + i``), whatever its batch.
 
+Subcommands (each has its own ``--help``):
+
+- ``python -m experiments.evaluate action-test --model default --starts 4``: from the same real start, do
+  two different skills give imagined videos that differ where the real ones do (`evaluation.action_test`)?
+
 Generate here, score elsewhere: ``--save-videos`` also writes the generated videos (``OUT/videos``, one
 compressed npz per episode, plus ``rollout.json`` with settings and timings); ``--from-videos OUT/videos``
 scores them later without a model. Where the metrics' packages (scenedetect, scikit-image) are missing,
@@ -225,7 +230,82 @@ def load_saved(args: argparse.Namespace) -> dict:
     return meta
 
 
+def parse_action_test(argv: list[str]) -> argparse.Namespace:
+    from evaluation import action_test
+
+    p = argparse.ArgumentParser(prog="python -m experiments.evaluate action-test",
+                                description=action_test.__doc__.split("\n\n")[0],
+                                epilog=action_test.__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = action_test.ActionTestConfig()
+    p.add_argument("--model", default="default", help="model folder, 'default' (the shipped model) or a preset name")
+    p.add_argument("--skills", default=";".join(d.skills),
+                   help=f"';'-separated skills, every pair of them is compared (default: {';'.join(d.skills)})")
+    p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated tasks whose reset scenes are the "
+                   "starts, in turn (default: %(default)s)")
+    p.add_argument("--starts", type=int, default=d.starts, help="real starts (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="start i is seeded seed * 1000 + i (default %(default)s: "
+                   "not the training data's seeds)")
+    p.add_argument("--prefix", type=int, default=d.prefix,
+                   help="chunks of the task's expert plan played before the skills branch (default %(default)s)")
+    p.add_argument("--chunks", type=int, default=d.chunks, help="chunks each skill runs (default %(default)s)")
+    p.add_argument("--frame-skip", type=int, default=d.frame_skip,
+                   help="sim steps per kept frame, as in the model's training data (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
+    p.add_argument("--render-backend", default="auto", help="MuJoCo rendering: auto, egl or osmesa")
+    p.add_argument("--text-cache", default=None, help="safetensors of instruction embeddings (no text model needed)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default="runs/action_test", help="output folder (action_test.json/.md/.png)")
+    args = p.parse_args(argv)
+    try:
+        args.config = action_test.ActionTestConfig(
+            skills=tuple(x.strip() for x in args.skills.split(";") if x.strip()),
+            tasks=tuple(x.strip() for x in args.tasks.split(",") if x.strip()), starts=args.starts, seed=args.seed,
+            prefix=args.prefix, chunks=args.chunks, frame_skip=args.frame_skip, steps=args.steps,
+            render_backend=args.render_backend)
+    except ValueError as err:
+        p.error(str(err))
+    return args
+
+
+def action_test_main(argv: list[str]) -> dict:
+    """``action-test``: `evaluation.action_test` on the real scene; writes action_test.json/.md/.png."""
+    from PIL import Image
+
+    from evaluation import action_test
+
+    args = parse_action_test(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model, _ = load_model(args.model, device, text_cache=args.text_cache, seed=args.config.seed)
+    started = time.perf_counter()
+    result = action_test.run_action_test(model, args.config, log=lambda m: print(m, file=sys.stderr))
+    result.update(command=command_line("experiments.evaluate", ["action-test", *argv]),
+                  machine=machine_name(device), date=utc_date(), model=args.model,
+                  seconds=round(time.perf_counter() - started, 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    example = result.pop("example")
+    Image.fromarray(action_test.example_sheet(example, scale=max(1, 128 // model.config.frame_size))).save(
+        out / "action_test.png")
+    result["sheet"] = {"file": "action_test.png", "task": example["task"], "seed": example["seed"]}
+    (out / "action_test.json").write_text(json.dumps(jsonable(result), indent=1))
+    table = action_test.markdown(result)
+    (out / "action_test.md").write_text(table)
+    print(table)
+    print(f"wrote {out / 'action_test.json'}, {out / 'action_test.md'}, {out / 'action_test.png'}", file=sys.stderr)
+    return result
+
+
+SUBCOMMANDS = {"action-test": action_test_main}
+
+
 def main(argv: list[str] | None = None) -> dict:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and args_in[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[args_in[0]](args_in[1:])
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
