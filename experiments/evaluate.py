@@ -49,6 +49,9 @@ Subcommands (each has its own ``--help``):
 
 - ``python -m experiments.evaluate action-test --model default --starts 4``: from the same real start, do
   two different skills give imagined videos that differ where the real ones do (`evaluation.action_test`)?
+- ``python -m experiments.evaluate outcome --model default --data data/scene``: imagined outcome agreement,
+  the heads (trained on real frames) judge the imagined rollout of the expert's skills on tasks 1-5
+  (`evaluation.outcome`).
 
 Generate here, score elsewhere: ``--save-videos`` also writes the generated videos (``OUT/videos``, one
 compressed npz per episode, plus ``rollout.json`` with settings and timings); ``--from-videos OUT/videos``
@@ -299,7 +302,82 @@ def action_test_main(argv: list[str]) -> dict:
     return result
 
 
-SUBCOMMANDS = {"action-test": action_test_main}
+def parse_outcome(argv: list[str]) -> argparse.Namespace:
+    from evaluation import outcome
+
+    p = argparse.ArgumentParser(prog="python -m experiments.evaluate outcome",
+                                description=outcome.__doc__.split("\n\n")[0],
+                                epilog=outcome.__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = outcome.OutcomeConfig()
+    p.add_argument("--model", default="default", help="model folder, 'default' (the shipped model) or a preset name")
+    p.add_argument("--heads", default=None, help="heads folder (default: the model's heads/, else OUT/heads from an "
+                   "earlier fit, else fitted on --data)")
+    p.add_argument("--data", default=None, help="real h5 training episodes to fit the heads on when there are none "
+                   "(every 10th episode held out for their accuracy)")
+    p.add_argument("--heads-fit-steps", type=int, default=2000, help="steps when fitting heads (default %(default)s)")
+    p.add_argument("--heads-data", default=None, help="held-out real h5 episodes to report the heads' accuracy on")
+    p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated tasks (default: scene tasks 1-5)")
+    p.add_argument("--seeds", type=int, default=d.seeds, help="episodes per task (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="episode k is seeded seed * 1000 + k (default %(default)s)")
+    p.add_argument("--no-truncated", action="store_true",
+                   help="only the full expert plans (default: also each plan without its last step)")
+    p.add_argument("--temp-lora", action="store_true", help="imagine with Temp-LoRA memory (default: Φ alone)")
+    p.add_argument("--threshold", type=float, default=d.threshold, help="P(task done) above which it counts as done")
+    p.add_argument("--frame-skip", type=int, default=d.frame_skip, help="sim steps per kept frame (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
+    p.add_argument("--render-backend", default="auto", help="MuJoCo rendering: auto, egl or osmesa")
+    p.add_argument("--text-cache", default=None, help="safetensors of instruction embeddings (no text model needed)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default="runs/outcome", help="output folder (outcome.json/.md, heads/ when fitted)")
+    args = p.parse_args(argv)
+    try:
+        args.config = outcome.OutcomeConfig(
+            tasks=tuple(x.strip() for x in args.tasks.split(",") if x.strip()), seeds=args.seeds, seed=args.seed,
+            truncated=not args.no_truncated, frame_skip=args.frame_skip, steps=args.steps, temp_lora=args.temp_lora,
+            threshold=args.threshold, render_backend=args.render_backend)
+    except ValueError as err:
+        p.error(str(err))
+    return args
+
+
+def outcome_main(argv: list[str]) -> dict:
+    """``outcome``: `evaluation.outcome` (heads from the model, --heads, or fitted on --data)."""
+    from agents.heads import HEADS_DIR, iter_episodes, resolve_heads
+    from evaluation import outcome
+
+    args = parse_outcome(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    model, folder = load_model(args.model, device, text_cache=args.text_cache, seed=args.config.seed)
+    has_heads = args.heads or (folder is not None and (folder / HEADS_DIR).is_dir()) or (out / HEADS_DIR).is_dir()
+    if not has_heads and not args.data:
+        raise SystemExit(f"outcome: no success head to judge with: the model {args.model!r} has no {HEADS_DIR}/ folder "
+                         f"and none was given. Pass --heads FOLDER (trained heads), or --data PATH (real h5 training "
+                         "episodes, e.g. from `python -m experiments.collect`) to fit them first.")
+    out.mkdir(parents=True, exist_ok=True)
+    heads, info = resolve_heads(args.heads, folder, args.data, out, model.config.frame_size, device,
+                                fit_steps=args.heads_fit_steps, seed=args.config.seed,
+                                log=lambda m: print(m, file=sys.stderr))
+    if args.heads_data:
+        info["heads_data"] = {"source": args.heads_data, **outcome.heads_accuracy(heads, list(iter_episodes(args.heads_data)))}
+    started = time.perf_counter()
+    result = outcome.run_outcome(model, heads, args.config, log=lambda m: print(m, file=sys.stderr))
+    result.pop("example")
+    result.update(command=command_line("experiments.evaluate", ["outcome", *argv]), machine=machine_name(device),
+                  date=utc_date(), model=args.model, heads=info, seconds=round(time.perf_counter() - started, 1))
+    (out / "outcome.json").write_text(json.dumps(jsonable(result), indent=1))
+    table = outcome.markdown(result)
+    (out / "outcome.md").write_text(table)
+    print(table)
+    print(f"wrote {out / 'outcome.json'}, {out / 'outcome.md'}", file=sys.stderr)
+    return result
+
+
+SUBCOMMANDS = {"action-test": action_test_main, "outcome": outcome_main}
 
 
 def main(argv: list[str] | None = None) -> dict:
