@@ -106,6 +106,8 @@ def markdown(result: dict) -> str:
     if rolled:
         lines.append("- Temp-LoRA rollbacks (non-finite or exploding fast loss): "
                      + ", ".join(f"{k}: {v}" for k, v in rolled.items()) + ".")
+    if result.get("sheet"):
+        lines.append(f"- Frame sheet: `{result['sheet']}` (episode {result['video_episode']}).")
     if result.get("video"):
         lines.append(f"- Grid video: `{result['video']}` (episode {result['video_episode']}).")
     return "\n".join(lines) + "\n"

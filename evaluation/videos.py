@@ -68,6 +68,27 @@ def grid_frames(episode: EvalEpisode, videos: dict[str, np.ndarray], new_frames:
     return out
 
 
+def comparison_sheet(episode: EvalEpisode, videos: dict[str, np.ndarray], new_frames: int, num: int = 8,
+                     scale: int = 2) -> np.ndarray:
+    """A still of one episode: columns are ``num`` evenly spaced frames (start frame first), rows the real
+    video and then every variant's, each tile captioned with its row, frame index and the model chunk's
+    instruction (a PNG to look at)."""
+    T = len(episode.frames)
+    times = np.unique(np.linspace(0, T - 1, num).round().astype(int))
+    rows = {"real video": episode.frames, **{SHORT.get(k, k): v for k, v in videos.items()}}
+    out = []
+    for name, video in rows.items():
+        tiles = []
+        for t in times:
+            text = "start (real)" if t == 0 else episode.chunk_action((t - 1) // new_frames, new_frames)[0]
+            lines = fixed_lines([f"{name[:14]} t={t}", *wrap_text(text, 5 * scale)[:3]], 4)
+            tiles.append(caption_frame(video[t], lines, scale))
+            tiles.append(np.full((tiles[-1].shape[0], 2, 3), 128, np.uint8))
+        out.append(np.concatenate(tiles[:-1], axis=1))
+        out.append(np.full((2, out[-1].shape[1], 3), 128, np.uint8))
+    return np.concatenate(out[:-1], axis=0)
+
+
 def write_grid(path: Path, frames: list[np.ndarray], fps: int, notes: list[str]) -> str | None:
     """mp4 with moviepy; without moviepy a PNG sheet of 8 frames instead (a note says so)."""
     try:

@@ -71,13 +71,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from evaluation.episodes import MEMORY_TASKS, EvalEpisode, load_h5_episodes, synthetic_episodes
 from evaluation.report import LABELS, VARIANTS, markdown
 from evaluation.rollout import MODES, check_compatible, rollout, variant_config, variant_memory
 from evaluation.run_info import command_line, jsonable, machine_name, resolve_device, utc_date
 from evaluation.scoring import Collector, Scorer, summarize
-from evaluation.videos import grid_frames, write_grid
+from evaluation.videos import comparison_sheet, grid_frames, write_grid
 from worldmodel.loading import load_model
 from worldmodel.memory import TempLoRA
 
@@ -124,6 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--video-episode", type=int, default=0, help="index of the episode shown in the grid video")
     p.add_argument("--video-fps", type=int, default=4)
     p.add_argument("--no-video", action="store_true", help="skip the grid video")
+    p.add_argument("--sheet", action="store_true",
+                   help="also write table2_sheet.png: 8 evenly spaced frames of the grid episode, real above every variant")
     p.add_argument("--save-videos", action="store_true",
                    help="also save the generated videos (OUT/videos/*.npz + rollout.json) for --from-videos; "
                         "automatic when the metrics' packages (scenedetect, scikit-image) are missing")
@@ -274,8 +277,6 @@ def parse_action_test(argv: list[str]) -> argparse.Namespace:
 
 def action_test_main(argv: list[str]) -> dict:
     """``action-test``: `evaluation.action_test` on the real scene; writes action_test.json/.md/.png."""
-    from PIL import Image
-
     from evaluation import action_test
 
     args = parse_action_test(argv)
@@ -493,6 +494,12 @@ def main(argv: list[str] | None = None) -> dict:
         frames = grid_frames(episodes[grid_index], {v: collector.grid[v] for v in VARIANTS if v in collector.grid},
                              settings["new_frames"], scale=max(1, 128 // settings["frame_size"]))
         video_name = write_grid(out / "table2_grid.mp4", frames, args.video_fps, notes)
+    sheet_name = None
+    if args.sheet and collector.grid:
+        sheet_name = "table2_sheet.png"
+        Image.fromarray(comparison_sheet(episodes[grid_index], {v: collector.grid[v] for v in VARIANTS
+                                                                if v in collector.grid}, settings["new_frames"],
+                                         scale=max(1, 128 // settings["frame_size"]))).save(out / sheet_name)
     result = {
         **here,
         "generation": generation,
@@ -506,7 +513,8 @@ def main(argv: list[str] | None = None) -> dict:
         "src_features": scorer.features_name,
         "notes": notes,
         "video": video_name,
-        "video_episode": episodes[grid_index].name if video_name else None,
+        "video_episode": episodes[grid_index].name if video_name or sheet_name else None,
+        "sheet": sheet_name,
         "seconds": round(time.perf_counter() - started, 1),
         "per_episode": collector.per_episode,
     }

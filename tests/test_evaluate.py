@@ -200,6 +200,18 @@ def test_cube_recall_scores_the_reopen(tmp_path):
     assert "dynamic PSNR" in (out / "table2.md").read_text()
 
 
+def test_frame_sheet(tmp_path):
+    write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(1)})
+    out = tmp_path / "out"
+    result = evaluate.main(["--data", str(tmp_path), "--episodes", "1", "--variants", "full,no_temp_lora", "--no-video",
+                            "--sheet", "--out", str(out), *FAST])
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(out / result["sheet"]))
+    assert sheet.shape[0] > 3 * 4 * 32 and sheet.shape[1] > 8 * 4 * 32 * 0.5  # 3 rows (real + 2), up to 8 columns
+    assert "Frame sheet: `table2_sheet.png`" in (out / "table2.md").read_text()
+
+
 def test_dynamic_region_scores_what_moves():
     """A square moves over a static background: copying the start frame gets the background exactly and the
     square wrong, so its whole-frame PSNR is high while its dynamic-region PSNR is the square's error alone."""
