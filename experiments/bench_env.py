@@ -2,13 +2,16 @@
 
     python -m experiments.bench_env                                  # shipped model if present, else tiny
     python -m experiments.bench_env --preset tiny --sizes 1,16,64,256 --threads 2 --out runs/bench_env.json
-    python -m experiments.bench_env --model path/to/model --device cuda --real off
+    python -m experiments.bench_env --model path/to/model --device cuda --real off --precision bf16
+    python -m experiments.bench_env --model default --device cpu --sizes 1 --denoise-steps 2 --precision auto
 
 One env step generates one chunk (``new_frames`` frames: ``denoise_steps`` UNet passes over the
 batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batched). Each size is
 timed over ``--chunks`` steps after one warm-up step; imagined frames/s = N * new_frames * chunks /
 seconds. The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's
-resolution) is timed on the same machine when it can run. Prints a markdown table and writes JSON.
+resolution) is timed on the same machine when it can run, and each imagined row is given as a multiple
+of its frames/s. Temp-LoRA is timed on and off in the same run by default (`--temp-lora on,off`), so the
+memory's overhead is read off one table. Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import torch
 
 from envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from evaluation.run_info import command_line, machine_name, resolve_device, utc_date
-from worldmodel.loading import DEFAULT_MODEL_DIR, load_model
+from worldmodel.imagination import resolve_precision
+from worldmodel.loading import DEFAULT_MODEL_DIR, load_model, set_cpu_threads
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,12 +45,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", default="1,16,64,256", help="comma-separated batch sizes N for the vector env")
     p.add_argument("--chunks", type=int, default=3, help="timed env steps (chunks) per size, after 1 warm-up")
     p.add_argument("--denoise-steps", type=int, default=None, help="denoising steps per chunk (default: model's)")
-    p.add_argument("--temp-lora", choices=("on", "off"), default="on", help="Temp-LoRA fast learning every chunk")
+    p.add_argument("--temp-lora", default="on,off",
+                   help="Temp-LoRA fast learning every chunk: on, off, or on,off (both, one table)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="arithmetic of generation and fast updates (auto: bf16 where the device has it natively)")
     p.add_argument("--fast-batch", type=int, default=None,
                    help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", default="auto",
+                   help="torch CPU threads: a number, or auto (the cores not busy at the start)")
     p.add_argument("--real", choices=("auto", "on", "off"), default="auto",
                    help="also time the real simulator (auto: when it can be imported)")
     p.add_argument("--real-steps", type=int, default=3, help="timed real-sim chunks")
@@ -99,14 +107,15 @@ def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool
     return {"seconds": seconds, "phases_s_per_step": {k: v / chunks for k, v in phases.items()}}
 
 
-def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device) -> list[dict]:
+def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device,
+                   temp_lora: str) -> list[dict]:
     model, _ = load_model(spec, device, shared=True)
     mc = model.config
     mode = args.action_mode
     if mode == "auto":
         mode = "continuous" if mc.action_type in ("vector", "both") else "skill"
-    opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=args.temp_lora == "on",
-                max_episode_steps=None)
+    opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=temp_lora == "on",
+                max_episode_steps=None, precision=args.precision, cpu_threads=args.threads)
     if args.fast_batch is not None:
         opts["fast_batch_size"] = args.fast_batch
     steps = args.denoise_steps or mc.sample_steps
@@ -115,7 +124,8 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     def row(kind: str, n: int, timing: dict) -> dict:
         frames = n * mc.new_frames * args.chunks
         return {"env": kind, "num_envs": n, "model": spec, "frame_size": mc.frame_size, "new_frames": mc.new_frames,
-                "denoise_steps": steps, "temp_lora": args.temp_lora, "action_mode": mode,
+                "denoise_steps": steps, "temp_lora": temp_lora, "action_mode": mode,
+                "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
                 "s_per_step": timing["seconds"] / args.chunks, "frames_per_s": frames / timing["seconds"],
                 "phases_s_per_step": timing["phases_s_per_step"],
                 "rss_after_mib": psutil.Process().memory_info().rss / 2**20,
@@ -177,25 +187,55 @@ def _print_progress(row: dict) -> None:
         print(f"  {row['env']} N={row['num_envs']}: {row['frames_per_s']:.3g} frames/s", file=sys.stderr)
 
 
+def add_ratios(rows: list[dict]) -> None:
+    """Each imagined row's frames/s as a multiple of the real simulator's, and Temp-LoRA's time and
+    memory overhead (on vs off at the same env kind and N)."""
+    real = next((r for r in rows if r["env"].startswith("real") and "error" not in r), None)
+    off = {(r["env"], r["num_envs"]): r for r in rows if r.get("temp_lora") == "off" and "error" not in r}
+    for r in rows:
+        if "error" in r or r["env"].startswith("real"):
+            continue
+        if real is not None:
+            r["x_real"] = r["frames_per_s"] / real["frames_per_s"]
+        base = off.get((r["env"], r["num_envs"]))
+        if r.get("temp_lora") == "on" and base is not None:
+            r["temp_lora_time_overhead"] = r["s_per_step"] / base["s_per_step"] - 1
+            if r.get("peak_cuda_mib") and base.get("peak_cuda_mib"):
+                r["temp_lora_memory_overhead"] = r["peak_cuda_mib"] / base["peak_cuda_mib"] - 1
+
+
 def markdown_table(rows: list[dict], machine: str) -> str:
     lines = [f"Machine: {machine}", "",
-             "| env | N | frames | denoise steps | Temp-LoRA | s / step | frames/s | frames/s per env |",
-             "|---|---:|---|---:|---|---:|---:|---:|"]
+             "| env | N | frames | denoise steps | precision | Temp-LoRA | s / step | frames/s | frames/s per env "
+             "| x real | Temp-LoRA overhead (time / memory) |",
+             "|---|---:|---|---:|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['env']} | {r.get('num_envs', '')} | | | | error | {r['error'][:60]} | |")
+            lines.append(f"| {r['env']} | {r.get('num_envs', '')} | | | | | error | {r['error'][:60]} | | | |")
             continue
         n = r["num_envs"]
         size = f"{r['frame_size']}x{r['frame_size']}, {r['new_frames']}/chunk"
-        lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {r.get('temp_lora', '')} | "
-                     f"{r['s_per_step']:.3g} | {r['frames_per_s']:.3g} | {r['frames_per_s'] / n:.3g} |")
+        ratio = f"{r['x_real']:.2f}" if "x_real" in r else ""
+        overhead = ""
+        if "temp_lora_time_overhead" in r:
+            overhead = f"{r['temp_lora_time_overhead']:+.0%}"
+            if "temp_lora_memory_overhead" in r:
+                overhead += f" / {r['temp_lora_memory_overhead']:+.0%}"
+        lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {r.get('precision', '')} | "
+                     f"{r.get('temp_lora', '')} | {r['s_per_step']:.3g} | {r['frames_per_s']:.3g} | "
+                     f"{r['frames_per_s'] / n:.3g} | {ratio} | {overhead} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = _parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads != "auto":
+        args.threads = int(args.threads)
+    set_cpu_threads(args.threads)  # before any work: "auto" reads the load while this process is idle
+    args.threads = torch.get_num_threads()
+    settings = [s.strip() for s in args.temp_lora.split(",") if s.strip()]
+    if not settings or set(settings) - {"on", "off"}:
+        raise SystemExit(f"--temp-lora must be on, off or on,off, got {args.temp_lora!r}")
     device = resolve_device(args.device)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) < 1:
@@ -203,11 +243,12 @@ def main(argv: list[str] | None = None) -> dict:
     spec = _model_spec(args)
     machine = machine_name(device)
     print(f"bench_env: model={spec} device={device} sizes={sizes}", file=sys.stderr)
-    rows = bench_imagined(spec, sizes, args, device)
+    rows = [row for setting in settings for row in bench_imagined(spec, sizes, args, device, setting)]
     frame_size = next((r["frame_size"] for r in rows if "frame_size" in r), 64)
     real = bench_real(frame_size, args.real_steps, args.real)
     if real is not None:
         rows.append(real)
+    add_ratios(rows)
     table = markdown_table(rows, machine)
     print(table)
     result = {"date": utc_date(), "machine": machine, "device": str(device), "torch": torch.__version__,

@@ -23,10 +23,12 @@ from envs.real.tasks import get_task
 from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_mp4
 
 
-def play(task: str, model: str, steps: int, seed: int) -> tuple[list[np.ndarray], list[str], dict[str, list[float]]]:
+def play(task: str, model: str, steps: int, seed: int,
+         precision: str = "auto") -> tuple[list[np.ndarray], list[str], dict[str, list[float]]]:
     """Frames of both envs chunk by chunk, the skills played, and per-step seconds per env."""
     plan = [SKILLS[i] for i in get_task(task).build(np.random.default_rng(seed)).plan]
-    kwargs = dict(model=model, task=task, action_mode="text", denoise_steps=steps, max_episode_steps=len(plan))
+    kwargs = dict(model=model, task=task, action_mode="text", denoise_steps=steps, max_episode_steps=len(plan),
+                  precision=precision)
     runs = {"with Temp-LoRA": gym.make("SlowFastVGen-v0", temp_lora=True, **kwargs),
             "without Temp-LoRA": gym.make("SlowFastVGen-v0", temp_lora=False, **kwargs)}
     videos: dict[str, list[np.ndarray]] = {}
@@ -65,15 +67,14 @@ def main() -> None:
     parser.add_argument("--task", default="memory_drawer", help="a task of envs.real.tasks (its expert plan is played)")
     parser.add_argument("--model", default="default", help="'default', a preset name or a model folder")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="arithmetic of generation and fast updates (auto: bf16 where the device has it natively)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--fps", type=int, default=6)
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    videos, plan, times = play(args.task, args.model, args.steps, args.seed)
+    videos, plan, times = play(args.task, args.model, args.steps, args.seed, args.precision)
     chunk_len = (len(videos[0]) - 1) // len(plan)
     frames = compose(videos, list(times), plan, get_task(args.task).build(np.random.default_rng(args.seed)).instruction,
                      chunk_len)

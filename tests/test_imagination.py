@@ -92,3 +92,57 @@ def test_rollout_and_generate_chunk_run_the_core(model):
     chunk = model.generate_chunk(first, actions[0], steps=1, generator=torch.Generator().manual_seed(0),
                                  memory=memory)
     assert chunk.updates == []  # sampling only: Θ untouched
+
+
+def test_bf16_precision_rounds_every_phase_and_keeps_state_float32(model, monkeypatch):
+    """precision='bf16' autocasts denoising, decoding and the fast update: the chunk differs from the
+    float32 one by bf16 round-off only, while the context latents and Θ stay float32."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        core = Imagination(model, 2, BatchedTempLoRA(model, 2), denoise_steps=2, precision=precision)
+        core.reset([0, 1], _start(2), seeds=[0, 1])
+        # the first chunk learns from given real frames: the same chunk for both precisions
+        chunks = [core.step([0, 1], _action(2, 0), teacher_frames=_start(2).repeat(2, axis=1))]
+        theta = core.memory.theta.clone()
+        chunks.append(core.step([0, 1], _action(2, 1)))
+        assert core.context.dtype == torch.float32 and core.memory.theta.dtype == torch.float32
+        runs[precision] = (chunks, theta)
+    (c32, theta32), (c16, theta16) = runs["fp32"], runs["bf16"]
+    assert not torch.equal(c32[0].latents, c16[0].latents)  # autocast did round the sampler's arithmetic
+    assert (c32[0].latents - c16[0].latents).abs().max() < 0.2
+    assert not torch.equal(theta32, theta16)  # ... and the fast update's (same chunk, same draws)
+    frames32, frames16 = (c[1].frames.float() for c in (c32, c16))
+    assert (frames32 - frames16).abs().mean() < 8  # uint8 frames agree up to round-off
+    with pytest.raises(ValueError, match="unknown precision"):
+        Imagination(model, 1, precision="fp16")
+
+
+def test_auto_precision_follows_the_device(monkeypatch):
+    from worldmodel import imagination
+
+    assert imagination.resolve_precision("fp32", "cpu") == "fp32"
+    assert imagination.resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(imagination, "cpu_has_native_bf16", lambda: False)
+    assert imagination.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(imagination, "cpu_has_native_bf16", lambda: True)
+    assert imagination.resolve_precision("auto", "cpu") == "bf16"
+
+
+def test_cpu_threads(monkeypatch):
+    from worldmodel import loading
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(loading.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        cores = len(loading.os.sched_getaffinity(0))
+        assert loading.free_cpu_threads() == cores
+        monkeypatch.setattr(loading.os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))
+        assert loading.free_cpu_threads() == 1  # a busy machine: one thread, never zero
+        assert loading.set_cpu_threads("auto") == 1 and torch.get_num_threads() == 1
+        assert loading.set_cpu_threads(None) == 1
+        for bad in (0, -1, True, "many"):
+            with pytest.raises(ValueError, match="positive int"):
+                loading.set_cpu_threads(bad)
+    finally:
+        torch.set_num_threads(before)

@@ -142,6 +142,10 @@ def test_bad_actions_raise_clear_errors(model):
         make(model, action_mode="joystick")
     with pytest.raises(TypeError, match="unknown SlowFastVGen-v0 options"):
         make(model, colour="red")
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        make(model, precision="fp16")
+    with pytest.raises(ValueError, match="cpu_threads must be"):
+        make(model, cpu_threads=0)
 
 
 def test_observation_modes_and_start_frames(model, tmp_path):

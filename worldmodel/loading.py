@@ -5,6 +5,7 @@ Every entry point and the env call `load_model`; nothing else resolves model spe
 
 from __future__ import annotations
 
+import os
 import weakref
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,31 @@ _SHARED: "weakref.WeakValueDictionary[tuple, SlowFastVGen]" = weakref.WeakValueD
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def free_cpu_threads() -> int:
+    """The CPU cores this process may use that are not busy now: usable cores minus the 1-minute load
+    average, at least 1 (call it while this process is idle).
+
+    torch's OpenMP threads spin at their barriers: with 2 threads on 2 cores shared with another busy
+    process, a step of the shipped default took ~4x longer than with 1 thread (measured on the 2-core CPU
+    machine, docs/RESULTS.md), so a process that shares the cores should not claim them all.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, cores - int(round(busy))))
+
+
+def set_cpu_threads(threads: int | str | None) -> int:
+    """Set torch's CPU threads: an int, "auto" (`free_cpu_threads`) or None (left as it is); returns the count."""
+    if threads is None:
+        return torch.get_num_threads()
+    if threads == "auto":
+        threads = free_cpu_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"cpu threads must be a positive int, 'auto' or None, got {threads!r}")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def model_folder(spec: str | Path) -> Path | None:

@@ -18,7 +18,7 @@ import torch
 from gymnasium.utils import seeding
 
 from worldmodel.imagination import Imagination
-from worldmodel.loading import load_model
+from worldmodel.loading import default_device, load_model, set_cpu_threads
 from worldmodel.memory import BatchedTempLoRA
 
 from .assets import episode_start_frames, frames_set, load_start_set, resolve_heads, resolve_skills, task_spec
@@ -72,6 +72,8 @@ class EnvBatch:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = n = num_envs
         self.config = cfg = config
+        if torch.device(cfg.device or default_device()).type == "cpu":
+            set_cpu_threads(cfg.cpu_threads)  # before loading, while this process is idle
         self.model, self.folder = load_model(cfg.model, cfg.device, shared=True)
         mc = self.model.config
         self.device = self.model.device
@@ -87,7 +89,8 @@ class EnvBatch:
             self.model.action_encoder.embed_texts(list(self.skills))
         self.start_set = load_start_set(cfg.start_frames, self.folder, self.frame_size)
         self.heads = resolve_heads(cfg.heads, self.folder, self.device)
-        self.imagination = Imagination(self.model, n, self._make_memory(), cfg.denoise_steps, cfg.guidance_scale)
+        self.imagination = Imagination(self.model, n, self._make_memory(), cfg.denoise_steps, cfg.guidance_scale,
+                                       precision=cfg.precision)
         self.frame_stack = cfg.frame_stack or self.context_frames
         self.keep_frames = max(self.new_frames, self.frame_stack)
         self._build_spaces()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from worldmodel.config import TempLoRAConfig
+from worldmodel.imagination import PRECISIONS
 
 ACTION_MODES = ("skill", "text", "continuous")
 OBSERVATIONS = ("frame", "chunk", "stack")
@@ -26,6 +27,11 @@ class WorldModelEnvConfig:
       or instruction text, fed to the reward heads. ``reset(options=...)`` may override both.
     - ``action_mode``, ``skills``, ``continuous_shape``: see the module docstring.
     - ``denoise_steps`` (default: the model's ``sample_steps``), ``guidance_scale``.
+    - ``precision``: "fp32" (default; results independent of the batch), "bf16" (autocast: faster on
+      GPUs and on CPUs with native bf16) or "auto" (bf16 where native). See `worldmodel.imagination`.
+    - ``cpu_threads``: on a CPU device, torch's threads: "auto" (default: the cores not busy when the env
+      is made, `worldmodel.loading.free_cpu_threads`; threads fighting another process for the cores
+      made steps ~4x slower), an int, or None (leave torch's setting). torch's setting is process-wide.
     - ``temp_lora``: True (the model's variant), False, a variant name or a ``TempLoRAConfig``;
       ``temp_lora_steps``: fast steps per chunk (default: the config's); ``fast_batch_size``: at most
       this many envs per fast-update forward/backward (default 32; bounds memory at large N, same
@@ -46,6 +52,8 @@ class WorldModelEnvConfig:
     continuous_shape: str = "chunk"
     denoise_steps: int | None = None
     guidance_scale: float | None = None
+    precision: str = "fp32"
+    cpu_threads: int | str | None = "auto"
     temp_lora: Any = True
     temp_lora_steps: int | None = None
     fast_batch_size: int | None = 32
@@ -72,6 +80,12 @@ class WorldModelEnvConfig:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {self.max_episode_steps}")
         if self.denoise_steps is not None and self.denoise_steps < 1:
             raise ValueError(f"denoise_steps must be >= 1, got {self.denoise_steps}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if not (self.cpu_threads in (None, "auto") or (isinstance(self.cpu_threads, int)
+                                                       and not isinstance(self.cpu_threads, bool)
+                                                       and self.cpu_threads >= 1)):
+            raise ValueError(f"cpu_threads must be 'auto', None or a positive int, got {self.cpu_threads!r}")
         if self.fast_batch_size is not None and self.fast_batch_size < 1:
             raise ValueError(f"fast_batch_size must be >= 1 or None, got {self.fast_batch_size}")
         if self.temp_lora_steps is not None and self.temp_lora_steps < 0:
