@@ -47,6 +47,16 @@ def load_source(data: DictConfig, frame_size: int) -> Any:
     return data.source
 
 
+def slow_fast_windows(source: Any, mc: Any, data: DictConfig) -> EpisodeDataset:
+    """The slow-fast phase's episode windows of ``data.episode_chunks`` chunks; an error when no episode is
+    that long (shorter episodes are skipped)."""
+    windows = EpisodeDataset(source, mc.context_frames, mc.new_frames, data.episode_chunks, frame_skip=data.frame_skip)
+    if len(windows) == 0:
+        raise ValueError(f"slow_fast: no episode has data.episode_chunks={data.episode_chunks} chunks; "
+                         "collect longer episodes or lower data.episode_chunks")
+    return windows
+
+
 def build_model(cfg: DictConfig) -> SlowFastVGen:
     """``init_from`` (a model folder or 'default') or a fresh ``preset`` (drawn from the seeded global RNG),
     with ``model`` config overrides; ``text_cache``: instruction embeddings, so no text model is needed."""
@@ -90,8 +100,7 @@ def run(cfg: DictConfig) -> Path:
     for tc in configs:
         dataset = chunks
         if tc.phase == "slow_fast":
-            dataset = EpisodeDataset(source, mc.context_frames, mc.new_frames, cfg.data.episode_chunks,
-                                     frame_skip=cfg.data.frame_skip)
+            dataset = slow_fast_windows(source, mc, cfg.data)
         start = time.perf_counter()
         trainer = Trainer(model, dataset, tc)
         history = trainer.fit(progress=cfg.progress)

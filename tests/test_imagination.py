@@ -9,7 +9,8 @@ import torch
 
 from worldmodel import BatchedTempLoRA, Imagination, TempLoRA
 
-FAST_LORA = dict(rank=2, alpha=4.0, lr=1e-2)
+FAST_LORA = dict(rank=2, alpha=4.0, lr=1e-2, draws=1)  # one draw: the fork test compares uint8 frames bitwise, and
+# batched-sampling round-off flips a pixel level more often under the larger Θ of 4 draws
 
 
 @pytest.fixture(scope="module")

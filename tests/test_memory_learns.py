@@ -1,7 +1,9 @@
 """Temp-LoRA must store what it is shown: tests that fail when the memory breaks.
 
 Each test names the mutation it guards against: a fast update that never steps, a batched Adam step
-that never writes Θ, a Θ that is never applied at sampling, and per-step copies in the history.
+that never writes Θ, a Θ that is never applied at sampling, and per-step copies in the history; then
+the fast update's rule (draws, rehearsal, sampler timesteps, rollback at the expected loss). The
+slow-fast phase's 'Θ untouched by the outer step' is tests/test_train.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import pytest
 import torch
 
 from worldmodel import BatchedTempLoRA, Chunk, Imagination, TempLoRA
+from worldmodel.config import TempLoRAConfig
 from worldmodel.diffusion import diffusion_loss
+from worldmodel.memory import rule
 from worldmodel.memory.rule import draw_loss_noise
 
 FAST_LORA = dict(rank=2, alpha=4.0, lr=1e-2)
@@ -103,3 +107,72 @@ def test_history_holds_each_chunk_once(micro_model, memory_kind):
         memory.update(_chunk(seed=seed), **({} if memory_kind == "peft" else {"generators": [None]}))
     history = memory.history if memory_kind == "peft" else memory.history[0]
     assert len(history) == 3
+
+
+def _theta_of(peft_memory: TempLoRA) -> torch.Tensor:
+    return torch.cat([torch.cat([layer.lora_A["temp_lora"].weight.t().flatten(),
+                                 layer.lora_B["temp_lora"].weight.t().flatten()]) for layer in peft_memory.layers])
+
+
+def test_batched_matches_peft_with_draws_and_rehearsal(micro_model):
+    """Several (t, noise) draws per step and rehearsal rows over the history: the batched memory (its rows
+    laid out block-major in one forward) still takes the peft memory's steps."""
+    model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=3, rehearsal=2, steps=2))
+    peft_memory, memory = TempLoRA(model), BatchedTempLoRA(model, 2)
+    for k, layer in enumerate(peft_memory.layers):
+        memory.set_factors(1, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
+    gens = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(7)]
+    torch.manual_seed(7)
+    chunks = [_chunk(seed=s) for s in range(3)]
+    ref, ours = [], []
+    for c in chunks:
+        with torch.enable_grad():
+            ref += peft_memory.update(c)
+        peft_memory.set_enabled(False)
+        both = Chunk(torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8), torch.cat([_chunk(seed=9).latents, c.latents]), 2)
+        ours.append(memory.update(both, generators=gens)[1])
+        peft_memory.set_enabled(True)
+    assert len(peft_memory.history) == 3 and len(memory.history[1]) == 3  # rehearsal keeps the episode
+    assert [u.loss for u in ours] == pytest.approx([u.loss for u in ref], rel=1e-4)
+    theta = torch.cat([torch.cat([f.flatten() for f in memory.factors(1, k)]) for k in range(len(memory.layout))])
+    diff = (theta - _theta_of(peft_memory)).abs()
+    assert diff.max() < 0.1 * 1e-3 * 6 and (diff < 1e-6).float().mean() > 0.95, (diff.max(), (diff < 1e-6).float().mean())
+
+
+def test_fast_batch_draws_sampler_timesteps_and_rehearses(model):
+    """t only from the sampler's timesteps; draws + rehearsal rows; rehearsal windows come from the history
+    once it holds one, extra draws on the chunk before."""
+    cfg = dataclasses.replace(model.config.temp_lora, draws=3, rehearsal=2)
+    ts = rule.fast_timesteps(cfg, model)
+    assert len(ts) == model.config.sample_steps and int(ts.min()) > 0
+    chunk, g = _chunk(seed=1), torch.Generator().manual_seed(0)
+    latents, noise, t = rule.fast_batch(cfg, chunk, [], g, ts)
+    assert latents.shape[0] == noise.shape[0] == t.shape[0] == 5 and set(t.tolist()) <= set(ts.tolist())
+    assert all(torch.equal(row, chunk.latents[0]) for row in latents)
+    history = [torch.full((1, 4, 2, 8, 8), float(k)) for k in range(3)]
+    latents, _, _ = rule.fast_batch(cfg, chunk, history, g, ts)
+    assert all(torch.equal(row, chunk.latents[0]) for row in latents[:3])
+    assert all(set(row.unique().tolist()) <= {0.0, 1.0, 2.0} for row in latents[3:])  # windows over the history
+    uniform = rule.fast_timesteps(dataclasses.replace(cfg, timesteps="uniform"), model)
+    assert len(uniform) == model.scheduler.config.num_train_timesteps
+
+
+def test_rollback_compares_with_the_expected_loss_at_that_timestep():
+    """A normal loss at a small t (10x the median over all t, as v-prediction gives) must not roll back;
+    the old pooled-median rule rolled it back. An outlier at its own t, or a NaN, does."""
+    cfg = TempLoRAConfig()
+    losses = rule.RecentLosses()
+    for _ in range(4):
+        for t, v in [(999, 0.05), (874, 0.06), (749, 0.08), (124, 1.0)]:
+            losses.add(t, v)
+    small_t = torch.tensor([124])
+    assert not rule.rolls_back(cfg, losses, small_t, torch.tensor([1.2]))
+    assert rule.rolls_back(dataclasses.replace(cfg, rollback="median"), losses, small_t, torch.tensor([1.2]))
+    assert rule.rolls_back(cfg, losses, torch.tensor([999]), torch.tensor([1.2]))  # 24x the loss at t=999
+    assert rule.rolls_back(cfg, losses, small_t, torch.tensor([float("nan")]))
+    assert not rule.rolls_back(dataclasses.replace(cfg, rollback="finite"), losses, small_t, torch.tensor([1e9]))
+    fresh = rule.RecentLosses()  # nothing at this t yet: bounded by the largest recent loss at any t
+    for v in (0.1, 0.2, 0.3):
+        fresh.add(500, v)
+    assert not rule.rolls_back(cfg, fresh, small_t, torch.tensor([2.5])) and rule.rolls_back(cfg, fresh, small_t,
+                                                                                               torch.tensor([4.0]))

@@ -60,20 +60,70 @@ def test_corrupt_checkpoint_and_wrong_phase_raise(tmp_path, chunk_dataset):
         TrainConfig(phase="fast")
 
 
+def _watch_inner_loop(trainer) -> list[dict]:
+    """Record, at every inner (fast) update, whether Θ arrived with a gradient from the outer loss, and Θ
+    after the update."""
+    seen, real = [], trainer.memory.update
+
+    def update(*args, **kwargs):
+        outer_grad = any(p.grad is not None for p in trainer.memory.params)
+        out = real(*args, **kwargs)
+        seen.append({"outer_grad": outer_grad, "theta": [p.detach().clone() for p in trainer.memory.params]})
+        return out
+
+    trainer.memory.update = update
+    return seen
+
+
 def test_slow_fast_phase_updates_phi_with_theta_frozen(tmp_path, synthetic_episodes):
+    """Θ moves in the inner loop and is untouched by the outer step (guards: the 'Θ frozen' context of the
+    slow-fast phase deleted, or Θ put among the outer optimizer's parameters)."""
     model = _model()
     episodes = EpisodeDataset(synthetic_episodes[:8], context_frames=2, new_frames=2, num_chunks=3)
     before = {k: v.clone() for k, v in model.unet.state_dict().items()}
     trainer = Trainer(model, episodes, TrainConfig(phase="slow_fast", steps=2, batch_size=2, lr=1e-3,
                                                     out_dir=str(tmp_path)))
+    theta_ids = {id(p) for p in trainer.memory.params}
+    assert not any(id(p) in theta_ids for group in trainer.optimizer.param_groups for p in group["params"])
+    seen = _watch_inner_loop(trainer)
     history = trainer.fit(progress=False)
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in history)
     after = {k.replace(".base_layer.", "."): v for k, v in model.unet.state_dict().items() if "lora_" not in k}
     assert after.keys() == before.keys()
     changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
     assert changed, "Φ was not updated"
-    assert trainer.memory.num_parameters() > 0
-    assert all(p.grad is None for p in trainer.memory.params), "Θ took part in the outer update"
+    assert len(seen) == 2 * 2 * 3  # steps x episodes x chunks
+    assert not any(s["outer_grad"] for s in seen), "the outer loss gave Θ a gradient"
+    assert any(t.abs().sum() > 0 for t in seen[0]["theta"][1::2]), "Θ (its B factors) did not move in the inner loop"
+    assert all(torch.equal(p, t) for p, t in zip(trainer.memory.params, seen[-1]["theta"])), "the outer step moved Θ"
+
+
+def test_slow_fast_windows_span_a_first_visit_and_its_revisit(tmp_path):
+    """The shipped train config's slow-fast windows hold >= 12 chunks (a scene memory episode's first visit
+    and its revisit are 6-8 chunks apart); a tiny run trains on one such window, Θ learning every chunk."""
+    from envs.synthetic import random_episodes
+    from experiments.train import slow_fast_windows
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parents[1] / "experiments" / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["preset=tiny"])
+    n = cfg.data.episode_chunks
+    assert n >= 12 and cfg.data.synthetic_chunks >= n
+    model = _model()
+    episodes = random_episodes(2, n, seed=0, frame_size=32, chunk_len=2)
+    windows = slow_fast_windows(episodes, model.config, cfg.data)
+    assert len(windows) == 2 and windows[0]["actions"].shape[0] == n
+    trainer = Trainer(model, windows, TrainConfig(phase="slow_fast", steps=1, batch_size=1, lr=1e-3,
+                                                  out_dir=str(tmp_path)))
+    seen = _watch_inner_loop(trainer)
+    trainer.fit(progress=False)
+    assert len(seen) == n
+    with pytest.raises(ValueError, match="no episode has"):
+        slow_fast_windows(random_episodes(1, 3, frame_size=32, chunk_len=2), model.config,
+                          OmegaConf.merge(cfg.data, {"episode_chunks": 4}))
 
 
 def test_vae_phase_reduces_reconstruction_error(tmp_path, chunk_dataset):

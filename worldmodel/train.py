@@ -4,7 +4,11 @@ Phases (run one per `Trainer.fit` call, in this order for a model from scratch):
 - `vae`: fit the small AutoencoderKL on frames, then set the latent scaling factor (frozen afterwards).
 - `slow`: update Φ (the UNet and action encoder) on chunk windows.
 - `slow_fast`: per episode, Θ learns chunk after chunk (inner loop); Φ is updated with Θ frozen on the
-  loss of each chunk given the memory of the chunks before it (outer loop), so Φ learns to use Θ.
+  loss of each chunk given the memory of the chunks before it (outer loop), so Φ learns to use Θ. Θ is
+  structurally out of the outer step: not among the optimizer's parameters, and without gradient
+  (`TempLoRA.frozen`) in the outer forward/backward. The episode windows' length is the data's
+  (`experiments.train`'s ``data.episode_chunks``, default 12: a scene memory episode's first visit and
+  its revisit, 6-8 chunks apart, fall in one window; 4 never held both).
 
 Data order depends only on (seed, step), and RNG states are checkpointed, so a resumed run repeats the
 uninterrupted run's loss curve.
@@ -197,6 +201,10 @@ class Trainer:
         self.out = Path(config.out_dir)
         self.memory = TempLoRA(model) if config.phase == "slow_fast" else None
         self.param_names, self.params = self._trainable()
+        if self.memory is not None:  # Θ is the inner loop's alone: the outer optimizer never holds it
+            theta = {id(p) for p in self.memory.params}
+            if any(id(p) in theta for p in self.params):
+                raise RuntimeError("slow_fast: Temp-LoRA's Θ is among the outer optimizer's parameters")
         fused = torch.cuda.is_available() if config.fused_adamw is None else config.fused_adamw
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
                                            **({"fused": True} if fused else {}))
@@ -636,13 +644,12 @@ class Trainer:
                     "text": [batch["texts"][k][e]],  # default collate: chunks x episodes
                     "action": actions[e : e + 1, k],
                 }
-                latents = self.model.batch_latents(chunk_batch)
-                loss = self.model.latent_loss(latents, chunk_batch) / (num_chunks * num_episodes)
-                self.accelerator.backward(loss)
+                with self.memory.frozen():  # Θ applied, but the outer loss gives it no gradient: Φ learns
+                    latents = self.model.batch_latents(chunk_batch)
+                    loss = self.model.latent_loss(latents, chunk_batch) / (num_chunks * num_episodes)
+                    self.accelerator.backward(loss)
                 total += float(loss.detach())
-                for p in self.memory.params:  # Θ is frozen for the outer update
-                    p.grad = None
-                self.memory.update(Chunk(chunk_batch["target"], latents, tc))
+                self.memory.update(Chunk(chunk_batch["target"], latents.detach(), tc))
         return total
 
     def calibrate_vae_scale(self, num_batches: int = 4) -> float:

@@ -15,7 +15,7 @@ fast step differentiates a copy of the stepped envs' rows, so the gradient is (n
 env k's own. ``max_batch`` splits a large batch's fast step into groups of envs (bounding activation
 memory) with the same result.
 The learning rule is `worldmodel.memory.rule`'s, as in the peft `TempLoRA`: the same training
-sequence and objective, the same unconditioned denoising loss as `worldmodel.diffusion.diffusion_loss`
+sequence, fast batch (`rule.fast_batch`) and objective, the same unconditioned denoising loss as `worldmodel.diffusion.diffusion_loss`
 (noise and timestep drawn in the same order, but from each env's own generator), Adam with the same
 learning rate, and the same per-env rollback on a non-finite or exploding loss. The loss is summed over envs, so one
 backward pass trains all N memories and each env's gradient stays in its own factors.
@@ -39,7 +39,7 @@ from ..chunk import Chunk
 from ..config import TempLoRAConfig
 from ..diffusion import diffusion_loss
 from . import rule
-from .rule import FastUpdate, draw_loss_noise
+from .rule import FastUpdate
 
 _ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as TempLoRA uses
 _ADAM_EPS = 1e-8
@@ -160,6 +160,7 @@ class BatchedTempLoRA:
         self.losses = [rule.new_losses() for _ in range(num_envs)]
         self.history: list[collections.deque] = [rule.new_history(self.config) for _ in range(num_envs)]
         self.rollbacks = [0] * num_envs
+        self.timesteps = rule.fast_timesteps(self.config, model)  # the t a fast step draws from
         self.reset()
 
     # ------------------------------------------------------------------------------------------ state
@@ -206,9 +207,9 @@ class BatchedTempLoRA:
             for t in (self.theta, self.exp_avg, self.exp_avg_sq):
                 t[d_idx] = t[s_idx].clone()
         self.adam_steps[dst] = self.adam_steps[src].clone()
-        copies = [(list(self.losses[i]), list(self.history[i]), self.rollbacks[i]) for i in src]
+        copies = [(self.losses[i].copy(), list(self.history[i]), self.rollbacks[i]) for i in src]
         for i, (losses, history, rollbacks) in zip(dst, copies):
-            self.losses[i] = collections.deque(losses, maxlen=self.losses[i].maxlen)
+            self.losses[i] = losses
             self.history[i] = collections.deque(history, maxlen=self.config.max_history)
             self.rollbacks[i] = rollbacks
 
@@ -301,9 +302,10 @@ class BatchedTempLoRA:
                steps: int | None = None) -> list[FastUpdate]:
         """Fast-learn on a batched chunk (row k belongs to env ids[k]); one FastUpdate per env.
 
-        Every fast step is one batched forward/backward over the still-healthy envs; an env whose loss
-        is non-finite or explodes (or whose factors turn non-finite) is rolled back to its state before
-        this update and reported, the others go on.
+        Every fast step is one batched forward/backward over the still-healthy envs' rows (each env's
+        `rule.fast_batch`, drawn from its generator); an env whose loss is non-finite or explodes (or
+        whose factors turn non-finite) is rolled back to its state before this update and reported, the
+        others go on.
         """
         ids = self._ids(ids)
         steps = self.config.steps if steps is None else steps
@@ -322,19 +324,14 @@ class BatchedTempLoRA:
         for _ in range(steps):
             if not alive:
                 break
-            latents = self.training_sequences(chunk.rows(alive), [ids[p] for p in alive],
-                                              [generators[p] for p in alive]).detach()
-            draws = [draw_loss_noise(latents.shape[1:], generators[p], self.model.scheduler.config.num_train_timesteps)
-                     for p in alive]
-            given = rule.given_frames(self.config, latents.shape[0], latents.shape[2], chunk.num_context, device)
+            rows = [rule.fast_batch(self.config, chunk.row(p), self.history[ids[p]], generators[p], self.timesteps)
+                    for p in alive]
             size = self.max_batch or len(alive)
             for lo in range(0, len(alive), size):
                 group = alive[lo: lo + size]
-                results = self._fast_step([ids[p] for p in group], latents[lo: lo + size], given[lo: lo + size],
-                                          draws[lo: lo + size])
+                results = self._fast_step([ids[p] for p in group], rows[lo: lo + size], chunk.num_context)
                 for p, (value, ok) in zip(group, results):
                     if ok:
-                        self.losses[ids[p]].append(value)
                         totals[p] += value
                     else:
                         failed[p] = value
@@ -351,31 +348,41 @@ class BatchedTempLoRA:
                 out.append(FastUpdate(totals[p] / steps, steps))
         return out
 
-    def _fast_step(self, envs: list[int], latents: torch.Tensor, given: torch.Tensor,
-                   draws: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, bool]]:
-        """One batched forward/backward + Adam step for `envs`: (loss, ok) per env; not ok means roll
-        back (non-finite or exploding loss, or non-finite factors after the step)."""
+    def _fast_step(self, envs: list[int], rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                   num_context: int) -> list[tuple[float, bool]]:
+        """One batched forward/backward + Adam step for `envs` (rows[k] = env k's `rule.fast_batch`): (loss,
+        ok) per env, the loss the mean over its rows; not ok means roll back (non-finite or exploding loss,
+        or non-finite factors after the step).
+
+        The UNet batch is row-block-major (batch row i*n + k is env k's row i), the layout `_delta`
+        applies factor k to; each env's gradient is its own factor row.
+        """
         model, device = self.model, self.theta.device
-        n = latents.shape[0]
-        noise = torch.stack([d[0] for d in draws]).to(device, latents.dtype)
-        t = torch.cat([d[1] for d in draws]).to(device)
-        null = model.action_encoder.null(n).detach()
+        n, m = len(envs), rows[0][0].shape[0]
+        latents, noise, t = (torch.stack([r[j] for r in rows], 1).to(device).flatten(0, 1) for j in range(3))
+        latents, noise = latents.detach(), noise.to(latents.dtype)
+        given = rule.given_frames(self.config, n * m, latents.shape[2], num_context, device)
+        null = model.action_encoder.null(n * m).detach()
         idx = torch.tensor(envs, device=device)
         factors = self.theta[idx].requires_grad_(True)  # one leaf per group: each env's gradient is its row
         with torch.enable_grad(), self._using(factors):
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
-            values = [float(v) for v in losses.detach().cpu()]
-            ok = [math.isfinite(v) and not rule.is_exploding(self.config, self.losses[e], v)
-                  for e, v in zip(envs, values)]
+            losses = losses.view(m, n)
+            per_env = losses.mean(0)
+            values = [float(v) for v in per_env.detach().cpu()]
+            tt = t.view(m, n)
+            ok = [not rule.rolls_back(self.config, self.losses[e], tt[:, k], losses[:, k]) for k, e in enumerate(envs)]
             if not any(ok):
                 return list(zip(values, ok))
             keep = torch.tensor(ok, device=device)
-            (grad,) = torch.autograd.grad(torch.where(keep, losses, 0.0).sum(), factors)
-        rows = [k for k, good in enumerate(ok) if good]
-        self._adam([envs[k] for k in rows], grad[rows])
-        finite = torch.isfinite(self.theta[idx[rows]]).all(dim=1).tolist()
-        for k, fin in zip(rows, finite):
+            (grad,) = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), factors)
+        good_rows = [k for k, g in enumerate(ok) if g]
+        self._adam([envs[k] for k in good_rows], grad[good_rows])
+        finite = torch.isfinite(self.theta[idx[good_rows]]).all(dim=1).tolist()
+        for k, fin in zip(good_rows, finite):
             ok[k] = fin
+            if fin:
+                rule.record(self.losses[envs[k]], tt[:, k], losses[:, k])
         return list(zip(values, ok))
 
     @torch.no_grad()

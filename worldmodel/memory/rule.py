@@ -9,8 +9,14 @@ training sequence chosen by the variant (the paper's ablation):
   the new latents of the episode's chunks so far (at most ``max_history`` of them, this one included).
 
 The objective picks what is noised: ``conditional`` holds the context frames clean (the same task as
-generation), ``joint`` noises the whole sequence as the paper describes. A non-finite loss, or one above
-``explode_factor`` x the median of the recent losses, rolls Θ back to its state before the update.
+generation), ``joint`` noises the whole sequence as the paper describes.
+
+A fast step's batch (`fast_batch`) holds ``draws`` (t, noise) draws on the training sequence plus
+``rehearsal`` windows over the episode so far (one draw each); t comes from the sampler's timesteps
+(``timesteps="sampler"``) or from all training timesteps. The step's loss is the mean over those rows.
+A non-finite row loss rolls Θ back to its state before the update, and so does (``rollback="expected"``)
+one above ``explode_factor`` x the median of the recent losses at the same timestep (`RecentLosses`;
+until 3 are recorded there, x the largest recent loss at any timestep).
 The chunk enters the history once per update (not once per step: several steps on one chunk must not
 fill the history with copies of it).
 """
@@ -19,15 +25,19 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 
 from ..chunk import Chunk
 from ..config import TempLoRAConfig
+from ..diffusion import make_sampler
 
-RECENT_LOSSES = 32  # losses kept per memory for the explode check
+RECENT_LOSSES = 32  # losses kept per memory (all timesteps) for the "median" explode check
+RECENT_PER_T = 16  # losses kept per timestep bucket for the "expected" check
+T_BUCKET = 20  # timesteps per bucket: the sampler's timesteps (>= 40 apart up to 25 steps) get one each
 
 
 @dataclass
@@ -67,8 +77,123 @@ def new_history(config: TempLoRAConfig) -> collections.deque:
     return collections.deque(maxlen=config.max_history)
 
 
-def new_losses() -> collections.deque:
-    return collections.deque(maxlen=RECENT_LOSSES)
+class RecentLosses:
+    """A memory's recent fast losses, pooled (``all``) and per timestep bucket (``by_t``)."""
+
+    def __init__(self) -> None:
+        self.all: collections.deque = collections.deque(maxlen=RECENT_LOSSES)
+        self.by_t: dict[int, collections.deque] = {}
+
+    def add(self, t: int, value: float) -> None:
+        self.all.append(value)
+        self.by_t.setdefault(int(t) // T_BUCKET, collections.deque(maxlen=RECENT_PER_T)).append(value)
+
+    def median(self, t: int | None = None) -> float | None:
+        """Median of the recent losses (at t's bucket when t is given); None with fewer than 3."""
+        values = self.all if t is None else self.by_t.get(int(t) // T_BUCKET, ())
+        if len(values) < 3:
+            return None
+        return sorted(values)[len(values) // 2]
+
+    def clear(self) -> None:
+        self.all.clear()
+        self.by_t.clear()
+
+    def copy(self) -> "RecentLosses":
+        out = RecentLosses()
+        out.all.extend(self.all)
+        out.by_t = {k: collections.deque(v, maxlen=RECENT_PER_T) for k, v in self.by_t.items()}
+        return out
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+
+def new_losses() -> RecentLosses:
+    return RecentLosses()
+
+
+def keeps_history(config: TempLoRAConfig) -> bool:
+    """Whether the rule needs the episode's earlier chunks (full_sequence windows or rehearsal)."""
+    return config.variant == "full_sequence" or config.rehearsal > 0
+
+
+def fast_timesteps(config: TempLoRAConfig, model: Any) -> torch.Tensor:
+    """The timesteps a fast step draws t from (int64, CPU): the sampler's or all training timesteps."""
+    if config.timesteps == "uniform":
+        return torch.arange(model.scheduler.config.num_train_timesteps)
+    sampler = make_sampler(model.config, model.scheduler)
+    sampler.set_timesteps(model.config.sample_steps)
+    return torch.as_tensor(sampler.timesteps).detach().to("cpu", torch.int64).clone()
+
+
+def draw_fast_noise(shape: Sequence[int], generator: torch.Generator | None, timesteps: torch.Tensor,
+                    draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draws` (noise, t) pairs, each drawn noise first, then t uniformly among `timesteps`: (D, *shape), (D,).
+
+    With ``timesteps = arange(num_train_timesteps)`` one draw equals `draw_loss_noise`'s.
+    """
+    noise, ts = [], []
+    for _ in range(draws):
+        noise.append(torch.randn(tuple(shape), generator=generator))
+        ts.append(timesteps[torch.randint(0, len(timesteps), (1,), generator=generator)])
+    return torch.stack(noise), torch.cat(ts)
+
+
+def rehearsal_windows(history: Sequence[torch.Tensor], count: int, length: int,
+                      generator: torch.Generator | None) -> list[torch.Tensor]:
+    """`count` random windows of `length` frames over the history's new latents, concatenated in episode
+    order; none while the history is shorter than one window."""
+    if count <= 0 or not history:
+        return []
+    seq = torch.cat(list(history), dim=2)
+    if seq.shape[2] < length:
+        return []
+    out = []
+    for _ in range(count):
+        start = int(torch.randint(0, seq.shape[2] - length + 1, (), generator=generator).item())
+        out.append(seq[:, :, start : start + length])
+    return out
+
+
+def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Tensor],
+               generator: torch.Generator | None, timesteps: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One env's rows of a fast step: latents (M, C, F, h, w), noise (M, C, F, h, w), t (M,), M = draws + rehearsal.
+
+    `chunk` is one env's (batch 1). Draw order (all from `generator`, the global RNG when None): the
+    full_sequence window start, the rehearsal window starts, then per row its noise and t. Rows are
+    ``draws`` draws on the training sequence, then the rehearsal windows; rehearsal rows the history
+    cannot fill yet are further draws on the training sequence.
+    """
+    main = training_sequence(config, chunk, history, generator)
+    windows = rehearsal_windows(history, config.rehearsal, main.shape[2], generator)
+    rows = [main] * (config.draws + config.rehearsal - len(windows)) + windows
+    latents = torch.cat(rows).detach()
+    noise, t = draw_fast_noise(latents.shape[1:], generator, timesteps, latents.shape[0])
+    return latents, noise.to(latents), t.to(latents.device)
+
+
+def rolls_back(config: TempLoRAConfig, losses: RecentLosses, t: torch.Tensor, values: torch.Tensor) -> bool:
+    """Whether a fast step's row losses `values` (at timesteps `t`) roll Θ back: any non-finite, or (by
+    ``config.rollback``) any above explode_factor x the recent median at its timestep or over all."""
+    values = [float(v) for v in values.detach().flatten().cpu()]
+    if not all(math.isfinite(v) for v in values):
+        return True
+    if config.rollback == "finite":
+        return False
+    for tt, v in zip(t.flatten().tolist(), values):
+        ref = losses.median(tt if config.rollback == "expected" else None)
+        if ref is None and config.rollback == "expected" and len(losses) >= 3:
+            ref = max(losses.all)  # too few at this t yet: the largest recent loss at any t bounds it
+        if ref is not None and v > config.explode_factor * max(ref, 1e-8):
+            return True
+    return False
+
+
+def record(losses: RecentLosses, t: torch.Tensor, values: torch.Tensor) -> None:
+    for tt, v in zip(t.flatten().tolist(), values.detach().flatten().cpu().tolist()):
+        losses.add(tt, v)
 
 
 def training_sequence(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Tensor],
@@ -90,8 +215,8 @@ def training_sequence(config: TempLoRAConfig, chunk: Chunk, history: Sequence[to
 
 
 def remember(config: TempLoRAConfig, history: collections.deque, chunk: Chunk) -> None:
-    """After an update: the chunk's new latents join the history (full_sequence only)."""
-    if config.variant == "full_sequence":
+    """After an update: the chunk's new latents join the history (full_sequence or rehearsal only)."""
+    if keeps_history(config):
         history.append(chunk.new_latents.detach())
 
 
@@ -102,14 +227,6 @@ def given_frames(config: TempLoRAConfig, batch: int, frames: int, num_context: i
     if config.objective == "conditional" and config.variant != "original":
         given[:, :num_context] = True
     return given
-
-
-def is_exploding(config: TempLoRAConfig, losses: Sequence[float], value: float) -> bool:
-    """Above ``explode_factor`` x the median of the recent losses (needs 3 of them first)."""
-    if len(losses) < 3:
-        return False
-    median = sorted(losses)[len(losses) // 2]
-    return value > config.explode_factor * max(median, 1e-8)
 
 
 def draw_loss_noise(shape: Sequence[int], generator: torch.Generator | None,

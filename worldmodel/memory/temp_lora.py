@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -56,6 +55,7 @@ class TempLoRA:
         self.params = [p for n, p in unet.named_parameters() if "lora_" in n]
         for p in self.params:
             p.requires_grad_(True)
+        self.timesteps = rule.fast_timesteps(self.config, model)  # the t a fast step draws from
         self.enabled = True
         self.reset()
 
@@ -125,7 +125,8 @@ class TempLoRA:
     def update(self, chunk: Chunk, ids: Sequence[int] | None = None,
                generators: Sequence[torch.Generator | None] | None = None,
                steps: int | None = None) -> list[FastUpdate]:
-        """Run k fast steps on the chunk; a non-finite or exploding loss rolls Θ back and is reported."""
+        """Run k fast steps on the chunk (each one forward over `rule.fast_batch`'s rows); a non-finite or
+        exploding loss rolls Θ back and is reported."""
         rule.check_ids(ids, 1)
         steps = self.config.steps if steps is None else steps
         if not self.enabled or steps == 0:
@@ -134,13 +135,14 @@ class TempLoRA:
         total = 0.0
         with torch.enable_grad():
             for _ in range(steps):
-                latents = self.training_sequence(chunk).detach()
-                b, f = latents.shape[0], latents.shape[2]
-                given = rule.given_frames(self.config, b, f, chunk.num_context, latents.device)
-                null = model.action_encoder.null(b).detach()
-                loss = diffusion_loss(model.unet, model.scheduler, latents, given, null)
+                latents, noise, t = rule.fast_batch(self.config, chunk, self.history, None, self.timesteps)
+                m, f = latents.shape[0], latents.shape[2]
+                given = rule.given_frames(self.config, m, f, chunk.num_context, latents.device)
+                null = model.action_encoder.null(m).detach()
+                losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
+                loss = losses.mean()
                 value = float(loss.detach())
-                if not math.isfinite(value) or rule.is_exploding(self.config, self.losses, value):
+                if rule.rolls_back(self.config, self.losses, t, losses):
                     return [self._roll_back(value)]
                 grads = torch.autograd.grad(loss, self.params)
                 for p, g in zip(self.params, grads):
@@ -149,11 +151,24 @@ class TempLoRA:
                 self.optimizer.zero_grad(set_to_none=True)
                 if not all(torch.isfinite(p).all() for p in self.params):
                     return [self._roll_back(value)]
-                self.losses.append(value)
+                rule.record(self.losses, t, losses)
                 total += value
         rule.remember(self.config, self.history, chunk)
         self._good = self._snapshot()
         return [FastUpdate(total / steps, steps)]
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Θ applied but taking no gradient (``requires_grad`` off) within the block: the slow-fast loop's
+        outer loss trains Φ only."""
+        before = [p.requires_grad for p in self.params]
+        for p in self.params:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, r in zip(self.params, before):
+                p.requires_grad_(r)
 
     def _roll_back(self, value: float) -> FastUpdate:
         self._restore(self._good)

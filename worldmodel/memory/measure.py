@@ -1,0 +1,139 @@
+"""What one fast-learning setting stores, and what it disturbs, measured on real chunks (issue 15, part 2).
+
+For a setting (lr, steps, draws, rehearsal) a fresh per-env memory (`BatchedTempLoRA`, one env, seeded)
+learns the chunks of one episode in order, teacher-forced (the real chunks, as `experiments.evaluate`'s
+teacher mode feeds them). The fast objective (null action, context clean) is scored on a fixed
+evaluation set: one draw per sampler timestep with noise from a fixed seed per chunk, the same for every
+setting, so numbers compare across settings. Reported, as relative loss changes:
+
+- ``chunk``: per update, loss on the chunk just learned after the update vs just before it (mean over updates);
+- ``episode``: after the episode, loss on every learned chunk with Θ vs with Φ alone (what is retained);
+- ``other``: after the episode, loss on chunks of OTHER episodes with Θ vs Φ alone (interference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from ..chunk import Chunk
+from ..diffusion import diffusion_loss
+from .batched_lora import BatchedTempLoRA
+from .rule import fast_timesteps, given_frames
+
+
+@dataclass
+class Setting:
+    lr: float
+    steps: int
+    draws: int
+    rehearsal: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "Setting":
+        """``lr,steps,draws[,rehearsal]``, e.g. ``1e-3,2,4,0``."""
+        parts = text.split(",")
+        if len(parts) not in (3, 4):
+            raise ValueError(f"a setting is lr,steps,draws[,rehearsal], got {text!r}")
+        return cls(float(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) == 4 else 0)
+
+
+def episode_chunks(model: Any, item: dict) -> list[Chunk]:
+    """The teacher-forced chunks of an `envs.data.EpisodeDataset` item, latents encoded by the model's VAE."""
+    tc, tn = model.config.context_frames, model.config.new_frames
+    frames = item["frames"]
+    chunks = []
+    with torch.no_grad():
+        for c in range(item["actions"].shape[0]):
+            window = frames[c * tn : c * tn + tc + tn]
+            latents = model.encode_frames(window[None])
+            chunks.append(Chunk(window[None, tc:], latents, tc))
+    return chunks
+
+
+class EvalSet:
+    """Fixed (t, noise) draws per chunk: every sampler timestep once, noise seeded by the chunk's key."""
+
+    def __init__(self, model: Any, config: Any, seed: int = 1234):
+        self.model, self.config, self.seed = model, config, seed
+        self.timesteps = fast_timesteps(dataclasses.replace(config, timesteps="sampler"), model)
+
+    @torch.no_grad()
+    def loss(self, chunk: Chunk, key: int, memory: BatchedTempLoRA | None = None) -> float:
+        model, t = self.model, self.timesteps
+        m = len(t)
+        latents = chunk.latents[:1].expand(m, -1, -1, -1, -1)
+        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(self.seed + key))
+        given = given_frames(self.config, m, latents.shape[2], chunk.num_context, latents.device)
+        null = model.action_encoder.null(m)
+        if memory is None:
+            return float(diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t).mean())
+        with memory.applied([0]):
+            return float(diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t).mean())
+
+    @torch.no_grad()
+    def per_t(self, chunk: Chunk, key: int) -> list[float]:
+        """Φ's loss at each sampler timestep (the profile the "expected" rollback compares against)."""
+        model, t = self.model, self.timesteps
+        m = len(t)
+        latents = chunk.latents[:1].expand(m, -1, -1, -1, -1)
+        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(self.seed + key))
+        given = given_frames(self.config, m, latents.shape[2], chunk.num_context, latents.device)
+        out = diffusion_loss(model.unet, model.scheduler, latents, given, model.action_encoder.null(m), noise, t,
+                             per_sample=True)
+        return [float(v) for v in out]
+
+
+def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk], settings: Sequence[Setting],
+            seed: int = 0, log: Any = print) -> dict:
+    """Rows (one per setting) of chunk / episode / other relative loss changes, plus Φ's per-t loss profile."""
+    base_cfg = model.config.temp_lora
+    ev = EvalSet(model, base_cfg)
+    phi_learned = [[ev.loss(c, 1000 * e + k) for k, c in enumerate(ep)] for e, ep in enumerate(learned)]
+    phi_other = [ev.loss(c, 10**6 + j) for j, c in enumerate(others)]
+    profile = [ev.per_t(c, 10**6 + j) for j, c in enumerate(others)]
+    rows = []
+    for s in settings:
+        cfg = dataclasses.replace(base_cfg, lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal)
+        memory = BatchedTempLoRA(model, 1, cfg)
+        chunk_rel, ep_rel, other_rel, rollbacks, start = [], [], [], 0, time.perf_counter()
+        for e, ep in enumerate(learned):
+            gen = torch.Generator().manual_seed(seed + e)
+            memory.reset(generators=[gen])
+            for k, c in enumerate(ep):
+                before = ev.loss(c, 1000 * e + k, memory)
+                [up] = memory.update(c, generators=[gen])
+                rollbacks += int(up.rolled_back)
+                after = ev.loss(c, 1000 * e + k, memory)
+                chunk_rel.append(after / before - 1)
+            ep_rel += [ev.loss(c, 1000 * e + k, memory) / phi_learned[e][k] - 1 for k, c in enumerate(ep)]
+            other_rel += [ev.loss(c, 10**6 + j, memory) / phi_other[j] - 1 for j, c in enumerate(others)]
+        row = dict(lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal,
+                   chunk=_mean(chunk_rel), episode=_mean(ep_rel), other=_mean(other_rel),
+                   other_max=max(other_rel), rollbacks=rollbacks, seconds=round(time.perf_counter() - start, 1))
+        log(row)
+        rows.append(row)
+    return {"rows": rows, "timesteps": ev.timesteps.tolist(),
+            "phi_loss_per_t": [_mean([p[i] for p in profile]) for i in range(len(ev.timesteps))]}
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / max(len(xs), 1))
+
+
+def markdown(result: dict) -> str:
+    lines = ["| lr | steps | draws | rehearsal | learned chunk (after/before update) | episode chunks (Θ vs Φ) "
+             "| other episodes' chunks (Θ vs Φ; max) | rollbacks | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['lr']:g} | {r['steps']} | {r['draws']} | {r['rehearsal']} | {100 * r['chunk']:+.1f}% "
+                     f"| {100 * r['episode']:+.1f}% | {100 * r['other']:+.1f}% ({100 * r['other_max']:+.1f}%) "
+                     f"| {r['rollbacks']} | {r['seconds']} |")
+    prof = ", ".join(f"{t}: {v:.3f}" for t, v in zip(result["timesteps"], result["phi_loss_per_t"]))
+    lines.append("")
+    lines.append(f"Φ's fast loss per sampler timestep (other chunks, mean): {prof}")
+    return "\n".join(lines)
