@@ -116,13 +116,21 @@ def test_memories_are_independent(model):
     torch.testing.assert_close(whole.theta, split.theta, atol=1e-4, rtol=1e-3)  # Adam step ~ lr * sign(g), lr 1e-2
 
 
-@pytest.mark.parametrize("objective", ["joint", "conditional"])
-def test_batched_lora_matches_peft_temp_lora(objective, micro_model):
-    """Per-sample factors give peft's outputs, and one fast update follows TempLoRA.update."""
-    model = micro_model(temp_lora=dict(FAST_LORA, objective=objective))
+@pytest.mark.parametrize("objective,blocks", [("joint", ()), ("conditional", ()), ("conditional", ("up_blocks",))])
+def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
+    """Per-sample factors give peft's outputs, and one fast update follows TempLoRA.update; with Θ in
+    the up blocks only, both memories adapt the same (fewer) layers."""
+    model = micro_model(temp_lora=dict(FAST_LORA, objective=objective, blocks=blocks))
     peft_memory = TempLoRA(model)  # peft-injected; batched hooks find the base layers
     memory = BatchedTempLoRA(model, 2)
     assert len(memory.layout) == len(peft_memory.layers)
+    peft_names = [n.split(".lora_")[0] for n, _ in model.unet.named_parameters() if "lora_A" in n]
+    assert [n.replace(".base_layer", "") for n in peft_names] == [n for n, _ in memory._dispatch.layers]
+    if blocks:
+        assert all(n.startswith("up_blocks.") for n in peft_names)
+        assert 0 < len(peft_names) < len(BatchedTempLoRA(micro_model(temp_lora=FAST_LORA), 1).layout)
+        with pytest.raises(ValueError, match="no target layers .* inside \\('down_block',\\)"):
+            BatchedTempLoRA(micro_model(temp_lora=dict(FAST_LORA, blocks=("down_block",))), 1)
     with torch.no_grad():
         for k, layer in enumerate(peft_memory.layers):
             a, b = layer.lora_A["temp_lora"].weight, layer.lora_B["temp_lora"].weight

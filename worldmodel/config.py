@@ -47,6 +47,10 @@ class TempLoRAConfig:
     # synthetic loop world (tests/test_temp_lora.py) only the conditional rule lowered revisit error clearly.
     objective: Literal["joint", "conditional"] = "conditional"
     target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    # UNet blocks whose target layers Θ adapts (module-name prefixes, e.g. ("up_blocks",)); empty: all.
+    # Θ in the decoder half only lets the fast backward stop at the up blocks, a cheaper update (time and
+    # what it stores: docs/RESULTS.md, "The CPU path").
+    blocks: tuple[str, ...] = ()
     # Merge Θ into the weights for sampling; pays off once the extra LoRA matmuls cost more than a merge.
     merge_for_inference: bool = True
     # Rollback: "expected" (default) rolls Θ back on a non-finite loss or one above explode_factor x the
@@ -87,6 +91,7 @@ class TempLoRAConfig:
         if self.draws < 1 or self.rehearsal < 0:
             raise ValueError(f"invalid Temp-LoRA config: draws={self.draws} (>= 1), rehearsal={self.rehearsal} (>= 0)")
         self.target_modules = tuple(self.target_modules)
+        self.blocks = tuple(self.blocks)
 
 
 @dataclass

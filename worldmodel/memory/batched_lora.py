@@ -46,33 +46,6 @@ _ADAM_EPS = 1e-8
 _DISPATCH_ATTR = "_batched_lora_dispatchers"
 
 
-# ------------------------------------------------------------------------------------ target layers
-def _matches(name: str, targets: Sequence[str]) -> bool:
-    """peft's rule: a module is targeted when its name equals a target or ends with '.' + target."""
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
-def find_target_layers(unet: nn.Module, targets: Sequence[str]) -> list[tuple[str, nn.Module]]:
-    """(name, layer) of the nn.Linear / 1x1 nn.Conv2d layers Temp-LoRA adapts, in `modules()` order.
-
-    A layer already wrapped by peft (TempLoRA) is found through its `base_layer`.
-    """
-    found = []
-    for name, module in unet.named_modules():
-        plain = name.replace(".base_layer", "")
-        if ".lora_" in name or "lora_" in plain.rsplit(".", 1)[-1] or not _matches(plain, targets):
-            continue
-        if isinstance(module, nn.Linear):
-            found.append((plain, module))
-        elif isinstance(module, nn.Conv2d):
-            if module.kernel_size != (1, 1) or module.groups != 1:
-                raise ValueError(f"batched Temp-LoRA supports 1x1 convolutions only; {plain} is {module}")
-            found.append((plain, module))
-    if not found:
-        raise ValueError(f"batched Temp-LoRA found no target layers among {tuple(targets)}")
-    return found
-
-
 def _dims(layer: nn.Module) -> tuple[int, int]:
     if isinstance(layer, nn.Linear):
         return layer.in_features, layer.out_features
@@ -82,8 +55,8 @@ def _dims(layer: nn.Module) -> tuple[int, int]:
 class _Dispatcher:
     """Hooks on one UNet's target layers, routing each forward to the memory applied at the time."""
 
-    def __init__(self, unet: nn.Module, targets: tuple[str, ...]):
-        self.layers = find_target_layers(unet, targets)
+    def __init__(self, unet: nn.Module, targets: tuple[str, ...], blocks: tuple[str, ...]):
+        self.layers = rule.target_layers(unet, targets, blocks)
         self.active: "BatchedTempLoRA | None" = None
         self.rows = 0  # batch size of the current UNet call
         self.handles = [unet.register_forward_pre_hook(self._pre_hook, with_kwargs=True)]
@@ -104,11 +77,11 @@ class _Dispatcher:
         return hook
 
 
-def _dispatcher(unet: nn.Module, targets: tuple[str, ...]) -> _Dispatcher:
+def _dispatcher(unet: nn.Module, targets: tuple[str, ...], blocks: tuple[str, ...]) -> _Dispatcher:
     table = unet.__dict__.setdefault(_DISPATCH_ATTR, {})
-    if targets not in table:
-        table[targets] = _Dispatcher(unet, targets)
-    return table[targets]
+    if (targets, blocks) not in table:
+        table[targets, blocks] = _Dispatcher(unet, targets, blocks)
+    return table[targets, blocks]
 
 
 # ---------------------------------------------------------------------------------------- the memory
@@ -141,7 +114,7 @@ class BatchedTempLoRA:
         self.num_envs = num_envs
         self.config = config or model.config.temp_lora
         self.scaling = self.config.alpha / self.config.rank
-        self._dispatch = _dispatcher(model.unet, tuple(self.config.target_modules))
+        self._dispatch = _dispatcher(model.unet, self.config.target_modules, self.config.blocks)
         r = self.config.rank
         self.layout: list[_Layout] = []
         offset = 0

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import torch
+from torch import nn
 
 from ..chunk import Chunk
 from ..config import TempLoRAConfig
@@ -259,3 +260,36 @@ def check_fork(src_ids: Sequence[int], dst_ids: Sequence[int], num_envs: int) ->
     if len(set(dst)) != len(dst):
         raise ValueError(f"fork destinations must be distinct, got {dst}")
     return src, dst
+
+
+# ------------------------------------------------------------------------------------ target layers
+def _matches(name: str, targets: Sequence[str]) -> bool:
+    """peft's rule: a module is targeted when its name equals a target or ends with '.' + target."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def target_layers(unet: nn.Module, targets: Sequence[str],
+                  blocks: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
+    """(name, layer) of the nn.Linear / 1x1 nn.Conv2d layers Θ adapts, in `modules()` order: names that
+    match ``targets`` (peft's rule) inside one of ``blocks`` (module-name prefixes; empty: anywhere).
+    Both memories adapt exactly these layers. A layer already wrapped by peft is found through its
+    `base_layer`.
+    """
+    inside = tuple(b.rstrip(".") + "." for b in blocks)
+    found = []
+    for name, module in unet.named_modules():
+        plain = name.replace(".base_layer", "")
+        if ".lora_" in name or "lora_" in plain.rsplit(".", 1)[-1] or not _matches(plain, targets):
+            continue
+        if inside and not plain.startswith(inside):
+            continue
+        if isinstance(module, nn.Linear):
+            found.append((plain, module))
+        elif isinstance(module, nn.Conv2d):
+            if module.kernel_size != (1, 1) or module.groups != 1:
+                raise ValueError(f"Temp-LoRA supports 1x1 convolutions only; {plain} is {module}")
+            found.append((plain, module))
+    if not found:
+        where = f" inside {tuple(blocks)}" if blocks else ""
+        raise ValueError(f"Temp-LoRA found no target layers among {tuple(targets)}{where}")
+    return found

@@ -42,8 +42,9 @@ class TempLoRA:
         self.config = config or model.config.temp_lora
         unet = model.unet
         trainable = {n: p.requires_grad for n, p in unet.named_parameters()}
-        lora = LoraConfig(r=self.config.rank, lora_alpha=self.config.alpha, lora_dropout=0.0,
-                          target_modules=list(self.config.target_modules))
+        # the layers by their full names, so peft adapts exactly the layers the batched memory does
+        names = [name for name, _ in rule.target_layers(unet, self.config.target_modules, self.config.blocks)]
+        lora = LoraConfig(r=self.config.rank, lora_alpha=self.config.alpha, lora_dropout=0.0, target_modules=names)
         inject_adapter_in_model(lora, unet, adapter_name=ADAPTER)
         for n, p in unet.named_parameters():  # peft freezes the base; Φ's trainability is the trainer's call
             base = n.replace(".base_layer.", ".")
