@@ -176,3 +176,23 @@ def test_rollback_compares_with_the_expected_loss_at_that_timestep():
         fresh.add(500, v)
     assert not rule.rolls_back(cfg, fresh, small_t, torch.tensor([2.5])) and rule.rolls_back(cfg, fresh, small_t,
                                                                                                torch.tensor([4.0]))
+
+
+def test_fast_update_measure_reports_what_each_setting_stores(model):
+    """experiments.fast_update's measurement: a setting that learns lowers the loss on the chunk it
+    learned; Θ in the up blocks only has fewer parameters and still stores."""
+    from worldmodel.memory.measure import Setting, measure
+
+    assert Setting.parse("1e-3,1,4") == Setting(1e-3, 1, 4, 0, ())
+    assert Setting.parse("1e-3,2,2,1,up_blocks+mid_block").blocks == ("up_blocks", "mid_block")
+    with pytest.raises(ValueError, match="lr,steps,draws"):
+        Setting.parse("1e-3")
+    learned = [[_chunk(1, seed) for seed in range(2)]]
+    others = [_chunk(1, 10)]
+    result = measure(model, learned, others, [Setting(1e-2, 3, 2), Setting(1e-2, 3, 2, 0, ("up_blocks",)),
+                                              Setting(1e-2, 0, 1)], log=lambda row: None)
+    full, up, none = result["rows"]
+    assert full["chunk"] < -0.01 and up["chunk"] < -0.01  # each stores what it is shown
+    assert none["chunk"] == pytest.approx(0.0, abs=1e-6) and none["episode"] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < up["theta_parameters"] < full["theta_parameters"] and up["blocks"] == "up_blocks"
+    assert all(r["update_cpu_s"] >= 0 for r in result["rows"])

@@ -32,14 +32,17 @@ class Setting:
     steps: int
     draws: int
     rehearsal: int = 0
+    blocks: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> "Setting":
-        """``lr,steps,draws[,rehearsal]``, e.g. ``1e-3,2,4,0``."""
+        """``lr,steps,draws[,rehearsal[,blocks]]``, e.g. ``1e-3,2,4,0`` or ``1e-3,1,4,0,up_blocks``
+        (blocks: UNet block prefixes joined by '+', Θ only there; default everywhere)."""
         parts = text.split(",")
-        if len(parts) not in (3, 4):
-            raise ValueError(f"a setting is lr,steps,draws[,rehearsal], got {text!r}")
-        return cls(float(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) == 4 else 0)
+        if len(parts) not in (3, 4, 5):
+            raise ValueError(f"a setting is lr,steps,draws[,rehearsal[,blocks]], got {text!r}")
+        blocks = tuple(b for b in parts[4].split("+") if b) if len(parts) == 5 else ()
+        return cls(float(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) >= 4 else 0, blocks)
 
 
 def episode_chunks(model: Any, item: dict) -> list[Chunk]:
@@ -98,21 +101,26 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
     profile = [ev.per_t(c, 10**6 + j) for j, c in enumerate(others)]
     rows = []
     for s in settings:
-        cfg = dataclasses.replace(base_cfg, lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal)
+        cfg = dataclasses.replace(base_cfg, lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal,
+                                  blocks=s.blocks)
         memory = BatchedTempLoRA(model, 1, cfg)
         chunk_rel, ep_rel, other_rel, rollbacks, start = [], [], [], 0, time.perf_counter()
+        update_cpu_s = []
         for e, ep in enumerate(learned):
             gen = torch.Generator().manual_seed(seed + e)
             memory.reset(generators=[gen])
             for k, c in enumerate(ep):
                 before = ev.loss(c, 1000 * e + k, memory)
+                cpu = time.process_time()
                 [up] = memory.update(c, generators=[gen])
+                update_cpu_s.append(time.process_time() - cpu)
                 rollbacks += int(up.rolled_back)
                 after = ev.loss(c, 1000 * e + k, memory)
                 chunk_rel.append(after / before - 1)
             ep_rel += [ev.loss(c, 1000 * e + k, memory) / phi_learned[e][k] - 1 for k, c in enumerate(ep)]
             other_rel += [ev.loss(c, 10**6 + j, memory) / phi_other[j] - 1 for j, c in enumerate(others)]
-        row = dict(lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal,
+        row = dict(lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal, blocks="+".join(s.blocks) or "all",
+                   update_cpu_s=_mean(update_cpu_s), theta_parameters=memory.num_parameters_per_env,
                    chunk=_mean(chunk_rel), episode=_mean(ep_rel), other=_mean(other_rel),
                    other_max=max(other_rel), rollbacks=rollbacks, seconds=round(time.perf_counter() - start, 1))
         log(row)
@@ -126,13 +134,14 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| lr | steps | draws | rehearsal | learned chunk (after/before update) | episode chunks (Θ vs Φ) "
-             "| other episodes' chunks (Θ vs Φ; max) | rollbacks | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| lr | steps | draws | rehearsal | Θ in | learned chunk (after/before update) | episode chunks (Θ vs Φ) "
+             "| other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['lr']:g} | {r['steps']} | {r['draws']} | {r['rehearsal']} | {100 * r['chunk']:+.1f}% "
-                     f"| {100 * r['episode']:+.1f}% | {100 * r['other']:+.1f}% ({100 * r['other_max']:+.1f}%) "
-                     f"| {r['rollbacks']} | {r['seconds']} |")
+        lines.append(f"| {r['lr']:g} | {r['steps']} | {r['draws']} | {r['rehearsal']} | {r.get('blocks', 'all')} "
+                     f"| {100 * r['chunk']:+.1f}% | {100 * r['episode']:+.1f}% | {100 * r['other']:+.1f}% "
+                     f"({100 * r['other_max']:+.1f}%) | {r['rollbacks']} | {r.get('update_cpu_s', float('nan')):.2f} "
+                     f"| {r['seconds']} |")
     prof = ", ".join(f"{t}: {v:.3f}" for t, v in zip(result["timesteps"], result["phi_loss_per_t"]))
     lines.append("")
     lines.append(f"Φ's fast loss per sampler timestep (other chunks, mean): {prof}")
