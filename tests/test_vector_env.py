@@ -128,7 +128,7 @@ def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
     assert [n.replace(".base_layer", "") for n in peft_names] == [n for n, _ in memory._dispatch.layers]
     if blocks:
         assert all(n.startswith("up_blocks.") for n in peft_names)
-        assert 0 < len(peft_names) < len(BatchedTempLoRA(micro_model(temp_lora=FAST_LORA), 1).layout)
+        assert 0 < len(peft_names) < len(BatchedTempLoRA(micro_model(temp_lora=dict(FAST_LORA, blocks=())), 1).layout)
         with pytest.raises(ValueError, match="no target layers .* inside \\('down_block',\\)"):
             BatchedTempLoRA(micro_model(temp_lora=dict(FAST_LORA, blocks=("down_block",))), 1)
     with torch.no_grad():

@@ -232,7 +232,8 @@ def test_thousand_step_episode_keeps_memory_bounded(micro_model):
     Bound: RSS grows < 16 MiB between step 100 and step 1,000 (measured: ~1 MiB), and the tensors
     the episode holds stay constant (history capped at max_history chunks). reset() frees them.
     """
-    model = micro_model(frame_size=8, blocks=(16,), temp_lora=dict(rank=2, alpha=2.0, variant="full_sequence"))
+    model = micro_model(frame_size=8, blocks=(16,), temp_lora=dict(rank=2, alpha=2.0, variant="full_sequence",
+                                                                   blocks=()))  # one UNet block: no attention up
     env = WorldModelEnv(model=model, action_mode="continuous", denoise_steps=1, max_episode_steps=1000,
                           continuous_shape="frame")
     proc = psutil.Process()
