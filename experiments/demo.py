@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from PIL import Image
 
 import envs  # noqa: F401  (registers SlowFastVGen-v0)
 from envs.real.skills import SKILLS
@@ -82,9 +83,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"demo_{args.task}.mp4"
     write_mp4(path, frames, args.fps)
+    sheet = out / f"demo_{args.task}.png"  # the start and the last frame of every chunk, top to bottom
+    Image.fromarray(np.concatenate(frames[::chunk_len], axis=0)).save(sheet)
     for name, ts in times.items():
         print(f"{name}: {len(ts)} chunks, {np.mean(ts):.2f} s per step (mean), {np.sum(ts):.1f} s total")
-    print(f"video: {path}")
+    print(f"video: {path}, frames: {sheet}")
 
 
 if __name__ == "__main__":
