@@ -133,6 +133,28 @@ def judge(heads: Any, episodes: Sequence[RealEpisode], new_frames: int, threshol
         }
 
 
+def load_heads(spec: str | None, model_folder: Any, model_name: str, data: str | None, out: Any, frame_size: int,
+               device: Any, fit_steps: int, seed: int, heads_data: str | None = None, log=print) -> tuple[Any, dict]:
+    """The heads to judge with (`agents.heads.resolve_heads`: ``spec``, the model's ``heads/``, ``out/heads``
+    from an earlier fit, else fitted on ``data`` and saved in ``out``) and where they came from, with their
+    accuracy on ``heads_data`` (held-out real h5 episodes) when given. Without any: SystemExit saying what to pass."""
+    from pathlib import Path
+
+    from agents.heads import HEADS_DIR, iter_episodes, resolve_heads
+
+    out = Path(out)
+    found = spec or (model_folder is not None and (Path(model_folder) / HEADS_DIR).is_dir()) or (out / HEADS_DIR).is_dir()
+    if not found and not data:
+        raise SystemExit(f"outcome: no success head to judge with: the model {model_name!r} has no {HEADS_DIR}/ folder "
+                         "and none was given. Pass --heads FOLDER (trained heads), or --data PATH (real h5 training "
+                         "episodes, e.g. from `python -m experiments.collect`) to fit them first.")
+    out.mkdir(parents=True, exist_ok=True)
+    heads, info = resolve_heads(spec, model_folder, data, out, frame_size, device, fit_steps=fit_steps, seed=seed, log=log)
+    if heads_data:
+        info["heads_data"] = {"source": heads_data, **heads_accuracy(heads, list(iter_episodes(heads_data)))}
+    return heads, info
+
+
 def heads_accuracy(heads: Any, episodes: Sequence[dict]) -> dict[str, float]:
     """The heads on real episodes (``envs.episodes`` dicts): chunk-level accuracy of the success and
     terminated heads (as `agents.heads.fit_heads` reports it)."""

@@ -345,7 +345,6 @@ def parse_outcome(argv: list[str]) -> argparse.Namespace:
 
 def outcome_main(argv: list[str]) -> dict:
     """``outcome``: `evaluation.outcome` (heads from the model, --heads, or fitted on --data)."""
-    from agents.heads import HEADS_DIR, iter_episodes, resolve_heads
     from evaluation import outcome
 
     args = parse_outcome(argv)
@@ -354,17 +353,9 @@ def outcome_main(argv: list[str]) -> dict:
     device = resolve_device(args.device)
     out = Path(args.out)
     model, folder = load_model(args.model, device, text_cache=args.text_cache, seed=args.config.seed)
-    has_heads = args.heads or (folder is not None and (folder / HEADS_DIR).is_dir()) or (out / HEADS_DIR).is_dir()
-    if not has_heads and not args.data:
-        raise SystemExit(f"outcome: no success head to judge with: the model {args.model!r} has no {HEADS_DIR}/ folder "
-                         f"and none was given. Pass --heads FOLDER (trained heads), or --data PATH (real h5 training "
-                         "episodes, e.g. from `python -m experiments.collect`) to fit them first.")
-    out.mkdir(parents=True, exist_ok=True)
-    heads, info = resolve_heads(args.heads, folder, args.data, out, model.config.frame_size, device,
-                                fit_steps=args.heads_fit_steps, seed=args.config.seed,
-                                log=lambda m: print(m, file=sys.stderr))
-    if args.heads_data:
-        info["heads_data"] = {"source": args.heads_data, **outcome.heads_accuracy(heads, list(iter_episodes(args.heads_data)))}
+    heads, info = outcome.load_heads(args.heads, folder, args.model, args.data, out, model.config.frame_size, device,
+                                     args.heads_fit_steps, args.config.seed, args.heads_data,
+                                     log=lambda m: print(m, file=sys.stderr))
     started = time.perf_counter()
     result = outcome.run_outcome(model, heads, args.config, log=lambda m: print(m, file=sys.stderr))
     result.pop("example")
