@@ -3,6 +3,8 @@ that model.rollout, the env and evaluation all run."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -134,11 +136,12 @@ def test_cpu_threads(monkeypatch):
     from worldmodel import loading
 
     before = torch.get_num_threads()
+    cores = len(loading.os.sched_getaffinity(0))
     try:
-        monkeypatch.setattr(loading.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-        cores = len(loading.os.sched_getaffinity(0))
-        assert loading.free_cpu_threads() == cores
-        monkeypatch.setattr(loading.os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))
+        assert 0 <= loading._others_running() < 10_000  # reads this machine's /proc
+        monkeypatch.setattr(loading, "_others_running", lambda: 0)
+        assert loading.free_cpu_threads() == cores  # nothing else runs
+        monkeypatch.setattr(loading, "_others_running", lambda: cores + 3)
         assert loading.free_cpu_threads() == 1  # a busy machine: one thread, never zero
         assert loading.set_cpu_threads("auto") == 1 and torch.get_num_threads() == 1
         assert loading.set_cpu_threads(None) == 1
@@ -147,3 +150,21 @@ def test_cpu_threads(monkeypatch):
                 loading.set_cpu_threads(bad)
     finally:
         torch.set_num_threads(before)
+
+
+def test_others_running_sees_a_busy_process():
+    """A process spinning on a core is counted; this process's own threads are not."""
+    import subprocess
+    import sys
+
+    from worldmodel import loading
+
+    torch.ones(512, 512) @ torch.ones(512, 512)  # this process's OpenMP threads may spin a while: not counted
+    assert loading._others_running() <= 1 + len(loading.os.sched_getaffinity(0))
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert max(loading._others_running() for _ in range(5)) >= 1
+    finally:
+        busy.kill()
+        busy.wait()

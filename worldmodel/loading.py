@@ -6,6 +6,7 @@ Every entry point and the env call `load_model`; nothing else resolves model spe
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,40 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def free_cpu_threads() -> int:
-    """The CPU cores this process may use that are not busy now: usable cores minus the 1-minute load
-    average, at least 1 (call it while this process is idle).
+def _others_running() -> int:
+    """Threads of other processes in the running state now (Linux /proc; OSError elsewhere)."""
+    me, count = str(os.getpid()), 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == me:
+            continue
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    count += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):  # the process ended meanwhile
+            continue
+    return count
 
-    torch's OpenMP threads spin at their barriers: with 2 threads on 2 cores shared with another busy
-    process, a step of the shipped default took ~4x longer than with 1 thread (measured on the 2-core CPU
-    machine, docs/RESULTS.md), so a process that shares the cores should not claim them all.
+
+def free_cpu_threads() -> int:
+    """The CPU cores this process may use that are not busy now: usable cores minus the threads of other
+    processes running at this moment (the median of 5 looks over ~50 ms), at least 1.
+
+    Not the 1-minute load average (the fallback off Linux): it lags a minute behind and counts this
+    process's own threads. torch's OpenMP threads spin at their barriers: with 2 threads on 2 cores shared
+    with another busy process, a step of the shipped default took 10x longer than with 1 thread
+    (docs/RESULTS.md, "The CPU path"), so a process that shares the cores should not claim them all.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, cores - int(round(busy))))
+    try:
+        samples = []
+        for _ in range(5):
+            samples.append(_others_running())
+            time.sleep(0.01)
+        busy = sorted(samples)[len(samples) // 2]
+    except OSError:
+        busy = int(round(os.getloadavg()[0])) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cores, cores - busy))
 
 
 def set_cpu_threads(threads: int | str | None) -> int:
