@@ -236,15 +236,40 @@ def load_saved(args: argparse.Namespace) -> dict:
     return meta
 
 
+def subcommand_parser(name: str, module: Any) -> argparse.ArgumentParser:
+    """The parser of a subcommand whose logic is ``module`` (its docstring is the help), with the options
+    every subcommand shares (`add_run_args` adds the rest at the end)."""
+    p = argparse.ArgumentParser(prog=f"python -m experiments.evaluate {name}",
+                                description=module.__doc__.split("\n\n")[0],
+                                epilog=module.__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="default", help="model folder, 'default' (the shipped model) or a preset name")
+    return p
+
+
+def add_run_args(p: argparse.ArgumentParser, out: str, what: str) -> None:
+    p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
+    p.add_argument("--render-backend", default="auto", help="MuJoCo rendering: auto, egl or osmesa")
+    p.add_argument("--text-cache", default=None, help="safetensors of instruction embeddings (no text model needed)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default=out, help=f"output folder ({what})")
+
+
+def load_subcommand_model(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:
+    """(model, its folder, device) for a subcommand's arguments."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model, folder = load_model(args.model, device, text_cache=args.text_cache, seed=args.config.seed)
+    return model, folder, device
+
+
 def parse_action_test(argv: list[str]) -> argparse.Namespace:
     from evaluation import action_test
 
-    p = argparse.ArgumentParser(prog="python -m experiments.evaluate action-test",
-                                description=action_test.__doc__.split("\n\n")[0],
-                                epilog=action_test.__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subcommand_parser("action-test", action_test)
     d = action_test.ActionTestConfig()
-    p.add_argument("--model", default="default", help="model folder, 'default' (the shipped model) or a preset name")
     p.add_argument("--skills", default=";".join(d.skills),
                    help=f"';'-separated skills, every pair of them is compared (default: {';'.join(d.skills)})")
     p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated tasks whose reset scenes are the "
@@ -257,12 +282,7 @@ def parse_action_test(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--chunks", type=int, default=d.chunks, help="chunks each skill runs (default %(default)s)")
     p.add_argument("--frame-skip", type=int, default=d.frame_skip,
                    help="sim steps per kept frame, as in the model's training data (default %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
-    p.add_argument("--render-backend", default="auto", help="MuJoCo rendering: auto, egl or osmesa")
-    p.add_argument("--text-cache", default=None, help="safetensors of instruction embeddings (no text model needed)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", default="runs/action_test", help="output folder (action_test.json/.md/.png)")
+    add_run_args(p, "runs/action_test", "action_test.json/.md/.png")
     args = p.parse_args(argv)
     try:
         args.config = action_test.ActionTestConfig(
@@ -280,10 +300,7 @@ def action_test_main(argv: list[str]) -> dict:
     from evaluation import action_test
 
     args = parse_action_test(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    model, _ = load_model(args.model, device, text_cache=args.text_cache, seed=args.config.seed)
+    model, _, device = load_subcommand_model(args)
     started = time.perf_counter()
     result = action_test.run_action_test(model, args.config, log=lambda m: print(m, file=sys.stderr))
     result.update(command=command_line("experiments.evaluate", ["action-test", *argv]),
@@ -306,12 +323,8 @@ def action_test_main(argv: list[str]) -> dict:
 def parse_outcome(argv: list[str]) -> argparse.Namespace:
     from evaluation import outcome
 
-    p = argparse.ArgumentParser(prog="python -m experiments.evaluate outcome",
-                                description=outcome.__doc__.split("\n\n")[0],
-                                epilog=outcome.__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subcommand_parser("outcome", outcome)
     d = outcome.OutcomeConfig()
-    p.add_argument("--model", default="default", help="model folder, 'default' (the shipped model) or a preset name")
     p.add_argument("--heads", default=None, help="heads folder (default: the model's heads/, else OUT/heads from an "
                    "earlier fit, else fitted on --data)")
     p.add_argument("--data", default=None, help="real h5 training episodes to fit the heads on when there are none "
@@ -326,12 +339,7 @@ def parse_outcome(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--temp-lora", action="store_true", help="imagine with Temp-LoRA memory (default: Φ alone)")
     p.add_argument("--threshold", type=float, default=d.threshold, help="P(task done) above which it counts as done")
     p.add_argument("--frame-skip", type=int, default=d.frame_skip, help="sim steps per kept frame (default %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
-    p.add_argument("--render-backend", default="auto", help="MuJoCo rendering: auto, egl or osmesa")
-    p.add_argument("--text-cache", default=None, help="safetensors of instruction embeddings (no text model needed)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", default="runs/outcome", help="output folder (outcome.json/.md, heads/ when fitted)")
+    add_run_args(p, "runs/outcome", "outcome.json/.md, heads/ when fitted")
     args = p.parse_args(argv)
     try:
         args.config = outcome.OutcomeConfig(
@@ -348,11 +356,8 @@ def outcome_main(argv: list[str]) -> dict:
     from evaluation import outcome
 
     args = parse_outcome(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
     out = Path(args.out)
-    model, folder = load_model(args.model, device, text_cache=args.text_cache, seed=args.config.seed)
+    model, folder, device = load_subcommand_model(args)
     heads, info = outcome.load_heads(args.heads, folder, args.model, args.data, out, model.config.frame_size, device,
                                      args.heads_fit_steps, args.config.seed, args.heads_data,
                                      log=lambda m: print(m, file=sys.stderr))
