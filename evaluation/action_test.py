@@ -37,6 +37,7 @@ from worldmodel.imagination import Imagination
 
 from .metrics import DYNAMIC_THRESHOLD, dynamic_region
 from .rollout import model_action
+from .run_info import provenance_lines
 from .scoring import summarize
 
 DEFAULT_SKILLS: tuple[str, ...] = ("open the drawer", "open the window", "press the left button",
@@ -193,9 +194,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Action test: do two skills from the same real start differ where the real ones do?",
         "",
-        f"- command: `{result['command']}`",
-        f"- machine: {result['machine']}",
-        f"- date: {result['date']}",
+        *provenance_lines(result),
         f"- model: `{result['model']}`; starts: {cfg['starts']} (tasks {', '.join(cfg['tasks'])}; seeds "
         f"{cfg['seed'] * 1000}..); expert chunks before the branch: {cfg['prefix']}; chunks per skill: "
         f"{cfg['chunks']}; frame skip {cfg['frame_skip']}; skills: {'; '.join(cfg['skills'])}",

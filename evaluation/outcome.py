@@ -28,6 +28,7 @@ import torch
 from worldmodel.imagination import Imagination
 
 from .rollout import model_action
+from .run_info import provenance_lines
 
 SCENE_TASKS: tuple[str, ...] = ("task1_open", "task2_unlock_and_lock", "task3_rearrange_medium",
                                 "task4_put_in_drawer", "task5_rearrange_hard")
@@ -221,9 +222,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Imagined outcome agreement: the heads judge the imagined rollout of the expert's skills",
         "",
-        f"- command: `{result['command']}`",
-        f"- machine: {result['machine']}",
-        f"- date: {result['date']}",
+        *provenance_lines(result),
         f"- model: `{result['model']}`; heads: {h.get('source', '?')}; {cfg['seeds']} seed(s) per task from "
         f"{cfg['seed'] * 1000}; {'the full plan and the plan without its last step' if cfg['truncated'] else 'full plans'}; "
         f"{'Temp-LoRA' if cfg['temp_lora'] else 'Φ alone (no Temp-LoRA)'}; threshold {cfg['threshold']}",

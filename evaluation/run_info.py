@@ -60,3 +60,8 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, (np.floating, np.integer)):
         return jsonable(x.item())
     return x
+
+
+def provenance_lines(result: dict) -> list[str]:
+    """The markdown lines every report starts with: the command, machine and date of its numbers."""
+    return [f"- command: `{result['command']}`", f"- machine: {result['machine']}", f"- date: {result['date']}"]

@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from evaluation.run_info import command_line, machine_name, resolve_device, utc_date
+from evaluation.run_info import command_line, machine_name, provenance_lines, resolve_device, utc_date
 from worldmodel.config import PRESETS
 from worldmodel.loading import DEFAULT_MODEL_DIR, load_model
 from worldmodel.memory import TempLoRA
@@ -289,9 +289,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Table 1: time per generated sample and peak memory, with vs without Temp-LoRA",
         "",
-        f"- command: `{result['command']}`",
-        f"- machine: {result['machine']}",
-        f"- date: {result['date']}",
+        *provenance_lines(result),
         f"- model: `{result['model']}` ({result['parameters_m']:.1f} M parameters, {result['dtype']}, "
         f"{result['frame_size']}x{result['frame_size']}, {result['context_frames']} context + "
         f"{result['new_frames']} new frames per chunk, {result['denoise_steps']} denoising steps); Temp-LoRA rank "
