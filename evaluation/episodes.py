@@ -40,6 +40,15 @@ class EvalEpisode:
         return self.language[k], self.actions[rows]
 
 
+def out_of_context_revisits(revisits: np.ndarray, context_frames: int, new_frames: int) -> np.ndarray:
+    """The revisit pairs (i, j) whose first visit i is not in the model's view when it makes frame j:
+    neither in j's chunk nor in that chunk's ``context_frames`` given frames (frame 0 is the start, chunk
+    c makes frames 1 + c * new_frames ...). Only memory can bring those back."""
+    pairs = np.asarray(revisits, np.int64).reshape(-1, 2)
+    chunk_start = 1 + ((pairs[:, 1] - 1) // new_frames) * new_frames
+    return pairs[(pairs[:, 1] >= 1) & (pairs[:, 0] < chunk_start - context_frames)]
+
+
 def stride_episode(episode: dict, frame_skip: int, name: str) -> EvalEpisode:
     """An ``envs.episodes`` dict at stride ``frame_skip`` (``envs.data`` convention: within each chunk the
     last frame of every group of ``frame_skip`` is kept, actions are averaged over the group; revisit

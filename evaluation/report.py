@@ -80,6 +80,7 @@ def markdown(result: dict) -> str:
                  f"{fmt(cp.get('psnr_dynamic'))} | {fmt(cp.get('ssim_dynamic'))} | "
                  f"{fmt(cp['psnr_revisit'])} | {fmt(cp['ssim_revisit'])} | – | – | – | – | {cp['psnr']['n']} | |")
     lines += cube_recall_table(result)
+    lines += crafter_memory_table(result)
     lines += ["", "Notes:", ""]
     skipped = [r["skipped"] for r in result["variants"].values() if "skipped" in r]
     lines += [f"- ¹ {n}" for n in skipped]
@@ -130,3 +131,22 @@ def cube_recall_table(result: dict) -> list[str]:
             lines.append(f"| {row['label']} | {fmt(stat)} | {stat['n']} |")
     lines.append(f"| real video (reference) | {fmt(ref)} | {ref['n']} |")
     return lines
+
+
+def crafter_memory_table(result: dict) -> list[str]:
+    """Crafter's memory benchmark: terrain PSNR of revisits whose first visit is out of the model's context
+    (`evaluation.scoring.crafter_revisit_psnr`); no Crafter episodes: no table."""
+    rows = [r for r in result["variants"].values() if "skipped" not in r]
+    if not any(r["metrics"].get("psnr_revisit_terrain", {}).get("n") for r in rows):
+        return []
+    lines = ["", "Crafter memory benchmark: PSNR over the terrain (inventory bar and player masked) of revisiting "
+                 "frames whose first visit is out of the model's context", "",
+             "| variant | terrain PSNR ↑ | episodes |", "|---|---|---|"]
+    for row in rows:
+        stat = row["metrics"]["psnr_revisit_terrain"]
+        lines.append(f"| {row['label']} | {fmt(stat)} | {stat['n']} |")
+    cp = result["copy_last_frame"].get("psnr_revisit_terrain")
+    if cp:
+        lines.append(f"| copy last given frame (no model) | {fmt(cp)} | {cp['n']} |")
+    return lines
+

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .episodes import EvalEpisode
+from .episodes import EvalEpisode, out_of_context_revisits
 from .report import VARIANTS
 
 
@@ -17,11 +17,13 @@ class Scorer:
     """Per-episode metrics plus FVD feature accumulation; unavailable metrics leave a note."""
 
     def __init__(self, fvd_frames: int, i3d: str | None, lpips: str | None, src_features: str | None,
-                 device: torch.device, notes: list[str]):
-        """Weights of I3D (FVD), LPIPS and SRC features come from local files; a missing one leaves a note."""
+                 device: torch.device, notes: list[str], chunk_frames: tuple[int, int] | None = None):
+        """Weights of I3D (FVD), LPIPS and SRC features come from local files; a missing one leaves a note.
+        ``chunk_frames`` = the model's (context_frames, new_frames): which revisits are out of context."""
         from evaluation import metrics
 
         self.m = metrics
+        self.chunk_frames = chunk_frames
         self.fvd_frames = fvd_frames
         self.fvd = self.lpips = None
         try:
@@ -69,6 +71,8 @@ class Scorer:
         later = later[later >= 1]
         out["psnr_revisit"] = m.psnr(video[later], episode.frames[later]) if len(later) else float("nan")
         out["ssim_revisit"] = 100.0 * m.ssim(video[later], episode.frames[later]) if len(later) else float("nan")
+        if episode.task == "path_and_return" and self.chunk_frames is not None:
+            out["psnr_revisit_terrain"] = crafter_revisit_psnr(video, episode, *self.chunk_frames)
         return out
 
     def add_fvd(self, key: str, video: np.ndarray) -> None:
@@ -115,6 +119,22 @@ def dynamic_region(episode: EvalEpisode) -> np.ndarray:
     return metrics.dynamic_region(episode.frames[1:], episode.frames[0])
 
 
+def crafter_revisit_psnr(video: np.ndarray, episode: EvalEpisode, context_frames: int, new_frames: int) -> float:
+    """Crafter's memory measure: PSNR of the revisiting frames whose first visit is out of the model's
+    context (`out_of_context_revisits`), over the terrain alone (`envs.real.crafter.terrain_mask`: the
+    inventory bar and the player's cell masked, since they change between visits); NaN without such pairs."""
+    from envs.real.crafter import terrain_mask
+
+    from .metrics import masked_psnr
+
+    later = np.unique(out_of_context_revisits(episode.revisits, context_frames, new_frames)[:, 1])
+    later = later[later < len(video)]
+    if not len(later):
+        return float("nan")
+    mask = np.broadcast_to(terrain_mask(video.shape[1]), (len(later), *video.shape[1:3]))
+    return masked_psnr(video[later], episode.frames[later], mask)
+
+
 def summarize(values: Sequence[float]) -> dict[str, float | int]:
     """Mean ± std over the finite values; ``n_inf`` counts infinite ones (PSNR of an exact copy), which
     would otherwise make the mean infinite."""
@@ -157,7 +177,7 @@ class Collector:
         if len(ep.revisits):
             self.reference["src"].append(sc.m.scene_revisit_consistency(ep.frames, ep.revisits, sc.features))
         for k, value in sc.fidelity(copy_last_frame(ep.frames, self.mode, self.new_frames), ep).items():
-            self.copy_baseline[k].append(value)
+            self.copy_baseline.setdefault(k, []).append(value)
         sc.add_real_fvd(ep)
         for v in VARIANTS:
             if v in videos:

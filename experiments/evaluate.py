@@ -83,7 +83,7 @@ from worldmodel.loading import load_model
 from worldmodel.memory import TempLoRA
 
 METRICS = ("scuts", "src", "psnr", "ssim", "psnr_dynamic", "ssim_dynamic", "psnr_revisit", "ssim_revisit", "lpips",
-           "cube_recall")
+           "cube_recall", "psnr_revisit_terrain")
 
 
 NO_CHUNK_NOTE = ("no_chunk_input skipped: pass --no-chunk-model PATH (a model trained with context_frames=1, "
@@ -430,7 +430,8 @@ def main(argv: list[str] | None = None) -> dict:
             v, no_chunk if v == "no_chunk_input" else model, args.temp_lora)) is not None else None)
             for v in variants}
         grid_index = min(args.video_episode, len(episodes) - 1)
-        scorer = Scorer(args.fvd_frames, args.i3d, args.lpips, args.src_features, device, notes) if metrics_error is None else None
+        scorer = (Scorer(args.fvd_frames, args.i3d, args.lpips, args.src_features, device, notes,
+                         (cfg.context_frames, cfg.new_frames)) if metrics_error is None else None)
         save_dir = out / "videos" if args.save_videos else None
         collector = Collector(scorer, save_dir, grid_index, args.mode, cfg.new_frames)
         gen = generate(args, model, no_chunk, episodes, variants, collector, started, notes)
@@ -452,7 +453,8 @@ def main(argv: list[str] | None = None) -> dict:
         gen = saved
         generation = {k: saved[k] for k in ("command", "machine", "date")}
         grid_index = min(args.video_episode, len(episodes) - 1)
-        scorer = Scorer(args.fvd_frames, args.i3d, args.lpips, args.src_features, device, notes)
+        scorer = Scorer(args.fvd_frames, args.i3d, args.lpips, args.src_features, device, notes,
+                        (settings["context_frames"], settings["new_frames"]) if "context_frames" in settings else None)
         collector = Collector(scorer, None, grid_index, settings["mode"], settings["new_frames"])
         folder = Path(args.from_videos)
         for i in tqdm_list(saved["done"], args.quiet):
@@ -473,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict:
         upd, gen_s = gen["times"][v]["update"], gen["times"][v]["generate"]
         rows[v] = {
             "label": LABELS[v],
-            "metrics": {k: summarize([r[k] for r in recs]) for k in METRICS},
+            "metrics": {k: summarize([r.get(k, float("nan")) for r in recs]) for k in METRICS},
             "fvd": None if scorer.fvd is None else fvd,
             "lpips_unavailable": scorer.lpips is None,
             "fast_update_ms": 1000 * float(np.mean(upd)) if upd else None,

@@ -227,3 +227,33 @@ def test_train_and_evaluate_a_tiny_crafter_model(crafter_dir, tmp_path, monkeypa
     for variant in ("full", "no_temp_lora"):
         assert result["variants"][variant]["metrics"]["src"]["n"] == 1
     assert result["variants"]["full"]["fast_update_ms"] > 0
+    for variant in ("full", "no_temp_lora"):  # the Crafter memory measure: out-of-context revisits, terrain only
+        assert result["variants"][variant]["metrics"]["psnr_revisit_terrain"]["n"] == 1
+    assert "Crafter memory benchmark" in (tmp_path / "eval" / "table2.md").read_text()
+
+
+def test_terrain_psnr_of_out_of_context_revisits():
+    """Crafter's memory measure scores only revisits whose first visit is out of the model's context, and
+    only the terrain: the inventory bar and the player's cell may differ freely."""
+    from envs.real.crafter import terrain_mask
+    from evaluation.episodes import EvalEpisode, out_of_context_revisits
+    from evaluation.scoring import crafter_revisit_psnr
+
+    # context 2, chunks of 2: frame 7 is made in the chunk of frames 7-8 with frames 5-6 given
+    pairs = np.array([[1, 7], [5, 7], [6, 8], [2, 3], [0, 4]])
+    assert out_of_context_revisits(pairs, 2, 2).tolist() == [[1, 7], [0, 4]]  # frame 0 is out of 3-4's context 1-2
+
+    mask = terrain_mask(64)
+    assert mask.shape == (64, 64) and not mask[49:].any() and mask[:49, :63].sum() == 49 * 63 - 7 * 7
+    assert not mask[21:28, 28:35].any()  # the player's unit in the centre of the 9 x 7 local view
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
+    ep = EvalEpisode("e", "path_and_return", frames, np.zeros((8, 5), np.float32), ["move left"], 2, pairs)
+    video = frames.copy()
+    video[:, ~mask] = 0  # inventory bar and player cell differ everywhere
+    video[8] = 0  # frame 8 revisits frame 6, which was in context: not scored
+    assert crafter_revisit_psnr(video, ep, 2, 2) == float("inf")
+    video[[4, 7], 10:20, 10:20] = 0  # the terrain of the out-of-context revisits differs
+    assert np.isfinite(crafter_revisit_psnr(video, ep, 2, 2))
+    ep.revisits = np.array([[5, 7]])
+    assert np.isnan(crafter_revisit_psnr(video, ep, 2, 2))  # no out-of-context pair

@@ -224,6 +224,24 @@ def _choose_move(env: CrafterEnv, rng: np.random.Generator, previous: int | None
     return NOOP
 
 
+def terrain_mask(size: int, view: tuple[int, int] = (9, 9)) -> np.ndarray:
+    """(size, size) bool: the pixels of a Crafter frame that show the world around the player, without the
+    player's own cell (its facing changes on a revisit) and without the inventory bar under the view.
+
+    Crafter draws a ``view`` grid of square units (``size // view`` pixels, centred): the top rows are the
+    local view with the player in its centre unit, the last ``ceil(items / view[0])`` rows the inventory.
+    """
+    unit = size // view[0]
+    item_rows = -(-len(crafter.constants.items) // view[0])
+    local = (view[0], view[1] - item_rows)
+    border = (size - unit * view[0]) // 2
+    mask = np.zeros((size, size), bool)
+    mask[border: border + local[1] * unit, border: border + local[0] * unit] = True  # rows (y), cols (x)
+    py, px = border + (local[1] // 2) * unit, border + (local[0] // 2) * unit
+    mask[py: py + unit, px: px + unit] = False
+    return mask
+
+
 def mirror_revisits(player_pos: np.ndarray) -> np.ndarray:
     """Pairs (i, j) with j = 2M - i > M (M = turning frame) where the return stands where the outward walk did.
 
