@@ -49,6 +49,17 @@ def out_of_context_revisits(revisits: np.ndarray, context_frames: int, new_frame
     return pairs[(pairs[:, 1] >= 1) & (pairs[:, 0] < chunk_start - context_frames)]
 
 
+def teacher_chunks(episode: EvalEpisode, mode: str, context_frames: int, new_frames: int) -> int:
+    """How many leading chunks of the episode are teacher-forced in ``mode``: none (free), all
+    (teacher), or (recall) up to the chunk holding the last first visit of an out-of-context revisit
+    pair (none without such pairs)."""
+    if mode != "recall":
+        return episode.num_model_chunks(new_frames) if mode == "teacher" else 0
+    pairs = out_of_context_revisits(episode.revisits, context_frames, new_frames)
+    last = int(pairs[:, 0].max()) if len(pairs) else 0
+    return (last - 1) // new_frames + 1 if last >= 1 else 0
+
+
 def stride_episode(episode: dict, frame_skip: int, name: str) -> EvalEpisode:
     """An ``envs.episodes`` dict at stride ``frame_skip`` (``envs.data`` convention: within each chunk the
     last frame of every group of ``frame_skip`` is kept, actions are averaged over the group; revisit

@@ -3,7 +3,10 @@
 ``free`` mode starts from the episode's first real frame and feeds the recorded per-chunk actions, each
 chunk conditioned on the last generated frames; Temp-LoRA learns from each generated chunk. ``teacher``
 mode learns from the real chunk instead (the core's ``teacher_frames``) and conditions the next chunk
-on the real frames; scores always use generated frames.
+on the real frames; scores always use generated frames. ``recall`` mode (the memory benchmark) is
+teacher-forced up to the chunk that holds the episode's last first visit of an out-of-context revisit
+(`teacher_chunks`), so the memory has seen the real scene, and free after it: what the model shows at
+the revisit (the drawer reopened) comes from Φ and what Θ stored, not from a badly generated first visit.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import torch
 from worldmodel.imagination import Imagination
 from worldmodel.memory import BatchedTempLoRA, TempLoRA
 
-from .episodes import EvalEpisode
+from .episodes import EvalEpisode, teacher_chunks
 
-MODES = ("free", "teacher")
+MODES = ("free", "teacher", "recall")
+
 
 
 def check_compatible(model, episodes: Sequence[EvalEpisode], what: str) -> None:
@@ -99,20 +103,27 @@ def rollout(model: Any, memory: Any, episodes: Sequence[EvalEpisode], mode: str,
     def real(lo: int, hi: int) -> np.ndarray:  # (B, hi-lo, H, W, 3), indices clamped to each episode
         return np.stack([e.frames[np.clip(np.arange(lo, hi), 0, len(e.frames) - 1)] for e in episodes])
 
+    forced = [teacher_chunks(e, mode, model.config.context_frames, tn) for e in episodes]
     pieces: list[list[np.ndarray]] = [[e.frames[:1]] for e in episodes]
     out = Rollout([])
     for c in range(n_chunks):
         start = 1 + c * tn
         acts = [e.chunk_action(c, tn) for e in episodes]
-        action = model_action(model, [a[0] for a in acts], np.stack([a[1] for a in acts]))
-        teacher = real(start, start + tn) if mode == "teacher" else None
-        chunk = core.step(None, action, teacher_frames=teacher)
-        out.generate_s.append(chunk.timings["denoise"] + chunk.timings["decode"])
-        if chunk.updates:
-            out.update_s.append(chunk.timings["fast_update"])
-        frames = chunk.frames.cpu().numpy()
-        for b in range(len(episodes)):
-            pieces[b].append(frames[b])
+        generate_s = update_s = 0.0
+        for teach in (True, False):  # the teacher-forced envs, then the free ones (one call each)
+            ids = [b for b in range(len(episodes)) if (c < forced[b]) == teach]
+            if not ids:
+                continue
+            action = model_action(model, [acts[b][0] for b in ids], np.stack([acts[b][1] for b in ids]))
+            chunk = core.step(ids, action, teacher_frames=real(start, start + tn)[ids] if teach else None)
+            generate_s += chunk.timings["denoise"] + chunk.timings["decode"]
+            update_s += chunk.timings["fast_update"] if chunk.updates else 0.0
+            frames = chunk.frames.cpu().numpy()
+            for k, b in enumerate(ids):
+                pieces[b].append(frames[k])
+        out.generate_s.append(generate_s)
+        if memory is not None:
+            out.update_s.append(update_s)
         if on_chunk is not None:
             on_chunk()
     out.videos = [np.concatenate(p)[: len(e.frames)] for p, e in zip(pieces, episodes)]

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .episodes import EvalEpisode, out_of_context_revisits
+from .episodes import EvalEpisode, out_of_context_revisits, teacher_chunks
 from .report import VARIANTS
 
 
@@ -176,7 +176,9 @@ class Collector:
         self.reference["dynamic_fraction"].append(100.0 * float(dynamic_region(ep).mean()))
         if len(ep.revisits):
             self.reference["src"].append(sc.m.scene_revisit_consistency(ep.frames, ep.revisits, sc.features))
-        for k, value in sc.fidelity(copy_last_frame(ep.frames, self.mode, self.new_frames), ep).items():
+        context = sc.chunk_frames[0] if sc.chunk_frames is not None else 1
+        forced = teacher_chunks(ep, self.mode, context, self.new_frames)
+        for k, value in sc.fidelity(copy_last_frame(ep.frames, self.new_frames, forced), ep).items():
             self.copy_baseline.setdefault(k, []).append(value)
         sc.add_real_fvd(ep)
         for v in VARIANTS:
@@ -186,9 +188,10 @@ class Collector:
                                          **sc.score(videos[v], ep)})
 
 
-def copy_last_frame(frames: np.ndarray, mode: str, new_frames: int) -> np.ndarray:
-    """The no-model baseline: every chunk repeats the last real frame the model was given (teacher mode:
-    the frame before the chunk; free mode: the start frame)."""
+def copy_last_frame(frames: np.ndarray, new_frames: int, forced_chunks: int) -> np.ndarray:
+    """The no-model baseline: every chunk repeats the last real frame the model was given: in the first
+    ``forced_chunks`` (teacher-forced) chunks the frame before the chunk, after them the last real frame
+    (free mode: the start frame)."""
     t = np.arange(len(frames))
-    source = np.maximum(t - 1, 0) // new_frames * new_frames if mode == "teacher" else np.zeros_like(t)
+    source = np.minimum(np.maximum(t - 1, 0) // new_frames * new_frames, forced_chunks * new_frames)
     return frames[source]

@@ -22,6 +22,9 @@ Rollout (``--mode``):
   real chunk (real context + the true new frames), as an agent's world model learns from what it
   observes. Scores still use generated frames only, and a chunk is always generated before its real
   frames reach the memory.
+- ``recall`` (the memory benchmark): teacher-forced up to the chunk that holds the episode's last first
+  visit of an out-of-context revisit pair (the cube shown in the drawer before it closes), free after it,
+  so what is drawn at the revisit (the reopen) comes from Φ and what Temp-LoRA stored.
 
 The episode's frames are strided by ``--frame-skip`` (as in training); model chunk c makes frames
 ``1 + c*new_frames ...`` with the action vectors behind those frames and the language of the episode chunk
@@ -104,7 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tasks", default=",".join(MEMORY_TASKS),
                    help="comma-separated episode tasks to keep, or 'all' (default: the memory tasks)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
-    p.add_argument("--mode", choices=MODES, default="free", help="free-running or teacher-forced rollout")
+    p.add_argument("--mode", choices=MODES, default="free",
+                   help="free-running, teacher-forced, or recall (teacher-forced up to the last first visit of an "
+                        "out-of-context revisit, free after it: the memory benchmark)")
     p.add_argument("--no-chunk-model", default=None, help="model folder trained with context_frames=1")
     p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
     p.add_argument("--temp-lora-steps", type=int, default=None, help="fast steps per chunk (default: the model's)")

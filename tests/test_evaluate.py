@@ -15,6 +15,7 @@ from experiments import evaluate
 from evaluation.episodes import stride_episode
 from evaluation.report import LABELS, VARIANTS, fmt
 from evaluation.scoring import copy_last_frame, summarize
+from worldmodel import BatchedTempLoRA
 
 # torch 2.13 deprecates TorchScript, but the public I3D/LPIPS weights ship as TorchScript files.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -158,9 +159,11 @@ def test_generate_without_metrics_then_score_saved_videos(tmp_path, monkeypatch)
 
 def test_copy_baseline_and_infinite_psnr_summary():
     frames = np.arange(9)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)  # frame t is filled with t
-    teacher = copy_last_frame(frames, "teacher", new_frames=4)
+    teacher = copy_last_frame(frames, new_frames=4, forced_chunks=2)
     assert teacher[:, 0, 0, 0].tolist() == [0, 0, 0, 0, 0, 4, 4, 4, 4]  # chunk c repeats frame 4c
-    assert (copy_last_frame(frames, "free", new_frames=4) == frames[0]).all()
+    assert (copy_last_frame(frames, new_frames=4, forced_chunks=0) == frames[0]).all()  # free
+    recall = copy_last_frame(np.arange(13)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8), 4, 1)
+    assert recall[:, 0, 0, 0].tolist() == [0] * 5 + [4] * 8  # the first chunk forced, then its last real frame
     stat = summarize([20.0, 22.0, math.inf, math.nan])
     assert (stat["mean"], stat["n"], stat["n_inf"]) == (21.0, 3, 1)
     assert fmt(stat) == "21.00 ± 1.00 (+1 inf)"
@@ -224,8 +227,33 @@ def test_dynamic_region_scores_what_moves():
     ep = EvalEpisode("moving", "memory_drawer", frames, np.zeros((4, 5), np.float32), ["x"], 2,
                      np.zeros((0, 2), np.int64))
     scorer = Scorer(16, None, None, None, torch.device("cpu"), [])
-    copy = scorer.fidelity(copy_last_frame(frames, "free", 2), ep)
+    copy = scorer.fidelity(copy_last_frame(frames, 2, 0), ep)
     assert copy["psnr_dynamic"] == pytest.approx(10 * np.log10(255**2 / 150**2))  # 4.6 dB: the square only
     assert copy["psnr"] > copy["psnr_dynamic"] + 10  # the static background lifts the whole frame
     exact = scorer.fidelity(frames, ep)
     assert exact["psnr_dynamic"] == math.inf and exact["ssim_dynamic"] == pytest.approx(100.0)
+
+
+def test_recall_mode_is_teacher_forced_up_to_the_last_first_visit(micro_model):
+    """The memory benchmark's rollout: chunks up to the one holding the last first visit of an
+    out-of-context revisit pair are generated exactly as in teacher mode, the later ones free."""
+    from evaluation.episodes import EvalEpisode, teacher_chunks
+    from evaluation.rollout import rollout
+
+    model = micro_model(temp_lora=dict(rank=2, alpha=4.0, lr=1e-2))
+    cfg = model.config
+    n = cfg.new_frames
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (1 + 4 * n, cfg.frame_size, cfg.frame_size, 3), dtype=np.uint8)
+    revisits = np.array([[n, 3 * n + 1], [3 * n, 3 * n + 1]])  # frame n: out of the 4th chunk's context
+    ep = EvalEpisode("e", "memory_drawer", frames, np.zeros((4 * n, 5), np.float32), ["open the drawer"], n,
+                     revisits)
+    assert teacher_chunks(ep, "recall", cfg.context_frames, n) == 1  # frame n is chunk 0's last
+    assert teacher_chunks(ep, "teacher", cfg.context_frames, n) == 4 and teacher_chunks(ep, "free", 2, n) == 0
+    memory = BatchedTempLoRA(model, 1)
+    videos = {m: rollout(model, memory, [ep], m, 1, [0]).videos[0] for m in ("teacher", "recall", "free")}
+    assert np.array_equal(videos["recall"][: 1 + n], videos["teacher"][: 1 + n])  # chunk 0: teacher-forced
+    assert not np.array_equal(videos["recall"][1 + n:], videos["teacher"][1 + n:])  # then free
+    assert np.array_equal(videos["recall"][: 1 + n], videos["free"][: 1 + n])  # chunk 0 is made before it learns
+    assert not np.array_equal(videos["recall"][1 + n:], videos["free"][1 + n:])  # ... from the real chunk
+
