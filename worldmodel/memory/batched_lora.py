@@ -223,11 +223,19 @@ class BatchedTempLoRA:
         with self._using(factors):
             yield
 
+    def _split(self, factors: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per target layer, views (A (n, d_in, r), B (n, r, d_out)) of flat factors (n, P)."""
+        n, r = factors.shape[0], self.config.rank
+        return [(factors[:, lay.a_offset: lay.b_offset].view(n, lay.d_in, r),
+                 factors[:, lay.b_offset: lay.b_offset + r * lay.d_out].view(n, r, lay.d_out))
+                for lay in self.layout]
+
     @contextlib.contextmanager
-    def _using(self, factors: torch.Tensor) -> Iterator[None]:
+    def _using(self, factors: torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+        """Apply flat factors (n, P), or per-layer (A, B) pairs (the fast step's gradient leaves)."""
         if self._dispatch.active is not None:
             raise RuntimeError("another batched Temp-LoRA memory is already applied to this UNet")
-        self._factors = factors
+        self._factors = self._split(factors) if isinstance(factors, torch.Tensor) else factors
         self._dispatch.active = self
         try:
             yield
@@ -236,15 +244,13 @@ class BatchedTempLoRA:
             self._factors = None
 
     def _delta(self, index: int, x: torch.Tensor, rows: int, conv: bool) -> torch.Tensor:
-        theta = self._factors
-        n, r = theta.shape[0], self.config.rank
+        a, b = self._factors[index]
+        n = a.shape[0]
         lay = self.layout[index]
         if rows % n or x.shape[0] % rows:
             raise RuntimeError(f"batched Temp-LoRA: UNet batch {rows} is not a multiple of the {n} applied "
                                f"memories (layer input {tuple(x.shape)})")
         rep = rows // n
-        a = theta[:, lay.a_offset: lay.b_offset].view(n, lay.d_in, r)
-        b = theta[:, lay.b_offset: lay.b_offset + r * lay.d_out].view(n, r, lay.d_out)
         if a.dtype != x.dtype:
             a, b = a.to(x.dtype), b.to(x.dtype)
         h = x.movedim(1, -1) if conv else x  # channels last
@@ -337,8 +343,11 @@ class BatchedTempLoRA:
         given = rule.given_frames(self.config, n * m, latents.shape[2], num_context, device)
         null = model.action_encoder.null(n * m).detach()
         idx = torch.tensor(envs, device=device)
-        factors = self.theta[idx].requires_grad_(True)  # one leaf per group: each env's gradient is its row
-        with torch.enable_grad(), self._using(factors):
+        # One gradient leaf per layer factor (not views of one flat leaf: the backward of each view would
+        # fill a zero gradient as large as all the factors, ~30% of a CPU fast step); row k is env k's.
+        leaves = [(a.detach().requires_grad_(True), b.detach().requires_grad_(True))
+                  for a, b in self._split(self.theta[idx])]
+        with torch.enable_grad(), self._using(leaves):
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             losses = losses.view(m, n)
             per_env = losses.mean(0)
@@ -348,7 +357,8 @@ class BatchedTempLoRA:
             if not any(ok):
                 return list(zip(values, ok))
             keep = torch.tensor(ok, device=device)
-            (grad,) = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), factors)
+            grads = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), [f for ab in leaves for f in ab])
+            grad = torch.cat([g.reshape(n, -1) for g in grads], dim=1)  # the flat layout: A0, B0, A1, B1, ...
         good_rows = [k for k, g in enumerate(ok) if g]
         self._adam([envs[k] for k in good_rows], grad[good_rows])
         finite = torch.isfinite(self.theta[idx[good_rows]]).all(dim=1).tolist()
