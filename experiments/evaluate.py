@@ -70,7 +70,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -270,6 +270,14 @@ def load_subcommand_model(args: argparse.Namespace) -> tuple[Any, Any, torch.dev
     return model, folder, device
 
 
+def write_report(out: Path, name: str, result: dict, table: str, also: Sequence[str] = ()) -> None:
+    """A subcommand's OUT/<name>.json and OUT/<name>.md; the table printed, the files named on stderr."""
+    (out / f"{name}.json").write_text(json.dumps(jsonable(result), indent=1))
+    (out / f"{name}.md").write_text(table)
+    print(table)
+    print("wrote " + ", ".join(str(out / f) for f in (f"{name}.json", f"{name}.md", *also)), file=sys.stderr)
+
+
 def parse_action_test(argv: list[str]) -> argparse.Namespace:
     from evaluation import action_test
 
@@ -317,11 +325,7 @@ def action_test_main(argv: list[str]) -> dict:
     Image.fromarray(action_test.example_sheet(example, scale=max(1, 128 // model.config.frame_size))).save(
         out / "action_test.png")
     result["sheet"] = {"file": "action_test.png", "task": example["task"], "seed": example["seed"]}
-    (out / "action_test.json").write_text(json.dumps(jsonable(result), indent=1))
-    table = action_test.markdown(result)
-    (out / "action_test.md").write_text(table)
-    print(table)
-    print(f"wrote {out / 'action_test.json'}, {out / 'action_test.md'}, {out / 'action_test.png'}", file=sys.stderr)
+    write_report(out, "action_test", result, action_test.markdown(result), also=["action_test.png"])
     return result
 
 
@@ -371,11 +375,7 @@ def outcome_main(argv: list[str]) -> dict:
     result.pop("example")
     result.update(command=command_line("experiments.evaluate", ["outcome", *argv]), machine=machine_name(device),
                   date=utc_date(), model=args.model, heads=info, seconds=round(time.perf_counter() - started, 1))
-    (out / "outcome.json").write_text(json.dumps(jsonable(result), indent=1))
-    table = outcome.markdown(result)
-    (out / "outcome.md").write_text(table)
-    print(table)
-    print(f"wrote {out / 'outcome.json'}, {out / 'outcome.md'}", file=sys.stderr)
+    write_report(out, "outcome", result, outcome.markdown(result))
     return result
 
 
