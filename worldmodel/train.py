@@ -4,9 +4,10 @@ Phases (run one per `Trainer.fit` call, in this order for a model from scratch):
 - `vae`: fit the small AutoencoderKL on frames, then set the latent scaling factor (frozen afterwards).
 - `slow`: update Φ (the UNet and action encoder) on chunk windows.
 - `slow_fast`: per episode, Θ learns chunk after chunk (inner loop); Φ is updated with Θ frozen on the
-  loss of each chunk given the memory of the chunks before it (outer loop), so Φ learns to use Θ. Θ is
-  structurally out of the outer step: not among the optimizer's parameters, and without gradient
-  (`TempLoRA.frozen`) in the outer forward/backward. The episode windows' length is the data's
+  loss of each chunk given the memory of the chunks before it (outer loop), so Φ learns to use Θ. The
+  episodes of a batch run together, each with its own Θ (`BatchedTempLoRA`: one forward/backward per
+  chunk for all of them). Θ is structurally out of the outer step: a plain tensor, neither a parameter of
+  the model nor among the optimizer's, that takes no gradient from the outer loss. The episode windows' length is the data's
   (`experiments.train`'s ``data.episode_chunks``, default 12: a scene memory episode's first visit and
   its revisit, 6-8 chunks apart, fall in one window; 4 never held both).
 
@@ -54,7 +55,7 @@ from .attention import check_attention, sdpa_backends, use_chunked_attention
 from .diffusion import unet_input
 from .latent_cache import CachedBatch, LatentCache, encode_cached_action
 from .model import Chunk, SlowFastVGen, frames_to_tensor
-from .memory import TempLoRA
+from .memory import BatchedTempLoRA
 
 logger = get_logger(__name__)  # logs on the main process only
 Phase = Literal["vae", "slow", "slow_fast"]
@@ -199,12 +200,11 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
         check_batch_size(config.batch_size, self.accelerator.num_processes, config.phase)
         self.out = Path(config.out_dir)
-        self.memory = TempLoRA(model) if config.phase == "slow_fast" else None
+        # one Θ per episode of this process's share of the batch
+        episodes = config.batch_size // self.accelerator.num_processes
+        self.memory = BatchedTempLoRA(model, episodes) if config.phase == "slow_fast" else None
         self.param_names, self.params = self._trainable()
-        if self.memory is not None:  # Θ is the inner loop's alone: the outer optimizer never holds it
-            theta = {id(p) for p in self.memory.params}
-            if any(id(p) in theta for p in self.params):
-                raise RuntimeError("slow_fast: Temp-LoRA's Θ is among the outer optimizer's parameters")
+        self.check_theta_outside()
         fused = torch.cuda.is_available() if config.fused_adamw is None else config.fused_adamw
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
                                            **({"fused": True} if fused else {}))
@@ -235,10 +235,13 @@ class Trainer:
                 g.requires_grad_(True)
             named = [(f"{gn}.{n.replace('.base_layer.', '.')}", p) for gn, g in groups.items()
                      for n, p in g.named_parameters() if p.requires_grad and "lora_" not in n]
-            if self.memory is not None:
-                for p in self.memory.params:
-                    p.requires_grad_(True)
         return [n for n, _ in named], [p for _, p in named]
+
+    def check_theta_outside(self) -> None:
+        """Θ is the inner loop's alone: never among the outer optimizer's parameters, never a gradient leaf."""
+        if self.memory is not None and (any(p is self.memory.theta for p in self.params)
+                                        or self.memory.theta.requires_grad):
+            raise RuntimeError("slow_fast: Temp-LoRA's Θ is among the outer optimizer's parameters")
 
     # ------------------------------------------------------------------------------------- checkpoints
     @property
@@ -625,31 +628,31 @@ class Trainer:
         return torch.nn.functional.mse_loss(recon.float(), x) + self.config.vae_kl_weight * posterior.kl().mean()
 
     def _slow_fast_episode(self, batch: dict[str, Any]) -> float:
-        """Inner loop: Θ learns each chunk after Φ+Θ is scored on it; outer: Φ's gradient over the episodes.
-
-        Every episode gets its own fresh Θ, so episodes of a batch run one after another.
-        """
+        """Inner loop: each episode's Θ learns each chunk after Φ+Θ is scored on it; outer: Φ's gradient
+        over the episodes. The episodes run together, each with its own Θ (row e of the memory)."""
         cfg = self.model.config
         frames = frames_to_tensor(batch["frames"], cfg.frame_size, "frames")
         actions = batch["actions"]
         num_episodes, num_chunks = actions.shape[:2]
+        if num_episodes != self.memory.num_envs:
+            raise ValueError(f"slow_fast: a batch of {num_episodes} episodes for {self.memory.num_envs} memories")
         tc, tn = cfg.context_frames, cfg.new_frames
+        ids = list(range(num_episodes))
+        self.memory.reset(ids)
         total = 0.0
-        for e in range(num_episodes):
-            self.memory.reset()
-            for k in range(num_chunks):
-                chunk_batch = {
-                    "context": frames[e : e + 1, k * tn : k * tn + tc],
-                    "target": frames[e : e + 1, tc + k * tn : tc + (k + 1) * tn],
-                    "text": [batch["texts"][k][e]],  # default collate: chunks x episodes
-                    "action": actions[e : e + 1, k],
-                }
-                with self.memory.frozen():  # Θ applied, but the outer loss gives it no gradient: Φ learns
-                    latents = self.model.batch_latents(chunk_batch)
-                    loss = self.model.latent_loss(latents, chunk_batch) / (num_chunks * num_episodes)
-                    self.accelerator.backward(loss)
-                total += float(loss.detach())
-                self.memory.update(Chunk(chunk_batch["target"], latents.detach(), tc))
+        for k in range(num_chunks):
+            chunk_batch = {
+                "context": frames[:, k * tn : k * tn + tc],
+                "target": frames[:, tc + k * tn : tc + (k + 1) * tn],
+                "text": list(batch["texts"][k]),  # default collate: chunks x episodes
+                "action": actions[:, k],
+            }
+            with self.memory.applied(ids):  # Θ applied, a plain tensor: the outer loss gives it no gradient
+                latents = self.model.batch_latents(chunk_batch)
+                loss = self.model.latent_loss(latents, chunk_batch) / num_chunks
+                self.accelerator.backward(loss)
+            total += float(loss.detach())
+            self.memory.update(Chunk(chunk_batch["target"], latents.detach(), tc), ids)
         return total
 
     def calibrate_vae_scale(self, num_batches: int = 4) -> float:

@@ -158,19 +158,6 @@ class TempLoRA:
         self._good = self._snapshot()
         return [FastUpdate(total / steps, steps)]
 
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        """Θ applied but taking no gradient (``requires_grad`` off) within the block: the slow-fast loop's
-        outer loss trains Φ only."""
-        before = [p.requires_grad for p in self.params]
-        for p in self.params:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p, r in zip(self.params, before):
-                p.requires_grad_(r)
-
     def _roll_back(self, value: float) -> FastUpdate:
         self._restore(self._good)
         self.rollbacks[0] += 1
