@@ -180,8 +180,7 @@ class Imagination:
             if truth.shape[:2] != frames.shape[:2]:
                 raise ValueError(f"teacher_frames must be ({len(ids)}, {cfg.new_frames}, H, W, 3), got "
                                  f"{tuple(truth.shape)}")
-            observed = Chunk(truth, torch.cat([context, model.encode_frames(truth).float()], dim=2),
-                             cfg.context_frames)
+            observed = Chunk(truth, torch.cat([context, model.encode_frames(truth)], dim=2), cfg.context_frames)
         updates = []
         if self.memory is not None and learn:
             with self._autocast():

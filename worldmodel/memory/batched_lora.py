@@ -268,14 +268,6 @@ class BatchedTempLoRA:
         return out.movedim(-1, 1) if conv else out
 
     # --------------------------------------------------------------------------------------- learning
-    def training_sequences(self, chunk: Chunk, ids: list[int],
-                           generators: Sequence[torch.Generator | None]) -> torch.Tensor:
-        """Per env, the latents the rule trains on (its own history and generator); stacked (n, C, F, h, w)."""
-        if self.config.variant != "full_sequence":
-            return rule.training_sequence(self.config, chunk, [])
-        return torch.cat([rule.training_sequence(self.config, chunk.row(k), self.history[env], gen)
-                          for k, (env, gen) in enumerate(zip(ids, generators))])
-
     def update(self, chunk: Chunk, ids: Sequence[int] | None = None,
                generators: Sequence[torch.Generator | None] | None = None,
                steps: int | None = None) -> list[FastUpdate]:
