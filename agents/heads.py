@@ -111,13 +111,19 @@ def resolve_heads(spec: Any, model_folder: Path | None, data: str | Path | None,
         raise SystemExit("no reward heads: the model has no heads/ folder and no heads were given. Pass heads=FOLDER "
                          "(--heads), or the real dataset the world model learned from (data=PATH / --data, h5 "
                          "episodes) to fit them on it.")
-    log(f"fitting reward heads on {data} ({fit_steps} steps) ...")
-    heads, fit = fit_heads(data, frame_size, steps=fit_steps, max_episodes=max_episodes, seed=seed, device=device)
+    return fit_and_save(data, frame_size, None if out_dir is None else Path(out_dir) / HEADS_DIR, device=device,
+                        steps=fit_steps, max_episodes=max_episodes, seed=seed, log=log)
+
+
+def fit_and_save(data: str | Path, frame_size: int, path: Path | None, log=print, **fit_kwargs
+                 ) -> tuple[RewardHeads, dict]:
+    """`fit_heads` on ``data``, saved to ``path`` (a ``heads/`` folder) with ``fit.json``: the held-out accuracy."""
+    log(f"fitting reward heads on {data} ({fit_kwargs.get('steps', 2000)} steps) ...")
+    heads, fit = fit_heads(data, frame_size, **fit_kwargs)
     info = {"source": f"fitted on {data}", **fit.as_dict()}
-    if out_dir is not None:
-        path = Path(out_dir) / HEADS_DIR
+    if path is not None:
         heads.save_pretrained(path)
-        (path / "fit.json").write_text(json.dumps(info, indent=2))
+        (Path(path) / "fit.json").write_text(json.dumps(info, indent=2))
     log(f"reward heads on held-out real chunks: success accuracy {fit.success_accuracy:.3f}, terminated accuracy "
         f"{fit.terminated_accuracy:.3f}, reward MAE {fit.reward_mae:.3f} ({fit.heldout_chunks} chunks)")
     return heads, info

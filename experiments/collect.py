@@ -19,7 +19,7 @@ import atexit
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -85,6 +85,7 @@ class CollectConfig:
     compression: str = "lzf"
     tasks: dict[str, float] | None = None  # None: DEFAULT_TASKS[domain]
     env: SceneOptions | CrafterOptions | dict | None = None  # a dict or None: the domain's options
+    time_limit_min: float | None = None  # start no shard after this many minutes; rerun to resume
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAIN_OPTIONS:
@@ -103,11 +104,13 @@ class CollectConfig:
             raise ValueError(f"task weights must be >= 0 with a positive sum: {self.tasks}")
         if not 0 < self.num_episodes <= SEED_STRIDE or self.episodes_per_shard < 1:
             raise ValueError("need 0 < num_episodes <= 10_000_000 and episodes_per_shard >= 1")
+        if self.time_limit_min is not None and self.time_limit_min <= 0:
+            raise ValueError(f"time_limit_min must be > 0 (or null), got {self.time_limit_min}")
 
     def manifest(self) -> dict:
         """Everything that fixes episode contents and shard layout (not num_episodes or workers)."""
         d = asdict(self)
-        for k in ("num_episodes", "workers", "out_dir"):
+        for k in ("num_episodes", "workers", "out_dir", "time_limit_min"):
             d.pop(k)
         d["env"].pop("render_backend", None)  # scene: the GL backend does not change the episodes
         return d
@@ -207,7 +210,12 @@ def _remove_stale_temps(out_dir: Path) -> None:
 
 
 def collect(cfg: CollectConfig) -> dict:
-    """Collect all missing shards; return counts and throughput."""
+    """Collect the missing shards; return counts and throughput.
+
+    With ``time_limit_min`` no shard starts after the deadline: the shards in flight finish (each is
+    written whole), the rest wait for a rerun of the same command, so a time-boxed call (a GPU lease)
+    ends with complete shards only.
+    """
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_manifest(cfg)
@@ -217,6 +225,12 @@ def collect(cfg: CollectConfig) -> dict:
     done_eps = cfg.num_episodes - sum(len(shard_indices(cfg, s)) for s in todo)
     workers = min(cfg.workers or os.cpu_count() or 1, max(len(todo), 1))
     start, frames, new_eps = time.time(), 0, 0
+    deadline = start + 60 * cfg.time_limit_min if cfg.time_limit_min else None
+    queue = list(reversed(todo))  # pop() takes the lowest shard first
+
+    def may_start() -> bool:
+        return bool(queue) and (deadline is None or time.time() < deadline)
+
     bar = tqdm(total=cfg.num_episodes, initial=done_eps, unit="ep", desc="collect", dynamic_ncols=True)
 
     def record(result: tuple[int, int]) -> None:
@@ -227,17 +241,21 @@ def collect(cfg: CollectConfig) -> dict:
 
     try:
         if workers <= 1:
-            for s in todo:
-                record(collect_shard(cfg, s))
+            while may_start():
+                record(collect_shard(cfg, queue.pop()))
         else:
             # spawn: each scene worker imports mujoco afresh with the chosen GL backend
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(collect_shard, cfg, s) for s in todo]
+                running = set()
                 try:
-                    for future in as_completed(futures):
-                        record(future.result())
+                    while may_start() or running:
+                        while may_start() and len(running) < workers:
+                            running.add(pool.submit(collect_shard, cfg, queue.pop()))
+                        finished, running = wait(running, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            record(future.result())
                 except BaseException:
-                    for future in futures:  # stop at the first failure; finished shards stay
+                    for future in running:  # stop at the first failure; finished shards stay
                         future.cancel()
                     raise
     finally:
@@ -247,6 +265,7 @@ def collect(cfg: CollectConfig) -> dict:
         episodes=cfg.num_episodes,
         new_episodes=new_eps,
         skipped_episodes=done_eps,
+        missing_episodes=sum(len(shard_indices(cfg, s)) for s in queue),
         frames=frames,
         seconds=round(seconds, 1),
         frames_per_s=round(frames / max(seconds, 1e-9), 1),

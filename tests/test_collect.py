@@ -90,3 +90,25 @@ def test_resume_after_kill_neither_duplicates_nor_loses(tmp_path):
         assert (ep["attrs"]["task"], ep["attrs"]["seed"]) == episode_plan(cfg, i)
     with pytest.raises(EpisodeFileError):
         list_episodes(tmp_path / "missing.h5")
+
+
+def test_time_limit_starts_no_shard_after_the_deadline(tmp_path, monkeypatch):
+    """A time-boxed call ends with whole shards; the missing ones are counted for the rerun."""
+    import experiments.collect as collect_module
+
+    clock = {"now": 1000.0}
+    started = []
+
+    def fake_shard(cfg, shard):  # each shard takes 30 s of the fake clock
+        started.append(shard)
+        clock["now"] += 30.0
+        return 1, 5
+
+    monkeypatch.setattr(collect_module, "collect_shard", fake_shard)
+    monkeypatch.setattr(collect_module.time, "time", lambda: clock["now"])
+    summary = collect(_config(tmp_path, num_episodes=4, time_limit_min=1.0))
+    assert started == [0, 1]  # shard 2 would start at the deadline
+    assert summary["new_episodes"] == 2 and summary["missing_episodes"] == 2
+    assert "time_limit_min" not in _config(tmp_path, time_limit_min=1.0).manifest()  # a rerun may change it
+    with pytest.raises(ValueError, match="time_limit_min"):
+        _config(tmp_path, time_limit_min=0)

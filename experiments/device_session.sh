@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# One GPU session of the shipped default's training (issues 14 and 15), as it ran on nvidia-h200-x2:
+# the exact commands, in the three calls a 30-minute device lease allows. Run from the repo root there:
+#
+#   bash experiments/device_session.sh collect   # install, then real episodes (training + held-out)
+#   bash experiments/device_session.sh train     # VAE fine-tune + slow phase on 2 GPUs, in the background
+#   bash experiments/device_session.sh finish    # wait for it, ship heads, evaluate, copy out
+#
+# Needs (carried, git-ignored): .whl/*.whl (diffusers, gymnasium, hydra ...), .whl/collect_site.tar.xz
+# (mujoco, ogbench, trimmed dm_control), .whl/text_cache.safetensors (python -m experiments.text_cache)
+# and .gl/*.deb (EGL loaders). The training starts from worldmodel/weights/default (the last shipped
+# model), so each session continues the last one. Work files go to $W (default /root/sfv); what must
+# come back goes to $OUT.
+set -uo pipefail
+W=${W:-/root/sfv}
+OUT=${OUT:-$W/out}
+COLLECT_MIN=${COLLECT_MIN:-4.0}     # minutes of training-data collection (whole shards only)
+TRAIN_MIN=${TRAIN_MIN:-13.0}        # minutes of training, VAE phase + latent cache + slow phase
+VAE_STEPS=${VAE_STEPS:-1500}
+WAIT_S=${WAIT_S:-560}               # how long the train call watches before it returns
+mkdir -p "$W" "$OUT"
+
+GL=${GL:-egl}                        # osmesa for a dry run on a CPU machine
+PY=${PY:-python3}
+SETUP=${SETUP:-1}                   # 0: skip the installs (a dry run where everything is installed)
+WORKERS=${WORKERS:-26}
+DEVICE=${DEVICE:-cuda}
+LAUNCH=${LAUNCH:-"$PY -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no"}
+EVAL_EPISODES=${EVAL_EPISODES:-64}
+export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
+SCENE="env.render_backend=$GL env.chunk_len=4 env.frame_skip=8"
+TRAIN_TASKS='+tasks={task1_open: 1, task2_unlock_and_lock: 1, task3_rearrange_medium: 1, task4_put_in_drawer: 1, task5_rearrange_hard: 1, memory_drawer: 2, memory_drawer_locked: 2, memory_cube_return: 1, play: 4}'
+EVAL_TASKS='+tasks={memory_drawer: 1, memory_drawer_locked: 1, memory_cube_return: 1}'
+MODEL=$W/run/model
+
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+case "${1:-}" in
+collect)
+    if [ "$SETUP" = 1 ]; then
+        for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+        tar xJf .whl/collect_site.tar.xz -C /tmp || exit 1
+        nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    fi
+    cp .whl/text_cache.safetensors "$W/"
+    log "collect: held-out memory episodes (seed 1) beside the training episodes (seed 0)"
+    $PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 compression=gzip $SCENE \
+        '~tasks' "$EVAL_TASKS" \
+        > "$W/collect_eval.log" 2>&1 &
+    $PY -m experiments.collect out_dir=$W/scene seed=0 num_episodes=20000 workers=$WORKERS $SCENE '~tasks' "$TRAIN_TASKS" \
+        time_limit_min=$COLLECT_MIN > "$W/collect.log" 2>&1
+    wait
+    tail -c 600 "$W/collect_eval.log"; echo; tail -c 600 "$W/collect.log"; echo
+    du -sh "$W/scene" "$W/scene_eval"
+    ;;
+train)
+    rm -rf "$W/init" && cp -r worldmodel/weights/default "$W/init"
+    log "train: VAE fine-tune ($VAE_STEPS steps) + slow phase, 2 GPUs, $TRAIN_MIN min"
+    setsid nohup bash -c "$LAUNCH -m experiments.train --config-name train_fast \
+        init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run \
+        num_workers=6 progress=false time_limit_min=$TRAIN_MIN \
+        phases.vae.steps=$VAE_STEPS phases.vae.batch_size=64 phases.vae.lr=5e-4 \
+        phases.slow.steps=20000 phases.slow.batch_size=512 phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
+        phases.slow.compile=false phases.slow_fast.steps=0 ${TRAIN_EXTRA:-}; echo \$? > $W/train.rc" \
+        > "$W/train.log" 2>&1 < /dev/null &
+    log "heads: fitted on the training episodes' real frames"
+    CUDA_VISIBLE_DEVICES=1 $PY -m experiments.fit_heads --model "$W/init" --data "$W/scene" --steps 3000 \
+        --max-episodes 2500 --device $DEVICE > "$W/heads.log" 2>&1
+    tail -n 3 "$W/heads.log"
+    while [ ! -f "$W/train.rc" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 15; done
+    grep -v "^\s*$" "$W/train.log" | tail -n 25
+    ;;
+finish)
+    while [ ! -f "$W/train.rc" ]; do sleep 5; done
+    log "train exit code $(cat "$W/train.rc")"; tail -n 15 "$W/train.log"
+    rm -rf "$MODEL/heads" && cp -r "$W/init/heads" "$MODEL/heads"
+    mkdir -p "$OUT/model"
+    cp "$MODEL"/model-0000*.safetensors "$OUT/model/"
+    tar czf "$OUT/model_rest.tgz" -C "$W" --exclude='model-0000*' run/model run/vae/vae_log.csv run/slow/slow_log.csv \
+        run/train_summary.json train.log heads.log collect.log collect_eval.log
+    log "evaluate on the held-out episodes"
+    E="--model $MODEL --data $W/scene_eval --device $DEVICE --text-cache $W/text_cache.safetensors --no-video --quiet"
+    (CUDA_VISIBLE_DEVICES=0 timeout 150 $PY -m experiments.evaluate $E --tasks memory_drawer,memory_drawer_locked \
+        --episodes 40 --variants full,no_temp_lora --mode recall --batch 40 --sheet --out $W/eval/recall
+     CUDA_VISIBLE_DEVICES=0 timeout 120 $PY -m experiments.evaluate outcome --model $MODEL --seeds 4 --device $DEVICE \
+        --text-cache $W/text_cache.safetensors --render-backend $GL --out $W/eval/outcome) > "$W/eval_0.log" 2>&1 &
+    (CUDA_VISIBLE_DEVICES=1 timeout 150 $PY -m experiments.evaluate $E --episodes 32 --variants full,no_temp_lora \
+        --mode free --batch 32 --sheet --out $W/eval/free
+     CUDA_VISIBLE_DEVICES=1 timeout 120 $PY -m experiments.evaluate $E --episodes 32 --variants full \
+        --mode teacher --batch 32 --out $W/eval/teacher) > "$W/eval_1.log" 2>&1 &
+    wait
+    tail -n 30 "$W/eval_0.log" "$W/eval_1.log"
+    tar czf "$OUT/eval.tgz" -C "$W" eval eval_0.log eval_1.log
+    tar czf "$OUT/scene_eval.tgz" -C "$W" scene_eval
+    ls -la "$OUT" "$OUT/model"
+    ;;
+*)
+    echo "usage: bash experiments/device_session.sh collect|train|finish" >&2; exit 2 ;;
+esac
