@@ -178,6 +178,8 @@ def test_non_finite_loss_is_caught_at_the_next_log(tmp_path, chunk_dataset, monk
 
 def test_chunked_attention_matches_one_call_and_every_backend_name_runs():
     model = _model().eval()
+    # built chunked, so every path (env, evaluation, fast update) runs at any batch size
+    assert all(isinstance(p, BatchChunkedAttnProcessor) for p in model.unet.attn_processors.values())
     mc = model.config
     x = torch.randn(2, 2 * mc.latent_channels + 1, mc.chunk_frames, mc.latent_size, mc.latent_size)
     t, cond = torch.tensor([10, 500]), torch.randn(2, 3, mc.cross_attention_dim)

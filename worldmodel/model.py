@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .action import Action, ActionEncoder, load_text_encoder, parse_action
+from .attention import use_chunked_attention
 from .chunk import Chunk, frames_to_tensor, pad_context
 from .config import WorldModelConfig, from_preset, with_overrides
 from .diffusion import diffusion_loss, make_sampler, make_train_scheduler, sample_new_frames
@@ -72,6 +73,9 @@ class SlowFastVGen(nn.Module):
         self.vae = vae if vae is not None else build_vae(config)
         self.vae.requires_grad_(False)
         self.unet = unet if unet is not None else build_unet(config)
+        # SDPA in pieces of at most 32,768 sequences: the temporal attention of N >= 128 chunks at once
+        # (a 256-env fast update, a batch-256 training step) crashed cuDNN attention on an H200 otherwise
+        use_chunked_attention(self.unet)
         self.action_encoder = ActionEncoder(config, text_model, tokenizer)
         self.scheduler = make_train_scheduler(config)
 

@@ -49,9 +49,10 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object
+from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .attention import check_attention, sdpa_backends, use_chunked_attention
+from .attention import check_attention, sdpa_backends
 from .diffusion import unet_input
 from .latent_cache import CachedBatch, LatentCache, encode_cached_action
 from .model import Chunk, SlowFastVGen, frames_to_tensor
@@ -323,8 +324,8 @@ class Trainer:
         self.model.to(acc.device)
         self._broadcast_params()
         self._init_ema()
-        if cfg.attention != "default":
-            use_chunked_attention(self.model.unet)
+        if cfg.attention == "default":  # diffusers' own processor, unchunked (the model is built chunked)
+            self.model.unet.set_attn_processor(AttnProcessor2_0())
         self.model.train()
         self.model.vae.eval()
         optimizer = acc.prepare(self.optimizer)
