@@ -376,3 +376,26 @@ def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
     with np.load(tmp_path / "start_frames.npz") as starts:
         assert starts["tasks"].tolist() == ["task1_open"] * 10
         assert np.array_equal(starts["frames"][:, 0], np.stack([ep["frames"][0] for ep in episodes]))
+
+
+def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path):
+    """`experiments.fit_heads` writes heads/ + fit.json into the model folder, where the env finds them."""
+    import shutil
+
+    from envs.episodes import write_episodes
+    from envs.synthetic import random_episodes
+    from envs.world_model_env.assets import resolve_heads
+    from experiments.fit_heads import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved / "model", folder)
+    episodes = random_episodes(10, 3, seed=1, frame_size=16, chunk_len=2)
+    for i, ep in enumerate(episodes):
+        ep["attrs"].update(task="task1_open", task_success=bool(i % 2))
+    write_episodes(tmp_path / "data.h5", {f"episode_{i:03d}": ep for i, ep in enumerate(episodes)})
+    info = main(["--model", str(folder), "--data", str(tmp_path / "data.h5"), "--steps", "5", "--device", "cpu"])
+    assert info["heldout_chunks"] == 3 and 0.0 <= info["success_accuracy"] <= 1.0  # 1 of 10 episodes held out
+    assert json.loads((folder / "heads" / "fit.json").read_text())["train_chunks"] == info["train_chunks"] == 27
+    assert isinstance(resolve_heads(None, folder, torch.device("cpu")), RewardHeads)
+    with pytest.raises(SystemExit, match="not a model folder"):
+        main(["--model", str(tmp_path), "--data", str(tmp_path / "data.h5")])
