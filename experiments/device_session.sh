@@ -9,10 +9,10 @@
 # Needs (carried, git-ignored): .whl/*.whl (diffusers, gymnasium, hydra ...), .whl/collect_site.tar.xz
 # (mujoco, ogbench, trimmed dm_control), .whl/text_cache.safetensors (python -m experiments.text_cache)
 # and .gl/*.deb (EGL loaders). The training starts from worldmodel/weights/default (the last shipped
-# model), so each session continues the last one. Work files go to $W (default /root/sfv); what must
+# model), so each session continues the last one. Work files go to $W (default runs/session, git-ignored); what must
 # come back goes to $OUT.
 set -uo pipefail
-W=${W:-/root/sfv}
+W=${W:-$PWD/runs/session}
 OUT=${OUT:-$W/out}
 COLLECT_MIN=${COLLECT_MIN:-4.0}     # minutes of training-data collection (whole shards only)
 TRAIN_MIN=${TRAIN_MIN:-13.0}        # minutes of training, VAE phase + latent cache + slow phase
