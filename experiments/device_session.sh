@@ -5,6 +5,8 @@
 #   bash experiments/device_session.sh collect   # install, then real episodes (training + held-out)
 #   bash experiments/device_session.sh train     # VAE fine-tune + slow phase on 2 GPUs, in the background
 #   bash experiments/device_session.sh finish    # wait for it, ship heads, evaluate, copy out
+#   bash experiments/device_session.sh bench     # the learned env beside the real scene (issue 16)
+#   bash experiments/device_session.sh agents    # planners and PPO on the model (issue 17), time-boxed
 #
 # Needs (carried, git-ignored): .whl/*.whl (diffusers, gymnasium, hydra ...), .whl/collect_site.tar.xz
 # (mujoco, ogbench, trimmed dm_control), .whl/text_cache.safetensors (python -m experiments.text_cache)
@@ -15,8 +17,13 @@ set -uo pipefail
 W=${W:-$PWD/runs/session}
 OUT=${OUT:-$W/out}
 COLLECT_MIN=${COLLECT_MIN:-4.0}     # minutes of training-data collection (whole shards only)
+DATA_SEED=${DATA_SEED:-0}           # training episodes; session 5 used 0 (4,104 episodes): another seed gives new
+                                    # ones. Never 1: the held-out episodes are seed 1
 TRAIN_MIN=${TRAIN_MIN:-13.0}        # minutes of training, VAE phase + latent cache + slow phase
-VAE_STEPS=${VAE_STEPS:-1500}
+VAE_STEPS=${VAE_STEPS:-1500}        # 0 once the VAE has seen the data's cube colours (session 5 did)
+SLOW_STEPS=${SLOW_STEPS:-20000}      # the time limit stops the slow phase first unless this is smaller
+SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
+AGENTS_MIN=${AGENTS_MIN:-8}
 WAIT_S=${WAIT_S:-560}               # how long the train call watches before it returns
 mkdir -p "$W" "$OUT"
 
@@ -44,11 +51,12 @@ collect)
         nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     fi
     cp .whl/text_cache.safetensors "$W/"
-    log "collect: held-out memory episodes (seed 1) beside the training episodes (seed 0)"
+    [ "$DATA_SEED" = 1 ] && { echo "DATA_SEED=1 is the held-out set" >&2; exit 2; }
+    log "collect: held-out memory episodes (seed 1) beside the training episodes (seed $DATA_SEED)"
     $PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 compression=gzip $SCENE \
         '~tasks' "$EVAL_TASKS" \
         > "$W/collect_eval.log" 2>&1 &
-    $PY -m experiments.collect out_dir=$W/scene seed=0 num_episodes=20000 workers=$WORKERS $SCENE '~tasks' "$TRAIN_TASKS" \
+    $PY -m experiments.collect out_dir=$W/scene seed=$DATA_SEED num_episodes=20000 workers=$WORKERS $SCENE '~tasks' "$TRAIN_TASKS" \
         time_limit_min=$COLLECT_MIN > "$W/collect.log" 2>&1
     wait
     tail -c 600 "$W/collect_eval.log"; echo; tail -c 600 "$W/collect.log"; echo
@@ -61,8 +69,9 @@ train)
         init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run \
         num_workers=6 progress=false time_limit_min=$TRAIN_MIN \
         phases.vae.steps=$VAE_STEPS phases.vae.batch_size=64 phases.vae.lr=5e-4 \
-        phases.slow.steps=20000 phases.slow.batch_size=512 phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
-        phases.slow.compile=false phases.slow_fast.steps=0 ${TRAIN_EXTRA:-}; echo \$? > $W/train.rc" \
+        phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=512 phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
+        phases.slow.compile=false phases.slow_fast.steps=$SLOW_FAST_STEPS phases.slow_fast.batch_size=16 \
+        ${TRAIN_EXTRA:-}; echo \$? > $W/train.rc" \
         > "$W/train.log" 2>&1 < /dev/null &
     log "heads: fitted on the training episodes' real frames"
     CUDA_VISIBLE_DEVICES=1 $PY -m experiments.fit_heads --model "$W/init" --data "$W/scene" --steps 3000 \
@@ -80,6 +89,7 @@ finish)
     tar czf "$OUT/model_rest.tgz" -C "$W" --exclude='model-0000*' run/model run/vae/vae_log.csv run/slow/slow_log.csv \
         run/train_summary.json train.log heads.log collect.log collect_eval.log
     log "evaluate on the held-out episodes"
+    # scored there (scenedetect carried since session 6); videos are not kept, only tables, JSON and sheets
     E="--model $MODEL --data $W/scene_eval --device $DEVICE --text-cache $W/text_cache.safetensors --no-video --quiet"
     (CUDA_VISIBLE_DEVICES=0 timeout 150 $PY -m experiments.evaluate $E --tasks memory_drawer,memory_drawer_locked \
         --episodes 40 --variants full,no_temp_lora --mode recall --batch 40 --sheet --out $W/eval/recall
@@ -91,10 +101,31 @@ finish)
         --mode teacher --batch 32 --out $W/eval/teacher) > "$W/eval_1.log" 2>&1 &
     wait
     tail -n 30 "$W/eval_0.log" "$W/eval_1.log"
-    tar czf "$OUT/eval.tgz" -C "$W" eval eval_0.log eval_1.log
+    tar czf "$OUT/eval.tgz" -C "$W" --exclude=videos eval eval_0.log eval_1.log
     tar czf "$OUT/scene_eval.tgz" -C "$W" scene_eval
     ls -la "$OUT" "$OUT/model"
     ;;
+bench)
+    for steps in 8 2; do
+        timeout 200 $PY -m experiments.bench_env --model "$MODEL" --device $DEVICE --sizes 256 --precision bf16 \
+            --denoise-steps $steps --fast-batch 256 --real on --no-single --out "$OUT/bench_env_${steps}steps.json" \
+            2>&1 | grep -v Warning | tail -n 8
+    done
+    ;;
+agents)
+    # both resume when rerun with the same arguments (their outputs stay in $W between calls)
+    CUDA_VISIBLE_DEVICES=0 $PY -m experiments.plan_eval --model "$MODEL" --tasks task1_open task2_unlock_and_lock \
+        task3_rearrange_medium task4_put_in_drawer task5_rearrange_hard memory_drawer memory_drawer_locked \
+        --seeds 20 --agents planner,planner_no_memory,random,expert --parallel 10 --render-backend $GL \
+        --device $DEVICE --no-progress --time-limit-min $AGENTS_MIN --out "$W/plan_eval" > "$W/plan_eval.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 $PY -m experiments.train_agent model="$MODEL" data="$W/scene" device=$DEVICE \
+        scene.render_backend=$GL progress=false time_limit_min=$AGENTS_MIN out_dir="$W/train_agent" \
+        > "$W/train_agent.log" 2>&1 &
+    wait
+    tail -n 30 "$W/plan_eval.log" "$W/train_agent.log"
+    tar czf "$OUT/agents.tgz" -C "$W" --exclude='*.mp4' --exclude='*.zip' --exclude=tb plan_eval train_agent \
+        plan_eval.log train_agent.log
+    ;;
 *)
-    echo "usage: bash experiments/device_session.sh collect|train|finish" >&2; exit 2 ;;
+    echo "usage: bash experiments/device_session.sh collect|train|finish|bench|agents" >&2; exit 2 ;;
 esac
