@@ -24,6 +24,7 @@ VAE_STEPS=${VAE_STEPS:-1500}        # 0 once the VAE has seen the data's cube co
 SLOW_STEPS=${SLOW_STEPS:-20000}      # the time limit stops the slow phase first unless this is smaller
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
 AGENTS_MIN=${AGENTS_MIN:-8}
+COMPILE=${COMPILE:-false}            # true: torch.compile the slow step (never seen to finish compiling in a call yet)
 WAIT_S=${WAIT_S:-560}               # how long the train call watches before it returns
 mkdir -p "$W" "$OUT"
 
@@ -70,7 +71,7 @@ train)
         num_workers=6 progress=false time_limit_min=$TRAIN_MIN \
         phases.vae.steps=$VAE_STEPS phases.vae.batch_size=64 phases.vae.lr=5e-4 \
         phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=512 phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
-        phases.slow.compile=false phases.slow_fast.steps=$SLOW_FAST_STEPS phases.slow_fast.batch_size=16 \
+        phases.slow.compile=$COMPILE phases.slow_fast.steps=$SLOW_FAST_STEPS phases.slow_fast.batch_size=16 \
         ${TRAIN_EXTRA:-}; echo \$? > $W/train.rc" \
         > "$W/train.log" 2>&1 < /dev/null &
     log "heads: fitted on the training episodes' real frames"
