@@ -13,6 +13,12 @@
 # and .gl/*.deb (EGL loaders). The training starts from worldmodel/weights/default (the last shipped
 # model), so each session continues the last one. Work files go to $W (default runs/session, git-ignored); what must
 # come back goes to $OUT.
+#
+# The tracked weights (46 MB) and the carried wheels (24 MB) do not fit one call's 64 MiB tree: for the
+# `collect` call (carry .whl and .gl) move worldmodel/weights/default/model-0000*.safetensors out of the
+# checkout, and put them back before the `train` call (which carries nothing: the machine is still warm,
+# with /tmp/site, /tmp/.whlc and $W from the first call). Start each call within the 30 s the machine stays
+# warm; the whole session fits one 30-minute lease (session 5: collect 252 s, train 566 s, finish 333 s).
 set -uo pipefail
 W=${W:-$PWD/runs/session}
 OUT=${OUT:-$W/out}
