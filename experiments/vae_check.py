@@ -23,14 +23,11 @@ from worldmodel.loading import load_model
 
 
 def reconstruct(model, frames: np.ndarray, batch: int = 64) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> the VAE's reconstruction from its posterior mean, uint8-scaled float."""
-    out = []
+    """uint8 (T, H, W, 3) -> the model's own encode and decode of them (what its chunks pass through)."""
     with torch.no_grad():
-        for lo in range(0, len(frames), batch):
-            x = torch.from_numpy(frames[lo:lo + batch]).to(model.device).permute(0, 3, 1, 2).float() / 127.5 - 1
-            rec = model.vae.decode(model.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-            out.append(((rec + 1) * 127.5).permute(0, 2, 3, 1).float().cpu().numpy())
-    return np.concatenate(out)
+        parts = [model.decode_latents(model.encode_frames(torch.from_numpy(frames[lo:lo + batch])[None]))[0]
+                 for lo in range(0, len(frames), batch)]
+    return torch.cat(parts).cpu().numpy()
 
 
 def cube_errors(error: np.ndarray, cube_pixel: np.ndarray) -> list[float]:
@@ -52,7 +49,7 @@ def check(model, data: str, every: int = 1, max_episodes: int | None = None) -> 
                 break
             ep = read_episode(path, key)
             frames = ep["frames"][::every]
-            error = np.abs(reconstruct(model, frames) - frames.astype(np.float32))
+            error = np.abs(reconstruct(model, frames).astype(np.float32) - frames)
             full.append(float(error.mean()))
             if "cube_pixel" in ep:
                 cube += cube_errors(error, np.asarray(ep["cube_pixel"])[::every])

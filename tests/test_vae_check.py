@@ -21,10 +21,11 @@ def test_cube_error_is_the_error_at_the_recorded_cube_pixels(tmp_path, micro_mod
     write_episodes(tmp_path / "data.h5", {f"episode_{i}": ep for i, ep in enumerate(episodes)})
 
     result = check(model, str(tmp_path / "data.h5"))
-    error = np.abs(reconstruct(model, frames) - frames.astype(np.float32))
+    error = np.abs(reconstruct(model, frames).astype(np.float32) - frames)
     assert result["episodes"] == 2 and result["cube_frames"] == len(frames) - 2
     assert result["cube_mae"] == pytest.approx(float(error[2:, 4:7, 7:10].mean()), rel=1e-5)  # rows v-1..v+1
-    whole = [error.mean(), np.abs(reconstruct(model, episodes[1]["frames"]) - episodes[1]["frames"]).mean()]
+    second = episodes[1]["frames"]
+    whole = [error.mean(), np.abs(reconstruct(model, second).astype(np.float32) - second).mean()]
     assert result["frame_mae"] == pytest.approx(float(np.mean(whole)), rel=1e-5)
 
     out = main(["--model", "tiny", "--data", str(tmp_path / "data.h5"), "--out", str(tmp_path / "r.json")])

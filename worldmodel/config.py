@@ -40,6 +40,9 @@ class TempLoRAConfig:
       -4.2 points of the 4-draw setting's -6.8 for a sixth of the time, which is what an env step can
       pay on a CPU and at +15% overhead on a GPU. Raise ``draws`` or clear ``blocks`` where time allows.
     Rehearsal (2 of 4 rows) changed little on 4-chunk episodes, so it stays off until measured on longer ones.
+    The shipped default model's config sets lr 5e-4: on its retrained Φ (session 5), lr 1e-3 disturbed
+    other episodes by +2.1% and 5e-4 by +0.2% for about the same storage (docs/RESULTS.md, "The fast update
+    on the new Φ").
     """
 
     rank: int = 32
