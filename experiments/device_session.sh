@@ -37,9 +37,19 @@ mkdir -p "$W" "$OUT"
 GL=${GL:-egl}                        # osmesa for a dry run on a CPU machine
 PY=${PY:-python3}
 SETUP=${SETUP:-1}                   # 0: skip the installs (a dry run where everything is installed)
-WORKERS=${WORKERS:-26}
+GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c GPU)}   # 1 on nvidia-h200, 2 on nvidia-h200-x2
+[ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
+LAST_GPU=$((GPUS - 1))              # the second GPU where there is one (heads, evaluations beside the others)
+WORKERS=${WORKERS:-$(( $(nproc) > 8 ? $(nproc) - 4 : 2 ))}  # collection processes (26 on 32 cores, 12 on 16)
 DEVICE=${DEVICE:-cuda}
-LAUNCH=${LAUNCH:-"$PY -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no"}
+if [ "$GPUS" -ge 2 ]; then
+    LAUNCH=${LAUNCH:-"$PY -m accelerate.commands.launch --multi_gpu --num_processes $GPUS --num_machines 1 --mixed_precision no --dynamo_backend no"}
+else
+    LAUNCH=${LAUNCH:-$PY}
+fi
+BATCH=${BATCH:-$((256 * GPUS))}     # global batch of the slow phase: 256 per GPU
+FIT_HEADS=${FIT_HEADS:-1}           # 0: keep the init model's heads (they read frames only: Φ does not change them)
+PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled slow step on one GPU (bench_train)
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
 SCENE="env.render_backend=$GL env.chunk_len=4 env.frame_skip=8"
@@ -64,26 +74,36 @@ collect)
         '~tasks' "$EVAL_TASKS" \
         > "$W/collect_eval.log" 2>&1 &
     $PY -m experiments.collect out_dir=$W/scene seed=$DATA_SEED num_episodes=20000 workers=$WORKERS $SCENE '~tasks' "$TRAIN_TASKS" \
-        time_limit_min=$COLLECT_MIN > "$W/collect.log" 2>&1
+        time_limit_min=$COLLECT_MIN > "$W/collect.log" 2>&1 &
+    if [ "$PROBE_COMPILE" = 1 ]; then  # the GPU is idle while the scenes render: issue 14's one-GPU target
+        CUDA_VISIBLE_DEVICES=0 $PY -m experiments.bench_train --text-cache "$W/text_cache.safetensors" --steps 3000 \
+            --log-every 10 --skip 2 --batch 256 --time-limit ${PROBE_S:-200} --run-dir "$W/bench_train" \
+            --out "$OUT/train_compile_1gpu.json" > "$OUT/train_compile_1gpu.log" 2>&1 &
+    fi
     wait
+    [ "$PROBE_COMPILE" = 1 ] && grep -v Warning "$OUT/train_compile_1gpu.log" | tail -n 12
     tail -c 600 "$W/collect_eval.log"; echo; tail -c 600 "$W/collect.log"; echo
     du -sh "$W/scene" "$W/scene_eval"
     ;;
 train)
     rm -rf "$W/init" && cp -r worldmodel/weights/default "$W/init"
-    log "train: VAE fine-tune ($VAE_STEPS steps) + slow phase, 2 GPUs, $TRAIN_MIN min"
+    log "train: VAE fine-tune ($VAE_STEPS steps) + slow phase, $GPUS GPU(s), global batch $BATCH, $TRAIN_MIN min"
     setsid nohup bash -c "$LAUNCH -m experiments.train --config-name train_fast \
         init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run \
         num_workers=6 progress=false time_limit_min=$TRAIN_MIN \
         phases.vae.steps=$VAE_STEPS phases.vae.batch_size=64 phases.vae.lr=5e-4 \
-        phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=512 phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
+        phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=$BATCH phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
         phases.slow.compile=$COMPILE phases.slow_fast.steps=$SLOW_FAST_STEPS phases.slow_fast.batch_size=16 \
         ${TRAIN_EXTRA:-}; echo \$? > $W/train.rc" \
         > "$W/train.log" 2>&1 < /dev/null &
-    log "heads: fitted on the training episodes' real frames"
-    CUDA_VISIBLE_DEVICES=1 $PY -m experiments.fit_heads --model "$W/init" --data "$W/scene" --steps 3000 \
-        --max-episodes 2500 --device $DEVICE > "$W/heads.log" 2>&1
-    tail -n 3 "$W/heads.log"
+    if [ "$FIT_HEADS" = 1 ]; then
+        log "heads: fitted on the training episodes' real frames"
+        CUDA_VISIBLE_DEVICES=$LAST_GPU $PY -m experiments.fit_heads --model "$W/init" --data "$W/scene" --steps 3000 \
+            --max-episodes 2500 --device $DEVICE > "$W/heads.log" 2>&1
+        tail -n 3 "$W/heads.log"
+    else
+        echo "heads kept from the init model" > "$W/heads.log"
+    fi
     while [ ! -f "$W/train.rc" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 15; done
     grep -v "^\s*$" "$W/train.log" | tail -n 25
     ;;
@@ -102,9 +122,9 @@ finish)
         --episodes 40 --variants full,no_temp_lora --mode recall --batch 40 --sheet --out $W/eval/recall
      CUDA_VISIBLE_DEVICES=0 timeout 120 $PY -m experiments.evaluate outcome --model $MODEL --seeds 4 --device $DEVICE \
         --text-cache $W/text_cache.safetensors --render-backend $GL --out $W/eval/outcome) > "$W/eval_0.log" 2>&1 &
-    (CUDA_VISIBLE_DEVICES=1 timeout 150 $PY -m experiments.evaluate $E --episodes 32 --variants full,no_temp_lora \
+    (CUDA_VISIBLE_DEVICES=$LAST_GPU timeout 150 $PY -m experiments.evaluate $E --episodes 32 --variants full,no_temp_lora \
         --mode free --batch 32 --sheet --out $W/eval/free
-     CUDA_VISIBLE_DEVICES=1 timeout 120 $PY -m experiments.evaluate $E --episodes 32 --variants full \
+     CUDA_VISIBLE_DEVICES=$LAST_GPU timeout 120 $PY -m experiments.evaluate $E --episodes 32 --variants full \
         --mode teacher --batch 32 --out $W/eval/teacher) > "$W/eval_1.log" 2>&1 &
     wait
     tail -n 30 "$W/eval_0.log" "$W/eval_1.log"
@@ -124,8 +144,8 @@ agents)
     CUDA_VISIBLE_DEVICES=0 $PY -m experiments.plan_eval --model "$MODEL" --tasks task1_open task2_unlock_and_lock \
         task3_rearrange_medium task4_put_in_drawer task5_rearrange_hard memory_drawer memory_drawer_locked \
         --seeds 20 --agents planner,planner_no_memory,random,expert --parallel 10 --render-backend $GL \
-        --device $DEVICE --no-progress --time-limit-min $AGENTS_MIN --out "$W/plan_eval" > "$W/plan_eval.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=1 $PY -m experiments.train_agent model="$MODEL" data="$W/scene" device=$DEVICE \
+        --device $DEVICE --no-progress --time-limit-min $AGENTS_MIN ${PLAN_ARGS:-} --out "$W/plan_eval" > "$W/plan_eval.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=$LAST_GPU $PY -m experiments.train_agent model="$MODEL" data="$W/scene" device=$DEVICE \
         scene.render_backend=$GL progress=false time_limit_min=$AGENTS_MIN out_dir="$W/train_agent" \
         > "$W/train_agent.log" 2>&1 &
     wait
