@@ -14,6 +14,7 @@ from agents.sb3 import SB3VecEnv
 from envs.synthetic import SYNTHETIC_SKILLS
 from envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from worldmodel import Chunk, TempLoRA
+from worldmodel.attention import BatchChunkedAttnProcessor, use_chunked_attention
 from worldmodel.diffusion import diffusion_loss
 from worldmodel.memory import BatchedTempLoRA
 from worldmodel.memory.rule import draw_loss_noise
@@ -148,6 +149,14 @@ def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
             doubled = model.unet(x.repeat(2, 1, 1, 1, 1), t.repeat(2),
                                  encoder_hidden_states=cond.repeat(2, 1, 1)).sample
         plain = model.unet(x[1:], t[1:], encoder_hidden_states=cond[1:]).sample
+        # attention split into pieces (as at large batches on a GPU): the hooks still see whole batches
+        model.unet.set_attn_processor(BatchChunkedAttnProcessor(max_batch=50))  # temporal: 2 x 8 x 8 sequences
+        try:
+            with memory.applied():
+                chunked = model.unet(x, t, encoder_hidden_states=cond).sample
+        finally:
+            use_chunked_attention(model.unet)
+    torch.testing.assert_close(chunked, both, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(both[1:], ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(doubled[3:], ref, atol=1e-4, rtol=1e-4)
     assert (plain - ref).abs().max() > 1e-2  # the factors matter

@@ -15,6 +15,7 @@ import contextlib
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -36,7 +37,13 @@ ATTENTION_BACKENDS: dict[str, list[SDPBackend] | None] = {
 
 
 class BatchChunkedAttnProcessor(AttnProcessor2_0):
-    """diffusers' SDPA processor, called on at most `max_batch` sequences at a time."""
+    """diffusers' SDPA processor (`AttnProcessor2_0`, the same steps) with the SDPA call alone split into
+    pieces of at most `max_batch` sequences.
+
+    Only the kernel is split: the projections (to_q/k/v, to_out) see the whole batch, so forward hooks on
+    them (Temp-LoRA's per-env rows, `worldmodel.memory.batched_lora`) see the UNet's batch layout at every
+    size. Splitting the whole processor call instead handed those hooks a slice of the batch.
+    """
 
     def __init__(self, max_batch: int = MAX_SDPA_BATCH):
         super().__init__()
@@ -47,18 +54,54 @@ class BatchChunkedAttnProcessor(AttnProcessor2_0):
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  *args: Any, **kwargs: Any) -> torch.Tensor:
-        b = hidden_states.shape[0]
-        if b <= self.max_batch:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
         pieces = []
-        for lo in range(0, b, self.max_batch):
+        for lo in range(0, batch_size, self.max_batch):  # (batch, heads, seq, head_dim) per piece
             sl = slice(lo, lo + self.max_batch)
-            pieces.append(super().__call__(
-                attn, hidden_states[sl],
-                None if encoder_hidden_states is None else encoder_hidden_states[sl],
-                None if attention_mask is None else attention_mask[sl],
-                None if temb is None else temb[sl], *args, **kwargs))
-        return torch.cat(pieces)
+            pieces.append(F.scaled_dot_product_attention(
+                query[sl], key[sl], value[sl], attn_mask=None if attention_mask is None else attention_mask[sl],
+                dropout_p=0.0, is_causal=False))
+        hidden_states = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
 
 
 def use_chunked_attention(unet: torch.nn.Module, max_batch: int = MAX_SDPA_BATCH) -> None:
