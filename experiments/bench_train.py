@@ -150,7 +150,7 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
         "cache_mib": round(trainer.cache.nbytes / 2**20, 1),
         "fit_seconds": round(seconds, 1),
         "first_interval_seconds": round(args.log_every * args.batch / history[0]["windows_per_s"], 1)
-        if history else None,
+        if history and history[0].get("windows_per_s") else None,  # the log rounds a slow CPU rate to 0
         "windows_per_s_median": _median(rates),
         "windows_per_s_mean": round(sum(rates) / len(rates), 1) if rates else None,
         "timed_intervals": len(rates),

@@ -7,6 +7,8 @@
 #   bash experiments/device_session.sh finish    # wait for it, ship heads, evaluate, copy out
 #   bash experiments/device_session.sh bench     # the learned env beside the real scene (issue 16)
 #   bash experiments/device_session.sh agents    # planners and PPO on the model (issue 17), time-boxed
+#   bash experiments/device_session.sh setup     # the installs alone, for a lease that only measures (bench, profile)
+#   bash experiments/device_session.sh profile   # where the eager training step's GPU time goes (issue 14)
 #
 # Needs (carried, git-ignored): .whl/*.whl (diffusers, gymnasium, hydra ...), .whl/collect_site.tar.xz
 # (mujoco, ogbench, trimmed dm_control), .whl/text_cache.safetensors (python -m experiments.text_cache)
@@ -55,19 +57,24 @@ export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL 
 SCENE="env.render_backend=$GL env.chunk_len=4 env.frame_skip=8"
 TRAIN_TASKS='+tasks={task1_open: 1, task2_unlock_and_lock: 1, task3_rearrange_medium: 1, task4_put_in_drawer: 1, task5_rearrange_hard: 1, memory_drawer: 2, memory_drawer_locked: 2, memory_cube_return: 1, play: 4}'
 EVAL_TASKS='+tasks={memory_drawer: 1, memory_drawer_locked: 1, memory_cube_return: 1}'
-MODEL=$W/run/model
+MODEL=${MODEL:-$W/run/model}   # the trained model (bench, agents: any model folder)
 
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
-case "${1:-}" in
-collect)
-    if [ "$SETUP" = 1 ]; then
-        for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-        tar xJf .whl/collect_site.tar.xz -C /tmp || exit 1
-        nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-    fi
+setup() {
+    for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    tar xJf .whl/collect_site.tar.xz -C /tmp || exit 1
     cp .whl/text_cache.safetensors "$W/"
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+}
+
+case "${1:-}" in
+setup)  # the installs alone (carry .whl and .gl, weight shards moved out): for the stages that need no new data
+    setup
+    ;;
+collect)
+    [ "$SETUP" = 1 ] && setup
     [ "$DATA_SEED" = 1 ] && { echo "DATA_SEED=1 is the held-out set" >&2; exit 2; }
     log "collect: held-out memory episodes (seed 1) beside the training episodes (seed $DATA_SEED)"
     $PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 compression=gzip $SCENE \
@@ -133,11 +140,16 @@ finish)
     ls -la "$OUT" "$OUT/model"
     ;;
 bench)
-    for steps in 8 2; do
+    for steps in ${BENCH_STEPS:-8 2}; do
         timeout 200 $PY -m experiments.bench_env --model "$MODEL" --device $DEVICE --sizes 256 --precision bf16 \
             --denoise-steps $steps --fast-batch 256 --real on --no-single --out "$OUT/bench_env_${steps}steps.json" \
             2>&1 | grep -v Warning | tail -n 8
     done
+    ;;
+profile)  # where a training step's GPU time goes: the eager slow step, 5 steps under torch.profiler
+    CUDA_VISIBLE_DEVICES=0 timeout ${PROFILE_S:-150} $PY -m experiments.bench_train --text-cache "$W/text_cache.safetensors" \
+        --steps 3000 --log-every 10 --skip 2 --batch 256 --no-compile --time-limit 40 --profile 5 \
+        --run-dir "$W/bench_train_eager" --out "$OUT/train_profile_1gpu.json" 2>&1 | grep -v Warning | tail -n 40
     ;;
 agents)
     # both resume when rerun with the same arguments (their outputs stay in $W between calls)
@@ -154,5 +166,5 @@ agents)
         plan_eval.log train_agent.log
     ;;
 *)
-    echo "usage: bash experiments/device_session.sh collect|train|finish|bench|agents" >&2; exit 2 ;;
+    echo "usage: bash experiments/device_session.sh setup|collect|train|finish|bench|profile|agents" >&2; exit 2 ;;
 esac
