@@ -19,7 +19,11 @@ real episode it plays (several episodes can be played side by side, all in the s
   plan, shifted by one chunk.
 
 Only the first skill of the best sequence is executed; the real chunk it produced is observed and the
-planner plans again (model-predictive control). ``temp_lora=False`` plans with Φ alone (the context
+planner plans again (model-predictive control). A real skill often needs several chunks where the imagined
+one finishes in one (the imagined drawer opens within a chunk, the real one over two or three), so with
+``skill_chunks`` > 1 the chosen skill runs again, without replanning, until the success head judges its
+real chunk done or it has run that many chunks: the scripted expert's rule, with the head in place of the
+simulator's check. ``temp_lora=False`` plans with Φ alone (the context
 still follows the real frames). Because a forked branch draws the same noise as env 0, the imagined
 chunk of the executed skill is exactly the belief env's prediction before it learns the real chunk
 (``last_imagined``, for videos of imagined vs real).
@@ -68,6 +72,7 @@ class PlannerConfig:
     fast_batch_size: int | None = 32
     feasible_threshold: float = 0.5  # P(done within the horizon) of the best plan below this: "no plan found"
     give_up_after: int | None = None  # stop after this many infeasible plans in a row (None: never)
+    skill_chunks: int = 1  # real chunks a chosen skill may run until the success head sees it done (1: replan each)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +82,8 @@ class PlannerConfig:
             raise ValueError(f"horizon, candidates and iterations must be >= 1: {self}")
         if self.elites < 1:
             raise ValueError(f"elites must be >= 1: {self}")
+        if self.skill_chunks < 1:
+            raise ValueError(f"skill_chunks must be >= 1: {self}")
         self.elites = min(self.elites, self.candidates)
         if not (0.0 <= self.smoothing <= 1.0 and 0.0 <= self.warm_start <= 1.0):
             raise ValueError(f"smoothing and warm_start must be in [0, 1]: {self}")
@@ -143,6 +150,7 @@ class WorldModelPlanner:
         self.stop_reasons: list[str | None] = [None] * b
         self.distributions: list[np.ndarray | None] = [None] * b  # CEM: each step's skill distribution at the end
         self._infeasible = [0] * b
+        self._running: list[tuple[int, int] | None] = [None] * b  # (skill, real chunks run) while it repeats
 
     def root(self, b: int) -> int:
         return b * self.width
@@ -153,19 +161,24 @@ class WorldModelPlanner:
         self.start(np.asarray(frame)[None], info["instruction"], int(info.get("seed", 0)), episode=b)
 
     def act_batch(self, ids: Sequence[int]) -> list[int | None]:
-        out: list[int | None] = []
-        for b, result in zip(ids, self.plan(ids)):
-            if result.feasible:
-                self._infeasible[b] = 0
-            else:
-                self._infeasible[b] += 1
-                if self.config.give_up_after is not None and self._infeasible[b] >= self.config.give_up_after:
-                    self.stop_reasons[b] = f"gave up: {result.message}"
-                    self.notes[b].append(self.stop_reasons[b])
-                    out.append(None)
-                    continue
-            out.append(int(result.sequence[0]))
-        return out
+        ids = list(ids)
+        chosen = {b: self._running[b][0] for b in ids if self._running[b] is not None}  # skills still running
+        to_plan = [b for b in ids if b not in chosen]
+        for b, result in zip(to_plan, self.plan(to_plan) if to_plan else []):
+            chosen[b] = self._choose(b, result)
+        return [chosen[b] for b in ids]
+
+    def _choose(self, b: int, result: PlanResult) -> int | None:
+        """The skill to run from a fresh plan (None: give up)."""
+        if result.feasible:
+            self._infeasible[b] = 0
+        else:
+            self._infeasible[b] += 1
+            if self.config.give_up_after is not None and self._infeasible[b] >= self.config.give_up_after:
+                self.stop_reasons[b] = f"gave up: {result.message}"
+                self.notes[b].append(self.stop_reasons[b])
+                return None
+        return int(result.sequence[0])
 
     @torch.no_grad()
     def observe_batch(self, ids: Sequence[int], skills: Sequence[int], frames: Sequence[np.ndarray],
@@ -181,10 +194,18 @@ class WorldModelPlanner:
         chunk = self.core.step([self.root(b) for b in ids], self._action([self.skills[int(s)] for s in skills]),
                                teacher_frames=truth)
         made = chunk.frames.cpu().numpy()
+        done = np.ones(len(ids), bool)
+        if self.config.skill_chunks > 1:  # did the skill finish? the success head on the real chunk
+            done = self.heads.predict(torch.from_numpy(truth), [self.instructions[b] for b in ids])["success"] >= 0.5
         for k, (b, skill) in enumerate(zip(ids, skills)):
             self.last_imagined[b] = made[k]
+            run = self._running[b]
+            repeat = run is not None and run[0] == int(skill)
             rest = self.previous[b]
-            self.previous[b] = rest[1:] if rest is not None and len(rest) and int(rest[0]) == int(skill) else None
+            if not repeat:  # a repeated skill is still the plan's first step: the plan's rest waits
+                self.previous[b] = rest[1:] if rest is not None and len(rest) and int(rest[0]) == int(skill) else None
+            count = (run[1] if repeat else 0) + 1
+            self._running[b] = None if done[k] or count >= self.config.skill_chunks else (int(skill), count)
 
     # single-episode conveniences (slot 0)
     def reset(self, frame: np.ndarray, info: dict) -> None:
@@ -207,6 +228,7 @@ class WorldModelPlanner:
         self.rngs[b] = np.random.default_rng([self.config.seed, int(seed)])
         self.previous[b], self.last_imagined[b] = None, None
         self.plans[b], self.notes[b], self.stop_reasons[b], self._infeasible[b] = [], [], None, 0
+        self._running[b] = None
 
     def _action(self, texts: list[str]) -> Any:
         return {"text": texts} if self.model.config.action_type == "both" else texts

@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--discount", type=float, default=0.9)
     p.add_argument("--give-up-after", type=int, default=None,
                    help="a planner stops an episode after this many plans in a row that reach no goal")
+    p.add_argument("--skill-chunks", type=int, default=3,
+                   help="real chunks a chosen skill may run, without replanning, until the success head sees it "
+                        "done (the scripted expert's 3 tries); 1 replans after every chunk")
     p.add_argument("--denoise-steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--parallel", type=int, default=1, help="episodes played side by side (one scene each)")
     p.add_argument("--max-chunks", type=int, default=None, help="chunk budget per episode (default 2 x plan + 2)")
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         config = PlannerConfig(method=args.method, horizon=args.horizon, candidates=args.candidates,
                                iterations=args.iterations, elites=min(args.elites, args.candidates),
                                discount=args.discount, denoise_steps=args.denoise_steps,
-                               give_up_after=args.give_up_after, seed=args.seed)
+                               give_up_after=args.give_up_after, skill_chunks=args.skill_chunks, seed=args.seed)
     except (UnknownInstruction, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -199,6 +199,34 @@ def test_planner_picks_the_skill_the_heads_reward(model, heads, method):
             assert planner.distributions[0][0].argmax() == target and planner.distributions[0][0, target] > 0.5
 
 
+def test_planner_repeats_a_skill_until_the_success_head_sees_it_done(model, heads):
+    class Judge:  # the heads, with the success head's verdict on every chunk set by the test
+        def __init__(self, success: float):
+            self.success, self.calls = success, 0
+
+        def predict(self, frames, texts):
+            self.calls += 1
+            out = heads.predict(frames, texts)
+            return {**out, "success": np.full(len(texts), self.success, np.float32)}
+
+    real = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)  # a real chunk of 2 frames
+    for success, plans in ((0.0, 2), (1.0, 5)):
+        judge = Judge(success)
+        planner = WorldModelPlanner(model, judge, PlannerConfig(method="shooting", horizon=1, candidates=4,
+                                                                denoise_steps=1, skill_chunks=3))
+        planner.start(_start(), "open the drawer", seed=0)
+        skills = []
+        for _ in range(5):
+            skills.append(planner.act())
+            planner.observe(skills[-1], real)
+        assert len(planner.plans[0]) == plans, (success, skills)
+        if success == 0.0:  # never judged done: each chosen skill runs its 3 chunks, then a new plan
+            assert skills[0] == skills[1] == skills[2] == planner.plans[0][0].sequence[0]
+            assert skills[3] == skills[4] == planner.plans[0][1].sequence[0]
+    with pytest.raises(ValueError, match="skill_chunks"):
+        PlannerConfig(skill_chunks=0)
+
+
 def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene, scene2):
     cfg = PlannerConfig(method="cem", horizon=2, candidates=6, iterations=2, elites=2, denoise_steps=1)
     planner = WorldModelPlanner(model, heads, cfg, num_episodes=2)
