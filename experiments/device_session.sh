@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One GPU session of the shipped default's training (issues 14 and 15), as it ran on nvidia-h200-x2:
-# the exact commands, in the three calls a 30-minute device lease allows. Run from the repo root there:
+# One GPU session of the shipped default's training (issues 14-17), as it ran on nvidia-h200-x2 (session 5)
+# and nvidia-h200 (session 6; one GPU or two is read from nvidia-smi): the exact commands, in the few calls a
+# 30-minute device lease allows. Run from the repo root there:
 #
 #   bash experiments/device_session.sh collect   # install, then real episodes (training + held-out)
-#   bash experiments/device_session.sh train     # VAE fine-tune + slow phase on 2 GPUs, in the background
+#   bash experiments/device_session.sh train     # VAE fine-tune + slow phase on the GPUs, in the background
 #   bash experiments/device_session.sh finish    # wait for it, ship heads, evaluate, copy out
 #   bash experiments/device_session.sh bench     # the learned env beside the real scene (issue 16)
 #   bash experiments/device_session.sh agents    # planners and PPO on the model (issue 17), time-boxed
@@ -20,15 +21,21 @@
 # `collect` call (carry .whl and .gl) move worldmodel/weights/default/model-0000*.safetensors out of the
 # checkout, and put them back before the `train` call (which carries nothing: the machine is still warm,
 # with /tmp/site, /tmp/.whlc and $W from the first call). Start each call within the 30 s the machine stays
-# warm; the whole session fits one 30-minute lease (session 5: collect 252 s, train 566 s, finish 333 s).
+# warm; the whole session fits one 30-minute lease (session 5: collect 252 s, train 566 s, finish 333 s;
+# session 6, one H200: collect 289 s, train 540 s, finish 157 s, agents 324 s).
+#
+# Session 6 ran: DATA_SEED=2 COLLECT_MIN=3.4 PROBE_COMPILE=1 ... collect; VAE_STEPS=0 SLOW_STEPS=1500 TRAIN_MIN=12
+# FIT_HEADS=0 ... train; finish; AGENTS_MIN=5 PLAN_ARGS="--method cem --candidates 32 --horizon 2 --iterations 2
+# --elites 6 --denoise-steps 4 --parallel 20 --videos 1" ... agents; then setup + profile, MODEL=worldmodel/weights/default
+# BENCH_STEPS=8 ... bench (docs/RESULTS.md, "The session-6 run on one H200").
 set -uo pipefail
 W=${W:-$PWD/runs/session}
 OUT=${OUT:-$W/out}
 COLLECT_MIN=${COLLECT_MIN:-4.0}     # minutes of training-data collection (whole shards only)
-DATA_SEED=${DATA_SEED:-0}           # training episodes; session 5 used 0 (4,104 episodes): another seed gives new
-                                    # ones. Never 1: the held-out episodes are seed 1
+DATA_SEED=${DATA_SEED:-3}           # training episodes; session 5 used 0 (4,104 episodes), session 6 used 2: another
+                                    # seed gives new ones. Never 1: the held-out episodes are seed 1
 TRAIN_MIN=${TRAIN_MIN:-13.0}        # minutes of training, VAE phase + latent cache + slow phase
-VAE_STEPS=${VAE_STEPS:-1500}        # 0 once the VAE has seen the data's cube colours (session 5 did)
+VAE_STEPS=${VAE_STEPS:-0}           # session 5 fine-tuned the VAE on the cube colours (1500); it is frozen since
 SLOW_STEPS=${SLOW_STEPS:-20000}      # the time limit stops the slow phase first unless this is smaller
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
 AGENTS_MIN=${AGENTS_MIN:-8}
@@ -50,7 +57,7 @@ else
     LAUNCH=${LAUNCH:-$PY}
 fi
 BATCH=${BATCH:-$((256 * GPUS))}     # global batch of the slow phase: 256 per GPU
-FIT_HEADS=${FIT_HEADS:-1}           # 0: keep the init model's heads (they read frames only: Φ does not change them)
+FIT_HEADS=${FIT_HEADS:-0}           # 1: refit the heads; 0 keeps the init model's (they read frames only: Φ does not change them)
 PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled slow step on one GPU (bench_train)
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
