@@ -9,8 +9,8 @@ One env step generates one chunk (``new_frames`` frames: ``denoise_steps`` UNet 
 batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batched). Each size is
 timed over ``--chunks`` steps after one warm-up step; imagined frames/s = N * new_frames * chunks /
 seconds. The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's
-resolution) is timed on the same machine when it can run, and each imagined row is given as a multiple
-of its frames/s. Temp-LoRA is timed on and off in the same run by default (`--temp-lora on,off`), so the
+resolution) is timed on the same machine when it can run (``--real-workers`` scenes side by side, one
+process each, as data collection runs them), and each imagined row is given as a multiple of its frames/s. Temp-LoRA is timed on and off in the same run by default (`--temp-lora on,off`), so the
 memory's overhead is read off one table. Prints a markdown table and writes JSON.
 """
 
@@ -57,7 +57,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch CPU threads: a number, or auto (the cores not busy at the start)")
     p.add_argument("--real", choices=("auto", "on", "off"), default="auto",
                    help="also time the real simulator (auto: when it can be imported)")
-    p.add_argument("--real-steps", type=int, default=3, help="timed real-sim chunks")
+    p.add_argument("--real-steps", type=int, default=3, help="timed real-sim chunks (per worker)")
+    p.add_argument("--real-workers", type=int, default=1,
+                   help="real scenes stepped side by side, one process each (the machine's real throughput, as "
+                        "`experiments.collect` runs it: e.g. 13 on the 16-core GPU machine); 1: in this process")
     p.add_argument("--no-single", action="store_true", help="skip the single (non-vector) env row")
     p.add_argument("--out", default="runs/bench_env.json", help="JSON output path")
     return p.parse_args(argv)
@@ -151,32 +154,69 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     return rows
 
 
-def bench_real(frame_size: int, steps: int, mode: str) -> dict | None:
-    if mode == "off":
-        return None
-    try:
-        from envs.real import RealSceneEnv
-        from envs.real.skills import SKILLS
+def _real_chunks(frame_size: int, steps: int, seed: int, barrier: Any = None) -> tuple[int, float, int, int]:
+    """(frames, seconds, chunk_len, frame_skip) of ``steps`` random-skill chunks of one real scene (after a
+    warm-up chunk; with a barrier, timed from the moment every worker is ready)."""
+    from envs.real import RealSceneEnv
+    from envs.real.skills import SKILLS
 
-        env = RealSceneEnv(task="task1_open", width=frame_size, height=frame_size)
-        env.reset(seed=0)
+    env = RealSceneEnv(task="task1_open", width=frame_size, height=frame_size)
+    try:
+        env.reset(seed=seed)
         env.step(0)  # warm-up
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
+        if barrier is not None:
+            barrier.wait(timeout=600)
         frames = 0
         start = time.perf_counter()
         for _ in range(steps):
-            info = env.step(int(rng.integers(len(SKILLS))))[4]
-            frames += len(info["frames"])
-        seconds = time.perf_counter() - start
-        cfg = env.config
+            frames += len(env.step(int(rng.integers(len(SKILLS))))[4]["frames"])
+        return frames, time.perf_counter() - start, env.config.chunk_len, env.config.frame_skip
+    finally:
         env.close()
+
+
+def _real_worker(frame_size: int, steps: int, seed: int, barrier: Any, queue: Any) -> None:
+    try:
+        queue.put(_real_chunks(frame_size, steps, seed, barrier))
+    except Exception as err:  # noqa: BLE001  (reported by the parent)
+        barrier.abort()
+        queue.put(f"{type(err).__name__}: {err}")
+
+
+def bench_real(frame_size: int, steps: int, mode: str, workers: int = 1) -> dict | None:
+    """The real scene's frames/s on this machine: ``workers`` processes side by side (the machine's
+    throughput, as data collection runs it), or one in this process."""
+    if mode == "off":
+        return None
+    try:
+        if workers <= 1:
+            results = [_real_chunks(frame_size, steps, 0)]
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # no forked GL / torch state
+            barrier, queue = ctx.Barrier(workers), ctx.Queue()
+            procs = [ctx.Process(target=_real_worker, args=(frame_size, steps, w, barrier, queue), daemon=True)
+                     for w in range(workers)]
+            for proc in procs:
+                proc.start()
+            results = [queue.get(timeout=900) for _ in procs]
+            for proc in procs:
+                proc.join(timeout=60)
+            failed = [r for r in results if isinstance(r, str)]
+            if failed:
+                raise RuntimeError(f"{len(failed)} of {workers} real-scene workers failed: {failed[0]}")
     except Exception as err:  # noqa: BLE001  (any import/GL failure means "not available here")
         if mode == "on":
             raise
         return {"env": "real (OGBench scene)", "error": f"{type(err).__name__}: {err}"[:300]}
-    return {"env": "real (OGBench scene)", "num_envs": 1, "frame_size": frame_size, "new_frames": cfg.chunk_len,
+    frames = sum(r[0] for r in results)
+    seconds = max(r[1] for r in results)  # the workers start together: the slowest one's time is the wall
+    chunk_len, frame_skip = results[0][2], results[0][3]
+    return {"env": "real (OGBench scene)", "num_envs": workers, "frame_size": frame_size, "new_frames": chunk_len,
             "s_per_step": seconds / steps, "frames_per_s": frames / seconds,
-            "sim_steps_per_s": steps * cfg.chunk_len * cfg.frame_skip / seconds,
+            "sim_steps_per_s": steps * workers * chunk_len * frame_skip / seconds,
             "render_backend": os.environ.get("MUJOCO_GL", "")}
 
 
@@ -245,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"bench_env: model={spec} device={device} sizes={sizes}", file=sys.stderr)
     rows = [row for setting in settings for row in bench_imagined(spec, sizes, args, device, setting)]
     frame_size = next((r["frame_size"] for r in rows if "frame_size" in r), 64)
-    real = bench_real(frame_size, args.real_steps, args.real)
+    real = bench_real(frame_size, args.real_steps, args.real, args.real_workers)
     if real is not None:
         rows.append(real)
     add_ratios(rows)

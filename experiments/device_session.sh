@@ -149,7 +149,7 @@ finish)
 bench)
     for steps in ${BENCH_STEPS:-8 2}; do
         timeout 200 $PY -m experiments.bench_env --model "$MODEL" --device $DEVICE --sizes 256 --precision bf16 \
-            --denoise-steps $steps --fast-batch 256 --real on --no-single --out "$OUT/bench_env_${steps}steps.json" \
+            --denoise-steps $steps --fast-batch ${FAST_BATCH:-128} --real on --real-workers ${REAL_WORKERS:-13} --no-single --out "$OUT/bench_env_${steps}steps.json" \
             2>&1 | grep -v Warning | tail -n 8
     done
     ;;

@@ -52,3 +52,21 @@ def test_cpu_peak_memory_sees_a_transient_allocation():
         assert peak.delta > 64 * 2**20
     else:  # getrusage: a lower bound
         assert peak.delta >= 0
+
+
+def test_bench_env_times_the_real_scene_side_by_side(tmp_path):
+    """bench_env puts the learned env beside the real scene in one run: the real row runs --real-workers
+    scenes at once, and each imagined row is given as a multiple of it."""
+    from experiments import bench_env
+
+    out = tmp_path / "bench_env.json"
+    result = bench_env.main(["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--chunks", "1", "--threads", "1",
+                             "--temp-lora", "off", "--no-single", "--real", "on", "--real-workers", "2",
+                             "--real-steps", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert rows == result["rows"]
+    [real] = [r for r in rows if r["env"].startswith("real")]
+    [vector] = [r for r in rows if r["env"] == "vector"]
+    assert real["num_envs"] == 2 and real["frames_per_s"] > 0 and real["frame_size"] == vector["frame_size"]
+    assert vector["x_real"] == pytest.approx(vector["frames_per_s"] / real["frames_per_s"])
+    assert "| real (OGBench scene) | 2 |" in result["table"]
