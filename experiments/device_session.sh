@@ -36,7 +36,8 @@ DATA_SEED=${DATA_SEED:-3}           # training episodes; session 5 used 0 (4,104
                                     # seed gives new ones. Never 1: the held-out episodes are seed 1
 TRAIN_MIN=${TRAIN_MIN:-13.0}        # minutes of training, VAE phase + latent cache + slow phase
 VAE_STEPS=${VAE_STEPS:-0}           # session 5 fine-tuned the VAE on the cube colours (1500); it is frozen since
-SLOW_STEPS=${SLOW_STEPS:-20000}      # the time limit stops the slow phase first unless this is smaller
+SLOW_STEPS=${SLOW_STEPS:-1500}       # ~540 s at 256 windows per GPU per step (the cosine decay ends here; TRAIN_MIN is the guard)
+LR_SCHEDULE=${LR_SCHEDULE:-cosine}  # the slow phase's lr after warm-up: cosine decays it to 0.1x at SLOW_STEPS (runs 3-4: constant)
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
 AGENTS_MIN=${AGENTS_MIN:-8}
 COMPILE=${COMPILE:-false}            # true: torch.compile the slow step (never seen to finish compiling in a call yet)
@@ -106,7 +107,7 @@ train)
         init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run \
         num_workers=6 progress=false time_limit_min=$TRAIN_MIN \
         phases.vae.steps=$VAE_STEPS phases.vae.batch_size=64 phases.vae.lr=5e-4 \
-        phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=$BATCH phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
+        phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=$BATCH phases.slow.lr=5e-4 phases.slow.warmup_steps=200 phases.slow.lr_schedule=$LR_SCHEDULE \
         phases.slow.compile=$COMPILE phases.slow_fast.steps=$SLOW_FAST_STEPS phases.slow_fast.batch_size=16 \
         ${TRAIN_EXTRA:-}; echo \$? > $W/train.rc" \
         > "$W/train.log" 2>&1 < /dev/null &

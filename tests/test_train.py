@@ -37,6 +37,18 @@ def test_killed_run_resumes_on_the_same_loss_curve(tmp_path, chunk_dataset, kill
     assert not list((tmp_path / "b").glob(".last.ckpt.*")), "no temp files left behind"
 
 
+def test_cosine_schedule_warms_up_then_decays_to_its_floor(tmp_path, chunk_dataset):
+    cfg = _cfg(tmp_path, 6, warmup_steps=2, lr_schedule="cosine", min_lr_ratio=0.1)
+    history = Trainer(_model(), chunk_dataset, cfg).fit(progress=False)
+    lrs = [r["lr"] for r in history]
+    assert lrs[:2] == pytest.approx([5e-4, 1e-3])  # linear warm-up
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] == pytest.approx(1e-4)  # decays to the floor
+    constant = Trainer(_model(), chunk_dataset, _cfg(tmp_path / "c", 3, warmup_steps=2)).fit(progress=False)
+    assert [r["lr"] for r in constant] == pytest.approx([5e-4, 1e-3, 1e-3])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
+
+
 def test_nan_loss_raises_and_keeps_the_last_checkpoint(tmp_path, chunk_dataset, monkeypatch):
     trainer = Trainer(_model(), chunk_dataset, _cfg(tmp_path, 3))
     trainer.fit(progress=False)

@@ -72,6 +72,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     warmup_steps: int = 0
+    # After the warm-up: "constant" keeps lr; "cosine" decays it to lr * min_lr_ratio at `steps` (a run that
+    # continues a model sets `steps` to where this run ends, so the decay lands inside the run).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.1
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: bf16 on GPU, no on CPU
     seed: int = 0
     num_workers: int = 0
@@ -95,6 +99,10 @@ class TrainConfig:
             raise ValueError(f"unknown phase {self.phase!r}; expected 'vae', 'slow' or 'slow_fast'")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.cache_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"cache_dtype must be 'float32' or 'bfloat16', got {self.cache_dtype!r}")
         check_attention(self.attention)
@@ -507,8 +515,17 @@ class Trainer:
         target = sqrt_a * noise - sqrt_1ma * latents if m.config.prediction_type == "v_prediction" else noise
         return ((pred[:, :, tc:].float() - target[:, :, tc:].float()) ** 2).mean()
 
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then the schedule."""
+        cfg = self.config
+        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        if cfg.lr_schedule == "cosine" and step >= cfg.warmup_steps:
+            progress = min(1.0, (step + 1 - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1))
+            lr *= cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return lr
+
     def _set_lr(self, optimizer: Any) -> float:
-        lr = self.config.lr * min(1.0, (self.step + 1) / max(self.config.warmup_steps, 1))
+        lr = self.lr_at(self.step)
         for g in optimizer.param_groups:
             g["lr"] = lr
         return lr
