@@ -427,3 +427,18 @@ def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path):
     assert isinstance(resolve_heads(None, folder, torch.device("cpu")), RewardHeads)
     with pytest.raises(SystemExit, match="not a model folder"):
         main(["--model", str(tmp_path), "--data", str(tmp_path / "data.h5")])
+
+
+def test_plan_diag_ranks_every_sequence_from_a_real_start(saved, tmp_path):
+    from experiments.plan_diag import main
+
+    out, sheet = tmp_path / "diag.json", tmp_path / "diag.png"
+    result = main(["--model", str(saved / "model"), "--heads", str(saved / "heads"), "--task", "task1_open",
+                   "--seed", "0", "--horizon", "1", "--denoise-steps", "1", "--top", "2", "--samples", "2",
+                   "--frame-skip", "4", "--device", "cpu", "--sheet", str(sheet), "--out", str(out)])
+    assert json.loads(out.read_text())["shown"] == result["shown"] and result["sequences"] == len(SKILLS)
+    rows = result["shown"]
+    assert [r["rank"] for r in rows[:2]] == [1, 2] and rows[0]["score"] >= rows[1]["score"]
+    assert sum(r["expert"] for r in rows) == 1  # the expert's first skill is always shown
+    assert all(len(r["p_done_per_seed"]) == 2 and len(r["terminated"]) == 1 for r in rows)
+    assert sheet.stat().st_size > 0
