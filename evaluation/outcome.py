@@ -4,7 +4,9 @@ way the real one does, as the learned heads judge it?
 For each task (default: scene tasks 1-5) and seed the scripted expert plays the real scene
 (`envs.real.scene.RealSceneEnv`; each plan step repeated until the scene reports it achieved, as
 `envs.real.rollout.ScriptedExpert`); with ``truncated`` the same start is played a second time with the
-plan cut before its last step, so that real failures are judged too. The real outcome is whether the task
+plan cut before its last step, so that real failures are judged too; with ``random_plans`` K, also K
+random skill sequences of the plan's length (one chunk per skill), which a planner's candidates look like
+and which mostly fail: agreement on them is the heads' false-positive check in imagination. The real outcome is whether the task
 is done at the last chunk (`agents.real_scene.SuccessJudge`). The world model then imagines the same skill
 sequence from the same real start frame (free rollout through `worldmodel.Imagination`; each chunk's
 action is the skill's language and the robot's mean low-level action behind each real frame) and the
@@ -19,6 +21,7 @@ chunk's skill success too.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -40,6 +43,7 @@ class OutcomeConfig:
     seeds: int = 2  # per task; episode seeds seed * 1000 + k
     seed: int = 1
     truncated: bool = True  # also play each plan without its last step (a real failure)
+    random_plans: int = 0  # per task and seed, random skill sequences of the plan's length (a planner's candidates)
     frame_skip: int = 8
     steps: int | None = None  # denoising steps (None: the model's)
     temp_lora: bool = False  # imagine with Temp-LoRA memory (BatchedTempLoRA) instead of Φ alone
@@ -51,15 +55,15 @@ class OutcomeConfig:
         from envs.real.tasks import get_task
 
         self.tasks = tuple(get_task(t).name for t in self.tasks)
-        if not self.tasks or self.seeds < 1 or self.frame_skip < 1:
-            raise ValueError(f"need tasks, seeds >= 1 and frame_skip >= 1: {self}")
+        if not self.tasks or self.seeds < 1 or self.frame_skip < 1 or self.random_plans < 0:
+            raise ValueError(f"need tasks, seeds >= 1, frame_skip >= 1 and random_plans >= 0: {self}")
 
 
 @dataclass
 class RealEpisode:
     task: str
     seed: int
-    kind: str  # "expert" or "expert without its last step"
+    kind: str  # "expert", "expert without its last step" or "random skills"
     instruction: str
     skills: list[int]
     frames: np.ndarray  # (1 + K * L, H, W, 3)
@@ -89,6 +93,23 @@ def play_expert(env: Any, task: str, seed: int, drop_last: bool, max_tries: int 
         return None
     kind = "expert without its last step" if drop_last else "expert"
     return RealEpisode(task, int(seed), kind, str(info["instruction"]), skills, np.concatenate(frames),
+                       np.concatenate(vectors).astype(np.float32), chunk_success, bool(done))
+
+
+def play_random(env: Any, task: str, seed: int, rng: np.random.Generator) -> RealEpisode:
+    """Random skills, one chunk each, as many as the task's plan has steps, in the real scene."""
+    from agents.real_scene import SuccessJudge
+    from envs.real.skills import SKILLS
+
+    frame, info = env.reset(seed=int(seed), options={"task": task})
+    judge = SuccessJudge(task, info)
+    frames, vectors, skills, chunk_success, done = [frame[None]], [], [], [], False
+    for sid in rng.integers(len(SKILLS), size=len(info["plan"])):
+        _, _, terminated, _, st = env.step(int(sid))
+        done = judge.update(terminated, st)
+        skills.append(int(sid)), frames.append(st["frames"]), vectors.append(st["actions"])
+        chunk_success.append(bool(st["success"]))
+    return RealEpisode(task, int(seed), "random skills", str(info["instruction"]), skills, np.concatenate(frames),
                        np.concatenate(vectors).astype(np.float32), chunk_success, bool(done))
 
 
@@ -184,6 +205,9 @@ def summarize_outcomes(episodes: Sequence[RealEpisode]) -> dict[str, dict]:
 
     out = {t: block([e for e in episodes if e.task == t]) for t in dict.fromkeys(e.task for e in episodes)}
     out["all"] = block(episodes)
+    kinds = list(dict.fromkeys(e.kind for e in episodes))
+    if len(kinds) > 1:  # which kind of rollout the heads misjudge in imagination
+        out.update({f"all, {kind}": block([e for e in episodes if e.kind == kind]) for kind in kinds})
     return out
 
 
@@ -202,13 +226,16 @@ def run_outcome(model: Any, heads: Any, cfg: OutcomeConfig, log=print) -> dict:
                     ep = play_expert(env, task, cfg.seed * 1000 + k, drop, cfg.max_tries)
                     if ep is not None:
                         episodes.append(ep)
+                rng = np.random.default_rng([cfg.seed, k, zlib.crc32(task.encode())])  # fixed per (task, seed)
+                episodes += [play_random(env, task, cfg.seed * 1000 + k, rng) for _ in range(cfg.random_plans)]
             log(f"outcome: real episodes of {task} played")
     finally:
         env.close()
     log(f"outcome: imagining {len(episodes)} episodes ({sum(len(e.skills) for e in episodes)} chunks) ...")
     imagine(model, episodes, cfg.seed, cfg.steps, cfg.temp_lora)
     judge(heads, episodes, tn, cfg.threshold)
-    rows = [{"task": e.task, "seed": e.seed, "kind": e.kind, "instruction": e.instruction, "chunks": len(e.skills),
+    rows = [{"task": e.task, "seed": e.seed, "kind": e.kind, "instruction": e.instruction, "skills": e.skills,
+             "chunks": len(e.skills),
              "real_success": e.success, **{k: v for k, v in e.verdicts.items() if k != "chunk_success_imagined"}}
             for e in episodes]
     return {"config": {**asdict(cfg), "tasks": list(cfg.tasks)}, "summary": summarize_outcomes(episodes),
@@ -219,12 +246,14 @@ def markdown(result: dict) -> str:
     from .report import fmt
 
     cfg, h = result["config"], result["heads"]
+    random_part = f", {cfg['random_plans']} random skill sequence(s) per seed" if cfg.get("random_plans") else ""
     lines = [
         "# Imagined outcome agreement: the heads judge the imagined rollout of the expert's skills",
         "",
         *provenance_lines(result),
         f"- model: `{result['model']}`; heads: {h.get('source', '?')}; {cfg['seeds']} seed(s) per task from "
-        f"{cfg['seed'] * 1000}; {'the full plan and the plan without its last step' if cfg['truncated'] else 'full plans'}; "
+        f"{cfg['seed'] * 1000}; {'the full plan and the plan without its last step' if cfg['truncated'] else 'full plans'}"
+        f"{random_part}; "
         f"{'Temp-LoRA' if cfg['temp_lora'] else 'Φ alone (no Temp-LoRA)'}; threshold {cfg['threshold']}",
         "",
         "Heads on real frames first:",

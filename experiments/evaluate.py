@@ -345,6 +345,9 @@ def parse_outcome(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed, help="episode k is seeded seed * 1000 + k (default %(default)s)")
     p.add_argument("--no-truncated", action="store_true",
                    help="only the full expert plans (default: also each plan without its last step)")
+    p.add_argument("--random-plans", type=int, default=d.random_plans,
+                   help="per task and seed, also this many random skill sequences of the plan's length (mostly real "
+                        "failures, like a planner's candidates): the heads' false positives in imagination")
     p.add_argument("--temp-lora", action="store_true", help="imagine with Temp-LoRA memory (default: Φ alone)")
     p.add_argument("--threshold", type=float, default=d.threshold, help="P(task done) above which it counts as done")
     p.add_argument("--frame-skip", type=int, default=d.frame_skip, help="sim steps per kept frame (default %(default)s)")
@@ -353,7 +356,8 @@ def parse_outcome(argv: list[str]) -> argparse.Namespace:
     try:
         args.config = outcome.OutcomeConfig(
             tasks=tuple(x.strip() for x in args.tasks.split(",") if x.strip()), seeds=args.seeds, seed=args.seed,
-            truncated=not args.no_truncated, frame_skip=args.frame_skip, steps=args.steps, temp_lora=args.temp_lora,
+            truncated=not args.no_truncated, random_plans=args.random_plans, frame_skip=args.frame_skip,
+            steps=args.steps, temp_lora=args.temp_lora,
             threshold=args.threshold, render_backend=args.render_backend)
     except ValueError as err:
         p.error(str(err))

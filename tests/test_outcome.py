@@ -59,3 +59,20 @@ def test_the_heads_judge_the_imagined_frames():
     assert [e.verdicts["done_real_heads"] for e in eps] == [False, False]
     s = outcome.summarize_outcomes(eps)["all"]
     assert (s["imagined_agreement"], s["heads_on_real_agreement"], s["chunk_success_agreement"]) == (0.5, 0.0, 0.5)
+
+
+def test_random_skill_sequences_check_the_heads_false_positives(tmp_path):
+    torch.manual_seed(0)
+    RewardHeads(HeadsConfig(frame_size=32)).save_pretrained(tmp_path / "heads")
+    args = ["outcome", *FAST, "--tasks", "task1_open", "--no-truncated", "--random-plans", "2", "--heads",
+            str(tmp_path / "heads")]
+    result = evaluate.main([*args, "--out", str(tmp_path / "a")])
+    kinds = [e["kind"] for e in result["episodes"]]
+    assert kinds == ["expert", "random skills", "random skills"]
+    plan_len = result["episodes"][0]["chunks"]  # the expert repeats skills: at least the plan's length
+    assert all(e["chunks"] == 2 for e in result["episodes"][1:]) and plan_len >= 2  # task 1's plan has 2 steps
+    assert {"all, expert", "all, random skills"} <= set(result["summary"])
+    assert result["summary"]["all, random skills"]["episodes"] == 2
+    again = evaluate.main([*args, "--out", str(tmp_path / "b")])  # the same random sequences every run
+    assert [e["skills"] for e in again["episodes"]] == [e["skills"] for e in result["episodes"]]
+    assert "| all, random skills | 2 |" in (tmp_path / "a" / "outcome.md").read_text()
