@@ -6,9 +6,9 @@ For each task (default: scene tasks 1-5) and seed the scripted expert plays the 
 `envs.real.rollout.ScriptedExpert`); with ``truncated`` the same start is played a second time with the
 plan cut before its last step, so that real failures are judged too; with ``random_plans`` K, also K
 random skill sequences of the plan's length (one chunk per skill), which a planner's candidates look like
-and which mostly fail: agreement on them is the heads' false-positive check in imagination. The real outcome is whether the task
-is done at the last chunk (`agents.real_scene.SuccessJudge`). The world model then imagines the same skill
-sequence from the same real start frame (free rollout through `worldmodel.Imagination`; each chunk's
+and which mostly fail: agreement on them is the heads' false-positive check in imagination. The real
+outcome is whether the task is done at the last chunk (`agents.real_scene.SuccessJudge`). The world model
+then imagines the same skill sequence from the same real start frame (free rollout through `worldmodel.Imagination`; each chunk's
 action is the skill's language and the robot's mean low-level action behind each real frame) and the
 heads (`worldmodel.heads.RewardHeads`, trained on real frames) judge its last chunk: task done when
 P(terminated) > ``threshold``. Agreement = share of episodes where that verdict equals the real outcome.
@@ -74,43 +74,46 @@ class RealEpisode:
     verdicts: dict[str, Any] = field(default_factory=dict)
 
 
-def play_expert(env: Any, task: str, seed: int, drop_last: bool, max_tries: int = 3) -> RealEpisode | None:
-    """The expert's episode (its plan without the last step when ``drop_last``), in the real scene; None when
-    there is no skill left to play (a one-step plan without its step)."""
+def play(env: Any, task: str, seed: int, kind: str, policy: Any) -> RealEpisode | None:
+    """One real episode: ``policy(info)`` (info: the scene's reset info) gives ``act(last_success)``, the next
+    skill id or None to stop; None when it plays no skill."""
     from agents.real_scene import SuccessJudge
-    from envs.real.rollout import ScriptedExpert
 
     frame, info = env.reset(seed=int(seed), options={"task": task})
-    plan = tuple(info["plan"])[:-1] if drop_last else tuple(info["plan"])
-    expert, judge = ScriptedExpert(plan, max_tries), SuccessJudge(task, info)
+    act, judge = policy(info), SuccessJudge(task, info)
     frames, vectors, skills, chunk_success, done, last = [frame[None]], [], [], [], False, None
-    while (sid := expert.act(last)) is not None:
+    while (sid := act(last)) is not None:
         _, _, terminated, _, st = env.step(int(sid))
         done = judge.update(terminated, st)
         last = bool(st["success"])
         skills.append(int(sid)), frames.append(st["frames"]), vectors.append(st["actions"]), chunk_success.append(last)
     if not skills:
         return None
-    kind = "expert without its last step" if drop_last else "expert"
     return RealEpisode(task, int(seed), kind, str(info["instruction"]), skills, np.concatenate(frames),
                        np.concatenate(vectors).astype(np.float32), chunk_success, bool(done))
 
 
-def play_random(env: Any, task: str, seed: int, rng: np.random.Generator) -> RealEpisode:
+def play_expert(env: Any, task: str, seed: int, drop_last: bool, max_tries: int = 3) -> RealEpisode | None:
+    """The expert's episode (its plan without the last step when ``drop_last``), in the real scene; None when
+    there is no skill left to play (a one-step plan without its step)."""
+    from envs.real.rollout import ScriptedExpert
+
+    def policy(info: dict) -> Any:
+        plan = tuple(info["plan"])[:-1] if drop_last else tuple(info["plan"])
+        return ScriptedExpert(plan, max_tries).act
+
+    return play(env, task, seed, "expert without its last step" if drop_last else "expert", policy)
+
+
+def play_random(env: Any, task: str, seed: int, rng: np.random.Generator) -> RealEpisode | None:
     """Random skills, one chunk each, as many as the task's plan has steps, in the real scene."""
-    from agents.real_scene import SuccessJudge
     from envs.real.skills import SKILLS
 
-    frame, info = env.reset(seed=int(seed), options={"task": task})
-    judge = SuccessJudge(task, info)
-    frames, vectors, skills, chunk_success, done = [frame[None]], [], [], [], False
-    for sid in rng.integers(len(SKILLS), size=len(info["plan"])):
-        _, _, terminated, _, st = env.step(int(sid))
-        done = judge.update(terminated, st)
-        skills.append(int(sid)), frames.append(st["frames"]), vectors.append(st["actions"])
-        chunk_success.append(bool(st["success"]))
-    return RealEpisode(task, int(seed), "random skills", str(info["instruction"]), skills, np.concatenate(frames),
-                       np.concatenate(vectors).astype(np.float32), chunk_success, bool(done))
+    def policy(info: dict) -> Any:
+        todo = iter(rng.integers(len(SKILLS), size=len(info["plan"])).tolist())
+        return lambda last: next(todo, None)
+
+    return play(env, task, seed, "random skills", policy)
 
 
 @torch.no_grad()

@@ -10,8 +10,9 @@ batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batch
 timed over ``--chunks`` steps after one warm-up step; imagined frames/s = N * new_frames * chunks /
 seconds. The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's
 resolution) is timed on the same machine when it can run (``--real-workers`` scenes side by side, one
-process each, as data collection runs them), and each imagined row is given as a multiple of its frames/s. Temp-LoRA is timed on and off in the same run by default (`--temp-lora on,off`), so the
-memory's overhead is read off one table. Prints a markdown table and writes JSON.
+process each, as data collection runs them), and each imagined row is given as a multiple of its frames/s.
+Temp-LoRA is timed on and off in the same run by default (`--temp-lora on,off`), so the memory's overhead
+is read off one table. Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations

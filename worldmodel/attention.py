@@ -4,9 +4,9 @@ The UNet3D's temporal attention runs one sequence per latent pixel: batch B of 1
 256*B sequences of 8 frames. PyTorch's fused SDPA kernels put the batch in a CUDA grid dimension
 limited to 65,535 (pytorch/pytorch#146704 for the flash and memory-efficient kernels), and bf16 training
 at B = 256 (65,536 sequences) crashed inside cuDNN attention (`mha_graph.execute(...).is_good()`).
-`BatchChunkedAttnProcessor` splits any attention call with more than `max_batch` sequences into pieces
-(exactly the same result: attention is independent per sequence) and `sdpa_backends` names the SDPA
-kernels a training step may use.
+`BatchChunkedAttnProcessor` splits the SDPA kernel call of any attention with more than `max_batch`
+sequences into pieces (exactly the same result: attention is independent per sequence) and
+`sdpa_backends` names the SDPA kernels a training step may use.
 """
 
 from __future__ import annotations
