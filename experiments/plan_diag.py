@@ -98,21 +98,24 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def _sheet(start: np.ndarray, frames: np.ndarray, rows: list[dict], path: Path, scale: int = 3) -> None:
-    """One row per sequence: the real start, then its imagined frames; its skills and P(done) on the left."""
-    from PIL import Image, ImageDraw
+def _sheet(start: np.ndarray, frames: np.ndarray, rows: list[dict], path: Path, scale: int = 2) -> None:
+    """One row per sequence: a caption tile (its skills, P(done)), the real start, then its imagined frames."""
+    from PIL import Image
 
-    tiles = [np.concatenate([start, *frames[k].reshape(-1, *start.shape)], axis=1) for k in range(len(rows))]
-    grid = np.kron(np.concatenate(tiles, axis=0), np.ones((scale, scale, 1), np.uint8))
-    label_w, row_h = 300, start.shape[0] * scale
-    canvas = Image.new("RGB", (grid.shape[1] + label_w, grid.shape[0]), "white")
-    canvas.paste(Image.fromarray(grid), (label_w, 0))
-    draw = ImageDraw.Draw(canvas)
+    from evaluation.videos import caption_frame, fixed_lines, wrap_text
+
+    lines = 8
+    out = []
     for k, row in enumerate(rows):
-        text = " ->\n".join(row["sequence"]) + f"\nP(done) {row['p_done']:.2f}" + (" (expert)" if row["expert"] else "")
-        draw.text((4, k * row_h + 4), text, fill="black")
+        text = [w for skill in row["sequence"] for w in wrap_text(skill, 5 * scale)]
+        label = fixed_lines(text[:lines - 1] + [f"P(done) {row['p_done']:.2f}" + (" expert" if row["expert"] else "")],
+                            lines)
+        tiles = [caption_frame(np.zeros_like(start), label, scale)]
+        tiles += [caption_frame(f, fixed_lines(["start" if t == 0 else f"t={t}"], lines), scale)
+                  for t, f in enumerate([start, *frames[k].reshape(-1, *start.shape)])]
+        out.append(np.concatenate(tiles, axis=1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    Image.fromarray(np.concatenate(out, axis=0)).save(path)
 
 
 if __name__ == "__main__":
