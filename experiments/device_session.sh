@@ -49,7 +49,10 @@ PY=${PY:-python3}
 SETUP=${SETUP:-1}                   # 0: skip the installs (a dry run where everything is installed)
 GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c GPU)}   # 1 on nvidia-h200, 2 on nvidia-h200-x2
 [ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
-LAST_GPU=$((GPUS - 1))              # the second GPU where there is one (heads, evaluations beside the others)
+LAST_GPU=$((GPUS - 1))              # the last GPU that trains
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
+AUX_GPU=${AUX_GPU:-$(( NGPU > GPUS ? GPUS : LAST_GPU ))}  # GPUS=1 on a 2-GPU machine: training on GPU 0, the rest on 1
+TRAIN_DEVICES=$(seq -s, 0 $LAST_GPU)
 WORKERS=${WORKERS:-$(( $(nproc) > 8 ? $(nproc) - 4 : 2 ))}  # collection processes (26 on 32 cores, 12 on 16)
 DEVICE=${DEVICE:-cuda}
 if [ "$GPUS" -ge 2 ]; then
@@ -69,6 +72,32 @@ MODEL=${MODEL:-$W/run/model}   # the trained model (bench, agents: any model fol
 
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
+# SWEEP="LR:STEPS ..." (collect stage, once the held-out episodes exist): cube recall at the reopen of SWEEP_MODEL
+# for each fast-update setting, the settings split over the GPUs (issue 15: the inner lr of the slow-fast pilot)
+sweep() {
+    local i=0 setting gpu
+    rm -f "$W/sweep_plan.txt"
+    for setting in no_temp_lora $SWEEP; do echo "$(( i++ % NGPU )) $setting" >> "$W/sweep_plan.txt"; done
+    for gpu in $(seq 0 $((NGPU - 1))); do
+        (grep "^$gpu " "$W/sweep_plan.txt" | while read -r _ setting; do
+            local name=${setting/:/_} args="--variants no_temp_lora"
+            [ "$setting" = no_temp_lora ] || args="--variants full --temp-lora-lr ${setting%%:*} --temp-lora-steps ${setting##*:}"
+            CUDA_VISIBLE_DEVICES=$gpu timeout 200 $PY -m experiments.evaluate --model "${SWEEP_MODEL:-worldmodel/weights/default}" \
+                --data "$W/scene_eval" --device $DEVICE --text-cache "$W/text_cache.safetensors" --no-video --quiet \
+                --tasks memory_drawer,memory_drawer_locked --episodes 40 --batch 40 --mode recall $args \
+                --out "$OUT/sweep/$name" > "$W/sweep_$name.log" 2>&1
+            log "sweep $setting: $(grep -A3 '^| variant | recall' "$OUT/sweep/$name/table2.md" 2>/dev/null | sed -n 3p)"
+        done) &
+    done
+    wait
+}
+
+wait_collect() {
+    until [ -f "$W/collect_eval.rc" ] && [ -f "$W/collect.rc" ]; do sleep 5; done
+    tail -c 600 "$W/collect_eval.log"; echo; tail -c 600 "$W/collect.log"; echo
+    du -sh "$W/scene" "$W/scene_eval"
+}
+
 setup() {
     for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -85,25 +114,30 @@ collect)
     [ "$SETUP" = 1 ] && setup
     [ "$DATA_SEED" = 1 ] && { echo "DATA_SEED=1 is the held-out set" >&2; exit 2; }
     log "collect: held-out memory episodes (seed 1) beside the training episodes (seed $DATA_SEED)"
-    $PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 compression=gzip $SCENE \
-        '~tasks' "$EVAL_TASKS" \
-        > "$W/collect_eval.log" 2>&1 &
-    $PY -m experiments.collect out_dir=$W/scene seed=$DATA_SEED num_episodes=20000 workers=$WORKERS $SCENE '~tasks' "$TRAIN_TASKS" \
-        time_limit_min=$COLLECT_MIN > "$W/collect.log" 2>&1 &
+    rm -f "$W/collect_eval.rc" "$W/collect.rc"
+    # detached (setsid), so that DETACH=1 can return at once and a next call (`sweep`, with the weights back) waits
+    setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 \
+        compression=gzip $SCENE '~tasks' '$EVAL_TASKS'; echo \$? > $W/collect_eval.rc" > "$W/collect_eval.log" 2>&1 < /dev/null &
+    setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene seed=$DATA_SEED num_episodes=20000 workers=$WORKERS \
+        $SCENE '~tasks' '$TRAIN_TASKS' time_limit_min=$COLLECT_MIN; echo \$? > $W/collect.rc" > "$W/collect.log" 2>&1 < /dev/null &
     if [ "$PROBE_COMPILE" = 1 ]; then  # the GPU is idle while the scenes render: issue 14's one-GPU target
         CUDA_VISIBLE_DEVICES=0 $PY -m experiments.bench_train --text-cache "$W/text_cache.safetensors" --steps 3000 \
             --log-every 10 --skip 2 --batch 256 --time-limit ${PROBE_S:-200} --run-dir "$W/bench_train" \
-            --out "$OUT/train_compile_1gpu.json" > "$OUT/train_compile_1gpu.log" 2>&1 &
+            --out "$OUT/train_compile_1gpu.json" > "$OUT/train_compile_1gpu.log" 2>&1
+        grep -v Warning "$OUT/train_compile_1gpu.log" | tail -n 12
     fi
-    wait
-    [ "$PROBE_COMPILE" = 1 ] && grep -v Warning "$OUT/train_compile_1gpu.log" | tail -n 12
-    tail -c 600 "$W/collect_eval.log"; echo; tail -c 600 "$W/collect.log"; echo
-    du -sh "$W/scene" "$W/scene_eval"
+    [ "${DETACH:-0}" = 1 ] && { log "collection running (detached)"; exit 0; }
+    wait_collect
+    ;;
+sweep)  # after `DETACH=1 ... collect`: the recall sweep (SWEEP) once the held-out episodes exist, then the collection's end
+    until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
+    [ -n "${SWEEP:-}" ] && sweep
+    wait_collect
     ;;
 train)
     rm -rf "$W/init" && cp -r worldmodel/weights/default "$W/init"
     log "train: VAE fine-tune ($VAE_STEPS steps) + slow phase, $GPUS GPU(s), global batch $BATCH, $TRAIN_MIN min"
-    setsid nohup bash -c "$LAUNCH -m experiments.train --config-name train_fast \
+    setsid nohup bash -c "CUDA_VISIBLE_DEVICES=$TRAIN_DEVICES $LAUNCH -m experiments.train --config-name train_fast \
         init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run \
         num_workers=6 progress=false time_limit_min=$TRAIN_MIN \
         phases.vae.steps=$VAE_STEPS phases.vae.batch_size=64 phases.vae.lr=5e-4 \
@@ -111,9 +145,14 @@ train)
         phases.slow.compile=$COMPILE phases.slow_fast.steps=$SLOW_FAST_STEPS phases.slow_fast.batch_size=16 \
         ${TRAIN_EXTRA:-}; echo \$? > $W/train.rc" \
         > "$W/train.log" 2>&1 < /dev/null &
+    if [ "${AGENTS_BESIDE:-0}" = 1 ]; then  # GPUS=1 on two GPUs: the agents of the init model on the other one
+        log "agents beside the training, on GPU $AUX_GPU"
+        cp -r "$W/init" "$W/agents_model"
+        MODEL=$W/agents_model PLAN_GPU=$AUX_GPU setsid nohup bash "$0" agents > "$W/agents_stage.log" 2>&1 < /dev/null &
+    fi
     if [ "$FIT_HEADS" = 1 ]; then
         log "heads: fitted on the training episodes' real frames"
-        CUDA_VISIBLE_DEVICES=$LAST_GPU $PY -m experiments.fit_heads --model "$W/init" --data "$W/scene" --steps 3000 \
+        CUDA_VISIBLE_DEVICES=$AUX_GPU $PY -m experiments.fit_heads --model "$W/init" --data "$W/scene" --steps 3000 \
             --max-episodes 2500 --device $DEVICE > "$W/heads.log" 2>&1
         tail -n 3 "$W/heads.log"
     else
@@ -124,6 +163,7 @@ train)
     ;;
 finish)
     while [ ! -f "$W/train.rc" ]; do sleep 5; done
+    [ -d "$W/agents_model" ] && until [ -f "$W/agents.rc" ]; do sleep 5; done  # AGENTS_BESIDE: the GPU it used
     log "train exit code $(cat "$W/train.rc")"; tail -n 15 "$W/train.log"
     rm -rf "$MODEL/heads" && cp -r "$W/init/heads" "$MODEL/heads"
     mkdir -p "$OUT/model"
@@ -137,9 +177,9 @@ finish)
         --episodes 40 --variants full,no_temp_lora --mode recall --batch 40 --sheet --out $W/eval/recall
      CUDA_VISIBLE_DEVICES=0 timeout 120 $PY -m experiments.evaluate outcome --model $MODEL --seeds 4 --device $DEVICE \
         --text-cache $W/text_cache.safetensors --render-backend $GL --out $W/eval/outcome) > "$W/eval_0.log" 2>&1 &
-    (CUDA_VISIBLE_DEVICES=$LAST_GPU timeout 150 $PY -m experiments.evaluate $E --episodes 32 --variants full,no_temp_lora \
+    (CUDA_VISIBLE_DEVICES=$AUX_GPU timeout 150 $PY -m experiments.evaluate $E --episodes 32 --variants full,no_temp_lora \
         --mode free --batch 32 --sheet --out $W/eval/free
-     CUDA_VISIBLE_DEVICES=$LAST_GPU timeout 120 $PY -m experiments.evaluate $E --episodes 32 --variants full \
+     CUDA_VISIBLE_DEVICES=$AUX_GPU timeout 120 $PY -m experiments.evaluate $E --episodes 32 --variants full \
         --mode teacher --batch 32 --out $W/eval/teacher) > "$W/eval_1.log" 2>&1 &
     wait
     tail -n 30 "$W/eval_0.log" "$W/eval_1.log"
@@ -161,17 +201,18 @@ profile)  # where a training step's GPU time goes: the eager slow step, 5 steps 
     ;;
 agents)
     # both resume when rerun with the same arguments (their outputs stay in $W between calls)
-    CUDA_VISIBLE_DEVICES=0 $PY -m experiments.plan_eval --model "$MODEL" --tasks task1_open task2_unlock_and_lock \
+    CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} $PY -m experiments.plan_eval --model "$MODEL" --tasks task1_open task2_unlock_and_lock \
         task3_rearrange_medium task4_put_in_drawer task5_rearrange_hard memory_drawer memory_drawer_locked \
         --seeds 20 --agents planner,planner_no_memory,random,expert --parallel 10 --render-backend $GL \
         --device $DEVICE --no-progress --time-limit-min $AGENTS_MIN ${PLAN_ARGS:-} --out "$W/plan_eval" > "$W/plan_eval.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=$LAST_GPU $PY -m experiments.train_agent model="$MODEL" data="$W/scene" device=$DEVICE \
+    CUDA_VISIBLE_DEVICES=$AUX_GPU $PY -m experiments.train_agent model="$MODEL" data="$W/scene" device=$DEVICE \
         scene.render_backend=$GL progress=false time_limit_min=$AGENTS_MIN out_dir="$W/train_agent" \
         > "$W/train_agent.log" 2>&1 &
     wait
     tail -n 30 "$W/plan_eval.log" "$W/train_agent.log"
     tar czf "$OUT/agents.tgz" -C "$W" --exclude='*.mp4' --exclude='*.zip' --exclude=tb plan_eval train_agent \
         plan_eval.log train_agent.log
+    echo done > "$W/agents.rc"
     ;;
 *)
     echo "usage: bash experiments/device_session.sh setup|collect|train|finish|bench|profile|agents" >&2; exit 2 ;;
