@@ -272,9 +272,10 @@ def plot(result: dict, path: Path) -> None:
 
 
 def write_video(folder: Path, agent: str, r) -> str:
-    """The planner's imagined chunk (its prediction before the real chunk came) beside the real chunk."""
+    """The planner's imagined chunk (its prediction before the real chunk came) beside the real chunk: an mp4,
+    or a PNG sheet of 8 frames where moviepy is missing (the GPU machine), never a crash after the episode."""
     from envs.real.skills import SKILLS
-    from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_mp4
+    from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_grid
 
     folder.mkdir(parents=True, exist_ok=True)
     real, imagined = r.real_frames, r.imagined_frames
@@ -291,9 +292,7 @@ def write_video(folder: Path, agent: str, r) -> str:
         row = np.concatenate([left, np.full((left.shape[0], 4, 3), 128, np.uint8), right], axis=1)
         frame = caption_frame(row, head + [f"{LABELS[agent]}: {'success' if r.success else r.stop}"], 1)
         frames.append(np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))))
-    name = f"{r.task}_seed{r.seed}_{agent}.mp4"
-    write_mp4(folder / name, frames, fps=4)
-    return f"videos/{name}"
+    return "videos/" + write_grid(folder / f"{r.task}_seed{r.seed}_{agent}.mp4", frames, fps=4, notes=[])
 
 
 if __name__ == "__main__":

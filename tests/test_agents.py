@@ -442,3 +442,21 @@ def test_plan_diag_ranks_every_sequence_from_a_real_start(saved, tmp_path):
     assert sum(r["expert"] for r in rows) == 1  # the expert's first skill is always shown
     assert all(len(r["p_done_per_seed"]) == 2 and len(r["terminated"]) == 1 for r in rows)
     assert sheet.stat().st_size > 0
+
+
+def test_plan_eval_video_without_moviepy_is_a_png_sheet(tmp_path, monkeypatch):
+    """The GPU machine has no moviepy: an episode's video becomes a PNG sheet instead of ending the evaluation
+    (session 7's plan_eval stopped with ModuleNotFoundError after its first planner episode)."""
+    import sys
+    from types import SimpleNamespace
+
+    from experiments.plan_eval import write_video
+
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # import moviepy raises ImportError
+    rng = np.random.default_rng(0)
+    r = SimpleNamespace(real_frames=rng.integers(0, 255, (9, 16, 16, 3), dtype=np.uint8),
+                        imagined_frames=rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8), chunks=2,
+                        skills=[0, 2], instruction="open the drawer and the window", task="task1_open", seed=1000,
+                        success=True, stop="success")
+    video = write_video(tmp_path / "videos", "planner", r)
+    assert video == "videos/task1_open_seed1000_planner.png" and (tmp_path / video).stat().st_size > 0
