@@ -24,6 +24,12 @@
 # warm; the whole session fits one 30-minute lease (session 5: collect 252 s, train 566 s, finish 333 s;
 # session 6, one H200: collect 289 s, train 540 s, finish 157 s, agents 324 s).
 #
+# Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
+# ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
+# back); COMPILE=true AGENTS_BESIDE=1 SLOW_FAST_STEPS=150 TRAIN_MIN=14 ... train. The finish call then found a fresh
+# machine (more than 30 s had passed): the trained model was lost. So: a run sized to end inside the train call
+# (WAIT_S) comes back with it, and `finish` on a bare machine stops at once.
+#
 # Session 6 ran: DATA_SEED=2 COLLECT_MIN=3.4 PROBE_COMPILE=1 ... collect; VAE_STEPS=0 SLOW_STEPS=1500 TRAIN_MIN=12
 # FIT_HEADS=0 ... train; finish; AGENTS_MIN=5 PLAN_ARGS="--method cem --candidates 32 --horizon 2 --iterations 2
 # --elites 6 --denoise-steps 4 --parallel 20 --videos 1" ... agents; then setup + profile, MODEL=worldmodel/weights/default
@@ -41,7 +47,7 @@ LR_SCHEDULE=${LR_SCHEDULE:-cosine}  # the slow phase's lr after warm-up: cosine 
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
 AGENTS_MIN=${AGENTS_MIN:-8}
 COMPILE=${COMPILE:-false}            # true: torch.compile the slow step (never seen to finish compiling in a call yet)
-WAIT_S=${WAIT_S:-560}               # how long the train call watches before it returns
+WAIT_S=${WAIT_S:-560}               # how long the train call watches before it returns (a run that ends by then comes back)
 mkdir -p "$W" "$OUT"
 
 GL=${GL:-egl}                        # osmesa for a dry run on a CPU machine
@@ -92,6 +98,17 @@ sweep() {
     wait
 }
 
+model_out() {  # the trained model (and its logs) back to this side, once the run has ended
+    [ -f "$W/out_done" ] && return
+    rm -rf "$MODEL/heads" && cp -r "$W/init/heads" "$MODEL/heads"
+    mkdir -p "$OUT/model"
+    cp "$MODEL"/model-0000*.safetensors "$OUT/model/"
+    tar czf "$OUT/model_rest.tgz" -C "$W" --exclude='model-0000*' --ignore-failed-read run/model run/vae/vae_log.csv \
+        run/slow/slow_log.csv run/slow_fast/slow_fast_log.csv run/train_summary.json train.log heads.log collect.log \
+        collect_eval.log
+    touch "$W/out_done"
+}
+
 wait_collect() {
     until [ -f "$W/collect_eval.rc" ] && [ -f "$W/collect.rc" ]; do sleep 5; done
     tail -c 600 "$W/collect_eval.log"; echo; tail -c 600 "$W/collect.log"; echo
@@ -135,7 +152,7 @@ sweep)  # after `DETACH=1 ... collect`: the recall sweep (SWEEP) once the held-o
     wait_collect
     ;;
 train)
-    rm -rf "$W/init" && cp -r worldmodel/weights/default "$W/init"
+    rm -rf "$W/init" "$W/train.rc" "$W/out_done" && cp -r worldmodel/weights/default "$W/init"
     log "train: VAE fine-tune ($VAE_STEPS steps) + slow phase, $GPUS GPU(s), global batch $BATCH, $TRAIN_MIN min"
     setsid nohup bash -c "CUDA_VISIBLE_DEVICES=$TRAIN_DEVICES $LAUNCH -m experiments.train --config-name train_fast \
         init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run \
@@ -160,16 +177,21 @@ train)
     fi
     while [ ! -f "$W/train.rc" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 15; done
     grep -v "^\s*$" "$W/train.log" | tail -n 25
+    # a run that ends within the call comes back with it: a machine lost before `finish` then costs no model
+    [ -f "$W/train.rc" ] && model_out && log "model copied to \$OUT"
     ;;
 finish)
-    while [ ! -f "$W/train.rc" ]; do sleep 5; done
+    # a machine given back between calls (more than 30 s idle) comes back bare: say so, instead of waiting the call out
+    [ -f "$W/train.log" ] || { echo "no training on this machine: it was given back after the train call (start" \
+        "each call within 30 s of the last); the run is lost, train again" >&2; exit 3; }
+    until [ -f "$W/train.rc" ]; do
+        pgrep -f "experiments.train --config-name" > /dev/null || { sleep 2; [ -f "$W/train.rc" ] || \
+            { echo "the training process is gone without an exit code" >&2; exit 3; }; }
+        sleep 5
+    done
     [ -d "$W/agents_model" ] && until [ -f "$W/agents.rc" ]; do sleep 5; done  # AGENTS_BESIDE: the GPU it used
     log "train exit code $(cat "$W/train.rc")"; tail -n 15 "$W/train.log"
-    rm -rf "$MODEL/heads" && cp -r "$W/init/heads" "$MODEL/heads"
-    mkdir -p "$OUT/model"
-    cp "$MODEL"/model-0000*.safetensors "$OUT/model/"
-    tar czf "$OUT/model_rest.tgz" -C "$W" --exclude='model-0000*' run/model run/vae/vae_log.csv run/slow/slow_log.csv \
-        run/train_summary.json train.log heads.log collect.log collect_eval.log
+    model_out
     log "evaluate on the held-out episodes"
     # scored there (scenedetect carried since session 6); videos are not kept, only tables, JSON and sheets
     E="--model $MODEL --data $W/scene_eval --device $DEVICE --text-cache $W/text_cache.safetensors --no-video --quiet"
