@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from worldmodel.heads import HeadsConfig, RewardHeads, examples_from_episodes, train_heads
+from worldmodel.heads import HeadsConfig, LabelSet, RewardHeads, examples_from_episodes, own_labels, train_heads
 
 HEADS_DIR = "heads"
 
@@ -31,6 +31,11 @@ class HeadsFit:
     terminated_accuracy: float
     reward_mae: float
     final_loss: float
+    relabelled: bool = False  # trained with `scene_labels` (hindsight labels of tasks 1-5)
+    # held-out chunks judged against every task 1-5 instruction (scene episodes with recorded states):
+    hindsight_chunks: int = 0
+    hindsight_false_done: float = float("nan")  # share of not-done (chunk, instruction) pairs called done
+    hindsight_missed_done: float = float("nan")  # share of done pairs not called done
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,10 +57,41 @@ def iter_episodes(source: str | Path, limit: int | None = None) -> Iterator[dict
             count += 1
 
 
+def scene_labels(episode: dict) -> list[LabelSet]:
+    """Hindsight labels of a recorded scene episode: its own (`own_labels`), then for each of tasks 1-5
+    (`envs.real.tasks.RELABEL_TASKS`) that task's instruction with reward and "done" judged on the recorded
+    simulator state at each chunk's end (`goal_conditions`: the simulator's own check, so the episode's own task
+    gets its recorded reward back). A scene episode of the task itself is labelled by the state alone, so a
+    chunk that already shows the goal is done there too (the recorded end comes a chunk later when the expert's
+    skill check lags). Episodes without ``sim_state`` (Crafter, synthetic) keep only their own labels.
+
+    Why: trained on their own instructions only, the heads never see a task's instruction beside a scene that
+    misses its goal unless an expert episode of that task passes through it, and they called a cube on the
+    table "put in the drawer" (docs/RESULTS.md, "Why the planner fails task 1"). Every episode, play included,
+    is a negative or positive example of every task here.
+    """
+    from envs.real.tasks import RELABEL_TASKS, get_task, goal_conditions
+
+    if "sim_state" not in episode or not len(episode["sim_state"]):
+        return own_labels(episode)
+    attrs = episode["attrs"]
+    L, K = int(attrs["chunk_len"]), len(episode["reward"])
+    ends = np.asarray(episode["sim_state"])[(np.arange(K) + 1) * L]
+    sets = {} if attrs.get("task") in RELABEL_TASKS else {str(attrs.get("instruction", "")): own_labels(episode)[0]}
+    for task in RELABEL_TASKS:
+        conditions = goal_conditions(task, ends)
+        text = get_task(task).build(np.random.default_rng(0)).instruction
+        sets[text] = (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1))
+    return list(sets.values())
+
+
 def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3,
               heldout: float = 0.1, max_episodes: int | None = None, seed: int = 0,
-              device: str | torch.device = "cpu", config: HeadsConfig | None = None) -> tuple[RewardHeads, HeadsFit]:
-    """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there."""
+              device: str | torch.device = "cpu", config: HeadsConfig | None = None,
+              relabel: bool = True) -> tuple[RewardHeads, HeadsFit]:
+    """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there: on the
+    held-out episodes' own instructions, and against every task 1-5 instruction (`scene_labels`). ``relabel``:
+    train on `scene_labels` too (else on the episodes' own labels only)."""
     episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
     if not episodes:
         raise ValueError(f"{source}: no episodes with chunks to fit reward heads on")
@@ -66,20 +102,41 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
     test_eps = [e for i, e in enumerate(episodes) if every and i % every == every - 1]
     train_eps = [e for i, e in enumerate(episodes) if not (every and i % every == every - 1)]
     cfg = config or HeadsConfig(frame_size=frame_size)
-    train = examples_from_episodes(train_eps, cfg.num_frames)
+    train = examples_from_episodes(train_eps, cfg.num_frames, scene_labels if relabel else own_labels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         heads = RewardHeads(cfg).to(device)
     history = train_heads(heads, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    fit = HeadsFit(len(train), 0, float("nan"), float("nan"), float("nan"), float(np.mean(history[-20:])))
+    fit = HeadsFit(len(train), 0, float("nan"), float("nan"), float("nan"), float(np.mean(history[-20:])), relabel)
     if test_eps:
-        test = examples_from_episodes(test_eps, cfg.num_frames)
-        pred = predict_in_batches(heads, test.frames, test.instructions)
-        fit.heldout_chunks = len(test)
-        fit.success_accuracy = float(np.mean((pred["success"] > 0.5) == test.success))
-        fit.terminated_accuracy = float(np.mean((pred["terminated"] > 0.5) == test.terminated))
-        fit.reward_mae = float(np.mean(np.abs(pred["reward"] - test.reward)))
+        judge_heads(heads, test_eps, fit)
     return heads, fit
+
+
+def judge_heads(heads: RewardHeads, episodes: list[dict], fit: HeadsFit) -> HeadsFit:
+    """Fill ``fit``'s held-out numbers: accuracy on the episodes' own labels, and the hindsight error rates."""
+    k = heads.config.num_frames
+    test = examples_from_episodes(episodes, k)
+    pred = predict_in_batches(heads, test.frames_of(np.arange(len(test))), test.instructions)
+    fit.heldout_chunks = len(test)
+    fit.success_accuracy = float(np.mean((pred["success"] > 0.5) == test.success))
+    fit.terminated_accuracy = float(np.mean((pred["terminated"] > 0.5) == test.terminated))
+    fit.reward_mae = float(np.mean(np.abs(pred["reward"] - test.reward)))
+    scene = [e for e in episodes if "sim_state" in e and len(e["sim_state"])]
+    if scene:
+        hind = examples_from_episodes(scene, k, scene_labels)
+        done = predict_in_batches(heads, hind.frames_of(np.arange(len(hind))), hind.instructions)["terminated"] > 0.5
+        fit.hindsight_chunks = len(hind)
+        fit.hindsight_false_done = float(done[~hind.terminated].mean()) if (~hind.terminated).any() else float("nan")
+        fit.hindsight_missed_done = float((~done[hind.terminated]).mean()) if hind.terminated.any() else float("nan")
+    return fit
+
+
+def describe_fit(fit: HeadsFit) -> str:
+    return (f"reward heads on held-out real chunks: success accuracy {fit.success_accuracy:.3f}, terminated accuracy "
+            f"{fit.terminated_accuracy:.3f}, reward MAE {fit.reward_mae:.3f} ({fit.heldout_chunks} chunks); against "
+            f"every task 1-5 instruction: false done {fit.hindsight_false_done:.3f}, missed done "
+            f"{fit.hindsight_missed_done:.3f} ({fit.hindsight_chunks} pairs)")
 
 
 def predict_in_batches(heads: RewardHeads, frames: np.ndarray, instructions: list[str],
@@ -124,6 +181,5 @@ def fit_and_save(data: str | Path, frame_size: int, path: Path | None, log=print
     if path is not None:
         heads.save_pretrained(path)
         (Path(path) / "fit.json").write_text(json.dumps(info, indent=2))
-    log(f"reward heads on held-out real chunks: success accuracy {fit.success_accuracy:.3f}, terminated accuracy "
-        f"{fit.terminated_accuracy:.3f}, reward MAE {fit.reward_mae:.3f} ({fit.heldout_chunks} chunks)")
+    log(describe_fit(fit))
     return heads, info

@@ -2,9 +2,13 @@
 
     python -m experiments.fit_heads --model runs/small/model --data data/scene
     python -m experiments.fit_heads --model runs/small/model --data data/scene --steps 4000 --device cuda
+    python -m experiments.fit_heads --model default --data data/heads_eval --judge   # measure the heads it has
 
 The heads (`worldmodel.heads.RewardHeads`) judge frames, so they learn from real frames only: every
-10th episode is held out and the accuracy there goes to ``<model>/heads/fit.json`` and the output. With
+10th episode is held out and the accuracy there goes to ``<model>/heads/fit.json`` and the output. Scene
+episodes also teach every task 1-5 instruction, labelled on their recorded simulator state (hindsight labels,
+`agents.heads.scene_labels`; ``--no-relabel`` for the episodes' own labels only), and the held-out numbers
+include how often the heads call a task done where it is not ("false done") and the reverse. With
 ``heads/`` in the model folder, `SlowFastVGen-v0` gives real rewards and the planners and agents score
 imagined chunks with them (`agents.heads.resolve_heads` finds them there).
 """
@@ -33,16 +37,42 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-episodes", type=int, default=None, help="read at most this many episodes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    ap.add_argument("--relabel", action=argparse.BooleanOptionalAction, default=True,
+                    help="also learn tasks 1-5 from every scene episode's recorded state (default on)")
+    ap.add_argument("--judge", action="store_true",
+                    help="fit nothing: measure the model's heads on every episode of --data (held-out data)")
     args = ap.parse_args(argv)
 
     folder = Path(args.model)
+    if args.model == "default":
+        from worldmodel.loading import DEFAULT_MODEL_DIR
+
+        folder = DEFAULT_MODEL_DIR
     if not (folder / "config.json").is_file():
         raise SystemExit(f"{folder} is not a model folder (no config.json); pass the folder save_pretrained wrote")
     frame_size = WorldModelConfig.load(folder / "config.json").frame_size
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.judge:
+        return judge(folder, args)
     _, info = fit_and_save(args.data, frame_size, folder / HEADS_DIR, steps=args.steps, batch_size=args.batch,
                            lr=args.lr, heldout=args.heldout, max_episodes=args.max_episodes, seed=args.seed,
-                           device=device)
+                           device=device, relabel=args.relabel)
+    print(json.dumps(info))
+    return info
+
+
+def judge(folder: Path, args: argparse.Namespace) -> dict:
+    """The model's heads on every episode of ``--data``, as `fit_heads` measures its held-out share."""
+    from agents.heads import HeadsFit, describe_fit, iter_episodes, judge_heads
+    from worldmodel.heads import RewardHeads
+
+    if not (folder / HEADS_DIR).is_dir():
+        raise SystemExit(f"{folder} has no {HEADS_DIR}/ to judge; fit them first (without --judge)")
+    heads = RewardHeads.from_pretrained(folder / HEADS_DIR)
+    episodes = [e for e in iter_episodes(args.data, args.max_episodes) if len(e["reward"])]
+    fit = judge_heads(heads, episodes, HeadsFit(0, 0, *[float("nan")] * 4))
+    print(describe_fit(fit))
+    info = {"heads": str(folder / HEADS_DIR), "data": str(args.data), **fit.as_dict()}
     print(json.dumps(info))
     return info
 

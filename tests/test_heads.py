@@ -70,3 +70,40 @@ def test_heads_save_load_and_bad_input(tmp_path):
     items = [{"target": frames[i], "reward": float(i), "text": "go", "success": i > 0} for i in range(3)]
     ex = examples_from_items(items, num_frames=2)
     assert ex.frames.shape == (3, 2, 16, 16, 3) and ex.instructions == ["go"] * 3 and ex.success.tolist() == [0, 1, 1]
+
+
+def test_scene_labels_judge_every_task_on_the_recorded_state():
+    """A play episode teaches its own instruction and each task 1-5's; a task episode is labelled by its state
+    (the goal reached one chunk before the recorded end is done there too); frames are stored once."""
+    from agents.heads import scene_labels
+    from envs.real.tasks import RELABEL_TASKS, get_task
+
+    task1 = get_task("task1_open").build(np.random.default_rng(0))
+    goal1 = task1.task_info["goal"]
+    K, L = 3, 2
+    state = np.zeros((1 + K * L, 8), np.float32)
+    state[:, :3] = goal1["block_xyzs"][0]
+    state[:, 5:7] = goal1["button_states"]
+    state[L * 2:, 3] = goal1["drawer_pos"]  # drawer open from chunk 1's end on
+    state[L * 2:, 4] = goal1["window_pos"]  # window too: task 1's goal from chunk 1 on
+    frames = np.random.default_rng(0).integers(0, 255, (1 + K * L, 8, 8, 3), dtype=np.uint8)
+    play = dict(frames=frames, reward=np.full(K, -3.0, np.float32), success=np.ones(K, bool), sim_state=state,
+                attrs=dict(chunk_len=L, task="play", instruction="play with the drawer", task_success=False))
+    ex = examples_from_episodes([play], num_frames=1, labels=scene_labels)
+    assert len(ex) == K * (1 + len(RELABEL_TASKS)) and len(ex.frames) == K  # one copy of each chunk's frames
+    by_text = {t: (ex.reward[i:i + K], ex.terminated[i:i + K]) for i, t in enumerate(ex.instructions) if i % K == 0}
+    assert not by_text["play with the drawer"][1].any()  # its own labels, as recorded
+    reward, done = by_text[task1.instruction]
+    assert done.tolist() == [False, True, True] and reward.tolist() == [-2.0, 0.0, 0.0]
+    task4 = get_task("task4_put_in_drawer").build(np.random.default_rng(0)).instruction
+    assert not by_text[task4][1].any() and (by_text[task4][0] < 0).all()  # the cube is on the table
+    np.testing.assert_array_equal(ex.frames_of(np.arange(K, 2 * K)), ex.frames_of(np.arange(K)))
+
+    task_ep = dict(play, attrs=dict(play["attrs"], task="task1_open", instruction=task1.instruction,
+                                    task_success=True))
+    sets = scene_labels(task_ep)
+    assert len(sets) == len(RELABEL_TASKS)  # its own instruction once, labelled by the state
+    own = [s for s in sets if s[0] == task1.instruction]
+    assert len(own) == 1 and own[0][2].tolist() == [False, True, True]
+    no_state = {k: v for k, v in play.items() if k != "sim_state"}
+    assert [s[0] for s in scene_labels(no_state)] == ["play with the drawer"]

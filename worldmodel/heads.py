@@ -20,7 +20,7 @@ import re
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -163,7 +163,8 @@ class RewardHeads(nn.Module):
 # ---------------------------------------------------------------------------------------- training
 @dataclass
 class HeadExamples:
-    """Training examples: frames uint8 (M, k, H, W, 3) and per-example targets."""
+    """Training examples: frames uint8 (F, k, H, W, 3) and per-example targets. Example i looks at
+    ``frames[frame_index[i]]`` (by default example i at frames[i]): relabelled examples share their frames."""
 
     frames: np.ndarray
     instructions: list[str]
@@ -171,9 +172,15 @@ class HeadExamples:
     success: np.ndarray  # bool (M,)
     terminated: np.ndarray  # bool (M,)
     extra: dict = field(default_factory=dict)
+    frame_index: np.ndarray | None = None  # int (M,)
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.reward)
+
+    def frames_of(self, idx: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The frames examples ``idx`` look at, (len(idx), k, H, W, 3)."""
+        idx = np.asarray(idx)
+        return self.frames[idx if self.frame_index is None else self.frame_index[idx]]
 
 
 def _last_frames(frames: np.ndarray, end: int, k: int) -> np.ndarray:
@@ -181,28 +188,46 @@ def _last_frames(frames: np.ndarray, end: int, k: int) -> np.ndarray:
     return frames[idx]
 
 
-def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2) -> HeadExamples:
-    """One example per chunk of each episode (``envs.episodes`` schema).
+# Labels of one episode's chunks for one instruction: (instruction, reward (K,), terminated (K,)).
+LabelSet = tuple[str, np.ndarray, np.ndarray]
 
-    Chunk k's frames are the last ``num_frames`` frames up to its end (frames[1 + (k+1)*L - 1]);
-    targets are ``reward[k]``, ``success[k]`` and terminated = the episode's task succeeded
-    (``attrs.task_success``) and k is its last chunk.
+
+def own_labels(episode: Mapping) -> list[LabelSet]:
+    """The episode's own instruction and labels: reward as recorded, terminated = the task succeeded
+    (``attrs.task_success``) and the chunk is the last one."""
+    attrs, K = episode["attrs"], len(episode["reward"])
+    terminated = np.zeros(K, bool)
+    terminated[-1] = bool(attrs.get("task_success", False)) and K > 0
+    return [(str(attrs.get("instruction", "")), np.asarray(episode["reward"], np.float32), terminated)]
+
+
+def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2,
+                           labels: Callable[[Mapping], list[LabelSet]] = own_labels) -> HeadExamples:
+    """One example per chunk of each episode and per label set that ``labels`` gives it (``envs.episodes`` schema).
+
+    Chunk k's frames are the last ``num_frames`` frames up to its end (frames[1 + (k+1)*L - 1]); ``success`` is the
+    chunk's skill succeeding (``success[k]``), whatever the instruction. ``labels``: `own_labels` (the recorded
+    instruction, reward and end of the task), or more label sets per episode, e.g. hindsight labels for other
+    instructions judged on the recorded simulator state (`agents.heads.scene_labels`).
     """
-    frames, texts, rewards, successes, terms = [], [], [], [], []
+    frames, index, texts, rewards, successes, terms = [], [], [], [], [], []
     for ep in episodes:
-        attrs = ep["attrs"]
         video = np.asarray(ep["frames"])
-        L, K = int(attrs["chunk_len"]), len(ep["reward"])
-        for k in range(K):
-            frames.append(_last_frames(video, 1 + (k + 1) * L, num_frames))
-            texts.append(str(attrs.get("instruction", "")))
-            rewards.append(float(ep["reward"][k]))
-            successes.append(bool(ep["success"][k]))
-            terms.append(bool(attrs.get("task_success", False)) and k == K - 1)
+        L, K = int(ep["attrs"]["chunk_len"]), len(ep["reward"])
+        first = len(frames)
+        frames.extend(_last_frames(video, 1 + (k + 1) * L, num_frames) for k in range(K))
+        for text, reward, terminated in labels(ep):
+            if len(reward) != K or len(terminated) != K:
+                raise ValueError(f"labels for {text!r}: {len(reward)} rewards / {len(terminated)} ends for {K} chunks")
+            index.extend(range(first, first + K))
+            texts.extend([text] * K)
+            rewards.extend(float(r) for r in reward)
+            successes.extend(bool(ok) for ok in ep["success"])
+            terms.extend(bool(t) for t in terminated)
     if not frames:
         raise ValueError("no chunks to learn from: the episodes are empty")
     return HeadExamples(np.stack(frames).astype(np.uint8), texts, np.asarray(rewards, np.float32),
-                        np.asarray(successes, bool), np.asarray(terms, bool))
+                        np.asarray(successes, bool), np.asarray(terms, bool), frame_index=np.asarray(index, np.int64))
 
 
 def examples_from_items(items: Iterable[Mapping], num_frames: int = 2) -> HeadExamples:
@@ -244,13 +269,12 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
     reward = torch.from_numpy(data.reward).to(device)
     success = torch.from_numpy(data.success.astype(np.float32)).to(device)
     term = torch.from_numpy(data.terminated.astype(np.float32)).to(device)
-    frames = torch.from_numpy(data.frames)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
     heads.train()
     history = []
     for _ in range(steps):
         idx = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=gen)
-        out = heads(frames[idx], [data.instructions[i] for i in idx.tolist()])
+        out = heads(torch.from_numpy(data.frames_of(idx.numpy())), [data.instructions[i] for i in idx.tolist()])
         target = (reward[idx] - heads.reward_mean) / heads.reward_std
         loss = (weights[0] * F.mse_loss(out["reward_norm"], target)
                 + weights[1] * F.binary_cross_entropy_with_logits(out["success_logit"], success[idx])

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from envs.real.objects import SIM_STATE_FIELDS
 from envs.real.skills import (
     CUBE_SLOTS,
     DRAWER_CENTER,
@@ -248,6 +249,28 @@ TASKS: dict[str, Task] = {
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 EXPERT_TASKS: tuple[str, ...] = tuple(n for n in TASKS if n != "play")
+
+
+# Tasks whose goal is one fixed scene that ends their episodes (OGBench's tasks 1-5): any recorded frame can be
+# judged against their goals, so the reward heads can learn them from every episode (`goal_conditions`).
+RELABEL_TASKS: tuple[str, ...] = tuple(t.name for t in _OGBENCH)
+GOAL_TOLERANCE = 0.04  # OGBench's: cube within 4 cm of its goal, drawer and window within 4 cm of theirs
+_FIELD = {name: i for i, name in enumerate(SIM_STATE_FIELDS)}
+
+
+def goal_conditions(task: str, sim_state: np.ndarray) -> np.ndarray:
+    """OGBench's goal checks of ``task`` (one of `RELABEL_TASKS`) on recorded states (``sim_state``, (T, 8) as in
+    `objects.SIM_STATE_FIELDS`): bool (T, 5), [cube, left button, right button, drawer, window], in the order and
+    with the tolerances of the simulator's own check (`envs.real.sim`), so ``sum - 5`` is the recorded reward."""
+    if task not in RELABEL_TASKS:
+        raise ValueError(f"goal_conditions: {task!r} has no fixed goal scene; choose from {', '.join(RELABEL_TASKS)}")
+    goal = get_task(task).build(np.random.default_rng(0)).task_info["goal"]
+    state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
+    cube = np.linalg.norm(state[:, :3] - goal["block_xyzs"][0], axis=1) <= GOAL_TOLERANCE
+    buttons = state[:, [_FIELD["left_button"], _FIELD["right_button"]]].round() == goal["button_states"]
+    drawer = np.abs(state[:, _FIELD["drawer"]] - goal["drawer_pos"]) <= GOAL_TOLERANCE
+    window = np.abs(state[:, _FIELD["window"]] - goal["window_pos"]) <= GOAL_TOLERANCE
+    return np.column_stack([cube, buttons, drawer, window])
 
 
 def get_task(name: str) -> Task:
