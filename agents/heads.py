@@ -36,6 +36,7 @@ class HeadsFit:
     hindsight_chunks: int = 0
     hindsight_false_done: float = float("nan")  # share of not-done (chunk, instruction) pairs called done
     hindsight_missed_done: float = float("nan")  # share of done pairs not called done
+    hindsight_reward_mae: float = float("nan")  # reward error on those pairs (tasks 1-5's rewards, 0 at the goal)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,10 +89,11 @@ def scene_labels(episode: dict) -> list[LabelSet]:
 def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3,
               heldout: float = 0.1, max_episodes: int | None = None, seed: int = 0,
               device: str | torch.device = "cpu", config: HeadsConfig | None = None,
-              relabel: bool = True) -> tuple[RewardHeads, HeadsFit]:
+              relabel: bool = True, init: RewardHeads | None = None) -> tuple[RewardHeads, HeadsFit]:
     """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there: on the
     held-out episodes' own instructions, and against every task 1-5 instruction (`scene_labels`). ``relabel``:
-    train on `scene_labels` too (else on the episodes' own labels only)."""
+    train on `scene_labels` too (else on the episodes' own labels only). ``init``: continue from these heads
+    (their config) instead of fresh ones."""
     episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
     if not episodes:
         raise ValueError(f"{source}: no episodes with chunks to fit reward heads on")
@@ -101,11 +103,14 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
     every = max(2, round(1 / heldout)) if heldout > 0 else 0
     test_eps = [e for i, e in enumerate(episodes) if every and i % every == every - 1]
     train_eps = [e for i, e in enumerate(episodes) if not (every and i % every == every - 1)]
-    cfg = config or HeadsConfig(frame_size=frame_size)
+    cfg = init.config if init is not None else config or HeadsConfig(frame_size=frame_size)
     train = examples_from_episodes(train_eps, cfg.num_frames, scene_labels if relabel else own_labels)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        heads = RewardHeads(cfg).to(device)
+    if init is not None:
+        heads = init.to(device)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            heads = RewardHeads(cfg).to(device)
     history = train_heads(heads, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     fit = HeadsFit(len(train), 0, float("nan"), float("nan"), float("nan"), float(np.mean(history[-20:])), relabel)
     if test_eps:
@@ -125,8 +130,10 @@ def judge_heads(heads: RewardHeads, episodes: list[dict], fit: HeadsFit) -> Head
     scene = [e for e in episodes if "sim_state" in e and len(e["sim_state"])]
     if scene:
         hind = examples_from_episodes(scene, k, scene_labels)
-        done = predict_in_batches(heads, hind.frames_of(np.arange(len(hind))), hind.instructions)["terminated"] > 0.5
+        pred = predict_in_batches(heads, hind.frames_of(np.arange(len(hind))), hind.instructions)
+        done = pred["terminated"] > 0.5
         fit.hindsight_chunks = len(hind)
+        fit.hindsight_reward_mae = float(np.mean(np.abs(pred["reward"] - hind.reward)))
         fit.hindsight_false_done = float(done[~hind.terminated].mean()) if (~hind.terminated).any() else float("nan")
         fit.hindsight_missed_done = float((~done[hind.terminated]).mean()) if hind.terminated.any() else float("nan")
     return fit
@@ -136,7 +143,7 @@ def describe_fit(fit: HeadsFit) -> str:
     return (f"reward heads on held-out real chunks: success accuracy {fit.success_accuracy:.3f}, terminated accuracy "
             f"{fit.terminated_accuracy:.3f}, reward MAE {fit.reward_mae:.3f} ({fit.heldout_chunks} chunks); against "
             f"every task 1-5 instruction: false done {fit.hindsight_false_done:.3f}, missed done "
-            f"{fit.hindsight_missed_done:.3f} ({fit.hindsight_chunks} pairs)")
+            f"{fit.hindsight_missed_done:.3f}, reward MAE {fit.hindsight_reward_mae:.3f} ({fit.hindsight_chunks} pairs)")
 
 
 def predict_in_batches(heads: RewardHeads, frames: np.ndarray, instructions: list[str],

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--relabel", action=argparse.BooleanOptionalAction, default=True,
                     help="also learn tasks 1-5 from every scene episode's recorded state (default on)")
+    ap.add_argument("--continue", dest="continue_from", action="store_true",
+                    help="start from the model's heads/ instead of fresh heads (e.g. to add the hindsight labels)")
     ap.add_argument("--judge", action="store_true",
                     help="fit nothing: measure the model's heads on every episode of --data (held-out data)")
     args = ap.parse_args(argv)
@@ -54,9 +56,16 @@ def main(argv: list[str] | None = None) -> dict:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.judge:
         return judge(folder, args)
+    init = None
+    if args.continue_from:
+        from worldmodel.heads import RewardHeads
+
+        if not (folder / HEADS_DIR).is_dir():
+            raise SystemExit(f"--continue: {folder} has no {HEADS_DIR}/ to start from")
+        init = RewardHeads.from_pretrained(folder / HEADS_DIR)
     _, info = fit_and_save(args.data, frame_size, folder / HEADS_DIR, steps=args.steps, batch_size=args.batch,
                            lr=args.lr, heldout=args.heldout, max_episodes=args.max_episodes, seed=args.seed,
-                           device=device, relabel=args.relabel)
+                           device=device, relabel=args.relabel, init=init)
     print(json.dumps(info))
     return info
 

@@ -425,6 +425,13 @@ def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path):
     assert info["heldout_chunks"] == 3 and 0.0 <= info["success_accuracy"] <= 1.0  # 1 of 10 episodes held out
     assert json.loads((folder / "heads" / "fit.json").read_text())["train_chunks"] == info["train_chunks"] == 27
     assert isinstance(resolve_heads(None, folder, torch.device("cpu")), RewardHeads)
+    before = RewardHeads.from_pretrained(folder / "heads").state_dict()
+    main(["--model", str(folder), "--data", str(tmp_path / "data.h5"), "--steps", "1", "--lr", "0", "--device", "cpu",
+          "--continue"])  # lr 0: continued heads keep the weights they had, fresh ones would not
+    after = RewardHeads.from_pretrained(folder / "heads").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "reward_" not in k)
+    judged = main(["--model", str(folder), "--data", str(tmp_path / "data.h5"), "--judge"])
+    assert judged["heldout_chunks"] == 30 and judged["train_chunks"] == 0  # every episode, nothing fitted
     with pytest.raises(SystemExit, match="not a model folder"):
         main(["--model", str(tmp_path), "--data", str(tmp_path / "data.h5")])
 
