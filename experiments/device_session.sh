@@ -67,7 +67,8 @@ else
     LAUNCH=${LAUNCH:-$PY}
 fi
 BATCH=${BATCH:-$((256 * GPUS))}     # global batch of the slow phase: 256 per GPU
-FIT_HEADS=${FIT_HEADS:-0}           # 1: refit the heads; 0 keeps the init model's (they read frames only: Φ does not change them)
+FIT_HEADS=${FIT_HEADS:-0}           # 1: fit the heads on the new episodes; 0 keeps the init model's (they read frames only)
+HEADS_ARGS=${HEADS_ARGS:-"--continue --steps 2000 --lr 3e-4"}  # from the init model's heads, with the hindsight labels
 PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled slow step on one GPU (bench_train)
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
@@ -168,8 +169,8 @@ train)
         MODEL=$W/agents_model PLAN_GPU=$AUX_GPU setsid nohup bash "$0" agents > "$W/agents_stage.log" 2>&1 < /dev/null &
     fi
     if [ "$FIT_HEADS" = 1 ]; then
-        log "heads: fitted on the training episodes' real frames"
-        CUDA_VISIBLE_DEVICES=$AUX_GPU $PY -m experiments.fit_heads --model "$W/init" --data "$W/scene" --steps 3000 \
+        log "heads: fitted on the training episodes' real frames ($HEADS_ARGS)"
+        CUDA_VISIBLE_DEVICES=$AUX_GPU $PY -m experiments.fit_heads --model "$W/init" --data "$W/scene" $HEADS_ARGS \
             --max-episodes 2500 --device $DEVICE > "$W/heads.log" 2>&1
         tail -n 3 "$W/heads.log"
     else
