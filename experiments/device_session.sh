@@ -46,6 +46,7 @@ SLOW_STEPS=${SLOW_STEPS:-1500}       # ~540 s at 256 windows per GPU per step (t
 LR_SCHEDULE=${LR_SCHEDULE:-cosine}  # the slow phase's lr after warm-up: cosine decays it to 0.1x at SLOW_STEPS (runs 3-4: constant)
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
 AGENTS_MIN=${AGENTS_MIN:-8}
+AGENT_SEEDS=${AGENT_SEEDS:-0}       # train_agent runs, side by side on one GPU (e.g. "0 1 2")
 COMPILE=${COMPILE:-false}            # true: torch.compile the slow step (never seen to finish compiling in a call yet)
 WAIT_S=${WAIT_S:-560}               # how long the train call watches before it returns (a run that ends by then comes back)
 mkdir -p "$W" "$OUT"
@@ -228,13 +229,15 @@ agents)
         task3_rearrange_medium task4_put_in_drawer task5_rearrange_hard memory_drawer memory_drawer_locked \
         --seeds 20 --agents planner,planner_no_memory,random,expert --parallel 10 --render-backend $GL \
         --device $DEVICE --no-progress --time-limit-min $AGENTS_MIN ${PLAN_ARGS:-} --out "$W/plan_eval" > "$W/plan_eval.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=$AUX_GPU $PY -m experiments.train_agent model="$MODEL" data="$W/scene" device=$DEVICE \
-        scene.render_backend=$GL progress=false time_limit_min=$AGENTS_MIN out_dir="$W/train_agent" \
-        > "$W/train_agent.log" 2>&1 &
+    for seed in ${AGENT_SEEDS:-0}; do  # PPO's spread is large (task1_open: 5% then 100% real success, sessions 6-7)
+        CUDA_VISIBLE_DEVICES=$AUX_GPU $PY -m experiments.train_agent model="$MODEL" data="$W/scene" device=$DEVICE \
+            scene.render_backend=$GL progress=false time_limit_min=$AGENTS_MIN seed=$seed \
+            out_dir="$W/train_agent/seed$seed" > "$W/train_agent_seed$seed.log" 2>&1 &
+    done
     wait
-    tail -n 30 "$W/plan_eval.log" "$W/train_agent.log"
+    tail -n 30 "$W/plan_eval.log" "$W"/train_agent_seed*.log
     tar czf "$OUT/agents.tgz" -C "$W" --exclude='*.mp4' --exclude='*.zip' --exclude=tb plan_eval train_agent \
-        plan_eval.log train_agent.log
+        plan_eval.log $(cd "$W" && ls train_agent_seed*.log)
     echo done > "$W/agents.rc"
     ;;
 *)
