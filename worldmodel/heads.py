@@ -197,7 +197,8 @@ def own_labels(episode: Mapping) -> list[LabelSet]:
     (``attrs.task_success``) and the chunk is the last one."""
     attrs, K = episode["attrs"], len(episode["reward"])
     terminated = np.zeros(K, bool)
-    terminated[-1] = bool(attrs.get("task_success", False)) and K > 0
+    if K:
+        terminated[-1] = bool(attrs.get("task_success", False))
     return [(str(attrs.get("instruction", "")), np.asarray(episode["reward"], np.float32), terminated)]
 
 
