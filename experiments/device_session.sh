@@ -28,7 +28,9 @@
 #   1. DETACH=1 DATA_SEED=4 ... collect (weights moved out), then at once SWEEP= ... sweep (weights back: waits for
 #      the collection);  2. FIT_HEADS=1 SLOW_STEPS=0 SLOW_FAST_STEPS=150 TRAIN_MIN=8 WAIT_S=580 ... train (the slow-fast
 #      pilot from the default ends inside the call and comes back with it);  3. finish (recall with and without);
-#   4. AGENT_SEEDS="0 1 2" AGENTS_MIN=9 PLAN_ARGS=... agents;  5. a compiled 2-GPU bench_train (issue 14's other half).
+#   4. AGENT_SEEDS="0 1 2" AGENTS_MIN=9 PLAN_ARGS="--method cem --candidates 64 --horizon 4 --iterations 3 --elites 8
+#      --denoise-steps 4 --parallel 20 --videos 1" agents (horizon 2 never opens the drawer in task 4: the goal wants
+#      it shut);  5. a compiled 2-GPU bench_train (issue 14's other half).
 #
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
