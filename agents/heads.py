@@ -71,7 +71,7 @@ def scene_labels(episode: dict) -> list[LabelSet]:
     table "put in the drawer" (docs/RESULTS.md, "Why the planner fails task 1"). Every episode, play included,
     is a negative or positive example of every task here.
     """
-    from envs.real.tasks import RELABEL_TASKS, get_task, goal_conditions
+    from envs.real.tasks import RELABEL_TASKS, fixed_spec, goal_conditions
 
     if "sim_state" not in episode or not len(episode["sim_state"]):
         return own_labels(episode)
@@ -81,7 +81,7 @@ def scene_labels(episode: dict) -> list[LabelSet]:
     sets = {} if attrs.get("task") in RELABEL_TASKS else {str(attrs.get("instruction", "")): own_labels(episode)[0]}
     for task in RELABEL_TASKS:
         conditions = goal_conditions(task, ends)
-        text = get_task(task).build(np.random.default_rng(0)).instruction
+        text = fixed_spec(task).instruction
         sets[text] = (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1))
     return list(sets.values())
 

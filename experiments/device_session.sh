@@ -62,10 +62,10 @@ mkdir -p "$W" "$OUT"
 GL=${GL:-egl}                        # osmesa for a dry run on a CPU machine
 PY=${PY:-python3}
 SETUP=${SETUP:-1}                   # 0: skip the installs (a dry run where everything is installed)
-GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c GPU)}   # 1 on nvidia-h200, 2 on nvidia-h200-x2
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c GPU)  # 1 on nvidia-h200, 2 on nvidia-h200-x2
+GPUS=${GPUS:-$NGPU}                 # GPUs that train (GPUS=1 on two: the other runs evaluations and agents)
 [ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
 LAST_GPU=$((GPUS - 1))              # the last GPU that trains
-NGPU=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
 AUX_GPU=${AUX_GPU:-$(( NGPU > GPUS ? GPUS : LAST_GPU ))}  # GPUS=1 on a 2-GPU machine: training on GPU 0, the rest on 1
 TRAIN_DEVICES=$(seq -s, 0 $LAST_GPU)
 WORKERS=${WORKERS:-$(( $(nproc) > 8 ? $(nproc) - 4 : 2 ))}  # collection processes (26 on 32 cores, 12 on 16)
@@ -194,9 +194,9 @@ finish)
     # a machine given back between calls (more than 30 s idle) comes back bare: say so, instead of waiting the call out
     [ -f "$W/train.log" ] || { echo "no training on this machine: it was given back after the train call (start" \
         "each call within 30 s of the last); the run is lost, train again" >&2; exit 3; }
-    until [ -f "$W/train.rc" ]; do
-        pgrep -f "experiments.train --config-name" > /dev/null || { sleep 2; [ -f "$W/train.rc" ] || \
-            { echo "the training process is gone without an exit code" >&2; exit 3; }; }
+    until [ -f "$W/train.rc" ]; do  # the launching shell writes train.rc as it ends: gone without it = killed
+        pgrep -f "experiments.train --config-name" > /dev/null || [ -f "$W/train.rc" ] || \
+            { echo "the training process is gone without an exit code" >&2; exit 3; }
         sleep 5
     done
     [ -d "$W/agents_model" ] && until [ -f "$W/agents.rc" ]; do sleep 5; done  # AGENTS_BESIDE: the GPU it used

@@ -14,6 +14,7 @@ gives the fixed plans.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Callable
 
 import numpy as np
@@ -258,13 +259,19 @@ GOAL_TOLERANCE = 0.04  # OGBench's: cube within 4 cm of its goal, drawer and win
 _FIELD = {name: i for i, name in enumerate(SIM_STATE_FIELDS)}
 
 
+@cache
+def fixed_spec(task: str) -> EpisodeSpec:
+    """The one spec of a task with a fixed goal scene (`RELABEL_TASKS`): its goal and instruction never change."""
+    if task not in RELABEL_TASKS:
+        raise ValueError(f"{task!r} has no fixed goal scene; choose from {', '.join(RELABEL_TASKS)}")
+    return get_task(task).build(np.random.default_rng(0))
+
+
 def goal_conditions(task: str, sim_state: np.ndarray) -> np.ndarray:
     """OGBench's goal checks of ``task`` (one of `RELABEL_TASKS`) on recorded states (``sim_state``, (T, 8) as in
     `objects.SIM_STATE_FIELDS`): bool (T, 5), [cube, left button, right button, drawer, window], in the order and
     with the tolerances of the simulator's own check (`envs.real.sim`), so ``sum - 5`` is the recorded reward."""
-    if task not in RELABEL_TASKS:
-        raise ValueError(f"goal_conditions: {task!r} has no fixed goal scene; choose from {', '.join(RELABEL_TASKS)}")
-    goal = get_task(task).build(np.random.default_rng(0)).task_info["goal"]
+    goal = fixed_spec(task).task_info["goal"]
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
     cube = np.linalg.norm(state[:, :3] - goal["block_xyzs"][0], axis=1) <= GOAL_TOLERANCE
     buttons = state[:, [_FIELD["left_button"], _FIELD["right_button"]]].round() == goal["button_states"]
