@@ -24,14 +24,17 @@
 # warm; the whole session fits one 30-minute lease (session 5: collect 252 s, train 566 s, finish 333 s;
 # session 6, one H200: collect 289 s, train 540 s, finish 157 s, agents 324 s).
 #
-# Next session, in this order, each call started the moment the last returns (30 s idle gives the machine back):
-#   1. DETACH=1 DATA_SEED=4 ... collect (weights moved out), then at once SWEEP= ... sweep (weights back: waits for
-#      the collection);  2. FIT_HEADS=1 SLOW_STEPS=0 SLOW_FAST_STEPS=150 TRAIN_MIN=8 WAIT_S=580 ... train (the slow-fast
-#      pilot from the default ends inside the call and comes back with it);  3. finish (recall with and without);
-#   4. AGENT_SEEDS="0 1 2" AGENTS_MIN=9 PLAN_ARGS="--method cem --candidates 64 --horizon 4 --iterations 3 --elites 8
-#      --denoise-steps 4 --parallel 20 --videos 1" agents (horizon 2 never opens the drawer in task 4: the goal wants
-#      it shut);  5. a compiled 2-GPU bench_train (issue 14's other half).
-#
+# Session 8 (nvidia-h200-x2) runs the whole lease as one background pipeline, so that a call returns while the
+# work goes on and every call brings back what has ended (results; whole models once their run ends):
+#   1. DETACH=1 DATA_SEED=4 COLLECT_MIN=3.4 ... collect          (weights moved out, carry .whl .gl; returns at once)
+#   2. LEASE_S=... SWEEP="..." AGENT_SEEDS=1 PLAN_ARGS="..." SLOW_FAST_STEPS=150 TRAIN_EXTRA="..." ... lease
+#      (weights back, carry nothing): `pipeline` in the background, then `watch` for WAIT_S;
+#   3. watch, 4. watch (each started the moment the last returns) until the pipeline is done.
+# The pipeline (GPUS=1): GPU 0 runs PPO (train_agent, AGENT_SEEDS) while the scenes render, then the compiled slow
+# phase (at most TRAIN_MIN, and ending AFTER_SLOW_MIN before the lease), then the slow-fast pilot from it
+# (run_sf); GPU 1 runs the recall sweep (two at a time), then the planners (tasks 1-5, then the memory tasks), then
+# the slow model's evaluations. Everything is bounded by the lease's end (LEASE_S from the `lease` call).
+
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
 # back); COMPILE=true AGENTS_BESIDE=1 SLOW_FAST_STEPS=150 TRAIN_MIN=14 ... train. The finish call then found a fresh
@@ -88,17 +91,21 @@ MODEL=${MODEL:-$W/run/model}   # the trained model (bench, agents: any model fol
 
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
-# SWEEP="LR:STEPS ..." (collect stage, once the held-out episodes exist): cube recall at the reopen of SWEEP_MODEL
-# for each fast-update setting, the settings split over the GPUs (issue 15: the inner lr of the slow-fast pilot)
+# SWEEP="LR:STEPS[:OBJECTIVE] ..." (once the held-out episodes exist): cube recall at the reopen of SWEEP_MODEL for
+# each fast-update setting (OBJECTIVE conditional, the default, or joint), split over the lanes SWEEP_GPUS (a GPU
+# index per lane, e.g. "1 1": two at a time on GPU 1); SWEEP_BASELINE=0 leaves out Φ alone (issue 15)
 sweep() {
-    local i=0 setting gpu
+    local i=0 setting lane lanes=(${SWEEP_GPUS:-$(seq 0 $((NGPU - 1)))})
+    local base=no_temp_lora; [ "${SWEEP_BASELINE:-1}" = 1 ] || base=
     rm -f "$W/sweep_plan.txt"
-    for setting in no_temp_lora $SWEEP; do echo "$(( i++ % NGPU )) $setting" >> "$W/sweep_plan.txt"; done
-    for gpu in $(seq 0 $((NGPU - 1))); do
-        (grep "^$gpu " "$W/sweep_plan.txt" | while read -r _ setting; do
-            local name=${setting/:/_} args="--variants no_temp_lora"
-            [ "$setting" = no_temp_lora ] || args="--variants full --temp-lora-lr ${setting%%:*} --temp-lora-steps ${setting##*:}"
-            CUDA_VISIBLE_DEVICES=$gpu timeout 200 $PY -m experiments.evaluate --model "${SWEEP_MODEL:-worldmodel/weights/default}" \
+    for setting in $base $SWEEP; do echo "$(( i++ % ${#lanes[@]} )) $setting" >> "$W/sweep_plan.txt"; done
+    for lane in $(seq 0 $(( ${#lanes[@]} - 1 ))); do
+        (grep "^$lane " "$W/sweep_plan.txt" | while read -r _ setting; do
+            local name=${setting//:/_} args="--variants no_temp_lora" parts
+            IFS=: read -r -a parts <<< "$setting"
+            [ "$setting" = no_temp_lora ] || args="--variants full --temp-lora-lr ${parts[0]} --temp-lora-steps ${parts[1]}"
+            [ -n "${parts[2]:-}" ] && args="$args --temp-lora-objective ${parts[2]}"
+            CUDA_VISIBLE_DEVICES=${lanes[$lane]} timeout 200 $PY -m experiments.evaluate --model "${SWEEP_MODEL:-worldmodel/weights/default}" \
                 --data "$W/scene_eval" --device $DEVICE --text-cache "$W/text_cache.safetensors" --no-video --quiet \
                 --tasks memory_drawer,memory_drawer_locked --episodes 40 --batch 40 --mode recall $args \
                 --out "$OUT/sweep/$name" > "$W/sweep_$name.log" 2>&1
@@ -131,6 +138,51 @@ setup() {
     tar xJf .whl/collect_site.tar.xz -C /tmp || exit 1
     cp .whl/text_cache.safetensors "$W/"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+}
+
+# planners (PLAN_GPU) and PPO (AUX_GPU) on MODEL; the planners play tasks 1-5 first, then the memory tasks, all agents
+# each, so a time limit leaves whole comparisons; both resume when rerun with the same arguments (outputs in $W)
+agents_run() {
+    local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 --agents planner,planner_no_memory,expert,random \
+        --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-} --out $W/plan_eval"
+    local t0 seed; t0=$(date +%s)
+    (CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --time-limit-min $AGENTS_MIN \
+        --tasks task1_open task2_unlock_and_lock task3_rearrange_medium task4_put_in_drawer task5_rearrange_hard
+     CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout 240 $plan \
+        --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 )) --tasks memory_drawer memory_drawer_locked
+    ) > "$W/plan_eval.log" 2>&1 &
+    for seed in $AGENT_SEEDS; do  # PPO's spread is large (task1_open: 5% then 100% real success, sessions 6-7)
+        CUDA_VISIBLE_DEVICES=${PPO_GPU:-$AUX_GPU} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $PY -m experiments.train_agent \
+            model="$MODEL" data="$W/scene" device=$DEVICE scene.render_backend=$GL progress=false \
+            time_limit_min=$AGENTS_MIN seed=$seed real_baseline.num_envs=${REAL_ENVS:-16} ${PPO_ARGS:-} \
+            out_dir="$W/train_agent/seed$seed" > "$W/train_agent_seed$seed.log" 2>&1 &
+    done
+    wait
+    tail -n 30 "$W/plan_eval.log" "$W"/train_agent_seed*.log
+    mkdir -p "$OUT"
+    tar czf "$OUT/agents.tgz" -C "$W" --exclude='*.mp4' --exclude='*.zip' --exclude=tb plan_eval train_agent \
+        plan_eval.log $(cd "$W" && ls train_agent_seed*.log 2>/dev/null)
+    echo done > "$W/agents.rc"
+}
+
+# the evaluations of `finish` for one model on one GPU (EVALS: recall outcome free teacher), results in $2
+evaluate_model() {
+    local model=$1 dest=$2 gpu=$3 what
+    local E="--model $model --data $W/scene_eval --device $DEVICE --text-cache $W/text_cache.safetensors --no-video --quiet"
+    mkdir -p "$dest"
+    for what in ${EVALS:-recall outcome free teacher}; do
+        log "evaluate $model: $what (GPU $gpu)"
+        case $what in
+        recall) CUDA_VISIBLE_DEVICES=$gpu timeout 150 $PY -m experiments.evaluate $E --tasks memory_drawer,memory_drawer_locked \
+                    --episodes 40 --variants full,no_temp_lora --mode recall --batch 40 --sheet --out $dest/recall ;;
+        outcome) CUDA_VISIBLE_DEVICES=$gpu timeout 120 $PY -m experiments.evaluate outcome --model $model --seeds 4 \
+                    --device $DEVICE --text-cache $W/text_cache.safetensors --render-backend $GL --out $dest/outcome ;;
+        free) CUDA_VISIBLE_DEVICES=$gpu timeout 150 $PY -m experiments.evaluate $E --episodes 32 \
+                    --variants full,no_temp_lora --mode free --batch 32 --sheet --out $dest/free ;;
+        teacher) CUDA_VISIBLE_DEVICES=$gpu timeout 120 $PY -m experiments.evaluate $E --episodes 32 --variants full \
+                    --mode teacher --batch 32 --out $dest/teacher ;;
+        esac
+    done
 }
 
 case "${1:-}" in
@@ -232,22 +284,79 @@ profile)  # where a training step's GPU time goes: the eager slow step, 5 steps 
         --run-dir "$W/bench_train_eager" --out "$OUT/train_profile_1gpu.json" 2>&1 | grep -v Warning | tail -n 40
     ;;
 agents)
-    # both resume when rerun with the same arguments (their outputs stay in $W between calls)
-    CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} $PY -m experiments.plan_eval --model "$MODEL" --tasks task1_open task2_unlock_and_lock \
-        task3_rearrange_medium task4_put_in_drawer task5_rearrange_hard memory_drawer memory_drawer_locked \
-        --seeds 20 --agents planner,planner_no_memory,random,expert --parallel 10 --render-backend $GL \
-        --device $DEVICE --no-progress --time-limit-min $AGENTS_MIN ${PLAN_ARGS:-} --out "$W/plan_eval" > "$W/plan_eval.log" 2>&1 &
-    for seed in ${AGENT_SEEDS:-0}; do  # PPO's spread is large (task1_open: 5% then 100% real success, sessions 6-7)
-        CUDA_VISIBLE_DEVICES=$AUX_GPU $PY -m experiments.train_agent model="$MODEL" data="$W/scene" device=$DEVICE \
-            scene.render_backend=$GL progress=false time_limit_min=$AGENTS_MIN seed=$seed \
-            out_dir="$W/train_agent/seed$seed" > "$W/train_agent_seed$seed.log" 2>&1 &
-    done
+    agents_run
+    ;;
+lease)  # the whole lease in the background (GPUS=1 on nvidia-h200-x2; see the header), then `watch` it
+    mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,slow,sf,aux,all}.rc "$W/all.done"
+    cp -r worldmodel/weights/default "$W/init"
+    echo $(( $(date +%s) + ${LEASE_S:-1380} )) > "$W/lease_end"
+    setsid nohup bash "$0" pipeline > "$W/pipeline.log" 2>&1 < /dev/null &
+    exec bash "$0" watch
+    ;;
+pipeline)  # GPU 0: PPO while the scenes render, then the slow phase and the slow-fast pilot from it; GPU AUX_GPU: the
+           # recall sweep, then the planners; then each model's evaluations; everything stops by the lease's end
+    END=$(cat "$W/lease_end")
+    left_min() { echo $(( (END - $(date +%s)) / 60 )); }
+    R=$W/res
+    (for seed in ${AGENT_SEEDS:-0}; do  # PPO in imagination on GPU 0 while the scenes render, its real baseline on the CPUs
+        CUDA_VISIBLE_DEVICES=0 timeout $(( ${PPO_MIN:-8} * 60 + 180 )) $PY -m experiments.train_agent model="$W/init" \
+            device=$DEVICE scene.render_backend=$GL progress=false time_limit_min=${PPO_MIN:-8} seed=$seed \
+            real_baseline.num_envs=${REAL_ENVS:-16} ${PPO_ARGS:-} out_dir="$W/train_agent/seed$seed" \
+            > "$W/train_agent_seed$seed.log" 2>&1 &
+     done; wait; echo 0 > "$W/ppo.rc") &
+    (until [ -f "$W/collect.rc" ]; do sleep 5; done
+     SLOW_MIN=$(( $(left_min) - ${AFTER_SLOW_MIN:-9} )); [ "$SLOW_MIN" -gt "${TRAIN_MIN%.*}" ] && SLOW_MIN=${TRAIN_MIN%.*}
+     log "slow phase on GPU 0 ($SLOW_STEPS steps, compile $COMPILE, at most $SLOW_MIN min)"
+     CUDA_VISIBLE_DEVICES=0 timeout $(( $(left_min) * 60 )) $PY -m experiments.train --config-name train_fast init_from=$W/init \
+        data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run num_workers=6 progress=false \
+        time_limit_min=$SLOW_MIN phases.vae.steps=0 phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=$BATCH \
+        phases.slow.lr=5e-4 phases.slow.warmup_steps=200 phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.compile=$COMPILE \
+        phases.slow_fast.steps=0 > "$W/train.log" 2>&1
+     echo $? > "$W/slow.rc"; cp -r "$W/init/heads" "$W/run/model/heads" 2>/dev/null
+     SF_MIN=$(( $(left_min) - ${SF_EVAL_MIN:-3} )); [ "$SF_MIN" -gt "${SF_MAX_MIN:-5}" ] && SF_MIN=${SF_MAX_MIN:-5}
+     if [ "$SLOW_FAST_STEPS" -gt 0 ] && [ -d "$W/run/model" ] && [ "$SF_MIN" -ge 2 ]; then
+         log "slow-fast pilot on GPU 0 ($SLOW_FAST_STEPS steps, $SF_MIN min): ${TRAIN_EXTRA:-}"
+         CUDA_VISIBLE_DEVICES=0 timeout $(( SF_MIN * 60 + 90 )) $PY -m experiments.train --config-name train_fast \
+            init_from=$W/run/model data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run_sf num_workers=6 \
+            progress=false time_limit_min=$SF_MIN phases.vae.steps=0 phases.slow.steps=0 phases.slow_fast.steps=$SLOW_FAST_STEPS \
+            phases.slow_fast.batch_size=16 ${TRAIN_EXTRA:-} > "$W/train_sf.log" 2>&1
+         echo $? > "$W/sf.rc"; cp -r "$W/init/heads" "$W/run_sf/model/heads" 2>/dev/null
+         [ -d "$W/run_sf/model" ] && EVALS="recall free" evaluate_model "$W/run_sf/model" "$R/eval_sf" 0
+     else
+         echo skipped > "$W/sf.rc"
+     fi) > "$W/gpu0.log" 2>&1 &
+    (until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
+     [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
+     PLAN_MIN=$(( $(left_min) - ${EVAL_MIN:-8} )); [ "$PLAN_MIN" -gt "${AGENTS_MIN%.*}" ] && PLAN_MIN=${AGENTS_MIN%.*}
+     log "planners on GPU $AUX_GPU, $PLAN_MIN min"
+     [ "$PLAN_MIN" -ge 2 ] && MODEL=$W/init PLAN_GPU=$AUX_GPU AGENTS_MIN=$PLAN_MIN AGENT_SEEDS= OUT=$R agents_run
+     echo 0 > "$W/aux.rc"
+     until [ -f "$W/slow.rc" ]; do sleep 5; done
+     [ -d "$W/run/model" ] && evaluate_model "$W/run/model" "$R/eval_slow" $AUX_GPU) > "$W/aux.log" 2>&1 &
     wait
-    tail -n 30 "$W/plan_eval.log" "$W"/train_agent_seed*.log
-    tar czf "$OUT/agents.tgz" -C "$W" --exclude='*.mp4' --exclude='*.zip' --exclude=tb plan_eval train_agent \
-        plan_eval.log $(cd "$W" && ls train_agent_seed*.log)
-    echo done > "$W/agents.rc"
+    touch "$W/all.done"
+    ;;
+watch)  # until the pipeline is done or WAIT_S has passed: what is there comes back (results, and whole models)
+    END=$(cat "$W/lease_end")
+    while [ ! -f "$W/all.done" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 10; done
+    log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
+    for f in collect.log collect_eval.log gpu0.log aux.log train.log train_sf.log plan_eval.log pipeline.log; do
+        [ -f "$W/$f" ] && { echo "== $f"; grep -v -e Warning -e '^\s*$' "$W/$f" | tail -n 6; }
+    done
+    rest=()
+    for run in run run_sf; do  # a model whose run has ended: shards as files, the rest in res.tgz
+        rc=$W/slow.rc; [ $run = run_sf ] && rc=$W/sf.rc
+        if [ -f "$rc" ] && [ -f "$W/$run/model/config.json" ]; then
+            mkdir -p "$OUT/$run" && cp "$W/$run"/model/model-0000*.safetensors "$OUT/$run/" && rest+=("$run/model")
+        fi
+        for f in slow/slow_log.csv slow_fast/slow_fast_log.csv train_summary.json; do
+            [ -f "$W/$run/$f" ] && rest+=("$run/$f")
+        done
+    done
+    tar czf "$OUT/res.tgz" -C "$W" --exclude='model-0000*' --exclude='*.mp4' --exclude='*.zip' --exclude=tb \
+        --exclude=videos --ignore-failed-read res plan_eval train_agent "${rest[@]}" $(cd "$W" && ls *.log *.rc 2>/dev/null)
+    ls -la "$OUT" "$OUT"/run* 2>/dev/null
     ;;
 *)
-    echo "usage: bash experiments/device_session.sh setup|collect|train|finish|bench|profile|agents" >&2; exit 2 ;;
+    echo "usage: bash experiments/device_session.sh setup|collect|sweep|train|finish|bench|profile|agents|lease|watch" >&2; exit 2 ;;
 esac

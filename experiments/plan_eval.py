@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="real chunks a chosen skill may run, without replanning, until the success head sees it "
                         "done (the scripted expert's 3 tries); 1 replans after every chunk")
     p.add_argument("--denoise-steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="the planners' imagination: fp32, bf16 autocast (faster on a GPU) or auto")
     p.add_argument("--parallel", type=int, default=1, help="episodes played side by side (one scene each)")
     p.add_argument("--max-chunks", type=int, default=None, help="chunk budget per episode (default 2 x plan + 2)")
     p.add_argument("--chunk-len", type=int, default=None, help="real frames per chunk (default: the model's new_frames)")
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         config = PlannerConfig(method=args.method, horizon=args.horizon, candidates=args.candidates,
                                iterations=args.iterations, elites=min(args.elites, args.candidates),
                                discount=args.discount, denoise_steps=args.denoise_steps,
-                               give_up_after=args.give_up_after, skill_chunks=args.skill_chunks, seed=args.seed)
+                               give_up_after=args.give_up_after, skill_chunks=args.skill_chunks, seed=args.seed,
+                               precision=args.precision)
     except (UnknownInstruction, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

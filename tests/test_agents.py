@@ -155,6 +155,8 @@ def test_forked_candidates_start_from_the_belief_state(model, heads):
     assert frames.shape == (4, 2, 2, 16, 16, 3)
     assert all(np.array_equal(frames[k], frames[0]) for k in range(4))  # identical branches
     assert np.allclose(imagined.reward, imagined.reward[0])
+    assert planner.core.precision == "fp32"
+    assert WorldModelPlanner(model, heads, PlannerConfig(candidates=1, precision="bf16")).core.precision == "bf16"
 
     # The same as one episode imagined on its own: reset, learn the real chunk, then the two skills.
     core = Imagination(model, 1, BatchedTempLoRA(model, 1), denoise_steps=2)
