@@ -298,9 +298,14 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase and the slo
     END=$(cat "$W/lease_end")
     left_min() { echo $(( (END - $(date +%s)) / 60 )); }
     R=$W/res
-    (for seed in ${AGENT_SEEDS:-0}; do  # PPO in imagination on GPU 0 while the scenes render, its real baseline on the CPUs
-        CUDA_VISIBLE_DEVICES=0 timeout $(( ${PPO_MIN:-8} * 60 + 180 )) $PY -m experiments.train_agent model="$W/init" \
-            device=$DEVICE scene.render_backend=$GL progress=false time_limit_min=${PPO_MIN:-8} seed=$seed \
+    # PPO in imagination on GPU 0 while the scenes render, its real baseline on the CPUs. Its imagined episodes start
+    # from the first frames of 64 task-1 episodes (random cube colours, seed 6), as in session 7 (100% real success),
+    # not from the model's 2 task-1 start frames (sessions 6 and 8: 5%)
+    ($PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 workers=4 $SCENE '~tasks' \
+        '+tasks={task1_open: 1}' > "$W/ppo_starts.log" 2>&1
+     for seed in ${AGENT_SEEDS:-0}; do
+        CUDA_VISIBLE_DEVICES=0 timeout $(( ${PPO_MIN:-10} * 60 + 180 )) $PY -m experiments.train_agent model="$W/init" \
+            data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false time_limit_min=${PPO_MIN:-10} seed=$seed \
             real_baseline.num_envs=${REAL_ENVS:-16} ${PPO_ARGS:-} out_dir="$W/train_agent/seed$seed" \
             > "$W/train_agent_seed$seed.log" 2>&1 &
      done; wait; echo 0 > "$W/ppo.rc") &

@@ -209,8 +209,10 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
         check_batch_size(config.batch_size, self.accelerator.num_processes, config.phase)
         self.out = Path(config.out_dir)
-        # one Θ per episode of this process's share of the batch
+        # one Θ per episode of this process's share of the batch, made where the model trains: Θ is built on the
+        # model's device (a slow_fast run of its own found Φ on the GPU and Θ on the CPU)
         episodes = config.batch_size // self.accelerator.num_processes
+        model.to(self.accelerator.device)
         self.memory = BatchedTempLoRA(model, episodes) if config.phase == "slow_fast" else None
         self.param_names, self.params = self._trainable()
         self.check_theta_outside()
