@@ -119,6 +119,32 @@ def test_slow_fast_phase_updates_phi_with_theta_frozen(tmp_path, synthetic_episo
         trainer.check_theta_outside()
 
 
+def test_meta_gradient_reaches_phi_through_the_last_fast_step(tmp_path, synthetic_episodes):
+    """With ``meta_gradient`` the outer loss of chunk k+1 also differentiates Θ's update on chunk k with respect
+    to Φ: the same losses and the same Θ as a first-order episode (the rebuilt step is zero in value), a different
+    gradient for Φ (guards: the step's gradient taken without ``create_graph``, `meta` not added where Θ is applied)."""
+    episodes = EpisodeDataset(synthetic_episodes[:8], context_frames=2, new_frames=2, num_chunks=3)
+    runs = {}
+    for meta in (False, True):
+        trainer = Trainer(_model(), episodes, TrainConfig(phase="slow_fast", steps=1, batch_size=2, lr=1e-3,
+                                                          out_dir=str(tmp_path / str(meta)), meta_gradient=meta))
+        trainer.memory.config.lr = 1e-2  # a step large enough for its second-order effect to show
+        trainer.model.train()
+        batch = next(iter(trainer._loader()))
+        torch.manual_seed(1)
+        loss = trainer._slow_fast_episode(batch)
+        grads = {n: p.grad.detach().clone() for n, p in trainer.model.unet.named_parameters() if p.grad is not None}
+        runs[meta] = loss, trainer.memory.theta.detach().clone(), grads, trainer.memory.meta
+    (loss0, theta0, grads0, _), (loss1, theta1, grads1, meta_left) = runs[False], runs[True]
+    assert meta_left is None  # nothing of the episode's graph outlives it
+    assert loss1 == pytest.approx(loss0, rel=1e-4)
+    assert torch.allclose(theta1, theta0, atol=1e-3)  # the math attention kernel rounds differently (steps ~1e-2)
+    assert grads0.keys() == grads1.keys()
+    diff = sum((grads1[n] - grads0[n]).norm() ** 2 for n in grads0) ** 0.5
+    norm = sum(g.norm() ** 2 for g in grads0.values()) ** 0.5
+    assert diff > 1e-3 * norm, f"the meta-gradient changed Φ's gradient by only {float(diff / norm):.2e} of it"
+
+
 def test_slow_fast_windows_span_a_first_visit_and_its_revisit(tmp_path):
     """The shipped train config's slow-fast windows hold >= 12 chunks (a scene memory episode's first visit
     and its revisit are 6-8 chunks apart); a tiny run trains on one such window, Θ learning every chunk."""

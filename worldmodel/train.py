@@ -93,6 +93,10 @@ class TrainConfig:
     fused_adamw: bool | None = None  # None: fused on CUDA, the default foreach kernels elsewhere
     ema_decay: float = 0.0  # 0: no EMA; else the decay of the weights' moving average (saved and sampled)
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs average fewer steps
+    # slow_fast: Φ's gradient also flows through each chunk's last fast step into the next chunk's loss (second
+    # order, `BatchedTempLoRA.update(differentiable=True)`), so Φ learns to write into Θ what a later chunk reads;
+    # False: first order (Θ a constant to the outer loss). About 2-3x a step's compute and activation memory.
+    meta_gradient: bool = False
 
     def __post_init__(self) -> None:
         if self.phase not in ("vae", "slow", "slow_fast"):
@@ -672,7 +676,10 @@ class Trainer:
                 loss = self.model.latent_loss(latents, chunk_batch) / num_chunks
                 self.accelerator.backward(loss)
             total += float(loss.detach())
-            self.memory.update(Chunk(chunk_batch["target"], latents.detach(), tc), ids)
+            last = k == num_chunks - 1  # no later chunk reads the last update
+            self.memory.update(Chunk(chunk_batch["target"], latents.detach(), tc), ids,
+                               differentiable=self.config.meta_gradient and not last)
+        self.memory.meta = None
         return total
 
     def calibrate_vae_scale(self, num_batches: int = 4) -> float:

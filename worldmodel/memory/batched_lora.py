@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..chunk import Chunk
 from ..config import TempLoRAConfig
@@ -130,6 +131,9 @@ class BatchedTempLoRA:
         self.adam_steps = torch.zeros(num_envs, dtype=torch.float64)
         self.enabled = True
         self._factors: torch.Tensor | None = None
+        # After a differentiable update (`update(..., differentiable=True)`): Θ's dependence on Φ through that
+        # update's last fast step, zero in value, added to Θ wherever it is applied (see `update`).
+        self.meta: torch.Tensor | None = None
         self.losses = [rule.new_losses() for _ in range(num_envs)]
         self.history: list[collections.deque] = [rule.new_history(self.config) for _ in range(num_envs)]
         self.rollbacks = [0] * num_envs
@@ -151,6 +155,7 @@ class BatchedTempLoRA:
         generators = list(generators) if generators is not None else [None] * len(ids)
         if len(generators) != len(ids):
             raise ValueError(f"{len(generators)} generators for {len(ids)} envs")
+        self.meta = None
         r = self.config.rank
         with torch.no_grad():
             for i, gen in zip(ids, generators):
@@ -216,10 +221,11 @@ class BatchedTempLoRA:
             yield
             return
         ids = self._ids(ids)
+        theta = self.theta if self.meta is None else self.theta + self.meta
         if ids == list(range(self.num_envs)):
-            factors = self.theta
+            factors = theta
         else:
-            factors = self.theta[torch.tensor(ids, device=self.theta.device)]
+            factors = theta[torch.tensor(ids, device=self.theta.device)]
         with self._using(factors):
             yield
 
@@ -270,37 +276,49 @@ class BatchedTempLoRA:
     # --------------------------------------------------------------------------------------- learning
     def update(self, chunk: Chunk, ids: Sequence[int] | None = None,
                generators: Sequence[torch.Generator | None] | None = None,
-               steps: int | None = None) -> list[FastUpdate]:
+               steps: int | None = None, differentiable: bool = False) -> list[FastUpdate]:
         """Fast-learn on a batched chunk (row k belongs to env ids[k]); one FastUpdate per env.
 
         Every fast step is one batched forward/backward over the still-healthy envs' rows (each env's
         `rule.fast_batch`, drawn from its generator); an env whose loss is non-finite or explodes (or
         whose factors turn non-finite) is rolled back to its state before this update and reported, the
         others go on.
+
+        ``differentiable=True`` (the slow-fast phase's meta-gradient) also keeps how the last fast step
+        depends on Φ: its gradient is taken with ``create_graph`` and Θ's step is rebuilt as Adam's step
+        with the second-moment denominator held constant, ``-lr (1 - b1) / bc1 * g(Φ) / denom``. That
+        rebuilt step minus its own value (zero) is `meta`, added to Θ wherever Θ is applied, so the values
+        are exactly those of a plain update while a later loss's backward reaches Φ through g: Φ learns to
+        write what it will read. Earlier steps stay truncated (first order). The attention then runs on
+        PyTorch's math kernel, the one with a second derivative.
         """
         ids = self._ids(ids)
         steps = self.config.steps if steps is None else steps
         if chunk.latents.shape[0] != len(ids):
             raise ValueError(f"chunk has {chunk.latents.shape[0]} rows for {len(ids)} envs")
         generators = list(generators) if generators is not None else [None] * len(ids)
+        self.meta = None
         if not self.enabled or steps == 0:
             return [FastUpdate(float("nan"), 0) for _ in ids]
         device = self.theta.device
+        meta_rows: list[tuple[list[int], torch.Tensor]] = []  # (envs, their rebuilt last step)
         idx = torch.tensor(ids, device=device)
         good = (self.theta[idx].clone(), self.exp_avg[idx].clone(), self.exp_avg_sq[idx].clone(),
                 self.adam_steps[ids].clone())
         alive = list(range(len(ids)))  # positions (into ids) still updating
         totals = [0.0] * len(ids)
         failed: dict[int, float] = {}
-        for _ in range(steps):
+        for step in range(steps):
             if not alive:
                 break
             rows = [rule.fast_batch(self.config, chunk.row(p), self.history[ids[p]], generators[p], self.timesteps)
                     for p in alive]
             size = self.max_batch or len(alive)
+            last = differentiable and step == steps - 1
             for lo in range(0, len(alive), size):
                 group = alive[lo: lo + size]
-                results = self._fast_step([ids[p] for p in group], rows[lo: lo + size], chunk.num_context)
+                results = self._fast_step([ids[p] for p in group], rows[lo: lo + size], chunk.num_context,
+                                          meta_rows if last else None)
                 for p, (value, ok) in zip(group, results):
                     if ok:
                         totals[p] += value
@@ -317,13 +335,23 @@ class BatchedTempLoRA:
                 out.append(FastUpdate(failed[p], 0, rolled_back=True))
             else:
                 out.append(FastUpdate(totals[p] / steps, steps))
+        if meta_rows:
+            kept = [(k, env) for envs, _ in meta_rows for k, env in enumerate(envs)]
+            keep = [(i, env) for i, (_, env) in enumerate(kept) if ids.index(env) not in failed]
+            step = torch.cat([d for _, d in meta_rows])
+            if keep:
+                rows_at = torch.tensor([i for i, _ in keep], device=device)
+                envs_at = torch.tensor([env for _, env in keep], device=device)
+                delta = step[rows_at]
+                self.meta = torch.zeros_like(self.theta).index_put((envs_at,), delta - delta.detach())
         return out
 
     def _fast_step(self, envs: list[int], rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                   num_context: int) -> list[tuple[float, bool]]:
+                   num_context: int, meta_rows: list | None = None) -> list[tuple[float, bool]]:
         """One batched forward/backward + Adam step for `envs` (rows[k] = env k's `rule.fast_batch`): (loss,
         ok) per env, the loss the mean over its rows; not ok means roll back (non-finite or exploding loss,
-        or non-finite factors after the step).
+        or non-finite factors after the step). With `meta_rows` (a list) the step is also rebuilt as a
+        function of Φ and appended as (envs, step (n, P)); see `update`.
 
         The UNet batch is row-block-major (batch row i*n + k is env k's row i), the layout `_delta`
         applies factor k to; each env's gradient is its own factor row.
@@ -339,7 +367,9 @@ class BatchedTempLoRA:
         # fill a zero gradient as large as all the factors, ~30% of a CPU fast step); row k is env k's.
         leaves = [(a.detach().requires_grad_(True), b.detach().requires_grad_(True))
                   for a, b in self._split(self.theta[idx])]
-        with torch.enable_grad(), self._using(leaves):
+        meta = meta_rows is not None
+        kernels = sdpa_kernel([SDPBackend.MATH]) if meta else contextlib.nullcontext()
+        with torch.enable_grad(), self._using(leaves), kernels:
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             losses = losses.view(m, n)
             per_env = losses.mean(0)
@@ -349,10 +379,15 @@ class BatchedTempLoRA:
             if not any(ok):
                 return list(zip(values, ok))
             keep = torch.tensor(ok, device=device)
-            grads = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), [f for ab in leaves for f in ab])
+            grads = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), [f for ab in leaves for f in ab],
+                                        create_graph=meta)
             grad = torch.cat([g.reshape(n, -1) for g in grads], dim=1)  # the flat layout: A0, B0, A1, B1, ...
         good_rows = [k for k, g in enumerate(ok) if g]
-        self._adam([envs[k] for k in good_rows], grad[good_rows])
+        scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach())
+        if meta:
+            full = torch.zeros_like(grad)
+            full[good_rows] = scale * grad[good_rows]  # Adam's step, its denominator held constant
+            meta_rows.append((envs, full))
         finite = torch.isfinite(self.theta[idx[good_rows]]).all(dim=1).tolist()
         for k, fin in zip(good_rows, finite):
             ok[k] = fin
@@ -361,8 +396,11 @@ class BatchedTempLoRA:
         return list(zip(values, ok))
 
     @torch.no_grad()
-    def _adam(self, envs: list[int], grad: torch.Tensor) -> None:
-        """torch.optim.Adam's update (default betas/eps), with a step count per env; grad row k is envs[k]'s."""
+    def _adam(self, envs: list[int], grad: torch.Tensor) -> torch.Tensor:
+        """torch.optim.Adam's update (default betas/eps), with a step count per env; grad row k is envs[k]'s.
+
+        Returns d(step)/d(grad) with the denominator held constant, ``-lr (1 - b1) / (bc1 * denom)`` (rows of
+        `envs`), for a differentiable update."""
         b1, b2 = _ADAM_BETAS
         idx = torch.tensor(envs, device=self.theta.device)
         g = grad
@@ -376,6 +414,7 @@ class BatchedTempLoRA:
         self.exp_avg_sq[idx] = v
         denom = v.sqrt() / bc2_sqrt + _ADAM_EPS
         self.theta[idx] = self.theta[idx] - (self.config.lr / bc1) * m / denom
+        return -(self.config.lr * (1 - b1) / bc1) / denom
 
     @torch.no_grad()
     def _restore(self, env: int, state: tuple[torch.Tensor, ...]) -> None:
