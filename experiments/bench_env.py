@@ -18,6 +18,7 @@ is read off one table. Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -50,6 +51,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Temp-LoRA fast learning every chunk: on, off, or on,off (both, one table)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                    help="arithmetic of generation and fast updates (auto: bf16 where the device has it natively)")
+    p.add_argument("--update-every", type=int, default=1,
+                   help="Temp-LoRA learns every k-th chunk of an episode (TempLoRAConfig.update_every; 1: every chunk)")
     p.add_argument("--fast-batch", type=int, default=None,
                    help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
@@ -118,7 +121,8 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     mode = args.action_mode
     if mode == "auto":
         mode = "continuous" if mc.action_type in ("vector", "both") else "skill"
-    opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=temp_lora == "on",
+    memory = dataclasses.replace(mc.temp_lora, update_every=args.update_every) if temp_lora == "on" else False
+    opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
                 max_episode_steps=None, precision=args.precision, cpu_threads=args.threads)
     if args.fast_batch is not None:
         opts["fast_batch_size"] = args.fast_batch
@@ -129,6 +133,7 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
         frames = n * mc.new_frames * args.chunks
         return {"env": kind, "num_envs": n, "model": spec, "frame_size": mc.frame_size, "new_frames": mc.new_frames,
                 "denoise_steps": steps, "temp_lora": temp_lora, "action_mode": mode,
+                "update_every": args.update_every if temp_lora == "on" else None,
                 "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
                 "s_per_step": timing["seconds"] / args.chunks, "frames_per_s": frames / timing["seconds"],
                 "phases_s_per_step": timing["phases_s_per_step"],

@@ -109,6 +109,25 @@ def test_history_holds_each_chunk_once(micro_model, memory_kind):
     assert len(history) == 3
 
 
+@pytest.mark.parametrize("memory_kind", ["peft", "batched"])
+def test_update_every_learns_every_kth_chunk_and_remembers_the_rest(micro_model, memory_kind):
+    """update_every=2: Θ stays put on chunks 1 and 3 and moves on chunks 2 and 4; every chunk enters the history
+    (guards: the skip never firing, or a skipped chunk left out of the history)."""
+    model = micro_model(temp_lora=dict(FAST_LORA, variant="full_sequence", update_every=2, max_history=16))
+    memory = TempLoRA(model) if memory_kind == "peft" else BatchedTempLoRA(model, 1)
+    theta = (lambda: _theta_of(memory)) if memory_kind == "peft" else (lambda: memory.theta[0].clone())
+    moved = []
+    for seed in range(4):
+        before = theta()
+        with torch.enable_grad():
+            [update] = memory.update(_chunk(seed=seed), **({} if memory_kind == "peft" else {"generators": [None]}))
+        moved.append(not torch.equal(before, theta()))
+        assert (update.steps == 0) == (seed % 2 == 0)
+    assert moved == [False, True, False, True]
+    history = memory.history if memory_kind == "peft" else memory.history[0]
+    assert len(history) == 4
+
+
 def _theta_of(peft_memory: TempLoRA) -> torch.Tensor:
     return torch.cat([torch.cat([layer.lora_A["temp_lora"].weight.t().flatten(),
                                  layer.lora_B["temp_lora"].weight.t().flatten()]) for layer in peft_memory.layers])

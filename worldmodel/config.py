@@ -82,6 +82,10 @@ class TempLoRAConfig:
     rehearsal: int = 0
     # Chunks kept for the full_sequence variant and rehearsal (bounds memory on long episodes).
     max_history: int = 16
+    # Θ learns every k-th chunk of an episode (chunks k, 2k, ...: `rule.skips`); the chunks between are only
+    # remembered (the history, for full_sequence windows and rehearsal). k = 2 halves the fast update's
+    # average cost per chunk (issue 16's lever "update every k chunks"), and what Θ stores with it.
+    update_every: int = 1
 
     def __post_init__(self) -> None:
         if self.variant not in ("local", "full_sequence", "original"):
@@ -96,6 +100,8 @@ class TempLoRAConfig:
             raise ValueError(f"unknown Temp-LoRA rollback {self.rollback!r}; expected 'expected', 'median' or 'finite'")
         if self.timesteps not in ("sampler", "uniform"):
             raise ValueError(f"unknown Temp-LoRA timesteps {self.timesteps!r}; expected 'sampler' or 'uniform'")
+        if self.update_every < 1:
+            raise ValueError(f"invalid Temp-LoRA config: update_every={self.update_every} (>= 1)")
         if self.draws < 1 or self.rehearsal < 0:
             raise ValueError(f"invalid Temp-LoRA config: draws={self.draws} (>= 1), rehearsal={self.rehearsal} (>= 0)")
         self.target_modules = tuple(self.target_modules)

@@ -137,6 +137,7 @@ class BatchedTempLoRA:
         self.losses = [rule.new_losses() for _ in range(num_envs)]
         self.history: list[collections.deque] = [rule.new_history(self.config) for _ in range(num_envs)]
         self.rollbacks = [0] * num_envs
+        self.offered = [0] * num_envs  # chunks each episode has offered to update() since its reset
         self.timesteps = rule.fast_timesteps(self.config, model)  # the t a fast step draws from
         self.reset()
 
@@ -171,6 +172,7 @@ class BatchedTempLoRA:
                 self.losses[i].clear()
                 self.history[i].clear()
                 self.rollbacks[i] = 0
+                self.offered[i] = 0
 
     def set_enabled(self, enabled: bool) -> None:
         """Switch all Θ off (the 'without Temp-LoRA' ablation) or back on, without forgetting them."""
@@ -185,11 +187,12 @@ class BatchedTempLoRA:
             for t in (self.theta, self.exp_avg, self.exp_avg_sq):
                 t[d_idx] = t[s_idx].clone()
         self.adam_steps[dst] = self.adam_steps[src].clone()
-        copies = [(self.losses[i].copy(), list(self.history[i]), self.rollbacks[i]) for i in src]
-        for i, (losses, history, rollbacks) in zip(dst, copies):
+        copies = [(self.losses[i].copy(), list(self.history[i]), self.rollbacks[i], self.offered[i]) for i in src]
+        for i, (losses, history, rollbacks, offered) in zip(dst, copies):
             self.losses[i] = losses
             self.history[i] = collections.deque(history, maxlen=self.config.max_history)
             self.rollbacks[i] = rollbacks
+            self.offered[i] = offered
 
     def factors(self, env: int, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of env `env`'s factors of target layer `layer`: A (d_in, r), B (r, d_out)."""
@@ -300,6 +303,27 @@ class BatchedTempLoRA:
         self.meta = None
         if not self.enabled or steps == 0:
             return [FastUpdate(float("nan"), 0) for _ in ids]
+        if self.config.update_every > 1:  # the episodes whose chunk is only remembered this time
+            skip = [rule.skips(self.config, self.offered[env]) for env in ids]
+            for env in ids:
+                self.offered[env] += 1
+            for p in (p for p, s in enumerate(skip) if s):
+                rule.remember(self.config, self.history[ids[p]], chunk.row(p))
+            due = [p for p, s in enumerate(skip) if not s]
+            out = [FastUpdate(float("nan"), 0)] * len(ids)
+            if due:
+                learned = self._learn(chunk.rows(due), [ids[p] for p in due], [generators[p] for p in due], steps,
+                                      differentiable)
+                for p, u in zip(due, learned):
+                    out[p] = u
+            return out
+        for env in ids:
+            self.offered[env] += 1
+        return self._learn(chunk, ids, generators, steps, differentiable)
+
+    def _learn(self, chunk: Chunk, ids: list[int], generators: list, steps: int,
+               differentiable: bool) -> list[FastUpdate]:
+        """`update`'s fast steps for envs `ids` (row k of `chunk` is env ids[k]'s), all of them learning."""
         device = self.theta.device
         meta_rows: list[tuple[list[int], torch.Tensor]] = []  # (envs, their rebuilt last step)
         idx = torch.tensor(ids, device=device)

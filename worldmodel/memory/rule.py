@@ -18,7 +18,8 @@ A non-finite row loss rolls Θ back to its state before the update, and so does 
 one above ``explode_factor`` x the median of the recent losses at the same timestep (`RecentLosses`;
 until 3 are recorded there, x the largest recent loss at any timestep).
 The chunk enters the history once per update (not once per step: several steps on one chunk must not
-fill the history with copies of it).
+fill the history with copies of it). With ``update_every`` = k only every k-th chunk of an episode is
+learned (`skips`); the others enter the history alone.
 """
 
 from __future__ import annotations
@@ -213,6 +214,12 @@ def training_sequence(config: TempLoRAConfig, chunk: Chunk, history: Sequence[to
     window = chunk.latents.shape[2]
     start = int(torch.randint(0, seq.shape[2] - window + 1, (), generator=generator).item())
     return seq[:, :, start : start + window]
+
+
+def skips(config: TempLoRAConfig, offered: int) -> bool:
+    """Whether an episode's chunk number `offered` (0-based since its reset) is only remembered, not learned:
+    with ``update_every`` = k, Θ learns chunks k - 1, 2k - 1, ... (every k-th one)."""
+    return (offered + 1) % config.update_every != 0
 
 
 def remember(config: TempLoRAConfig, history: collections.deque, chunk: Chunk) -> None:

@@ -74,6 +74,7 @@ class TempLoRA:
         self.history = rule.new_history(self.config)
         self.losses = rule.new_losses()
         self.rollbacks = [0]  # per env, as in BatchedTempLoRA
+        self.offered = 0  # chunks offered to update() since the reset (update_every)
         self._good = self._snapshot()
 
     def num_parameters(self) -> int:
@@ -131,6 +132,10 @@ class TempLoRA:
         rule.check_ids(ids, 1)
         steps = self.config.steps if steps is None else steps
         if not self.enabled or steps == 0:
+            return [FastUpdate(float("nan"), 0)]
+        offered, self.offered = self.offered, self.offered + 1
+        if rule.skips(self.config, offered):  # update_every > 1: this chunk is only remembered
+            rule.remember(self.config, self.history, chunk)
             return [FastUpdate(float("nan"), 0)]
         model = self.model
         total = 0.0
