@@ -24,16 +24,25 @@
 # warm; the whole session fits one 30-minute lease (session 5: collect 252 s, train 566 s, finish 333 s;
 # session 6, one H200: collect 289 s, train 540 s, finish 157 s, agents 324 s).
 #
-# Session 8 (nvidia-h200-x2) runs the whole lease as one background pipeline, so that a call returns while the
-# work goes on and every call brings back what has ended (results; whole models once their run ends):
-#   1. DETACH=1 DATA_SEED=4 COLLECT_MIN=3.4 ... collect          (weights moved out, carry .whl .gl; returns at once)
-#   2. LEASE_S=... SWEEP="..." AGENT_SEEDS=1 PLAN_ARGS="..." SLOW_FAST_STEPS=150 TRAIN_EXTRA="..." ... lease
-#      (weights back, carry nothing): `pipeline` in the background, then `watch` for WAIT_S;
-#   3. watch, 4. watch (each started the moment the last returns) until the pipeline is done.
-# The pipeline (GPUS=1): GPU 0 runs PPO (train_agent, AGENT_SEEDS) while the scenes render, then the compiled slow
-# phase (at most TRAIN_MIN, and ending AFTER_SLOW_MIN before the lease), then the slow-fast pilot from it
-# (run_sf); GPU 1 runs the recall sweep (two at a time), then the planners (tasks 1-5, then the memory tasks), then
-# the slow model's evaluations. Everything is bounded by the lease's end (LEASE_S from the `lease` call).
+# The lease as one background pipeline (sessions 8-), so that a call returns while the work goes on and every call
+# brings back what has ended (results; whole models once their run ends, 3 files each, at most two models a call):
+#   1. DETACH=1 DATA_SEED=<new> COLLECT_MIN=3.4 ... collect   (weights moved out, carry .whl .gl; returns at once)
+#   2. LEASE_S=<budget left - 150> WAIT_S=570 <knobs> ... lease (weights back, carry nothing): `pipeline` in the
+#      background, then `watch` for WAIT_S;   3. watch, 4. watch ... (each the moment the last returns) until done.
+# The pipeline (GPUS=1): GPU 0 runs PPO (train_agent, AGENT_SEEDS, from 64 collected task-1 starts) while the scenes
+# render, then the compiled slow phase (SLOW_STEPS > 0; at most TRAIN_MIN, ending AFTER_SLOW_MIN before the lease's
+# end), then the slow-fast pilot (SLOW_FAST_STEPS > 0, run_sf) from it or from the default; GPU 1 runs the recall
+# SWEEP, the meta-gradient pilot (META_PILOT=1, run_meta), the planners (PLAN_GROUPS), then the slow model's
+# evaluations. Every step is bounded by the lease's end.
+# Session 8 ran: DETACH=1 DATA_SEED=4 COLLECT_MIN=3.4 ... collect; LEASE_S=1500 WAIT_S=570 SWEEP="2e-3:1:joint
+# 5e-3:1:joint 2e-3:4:joint 1e-3:1:joint" AGENT_SEEDS=1 PPO_MIN=8 AGENTS_MIN=11 PLAN_ARGS="--method cem --candidates 32
+# --horizon 3 --iterations 2 --elites 6 --denoise-steps 2 --precision bf16 --videos 1" COMPILE=true SLOW_STEPS=1500
+# TRAIN_MIN=13 SLOW_FAST_STEPS=150 TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=3e-4
+# phases.slow_fast.ema_decay=0.99" GPUS=1 ... lease; watch; then bench_train on 1 and 2 GPUs by hand (docs/RESULTS.md).
+# Next session: DATA_SEED=5 collect; then SLOW_STEPS=0 SLOW_FAST_STEPS=150 META_PILOT=1 SF_MAX_MIN=8 TRAIN_EXTRA=<as
+# session 8> AGENT_SEEDS="1 2" PPO_MIN=10 AGENTS_MIN=8 PLAN_GROUPS="memory_drawer memory_drawer_locked" PLAN_ARGS=<as
+# session 8> ... lease: the first-order and the meta-gradient pilots side by side from the run-5 default, each with
+# its recall, the planners on the memory tasks, PPO with its real baseline to the end.
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
@@ -140,17 +149,18 @@ setup() {
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 }
 
-# planners (PLAN_GPU) and PPO (AUX_GPU) on MODEL; the planners play tasks 1-5 first, then the memory tasks, all agents
-# each, so a time limit leaves whole comparisons; both resume when rerun with the same arguments (outputs in $W)
+# planners (PLAN_GPU) and PPO (AUX_GPU) on MODEL; the planners play PLAN_GROUPS (task lists separated by ';'; default
+# tasks 1-5, then the memory tasks), all agents each, so a time limit leaves whole comparisons; both resume when rerun
+# with the same arguments (outputs in $W)
 agents_run() {
     local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 --agents planner,planner_no_memory,expert,random \
         --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-} --out $W/plan_eval"
-    local t0 seed; t0=$(date +%s)
-    (CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --time-limit-min $AGENTS_MIN \
-        --tasks task1_open task2_unlock_and_lock task3_rearrange_medium task4_put_in_drawer task5_rearrange_hard
-     CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout 240 $plan \
-        --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 )) --tasks memory_drawer memory_drawer_locked
-    ) > "$W/plan_eval.log" 2>&1 &
+    local t0 seed group; t0=$(date +%s)
+    (IFS=';'; for group in ${PLAN_GROUPS:-"task1_open task2_unlock_and_lock task3_rearrange_medium task4_put_in_drawer \
+task5_rearrange_hard;memory_drawer memory_drawer_locked"}; do  # a time limit leaves whole groups, all agents each
+        IFS=' '; CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan \
+            --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 )) --tasks $group
+    done) > "$W/plan_eval.log" 2>&1 &
     for seed in $AGENT_SEEDS; do  # PPO's spread is large (task1_open: 5% then 100% real success, sessions 6-7)
         CUDA_VISIBLE_DEVICES=${PPO_GPU:-$AUX_GPU} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $PY -m experiments.train_agent \
             model="$MODEL" data="$W/scene" device=$DEVICE scene.render_backend=$GL progress=false \
@@ -183,6 +193,21 @@ evaluate_model() {
                     --mode teacher --batch 32 --out $dest/teacher ;;
         esac
     done
+}
+
+# (in `pipeline`) the slow-fast pilot from $BASE on GPU $1 into $W/$2 with the extra overrides $3, at most SF_MAX_MIN
+# minutes and ending SF_EVAL_MIN before the lease, then its recall and free-rollout evaluations
+pilot() {
+    local gpu=$1 name=$2 extra=$3 minutes
+    minutes=$(( $(left_min) - ${SF_EVAL_MIN:-3} )); [ "$minutes" -gt "${SF_MAX_MIN:-5}" ] && minutes=${SF_MAX_MIN:-5}
+    if [ ! -f "$BASE/config.json" ] || [ "$minutes" -lt 2 ]; then echo skipped > "$W/$name.rc"; return; fi
+    log "slow-fast pilot $name on GPU $gpu from $BASE ($SLOW_FAST_STEPS steps, $minutes min): $extra"
+    CUDA_VISIBLE_DEVICES=$gpu timeout $(( minutes * 60 + 90 )) $PY -m experiments.train --config-name train_fast \
+        init_from=$BASE data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/$name num_workers=6 \
+        progress=false time_limit_min=$minutes phases.vae.steps=0 phases.slow.steps=0 phases.slow_fast.steps=$SLOW_FAST_STEPS \
+        phases.slow_fast.batch_size=16 $extra > "$W/train_$name.log" 2>&1
+    echo $? > "$W/$name.rc"; cp -r "$W/init/heads" "$W/$name/model/heads" 2>/dev/null
+    [ -f "$W/$name/model/config.json" ] && EVALS="recall free" evaluate_model "$W/$name/model" "$R/eval_$name" $gpu
 }
 
 case "${1:-}" in
@@ -287,14 +312,15 @@ agents)
     agents_run
     ;;
 lease)  # the whole lease in the background (GPUS=1 on nvidia-h200-x2; see the header), then `watch` it
-    mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,slow,sf,aux,all}.rc "$W/all.done"
+    mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,run,run_sf,run_meta,aux}.rc "$W/all.done"
     cp -r worldmodel/weights/default "$W/init"
     echo $(( $(date +%s) + ${LEASE_S:-1380} )) > "$W/lease_end"
     setsid nohup bash "$0" pipeline > "$W/pipeline.log" 2>&1 < /dev/null &
     exec bash "$0" watch
     ;;
-pipeline)  # GPU 0: PPO while the scenes render, then the slow phase and the slow-fast pilot from it; GPU AUX_GPU: the
-           # recall sweep, then the planners; then each model's evaluations; everything stops by the lease's end
+pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS > 0) and the slow-fast pilot (run_sf);
+           # GPU AUX_GPU: the recall sweep, the meta-gradient pilot (META_PILOT=1, run_meta), the planners, then the slow
+           # model's evaluations; everything stops by the lease's end
     END=$(cat "$W/lease_end")
     left_min() { echo $(( (END - $(date +%s)) / 60 )); }
     R=$W/res
@@ -309,35 +335,34 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase and the slo
             real_baseline.num_envs=${REAL_ENVS:-16} ${PPO_ARGS:-} out_dir="$W/train_agent/seed$seed" \
             > "$W/train_agent_seed$seed.log" 2>&1 &
      done; wait; echo 0 > "$W/ppo.rc") &
+    BASE=$W/init  # what the pilots start from: the slow phase's model when it runs (SLOW_STEPS > 0), else the default
+    [ "$SLOW_STEPS" -gt 0 ] && BASE=$W/run/model
     (until [ -f "$W/collect.rc" ]; do sleep 5; done
-     SLOW_MIN=$(( $(left_min) - ${AFTER_SLOW_MIN:-9} )); [ "$SLOW_MIN" -gt "${TRAIN_MIN%.*}" ] && SLOW_MIN=${TRAIN_MIN%.*}
-     log "slow phase on GPU 0 ($SLOW_STEPS steps, compile $COMPILE, at most $SLOW_MIN min)"
-     CUDA_VISIBLE_DEVICES=0 timeout $(( $(left_min) * 60 )) $PY -m experiments.train --config-name train_fast init_from=$W/init \
-        data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run num_workers=6 progress=false \
-        time_limit_min=$SLOW_MIN phases.vae.steps=0 phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=$BATCH \
-        phases.slow.lr=5e-4 phases.slow.warmup_steps=200 phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.compile=$COMPILE \
-        phases.slow_fast.steps=0 > "$W/train.log" 2>&1
-     echo $? > "$W/slow.rc"; cp -r "$W/init/heads" "$W/run/model/heads" 2>/dev/null
-     SF_MIN=$(( $(left_min) - ${SF_EVAL_MIN:-3} )); [ "$SF_MIN" -gt "${SF_MAX_MIN:-5}" ] && SF_MIN=${SF_MAX_MIN:-5}
-     if [ "$SLOW_FAST_STEPS" -gt 0 ] && [ -d "$W/run/model" ] && [ "$SF_MIN" -ge 2 ]; then
-         log "slow-fast pilot on GPU 0 ($SLOW_FAST_STEPS steps, $SF_MIN min): ${TRAIN_EXTRA:-}"
-         CUDA_VISIBLE_DEVICES=0 timeout $(( SF_MIN * 60 + 90 )) $PY -m experiments.train --config-name train_fast \
-            init_from=$W/run/model data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run_sf num_workers=6 \
-            progress=false time_limit_min=$SF_MIN phases.vae.steps=0 phases.slow.steps=0 phases.slow_fast.steps=$SLOW_FAST_STEPS \
-            phases.slow_fast.batch_size=16 ${TRAIN_EXTRA:-} > "$W/train_sf.log" 2>&1
-         echo $? > "$W/sf.rc"; cp -r "$W/init/heads" "$W/run_sf/model/heads" 2>/dev/null
-         [ -d "$W/run_sf/model" ] && EVALS="recall free" evaluate_model "$W/run_sf/model" "$R/eval_sf" 0
+     if [ "$SLOW_STEPS" -gt 0 ]; then
+         SLOW_MIN=$(( $(left_min) - ${AFTER_SLOW_MIN:-9} )); [ "$SLOW_MIN" -gt "${TRAIN_MIN%.*}" ] && SLOW_MIN=${TRAIN_MIN%.*}
+         log "slow phase on GPU 0 ($SLOW_STEPS steps, compile $COMPILE, at most $SLOW_MIN min)"
+         CUDA_VISIBLE_DEVICES=0 timeout $(( $(left_min) * 60 )) $PY -m experiments.train --config-name train_fast \
+            init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run num_workers=6 \
+            progress=false time_limit_min=$SLOW_MIN phases.vae.steps=0 phases.slow.steps=$SLOW_STEPS \
+            phases.slow.batch_size=$BATCH phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
+            phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.compile=$COMPILE phases.slow_fast.steps=0 > "$W/train.log" 2>&1
+         echo $? > "$W/run.rc"; cp -r "$W/init/heads" "$W/run/model/heads" 2>/dev/null
      else
-         echo skipped > "$W/sf.rc"
-     fi) > "$W/gpu0.log" 2>&1 &
+         echo skipped > "$W/run.rc"
+     fi
+     [ "$SLOW_FAST_STEPS" -gt 0 ] && pilot 0 run_sf "${TRAIN_EXTRA:-}") > "$W/gpu0.log" 2>&1 &
     (until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
      [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
+     if [ "${META_PILOT:-0}" = 1 ]; then  # the same pilot with Φ's gradient through the fast step (issue 15)
+         until [ -f "$W/collect.rc" ] && [ -f "$W/run.rc" ]; do sleep 5; done
+         pilot $AUX_GPU run_meta "${TRAIN_EXTRA:-} +phases.slow_fast.meta_gradient=true"
+     fi
      PLAN_MIN=$(( $(left_min) - ${EVAL_MIN:-8} )); [ "$PLAN_MIN" -gt "${AGENTS_MIN%.*}" ] && PLAN_MIN=${AGENTS_MIN%.*}
      log "planners on GPU $AUX_GPU, $PLAN_MIN min"
      [ "$PLAN_MIN" -ge 2 ] && MODEL=$W/init PLAN_GPU=$AUX_GPU AGENTS_MIN=$PLAN_MIN AGENT_SEEDS= OUT=$R agents_run
      echo 0 > "$W/aux.rc"
-     until [ -f "$W/slow.rc" ]; do sleep 5; done
-     [ -d "$W/run/model" ] && evaluate_model "$W/run/model" "$R/eval_slow" $AUX_GPU) > "$W/aux.log" 2>&1 &
+     until [ -f "$W/run.rc" ]; do sleep 5; done
+     [ -f "$W/run/model/config.json" ] && evaluate_model "$W/run/model" "$R/eval_slow" $AUX_GPU) > "$W/aux.log" 2>&1 &
     wait
     touch "$W/all.done"
     ;;
@@ -345,13 +370,13 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     END=$(cat "$W/lease_end")
     while [ ! -f "$W/all.done" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 10; done
     log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
-    for f in collect.log collect_eval.log gpu0.log aux.log train.log train_sf.log plan_eval.log pipeline.log; do
+    for f in collect.log collect_eval.log gpu0.log aux.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
+        pipeline.log; do
         [ -f "$W/$f" ] && { echo "== $f"; grep -v -e Warning -e '^\s*$' "$W/$f" | tail -n 6; }
     done
     rest=()
-    for run in run run_sf; do  # a model whose run has ended: shards as files, the rest in res.tgz
-        rc=$W/slow.rc; [ $run = run_sf ] && rc=$W/sf.rc
-        if [ -f "$rc" ] && [ -f "$W/$run/model/config.json" ]; then
+    for run in run run_sf run_meta; do  # a model whose run has ended: shards as files (3 each), the rest in res.tgz
+        if [ -f "$W/$run.rc" ] && [ -f "$W/$run/model/config.json" ]; then
             mkdir -p "$OUT/$run" && cp "$W/$run"/model/model-0000*.safetensors "$OUT/$run/" && rest+=("$run/model")
         fi
         for f in slow/slow_log.csv slow_fast/slow_fast_log.csv train_summary.json; do
