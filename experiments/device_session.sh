@@ -355,7 +355,7 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
      if [ "${META_PILOT:-0}" = 1 ]; then  # the same pilot with Φ's gradient through the fast step (issue 15)
          until [ -f "$W/collect.rc" ] && [ -f "$W/run.rc" ]; do sleep 5; done
-         pilot $AUX_GPU run_meta "${TRAIN_EXTRA:-} +phases.slow_fast.meta_gradient=true"
+         pilot $AUX_GPU run_meta "${TRAIN_EXTRA:-} phases.slow_fast.meta_gradient=${META_WEIGHT:-0.3}"
      fi
      PLAN_MIN=$(( $(left_min) - ${EVAL_MIN:-8} )); [ "$PLAN_MIN" -gt "${AGENTS_MIN%.*}" ] && PLAN_MIN=${AGENTS_MIN%.*}
      log "planners on GPU $AUX_GPU, $PLAN_MIN min"

@@ -125,7 +125,7 @@ def test_meta_gradient_reaches_phi_through_the_last_fast_step(tmp_path, syntheti
     gradient for Φ (guards: the step's gradient taken without ``create_graph``, `meta` not added where Θ is applied)."""
     episodes = EpisodeDataset(synthetic_episodes[:8], context_frames=2, new_frames=2, num_chunks=3)
     runs = {}
-    for meta in (False, True):
+    for meta in (0.0, 1.0, 0.5):
         trainer = Trainer(_model(), episodes, TrainConfig(phase="slow_fast", steps=1, batch_size=2, lr=1e-3,
                                                           out_dir=str(tmp_path / str(meta)), meta_gradient=meta))
         trainer.memory.config.lr = 1e-2  # a step large enough for its second-order effect to show
@@ -135,7 +135,7 @@ def test_meta_gradient_reaches_phi_through_the_last_fast_step(tmp_path, syntheti
         loss = trainer._slow_fast_episode(batch)
         grads = {n: p.grad.detach().clone() for n, p in trainer.model.unet.named_parameters() if p.grad is not None}
         runs[meta] = loss, trainer.memory.theta.detach().clone(), grads, trainer.memory.meta
-    (loss0, theta0, grads0, _), (loss1, theta1, grads1, meta_left) = runs[False], runs[True]
+    (loss0, theta0, grads0, _), (loss1, theta1, grads1, meta_left) = runs[0.0], runs[1.0]
     assert meta_left is None  # nothing of the episode's graph outlives it
     assert loss1 == pytest.approx(loss0, rel=1e-4)
     assert torch.allclose(theta1, theta0, atol=1e-3)  # the math attention kernel rounds differently (steps ~1e-2)
@@ -143,6 +143,9 @@ def test_meta_gradient_reaches_phi_through_the_last_fast_step(tmp_path, syntheti
     diff = sum((grads1[n] - grads0[n]).norm() ** 2 for n in grads0) ** 0.5
     norm = sum(g.norm() ** 2 for g in grads0.values()) ** 0.5
     assert diff > 1e-3 * norm, f"the meta-gradient changed Φ's gradient by only {float(diff / norm):.2e} of it"
+    half = runs[0.5][2]  # the weight scales the second-order term alone
+    assert all(torch.allclose(half[n] - grads0[n], 0.5 * (grads1[n] - grads0[n]), rtol=1e-2, atol=1e-3 * float(diff))
+               for n in grads0)
 
 
 def test_slow_fast_windows_span_a_first_visit_and_its_revisit(tmp_path):

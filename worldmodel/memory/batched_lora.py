@@ -289,7 +289,8 @@ class BatchedTempLoRA:
 
         ``differentiable=True`` (the slow-fast phase's meta-gradient) also keeps how the last fast step
         depends on Φ: its gradient is taken with ``create_graph`` and Θ's step is rebuilt as Adam's step
-        with the second-moment denominator held constant, ``-lr (1 - b1) / bc1 * g(Φ) / denom``. That
+        with its denominator held constant at its root mean square over the env's factors (see `_adam`),
+        ``-lr (1 - b1) / bc1 * g(Φ) / rms(denom)``. That
         rebuilt step minus its own value (zero) is `meta`, added to Θ wherever Θ is applied, so the values
         are exactly those of a plain update while a later loss's backward reaches Φ through g: Φ learns to
         write what it will read. Earlier steps stay truncated (first order). The attention then runs on
@@ -410,7 +411,7 @@ class BatchedTempLoRA:
         scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach())
         if meta:
             full = torch.zeros_like(grad)
-            full[good_rows] = scale * grad[good_rows]  # Adam's step, its denominator held constant
+            full[good_rows] = scale * grad[good_rows]  # Adam's step, its denominator a constant
             meta_rows.append((envs, full))
         finite = torch.isfinite(self.theta[idx[good_rows]]).all(dim=1).tolist()
         for k, fin in zip(good_rows, finite):
@@ -423,8 +424,10 @@ class BatchedTempLoRA:
     def _adam(self, envs: list[int], grad: torch.Tensor) -> torch.Tensor:
         """torch.optim.Adam's update (default betas/eps), with a step count per env; grad row k is envs[k]'s.
 
-        Returns d(step)/d(grad) with the denominator held constant, ``-lr (1 - b1) / (bc1 * denom)`` (rows of
-        `envs`), for a differentiable update."""
+        Returns, for a differentiable update, the step's derivative by the gradient with the denominator held
+        constant and replaced by its root mean square over the env's factors, ``-lr (1 - b1) / (bc1 * rms(denom))``
+        (one per row of `envs`, shape (n, 1)): Adam's own per-factor 1 / denom is ~1 / |g| at the first step,
+        which blows up wherever the gradient is ~0 and would swamp Φ's gradient with those factors."""
         b1, b2 = _ADAM_BETAS
         idx = torch.tensor(envs, device=self.theta.device)
         g = grad
@@ -438,7 +441,7 @@ class BatchedTempLoRA:
         self.exp_avg_sq[idx] = v
         denom = v.sqrt() / bc2_sqrt + _ADAM_EPS
         self.theta[idx] = self.theta[idx] - (self.config.lr / bc1) * m / denom
-        return -(self.config.lr * (1 - b1) / bc1) / denom
+        return -(self.config.lr * (1 - b1) / bc1) / denom.pow(2).mean(dim=1, keepdim=True).sqrt()
 
     @torch.no_grad()
     def _restore(self, env: int, state: tuple[torch.Tensor, ...]) -> None:
