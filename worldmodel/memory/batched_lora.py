@@ -304,23 +304,21 @@ class BatchedTempLoRA:
         self.meta = None
         if not self.enabled or steps == 0:
             return [FastUpdate(float("nan"), 0) for _ in ids]
-        if self.config.update_every > 1:  # the episodes whose chunk is only remembered this time
-            skip = [rule.skips(self.config, self.offered[env]) for env in ids]
-            for env in ids:
-                self.offered[env] += 1
-            for p in (p for p, s in enumerate(skip) if s):
-                rule.remember(self.config, self.history[ids[p]], chunk.row(p))
-            due = [p for p, s in enumerate(skip) if not s]
-            out = [FastUpdate(float("nan"), 0)] * len(ids)
-            if due:
-                learned = self._learn(chunk.rows(due), [ids[p] for p in due], [generators[p] for p in due], steps,
-                                      differentiable)
-                for p, u in zip(due, learned):
-                    out[p] = u
-            return out
+        skip = [rule.skips(self.config, self.offered[env]) for env in ids]  # update_every: only remembered
         for env in ids:
             self.offered[env] += 1
-        return self._learn(chunk, ids, generators, steps, differentiable)
+        if not any(skip):
+            return self._learn(chunk, ids, generators, steps, differentiable)
+        for p in (p for p, s in enumerate(skip) if s):
+            rule.remember(self.config, self.history[ids[p]], chunk.row(p))
+        due = [p for p, s in enumerate(skip) if not s]
+        out = [FastUpdate(float("nan"), 0)] * len(ids)
+        if due:
+            learned = self._learn(chunk.rows(due), [ids[p] for p in due], [generators[p] for p in due], steps,
+                                  differentiable)
+            for p, u in zip(due, learned):
+                out[p] = u
+        return out
 
     def _learn(self, chunk: Chunk, ids: list[int], generators: list, steps: int,
                differentiable: bool) -> list[FastUpdate]:
@@ -360,15 +358,13 @@ class BatchedTempLoRA:
                 out.append(FastUpdate(failed[p], 0, rolled_back=True))
             else:
                 out.append(FastUpdate(totals[p] / steps, steps))
-        if meta_rows:
-            kept = [(k, env) for envs, _ in meta_rows for k, env in enumerate(envs)]
-            keep = [(i, env) for i, (_, env) in enumerate(kept) if ids.index(env) not in failed]
-            step = torch.cat([d for _, d in meta_rows])
+        if meta_rows:  # the rebuilt steps of the envs that were not rolled back
+            envs = [env for group, _ in meta_rows for env in group]
+            keep = [i for i, env in enumerate(envs) if ids.index(env) not in failed]
             if keep:
-                rows_at = torch.tensor([i for i, _ in keep], device=device)
-                envs_at = torch.tensor([env for _, env in keep], device=device)
-                delta = step[rows_at]
-                self.meta = torch.zeros_like(self.theta).index_put((envs_at,), delta - delta.detach())
+                delta = torch.cat([d for _, d in meta_rows])[torch.tensor(keep, device=device)]
+                at = torch.tensor([envs[i] for i in keep], device=device)
+                self.meta = torch.zeros_like(self.theta).index_put((at,), delta - delta.detach())
         return out
 
     def _fast_step(self, envs: list[int], rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
