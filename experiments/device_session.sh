@@ -353,13 +353,19 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      [ "$SLOW_FAST_STEPS" -gt 0 ] && pilot 0 run_sf "${TRAIN_EXTRA:-}") > "$W/gpu0.log" 2>&1 &
     (until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
      [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
+     planners() {  # the planners on the init model, at most AGENTS_MIN and ending EVAL_MIN before the lease
+         PLAN_MIN=$(( $(left_min) - ${EVAL_MIN:-8} )); [ "$PLAN_MIN" -gt "${AGENTS_MIN%.*}" ] && PLAN_MIN=${AGENTS_MIN%.*}
+         log "planners on GPU $AUX_GPU, $PLAN_MIN min"
+         [ "$PLAN_MIN" -ge 2 ] && MODEL=$W/init PLAN_GPU=$AUX_GPU AGENTS_MIN=$PLAN_MIN AGENT_SEEDS= OUT=$R agents_run
+     }
+     # PLAN_BESIDE=1 (one GPU): the planners start now, beside the pilots, instead of after them
+     [ "${PLAN_BESIDE:-0}" = 1 ] && { planners > "$W/planners.log" 2>&1 & }
      if [ "${META_PILOT:-0}" = 1 ]; then  # the same pilot with Φ's gradient through the fast step (issue 15)
          until [ -f "$W/collect.rc" ] && [ -f "$W/run.rc" ]; do sleep 5; done
          pilot $AUX_GPU run_meta "${TRAIN_EXTRA:-} phases.slow_fast.meta_gradient=${META_WEIGHT:-0.3}"
      fi
-     PLAN_MIN=$(( $(left_min) - ${EVAL_MIN:-8} )); [ "$PLAN_MIN" -gt "${AGENTS_MIN%.*}" ] && PLAN_MIN=${AGENTS_MIN%.*}
-     log "planners on GPU $AUX_GPU, $PLAN_MIN min"
-     [ "$PLAN_MIN" -ge 2 ] && MODEL=$W/init PLAN_GPU=$AUX_GPU AGENTS_MIN=$PLAN_MIN AGENT_SEEDS= OUT=$R agents_run
+     [ "${PLAN_BESIDE:-0}" = 1 ] || planners
+     wait
      echo 0 > "$W/aux.rc"
      until [ -f "$W/run.rc" ]; do sleep 5; done
      [ -f "$W/run/model/config.json" ] && evaluate_model "$W/run/model" "$R/eval_slow" $AUX_GPU) > "$W/aux.log" 2>&1 &
@@ -371,7 +377,7 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     while [ ! -f "$W/all.done" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 10; done
     log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
     for f in collect.log collect_eval.log gpu0.log aux.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
-        pipeline.log; do
+        planners.log pipeline.log; do
         [ -f "$W/$f" ] && { echo "== $f"; grep -v -e Warning -e '^\s*$' "$W/$f" | tail -n 6; }
     done
     rest=()
