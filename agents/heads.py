@@ -9,6 +9,7 @@ real scene for this: only recorded episodes.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -59,29 +60,35 @@ def iter_episodes(source: str | Path, limit: int | None = None) -> Iterator[dict
 
 
 def scene_labels(episode: dict) -> list[LabelSet]:
-    """Hindsight labels of a recorded scene episode: its own (`own_labels`), then for each of tasks 1-5
-    (`envs.real.tasks.RELABEL_TASKS`) that task's instruction with reward and "done" judged on the recorded
-    simulator state at each chunk's end (`goal_conditions`: the simulator's own check, so the episode's own task
-    gets its recorded reward back). A scene episode of the task itself is labelled by the state alone, so a
-    chunk that already shows the goal is done there too (the recorded end comes a chunk later when the expert's
-    skill check lags). Episodes without ``sim_state`` (Crafter, synthetic) keep only their own labels.
+    """Hindsight labels of a recorded scene episode: its own (`own_labels`), then for each task with a fixed goal
+    scene (`envs.real.tasks.RELABEL_TASKS`: tasks 1-5 and the drawer memory tasks) an instruction of that task with
+    reward and "done" judged on the recorded simulator state at each chunk's end (`goal_conditions`: the
+    simulator's own check, so the episode's own task gets its recorded reward back). An episode of such a task is
+    labelled by the state alone under its own instruction, so a chunk that already shows the goal is done there too
+    (the recorded end comes later when the expert's skill check lags, or, in a memory task, when the plan passes
+    through the goal scene before its distractors). A memory task's instruction for another episode is drawn with
+    random distractors (`relabel_instruction`), seeded by the episode's states, so the labels repeat. Episodes
+    without ``sim_state`` (Crafter, synthetic) keep only their own labels.
 
     Why: trained on their own instructions only, the heads never see a task's instruction beside a scene that
     misses its goal unless an expert episode of that task passes through it, and they called a cube on the
     table "put in the drawer" (docs/RESULTS.md, "Why the planner fails task 1"). Every episode, play included,
     is a negative or positive example of every task here.
     """
-    from envs.real.tasks import RELABEL_TASKS, fixed_spec, goal_conditions
+    from envs.real.tasks import RELABEL_TASKS, goal_conditions, relabel_instruction
 
     if "sim_state" not in episode or not len(episode["sim_state"]):
         return own_labels(episode)
     attrs = episode["attrs"]
     L, K = int(attrs["chunk_len"]), len(episode["reward"])
-    ends = np.asarray(episode["sim_state"])[(np.arange(K) + 1) * L]
-    sets = {} if attrs.get("task") in RELABEL_TASKS else {str(attrs.get("instruction", "")): own_labels(episode)[0]}
+    states = np.asarray(episode["sim_state"])
+    ends = states[(np.arange(K) + 1) * L]
+    own_task = attrs.get("task")
+    sets = {} if own_task in RELABEL_TASKS else {str(attrs.get("instruction", "")): own_labels(episode)[0]}
+    rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes()))
     for task in RELABEL_TASKS:
         conditions = goal_conditions(task, ends)
-        text = fixed_spec(task).instruction
+        text = str(attrs.get("instruction", "")) if task == own_task else relabel_instruction(task, rng)
         sets[text] = (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1))
     return list(sets.values())
 

@@ -76,6 +76,9 @@ class PlannerConfig:
     feasible_threshold: float = 0.5  # P(done within the horizon) of the best plan below this: "no plan found"
     give_up_after: int | None = None  # stop after this many infeasible plans in a row (None: never)
     skill_chunks: int = 1  # real chunks a chosen skill may run until the success head sees it done (1: replan each)
+    # chunks each skill of a candidate is imagined for: a pick-and-place takes 2-3 chunks, in the real scene and in
+    # imagination, so with 1 a plan's "put the cube in the drawer" is judged after a third of it
+    imagine_chunks: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,8 +88,8 @@ class PlannerConfig:
             raise ValueError(f"horizon, candidates and iterations must be >= 1: {self}")
         if self.elites < 1:
             raise ValueError(f"elites must be >= 1: {self}")
-        if self.skill_chunks < 1:
-            raise ValueError(f"skill_chunks must be >= 1: {self}")
+        if self.skill_chunks < 1 or self.imagine_chunks < 1:
+            raise ValueError(f"skill_chunks and imagine_chunks must be >= 1: {self}")
         self.elites = min(self.elites, self.candidates)
         if not (0.0 <= self.smoothing <= 1.0 and 0.0 <= self.warm_start <= 1.0):
             raise ValueError(f"smoothing and warm_start must be in [0, 1]: {self}")
@@ -94,7 +97,8 @@ class PlannerConfig:
 
 @dataclass
 class Imagined:
-    """K imagined skill sequences: heads' judgements per chunk (K, H), frames if kept (K, H, Tn, h, w, 3)."""
+    """K imagined skill sequences (K, H): heads' judgements per chunk (K, C) with C = H x ``imagine_chunks`` (each
+    skill imagined for that many chunks), frames if kept (K, C, Tn, h, w, 3)."""
 
     sequences: np.ndarray
     reward: np.ndarray
@@ -240,8 +244,8 @@ class WorldModelPlanner:
     def imagine(self, sequences: Any, episodes: Sequence[int] | None = None, keep_frames: bool = False) -> Imagined:
         """Imagine skill sequences from the belief state of each episode in ``episodes`` (default [0]):
         ``sequences`` (E, K, H) (or (K, H) for one episode); all E * K in one batch per chunk, each chunk
-        judged by the heads against its episode's instruction. Arrays come back (E, K, H) ((K, H) for 2-D
-        input)."""
+        judged by the heads against its episode's instruction; each skill runs for ``imagine_chunks`` chunks.
+        Judgements come back (E, K, C) ((K, C) for 2-D input), C = H x ``imagine_chunks``."""
         seqs = np.asarray(sequences, np.int64)
         flat = seqs.ndim == 2
         if flat:
@@ -259,21 +263,21 @@ class WorldModelPlanner:
         ids = [self.root(b) + 1 + j for b in episodes for j in range(k)]
         self.core.fork(src, ids)
         texts = [self.instructions[b] for b in episodes for _ in range(k)]
-        flat_seqs = seqs.reshape(e * k, horizon)
-        out = {key: np.zeros((e * k, horizon), np.float32) for key in ("reward", "success", "terminated")}
+        chunks = np.repeat(seqs.reshape(e * k, horizon), self.config.imagine_chunks, axis=1)  # a skill per chunk
+        out = {key: np.zeros(chunks.shape, np.float32) for key in ("reward", "success", "terminated")}
         frames = [] if keep_frames else None
-        for h in range(horizon):
-            chunk = self.core.step(ids, self._action([self.skills[s] for s in flat_seqs[:, h]]),
+        for h in range(chunks.shape[1]):
+            chunk = self.core.step(ids, self._action([self.skills[s] for s in chunks[:, h]]),
                                    learn=self.config.learn_in_imagination)
             pred = self.heads.predict(chunk.frames, texts)
             for key in out:
                 out[key][:, h] = pred[key]
             if frames is not None:
                 frames.append(chunk.frames.cpu().numpy())
-        shape = (k, horizon) if flat else (e, k, horizon)
+        shape = (k, chunks.shape[1]) if flat else (e, k, chunks.shape[1])
         video = np.stack(frames, axis=1).reshape(*shape, *frames[0].shape[1:]) if frames is not None else None
-        return Imagined(seqs.reshape(shape), *(out[key].reshape(shape) for key in ("reward", "success", "terminated")),
-                        video)
+        return Imagined(seqs[0] if flat else seqs,
+                        *(out[key].reshape(shape) for key in ("reward", "success", "terminated")), video)
 
     def score(self, imagined: Imagined) -> tuple[np.ndarray, np.ndarray]:
         """(score, P(done within the horizon)) per sequence (over the last axis of the judgements)."""

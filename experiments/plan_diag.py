@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1000, help="the scene's seed (plan_eval's seeds start at 1000)")
     p.add_argument("--horizon", type=int, default=2)
     p.add_argument("--denoise-steps", type=int, default=None)
+    p.add_argument("--imagine-chunks", type=int, default=1, help="chunks each skill is imagined for (the planner's)")
     p.add_argument("--top", type=int, default=4, help="best sequences shown (the expert's plan is always added)")
     p.add_argument("--samples", type=int, default=1, help="sampler seeds the shown sequences are imagined under")
     p.add_argument("--frame-skip", type=int, default=8)
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
         scene.close()
     every = np.array(list(itertools.product(range(len(SKILLS)), repeat=args.horizon)), np.int64)
     planner = WorldModelPlanner(model, heads, PlannerConfig(method="shooting", horizon=args.horizon,
-                                                            candidates=len(every), denoise_steps=args.denoise_steps))
+                                                            candidates=len(every), denoise_steps=args.denoise_steps,
+                                                            imagine_chunks=args.imagine_chunks))
     planner.start(frame[None], info["instruction"], seed=args.seed)
     imagined = planner.imagine(every)
     score, done = planner.score(imagined)

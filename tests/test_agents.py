@@ -229,6 +229,22 @@ def test_planner_repeats_a_skill_until_the_success_head_sees_it_done(model, head
         PlannerConfig(skill_chunks=0)
 
 
+def test_planner_imagines_each_skill_for_imagine_chunks_chunks(model, heads):
+    """With imagine_chunks = 2 a candidate [3, 5] is imagined as the chunks [3, 3, 5, 5], judged chunk by chunk."""
+    runs = {}
+    for repeat, seqs in ((2, [[3, 5]]), (1, [[3, 3, 5, 5]])):
+        planner = WorldModelPlanner(model, heads, PlannerConfig(method="shooting", horizon=len(seqs[0]), candidates=1,
+                                                                denoise_steps=2, imagine_chunks=repeat))
+        planner.start(_start(), "open the drawer", seed=4)
+        runs[repeat] = planner.imagine(seqs, keep_frames=True)
+    two, one = runs[2], runs[1]
+    assert two.sequences.tolist() == [[3, 5]] and two.reward.shape == (1, 4) and two.frames.shape[:2] == (1, 4)
+    np.testing.assert_array_equal(two.frames, one.frames)
+    np.testing.assert_allclose(two.terminated, one.terminated, atol=1e-6)
+    with pytest.raises(ValueError, match="imagine_chunks"):
+        PlannerConfig(imagine_chunks=0)
+
+
 def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene, scene2):
     cfg = PlannerConfig(method="cem", horizon=2, candidates=6, iterations=2, elites=2, denoise_steps=1)
     planner = WorldModelPlanner(model, heads, cfg, num_episodes=2)

@@ -107,3 +107,18 @@ def test_scene_labels_judge_every_task_on_the_recorded_state():
     assert len(own) == 1 and own[0][2].tolist() == [False, True, True]
     no_state = {k: v for k, v in play.items() if k != "sim_state"}
     assert [s[0] for s in scene_labels(no_state)] == ["play with the drawer"]
+
+    # the drawer memory tasks: an instruction with random distractors, the same on every call; their goal (the
+    # cube in the open drawer, window shut, buttons unlocked) judged on the state
+    memory = [t for t in by_text if t.startswith(("hide the cube in the drawer and close it",
+                                                   "hide the cube in the drawer, close and lock it"))]
+    assert len(memory) == 2 and all(", then " in t for t in memory) and not any(by_text[t][1].any() for t in memory)
+    assert [s[0] for s in scene_labels(play)] == [s[0] for s in scene_labels(play)]
+    goal = get_task("memory_drawer").build(np.random.default_rng(0)).task_info["goal"]
+    hidden = state.copy()
+    hidden[:, 3:7] = goal["drawer_pos"], goal["window_pos"], *goal["button_states"]
+    hidden[L * 3:, 7] = 1.0  # the cube in the drawer at the last chunk's end
+    mem_ep = dict(play, sim_state=hidden, attrs=dict(play["attrs"], task="memory_drawer", instruction="hide it"))
+    sets = {s[0]: s for s in scene_labels(mem_ep)}
+    assert len(sets) == len(RELABEL_TASKS) and sets["hide it"][2].tolist() == [False, False, True]
+    assert sets["hide it"][1].tolist() == [-1.0, -1.0, 0.0]

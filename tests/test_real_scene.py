@@ -123,8 +123,9 @@ def test_scripted_expert_and_revisit_rules():
 def test_goal_conditions_reproduce_the_simulators_reward(sim_env):
     """Judged on the recorded states alone, each task's goal check gives back the reward the simulator computed
     at every chunk (the hindsight labels of the reward heads rest on this); a play episode is judged too."""
-    from envs.real.tasks import RELABEL_TASKS, goal_conditions
+    from envs.real.tasks import RELABEL_TASKS, get_task, goal_conditions
 
+    assert {"memory_drawer", "memory_drawer_locked"} < set(RELABEL_TASKS)
     for task in RELABEL_TASKS:
         ep = run_episode(sim_env, seed=5, task=task)
         L, K = int(ep["attrs"]["chunk_len"]), len(ep["reward"])
@@ -132,7 +133,10 @@ def test_goal_conditions_reproduce_the_simulators_reward(sim_env):
         assert conditions.shape == (K, 5)
         np.testing.assert_array_equal(conditions.sum(1) - 5, ep["reward"], err_msg=task)
         assert conditions[-1].all() == bool(ep["attrs"]["task_success"]) and ep["attrs"]["task_success"]
+        if get_task(task).memory:  # hiding the cube passes through the goal scene before the distractors
+            done = conditions.all(1)
+            assert done.any() and not done[done.argmax():].all(), task  # reached, left, reached again at the end
     play = run_episode(sim_env, seed=5, task="play", policy="random", num_chunks=3)
     assert goal_conditions("task1_open", play["sim_state"]).shape == (len(play["sim_state"]), 5)
     with pytest.raises(ValueError, match="no fixed goal scene.*task1_open"):
-        goal_conditions("memory_drawer", play["sim_state"])
+        goal_conditions("memory_cube_return", play["sim_state"])

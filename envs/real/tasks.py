@@ -252,28 +252,43 @@ TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 EXPERT_TASKS: tuple[str, ...] = tuple(n for n in TASKS if n != "play")
 
 
-# Tasks whose goal is one fixed scene that ends their episodes (OGBench's tasks 1-5): any recorded frame can be
-# judged against their goals, so the reward heads can learn them from every episode (`goal_conditions`).
-RELABEL_TASKS: tuple[str, ...] = tuple(t.name for t in _OGBENCH)
+# Tasks whose goal is one fixed scene that ends their episodes: any recorded frame can be judged against their goals,
+# so the reward heads can learn them from every episode (`goal_conditions`). OGBench's tasks 1-5 have one instruction
+# each; the drawer memory tasks' goal is the cube in the open drawer with the window shut, and their instructions name
+# the episode's random distractors (`relabel_instruction`).
+RELABEL_TASKS: tuple[str, ...] = tuple(t.name for t in (*_OGBENCH, *_MEMORY))
 GOAL_TOLERANCE = 0.04  # OGBench's: cube within 4 cm of its goal, drawer and window within 4 cm of theirs
 _FIELD = {name: i for i, name in enumerate(SIM_STATE_FIELDS)}
 
 
 @cache
 def fixed_spec(task: str) -> EpisodeSpec:
-    """The one spec of a task with a fixed goal scene (`RELABEL_TASKS`): its goal and instruction never change."""
+    """A spec of a task with a fixed goal scene (`RELABEL_TASKS`): its goal never changes (nor, for tasks 1-5, its
+    instruction; a memory task's is the one without distractors)."""
     if task not in RELABEL_TASKS:
         raise ValueError(f"{task!r} has no fixed goal scene; choose from {', '.join(RELABEL_TASKS)}")
     return get_task(task).build(np.random.default_rng(0))
 
 
+def relabel_instruction(task: str, rng: np.random.Generator, distractors: tuple[int, int] = (1, 3)) -> str:
+    """An instruction of ``task`` (one of `RELABEL_TASKS`) to label a recorded episode with: the task's one
+    instruction, or for a drawer memory task one with ``distractors`` random distractor skills, as its episodes
+    (`agents.real_scene.SceneSpec`: 1-3) name them."""
+    spec = fixed_spec(task)
+    return get_task(task).build(rng, distractors).instruction if get_task(task).takes_distractors else spec.instruction
+
+
 def goal_conditions(task: str, sim_state: np.ndarray) -> np.ndarray:
-    """OGBench's goal checks of ``task`` (one of `RELABEL_TASKS`) on recorded states (``sim_state``, (T, 8) as in
-    `objects.SIM_STATE_FIELDS`): bool (T, 5), [cube, left button, right button, drawer, window], in the order and
-    with the tolerances of the simulator's own check (`envs.real.sim`), so ``sum - 5`` is the recorded reward."""
+    """The simulator's goal checks of ``task`` (one of `RELABEL_TASKS`) on recorded states (``sim_state``, (T, 8) as
+    in `objects.SIM_STATE_FIELDS`): bool (T, 5), [cube, left button, right button, drawer, window], in the order and
+    with the tolerances of `envs.real.sim` (OGBench's, with a ``cube_in_drawer`` goal met by the cube anywhere in the
+    drawer), so ``sum - 5`` is the recorded reward."""
     goal = fixed_spec(task).task_info["goal"]
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
-    cube = np.linalg.norm(state[:, :3] - goal["block_xyzs"][0], axis=1) <= GOAL_TOLERANCE
+    if goal.get("cube_in_drawer", False):
+        cube = state[:, _FIELD["cube_in_drawer"]] > 0.5
+    else:
+        cube = np.linalg.norm(state[:, :3] - goal["block_xyzs"][0], axis=1) <= GOAL_TOLERANCE
     buttons = state[:, [_FIELD["left_button"], _FIELD["right_button"]]].round() == goal["button_states"]
     drawer = np.abs(state[:, _FIELD["drawer"]] - goal["drawer_pos"]) <= GOAL_TOLERANCE
     window = np.abs(state[:, _FIELD["window"]] - goal["window_pos"]) <= GOAL_TOLERANCE
