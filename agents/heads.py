@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,12 +32,13 @@ class HeadsFit:
     terminated_accuracy: float
     reward_mae: float
     final_loss: float
-    relabelled: bool = False  # trained with `scene_labels` (hindsight labels of tasks 1-5)
-    # held-out chunks judged against every task 1-5 instruction (scene episodes with recorded states):
+    relabelled: bool = False  # trained with `scene_labels` (hindsight labels of tasks 1-5 and the memory tasks)
+    # held-out chunks judged against every `RELABEL_TASKS` instruction (scene episodes with recorded states):
     hindsight_chunks: int = 0
     hindsight_false_done: float = float("nan")  # share of not-done (chunk, instruction) pairs called done
     hindsight_missed_done: float = float("nan")  # share of done pairs not called done
-    hindsight_reward_mae: float = float("nan")  # reward error on those pairs (tasks 1-5's rewards, 0 at the goal)
+    hindsight_reward_mae: float = float("nan")  # reward error on those pairs (those tasks' rewards, 0 at the goal)
+    hindsight_per_task: dict = field(default_factory=dict)  # task -> pairs, false_done, missed_done
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,36 +62,47 @@ def iter_episodes(source: str | Path, limit: int | None = None) -> Iterator[dict
 
 def scene_labels(episode: dict) -> list[LabelSet]:
     """Hindsight labels of a recorded scene episode: its own (`own_labels`), then for each task with a fixed goal
-    scene (`envs.real.tasks.RELABEL_TASKS`: tasks 1-5 and the drawer memory tasks) an instruction of that task with
-    reward and "done" judged on the recorded simulator state at each chunk's end (`goal_conditions`: the
-    simulator's own check, so the episode's own task gets its recorded reward back). An episode of such a task is
-    labelled by the state alone under its own instruction, so a chunk that already shows the goal is done there too
-    (the recorded end comes later when the expert's skill check lags, or, in a memory task, when the plan passes
-    through the goal scene before its distractors). A memory task's instruction for another episode is drawn with
-    random distractors (`relabel_instruction`), seeded by the episode's states, so the labels repeat. Episodes
-    without ``sim_state`` (Crafter, synthetic) keep only their own labels.
+    scene (`envs.real.tasks.RELABEL_TASKS`: tasks 1-5 and the drawer memory tasks) its `task_labels`. An episode of
+    such a task is labelled by the state alone under its own instruction. Episodes without ``sim_state`` (Crafter,
+    synthetic) keep only their own labels.
 
     Why: trained on their own instructions only, the heads never see a task's instruction beside a scene that
     misses its goal unless an expert episode of that task passes through it, and they called a cube on the
     table "put in the drawer" (docs/RESULTS.md, "Why the planner fails task 1"). Every episode, play included,
     is a negative or positive example of every task here.
     """
-    from envs.real.tasks import RELABEL_TASKS, goal_conditions, relabel_instruction
+    from envs.real.tasks import RELABEL_TASKS
 
     if "sim_state" not in episode or not len(episode["sim_state"]):
         return own_labels(episode)
     attrs = episode["attrs"]
+    sets = {} if attrs.get("task") in RELABEL_TASKS else {str(attrs.get("instruction", "")): own_labels(episode)[0]}
+    for task in RELABEL_TASKS:
+        labels = task_labels(episode, task)
+        sets[labels[0]] = labels
+    return list(sets.values())
+
+
+def task_labels(episode: dict, task: str) -> LabelSet:
+    """``task``'s labels of a recorded scene episode: an instruction of the task with reward and "done" judged on
+    the recorded simulator state at each chunk's end (`goal_conditions`: the simulator's own check, so the
+    episode's own task gets its recorded reward back). An episode of ``task`` keeps its own instruction, and a chunk
+    that already shows the goal is done there too (the recorded end comes later when the expert's skill check lags,
+    or, in a memory task, when the plan passes through the goal scene before its distractors). A memory task's
+    instruction for another episode is drawn with random distractors (`relabel_instruction`), seeded by the
+    episode's states and the task, so the labels repeat."""
+    from envs.real.tasks import RELABEL_TASKS, goal_conditions, relabel_instruction
+
+    attrs = episode["attrs"]
     L, K = int(attrs["chunk_len"]), len(episode["reward"])
     states = np.asarray(episode["sim_state"])
-    ends = states[(np.arange(K) + 1) * L]
-    own_task = attrs.get("task")
-    sets = {} if own_task in RELABEL_TASKS else {str(attrs.get("instruction", "")): own_labels(episode)[0]}
-    rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes()))
-    for task in RELABEL_TASKS:
-        conditions = goal_conditions(task, ends)
-        text = str(attrs.get("instruction", "")) if task == own_task else relabel_instruction(task, rng)
-        sets[text] = (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1))
-    return list(sets.values())
+    conditions = goal_conditions(task, states[(np.arange(K) + 1) * L])
+    if task == attrs.get("task"):
+        text = str(attrs.get("instruction", ""))
+    else:
+        seed = zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes())
+        text = relabel_instruction(task, np.random.default_rng([seed, RELABEL_TASKS.index(task)]))
+    return text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1)
 
 
 def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3,
@@ -98,7 +110,7 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
               device: str | torch.device = "cpu", config: HeadsConfig | None = None,
               relabel: bool = True, init: RewardHeads | None = None) -> tuple[RewardHeads, HeadsFit]:
     """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there: on the
-    held-out episodes' own instructions, and against every task 1-5 instruction (`scene_labels`). ``relabel``:
+    held-out episodes' own instructions, and against every `RELABEL_TASKS` instruction (`scene_labels`), also per task. ``relabel``:
     train on `scene_labels` too (else on the episodes' own labels only). ``init``: continue from these heads
     (their config) instead of fresh ones."""
     episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
@@ -143,14 +155,25 @@ def judge_heads(heads: RewardHeads, episodes: list[dict], fit: HeadsFit) -> Head
         fit.hindsight_reward_mae = float(np.mean(np.abs(pred["reward"] - hind.reward)))
         fit.hindsight_false_done = float(done[~hind.terminated].mean()) if (~hind.terminated).any() else float("nan")
         fit.hindsight_missed_done = float((~done[hind.terminated]).mean()) if hind.terminated.any() else float("nan")
+        from envs.real.tasks import RELABEL_TASKS
+
+        for task in RELABEL_TASKS:
+            one = examples_from_episodes(scene, k, lambda e, t=task: [task_labels(e, t)])
+            called = predict_in_batches(heads, one.frames_of(np.arange(len(one))), one.instructions)["terminated"] > 0.5
+            fit.hindsight_per_task[task] = {
+                "pairs": len(one), "done_pairs": int(one.terminated.sum()),
+                "false_done": float(called[~one.terminated].mean()) if (~one.terminated).any() else float("nan"),
+                "missed_done": float((~called[one.terminated]).mean()) if one.terminated.any() else float("nan")}
     return fit
 
 
 def describe_fit(fit: HeadsFit) -> str:
     return (f"reward heads on held-out real chunks: success accuracy {fit.success_accuracy:.3f}, terminated accuracy "
             f"{fit.terminated_accuracy:.3f}, reward MAE {fit.reward_mae:.3f} ({fit.heldout_chunks} chunks); against "
-            f"every task 1-5 instruction: false done {fit.hindsight_false_done:.3f}, missed done "
-            f"{fit.hindsight_missed_done:.3f}, reward MAE {fit.hindsight_reward_mae:.3f} ({fit.hindsight_chunks} pairs)")
+            f"every task instruction (tasks 1-5, memory): false done {fit.hindsight_false_done:.3f}, missed done "
+            f"{fit.hindsight_missed_done:.3f}, reward MAE {fit.hindsight_reward_mae:.3f} ({fit.hindsight_chunks} pairs)"
+            + "".join(f"\n  {task}: false done {v['false_done']:.3f}, missed done {v['missed_done']:.3f} "
+                      f"({v['done_pairs']} of {v['pairs']} pairs done)" for task, v in fit.hindsight_per_task.items()))
 
 
 def predict_in_batches(heads: RewardHeads, frames: np.ndarray, instructions: list[str],
