@@ -39,10 +39,17 @@
 # --horizon 3 --iterations 2 --elites 6 --denoise-steps 2 --precision bf16 --videos 1" COMPILE=true SLOW_STEPS=1500
 # TRAIN_MIN=13 SLOW_FAST_STEPS=150 TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=3e-4
 # phases.slow_fast.ema_decay=0.99" GPUS=1 ... lease; watch; then bench_train on 1 and 2 GPUs by hand (docs/RESULTS.md).
-# Next session: DATA_SEED=5 collect; then SLOW_STEPS=0 SLOW_FAST_STEPS=150 META_PILOT=1 SF_MAX_MIN=8 TRAIN_EXTRA=<as
-# session 8> AGENT_SEEDS="1 2" PPO_MIN=10 AGENTS_MIN=8 PLAN_GROUPS="memory_drawer memory_drawer_locked" PLAN_ARGS=<as
-# session 8> ... lease: the first-order and the meta-gradient pilots side by side from the run-5 default, each with
-# its recall, the planners on the memory tasks, PPO with its real baseline to the end.
+# Session 9 (nvidia-h200, one GPU: every job shared it) ran: DETACH=1 DATA_SEED=5 COLLECT_MIN=2.5 ... collect; LEASE_S=1560
+# WAIT_S=540 SLOW_STEPS=0 SLOW_FAST_STEPS=150 META_PILOT=1 SF_MAX_MIN=8 PLAN_BESIDE=1 TRAIN_EXTRA=<as session 8>
+# AGENT_SEEDS="1 2" PPO_MIN=10 AGENTS_MIN=9 PLAN_GROUPS="memory_drawer memory_drawer_locked" PLAN_ARGS=<as session 8>
+# GPUS=1 ... lease; watch; then plan_eval on the memory tasks by hand (docs/RESULTS.md, "The session-9 lease").
+# Next session: DATA_SEED=8 collect; then SLOW_STEPS=1500 TRAIN_MIN=10 AFTER_SLOW_MIN=4 COMPILE=true SLOW_FAST_STEPS=0
+# AGENT_SEEDS="1 2" PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64" PLAN_BESIDE=1 AGENTS_MIN=14 PLAN_GROUPS="memory_drawer
+# memory_drawer_locked task4_put_in_drawer;task1_open task2_unlock_and_lock task3_rearrange_medium task5_rearrange_hard"
+# PLAN_ARGS="--method cem --candidates 32 --horizon 2 --iterations 2 --elites 6 --denoise-steps 2 --imagine-chunks 2
+# --precision bf16 --videos 1" ... lease: the planners with the session-9 heads (memory goals) and skills imagined for
+# 2 chunks, with and without Temp-LoRA; PPO with 40 updates in 10,240 steps instead of 5; run 6 of the slow phase.
+# A slow-fast pilot needs an outer lr near the slow phase's last (5e-5): at 3e-4 both session-9 pilots lost 0.4-0.7 dB.
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
