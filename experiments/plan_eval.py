@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-limit-min", type=float, default=None,
                    help="start no episode after this many minutes; rerun the same command to continue")
     p.add_argument("--fresh", action="store_true", help="forget the episodes an earlier run left in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per finished episode")
     return p.parse_args(argv)
 
 
@@ -168,6 +168,9 @@ def run(args: argparse.Namespace, tasks: list[str], agents: list[str], config: P
             with episodes_file.open("a") as f:
                 f.write(json.dumps(jsonable(row)) + "\n")
             bar.update(1)
+            if args.no_progress:  # a line per episode instead of the bar, so a log cut short still says what ran
+                print(f"{name} {row['task']} seed {row['seed']}: {'success' if row['success'] else 'failure'} in "
+                      f"{row['chunks']} chunks", flush=True)
 
         t0 = time.perf_counter()
         played = run_real_episodes(agent, scenes, todo[name], spec,

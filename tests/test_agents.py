@@ -362,7 +362,7 @@ def saved(model, heads, tmp_path_factory):
     return path
 
 
-def test_plan_eval_writes_table_plot_and_videos(saved, tmp_path):
+def test_plan_eval_writes_table_plot_and_videos(saved, tmp_path, capsys):
     from experiments.plan_eval import main
 
     out = tmp_path / "out"
@@ -372,7 +372,9 @@ def test_plan_eval_writes_table_plot_and_videos(saved, tmp_path):
             "--out", str(out)]
     assert main([*args, "--time-limit-min", "0"]) == 0  # out of time before the first episode
     assert "Partial: 0 of 2 episodes" in (out / "plan_eval.md").read_text()
+    capsys.readouterr()
     assert main(args) == 0  # the same command again plays what is missing
+    assert "planner task1_open seed 1000: " in capsys.readouterr().out  # --no-progress: a line per episode
     assert main(args) == 0 and len((out / "episodes.jsonl").read_text().splitlines()) == 2  # nothing twice
     with pytest.raises(SystemExit, match="other settings"):
         main([*args, "--horizon", "2"])
