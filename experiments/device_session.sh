@@ -385,7 +385,8 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
     for f in collect.log collect_eval.log gpu0.log aux.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
         planners.log pipeline.log; do
-        [ -f "$W/$f" ] && { echo "== $f"; grep -v -e Warning -e '^\s*$' "$W/$f" | tail -n 6; }
+        # progress bars end their updates with \r: one line each, so a bar's whole history is not one huge line
+        [ -f "$W/$f" ] && { echo "== $f"; tr '\r' '\n' < "$W/$f" | grep -v -e Warning -e '^\s*$' | tail -n 6 | cut -c1-400; }
     done
     rest=()
     for run in run run_sf run_meta; do  # a model whose run has ended: shards as files (3 each), the rest in res.tgz
