@@ -71,16 +71,19 @@ def scene_labels(episode: dict) -> list[LabelSet]:
     table "put in the drawer" (docs/RESULTS.md, "Why the planner fails task 1"). Every episode, play included,
     is a negative or positive example of every task here.
     """
+    return [labels for _, labels in _tagged_scene_labels(episode)]
+
+
+def _tagged_scene_labels(episode: dict) -> list[tuple[str | None, LabelSet]]:
+    """`scene_labels` with the task each label set is for (None: the episode's own labels of a task without a
+    fixed goal scene, e.g. play), in the same order."""
     from envs.real.tasks import RELABEL_TASKS
 
     if "sim_state" not in episode or not len(episode["sim_state"]):
-        return own_labels(episode)
+        return [(None, labels) for labels in own_labels(episode)]
     attrs = episode["attrs"]
-    sets = {} if attrs.get("task") in RELABEL_TASKS else {str(attrs.get("instruction", "")): own_labels(episode)[0]}
-    for task in RELABEL_TASKS:
-        labels = task_labels(episode, task)
-        sets[labels[0]] = labels
-    return list(sets.values())
+    own = [] if attrs.get("task") in RELABEL_TASKS else [(None, own_labels(episode)[0])]
+    return own + [(task, task_labels(episode, task)) for task in RELABEL_TASKS]
 
 
 def task_labels(episode: dict, task: str) -> LabelSet:
@@ -110,9 +113,9 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
               device: str | torch.device = "cpu", config: HeadsConfig | None = None,
               relabel: bool = True, init: RewardHeads | None = None) -> tuple[RewardHeads, HeadsFit]:
     """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there: on the
-    held-out episodes' own instructions, and against every `RELABEL_TASKS` instruction (`scene_labels`), also per task. ``relabel``:
-    train on `scene_labels` too (else on the episodes' own labels only). ``init``: continue from these heads
-    (their config) instead of fresh ones."""
+    held-out episodes' own instructions, and against every `RELABEL_TASKS` instruction (`scene_labels`), also
+    per task. ``relabel``: train on `scene_labels` too (else on the episodes' own labels only). ``init``: continue
+    from these heads (their config) instead of fresh ones."""
     episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
     if not episodes:
         raise ValueError(f"{source}: no episodes with chunks to fit reward heads on")
@@ -153,18 +156,23 @@ def judge_heads(heads: RewardHeads, episodes: list[dict], fit: HeadsFit) -> Head
         done = pred["terminated"] > 0.5
         fit.hindsight_chunks = len(hind)
         fit.hindsight_reward_mae = float(np.mean(np.abs(pred["reward"] - hind.reward)))
-        fit.hindsight_false_done = float(done[~hind.terminated].mean()) if (~hind.terminated).any() else float("nan")
-        fit.hindsight_missed_done = float((~done[hind.terminated]).mean()) if hind.terminated.any() else float("nan")
-        from envs.real.tasks import RELABEL_TASKS
-
-        for task in RELABEL_TASKS:
-            one = examples_from_episodes(scene, k, lambda e, t=task: [task_labels(e, t)])
-            called = predict_in_batches(heads, one.frames_of(np.arange(len(one))), one.instructions)["terminated"] > 0.5
-            fit.hindsight_per_task[task] = {
-                "pairs": len(one), "done_pairs": int(one.terminated.sum()),
-                "false_done": float(called[~one.terminated].mean()) if (~one.terminated).any() else float("nan"),
-                "missed_done": float((~called[one.terminated]).mean()) if one.terminated.any() else float("nan")}
+        fit.hindsight_false_done, fit.hindsight_missed_done = _done_errors(done, hind.terminated)
+        # each example's task, in `examples_from_episodes`' order (K examples per label set)
+        tags = np.array([task for e in scene for task, (_, reward, _) in _tagged_scene_labels(e)
+                         for _ in range(len(reward))], dtype=object)
+        for task in dict.fromkeys(t for t in tags if t is not None):
+            mask = tags == task
+            false_done, missed_done = _done_errors(done[mask], hind.terminated[mask])
+            fit.hindsight_per_task[task] = {"pairs": int(mask.sum()), "done_pairs": int(hind.terminated[mask].sum()),
+                                            "false_done": false_done, "missed_done": missed_done}
     return fit
+
+
+def _done_errors(called: np.ndarray, done: np.ndarray) -> tuple[float, float]:
+    """(share of not-done pairs called done, share of done pairs not called done); nan where there are none."""
+    false_done = float(called[~done].mean()) if (~done).any() else float("nan")
+    missed_done = float((~called[done]).mean()) if done.any() else float("nan")
+    return false_done, missed_done
 
 
 def describe_fit(fit: HeadsFit) -> str:

@@ -6,9 +6,10 @@
 
 The heads (`worldmodel.heads.RewardHeads`) judge frames, so they learn from real frames only: every
 10th episode is held out and the accuracy there goes to ``<model>/heads/fit.json`` and the output. Scene
-episodes also teach every task 1-5 and drawer memory instruction, labelled on their recorded simulator state (hindsight labels,
-`agents.heads.scene_labels`; ``--no-relabel`` for the episodes' own labels only), and the held-out numbers
-include how often the heads call a task done where it is not ("false done") and the reverse. With
+episodes also teach every task 1-5 and drawer memory instruction, labelled on their recorded simulator state
+(hindsight labels, `agents.heads.scene_labels`; ``--no-relabel`` for the episodes' own labels only), and the
+held-out numbers include how often the heads call a task done where it is not ("false done") and the reverse, also
+per task. With
 ``heads/`` in the model folder, `SlowFastVGen-v0` gives real rewards and the planners and agents score
 imagined chunks with them (`agents.heads.resolve_heads` finds them there).
 """
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--relabel", action=argparse.BooleanOptionalAction, default=True,
-                    help="also learn tasks 1-5 and the drawer memory tasks from every scene episode's recorded state (default on)")
+                    help="also learn tasks 1-5 and the drawer memory tasks from every scene episode's recorded state "
+                         "(default on)")
     ap.add_argument("--continue", dest="continue_from", action="store_true",
                     help="start from the model's heads/ instead of fresh heads (e.g. to add the hindsight labels)")
     ap.add_argument("--judge", action="store_true",

@@ -122,3 +122,19 @@ def test_scene_labels_judge_every_task_on_the_recorded_state():
     sets = {s[0]: s for s in scene_labels(mem_ep)}
     assert len(sets) == len(RELABEL_TASKS) and sets["hide it"][2].tolist() == [False, False, True]
     assert sets["hide it"][1].tolist() == [-1.0, -1.0, 0.0]
+
+    # judged per task: heads that call every chunk done miss nothing and call every not-done pair done
+    from agents.heads import HeadsFit, judge_heads
+
+    class AllDone:
+        config = HeadsConfig(frame_size=8, num_frames=1)
+
+        def predict(self, frames, texts):
+            ones = np.ones(len(texts), np.float32)
+            return {"reward": 0 * ones, "success": ones, "terminated": ones}
+
+    fit = judge_heads(AllDone(), [play, mem_ep], HeadsFit(0, 0, 0.0, 0.0, 0.0, 0.0))
+    assert list(fit.hindsight_per_task) == list(RELABEL_TASKS)
+    assert sum(v["pairs"] for v in fit.hindsight_per_task.values()) + K == fit.hindsight_chunks  # + play's own
+    memory = fit.hindsight_per_task["memory_drawer"]
+    assert memory == {"pairs": 2 * K, "done_pairs": 1, "false_done": 1.0, "missed_done": 0.0}

@@ -274,8 +274,8 @@ def relabel_instruction(task: str, rng: np.random.Generator, distractors: tuple[
     """An instruction of ``task`` (one of `RELABEL_TASKS`) to label a recorded episode with: the task's one
     instruction, or for a drawer memory task one with ``distractors`` random distractor skills, as its episodes
     (`agents.real_scene.SceneSpec`: 1-3) name them."""
-    spec = fixed_spec(task)
-    return get_task(task).build(rng, distractors).instruction if get_task(task).takes_distractors else spec.instruction
+    spec, builder = fixed_spec(task), get_task(task)  # fixed_spec: a clear error for a task without a fixed goal
+    return builder.build(rng, distractors).instruction if builder.takes_distractors else spec.instruction
 
 
 def goal_conditions(task: str, sim_state: np.ndarray) -> np.ndarray:
