@@ -49,6 +49,7 @@
 # PLAN_ARGS="--method cem --candidates 32 --horizon 2 --iterations 2 --elites 6 --denoise-steps 2 --imagine-chunks 2
 # --precision bf16 --videos 1" ... lease: the planners with the session-9 heads (memory goals) and skills imagined for
 # 2 chunks, with and without Temp-LoRA; PPO with 40 updates in 10,240 steps instead of 5; run 6 of the slow phase.
+# REAL_SEEDS="1" (session 10): the real-scene PPO baseline in its own process beside the imagination runs.
 # A slow-fast pilot needs an outer lr near the slow phase's last (5e-5): at 3e-4 both session-9 pilots lost 0.4-0.7 dB.
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
@@ -336,12 +337,17 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
     # not from the model's 2 task-1 start frames (sessions 6 and 8: 5%)
     ($PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 workers=4 $SCENE '~tasks' \
         '+tasks={task1_open: 1}' > "$W/ppo_starts.log" 2>&1
-     for seed in ${AGENT_SEEDS:-0}; do
+     ppo() {  # one train_agent run: $1 seed, $2 name, $3 extra overrides
         CUDA_VISIBLE_DEVICES=0 timeout $(( ${PPO_MIN:-10} * 60 + 180 )) $PY -m experiments.train_agent model="$W/init" \
-            data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false time_limit_min=${PPO_MIN:-10} seed=$seed \
-            real_baseline.num_envs=${REAL_ENVS:-16} ${PPO_ARGS:-} out_dir="$W/train_agent/seed$seed" \
-            > "$W/train_agent_seed$seed.log" 2>&1 &
-     done; wait; echo 0 > "$W/ppo.rc") &
+            data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false time_limit_min=${PPO_MIN:-10} seed=$1 \
+            real_baseline.num_envs=${REAL_ENVS:-16} ${PPO_ARGS:-} $3 out_dir="$W/train_agent/$2" > "$W/train_agent_$2.log" 2>&1
+     }
+     for seed in ${AGENT_SEEDS:-0}; do
+        if [ -n "${REAL_SEEDS:-}" ]; then ppo $seed seed$seed real_baseline.enabled=false & else ppo $seed seed$seed "" & fi
+     done
+     # REAL_SEEDS: the real-scene baseline as runs of its own, beside imagination's (one run for both ran out of time)
+     for seed in ${REAL_SEEDS:-}; do ppo $seed seed${seed}_real imagination.enabled=false & done
+     wait; echo 0 > "$W/ppo.rc") &
     BASE=$W/init  # what the pilots start from: the slow phase's model when it runs (SLOW_STEPS > 0), else the default
     [ "$SLOW_STEPS" -gt 0 ] && BASE=$W/run/model
     (until [ -f "$W/collect.rc" ]; do sleep 5; done
