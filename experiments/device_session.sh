@@ -72,6 +72,7 @@ TRAIN_MIN=${TRAIN_MIN:-13.0}        # minutes of training, VAE phase + latent ca
 VAE_STEPS=${VAE_STEPS:-0}           # session 5 fine-tuned the VAE on the cube colours (1500); it is frozen since
 SLOW_STEPS=${SLOW_STEPS:-1500}       # ~540 s at 256 windows per GPU per step (the cosine decay ends here; TRAIN_MIN is the guard)
 LR_SCHEDULE=${LR_SCHEDULE:-cosine}  # the slow phase's lr after warm-up: cosine decays it to 0.1x at SLOW_STEPS (runs 3-4: constant)
+DECAY_BY_DEADLINE=${DECAY_BY_DEADLINE:-true}  # the cosine ends at SLOW_STEPS or the time limit, whichever comes first
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
 AGENTS_MIN=${AGENTS_MIN:-8}
 AGENT_SEEDS=${AGENT_SEEDS:-0}       # train_agent runs, side by side on one GPU (e.g. "0 1 2")
@@ -254,6 +255,7 @@ train)
         num_workers=6 progress=false time_limit_min=$TRAIN_MIN \
         phases.vae.steps=$VAE_STEPS phases.vae.batch_size=64 phases.vae.lr=5e-4 \
         phases.slow.steps=$SLOW_STEPS phases.slow.batch_size=$BATCH phases.slow.lr=5e-4 phases.slow.warmup_steps=200 phases.slow.lr_schedule=$LR_SCHEDULE \
+        phases.slow.decay_by_deadline=$DECAY_BY_DEADLINE \
         phases.slow.compile=$COMPILE phases.slow_fast.steps=$SLOW_FAST_STEPS phases.slow_fast.batch_size=16 \
         ${TRAIN_EXTRA:-}; echo \$? > $W/train.rc" \
         > "$W/train.log" 2>&1 < /dev/null &
@@ -358,7 +360,8 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
             init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run num_workers=6 \
             progress=false time_limit_min=$SLOW_MIN phases.vae.steps=0 phases.slow.steps=$SLOW_STEPS \
             phases.slow.batch_size=$BATCH phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
-            phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.compile=$COMPILE phases.slow_fast.steps=0 > "$W/train.log" 2>&1
+            phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.decay_by_deadline=$DECAY_BY_DEADLINE \
+            phases.slow.compile=$COMPILE phases.slow_fast.steps=0 > "$W/train.log" 2>&1
          echo $? > "$W/run.rc"; cp -r "$W/init/heads" "$W/run/model/heads" 2>/dev/null
      else
          echo skipped > "$W/run.rc"

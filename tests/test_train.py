@@ -49,6 +49,34 @@ def test_cosine_schedule_warms_up_then_decays_to_its_floor(tmp_path, chunk_datas
         TrainConfig(lr_schedule="linear")
 
 
+def test_cosine_decays_by_the_deadline_and_a_rerun_continues_the_decay(tmp_path, chunk_dataset, monkeypatch):
+    """A run the time limit stops at step 7 of 100 still ends near the floor; the rerun goes on from there."""
+    import types
+
+    import worldmodel.train as train_module
+
+    clock = iter(range(10_000))  # one tick per reading: the deadline check and the schedule each read it per step
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(time=lambda: float(next(clock)),
+                                                                    perf_counter=train_module.time.perf_counter))
+
+    def run(out, deadline, by_deadline=True):
+        cfg = _cfg(out, 100, lr_schedule="cosine", min_lr_ratio=0.1, deadline=deadline,
+                   decay_by_deadline=by_deadline)
+        trainer = Trainer(_model(), chunk_dataset, cfg)
+        return trainer, [r["lr"] for r in trainer.fit(progress=False)]
+
+    first, lrs = run(tmp_path / "a", deadline=14.0)
+    assert 4 <= first.step <= 8  # stopped by the deadline, far from step 100
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 2.5e-4  # decayed most of the way by the clock
+    steps_only = run(tmp_path / "b", deadline=next(clock) + 14.0, by_deadline=False)[1]
+    assert len(steps_only) < 20 and min(steps_only) > 9e-4  # the step-based cosine alone has hardly moved
+    again, more = run(tmp_path / "a", deadline=next(clock) + 10.0)  # a rerun resumes the decay, not its start
+    assert more[:len(lrs)] == lrs and again.step > first.step  # the history goes on from the checkpoint
+    assert max(more[len(lrs):]) <= lrs[-1] * 1.001
+    with pytest.raises(TypeError):
+        TrainConfig(decay_by_time=True)
+
+
 def test_nan_loss_raises_and_keeps_the_last_checkpoint(tmp_path, chunk_dataset, monkeypatch):
     trainer = Trainer(_model(), chunk_dataset, _cfg(tmp_path, 3))
     trainer.fit(progress=False)

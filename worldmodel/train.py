@@ -76,6 +76,10 @@ class TrainConfig:
     # continues a model sets `steps` to where this run ends, so the decay lands inside the run).
     lr_schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = 0.1
+    # cosine with a deadline: decay over whichever ends first, `steps` or the deadline, so a run the time limit
+    # stops still ends at the low lr (session 10's run 6 stopped at step 840 of 1,500 with lr near 3e-4 and was no
+    # better than its start). The schedule's progress is saved, so a rerun continues from where the decay was.
+    decay_by_deadline: bool = False
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: bf16 on GPU, no on CPU
     seed: int = 0
     num_workers: int = 0
@@ -236,6 +240,7 @@ class Trainer:
         self._loss_fn: Any = None  # the (compiled) cached loss, made at the first cached step
         self._alphas: torch.Tensor | None = None  # the noise schedule's alphas_cumprod on the device
         self._loss_acc = [0.0, 0]  # cached path: sum and count of the losses since the last logged row
+        self._decay: list = [0.0, None]  # decay_by_deadline: [progress so far, (time, progress) where it began]
 
     @property
     def cached(self) -> bool:
@@ -284,6 +289,7 @@ class Trainer:
             "rng": rng,
             "history": self.history,
             "train_config": asdict(self.config),
+            "decay_progress": self._decay[0],
         }
         if self.ema is not None:
             state["ema"] = {n: e.detach().cpu() for n, e in zip(self.param_names, self.ema)}
@@ -310,6 +316,7 @@ class Trainer:
         self.model.config.vae_scaling_factor = state["model_config"]["vae_scaling_factor"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history = state["step"], state["history"]
+        self._decay = [float(state.get("decay_progress", 0.0)), None]
         self._ema_state = state.get("ema")
         self._loss_acc = list(state.get("loss_acc", [0.0, 0]))
         rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older checkpoints: one state
@@ -525,17 +532,42 @@ class Trainer:
         target = sqrt_a * noise - sqrt_1ma * latents if m.config.prediction_type == "v_prediction" else noise
         return ((pred[:, :, tc:].float() - target[:, :, tc:].float()) ** 2).mean()
 
-    def lr_at(self, step: int) -> float:
-        """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then the schedule."""
+    def lr_at(self, step: int, progress: float | None = None) -> float:
+        """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then the schedule; ``progress``
+        (in [0, 1]) replaces the cosine's step-based progress when it is further along."""
         cfg = self.config
         lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         if cfg.lr_schedule == "cosine" and step >= cfg.warmup_steps:
-            progress = min(1.0, (step + 1 - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1))
-            lr *= cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+            done = min(1.0, (step + 1 - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1))
+            done = max(done, min(1.0, progress or 0.0))
+            lr *= cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * done))
         return lr
 
+    def _decay_progress(self) -> float | None:
+        """`decay_by_deadline`: the cosine's progress by the clock, from where this run's decay began (the saved
+        progress of an earlier run, or 0) to 1 at the deadline. The same on every process: with several, the clock
+        is read at log steps only and the furthest process's reading is taken."""
+        cfg = self.config
+        if not (cfg.decay_by_deadline and cfg.lr_schedule == "cosine" and cfg.deadline is not None) \
+                or self.step < cfg.warmup_steps:
+            return None
+        start, mark = self._decay
+        now = time.time()
+        if mark is None:  # the decay's first step in this run: it runs from here to the deadline
+            self._decay[1] = mark = (now, start)
+        if self.accelerator.num_processes > 1 and self.step % cfg.log_every:
+            return self._decay[0]
+        t0, p0 = mark
+        p = p0 + (1.0 - p0) * (now - t0) / max(cfg.deadline - t0, 1e-9)
+        if self.accelerator.num_processes > 1:
+            t = torch.tensor([p], device=self.accelerator.device, dtype=torch.float64)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            p = float(t.item())
+        self._decay[0] = max(self._decay[0], min(1.0, p))
+        return self._decay[0]
+
     def _set_lr(self, optimizer: Any) -> float:
-        lr = self.lr_at(self.step)
+        lr = self.lr_at(self.step, self._decay_progress())
         for g in optimizer.param_groups:
             g["lr"] = lr
         return lr
