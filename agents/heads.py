@@ -38,7 +38,8 @@ class HeadsFit:
     hindsight_false_done: float = float("nan")  # share of not-done (chunk, instruction) pairs called done
     hindsight_missed_done: float = float("nan")  # share of done pairs not called done
     hindsight_reward_mae: float = float("nan")  # reward error on those pairs (those tasks' rewards, 0 at the goal)
-    hindsight_per_task: dict = field(default_factory=dict)  # task -> pairs, false_done, missed_done
+    hindsight_per_task: dict = field(default_factory=dict)  # task -> pairs, false_done, missed_done[, to_go_mae]
+    hindsight_to_go_mae: float = float("nan")  # skills-to-go error on those pairs (heads with a to_go output)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,19 +94,22 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     that already shows the goal is done there too (the recorded end comes later when the expert's skill check lags,
     or, in a memory task, when the plan passes through the goal scene before its distractors). A memory task's
     instruction for another episode is drawn with random distractors (`relabel_instruction`), seeded by the
-    episode's states and the task, so the labels repeat."""
-    from envs.real.tasks import RELABEL_TASKS, goal_conditions, relabel_instruction
+    episode's states and the task, so the labels repeat. The fourth array: the skills still needed at each chunk's
+    end (`skills_to_go`)."""
+    from envs.real.tasks import RELABEL_TASKS, goal_conditions, relabel_instruction, skills_to_go
 
     attrs = episode["attrs"]
     L, K = int(attrs["chunk_len"]), len(episode["reward"])
     states = np.asarray(episode["sim_state"])
-    conditions = goal_conditions(task, states[(np.arange(K) + 1) * L])
+    ends = states[(np.arange(K) + 1) * L]
+    conditions = goal_conditions(task, ends)
     if task == attrs.get("task"):
         text = str(attrs.get("instruction", ""))
     else:
         seed = zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes())
         text = relabel_instruction(task, np.random.default_rng([seed, RELABEL_TASKS.index(task)]))
-    return text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1)
+    return (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1),
+            skills_to_go(task, ends).astype(np.float32))
 
 
 def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3,
@@ -157,15 +161,24 @@ def judge_heads(heads: RewardHeads, episodes: list[dict], fit: HeadsFit) -> Head
         fit.hindsight_chunks = len(hind)
         fit.hindsight_reward_mae = float(np.mean(np.abs(pred["reward"] - hind.reward)))
         fit.hindsight_false_done, fit.hindsight_missed_done = _done_errors(done, hind.terminated)
+        to_go_error = np.abs(pred["to_go"] - hind.to_go) if "to_go" in pred else np.full(len(hind), np.nan)
+        fit.hindsight_to_go_mae = _finite_mean(to_go_error)
         # each example's task, in `examples_from_episodes`' order (K examples per label set)
-        tags = np.array([task for e in scene for task, (_, reward, _) in _tagged_scene_labels(e)
+        tags = np.array([task for e in scene for task, (_, reward, *_) in _tagged_scene_labels(e)
                          for _ in range(len(reward))], dtype=object)
         for task in dict.fromkeys(t for t in tags if t is not None):
             mask = tags == task
             false_done, missed_done = _done_errors(done[mask], hind.terminated[mask])
             fit.hindsight_per_task[task] = {"pairs": int(mask.sum()), "done_pairs": int(hind.terminated[mask].sum()),
-                                            "false_done": false_done, "missed_done": missed_done}
+                                            "false_done": false_done, "missed_done": missed_done,
+                                            "to_go_mae": _finite_mean(to_go_error[mask])}
     return fit
+
+
+def _finite_mean(x: np.ndarray) -> float:
+    """Mean over the finite entries; nan where there are none."""
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else float("nan")
 
 
 def _done_errors(called: np.ndarray, done: np.ndarray) -> tuple[float, float]:
@@ -179,9 +192,11 @@ def describe_fit(fit: HeadsFit) -> str:
     return (f"reward heads on held-out real chunks: success accuracy {fit.success_accuracy:.3f}, terminated accuracy "
             f"{fit.terminated_accuracy:.3f}, reward MAE {fit.reward_mae:.3f} ({fit.heldout_chunks} chunks); against "
             f"every task instruction (tasks 1-5, memory): false done {fit.hindsight_false_done:.3f}, missed done "
-            f"{fit.hindsight_missed_done:.3f}, reward MAE {fit.hindsight_reward_mae:.3f} ({fit.hindsight_chunks} pairs)"
-            + "".join(f"\n  {task}: false done {v['false_done']:.3f}, missed done {v['missed_done']:.3f} "
-                      f"({v['done_pairs']} of {v['pairs']} pairs done)" for task, v in fit.hindsight_per_task.items()))
+            f"{fit.hindsight_missed_done:.3f}, reward MAE {fit.hindsight_reward_mae:.3f}, skills-to-go MAE "
+            f"{fit.hindsight_to_go_mae:.3f} ({fit.hindsight_chunks} pairs)"
+            + "".join(f"\n  {task}: false done {v['false_done']:.3f}, missed done {v['missed_done']:.3f}, skills-to-go "
+                      f"MAE {v['to_go_mae']:.3f} ({v['done_pairs']} of {v['pairs']} pairs done)"
+                      for task, v in fit.hindsight_per_task.items()))
 
 
 def predict_in_batches(heads: RewardHeads, frames: np.ndarray, instructions: list[str],

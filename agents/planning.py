@@ -12,7 +12,10 @@ real episode it plays (several episodes can be played side by side, all in the s
   episodes) in ONE denoiser batch per chunk.
 - the learned heads (`worldmodel.heads.RewardHeads`) judge each imagined chunk against the instruction;
   a sequence's score is its discounted sum of ``reward_weight * reward + success_weight * skill success
-  + terminated_weight * P(task done)``, each step weighted by the chance that the task was not done before.
+  + terminated_weight * P(task done) - value_weight * skills to go``, each step weighted by the chance that the
+  task was not done before. The skills-to-go term (heads with a ``to_go`` output) is the value that lets a short
+  horizon see past the reward's dips: OGBench's reward falls when a drawer that must end shut is opened, and
+  along the expert's episodes of tasks 2, 4 and 5 it waits 3-7 chunks before it rises.
 - random shooting samples K sequences (all of them when there are at most K); CEM refits a categorical
   distribution per step of the horizon to the best ``elites`` for ``iterations`` rounds (a round whose
   candidates all score the same teaches nothing and leaves it as it was). Both start from the previous
@@ -65,6 +68,9 @@ class PlannerConfig:
     reward_weight: float = 1.0
     success_weight: float = 0.0
     terminated_weight: float = 1.0
+    # per skill the heads say is still needed (heads without a to_go output: no effect); above reward_weight, so a
+    # right skill that costs a goal condition (opening a drawer that must end shut) still scores as progress
+    value_weight: float = 2.0
     temp_lora: bool = True  # env 0 learns each real chunk; candidates carry its Θ
     learn_in_imagination: bool = False  # candidates also fast-learn their imagined chunks (slower)
     denoise_steps: int | None = None
@@ -105,6 +111,7 @@ class Imagined:
     success: np.ndarray
     terminated: np.ndarray
     frames: np.ndarray | None = None
+    to_go: np.ndarray | None = None  # (K, C) skills still needed, where the heads predict it
 
 
 @dataclass
@@ -270,14 +277,15 @@ class WorldModelPlanner:
             chunk = self.core.step(ids, self._action([self.skills[s] for s in chunks[:, h]]),
                                    learn=self.config.learn_in_imagination)
             pred = self.heads.predict(chunk.frames, texts)
-            for key in out:
-                out[key][:, h] = pred[key]
+            for key in (*out, "to_go") if "to_go" in pred else out:  # to_go: heads that predict it
+                out.setdefault(key, np.zeros(chunks.shape, np.float32))[:, h] = pred[key]
             if frames is not None:
                 frames.append(chunk.frames.cpu().numpy())
         shape = (k, chunks.shape[1]) if flat else (e, k, chunks.shape[1])
         video = np.stack(frames, axis=1).reshape(*shape, *frames[0].shape[1:]) if frames is not None else None
         return Imagined(seqs[0] if flat else seqs,
-                        *(out[key].reshape(shape) for key in ("reward", "success", "terminated")), video)
+                        *(out[key].reshape(shape) for key in ("reward", "success", "terminated")), video,
+                        out["to_go"].reshape(shape) if "to_go" in out else None)
 
     def score(self, imagined: Imagined) -> tuple[np.ndarray, np.ndarray]:
         """(score, P(done within the horizon)) per sequence (over the last axis of the judgements)."""
@@ -287,6 +295,8 @@ class WorldModelPlanner:
         alive = np.cumprod(before, axis=-1)
         value = (cfg.reward_weight * imagined.reward + cfg.success_weight * imagined.success
                  + cfg.terminated_weight * term)
+        if imagined.to_go is not None:
+            value = value - cfg.value_weight * imagined.to_go
         discount = cfg.discount ** np.arange(term.shape[-1])
         return (alive * value * discount).sum(axis=-1), 1.0 - np.prod(1.0 - term, axis=-1)
 

@@ -22,6 +22,8 @@ import numpy as np
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from agents.planning import PlannerConfig
+
     p = argparse.ArgumentParser(prog="python -m experiments.plan_diag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="'default', a preset name or a model folder")
@@ -29,6 +31,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--task", default="task1_open")
     p.add_argument("--seed", type=int, default=1000, help="the scene's seed (plan_eval's seeds start at 1000)")
     p.add_argument("--horizon", type=int, default=2)
+    p.add_argument("--after", type=int, default=0,
+                   help="first run this many skills of the expert's plan in the real scene (each until the scene "
+                        "says it succeeded, at most 3 chunks) and look from there")
+    p.add_argument("--value-weight", type=float, default=PlannerConfig.value_weight,
+                   help="weight of the heads' skills-to-go in the score (heads that have it)")
     p.add_argument("--denoise-steps", type=int, default=None)
     p.add_argument("--imagine-chunks", type=int, default=1, help="chunks each skill is imagined for (the planner's)")
     p.add_argument("--top", type=int, default=4, help="best sequences shown (the expert's plan is always added)")
@@ -57,22 +64,30 @@ def main(argv: list[str] | None = None) -> dict:
     scene = make_scene(spec, model.config.frame_size, args.task)
     try:
         frame, info = scene.reset(seed=args.seed, options={"task": args.task})
+        prefix = list(info["plan"])[:args.after]
+        for skill in prefix:  # the expert's first skills, each until it succeeds (its 3 tries)
+            for _ in range(3):
+                frame, _, _, _, step_info = scene.step(skill)
+                if step_info["success"]:
+                    break
     finally:
         scene.close()
     every = np.array(list(itertools.product(range(len(SKILLS)), repeat=args.horizon)), np.int64)
     planner = WorldModelPlanner(model, heads, PlannerConfig(method="shooting", horizon=args.horizon,
                                                             candidates=len(every), denoise_steps=args.denoise_steps,
-                                                            imagine_chunks=args.imagine_chunks))
+                                                            imagine_chunks=args.imagine_chunks,
+                                                            value_weight=args.value_weight))
     planner.start(frame[None], info["instruction"], seed=args.seed)
     imagined = planner.imagine(every)
     score, done = planner.score(imagined)
-    plan = list(info["plan"])[:args.horizon]
+    plan = list(info["plan"])[args.after:args.after + args.horizon]
     expert = next((k for k, q in enumerate(every) if list(q[:len(plan)]) == plan), None)
     shown = list(np.argsort(-score, kind="stable")[:args.top]) + ([expert] if expert is not None else [])
     shown = list(dict.fromkeys(int(k) for k in shown))
     rows = [{"sequence": [SKILLS[s] for s in every[k]], "rank": int((score > score[k]).sum()) + 1,
              "score": float(score[k]), "p_done": float(done[k]), "expert": k == expert,
-             **{key: getattr(imagined, key)[k].round(3).tolist() for key in ("reward", "success", "terminated")}}
+             **{key: getattr(imagined, key)[k].round(3).tolist() for key in ("reward", "success", "terminated", "to_go")
+                if getattr(imagined, key) is not None}}
             for k in shown]
     seqs = every[shown]
     frames = None
@@ -83,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
         for row, d in zip(rows, planner.score(again)[1]):
             row.setdefault("p_done_per_seed", []).append(round(float(d), 3))
     result = {"command": command_line("experiments.plan_diag", argv), "machine": machine_name(device),
-              "date": utc_date(), "task": args.task, "seed": args.seed, "instruction": info["instruction"],
+              "date": utc_date(), "task": args.task, "seed": args.seed, "after": [SKILLS[k] for k in prefix],
+              "instruction": info["instruction"],
               "sequences": len(every), "predicted_done": int((done > 0.5).sum()), "shown": rows}
     print(f"{info['instruction']!r} (seed {args.seed}): {len(every)} sequences of {args.horizon} skills, "
           f"{result['predicted_done']} imagined as done")

@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skill-chunks", type=int, default=3,
                    help="real chunks a chosen skill may run, without replanning, until the success head sees it "
                         "done (the scripted expert's 3 tries); 1 replans after every chunk")
+    p.add_argument("--value-weight", type=float, default=2.0,
+                   help="weight of the heads' skills-to-go in a plan's score (heads that have it; 0: the reward alone)")
     p.add_argument("--imagine-chunks", type=int, default=1,
                    help="chunks each skill of a candidate is imagined for (a pick-and-place takes 2-3)")
     p.add_argument("--denoise-steps", type=int, default=None, help="sampler steps (default: the model's)")
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                                iterations=args.iterations, elites=min(args.elites, args.candidates),
                                discount=args.discount, denoise_steps=args.denoise_steps,
                                give_up_after=args.give_up_after, skill_chunks=args.skill_chunks, seed=args.seed,
-                               precision=args.precision, imagine_chunks=args.imagine_chunks)
+                               precision=args.precision, imagine_chunks=args.imagine_chunks,
+                               value_weight=args.value_weight)
     except (UnknownInstruction, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -239,10 +239,25 @@ def test_planner_imagines_each_skill_for_imagine_chunks_chunks(model, heads):
         runs[repeat] = planner.imagine(seqs, keep_frames=True)
     two, one = runs[2], runs[1]
     assert two.sequences.tolist() == [[3, 5]] and two.reward.shape == (1, 4) and two.frames.shape[:2] == (1, 4)
+    assert two.to_go.shape == (1, 4)  # the heads' skills to go, judged on every chunk too
     np.testing.assert_array_equal(two.frames, one.frames)
     np.testing.assert_allclose(two.terminated, one.terminated, atol=1e-6)
     with pytest.raises(ValueError, match="imagine_chunks"):
         PlannerConfig(imagine_chunks=0)
+
+
+def test_skills_to_go_let_the_planner_see_past_a_dip_in_the_reward(model, heads):
+    """Two plans: A opens the drawer that must end shut (reward -1, one skill nearer the goal each chunk), B moves
+    nothing (reward 0, 3 skills to go throughout). The reward alone prefers B; with the skills to go, A."""
+    from agents.planning import Imagined
+
+    zeros = np.zeros((2, 2), np.float32)
+    imagined = Imagined(np.array([[0, 0], [7, 7]]), reward=np.array([[-1, -1], [0, 0]], np.float32), success=zeros,
+                        terminated=zeros, to_go=np.array([[2, 1], [3, 3]], np.float32))
+    scores = {w: WorldModelPlanner(model, heads, PlannerConfig(value_weight=w)).score(imagined)[0] for w in (0, 2)}
+    assert scores[0][1] > scores[0][0] and scores[2][0] > scores[2][1]
+    without = Imagined(imagined.sequences, imagined.reward, zeros, zeros)  # heads without a to_go output
+    np.testing.assert_array_equal(WorldModelPlanner(model, heads, PlannerConfig()).score(without)[0], scores[0])
 
 
 def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene, scene2):
@@ -469,6 +484,11 @@ def test_plan_diag_ranks_every_sequence_from_a_real_start(saved, tmp_path):
     assert sum(r["expert"] for r in rows) == 1  # the expert's first skill is always shown
     assert all(len(r["p_done_per_seed"]) == 2 and len(r["terminated"]) == 1 for r in rows)
     assert sheet.stat().st_size > 0
+    after = main(["--model", str(saved / "model"), "--heads", str(saved / "heads"), "--task", "task1_open", "--seed",
+                  "0", "--horizon", "1", "--after", "1", "--denoise-steps", "1", "--frame-skip", "4", "--device", "cpu",
+                  "--out", str(out)])  # from the real scene after the expert's first skill: its second is marked
+    assert after["after"] == ["open the drawer"]
+    assert [r["sequence"] for r in after["shown"] if r["expert"]] == [["open the window"]]
 
 
 def test_plan_eval_video_without_moviepy_is_a_png_sheet(tmp_path, monkeypatch):

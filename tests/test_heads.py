@@ -131,10 +131,14 @@ def test_scene_labels_judge_every_task_on_the_recorded_state():
 
         def predict(self, frames, texts):
             ones = np.ones(len(texts), np.float32)
-            return {"reward": 0 * ones, "success": ones, "terminated": ones}
+            return {"reward": 0 * ones, "success": ones, "terminated": ones, "to_go": 0 * ones}
 
     fit = judge_heads(AllDone(), [play, mem_ep], HeadsFit(0, 0, 0.0, 0.0, 0.0, 0.0))
     assert list(fit.hindsight_per_task) == list(RELABEL_TASKS)
     assert sum(v["pairs"] for v in fit.hindsight_per_task.values()) + K == fit.hindsight_chunks  # + play's own
     memory = fit.hindsight_per_task["memory_drawer"]
-    assert memory == {"pairs": 2 * K, "done_pairs": 1, "false_done": 1.0, "missed_done": 0.0}
+    # skills to go, memory_drawer: play [2, 2, 2] (open the drawer / shut the window, put the cube in), the
+    # memory episode [1, 1, 0]; heads that say 0 are off by their mean
+    assert sets["hide it"][3].tolist() == [1, 1, 0]
+    assert memory == {"pairs": 2 * K, "done_pairs": 1, "false_done": 1.0, "missed_done": 0.0,
+                      "to_go_mae": pytest.approx(8 / 6)}

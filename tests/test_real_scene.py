@@ -123,7 +123,7 @@ def test_scripted_expert_and_revisit_rules():
 def test_goal_conditions_reproduce_the_simulators_reward(sim_env):
     """Judged on the recorded states alone, each task's goal check gives back the reward the simulator computed
     at every chunk (the hindsight labels of the reward heads rest on this); a play episode is judged too."""
-    from envs.real.tasks import RELABEL_TASKS, get_task, goal_conditions
+    from envs.real.tasks import RELABEL_TASKS, get_task, goal_conditions, skills_to_go
 
     assert {"memory_drawer", "memory_drawer_locked"} < set(RELABEL_TASKS)
     for task in RELABEL_TASKS:
@@ -132,6 +132,12 @@ def test_goal_conditions_reproduce_the_simulators_reward(sim_env):
         conditions = goal_conditions(task, ep["sim_state"][(np.arange(K) + 1) * L])
         assert conditions.shape == (K, 5)
         np.testing.assert_array_equal(conditions.sum(1) - 5, ep["reward"], err_msg=task)
+        # the skills still needed: 0 exactly at the goal; along tasks 1-5's expert plan one fewer per skill done
+        to_go = skills_to_go(task, ep["sim_state"][np.arange(K + 1) * L])
+        np.testing.assert_array_equal(to_go[1:] == 0, conditions.all(1), err_msg=task)
+        if not get_task(task).memory:
+            plan = get_task(task).build(np.random.default_rng(5)).plan
+            assert to_go[0] == len(plan) and (np.diff(to_go) <= 0).all(), (task, to_go)
         assert conditions[-1].all() == bool(ep["attrs"]["task_success"]) and ep["attrs"]["task_success"]
         if get_task(task).memory:  # hiding the cube passes through the goal scene before the distractors
             done = conditions.all(1)

@@ -2,7 +2,8 @@
 
 The heads look at the last ``num_frames`` frames of a chunk (generated or real, uint8) and the
 episode's instruction, and predict the chunk's reward, the probability that the chunk's skill
-succeeded and the probability that the task is done (termination). They are trained on real task
+succeeded, the probability that the task is done (termination) and, with ``to_go``, how many skills the
+task still needs (`envs.real.tasks.skills_to_go`: a value for planners, whose reward dips before it rises). They are trained on real task
 episodes (the ``envs.episodes`` schema: per-chunk ``reward`` and ``success``, ``attrs.instruction``
 and ``attrs.task_success``), saved beside a model as ``heads/heads.json`` + ``heads/heads.safetensors``,
 and used by ``SlowFastVGen-v0``. The real simulator's reward stays the ground truth for evaluation.
@@ -31,6 +32,7 @@ from torch import nn
 HEADS_CONFIG = "heads.json"
 HEADS_WEIGHTS = "heads.safetensors"
 POOL = 4  # the frame features keep a coarse POOL x POOL layout (where things are matters)
+TO_GO_SCALE = 4.0  # the to_go output is learnt in units of 4 skills (targets 0-12)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class HeadsConfig:
     channels: tuple[int, ...] = (16, 32, 64)
     text_dim: int = 256  # hashed instruction features
     hidden: int = 128
+    to_go: bool = True  # a fourth output: the skills still needed (heads saved before it have none)
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -76,7 +79,7 @@ class RewardHeads(nn.Module):
         self.film = nn.Linear(cfg.text_dim, 2 * cfg.hidden)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        self.mlp = nn.Sequential(nn.Linear(cfg.hidden + cfg.text_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 3))
+        self.mlp = nn.Sequential(nn.Linear(cfg.hidden + cfg.text_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 4 if cfg.to_go else 3))
         # Reward normalisation fitted on the training targets (outputs are de-normalised).
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
@@ -106,7 +109,8 @@ class RewardHeads(nn.Module):
         return x
 
     def forward(self, frames: Any, instructions: Sequence[str | None]) -> dict[str, torch.Tensor]:
-        """Raw outputs: ``reward`` (B,) (de-normalised), ``success_logit`` and ``terminated_logit`` (B,)."""
+        """Raw outputs: ``reward`` (B,) (de-normalised), ``success_logit`` and ``terminated_logit`` (B,), and with
+        ``config.to_go`` ``to_go`` (B,), the skills still needed (unclamped)."""
         x = self._frames(frames)
         if len(instructions) != x.shape[0]:
             raise ValueError(f"{len(instructions)} instructions for {x.shape[0]} frame stacks")
@@ -119,11 +123,13 @@ class RewardHeads(nn.Module):
             "reward": out[:, 0] * self.reward_std + self.reward_mean,
             "success_logit": out[:, 1],
             "terminated_logit": out[:, 2],
+            **({"to_go": out[:, 3] * TO_GO_SCALE} if self.config.to_go else {}),
         }
 
     @torch.no_grad()
     def predict(self, frames: Any, instructions: Sequence[str | None]) -> dict[str, np.ndarray]:
-        """float32 arrays (B,): ``reward``, ``success`` and ``terminated`` probabilities."""
+        """float32 arrays (B,): ``reward``, ``success`` and ``terminated`` probabilities, and with ``config.to_go``
+        ``to_go`` (skills still needed, >= 0)."""
         was = self.training
         self.eval()
         out = self(frames, instructions)
@@ -132,6 +138,7 @@ class RewardHeads(nn.Module):
             "reward": out["reward"].float().cpu().numpy(),
             "success": torch.sigmoid(out["success_logit"]).float().cpu().numpy(),
             "terminated": torch.sigmoid(out["terminated_logit"]).float().cpu().numpy(),
+            **({"to_go": out["to_go"].clamp(min=0).float().cpu().numpy()} if self.config.to_go else {}),
         }
 
     # ------------------------------------------------------------------------------------ persistence
@@ -151,7 +158,7 @@ class RewardHeads(nn.Module):
             if not (path / name).is_file():
                 raise FileNotFoundError(f"no reward heads at {path}: {name} is missing")
         try:
-            config = HeadsConfig(**json.loads((path / HEADS_CONFIG).read_text()))
+            config = HeadsConfig(**{"to_go": False, **json.loads((path / HEADS_CONFIG).read_text())})
             state = load_file(str(path / HEADS_WEIGHTS))
         except (json.JSONDecodeError, TypeError, OSError, ValueError) as err:
             raise ValueError(f"corrupt reward heads at {path}: {err}") from err
@@ -173,6 +180,7 @@ class HeadExamples:
     terminated: np.ndarray  # bool (M,)
     extra: dict = field(default_factory=dict)
     frame_index: np.ndarray | None = None  # int (M,)
+    to_go: np.ndarray | None = None  # float32 (M,): skills still needed; nan where unknown (no fixed goal)
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -188,8 +196,9 @@ def _last_frames(frames: np.ndarray, end: int, k: int) -> np.ndarray:
     return frames[idx]
 
 
-# Labels of one episode's chunks for one instruction: (instruction, reward (K,), terminated (K,)).
-LabelSet = tuple[str, np.ndarray, np.ndarray]
+# Labels of one episode's chunks for one instruction: (instruction, reward (K,), terminated (K,)), and where the
+# instruction's task has a fixed goal, a fourth array: the skills still needed (K,).
+LabelSet = tuple
 
 
 def own_labels(episode: Mapping) -> list[LabelSet]:
@@ -211,13 +220,13 @@ def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2,
     instruction, reward and end of the task), or more label sets per episode, e.g. hindsight labels for other
     instructions judged on the recorded simulator state (`agents.heads.scene_labels`).
     """
-    frames, index, texts, rewards, successes, terms = [], [], [], [], [], []
+    frames, index, texts, rewards, successes, terms, to_go = [], [], [], [], [], [], []
     for ep in episodes:
         video = np.asarray(ep["frames"])
         L, K = int(ep["attrs"]["chunk_len"]), len(ep["reward"])
         first = len(frames)
         frames.extend(_last_frames(video, 1 + (k + 1) * L, num_frames) for k in range(K))
-        for text, reward, terminated in labels(ep):
+        for text, reward, terminated, *more in labels(ep):
             if len(reward) != K or len(terminated) != K:
                 raise ValueError(f"labels for {text!r}: {len(reward)} rewards / {len(terminated)} ends for {K} chunks")
             index.extend(range(first, first + K))
@@ -225,10 +234,12 @@ def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2,
             rewards.extend(float(r) for r in reward)
             successes.extend(bool(ok) for ok in ep["success"])
             terms.extend(bool(t) for t in terminated)
+            to_go.extend(np.asarray(more[0], np.float32) if more else np.full(K, np.nan, np.float32))
     if not frames:
         raise ValueError("no chunks to learn from: the episodes are empty")
     return HeadExamples(np.stack(frames).astype(np.uint8), texts, np.asarray(rewards, np.float32),
-                        np.asarray(successes, bool), np.asarray(terms, bool), frame_index=np.asarray(index, np.int64))
+                        np.asarray(successes, bool), np.asarray(terms, bool), frame_index=np.asarray(index, np.int64),
+                        to_go=np.asarray(to_go, np.float32))
 
 
 def examples_from_items(items: Iterable[Mapping], num_frames: int = 2) -> HeadExamples:
@@ -254,7 +265,8 @@ def examples_from_items(items: Iterable[Mapping], num_frames: int = 2) -> HeadEx
 def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], steps: int = 500,
                 batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
                 weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> list[float]:
-    """Fit the heads (reward MSE on normalised targets + BCE on success and termination).
+    """Fit the heads (reward MSE on normalised targets + BCE on success and termination + with ``config.to_go`` the
+    skills-to-go MSE, in units of `TO_GO_SCALE`, on the examples that have it).
 
     ``data``: HeadExamples, episode dicts or chunk items. Returns the loss per step.
     """
@@ -270,6 +282,8 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
     reward = torch.from_numpy(data.reward).to(device)
     success = torch.from_numpy(data.success.astype(np.float32)).to(device)
     term = torch.from_numpy(data.terminated.astype(np.float32)).to(device)
+    to_go = torch.from_numpy(data.to_go if data.to_go is not None else np.full(len(data), np.nan, np.float32))
+    to_go = to_go.to(device) / TO_GO_SCALE
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
     heads.train()
     history = []
@@ -280,6 +294,9 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
         loss = (weights[0] * F.mse_loss(out["reward_norm"], target)
                 + weights[1] * F.binary_cross_entropy_with_logits(out["success_logit"], success[idx])
                 + weights[2] * F.binary_cross_entropy_with_logits(out["terminated_logit"], term[idx]))
+        known = torch.isfinite(to_go[idx])
+        if heads.config.to_go and known.any():
+            loss = loss + F.mse_loss(out["to_go"][known] / TO_GO_SCALE, to_go[idx][known])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -295,6 +295,92 @@ def goal_conditions(task: str, sim_state: np.ndarray) -> np.ndarray:
     return np.column_stack([cube, buttons, drawer, window])
 
 
+MAX_SKILLS_TO_GO = 12  # `skills_to_go` of a state the goal cannot be reached from (the cube moved off a goal spot
+                      # no skill puts it back on)
+_SLOTS = tuple(CUBE_SLOTS)  # the table spots the cube skills put the cube on
+
+
+def _abstract(task: str, state: np.ndarray) -> tuple:
+    """A recorded state (T, 8) as the scene's rules see it, per row: (drawer open, window open, left unlocked, right
+    unlocked, cube: a `CUBE_SLOTS` name, "drawer", "goal" (on a goal spot no skill reaches, e.g. its start in
+    task 2) or "table" (elsewhere))."""
+    rows = []
+    cube_ok = goal_conditions(task, state)[:, 0]
+    for row, ok in zip(state, cube_ok):
+        if row[_FIELD["cube_in_drawer"]] > 0.5:
+            cube = "drawer"
+        else:
+            near = [n for n in _SLOTS if np.linalg.norm(row[:3] - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE]
+            cube = near[0] if near else ("goal" if ok else "table")
+        rows.append((bool(row[_FIELD["drawer"]] < (DRAWER_OPEN + DRAWER_CLOSED) / 2),
+                     bool(row[_FIELD["window"]] > (WINDOW_OPEN + WINDOW_CLOSED) / 2),
+                     bool(round(row[_FIELD["left_button"]])), bool(round(row[_FIELD["right_button"]])), cube))
+    return tuple(rows)
+
+
+def _after(state: tuple, skill: int) -> tuple:
+    """The abstract state after ``skill`` (`envs.real.skills.SKILLS` order): a locked drawer or window does not move,
+    the cube goes into the drawer only when it is open, and a cube in the shut drawer stays there."""
+    drawer, window, left, right, cube = state
+    free = cube != "drawer" or drawer  # the cube can be picked up
+    if skill in (0, 1) and left:
+        drawer = skill == 0
+    elif skill in (2, 3) and right:
+        window = skill == 2
+    elif skill == 4:
+        left = not left
+    elif skill == 5:
+        right = not right
+    elif skill == 6 and drawer and free:
+        cube = "drawer"
+    elif skill in (7, 8, 9) and free:
+        cube = _SLOTS[skill - 7]
+    return drawer, window, left, right, cube
+
+
+@cache
+def _distances(task: str) -> dict[tuple, int]:
+    """Fewest skills from every abstract state to ``task``'s goal (breadth-first search backwards)."""
+    goal = fixed_spec(task).task_info["goal"]
+    if goal.get("cube_in_drawer", False):
+        cube_ok = lambda cube, drawer: cube == "drawer"  # noqa: E731
+    else:
+        spot = np.asarray(goal["block_xyzs"][0])
+        slot = [n for n in _SLOTS if np.linalg.norm(spot - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE]
+        if slot:
+            cube_ok = lambda cube, drawer: cube == slot[0]  # noqa: E731
+        elif np.linalg.norm(spot[:2] - np.asarray(DRAWER_CENTER[:2])) <= 0.15:  # in the drawer, shut (tasks 4, 5)
+            cube_ok = lambda cube, drawer: cube == "drawer" and not drawer  # noqa: E731
+        else:
+            cube_ok = lambda cube, drawer: cube == "goal"  # noqa: E731
+    want = (goal["drawer_pos"] == DRAWER_OPEN, goal["window_pos"] == WINDOW_OPEN, *map(bool, goal["button_states"]))
+    states = [(d, w, lo, ro, c) for d in (False, True) for w in (False, True) for lo in (False, True)
+              for ro in (False, True) for c in (*_SLOTS, "drawer", "goal", "table")]
+    dist = {s: 0 for s in states if s[:4] == want and cube_ok(s[4], s[0])}
+    frontier = list(dist)
+    while frontier:
+        nxt = []
+        for s in states:
+            if s not in dist and any(_after(s, k) in frontier for k in range(10)):
+                dist[s] = dist[frontier[0]] + 1
+                nxt.append(s)
+        frontier = nxt
+    return dist
+
+
+def skills_to_go(task: str, sim_state: np.ndarray) -> np.ndarray:
+    """The fewest skills that take each recorded state (``sim_state``, (T, 8)) to ``task``'s goal (one of
+    `RELABEL_TASKS`), under the scene's rules (`_after`); `MAX_SKILLS_TO_GO` where none can. int64 (T,).
+
+    Why: OGBench's reward counts the goal conditions met, and on the way to the goal it often falls first (unlocking
+    the drawer in task 4, opening it): along the expert's own episodes of tasks 2, 4 and 5 it waits 3-7 chunks before
+    it rises, longer than a planner looks ahead (docs/RESULTS.md, session 10). The skills still needed fall by one with
+    every right skill, so a head that learns them gives the planner a value to aim at."""
+    state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
+    dist = _distances(task)
+    return np.array([dist.get(s, MAX_SKILLS_TO_GO) for s in _abstract(task, state)], np.int64)
+
+
 def get_task(name: str) -> Task:
     """Task by name; ValueError lists valid names."""
     if name not in TASKS:
