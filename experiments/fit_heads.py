@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         if not (folder / HEADS_DIR).is_dir():
             raise SystemExit(f"--continue: {folder} has no {HEADS_DIR}/ to start from")
-        init = RewardHeads.from_pretrained(folder / HEADS_DIR)
+        init = RewardHeads.from_pretrained(folder / HEADS_DIR).with_to_go()  # heads from before to_go learn it
     _, info = fit_and_save(args.data, frame_size, folder / HEADS_DIR, steps=args.steps, batch_size=args.batch,
                            lr=args.lr, heldout=args.heldout, max_episodes=args.max_episodes, seed=args.seed,
                            device=device, relabel=args.relabel, init=init)

@@ -57,8 +57,24 @@ def test_heads_save_load_and_bad_input(tmp_path):
     heads.save_pretrained(tmp_path / "heads")
     loaded = RewardHeads.from_pretrained(tmp_path / "heads")
     after = loaded.predict(frames, ["a", "b", None])
-    for key in ("reward", "success", "terminated"):
+    for key in ("reward", "success", "terminated", "to_go"):
         np.testing.assert_array_equal(before[key], after[key])
+    # heads saved before the to_go output existed load without it, and `with_to_go` adds it at 0, all else kept
+    import json
+
+    old = RewardHeads(HeadsConfig(frame_size=8, channels=(4,), text_dim=8, hidden=4, to_go=False))
+    old.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "heads.json").read_text())
+    del config["to_go"]
+    (tmp_path / "old" / "heads.json").write_text(json.dumps(config))
+    old = RewardHeads.from_pretrained(tmp_path / "old")
+    assert not old.config.to_go and "to_go" not in old.predict(frames, ["a", "b", None])
+    grown = old.with_to_go()
+    assert grown.config.to_go and grown.with_to_go() is grown
+    was, now = old.predict(frames, ["a", "b", None]), grown.predict(frames, ["a", "b", None])
+    for key in was:
+        np.testing.assert_allclose(was[key], now[key], atol=1e-6)
+    assert (now["to_go"] == 0).all()
     with pytest.raises(FileNotFoundError, match="heads.json"):
         RewardHeads.from_pretrained(tmp_path / "missing")
     with pytest.raises(TypeError, match="uint8"):

@@ -141,6 +141,22 @@ class RewardHeads(nn.Module):
             **({"to_go": out["to_go"].clamp(min=0).float().cpu().numpy()} if self.config.to_go else {}),
         }
 
+    def with_to_go(self) -> "RewardHeads":
+        """These heads with a to_go output added (itself if it has one): every learnt weight kept, the new output
+        starting at 0, so `--continue` can teach skills to go to heads saved before it existed."""
+        if self.config.to_go:
+            return self
+        heads = RewardHeads(HeadsConfig(**{**asdict(self.config), "to_go": True})).to(self.device)
+        state = self.state_dict()
+        out_w, out_b = state.pop("mlp.2.weight"), state.pop("mlp.2.bias")
+        heads.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            heads.mlp[2].weight.zero_()
+            heads.mlp[2].bias.zero_()
+            heads.mlp[2].weight[:3] = out_w
+            heads.mlp[2].bias[:3] = out_b
+        return heads
+
     # ------------------------------------------------------------------------------------ persistence
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
