@@ -34,7 +34,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
     ap.add_argument("--batch", type=int, default=64, help="chunks per step (default 64)")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--heldout", type=float, default=0.1, help="share of episodes held out (default 0.1)")
+    ap.add_argument("--heldout", type=float, default=None,
+                    help="share of episodes held out (default 0.1; with --judge: judge that held-out share only)")
+    ap.add_argument("--imagined-steps", type=int, default=0,
+                    help="> 0: also train (and judge) on the model's teacher-forced chunks of the same episodes, made "
+                         "with this many denoising steps (the planner's), so the heads read imagined frames as it "
+                         "feeds them (agents.heads.imagined_episodes)")
     ap.add_argument("--max-episodes", type=int, default=None, help="read at most this many episodes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -56,8 +61,17 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{folder} is not a model folder (no config.json); pass the folder save_pretrained wrote")
     frame_size = WorldModelConfig.load(folder / "config.json").frame_size
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    imagine = None
+    if args.imagined_steps > 0:
+        from functools import partial
+
+        from agents.heads import imagined_episodes
+        from worldmodel.loading import load_model
+
+        model, _ = load_model(str(folder), device=device)
+        imagine = partial(imagined_episodes, model, denoise_steps=args.imagined_steps, seed=args.seed, log=print)
     if args.judge:
-        return judge(folder, args)
+        return judge(folder, args, imagine)
     init = None
     if args.continue_from:
         from worldmodel.heads import RewardHeads
@@ -66,22 +80,28 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--continue: {folder} has no {HEADS_DIR}/ to start from")
         init = RewardHeads.from_pretrained(folder / HEADS_DIR).with_to_go()  # heads from before to_go learn it
     _, info = fit_and_save(args.data, frame_size, folder / HEADS_DIR, steps=args.steps, batch_size=args.batch,
-                           lr=args.lr, heldout=args.heldout, max_episodes=args.max_episodes, seed=args.seed,
-                           device=device, relabel=args.relabel, init=init)
+                           lr=args.lr, heldout=0.1 if args.heldout is None else args.heldout,
+                           max_episodes=args.max_episodes, seed=args.seed, device=device, relabel=args.relabel,
+                           init=init, imagine=imagine)
     print(json.dumps(info))
     return info
 
 
-def judge(folder: Path, args: argparse.Namespace) -> dict:
-    """The model's heads on every episode of ``--data``, as `fit_heads` measures its held-out share."""
-    from agents.heads import HeadsFit, describe_fit, iter_episodes, judge_heads
+def judge(folder: Path, args: argparse.Namespace, imagine=None) -> dict:
+    """The model's heads on every episode of ``--data`` (with ``--heldout``: on the share fitting holds out), as
+    `fit_heads` measures its held-out share; with ``imagine`` on its teacher-forced copies too."""
+    from agents.heads import HeadsFit, _imagined_numbers, describe_fit, heldout_split, iter_episodes, judge_heads
     from worldmodel.heads import RewardHeads
 
     if not (folder / HEADS_DIR).is_dir():
         raise SystemExit(f"{folder} has no {HEADS_DIR}/ to judge; fit them first (without --judge)")
     heads = RewardHeads.from_pretrained(folder / HEADS_DIR)
     episodes = [e for e in iter_episodes(args.data, args.max_episodes) if len(e["reward"])]
+    if args.heldout is not None:
+        episodes = heldout_split(episodes, args.heldout)[1]
     fit = judge_heads(heads, episodes, HeadsFit(0, 0, *[float("nan")] * 4))
+    if imagine is not None:
+        fit.imagined = _imagined_numbers(judge_heads(heads, imagine(episodes), HeadsFit(0, 0, *[float("nan")] * 4)))
     print(describe_fit(fit))
     info = {"heads": str(folder / HEADS_DIR), "data": str(args.data), **fit.as_dict()}
     print(json.dumps(info))

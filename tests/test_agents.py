@@ -467,8 +467,33 @@ def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before if "reward_" not in k)
     judged = main(["--model", str(folder), "--data", str(tmp_path / "data.h5"), "--judge"])
     assert judged["heldout_chunks"] == 30 and judged["train_chunks"] == 0  # every episode, nothing fitted
+    judged = main(["--model", str(folder), "--data", str(tmp_path / "data.h5"), "--judge", "--heldout", "0.5"])
+    assert judged["heldout_chunks"] == 15  # the held-out half only
+    both = main(["--model", str(folder), "--data", str(tmp_path / "data.h5"), "--steps", "1", "--device", "cpu",
+                 "--imagined-steps", "1"])
+    assert both["train_chunks"] == 2 * 27 and both["heldout_chunks"] == 3  # + imagined copies; judged on real
+    assert "hindsight_false_done" in both["imagined"]
     with pytest.raises(SystemExit, match="not a model folder"):
         main(["--model", str(tmp_path), "--data", str(tmp_path / "data.h5")])
+
+
+def test_imagined_episodes_are_the_models_teacher_forced_chunks(model):
+    """Each chunk generated from the real frames before it; the first frame and every label stay the real ones."""
+    from agents.heads import imagined_episodes
+    from envs.synthetic import random_episodes
+
+    real = random_episodes(3, 3, seed=2, frame_size=16, chunk_len=model.config.new_frames)
+    fake = imagined_episodes(model, real, denoise_steps=1, batch=2)
+    assert len(fake) == 3
+    for r, f in zip(real, fake):
+        assert f["frames"].shape == r["frames"].shape and f["frames"].dtype == np.uint8
+        np.testing.assert_array_equal(f["frames"][0], r["frames"][0])
+        assert np.abs(f["frames"][1:].astype(float) - r["frames"][1:]).mean() > 5  # the model's, not the real ones
+        assert f["reward"] is r["reward"] and f["attrs"] is r["attrs"]
+    again = imagined_episodes(model, real[:1], denoise_steps=1)  # seeded: the same chunks again
+    np.testing.assert_array_equal(again[0]["frames"], fake[0]["frames"])
+    with pytest.raises(ValueError, match="frames per chunk"):
+        imagined_episodes(model, random_episodes(1, 2, seed=0, frame_size=16, chunk_len=3))
 
 
 def test_plan_diag_ranks_every_sequence_from_a_real_start(saved, tmp_path):
