@@ -43,13 +43,16 @@
 # WAIT_S=540 SLOW_STEPS=0 SLOW_FAST_STEPS=150 META_PILOT=1 SF_MAX_MIN=8 PLAN_BESIDE=1 TRAIN_EXTRA=<as session 8>
 # AGENT_SEEDS="1 2" PPO_MIN=10 AGENTS_MIN=9 PLAN_GROUPS="memory_drawer memory_drawer_locked" PLAN_ARGS=<as session 8>
 # GPUS=1 ... lease; watch; then plan_eval on the memory tasks by hand (docs/RESULTS.md, "The session-9 lease").
-# Next session: DATA_SEED=8 collect; then SLOW_STEPS=1500 TRAIN_MIN=10 AFTER_SLOW_MIN=4 COMPILE=true SLOW_FAST_STEPS=0
-# AGENT_SEEDS="1 2" PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64" PLAN_BESIDE=1 AGENTS_MIN=14 PLAN_GROUPS="memory_drawer
-# memory_drawer_locked task4_put_in_drawer;task1_open task2_unlock_and_lock task3_rearrange_medium task5_rearrange_hard"
-# PLAN_ARGS="--method cem --candidates 32 --horizon 2 --iterations 2 --elites 6 --denoise-steps 2 --imagine-chunks 2
-# --precision bf16 --videos 1" ... lease: the planners with the session-9 heads (memory goals) and skills imagined for
-# 2 chunks, with and without Temp-LoRA; PPO with 40 updates in 10,240 steps instead of 5; run 6 of the slow phase.
 # REAL_SEEDS="1" (session 10): the real-scene PPO baseline in its own process beside the imagination runs.
+# Session 10 ran: DETACH=1 DATA_SEED=8 COLLECT_MIN=2.5 ... collect; LEASE_S=1560 WAIT_S=540 SLOW_STEPS=1500 TRAIN_MIN=10
+# AFTER_SLOW_MIN=4 COMPILE=true SLOW_FAST_STEPS=0 AGENT_SEEDS="1 2" REAL_SEEDS="1" PPO_ARGS="ppo.n_steps=8
+# ppo.batch_size=64" PLAN_BESIDE=1 AGENTS_MIN=14 PLAN_GROUPS=<as planned> PLAN_ARGS=<as planned> GPUS=1 ... lease;
+# watch twice; then one call by hand (docs/RESULTS.md, "The session-10 lease").
+# Next session: DATA_SEED=9 collect; then SLOW_STEPS=1500 TRAIN_MIN=12 AFTER_SLOW_MIN=4 COMPILE=true (the cosine now
+# ends with the time limit) SLOW_FAST_STEPS=0 PPO_TASK=task3_rearrange_medium AGENT_SEEDS="1" REAL_SEEDS="1"
+# PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64" PPO_MIN=12 PLAN_BESIDE=1 AGENTS_MIN=16 PLAN_GROUPS="task2_unlock_and_lock
+# task4_put_in_drawer task5_rearrange_hard;task1_open task3_rearrange_medium" PLAN_ARGS=<as session 10> ... lease: the
+# planners with the session-10 heads (skills to go, plan_eval's --value-weight 2 by default) on the tasks that failed.
 # A slow-fast pilot needs an outer lr near the slow phase's last (5e-5): at 3e-4 both session-9 pilots lost 0.4-0.7 dB.
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
@@ -338,11 +341,12 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
     # from the first frames of 64 task-1 episodes (random cube colours, seed 6), as in session 7 (100% real success),
     # not from the model's 2 task-1 start frames (sessions 6 and 8: 5%)
     ($PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 workers=4 $SCENE '~tasks' \
-        '+tasks={task1_open: 1}' > "$W/ppo_starts.log" 2>&1
+        "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
      ppo() {  # one train_agent run: $1 seed, $2 name, $3 extra overrides
         CUDA_VISIBLE_DEVICES=0 timeout $(( ${PPO_MIN:-10} * 60 + 180 )) $PY -m experiments.train_agent model="$W/init" \
             data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false time_limit_min=${PPO_MIN:-10} seed=$1 \
-            real_baseline.num_envs=${REAL_ENVS:-16} ${PPO_ARGS:-} $3 out_dir="$W/train_agent/$2" > "$W/train_agent_$2.log" 2>&1
+            real_baseline.num_envs=${REAL_ENVS:-16} "tasks=[${PPO_TASK:-task1_open}]" ${PPO_ARGS:-} $3 \
+            out_dir="$W/train_agent/$2" > "$W/train_agent_$2.log" 2>&1
      }
      for seed in ${AGENT_SEEDS:-0}; do
         if [ -n "${REAL_SEEDS:-}" ]; then ppo $seed seed$seed real_baseline.enabled=false & else ppo $seed seed$seed "" & fi
