@@ -186,7 +186,7 @@ def test_record_video_writes_mp4(model, tmp_path):
 def test_heads_give_reward_and_termination(model):
     heads = RewardHeads(HeadsConfig(frame_size=16, channels=(8,), text_dim=16, hidden=8))
     with torch.no_grad():
-        heads.mlp[-1].bias.copy_(torch.tensor([0.0, 5.0, 5.0]))  # success and termination logits >> 0
+        heads.mlp[-1].bias.copy_(torch.tensor([0.0, 5.0, 5.0, 0.5]))  # success and termination logits >> 0
         heads.reward_mean.fill_(-2.0)
     env = make(model, heads=heads, instruction="pan to the red disc")
     env.reset(seed=0)
@@ -194,6 +194,7 @@ def test_heads_give_reward_and_termination(model):
     expected = heads.predict(info["frames"][None], ["pan to the red disc"])
     assert reward == pytest.approx(float(expected["reward"][0]))
     assert terminated and not truncated and info["success"] and info["success_prob"] > 0.99
+    assert info["skills_to_go"] == pytest.approx(float(expected["to_go"][0]))  # the heads' skills still needed
 
 
 def test_model_folder_ships_vocabulary_start_frames_and_heads(model, tmp_path):

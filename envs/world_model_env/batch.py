@@ -44,6 +44,7 @@ class StepBatch:
     actions: list[Any]
     steps: np.ndarray  # int64 (n,): chunks generated in the episode so far
     timings: StepTimings
+    skills_to_go: np.ndarray | None = None  # float32 (n,), when the heads predict it
 
 
 def step_info(out: StepBatch, k: int, vector: bool = False) -> dict[str, Any]:
@@ -61,6 +62,8 @@ def step_info(out: StepBatch, k: int, vector: bool = False) -> dict[str, Any]:
     if out.success is not None:
         info["success"] = bool(out.success[k])
         info["success_prob"] = float(out.success_prob[k])
+    if out.skills_to_go is not None:
+        info["skills_to_go"] = float(out.skills_to_go[k])
     return info
 
 
@@ -255,6 +258,7 @@ class EnvBatch:
             terminated = pred["terminated"] > self.config.termination_threshold
             success_prob = pred["success"]
             success = success_prob > 0.5
+        to_go = pred.get("to_go") if self.heads is not None else None
         t3 = time.perf_counter()
         self.step_counts[ids] += 1
         limit = self.config.max_episode_steps
@@ -269,7 +273,7 @@ class EnvBatch:
         timings = StepTimings(t1 - t0, phases["denoise"], phases["decode"], phases["fast_update"], t3 - t2,
                               time.perf_counter() - t0)
         return StepBatch(ids, np.stack(obs), frames, reward, terminated, truncated, fast_loss, rolled_back,
-                         success, success_prob, parsed, self.step_counts[ids].copy(), timings)
+                         success, success_prob, parsed, self.step_counts[ids].copy(), timings, to_go)
 
     def fork(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
         """Env ``dst_ids[k]`` continues exactly as env ``src_ids[k]`` would (imagined state, observations,
