@@ -82,6 +82,9 @@ class CollectConfig:
     expert_noise: float = 0.1  # scene only
     max_tries: int = 3  # scene only
     play_chunks: int = 8  # chunks of a random-skill episode
+    # scene expert episodes: the chance per chunk of a random skill instead of the plan's (off-plan skills from the
+    # states on the way to a goal, for the heads and the model; envs.real.rollout.run_episode)
+    deviate: float = 0.0
     compression: str = "lzf"
     tasks: dict[str, float] | None = None  # None: DEFAULT_TASKS[domain]
     env: SceneOptions | CrafterOptions | dict | None = None  # a dict or None: the domain's options
@@ -175,7 +178,8 @@ def make_episode(cfg: CollectConfig, index: int) -> dict:
     from envs.real.rollout import run_episode
 
     policy = "random" if task == "play" else "expert"
-    return run_episode(_worker_env(cfg), seed, task, policy, num_chunks=cfg.play_chunks, max_tries=cfg.max_tries)
+    return run_episode(_worker_env(cfg), seed, task, policy, num_chunks=cfg.play_chunks, max_tries=cfg.max_tries,
+                       deviate=cfg.deviate)
 
 
 def collect_shard(cfg: CollectConfig, shard: int) -> tuple[int, int]:

@@ -75,6 +75,17 @@ def test_expert_solves_task_and_reports_revisits(sim_env):
     assert (ep["revisits"][:, 0] == 0).any()  # the cube back in place revisits the first frame
     again = run_episode(sim_env, seed=3, task="memory_cube_return")
     np.testing.assert_array_equal(ep["actions"], again["actions"])  # seeded: repeats exactly
+    # deviate: off-plan random skills on the way, the plan's skills in order between them, seeded
+    plan = get_task("task4_put_in_drawer").build(np.random.default_rng(3)).plan
+    off = run_episode(sim_env, seed=3, task="task4_put_in_drawer", deviate=0.5)
+    assert off["attrs"]["deviate"] == 0.5 and off["attrs"]["policy"] == "expert"
+    skills = off["skill_ids"].tolist()
+    assert skills == run_episode(sim_env, seed=3, task="task4_put_in_drawer", deviate=0.5)["skill_ids"].tolist()
+    assert skills != run_episode(sim_env, seed=3, task="task4_put_in_drawer")["skill_ids"].tolist()
+    assert len(off["success"]) == len(skills) == len(off["reward"])
+    with pytest.raises(ValueError, match="deviate"):
+        run_episode(sim_env, seed=3, task="task1_open", deviate=2.0)
+    assert set(plan) <= set(skills)
 
 
 def test_rendered_chunks_and_action_interfaces():

@@ -63,16 +63,22 @@ def run_episode(
     policy: str = "expert",
     num_chunks: int = 8,
     max_tries: int = 3,
+    deviate: float = 0.0,
 ) -> dict:
     """Roll out one episode in the episode-dict format of ``envs.episodes``.
 
     ``expert`` follows the task's plan (at most ``env.config.max_chunks`` chunks); ``random``
     issues ``num_chunks`` uniformly random skills (for coverage; usually with task ``play``).
+    ``deviate``: with ``expert``, the chance per chunk of a uniformly random skill instead of the plan's (the plan
+    goes on after it): the states on the way to a task's goal with the skills a planner tries there, e.g. "pick up
+    the cube and put it in the drawer" against the shut drawer, which random play from random scenes rarely shows.
     The episode carries the per-frame ``sim_state`` and ``cube_pixel`` records and the ``camera``
     matrix; attrs add ``cube_color`` (palette name) and ``distractors`` (random distractor skills).
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
+    if not 0.0 <= deviate <= 1.0:
+        raise ValueError(f"deviate must be in [0, 1], got {deviate}")
     if env.config.action_type != "skill":
         raise ValueError("run_episode needs an env with action_type='skill'")
     frame, info = env.reset(seed=seed, options={"task": task} if task else None)
@@ -85,17 +91,19 @@ def run_episode(
     last: bool | None = None
     task_success = False
     for _ in range(num_chunks if policy == "random" else cfg.max_chunks):
-        sid = int(rng.integers(len(SKILLS))) if policy == "random" else expert.act(last)
+        off_plan = policy == "random" or (deviate > 0 and rng.random() < deviate)
+        sid = int(rng.integers(len(SKILLS))) if off_plan else expert.act(last)  # the expert sees its own skills only
         if sid is None:
             break
         _, reward, task_success, _, step_info = env.step(sid)
-        last = step_info["success"]
+        if not off_plan:
+            last = step_info["success"]
         if cfg.render:
             frames.extend(step_info["frames"])
         actions.append(step_info["actions"])
         skills.append(sid)
         rewards.append(reward)
-        successes.append(last)
+        successes.append(step_info["success"])
         states.append(step_info["object_state"])
         sim_states.extend(step_info["sim_states"])
         cube_pixels.extend(step_info["cube_pixels"])
@@ -121,6 +129,7 @@ def run_episode(
             chunk_len=L,
             frame_skip=cfg.frame_skip,
             policy=policy,
+            deviate=float(deviate),
             skill_noise=float(cfg.skill_noise),
             task_success=bool(task_success),
             cube_color=info["cube_color"],
