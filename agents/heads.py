@@ -40,7 +40,8 @@ class HeadsFit:
     hindsight_reward_mae: float = float("nan")  # reward error on those pairs (those tasks' rewards, 0 at the goal)
     hindsight_per_task: dict = field(default_factory=dict)  # task -> pairs, false_done, missed_done[, to_go_mae]
     hindsight_to_go_mae: float = float("nan")  # skills-to-go error on those pairs (heads with a to_go output)
-    # the same hindsight numbers on the world model's teacher-forced chunks of the held-out episodes (`imagined_episodes`)
+    # the same hindsight numbers on the world model's teacher-forced chunks of the held-out episodes
+    # (`evaluation.rollout.imagined_episodes`)
     imagined: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -114,33 +115,6 @@ def task_labels(episode: dict, task: str) -> LabelSet:
             skills_to_go(task, ends).astype(np.float32))
 
 
-def imagined_episodes(model: Any, episodes: list[dict], denoise_steps: int | None = 2, seed: int = 0,
-                      batch: int = 32, log=None) -> list[dict]:
-    """Copies of recorded episodes whose frames after the first are the world model's (Φ alone) teacher-forced
-    chunks: each chunk generated from the real frames before it under the recorded skill and actions, as the
-    planner's first imagined chunk is. Labels (reward, success, states) stay the real ones.
-
-    Why: the heads judge imagined chunks, but learnt on real frames only they read the model's artefacts their own
-    way; from the real scene of task 4 after "press the left button", every imagined cube skill was called the task
-    done (P 1.00; docs/RESULTS.md, session 10) where the real scene is two skills short."""
-    from evaluation.episodes import stride_episode
-    from evaluation.rollout import rollout
-
-    out = []
-    for lo in range(0, len(episodes), batch):
-        part = episodes[lo:lo + batch]
-        for e in part:
-            if int(e["attrs"]["chunk_len"]) != model.config.new_frames:
-                raise ValueError(f"episodes of {e['attrs']['chunk_len']} frames per chunk for a model that makes "
-                                 f"{model.config.new_frames}")
-        evs = [stride_episode(e, 1, f"episode {lo + j}") for j, e in enumerate(part)]
-        videos = rollout(model, None, evs, "teacher", denoise_steps, [seed + lo + j for j in range(len(part))]).videos
-        out += [{**e, "frames": v} for e, v in zip(part, videos)]
-        if log is not None:
-            log(f"imagined {len(out)} of {len(episodes)} episodes")
-    return out
-
-
 def heldout_split(episodes: list[dict], heldout: float) -> tuple[list[dict], list[dict]]:
     """(training, held-out) episodes: every ``1/heldout``-th episode is held out (none for ``heldout`` 0)."""
     every = max(2, round(1 / heldout)) if heldout > 0 else 0
@@ -156,7 +130,7 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
     """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there: on the
     held-out episodes' own instructions, and against every `RELABEL_TASKS` instruction (`scene_labels`), also
     per task. ``relabel``: train on `scene_labels` too (else on the episodes' own labels only). ``init``: continue
-    from these heads (their config) instead of fresh ones. ``imagine`` (e.g. `imagined_episodes` with a model):
+    from these heads (their config) instead of fresh ones. ``imagine`` (e.g. `evaluation.rollout.imagined_episodes`):
     train on its copies of the training episodes too, and measure on its copies of the held-out ones."""
     episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
     if not episodes:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--imagined-steps", type=int, default=0,
                     help="> 0: also train (and judge) on the model's teacher-forced chunks of the same episodes, made "
                          "with this many denoising steps (the planner's), so the heads read imagined frames as it "
-                         "feeds them (agents.heads.imagined_episodes)")
+                         "feeds them (evaluation.rollout.imagined_episodes)")
     ap.add_argument("--max-episodes", type=int, default=None, help="read at most this many episodes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.imagined_steps > 0:
         from functools import partial
 
-        from agents.heads import imagined_episodes
+        from evaluation.rollout import imagined_episodes
         from worldmodel.loading import load_model
 
         model, _ = load_model(str(folder), device=device)

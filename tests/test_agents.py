@@ -479,7 +479,7 @@ def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path):
 
 def test_imagined_episodes_are_the_models_teacher_forced_chunks(model):
     """Each chunk generated from the real frames before it; the first frame and every label stay the real ones."""
-    from agents.heads import imagined_episodes
+    from evaluation.rollout import imagined_episodes
     from envs.synthetic import random_episodes
 
     real = random_episodes(3, 3, seed=2, frame_size=16, chunk_len=model.config.new_frames)
