@@ -48,7 +48,8 @@
 # AFTER_SLOW_MIN=4 COMPILE=true SLOW_FAST_STEPS=0 AGENT_SEEDS="1 2" REAL_SEEDS="1" PPO_ARGS="ppo.n_steps=8
 # ppo.batch_size=64" PLAN_BESIDE=1 AGENTS_MIN=14 PLAN_GROUPS=<as planned> PLAN_ARGS=<as planned> GPUS=1 ... lease;
 # watch twice; then one call by hand (docs/RESULTS.md, "The session-10 lease").
-# Next session: DATA_SEED=9 collect; then SLOW_STEPS=1500 TRAIN_MIN=12 AFTER_SLOW_MIN=4 COMPILE=true (the cosine now
+# Next session: DATA_SEED=9 DEVIATE=0.2 collect (expert episodes with off-plan skills: the imagined cube must stay on
+# the table when "put it in the drawer" meets a shut drawer, docs/RESULTS.md "Skills to go"); then SLOW_STEPS=1500 TRAIN_MIN=12 AFTER_SLOW_MIN=4 COMPILE=true (the cosine now
 # ends with the time limit) SLOW_FAST_STEPS=0 PPO_TASK=task3_rearrange_medium AGENT_SEEDS="1" REAL_SEEDS="1"
 # PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64" PPO_MIN=12 PLAN_BESIDE=1 AGENTS_MIN=16 PLAN_GROUPS="task2_unlock_and_lock
 # task4_put_in_drawer task5_rearrange_hard;task1_open task3_rearrange_medium" PLAN_ARGS=<as session 10> ... lease: the
@@ -235,7 +236,7 @@ collect)
     setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 \
         compression=gzip $SCENE '~tasks' '$EVAL_TASKS'; echo \$? > $W/collect_eval.rc" > "$W/collect_eval.log" 2>&1 < /dev/null &
     setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene seed=$DATA_SEED num_episodes=20000 workers=$WORKERS \
-        $SCENE '~tasks' '$TRAIN_TASKS' time_limit_min=$COLLECT_MIN; echo \$? > $W/collect.rc" > "$W/collect.log" 2>&1 < /dev/null &
+        $SCENE deviate=${DEVIATE:-0.0} '~tasks' '$TRAIN_TASKS' time_limit_min=$COLLECT_MIN; echo \$? > $W/collect.rc" > "$W/collect.log" 2>&1 < /dev/null &
     if [ "$PROBE_COMPILE" = 1 ]; then  # the GPU is idle while the scenes render: issue 14's one-GPU target
         CUDA_VISIBLE_DEVICES=0 $PY -m experiments.bench_train --text-cache "$W/text_cache.safetensors" --steps 3000 \
             --log-every 10 --skip 2 --batch 256 --time-limit ${PROBE_S:-200} --run-dir "$W/bench_train" \
