@@ -3,10 +3,10 @@
 The heads look at the last ``num_frames`` frames of a chunk (generated or real, uint8) and the
 episode's instruction, and predict the chunk's reward, the probability that the chunk's skill
 succeeded, the probability that the task is done (termination) and, with ``to_go``, how many skills the
-task still needs (`envs.real.tasks.skills_to_go`: a value for planners, whose reward dips before it rises). They are trained on real task
-episodes (the ``envs.episodes`` schema: per-chunk ``reward`` and ``success``, ``attrs.instruction``
-and ``attrs.task_success``), saved beside a model as ``heads/heads.json`` + ``heads/heads.safetensors``,
-and used by ``SlowFastVGen-v0``. The real simulator's reward stays the ground truth for evaluation.
+task still needs (`envs.real.tasks.skills_to_go`: a value for planners, whose reward dips before it rises).
+They are trained on real task episodes (the ``envs.episodes`` schema: per-chunk ``reward`` and
+``success``, ``attrs.instruction`` and ``attrs.task_success``), saved beside a model as ``heads/heads.json``
++ ``heads/heads.safetensors``, and used by ``SlowFastVGen-v0``. The real simulator's reward stays the ground truth for evaluation.
 
 The instruction goes in as hashed word uni- and bi-gram features (no text model needed, stable across
 processes); a small CNN encodes the frames (keeping a coarse spatial layout) and the instruction
@@ -79,7 +79,8 @@ class RewardHeads(nn.Module):
         self.film = nn.Linear(cfg.text_dim, 2 * cfg.hidden)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        self.mlp = nn.Sequential(nn.Linear(cfg.hidden + cfg.text_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 4 if cfg.to_go else 3))
+        self.mlp = nn.Sequential(nn.Linear(cfg.hidden + cfg.text_dim, cfg.hidden), nn.SiLU(),
+                                 nn.Linear(cfg.hidden, 4 if cfg.to_go else 3))
         # Reward normalisation fitted on the training targets (outputs are de-normalised).
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
