@@ -47,6 +47,10 @@ class HeadsFit:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def hindsight(self) -> dict[str, Any]:
+        """The hindsight numbers alone (what `imagined` holds for the model's chunks)."""
+        return {k: v for k, v in self.as_dict().items() if k.startswith("hindsight")}
+
 
 def iter_episodes(source: str | Path, limit: int | None = None) -> Iterator[dict]:
     """Episodes of an h5 file or a folder of shards, in sorted order (at most ``limit``)."""
@@ -140,8 +144,9 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
         raise ValueError(f"{source} holds {size}x{size} frames but the model makes {frame_size}x{frame_size} ones")
     train_eps, test_eps = heldout_split(episodes, heldout)
     cfg = init.config if init is not None else config or HeadsConfig(frame_size=frame_size)
+    imagined_test = []
     if imagine is not None:
-        train_eps, test_eps = train_eps + imagine(train_eps), test_eps + imagine(test_eps)
+        train_eps, imagined_test = train_eps + imagine(train_eps), imagine(test_eps)
     train = examples_from_episodes(train_eps, cfg.num_frames, scene_labels if relabel else own_labels)
     if init is not None:
         heads = init.to(device)
@@ -152,15 +157,10 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
     history = train_heads(heads, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     fit = HeadsFit(len(train), 0, float("nan"), float("nan"), float("nan"), float(np.mean(history[-20:])), relabel)
     if test_eps:
-        real = test_eps[:len(test_eps) // 2] if imagine is not None else test_eps
-        judge_heads(heads, real, fit)
-        if imagine is not None:
-            fit.imagined = _imagined_numbers(judge_heads(heads, test_eps[len(real):], HeadsFit(0, 0, *[np.nan] * 4)))
+        judge_heads(heads, test_eps, fit)
+    if imagined_test:
+        fit.imagined = judge_heads(heads, imagined_test, HeadsFit(0, 0, *[np.nan] * 4)).hindsight()
     return heads, fit
-
-
-def _imagined_numbers(fit: HeadsFit) -> dict:
-    return {k: v for k, v in fit.as_dict().items() if k.startswith("hindsight")}
 
 
 def judge_heads(heads: RewardHeads, episodes: list[dict], fit: HeadsFit) -> HeadsFit:

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
 def judge(folder: Path, args: argparse.Namespace, imagine=None) -> dict:
     """The model's heads on every episode of ``--data`` (with ``--heldout``: on the share fitting holds out), as
     `fit_heads` measures its held-out share; with ``imagine`` on its teacher-forced copies too."""
-    from agents.heads import HeadsFit, _imagined_numbers, describe_fit, heldout_split, iter_episodes, judge_heads
+    from agents.heads import HeadsFit, describe_fit, heldout_split, iter_episodes, judge_heads
     from worldmodel.heads import RewardHeads
 
     if not (folder / HEADS_DIR).is_dir():
@@ -101,7 +101,7 @@ def judge(folder: Path, args: argparse.Namespace, imagine=None) -> dict:
         episodes = heldout_split(episodes, args.heldout)[1]
     fit = judge_heads(heads, episodes, HeadsFit(0, 0, *[float("nan")] * 4))
     if imagine is not None:
-        fit.imagined = _imagined_numbers(judge_heads(heads, imagine(episodes), HeadsFit(0, 0, *[float("nan")] * 4)))
+        fit.imagined = judge_heads(heads, imagine(episodes), HeadsFit(0, 0, *[float("nan")] * 4)).hindsight()
     print(describe_fit(fit))
     info = {"heads": str(folder / HEADS_DIR), "data": str(args.data), **fit.as_dict()}
     print(json.dumps(info))

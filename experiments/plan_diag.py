@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     from agents.heads import resolve_heads
     from agents.planning import PlannerConfig, WorldModelPlanner
     from agents.real_scene import SceneSpec, make_scene
+    from envs.real.rollout import ScriptedExpert
     from envs.real.skills import SKILLS
     from evaluation.run_info import command_line, machine_name, resolve_device, utc_date
     from worldmodel.loading import load_model
@@ -65,11 +66,10 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         frame, info = scene.reset(seed=args.seed, options={"task": args.task})
         prefix = list(info["plan"])[:args.after]
-        for skill in prefix:  # the expert's first skills, each until it succeeds (its 3 tries)
-            for _ in range(3):
-                frame, _, _, _, step_info = scene.step(skill)
-                if step_info["success"]:
-                    break
+        expert, last = ScriptedExpert(tuple(prefix)), None  # each skill until it succeeds (its 3 tries)
+        while (skill := expert.act(last)) is not None:
+            frame, _, _, _, step_info = scene.step(skill)
+            last = step_info["success"]
     finally:
         scene.close()
     every = np.array(list(itertools.product(range(len(SKILLS)), repeat=args.horizon)), np.int64)

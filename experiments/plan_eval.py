@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skill-chunks", type=int, default=3,
                    help="real chunks a chosen skill may run, without replanning, until the success head sees it "
                         "done (the scripted expert's 3 tries); 1 replans after every chunk")
-    p.add_argument("--value-weight", type=float, default=2.0,
+    p.add_argument("--value-weight", type=float, default=PlannerConfig.value_weight,
                    help="weight of the heads' skills-to-go in a plan's score (heads that have it; 0: the reward alone)")
     p.add_argument("--imagine-chunks", type=int, default=1,
                    help="chunks each skill of a candidate is imagined for (a pick-and-place takes 2-3)")

@@ -240,7 +240,8 @@ class Trainer:
         self._loss_fn: Any = None  # the (compiled) cached loss, made at the first cached step
         self._alphas: torch.Tensor | None = None  # the noise schedule's alphas_cumprod on the device
         self._loss_acc = [0.0, 0]  # cached path: sum and count of the losses since the last logged row
-        self._decay: list = [0.0, None]  # decay_by_deadline: [progress so far, (time, progress) where it began]
+        self.decay_progress = 0.0  # decay_by_deadline: the cosine's progress by the clock so far (checkpointed)
+        self._decay_start: tuple[float, float] | None = None  # (time, progress) where this run's decay began
 
     @property
     def cached(self) -> bool:
@@ -289,7 +290,7 @@ class Trainer:
             "rng": rng,
             "history": self.history,
             "train_config": asdict(self.config),
-            "decay_progress": self._decay[0],
+            "decay_progress": self.decay_progress,
         }
         if self.ema is not None:
             state["ema"] = {n: e.detach().cpu() for n, e in zip(self.param_names, self.ema)}
@@ -316,7 +317,7 @@ class Trainer:
         self.model.config.vae_scaling_factor = state["model_config"]["vae_scaling_factor"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history = state["step"], state["history"]
-        self._decay = [float(state.get("decay_progress", 0.0)), None]
+        self.decay_progress, self._decay_start = float(state.get("decay_progress", 0.0)), None
         self._ema_state = state.get("ema")
         self._loss_acc = list(state.get("loss_acc", [0.0, 0]))
         rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older checkpoints: one state
@@ -543,7 +544,7 @@ class Trainer:
             lr *= cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * done))
         return lr
 
-    def _decay_progress(self) -> float | None:
+    def _clock_progress(self) -> float | None:
         """`decay_by_deadline`: the cosine's progress by the clock, from where this run's decay began (the saved
         progress of an earlier run, or 0) to 1 at the deadline. The same on every process: with several, the clock
         is read at log steps only and the furthest process's reading is taken."""
@@ -551,23 +552,22 @@ class Trainer:
         if not (cfg.decay_by_deadline and cfg.lr_schedule == "cosine" and cfg.deadline is not None) \
                 or self.step < cfg.warmup_steps:
             return None
-        start, mark = self._decay
         now = time.time()
-        if mark is None:  # the decay's first step in this run: it runs from here to the deadline
-            self._decay[1] = mark = (now, start)
+        if self._decay_start is None:  # the decay's first step in this run: it runs from here to the deadline
+            self._decay_start = (now, self.decay_progress)
         if self.accelerator.num_processes > 1 and self.step % cfg.log_every:
-            return self._decay[0]
-        t0, p0 = mark
+            return self.decay_progress
+        t0, p0 = self._decay_start
         p = p0 + (1.0 - p0) * (now - t0) / max(cfg.deadline - t0, 1e-9)
         if self.accelerator.num_processes > 1:
             t = torch.tensor([p], device=self.accelerator.device, dtype=torch.float64)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             p = float(t.item())
-        self._decay[0] = max(self._decay[0], min(1.0, p))
-        return self._decay[0]
+        self.decay_progress = max(self.decay_progress, min(1.0, p))
+        return self.decay_progress
 
     def _set_lr(self, optimizer: Any) -> float:
-        lr = self.lr_at(self.step, self._decay_progress())
+        lr = self.lr_at(self.step, self._clock_progress())
         for g in optimizer.param_groups:
             g["lr"] = lr
         return lr
