@@ -7,7 +7,8 @@
 
 One env step generates one chunk (``new_frames`` frames: ``denoise_steps`` UNet passes over the
 batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batched). Each size is
-timed over ``--chunks`` steps after one warm-up step; imagined frames/s = N * new_frames * chunks /
+timed over ``--chunks`` steps after warm-up steps (``--update-every`` of them, so that a fast update is among
+them; with ``--compile`` they compile the UNet's graphs); imagined frames/s = N * new_frames * chunks /
 seconds. The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's
 resolution) is timed on the same machine when it can run (``--real-workers`` scenes side by side, one
 process each, as data collection runs them), and each imagined row is given as a multiple of its frames/s.
@@ -53,6 +54,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="arithmetic of generation and fast updates (auto: bf16 where the device has it natively)")
     p.add_argument("--update-every", type=int, default=1,
                    help="Temp-LoRA learns every k-th chunk of an episode (TempLoRAConfig.update_every; 1: every chunk)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet in place (SlowFastVGen.compile_unet); the warm-up steps compile")
     p.add_argument("--fast-batch", type=int, default=None,
                    help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
@@ -93,11 +96,15 @@ def _actions(space: Any, rng: np.random.Generator) -> Any:
     return rng.uniform(-1, 1, space.shape).astype(np.float32)
 
 
-def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool, seed: int = 0) -> dict:
+def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool, seed: int = 0,
+              warmup: int = 1) -> dict:
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
-    env.step(_actions(env.action_space, rng))  # warm-up (text cache, allocator, kernels)
+    start = time.perf_counter()
+    for _ in range(warmup):  # text cache, allocator, kernels; with compile, the graphs
+        env.step(_actions(env.action_space, rng))
     _sync(device)
+    warmup_s = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     phases: dict[str, float] = {}
@@ -111,7 +118,8 @@ def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool
             phases[key] = phases.get(key, 0.0) + value
     _sync(device)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "phases_s_per_step": {k: v / chunks for k, v in phases.items()}}
+    return {"seconds": seconds, "phases_s_per_step": {k: v / chunks for k, v in phases.items()},
+            "warmup_s": warmup_s}
 
 
 def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device,
@@ -123,10 +131,11 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
         mode = "continuous" if mc.action_type in ("vector", "both") else "skill"
     memory = dataclasses.replace(mc.temp_lora, update_every=args.update_every) if temp_lora == "on" else False
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
-                max_episode_steps=None, precision=args.precision, cpu_threads=args.threads)
+                max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile)
     if args.fast_batch is not None:
         opts["fast_batch_size"] = args.fast_batch
     steps = args.denoise_steps or mc.sample_steps
+    warmup = max(1, args.update_every) if temp_lora == "on" else 1
     rows = []
 
     def row(kind: str, n: int, timing: dict) -> dict:
@@ -135,6 +144,7 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                 "denoise_steps": steps, "temp_lora": temp_lora, "action_mode": mode,
                 "update_every": args.update_every if temp_lora == "on" else None,
                 "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
+                "compile": args.compile, "warmup_steps": warmup, "warmup_s": timing["warmup_s"],
                 "s_per_step": timing["seconds"] / args.chunks, "frames_per_s": frames / timing["seconds"],
                 "phases_s_per_step": timing["phases_s_per_step"],
                 "rss_after_mib": psutil.Process().memory_info().rss / 2**20,
@@ -142,13 +152,13 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
 
     if not args.no_single:
         env = WorldModelEnv(**opts)
-        rows.append(row("single", 1, _time_env(env, 1, args.chunks, device, batched=False)))
+        rows.append(row("single", 1, _time_env(env, 1, args.chunks, device, batched=False, warmup=warmup)))
         env.close()
         _print_progress(rows[-1])
     for n in sizes:
         venv = WorldModelVectorEnv(num_envs=n, **opts)
         try:
-            rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True)))
+            rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True, warmup=warmup)))
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory at large N
             rows.append({"env": "vector", "num_envs": n, "model": spec, "error": f"{type(err).__name__}: {err}"[:300]})
         venv.close()
@@ -267,7 +277,8 @@ def markdown_table(rows: list[dict], machine: str) -> str:
             overhead = f"{r['temp_lora_time_overhead']:+.0%}"
             if "temp_lora_memory_overhead" in r:
                 overhead += f" / {r['temp_lora_memory_overhead']:+.0%}"
-        lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {r.get('precision', '')} | "
+        precision = r.get("precision", "") + (", compiled" if r.get("compile") else "")
+        lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {precision} | "
                      f"{r.get('temp_lora', '')} | {r['s_per_step']:.3g} | {r['frames_per_s']:.3g} | "
                      f"{r['frames_per_s'] / n:.3g} | {ratio} | {overhead} |")
     return "\n".join(lines)

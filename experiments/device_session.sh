@@ -44,6 +44,9 @@
 # AGENT_SEEDS="1 2" PPO_MIN=10 AGENTS_MIN=9 PLAN_GROUPS="memory_drawer memory_drawer_locked" PLAN_ARGS=<as session 8>
 # GPUS=1 ... lease; watch; then plan_eval on the memory tasks by hand (docs/RESULTS.md, "The session-9 lease").
 # REAL_SEEDS="1" (session 10): the real-scene PPO baseline in its own process beside the imagination runs.
+# PPO_GPU (default 0): where PPO in imagination runs (1 on nvidia-h200-x2 with GPUS=1: the slow phase keeps GPU 0).
+# BENCH_RUNS="ARGS;ARGS..." (session 11): bench_env at N = 256 on the auxiliary GPU first, one run per argument list
+# (e.g. "--denoise-steps 2 --compile --fast-batch 256"), results in res/bench_env_<i>.json.
 # Session 10 ran: DETACH=1 DATA_SEED=8 COLLECT_MIN=2.5 ... collect; LEASE_S=1560 WAIT_S=540 SLOW_STEPS=1500 TRAIN_MIN=10
 # AFTER_SLOW_MIN=4 COMPILE=true SLOW_FAST_STEPS=0 AGENT_SEEDS="1 2" REAL_SEEDS="1" PPO_ARGS="ppo.n_steps=8
 # ppo.batch_size=64" PLAN_BESIDE=1 AGENTS_MIN=14 PLAN_GROUPS=<as planned> PLAN_ARGS=<as planned> GPUS=1 ... lease;
@@ -326,7 +329,7 @@ agents)
     agents_run
     ;;
 lease)  # the whole lease in the background (GPUS=1 on nvidia-h200-x2; see the header), then `watch` it
-    mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,run,run_sf,run_meta,aux}.rc "$W/all.done"
+    mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,run,run_sf,run_meta,aux,bench}.rc "$W/all.done"
     cp -r worldmodel/weights/default "$W/init"
     echo $(( $(date +%s) + ${LEASE_S:-1380} )) > "$W/lease_end"
     setsid nohup bash "$0" pipeline > "$W/pipeline.log" 2>&1 < /dev/null &
@@ -343,8 +346,10 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
     # not from the model's 2 task-1 start frames (sessions 6 and 8: 5%)
     ($PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 workers=4 $SCENE '~tasks' \
         "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
+     # BENCH_RUNS share PPO's GPU when PPO_GPU is the auxiliary one: PPO waits for them
+     [ -n "${BENCH_RUNS:-}" ] && [ "${PPO_GPU:-0}" = "$AUX_GPU" ] && until [ -f "$W/bench.rc" ]; do sleep 5; done
      ppo() {  # one train_agent run: $1 seed, $2 name, $3 extra overrides
-        CUDA_VISIBLE_DEVICES=0 timeout $(( ${PPO_MIN:-10} * 60 + 180 )) $PY -m experiments.train_agent model="$W/init" \
+        CUDA_VISIBLE_DEVICES=${PPO_GPU:-0} timeout $(( ${PPO_MIN:-10} * 60 + 180 )) $PY -m experiments.train_agent model="$W/init" \
             data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false time_limit_min=${PPO_MIN:-10} seed=$1 \
             real_baseline.num_envs=${REAL_ENVS:-16} "tasks=[${PPO_TASK:-task1_open}]" ${PPO_ARGS:-} $3 \
             out_dir="$W/train_agent/$2" > "$W/train_agent_$2.log" 2>&1
@@ -372,7 +377,17 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
          echo skipped > "$W/run.rc"
      fi
      [ "$SLOW_FAST_STEPS" -gt 0 ] && pilot 0 run_sf "${TRAIN_EXTRA:-}") > "$W/gpu0.log" 2>&1 &
-    (until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
+    (if [ -n "${BENCH_RUNS:-}" ]; then  # the learned env at N = 256 (issue 16), one bench_env per ';'-separated
+         i=0                             # argument list, before anything else runs on this GPU
+         (IFS=';'; for args in $BENCH_RUNS; do
+             i=$((i + 1)); log "bench_env $i on GPU $AUX_GPU: $args"
+             IFS=' '; CUDA_VISIBLE_DEVICES=$AUX_GPU timeout ${BENCH_S:-300} $PY -m experiments.bench_env --model $W/init \
+                 --device $DEVICE --sizes 256 --precision bf16 --real off --no-single $args \
+                 --out "$R/bench_env_$i.json" 2>&1 | grep -v Warning | tail -n 12
+         done)
+     fi
+     echo 0 > "$W/bench.rc"
+     until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
      [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
      planners() {  # the planners on the init model, at most AGENTS_MIN and ending EVAL_MIN before the lease
          PLAN_MIN=$(( $(left_min) - ${EVAL_MIN:-8} )); [ "$PLAN_MIN" -gt "${AGENTS_MIN%.*}" ] && PLAN_MIN=${AGENTS_MIN%.*}

@@ -150,7 +150,8 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
         train_and_evaluate("imagination", lambda: imagined_vec_env(
             model, heads, tasks, cfg.imagination.num_envs, cfg.max_chunks, seed=cfg.seed,
             denoise_steps=cfg.imagination.denoise_steps, temp_lora=cfg.imagination.temp_lora,
-            start_frames=str(starts) if starts else None))
+            start_frames=str(starts) if starts else None, precision=cfg.imagination.precision,
+            compile=cfg.imagination.compile))
     if cfg.real_baseline.enabled and (deadline is None or time.time() < deadline):
         print(f"PPO in the real scene: {base['total_timesteps']} env steps, {cfg.real_baseline.num_envs} scenes")
         train_and_evaluate("real", lambda: real_vec_env(tasks, mc.frame_size, cfg.real_baseline.num_envs,

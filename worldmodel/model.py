@@ -103,6 +103,17 @@ class SlowFastVGen(nn.Module):
     def encode_action(self, action: Action, batch_size: int, drop: torch.Tensor | None = None) -> torch.Tensor:
         return self.action_encoder(parse_action(action, self.config, batch_size), batch_size, drop)
 
+    def compile_unet(self, mode: str | None = None, backend: str = "inductor") -> None:
+        """`torch.compile` the UNet in place (`nn.Module.compile`): every later call of ``self.unet`` (the
+        sampler's denoising passes, the fast update's forward and backward, training) runs compiled.
+
+        In place, so the batched Temp-LoRA hooks on its layers are traced into the graph (Θ stays a graph
+        input: one graph serves every Θ), and the weights' names do not change. One graph per batch shape
+        and grad mode (sampling, fast update); a new number of envs recompiles, so compile where batches
+        are fixed (a vector env of N, a benchmark). Calling it again does nothing."""
+        if getattr(self.unet, "_compiled_call_impl", None) is None:
+            self.unet.compile(mode=mode, backend=backend, dynamic=False)
+
     # ---------------------------------------------------------------------------------------- training
     def batch_latents(self, batch: dict[str, Any]) -> torch.Tensor:
         """Latents (B, C, Tc + Tn, h, w) of a batch of chunk windows (keys: context, target)."""

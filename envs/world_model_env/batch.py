@@ -92,6 +92,8 @@ class EnvBatch:
             self.model.action_encoder.embed_texts(list(self.skills))
         self.start_set = load_start_set(cfg.start_frames, self.folder, self.frame_size)
         self.heads = resolve_heads(cfg.heads, self.folder, self.device)
+        if cfg.compile:
+            self.model.compile_unet()
         self.imagination = Imagination(self.model, n, self._make_memory(), cfg.denoise_steps, cfg.guidance_scale,
                                        precision=cfg.precision)
         self.frame_stack = cfg.frame_stack or self.context_frames

@@ -29,6 +29,9 @@ class WorldModelEnvConfig:
     - ``denoise_steps`` (default: the model's ``sample_steps``), ``guidance_scale``.
     - ``precision``: "fp32" (default; results independent of the batch), "bf16" (autocast: faster on
       GPUs and on CPUs with native bf16) or "auto" (bf16 where native). See `worldmodel.imagination`.
+    - ``compile``: `torch.compile` the model's UNet in place (`SlowFastVGen.compile_unet`; a shared model is
+      compiled for every env using it): the first steps compile (about a minute on a GPU), later ones run
+      the compiled graphs. Batches of one size only: a step of a subset of the envs compiles again.
     - ``cpu_threads``: on a CPU device, torch's threads: "auto" (default: the cores not busy when the env
       is made, `worldmodel.loading.free_cpu_threads`; threads fighting another process for the cores
       made steps ~4x slower), an int, or None (leave torch's setting). torch's setting is process-wide.
@@ -55,6 +58,7 @@ class WorldModelEnvConfig:
     denoise_steps: int | None = None
     guidance_scale: float | None = None
     precision: str = "fp32"
+    compile: bool = False
     cpu_threads: int | str | None = "auto"
     temp_lora: Any = True
     temp_lora_steps: int | None = None
