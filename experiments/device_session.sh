@@ -47,6 +47,8 @@
 # PPO_GPU (default 0): where PPO in imagination runs (1 on nvidia-h200-x2 with GPUS=1: the slow phase keeps GPU 0).
 # BENCH_RUNS="ARGS;ARGS..." (session 11): bench_env at N = 256 on the auxiliary GPU first, one run per argument list
 # (e.g. "--denoise-steps 2 --compile --fast-batch 256"), results in res/bench_env_<i>.json.
+# EVAL_GPU=0 (two GPUs): the slow phase's model is evaluated on GPU 0 as soon as it is trained (default: the
+# auxiliary GPU, after the planners).
 # Session 10 ran: DETACH=1 DATA_SEED=8 COLLECT_MIN=2.5 ... collect; LEASE_S=1560 WAIT_S=540 SLOW_STEPS=1500 TRAIN_MIN=10
 # AFTER_SLOW_MIN=4 COMPILE=true SLOW_FAST_STEPS=0 AGENT_SEEDS="1 2" REAL_SEEDS="1" PPO_ARGS="ppo.n_steps=8
 # ppo.batch_size=64" PLAN_BESIDE=1 AGENTS_MIN=14 PLAN_GROUPS=<as planned> PLAN_ARGS=<as planned> GPUS=1 ... lease;
@@ -341,24 +343,24 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
     END=$(cat "$W/lease_end")
     left_min() { echo $(( (END - $(date +%s)) / 60 )); }
     R=$W/res
-    # PPO in imagination on GPU 0 while the scenes render, its real baseline on the CPUs. Its imagined episodes start
+    # PPO in imagination on GPU PPO_GPU (0) while the scenes render, its real baseline on the CPUs. Its imagined episodes start
     # from the first frames of 64 task-1 episodes (random cube colours, seed 6), as in session 7 (100% real success),
     # not from the model's 2 task-1 start frames (sessions 6 and 8: 5%)
     ($PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 workers=4 $SCENE '~tasks' \
         "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
-     # BENCH_RUNS share PPO's GPU when PPO_GPU is the auxiliary one: PPO waits for them
-     [ -n "${BENCH_RUNS:-}" ] && [ "${PPO_GPU:-0}" = "$AUX_GPU" ] && until [ -f "$W/bench.rc" ]; do sleep 5; done
      ppo() {  # one train_agent run: $1 seed, $2 name, $3 extra overrides
         CUDA_VISIBLE_DEVICES=${PPO_GPU:-0} timeout $(( ${PPO_MIN:-10} * 60 + 180 )) $PY -m experiments.train_agent model="$W/init" \
             data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false time_limit_min=${PPO_MIN:-10} seed=$1 \
             real_baseline.num_envs=${REAL_ENVS:-16} "tasks=[${PPO_TASK:-task1_open}]" ${PPO_ARGS:-} $3 \
             out_dir="$W/train_agent/$2" > "$W/train_agent_$2.log" 2>&1
      }
+     # REAL_SEEDS: the real-scene baseline as runs of its own, beside imagination's (one run for both ran out of time)
+     for seed in ${REAL_SEEDS:-}; do ppo $seed seed${seed}_real imagination.enabled=false & done
+     # BENCH_RUNS share PPO's GPU when PPO_GPU is the auxiliary one: imagination waits for them
+     [ -n "${BENCH_RUNS:-}" ] && [ "${PPO_GPU:-0}" = "$AUX_GPU" ] && until [ -f "$W/bench.rc" ]; do sleep 5; done
      for seed in ${AGENT_SEEDS:-0}; do
         if [ -n "${REAL_SEEDS:-}" ]; then ppo $seed seed$seed real_baseline.enabled=false & else ppo $seed seed$seed "" & fi
      done
-     # REAL_SEEDS: the real-scene baseline as runs of its own, beside imagination's (one run for both ran out of time)
-     for seed in ${REAL_SEEDS:-}; do ppo $seed seed${seed}_real imagination.enabled=false & done
      wait; echo 0 > "$W/ppo.rc") &
     BASE=$W/init  # what the pilots start from: the slow phase's model when it runs (SLOW_STEPS > 0), else the default
     [ "$SLOW_STEPS" -gt 0 ] && BASE=$W/run/model
@@ -373,6 +375,8 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
             phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.decay_by_deadline=$DECAY_BY_DEADLINE \
             phases.slow.compile=$COMPILE phases.slow_fast.steps=0 > "$W/train.log" 2>&1
          echo $? > "$W/run.rc"; cp -r "$W/init/heads" "$W/run/model/heads" 2>/dev/null
+         # EVAL_GPU=0 (two GPUs): the new model's evaluations right after its training, on the GPU it trained on
+         [ "${EVAL_GPU:-$AUX_GPU}" = 0 ] && [ -f "$W/run/model/config.json" ] && evaluate_model "$W/run/model" "$R/eval_slow" 0
      else
          echo skipped > "$W/run.rc"
      fi
@@ -404,7 +408,8 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      wait
      echo 0 > "$W/aux.rc"
      until [ -f "$W/run.rc" ]; do sleep 5; done
-     [ -f "$W/run/model/config.json" ] && evaluate_model "$W/run/model" "$R/eval_slow" $AUX_GPU) > "$W/aux.log" 2>&1 &
+     [ "${EVAL_GPU:-$AUX_GPU}" = 0 ] || [ ! -f "$W/run/model/config.json" ] || \
+         evaluate_model "$W/run/model" "$R/eval_slow" $AUX_GPU) > "$W/aux.log" 2>&1 &
     wait
     touch "$W/all.done"
     ;;
