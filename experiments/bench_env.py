@@ -122,6 +122,16 @@ def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool
             "warmup_s": warmup_s}
 
 
+def _dynamo_counts() -> dict:
+    """torch.compile's running totals in this process: graphs compiled, graph breaks, frames compiled. A compiled
+    row whose phase times match eager ones is explained here (and by the recompilation reasons that ``--compile``
+    logs: a frame over dynamo's recompile limit runs eager)."""
+    from torch._dynamo.utils import counters
+
+    return {"unique_graphs": counters["stats"].get("unique_graphs", 0),
+            "graph_breaks": sum(counters["graph_break"].values()), "frames": dict(counters["frames"])}
+
+
 def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device,
                    temp_lora: str) -> list[dict]:
     model, _ = load_model(spec, device, shared=True)
@@ -148,7 +158,8 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                 "s_per_step": timing["seconds"] / args.chunks, "frames_per_s": frames / timing["seconds"],
                 "phases_s_per_step": timing["phases_s_per_step"],
                 "rss_after_mib": psutil.Process().memory_info().rss / 2**20,
-                "peak_cuda_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None}
+                "peak_cuda_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+                "dynamo": _dynamo_counts() if args.compile else None}
 
     if not args.no_single:
         env = WorldModelEnv(**opts)
@@ -294,6 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not settings or set(settings) - {"on", "off"}:
         raise SystemExit(f"--temp-lora must be on, off or on,off, got {args.temp_lora!r}")
     device = resolve_device(args.device)
+    if args.compile:
+        torch._logging.set_logs(recompiles=True)  # why a graph compiles again, on stderr
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) < 1:
         raise SystemExit(f"--sizes must be positive integers, got {args.sizes!r}")

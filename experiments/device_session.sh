@@ -49,6 +49,10 @@
 # (e.g. "--denoise-steps 2 --compile --fast-batch 256"), results in res/bench_env_<i>.json.
 # EVAL_GPU=0 (two GPUs): the slow phase's model is evaluated on GPU 0 as soon as it is trained (default: the
 # auxiliary GPU, after the planners).
+# HEADS_FIT=1 (after session 11): on the auxiliary GPU, once the episodes are collected, the init model's heads
+# continued on them and on the model's teacher-forced chunks of them (`fit_heads --imagined-steps`, HEADS_FIT_ARGS,
+# at most HEADS_MIN minutes); the planners then use those heads. Session 11's plan_diag: imagined cube skills from
+# task 4's second state fooled the shipped heads (P(done) up to 0.89), with run 7 as with run 5.
 # Session 10 ran: DETACH=1 DATA_SEED=8 COLLECT_MIN=2.5 ... collect; LEASE_S=1560 WAIT_S=540 SLOW_STEPS=1500 TRAIN_MIN=10
 # AFTER_SLOW_MIN=4 COMPILE=true SLOW_FAST_STEPS=0 AGENT_SEEDS="1 2" REAL_SEEDS="1" PPO_ARGS="ppo.n_steps=8
 # ppo.batch_size=64" PLAN_BESIDE=1 AGENTS_MIN=14 PLAN_GROUPS=<as planned> PLAN_ARGS=<as planned> GPUS=1 ... lease;
@@ -393,10 +397,24 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      echo 0 > "$W/bench.rc"
      until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
      [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
-     planners() {  # the planners on the init model, at most AGENTS_MIN and ending EVAL_MIN before the lease
+     PLAN_MODEL=$W/init
+     if [ "${HEADS_FIT:-0}" = 1 ]; then  # the init model's heads continued on the new episodes (off-plan ones with
+         # DEVIATE) and on the model's own teacher-forced chunks of them, so that they read imagined frames as the
+         # planner feeds them; the planners then use these heads (results and heads in res/heads_fit)
+         until [ -f "$W/collect.rc" ]; do sleep 5; done
+         rm -rf "$W/heads_model" && cp -r "$W/init" "$W/heads_model"
+         log "heads: continued on $W/scene with imagined chunks (GPU $AUX_GPU): ${HEADS_FIT_ARGS:-}"
+         CUDA_VISIBLE_DEVICES=$AUX_GPU timeout $(( ${HEADS_MIN:-6} * 60 )) $PY -m experiments.fit_heads \
+             --model "$W/heads_model" --data "$W/scene" --continue --device $DEVICE \
+             ${HEADS_FIT_ARGS:-"--steps 3000 --lr 3e-4 --imagined-steps 2 --max-episodes 1200"} > "$W/heads_fit.log" 2>&1 \
+             && PLAN_MODEL=$W/heads_model
+         mkdir -p "$R/heads_fit" && cp -r "$W/heads_model/heads" "$R/heads_fit/" 2>/dev/null
+         tail -n 25 "$W/heads_fit.log"
+     fi
+     planners() {  # the planners on PLAN_MODEL, at most AGENTS_MIN and ending EVAL_MIN before the lease
          PLAN_MIN=$(( $(left_min) - ${EVAL_MIN:-8} )); [ "$PLAN_MIN" -gt "${AGENTS_MIN%.*}" ] && PLAN_MIN=${AGENTS_MIN%.*}
-         log "planners on GPU $AUX_GPU, $PLAN_MIN min"
-         [ "$PLAN_MIN" -ge 2 ] && MODEL=$W/init PLAN_GPU=$AUX_GPU AGENTS_MIN=$PLAN_MIN AGENT_SEEDS= OUT=$R agents_run
+         log "planners on GPU $AUX_GPU, $PLAN_MIN min, $PLAN_MODEL"
+         [ "$PLAN_MIN" -ge 2 ] && MODEL=$PLAN_MODEL PLAN_GPU=$AUX_GPU AGENTS_MIN=$PLAN_MIN AGENT_SEEDS= OUT=$R agents_run
      }
      # PLAN_BESIDE=1 (one GPU): the planners start now, beside the pilots, instead of after them
      [ "${PLAN_BESIDE:-0}" = 1 ] && { planners > "$W/planners.log" 2>&1 & }
