@@ -9,7 +9,8 @@ One env step generates one chunk (``new_frames`` frames: ``denoise_steps`` UNet 
 batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batched). Each size is
 timed over ``--chunks`` steps after warm-up steps (``--update-every`` of them, so that a fast update is among
 them; with ``--compile`` they compile the UNet's graphs); imagined frames/s = N * new_frames * chunks /
-seconds. The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's
+seconds. The phases (denoise, decode, fast update) are timed with the GPU synchronised around each (until
+session 11 they were not: rows before then split their step time unreliably; their totals hold). The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's
 resolution) is timed on the same machine when it can run (``--real-workers`` scenes side by side, one
 process each, as data collection runs them), and each imagined row is given as a multiple of its frames/s.
 Temp-LoRA is timed on and off in the same run by default (`--temp-lora on,off`), so the memory's overhead
@@ -99,6 +100,9 @@ def _actions(space: Any, rng: np.random.Generator) -> Any:
 def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool, seed: int = 0,
               warmup: int = 1) -> dict:
     rng = np.random.default_rng(seed)
+    # exact per-phase GPU times (denoise / decode / fast update): without it the phases time kernel launches and
+    # a phase that reads a value back (the fast update's losses) also waits for the kernels queued before it
+    env.batch.imagination.sync_timings = True
     env.reset(seed=seed)
     start = time.perf_counter()
     for _ in range(warmup):  # text cache, allocator, kernels; with compile, the graphs

@@ -387,6 +387,8 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      [ "$SLOW_FAST_STEPS" -gt 0 ] && pilot 0 run_sf "${TRAIN_EXTRA:-}") > "$W/gpu0.log" 2>&1 &
     (if [ -n "${BENCH_RUNS:-}" ]; then  # the learned env at N = 256 (issue 16), one bench_env per ';'-separated
          i=0                             # argument list, before anything else runs on this GPU
+         # compilation is CPU work: session 11's compiled runs, beside 28 collection processes, ran out of time
+         until [ -f "$W/collect.rc" ]; do sleep 5; done
          (IFS=';'; for args in $BENCH_RUNS; do
              i=$((i + 1)); log "bench_env $i on GPU $AUX_GPU: $args"
              IFS=' '; CUDA_VISIBLE_DEVICES=$AUX_GPU timeout ${BENCH_S:-300} $PY -m experiments.bench_env --model $W/init \
