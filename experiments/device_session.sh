@@ -57,12 +57,20 @@
 # AFTER_SLOW_MIN=4 COMPILE=true SLOW_FAST_STEPS=0 AGENT_SEEDS="1 2" REAL_SEEDS="1" PPO_ARGS="ppo.n_steps=8
 # ppo.batch_size=64" PLAN_BESIDE=1 AGENTS_MIN=14 PLAN_GROUPS=<as planned> PLAN_ARGS=<as planned> GPUS=1 ... lease;
 # watch twice; then one call by hand (docs/RESULTS.md, "The session-10 lease").
-# Next session: DATA_SEED=9 DEVIATE=0.2 collect (expert episodes with off-plan skills: the imagined cube must stay on
-# the table when "put it in the drawer" meets a shut drawer, docs/RESULTS.md "Skills to go"); then SLOW_STEPS=1500 TRAIN_MIN=12 AFTER_SLOW_MIN=4 COMPILE=true (the cosine now
-# ends with the time limit) SLOW_FAST_STEPS=0 PPO_TASK=task3_rearrange_medium AGENT_SEEDS="1" REAL_SEEDS="1"
-# PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64" PPO_MIN=12 PLAN_BESIDE=1 AGENTS_MIN=16 PLAN_GROUPS="task2_unlock_and_lock
-# task4_put_in_drawer task5_rearrange_hard;task1_open task3_rearrange_medium" PLAN_ARGS=<as session 10> ... lease: the
-# planners with the session-10 heads (skills to go, plan_eval's --value-weight 2 by default) on the tasks that failed.
+# Session 11 (nvidia-h200-x2) ran: DETACH=1 DATA_SEED=9 DEVIATE=0.2 COLLECT_MIN=3 ... collect; LEASE_S=1540 WAIT_S=540
+# SLOW_STEPS=2500 TRAIN_MIN=12 AFTER_SLOW_MIN=6 COMPILE=true SLOW_FAST_STEPS=0 EVAL_GPU=0 EVAL_MIN=1 PPO_GPU=1
+# PPO_TASK=task3_rearrange_medium AGENT_SEEDS="1" REAL_SEEDS="1" PPO_ARGS=<as session 10> PPO_MIN=12 AGENTS_MIN=16
+# PLAN_GROUPS=<as planned> PLAN_ARGS=<as session 10> BENCH_S=300 BENCH_RUNS="--denoise-steps 2 --fast-batch 256 --chunks 4;
+# <the same> --compile;<the same> --compile --update-every 2 --temp-lora on;--denoise-steps 8 --fast-batch 256 --chunks 4
+# --compile" GPUS=1 ... lease; watch twice (docs/RESULTS.md, "The session-11 lease"). Run 7 shipped.
+# Next session (x2 if lent; GPUS=1 on one GPU shares it): DETACH=1 DATA_SEED=10 DEVIATE=0.3 COLLECT_MIN=3 collect; then
+# HEADS_FIT=1 (heads that read the model's own chunks: imagined cube skills fooled the shipped ones, plan_diag)
+# PLAN_GROUPS="task4_put_in_drawer task2_unlock_and_lock task5_rearrange_hard;task1_open task3_rearrange_medium"
+# PLAN_ARGS=<as session 10> AGENTS_MIN=14 BENCH_S=420 BENCH_RUNS="--denoise-steps 2 --fast-batch 256 --chunks 4
+# --compile;--denoise-steps 2 --fast-batch 256 --chunks 8 --compile --update-every 4 --temp-lora on" (phases now
+# synchronised; recompilations logged) PPO_GPU=1 AGENT_SEEDS="1" PPO_TASK=task1_open PPO_ARGS="ppo.n_steps=8
+# ppo.batch_size=64 imagination.precision=bf16 imagination.compile=true" (the wall-clock of imagination vs real, task 1)
+# SLOW_STEPS=2500 TRAIN_MIN=12 AFTER_SLOW_MIN=6 COMPILE=true EVAL_GPU=0 EVAL_MIN=1 ... lease.
 # A slow-fast pilot needs an outer lr near the slow phase's last (5e-5): at 3e-4 both session-9 pilots lost 0.4-0.7 dB.
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
