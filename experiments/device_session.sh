@@ -49,7 +49,7 @@
 # (e.g. "--denoise-steps 2 --compile --fast-batch 256"), results in res/bench_env_<i>.json.
 # EVAL_GPU=0 (two GPUs): the slow phase's model is evaluated on GPU 0 as soon as it is trained (default: the
 # auxiliary GPU, after the planners).
-# HEADS_FIT=1 (after session 11): on the auxiliary GPU, once the episodes are collected, the init model's heads
+# HEADS_FIT=1 (after session 11): on GPU 0 before the slow phase, once the episodes are collected, the init model's heads
 # continued on them and on the model's teacher-forced chunks of them (`fit_heads --imagined-steps`, HEADS_FIT_ARGS,
 # at most HEADS_MIN minutes); the planners then use those heads. Session 11's plan_diag: imagined cube skills from
 # task 4's second state fooled the shipped heads (P(done) up to 0.89), with run 7 as with run 5.
@@ -120,6 +120,7 @@ fi
 BATCH=${BATCH:-$((256 * GPUS))}     # global batch of the slow phase: 256 per GPU
 FIT_HEADS=${FIT_HEADS:-0}           # 1: fit the heads on the new episodes; 0 keeps the init model's (they read frames only)
 HEADS_ARGS=${HEADS_ARGS:-"--continue --steps 2000 --lr 3e-4"}  # from the init model's heads, with the hindsight labels
+HEADS_FIT_ARGS=${HEADS_FIT_ARGS:-"--steps 3000 --lr 3e-4 --imagined-steps 2 --max-episodes 1200"}  # HEADS_FIT=1's
 PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled slow step on one GPU (bench_train)
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
@@ -343,7 +344,7 @@ agents)
     agents_run
     ;;
 lease)  # the whole lease in the background (GPUS=1 on nvidia-h200-x2; see the header), then `watch` it
-    mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,run,run_sf,run_meta,aux,bench}.rc "$W/all.done"
+    mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,run,run_sf,run_meta,aux,bench,heads}.rc "$W/all.done"
     cp -r worldmodel/weights/default "$W/init"
     echo $(( $(date +%s) + ${LEASE_S:-1380} )) > "$W/lease_end"
     setsid nohup bash "$0" pipeline > "$W/pipeline.log" 2>&1 < /dev/null &
@@ -377,6 +378,18 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
     BASE=$W/init  # what the pilots start from: the slow phase's model when it runs (SLOW_STEPS > 0), else the default
     [ "$SLOW_STEPS" -gt 0 ] && BASE=$W/run/model
     (until [ -f "$W/collect.rc" ]; do sleep 5; done
+     if [ "${HEADS_FIT:-0}" = 1 ]; then  # before the slow phase: the init model's heads continued on the new episodes
+         # (off-plan ones with DEVIATE) and on the model's own teacher-forced chunks of them, so that they read imagined
+         # frames as the planner feeds them; the planners (GPU AUX_GPU) wait for them (results in res/heads_fit)
+         rm -rf "$W/heads_model" && cp -r "$W/init" "$W/heads_model"
+         log "heads on GPU 0: continued on the new episodes and imagined chunks of them"
+         CUDA_VISIBLE_DEVICES=0 timeout $(( ${HEADS_MIN:-6} * 60 )) $PY -m experiments.fit_heads \
+             --model "$W/heads_model" --data "$W/scene" --continue --device $DEVICE \
+             $HEADS_FIT_ARGS > "$W/heads_fit.log" 2>&1
+         echo $? > "$W/heads.rc"
+         mkdir -p "$R/heads_fit" && cp -r "$W/heads_model/heads" "$R/heads_fit/" 2>/dev/null
+         tail -n 25 "$W/heads_fit.log"
+     fi
      if [ "$SLOW_STEPS" -gt 0 ]; then
          SLOW_MIN=$(( $(left_min) - ${AFTER_SLOW_MIN:-9} )); [ "$SLOW_MIN" -gt "${TRAIN_MIN%.*}" ] && SLOW_MIN=${TRAIN_MIN%.*}
          log "slow phase on GPU 0 ($SLOW_STEPS steps, compile $COMPILE, at most $SLOW_MIN min)"
@@ -407,21 +420,12 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      echo 0 > "$W/bench.rc"
      until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
      [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
-     PLAN_MODEL=$W/init
-     if [ "${HEADS_FIT:-0}" = 1 ]; then  # the init model's heads continued on the new episodes (off-plan ones with
-         # DEVIATE) and on the model's own teacher-forced chunks of them, so that they read imagined frames as the
-         # planner feeds them; the planners then use these heads (results and heads in res/heads_fit)
-         until [ -f "$W/collect.rc" ]; do sleep 5; done
-         rm -rf "$W/heads_model" && cp -r "$W/init" "$W/heads_model"
-         log "heads: continued on $W/scene with imagined chunks (GPU $AUX_GPU): ${HEADS_FIT_ARGS:-}"
-         CUDA_VISIBLE_DEVICES=$AUX_GPU timeout $(( ${HEADS_MIN:-6} * 60 )) $PY -m experiments.fit_heads \
-             --model "$W/heads_model" --data "$W/scene" --continue --device $DEVICE \
-             ${HEADS_FIT_ARGS:-"--steps 3000 --lr 3e-4 --imagined-steps 2 --max-episodes 1200"} > "$W/heads_fit.log" 2>&1 \
-             && PLAN_MODEL=$W/heads_model
-         mkdir -p "$R/heads_fit" && cp -r "$W/heads_model/heads" "$R/heads_fit/" 2>/dev/null
-         tail -n 25 "$W/heads_fit.log"
-     fi
      planners() {  # the planners on PLAN_MODEL, at most AGENTS_MIN and ending EVAL_MIN before the lease
+         PLAN_MODEL=$W/init
+         if [ "${HEADS_FIT:-0}" = 1 ]; then  # wait for the heads (GPU 0) and use them if they were fitted
+             until [ -f "$W/heads.rc" ]; do sleep 5; done
+             [ "$(cat "$W/heads.rc")" = 0 ] && PLAN_MODEL=$W/heads_model
+         fi
          PLAN_MIN=$(( $(left_min) - ${EVAL_MIN:-8} )); [ "$PLAN_MIN" -gt "${AGENTS_MIN%.*}" ] && PLAN_MIN=${AGENTS_MIN%.*}
          log "planners on GPU $AUX_GPU, $PLAN_MIN min, $PLAN_MODEL"
          [ "$PLAN_MIN" -ge 2 ] && MODEL=$PLAN_MODEL PLAN_GPU=$AUX_GPU AGENTS_MIN=$PLAN_MIN AGENT_SEEDS= OUT=$R agents_run
@@ -445,7 +449,7 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     END=$(cat "$W/lease_end")
     while [ ! -f "$W/all.done" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 10; done
     log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
-    for f in collect.log collect_eval.log gpu0.log aux.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
+    for f in collect.log collect_eval.log gpu0.log aux.log heads_fit.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
         planners.log pipeline.log; do
         # progress bars end their updates with \r: one line each, so a bar's whole history is not one huge line
         [ -f "$W/$f" ] && { echo "== $f"; tr '\r' '\n' < "$W/$f" | grep -v -e Warning -e '^\s*$' | tail -n 6 | cut -c1-400; }
