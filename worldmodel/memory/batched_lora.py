@@ -394,9 +394,11 @@ class BatchedTempLoRA:
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             losses = losses.view(m, n)
             per_env = losses.mean(0)
+            # the rollback check reads every env's losses: one copy to the host, not one GPU sync per env
+            host_losses, tt = losses.detach().float().cpu(), t.view(m, n).cpu()
             values = [float(v) for v in per_env.detach().cpu()]
-            tt = t.view(m, n)
-            ok = [not rule.rolls_back(self.config, self.losses[e], tt[:, k], losses[:, k]) for k, e in enumerate(envs)]
+            ok = [not rule.rolls_back(self.config, self.losses[e], tt[:, k], host_losses[:, k])
+                  for k, e in enumerate(envs)]
             if not any(ok):
                 return list(zip(values, ok))
             keep = torch.tensor(ok, device=device)
@@ -413,7 +415,7 @@ class BatchedTempLoRA:
         for k, fin in zip(good_rows, finite):
             ok[k] = fin
             if fin:
-                rule.record(self.losses[envs[k]], tt[:, k], losses[:, k])
+                rule.record(self.losses[envs[k]], tt[:, k], host_losses[:, k])
         return list(zip(values, ok))
 
     @torch.no_grad()
