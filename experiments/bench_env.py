@@ -10,9 +10,10 @@ batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batch
 timed over ``--chunks`` steps after warm-up steps (``--update-every`` of them, so that a fast update is among
 them; with ``--compile`` they compile the UNet's graphs); imagined frames/s = N * new_frames * chunks /
 seconds. The phases (denoise, decode, fast update) are timed with the GPU synchronised around each (until
-session 11 they were not: rows before then split their step time unreliably; their totals hold). The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's
-resolution) is timed on the same machine when it can run (``--real-workers`` scenes side by side, one
-process each, as data collection runs them), and each imagined row is given as a multiple of its frames/s.
+session 11 they were not: rows before then split their step time unreliably; their totals hold). The real
+OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's resolution) is timed on the
+same machine when it can run (``--real-workers`` scenes side by side, one process each, as data collection runs
+them), and each imagined row is given as a multiple of its frames/s.
 Temp-LoRA is timed on and off in the same run by default (`--temp-lora on,off`), so the memory's overhead
 is read off one table. Prints a markdown table and writes JSON.
 """
