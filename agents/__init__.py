@@ -4,7 +4,8 @@
 - `agents.ppo`: PPO on skills (CNN on frames + the instruction) trained in imagination or in the real scene;
   `train_ppo`, `evaluate_in_real_scene`.
 - `agents.planning`: random shooting and CEM over skill sequences, every candidate imagined in one batch
-  by forking the imagination core, scored by the reward heads, replanned every real chunk.
+  by forking the imagination core, scored by the reward heads (and, with heads that have one, their
+  next-skill prior), replanned every real chunk; `SkillPriorAgent`, that prior alone.
 - `agents.real_scene`: the real-scene episode loop, the random-skill and scripted-expert baselines,
   the instruction check. `agents.heads`: the reward heads the agents are scored by (loaded or fitted).
 
@@ -21,7 +22,7 @@ _EXPORTS = {
     "ObservationSpec": "ppo", "PPOConfig": "ppo", "PolicyAgent": "ppo", "evaluate_in_real_scene": "ppo",
     "imagined_vec_env": "ppo", "real_vec_env": "ppo", "run_policy_in_real_scene": "ppo", "train_ppo": "ppo",
     "PlanResult": "planning", "PlannerConfig": "planning", "WorldModelPlanner": "planning", "make_agent": "planning",
-    "AGENTS": "planning",
+    "AGENTS": "planning", "SkillPriorAgent": "planning",
     "EpisodeResult": "real_scene", "ExpertAgent": "real_scene", "MEMORY_TASKS": "real_scene",
     "RandomSkillAgent": "real_scene", "SCENE_TASKS": "real_scene", "SceneSpec": "real_scene",
     "UnknownInstruction": "real_scene", "check_instruction": "real_scene", "make_scene": "real_scene",

@@ -40,6 +40,9 @@ class HeadsFit:
     hindsight_reward_mae: float = float("nan")  # reward error on those pairs (those tasks' rewards, 0 at the goal)
     hindsight_per_task: dict = field(default_factory=dict)  # task -> pairs, false_done, missed_done[, to_go_mae]
     hindsight_to_go_mae: float = float("nan")  # skills-to-go error on those pairs (heads with a to_go output)
+    # share of those pairs (not at the goal, some skill helps) whose most likely next skill brings the goal closer
+    # (heads with a next-skill output; chance is about 1 in 10)
+    hindsight_next_skill_accuracy: float = float("nan")
     # the same hindsight numbers on the world model's teacher-forced chunks of the held-out episodes
     # (`evaluation.rollout.imagined_episodes`)
     imagined: dict = field(default_factory=dict)
@@ -102,8 +105,9 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     or, in a memory task, when the plan passes through the goal scene before its distractors). A memory task's
     instruction for another episode is drawn with random distractors (`relabel_instruction`), seeded by the
     episode's states and the task, so the labels repeat. The fourth array: the skills still needed at each chunk's
-    end (`skills_to_go`)."""
-    from envs.real.tasks import RELABEL_TASKS, goal_conditions, relabel_instruction, skills_to_go
+    end (`skills_to_go`), and the fifth the skills that bring the goal one closer from there (`next_skills`)."""
+    from envs.real.skills import SKILLS
+    from envs.real.tasks import RELABEL_TASKS, goal_conditions, next_skills, relabel_instruction, skills_to_go
 
     attrs = episode["attrs"]
     L, K = int(attrs["chunk_len"]), len(episode["reward"])
@@ -116,7 +120,7 @@ def task_labels(episode: dict, task: str) -> LabelSet:
         seed = zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes())
         text = relabel_instruction(task, np.random.default_rng([seed, RELABEL_TASKS.index(task)]))
     return (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1),
-            skills_to_go(task, ends).astype(np.float32))
+            skills_to_go(task, ends).astype(np.float32), next_skills(task, ends, len(SKILLS)))
 
 
 def heldout_split(episodes: list[dict], heldout: float) -> tuple[list[dict], list[dict]]:
@@ -130,12 +134,15 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
               heldout: float = 0.1, max_episodes: int | None = None, seed: int = 0,
               device: str | torch.device = "cpu", config: HeadsConfig | None = None,
               relabel: bool = True, init: RewardHeads | None = None,
-              imagine: Callable[[list[dict]], list[dict]] | None = None) -> tuple[RewardHeads, HeadsFit]:
+              imagine: Callable[[list[dict]], list[dict]] | None = None,
+              next_skill: int = 0) -> tuple[RewardHeads, HeadsFit]:
     """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there: on the
     held-out episodes' own instructions, and against every `RELABEL_TASKS` instruction (`scene_labels`), also
     per task. ``relabel``: train on `scene_labels` too (else on the episodes' own labels only). ``init``: continue
     from these heads (their config) instead of fresh ones. ``imagine`` (e.g. `evaluation.rollout.imagined_episodes`):
-    train on its copies of the training episodes too, and measure on its copies of the held-out ones."""
+    train on its copies of the training episodes too, and measure on its copies of the held-out ones.
+    ``next_skill`` > 0: the heads get (or keep) a next-skill output over that many skills
+    (`RewardHeads.with_next_skill`) and learn it from the hindsight labels."""
     episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
     if not episodes:
         raise ValueError(f"{source}: no episodes with chunks to fit reward heads on")
@@ -143,7 +150,9 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
     if size != frame_size:
         raise ValueError(f"{source} holds {size}x{size} frames but the model makes {frame_size}x{frame_size} ones")
     train_eps, test_eps = heldout_split(episodes, heldout)
-    cfg = init.config if init is not None else config or HeadsConfig(frame_size=frame_size)
+    if init is not None and next_skill:
+        init = init.with_next_skill(next_skill)
+    cfg = init.config if init is not None else config or HeadsConfig(frame_size=frame_size, skills=next_skill)
     imagined_test = []
     if imagine is not None:
         train_eps, imagined_test = train_eps + imagine(train_eps), imagine(test_eps)
@@ -182,6 +191,11 @@ def judge_heads(heads: RewardHeads, episodes: list[dict], fit: HeadsFit) -> Head
         fit.hindsight_false_done, fit.hindsight_missed_done = _done_errors(done, hind.terminated)
         to_go_error = np.abs(pred["to_go"] - hind.to_go) if "to_go" in pred else np.full(len(hind), np.nan)
         fit.hindsight_to_go_mae = _finite_mean(to_go_error)
+        if "next_skill" in pred and hind.next_skill is not None:
+            labelled = hind.next_skill.any(1)
+            best = pred["next_skill"].argmax(1)
+            hits = hind.next_skill[np.arange(len(best)), best]
+            fit.hindsight_next_skill_accuracy = float(hits[labelled].mean()) if labelled.any() else float("nan")
         # each example's task, in `examples_from_episodes`' order (K examples per label set)
         tags = np.array([task for e in scene for task, (_, reward, *_) in _tagged_scene_labels(e)
                          for _ in range(len(reward))], dtype=object)
@@ -212,7 +226,8 @@ def describe_fit(fit: HeadsFit) -> str:
             f"{fit.terminated_accuracy:.3f}, reward MAE {fit.reward_mae:.3f} ({fit.heldout_chunks} chunks); against "
             f"every task instruction (tasks 1-5, memory): false done {fit.hindsight_false_done:.3f}, missed done "
             f"{fit.hindsight_missed_done:.3f}, reward MAE {fit.hindsight_reward_mae:.3f}, skills-to-go MAE "
-            f"{fit.hindsight_to_go_mae:.3f} ({fit.hindsight_chunks} pairs)"
+            f"{fit.hindsight_to_go_mae:.3f}, next-skill accuracy {fit.hindsight_next_skill_accuracy:.3f} "
+            f"({fit.hindsight_chunks} pairs)"
             + "".join(f"\n  {task}: false done {v['false_done']:.3f}, missed done {v['missed_done']:.3f}, skills-to-go "
                       f"MAE {v['to_go_mae']:.3f} ({v['done_pairs']} of {v['pairs']} pairs done)"
                       for task, v in fit.hindsight_per_task.items())

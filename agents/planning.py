@@ -16,6 +16,12 @@ real episode it plays (several episodes can be played side by side, all in the s
   task was not done before. The skills-to-go term (heads with a ``to_go`` output) is the value that lets a short
   horizon see past the reward's dips: OGBench's reward falls when a drawer that must end shut is opened, and
   along the expert's episodes of tasks 2, 4 and 5 it waits 3-7 chunks before it rises.
+- with ``prior_weight`` > 0 and heads that have a next-skill output (`worldmodel.heads.RewardHeads`, trained on
+  hindsight labels: the skills that bring the goal one closer), each skill of a sequence also scores
+  ``prior_weight * log P(skill | the state before it)``: the real frames for the first skill, the imagined chunk
+  before it for the others, and CEM's first distribution over the first skill is that prior (smoothed). The
+  imagined chunks still decide between the skills the prior finds likely (AlphaZero's policy prior, in a
+  CEM). The uniform CEM of sessions 8-11 never chose task 4's "open the drawer" within a 2-3 skill horizon.
 - random shooting samples K sequences (all of them when there are at most K); CEM refits a categorical
   distribution per step of the horizon to the best ``elites`` for ``iterations`` rounds (a round whose
   candidates all score the same teaches nothing and leaves it as it was). Both start from the previous
@@ -71,6 +77,8 @@ class PlannerConfig:
     # per skill the heads say is still needed (heads without a to_go output: no effect); above reward_weight, so a
     # right skill that costs a goal condition (opening a drawer that must end shut) still scores as progress
     value_weight: float = 2.0
+    # the weight of each skill's log-probability under the heads' next-skill prior (heads without one: no effect)
+    prior_weight: float = 0.0
     temp_lora: bool = True  # env 0 learns each real chunk; candidates carry its Θ
     learn_in_imagination: bool = False  # candidates also fast-learn their imagined chunks (slower)
     denoise_steps: int | None = None
@@ -112,6 +120,7 @@ class Imagined:
     terminated: np.ndarray
     frames: np.ndarray | None = None
     to_go: np.ndarray | None = None  # (K, C) skills still needed, where the heads predict it
+    skill_logp: np.ndarray | None = None  # (K, H) log P(skill | state before it), heads with a next-skill output
 
 
 @dataclass
@@ -159,6 +168,7 @@ class WorldModelPlanner:
         self.rngs = [np.random.default_rng([cfg.seed, i]) for i in range(b)]
         self.previous: list[np.ndarray | None] = [None] * b
         self.last_imagined: list[np.ndarray | None] = [None] * b
+        self.last_frames: list[np.ndarray | None] = [None] * b  # the real frames the belief env is at
         self.plans: list[list[PlanResult]] = [[] for _ in range(b)]
         self.notes: dict[int, list[str]] = {i: [] for i in range(b)}
         self.stop_reasons: list[str | None] = [None] * b
@@ -212,7 +222,7 @@ class WorldModelPlanner:
         if self.config.skill_chunks > 1:  # did the skill finish? the success head on the real chunk
             done = self.heads.predict(torch.from_numpy(truth), [self.instructions[b] for b in ids])["success"] >= 0.5
         for k, (b, skill) in enumerate(zip(ids, skills)):
-            self.last_imagined[b] = made[k]
+            self.last_imagined[b], self.last_frames[b] = made[k], truth[k]
             run = self._running[b]
             repeat = run is not None and run[0] == int(skill)
             rest = self.previous[b]
@@ -240,7 +250,7 @@ class WorldModelPlanner:
         self.instructions[b] = check_instruction(instruction)
         self.core.reset([self.root(b)], [np.asarray(frames)], seeds=[int(seed)])
         self.rngs[b] = np.random.default_rng([self.config.seed, int(seed)])
-        self.previous[b], self.last_imagined[b] = None, None
+        self.previous[b], self.last_imagined[b], self.last_frames[b] = None, None, np.asarray(frames)
         self.plans[b], self.notes[b], self.stop_reasons[b], self._infeasible[b] = [], [], None, 0
         self._running[b] = None
 
@@ -272,6 +282,9 @@ class WorldModelPlanner:
         texts = [self.instructions[b] for b in episodes for _ in range(k)]
         chunks = np.repeat(seqs.reshape(e * k, horizon), self.config.imagine_chunks, axis=1)  # a skill per chunk
         out = {key: np.zeros(chunks.shape, np.float32) for key in ("reward", "success", "terminated")}
+        flat_seqs = seqs.reshape(e * k, horizon)
+        logp = self._prior_logp([self.last_frames[b] for b in episodes], [self.instructions[b] for b in episodes])
+        logp = None if logp is None else np.repeat(logp, k, axis=0)[np.arange(e * k), flat_seqs[:, 0]][:, None]
         frames = [] if keep_frames else None
         for h in range(chunks.shape[1]):
             chunk = self.core.step(ids, self._action([self.skills[s] for s in chunks[:, h]]),
@@ -279,13 +292,30 @@ class WorldModelPlanner:
             pred = self.heads.predict(chunk.frames, texts)
             for key in (*out, "to_go") if "to_go" in pred else out:  # to_go: heads that predict it
                 out.setdefault(key, np.zeros(chunks.shape, np.float32))[:, h] = pred[key]
+            j = (h + 1) // self.config.imagine_chunks  # the skill this chunk's end is the state before
+            if logp is not None and (h + 1) % self.config.imagine_chunks == 0 and j < horizon:
+                p = pred["next_skill"][np.arange(e * k), flat_seqs[:, j]]
+                logp = np.concatenate([logp, np.log(np.maximum(p, 1e-6))[:, None]], axis=1)
             if frames is not None:
                 frames.append(chunk.frames.cpu().numpy())
         shape = (k, chunks.shape[1]) if flat else (e, k, chunks.shape[1])
         video = np.stack(frames, axis=1).reshape(*shape, *frames[0].shape[1:]) if frames is not None else None
         return Imagined(seqs[0] if flat else seqs,
                         *(out[key].reshape(shape) for key in ("reward", "success", "terminated")), video,
-                        out["to_go"].reshape(shape) if "to_go" in out else None)
+                        out["to_go"].reshape(shape) if "to_go" in out else None,
+                        None if logp is None else logp.reshape(*shape[:-1], horizon))
+
+    def _prior_logp(self, frames: list[np.ndarray | None], instructions: list[str | None]) -> np.ndarray | None:
+        """log P(skill | real frames) per episode (E, skills) from the heads' next-skill output; None where the
+        prior is off (``prior_weight`` 0, heads without that output, or no real frames yet)."""
+        if not self.config.prior_weight or not getattr(self.heads.config, "skills", 0) or any(
+                f is None for f in frames):
+            return None
+        if self.heads.config.skills != len(self.skills):
+            raise ValueError(f"the heads' next-skill output names {self.heads.config.skills} skills, the planner "
+                             f"{len(self.skills)}")
+        prior = self.heads.predict(np.stack([f[-self.heads.config.num_frames:] for f in frames]), instructions)
+        return np.log(np.maximum(prior["next_skill"], 1e-6))
 
     def score(self, imagined: Imagined) -> tuple[np.ndarray, np.ndarray]:
         """(score, P(done within the horizon)) per sequence (over the last axis of the judgements)."""
@@ -297,6 +327,10 @@ class WorldModelPlanner:
                  + cfg.terminated_weight * term)
         if imagined.to_go is not None:
             value = value - cfg.value_weight * imagined.to_go
+        if imagined.skill_logp is not None and cfg.prior_weight:  # each skill's prior, at its first chunk
+            prior = np.zeros_like(value)
+            prior[..., ::cfg.imagine_chunks] = cfg.prior_weight * imagined.skill_logp
+            value = value + prior
         discount = cfg.discount ** np.arange(term.shape[-1])
         return (alive * value * discount).sum(axis=-1), 1.0 - np.prod(1.0 - term, axis=-1)
 
@@ -322,6 +356,10 @@ class WorldModelPlanner:
         s, h, k = len(self.skills), cfg.horizon, cfg.candidates
         warm = {b: self._warm(b) for b in episodes}
         probs = {b: np.full((h, s), 1.0 / s) for b in episodes}
+        prior = self._prior_logp([self.last_frames[b] for b in episodes], [self.instructions[b] for b in episodes])
+        if cfg.method == "cem" and prior is not None:  # the first skill drawn from the prior, smoothed
+            for i, b in enumerate(episodes):
+                probs[b][0] = (1 - cfg.smoothing) * np.exp(prior[i]) / np.exp(prior[i]).sum() + cfg.smoothing / s
         if cfg.method == "cem":
             for b in episodes:
                 if warm[b] is not None:
@@ -365,22 +403,52 @@ class WorldModelPlanner:
         return results
 
 
+class SkillPriorAgent:
+    """The heads' next-skill prior alone: its most likely skill for the real frames, no imagination. The baseline
+    that says what the planner's imagined chunks add to its prior (`PlannerConfig.prior_weight`)."""
+
+    name = "skill prior, no imagination"
+
+    def __init__(self, heads: Any, num_episodes: int = 1, skills: Sequence[str] = SKILLS):
+        if heads is None or getattr(heads.config, "skills", 0) != len(skills):
+            raise ValueError(f"the skill-prior agent needs heads with a next-skill output over {len(skills)} skills "
+                             "(python -m experiments.fit_heads --next-skill)")
+        self.heads, self.num_episodes = heads, num_episodes
+        self.frames: list[np.ndarray | None] = [None] * num_episodes
+        self.instructions: list[str | None] = [None] * num_episodes
+
+    def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
+        self.frames[b], self.instructions[b] = np.asarray(frame)[None], check_instruction(info["instruction"])
+
+    def act_batch(self, ids: Sequence[int]) -> list[int]:
+        ids = list(ids)
+        k = self.heads.config.num_frames
+        prior = self.heads.predict(np.stack([self.frames[b][-k:] for b in ids]), [self.instructions[b] for b in ids])
+        return [int(i) for i in prior["next_skill"].argmax(1)]
+
+    def observe_batch(self, ids, skills, frames, infos) -> None:
+        for b, f in zip(ids, frames):
+            self.frames[b] = np.asarray(f)
+
+
 def make_agent(name: str, model: Any = None, heads: Any = None, config: PlannerConfig | None = None,
                num_episodes: int = 1, seed: int = 0) -> Any:
     """An agent by name for ``num_episodes`` side-by-side episodes: ``planner``, ``planner_no_memory`` (the
-    same without Temp-LoRA), ``random`` or ``expert``."""
+    same without Temp-LoRA), ``prior`` (the heads' next-skill prior alone), ``random`` or ``expert``."""
     if name in ("planner", "planner_no_memory"):
         cfg = config or PlannerConfig(seed=seed)
         if name == "planner_no_memory":
             cfg = replace(cfg, temp_lora=False)
         return WorldModelPlanner(model, heads, cfg, num_episodes=num_episodes)
+    if name == "prior":
+        return SkillPriorAgent(heads, num_episodes)
     if name == "random":
         return RandomSkillAgent(num_episodes, seed)
     if name == "expert":
         return ExpertAgent(num_episodes)
-    raise ValueError(f"unknown agent {name!r}; choose from planner, planner_no_memory, random, expert")
+    raise ValueError(f"unknown agent {name!r}; choose from {', '.join(AGENTS)}")
 
 
-AGENTS = ("planner", "planner_no_memory", "random", "expert")
+AGENTS = ("planner", "planner_no_memory", "prior", "random", "expert")
 __all__ = ["AGENTS", "ExpertAgent", "Imagined", "METHODS", "PlanResult", "PlannerConfig", "RandomSkillAgent",
-           "WorldModelPlanner", "make_agent"]
+           "SkillPriorAgent", "WorldModelPlanner", "make_agent"]

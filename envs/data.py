@@ -7,6 +7,11 @@ actions of each group; frames[0] is always kept. Below, frames, chunk length L' 
 and actions refer to this strided episode, with T' = 1 + K*L'.
 
 Files are opened lazily, once per process, so DataLoader workers (fork or spawn) are safe.
+
+``ChunkDataset`` items also carry the cube's image location in every window frame (``object_pixels``,
+from the episodes' optional ``cube_pixel`` record, indexed exactly as the frames are) and the width of
+the frames those pixels refer to (``frame_width``), for the slow phase's cube-weighted loss
+(``TrainConfig.object_weight``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,26 @@ import torch
 from torch.utils.data import Dataset
 
 from envs.episodes import EpisodeFileError, h5_files, list_episodes, validate_episode
+from envs.real.objects import CUBE_PIXEL_FIELDS
 
 Source = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[Mapping]
+OBJECT_FIELDS = ("x", "y", "visible")  # the ``cube_pixel`` columns an item's ``object_pixels`` holds, in this order
+
+
+def _cube_columns(fields: object, num_columns: int) -> tuple[int, ...]:
+    """Where x, y and visible sit in a ``cube_pixel`` record whose ``cube_pixel_fields`` attr is ``fields``
+    (None: ``CUBE_PIXEL_FIELDS``, whose first four columns older 4-column records share). ValueError if absent."""
+    if fields is None:
+        names = CUBE_PIXEL_FIELDS
+    else:
+        names = tuple((fields.decode("utf-8") if isinstance(fields, bytes) else str(fields)).split(","))
+    missing = [f for f in OBJECT_FIELDS if f not in names]
+    if missing:
+        raise ValueError(f"cube_pixel_fields {names} lack {missing}")
+    columns = tuple(names.index(f) for f in OBJECT_FIELDS)
+    if max(columns) >= num_columns:
+        raise ValueError(f"cube_pixel has {num_columns} columns but its fields {names} need {max(columns) + 1}")
+    return columns
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,8 @@ class _Ref:
     num_chunks: int
     chunk_len: int  # stored L
     language: tuple[str, ...]
+    cube_columns: tuple[int, ...] | None = None  # x, y, visible columns of ``cube_pixel``; None: no record
+    frame_width: int = 0  # the stored frames' width, which ``cube_pixel``'s pixels refer to
 
 
 class _Episodes:
@@ -55,7 +80,13 @@ class _Episodes:
         refs = []
         for i, ep in enumerate(self._memory):
             K, L = validate_episode(ep, f"episode {i}")
-            refs.append(_Ref(None, str(i), i, K, L, tuple(ep["language"])))
+            columns = None
+            if "cube_pixel" in ep:
+                try:
+                    columns = _cube_columns(ep["attrs"].get("cube_pixel_fields"), np.shape(ep["cube_pixel"])[1])
+                except ValueError as err:
+                    raise ValueError(f"episode {i}: {err}") from err
+            refs.append(_Ref(None, str(i), i, K, L, tuple(ep["language"]), columns, np.shape(ep["frames"])[2]))
         return refs
 
     @staticmethod
@@ -78,6 +109,13 @@ class _Episodes:
             L, K = int(g.attrs["chunk_len"]), len(g["skill_ids"])
             T, n_actions = g["frames"].shape[0], g["actions"].shape[0]
             language = tuple(s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in g["language"][()])
+            width = int(g["frames"].shape[2])
+            cube_shape = g["cube_pixel"].shape if "cube_pixel" in g else None
+            columns = None
+            if cube_shape is not None:
+                if len(cube_shape) != 2 or cube_shape[0] != T:
+                    raise EpisodeFileError(path, key, f"cube_pixel shape {cube_shape}, expected ({T}, D)")
+                columns = _cube_columns(g.attrs.get("cube_pixel_fields"), cube_shape[1])
         except EpisodeFileError:
             raise
         except (OSError, KeyError, RuntimeError, ValueError) as err:
@@ -86,7 +124,7 @@ class _Episodes:
             raise EpisodeFileError(
                 path, key, f"inconsistent lengths: {T} frames, {n_actions} actions, {len(language)} texts, K={K}, L={L}"
             )
-        return _Ref(path, key, 0, K, L, language)
+        return _Ref(path, key, 0, K, L, language, columns, width)
 
     def _group(self, ref: _Ref) -> h5py.Group:
         if os.getpid() != self._pid:  # forked worker: never reuse the parent's handles
@@ -99,7 +137,7 @@ class _Episodes:
         return self._handles[ref.file][ref.key]
 
     def read(self, ref: _Ref, field: str, lo: int, hi: int) -> np.ndarray:
-        """Rows lo..hi-1 of ``frames`` or ``actions``."""
+        """Rows lo..hi-1 of ``frames``, ``actions`` or a per-frame record (``cube_pixel``)."""
         if ref.file is None:
             return np.asarray(self._memory[ref.index][field][lo:hi])
         try:
@@ -132,12 +170,29 @@ class _StridedWindows(Dataset):
     def _chunk_len(self, ref: _Ref) -> int:
         return ref.chunk_len // self.frame_skip
 
+    def _stored_index(self, idx: np.ndarray) -> np.ndarray:
+        """The stored rows of strided frame indices ``idx`` (>= 0): frames and per-frame records alike."""
+        return np.where(idx == 0, 0, idx * self.frame_skip)  # strided t >= 1 -> stored 1 + (t-1)*s + s-1 = t*s
+
+    def _rows(self, ref: _Ref, field: str, idx: np.ndarray) -> np.ndarray:
+        """Rows of per-frame ``field`` at strided frame indices ``idx``, one read."""
+        stored = self._stored_index(idx)
+        lo, hi = int(stored.min()), int(stored.max()) + 1
+        return self._episodes.read(ref, field, lo, hi)[stored - lo]
+
+    def _object_pixels(self, ref: _Ref, idx: np.ndarray) -> np.ndarray:
+        """float32 (len(idx), 3): the cube's (x, y, visible) at strided frame indices ``idx`` (the frames' own
+        rows: the same context padding and stride); NaN x, y and visible 0 when the episode has no record."""
+        if ref.cube_columns is None:
+            out = np.full((len(idx), len(OBJECT_FIELDS)), np.nan, np.float32)
+            out[:, OBJECT_FIELDS.index("visible")] = 0.0
+            return out
+        return self._rows(ref, "cube_pixel", idx)[:, list(ref.cube_columns)].astype(np.float32)
+
     def _frames_actions(self, ref: _Ref, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strided frames at indices ``idx`` (>= 0) and the actions behind them (idx >= 1 only)."""
         s = self.frame_skip
-        stored = np.where(idx == 0, 0, idx * s)  # strided t >= 1 -> stored 1 + (t-1)*s + s-1 = t*s
-        lo, hi = int(stored.min()), int(stored.max()) + 1
-        frames = self._episodes.read(ref, "frames", lo, hi)[stored - lo]
+        frames = self._rows(ref, "frames", idx)
         act_idx = idx[idx >= 1]
         if act_idx.size == 0:
             return frames, np.zeros((0, 0), np.float32)
@@ -157,7 +212,10 @@ class ChunkDataset(_StridedWindows):
     For chunk k (boundary b = 1 + k*L') with b + new_frames <= T': ``target`` = frames[b : b+Tn]
     (may span later chunks when Tn > L'), ``context`` = the Tc frames before b (frames[0] repeated
     when the episode start is reached), ``text`` = language[k] (the chunk the target starts in),
-    ``action`` = the (Tn, A) actions behind the target frames.
+    ``action`` = the (Tn, A) actions behind the target frames, ``object_pixels`` = float32 (Tc + Tn, 3)
+    the cube's (x, y, visible) in the context then the target frames (``envs.real.objects.CUBE_PIXEL_FIELDS``;
+    NaN x, y and visible 0 without a ``cube_pixel`` record), ``frame_width`` = the width in pixels of the
+    episode's frames, which those coordinates refer to.
     """
 
     def __init__(self, source: Source, context_frames: int, new_frames: int, frame_skip: int = 1):
@@ -183,6 +241,8 @@ class ChunkDataset(_StridedWindows):
             target=torch.from_numpy(np.ascontiguousarray(frames[self.context_frames :])),
             text=ref.language[k],
             action=torch.from_numpy(np.ascontiguousarray(actions[-self.new_frames :])),
+            object_pixels=torch.from_numpy(np.ascontiguousarray(self._object_pixels(ref, idx))),
+            frame_width=ref.frame_width,
         )
 
 

@@ -72,6 +72,14 @@
 # ppo.batch_size=64 imagination.precision=bf16 imagination.compile=true" (the wall-clock of imagination vs real, task 1)
 # SLOW_STEPS=2500 TRAIN_MIN=12 AFTER_SLOW_MIN=6 COMPILE=true EVAL_GPU=0 EVAL_MIN=1 ... lease.
 # A slow-fast pilot needs an outer lr near the slow phase's last (5e-5): at 3e-4 both session-9 pilots lost 0.4-0.7 dB.
+# Session 12 (nvidia-h200 only: one GPU for everything): DETACH=1 DATA_SEED=10 DEVIATE=0.3 COLLECT_MIN=3 ... collect;
+# LEASE_S=<budget - 250> WAIT_S=540 PPO=0 HEADS_FIT=1 HEADS_MIN=7 HEADS_FIT_ARGS="--steps 3000 --lr 3e-4 --imagined-steps 2
+# --max-episodes 600 --next-skill" (the heads' next-skill prior) PLAN_AGENTS="planner,prior,planner_no_memory"
+# PLAN_GROUPS="task2_unlock_and_lock task4_put_in_drawer task5_rearrange_hard;task1_open task3_rearrange_medium"
+# PLAN_ARGS="<as session 11> --prior-weight 1" AGENTS_MIN=14 SLOW_STEPS=2500 TRAIN_MIN=9 AFTER_SLOW_MIN=6 COMPILE=true
+# SLOW_EXTRA="phases.slow.object_weight=3" (the cube's cells weigh 4x) EVAL_GPU=0 EVAL_MIN=1 GPUS=1 ... lease; watch.
+# PPO=0: no PPO (its GPU time goes to the planners); SLOW_EXTRA: more overrides of the slow phase's train command;
+# PLAN_AGENTS: the plan_eval agents (default planner,planner_no_memory,expert,random).
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
@@ -120,7 +128,7 @@ fi
 BATCH=${BATCH:-$((256 * GPUS))}     # global batch of the slow phase: 256 per GPU
 FIT_HEADS=${FIT_HEADS:-0}           # 1: fit the heads on the new episodes; 0 keeps the init model's (they read frames only)
 HEADS_ARGS=${HEADS_ARGS:-"--continue --steps 2000 --lr 3e-4"}  # from the init model's heads, with the hindsight labels
-HEADS_FIT_ARGS=${HEADS_FIT_ARGS:-"--steps 3000 --lr 3e-4 --imagined-steps 2 --max-episodes 1200"}  # HEADS_FIT=1's
+HEADS_FIT_ARGS=${HEADS_FIT_ARGS:-"--steps 3000 --lr 3e-4 --imagined-steps 2 --max-episodes 1200 --next-skill"}  # HEADS_FIT=1's
 PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled slow step on one GPU (bench_train)
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
@@ -184,7 +192,7 @@ setup() {
 # tasks 1-5, then the memory tasks), all agents each, so a time limit leaves whole comparisons; both resume when rerun
 # with the same arguments (outputs in $W)
 agents_run() {
-    local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 --agents planner,planner_no_memory,expert,random \
+    local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 --agents ${PLAN_AGENTS:-planner,planner_no_memory,expert,random} \
         --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-} --out $W/plan_eval"
     local t0 seed group; t0=$(date +%s)
     (IFS=';'; for group in ${PLAN_GROUPS:-"task1_open task2_unlock_and_lock task3_rearrange_medium task4_put_in_drawer \
@@ -359,6 +367,8 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
     # PPO in imagination on GPU PPO_GPU (0) while the scenes render, its real baseline on the CPUs. Its imagined episodes start
     # from the first frames of 64 task-1 episodes (random cube colours, seed 6), as in session 7 (100% real success),
     # not from the model's 2 task-1 start frames (sessions 6 and 8: 5%)
+    # PPO=0: no PPO this lease (one GPU shared by the heads, the slow phase and the planners)
+    if [ "${PPO:-1}" = 0 ]; then echo skipped > "$W/ppo.rc"; else
     ($PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 workers=4 $SCENE '~tasks' \
         "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
      ppo() {  # one train_agent run: $1 seed, $2 name, $3 extra overrides
@@ -375,6 +385,7 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
         if [ -n "${REAL_SEEDS:-}" ]; then ppo $seed seed$seed real_baseline.enabled=false & else ppo $seed seed$seed "" & fi
      done
      wait; echo 0 > "$W/ppo.rc") &
+    fi
     BASE=$W/init  # what the pilots start from: the slow phase's model when it runs (SLOW_STEPS > 0), else the default
     [ "$SLOW_STEPS" -gt 0 ] && BASE=$W/run/model
     (until [ -f "$W/collect.rc" ]; do sleep 5; done
@@ -398,7 +409,7 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
             progress=false time_limit_min=$SLOW_MIN phases.vae.steps=0 phases.slow.steps=$SLOW_STEPS \
             phases.slow.batch_size=$BATCH phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
             phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.decay_by_deadline=$DECAY_BY_DEADLINE \
-            phases.slow.compile=$COMPILE phases.slow_fast.steps=0 > "$W/train.log" 2>&1
+            phases.slow.compile=$COMPILE phases.slow_fast.steps=0 ${SLOW_EXTRA:-} > "$W/train.log" 2>&1
          echo $? > "$W/run.rc"; cp -r "$W/init/heads" "$W/run/model/heads" 2>/dev/null
          # EVAL_GPU=0 (two GPUs): the new model's evaluations right after its training, on the GPU it trained on
          [ "${EVAL_GPU:-$AUX_GPU}" = 0 ] && [ -f "$W/run/model/config.json" ] && evaluate_model "$W/run/model" "$R/eval_slow" 0

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from agents.heads import HEADS_DIR, fit_and_save
+from envs.real.skills import SKILLS
 from worldmodel.config import WorldModelConfig
 
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "(default on)")
     ap.add_argument("--continue", dest="continue_from", action="store_true",
                     help="start from the model's heads/ instead of fresh heads (e.g. to add the hindsight labels)")
+    ap.add_argument("--next-skill", action="store_true",
+                    help="give the heads a next-skill output (a skill prior for the planners, `--prior-weight`), "
+                         "learnt from the hindsight labels; with --continue it is added to the model's heads")
     ap.add_argument("--judge", action="store_true",
                     help="fit nothing: measure the model's heads on every episode of --data (held-out data)")
     args = ap.parse_args(argv)
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, info = fit_and_save(args.data, frame_size, folder / HEADS_DIR, steps=args.steps, batch_size=args.batch,
                            lr=args.lr, heldout=0.1 if args.heldout is None else args.heldout,
                            max_episodes=args.max_episodes, seed=args.seed, device=device, relabel=args.relabel,
-                           init=init, imagine=imagine)
+                           init=init, imagine=imagine, next_skill=len(SKILLS) if args.next_skill else 0)
     print(json.dumps(info))
     return info
 

@@ -37,7 +37,7 @@ from agents.real_scene import (MEMORY_TASKS, SCENE_TASKS, SceneSpec, UnknownInst
                                run_real_episodes, task_for_instruction)
 
 LABELS = {"planner": "planner + Temp-LoRA", "planner_no_memory": "planner, no Temp-LoRA",
-          "random": "random skills", "expert": "scripted expert"}
+          "prior": "skill prior alone", "random": "random skills", "expert": "scripted expert"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the task whose instruction this is (instead of --tasks)")
     p.add_argument("--seeds", type=int, default=20, help="episodes per task")
     p.add_argument("--first-seed", type=int, default=1000, help="scene seeds first-seed ... (away from collection seeds)")
-    p.add_argument("--agents", default=",".join(AGENTS), help=f"comma-separated, from {', '.join(AGENTS)}")
+    p.add_argument("--agents", default=",".join(a for a in AGENTS if a != "prior"),
+                   help=f"comma-separated, from {', '.join(AGENTS)} (prior: heads fitted with --next-skill)")
     p.add_argument("--method", choices=METHODS, default="cem")
     p.add_argument("--horizon", type=int, default=3)
     p.add_argument("--candidates", type=int, default=64)
@@ -66,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "done (the scripted expert's 3 tries); 1 replans after every chunk")
     p.add_argument("--value-weight", type=float, default=PlannerConfig.value_weight,
                    help="weight of the heads' skills-to-go in a plan's score (heads that have it; 0: the reward alone)")
+    p.add_argument("--prior-weight", type=float, default=PlannerConfig.prior_weight,
+                   help="weight of each skill's log-probability under the heads' next-skill prior in a plan's score "
+                        "(heads fitted with --next-skill; 0: no prior)")
     p.add_argument("--imagine-chunks", type=int, default=1,
                    help="chunks each skill of a candidate is imagined for (a pick-and-place takes 2-3)")
     p.add_argument("--denoise-steps", type=int, default=None, help="sampler steps (default: the model's)")
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                discount=args.discount, denoise_steps=args.denoise_steps,
                                give_up_after=args.give_up_after, skill_chunks=args.skill_chunks, seed=args.seed,
                                precision=args.precision, imagine_chunks=args.imagine_chunks,
-                               value_weight=args.value_weight)
+                               value_weight=args.value_weight, prior_weight=args.prior_weight)
     except (UnknownInstruction, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -123,7 +127,7 @@ def run(args: argparse.Namespace, tasks: list[str], agents: list[str], config: P
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
-    needs_model = any(a.startswith("planner") for a in agents)
+    needs_model = any(a.startswith("planner") or a == "prior" for a in agents)  # prior: the model's heads
     model = heads = None
     heads_info: dict = {}
     frame_size = 64

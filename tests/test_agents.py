@@ -4,6 +4,7 @@ two entry points on a micro model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -259,6 +260,46 @@ def test_skills_to_go_let_the_planner_see_past_a_dip_in_the_reward(model, heads)
     without = Imagined(imagined.sequences, imagined.reward, zeros, zeros)  # heads without a to_go output
     np.testing.assert_array_equal(WorldModelPlanner(model, heads, PlannerConfig()).score(without)[0], scores[0])
 
+
+
+class PriorHeads:
+    """The fixture heads with a next-skill prior ``p`` (10 skills) on every frame stack."""
+
+    def __init__(self, heads, p: np.ndarray):
+        self.heads, self.p, self.calls = heads, np.asarray(p, np.float32), 0
+        self.config = dataclasses.replace(heads.config, skills=len(p), num_frames=1)
+
+    def predict(self, frames, texts):
+        self.calls += 1
+        return {**self.heads.predict(frames, texts), "next_skill": np.tile(self.p, (len(texts), 1))}
+
+
+def test_the_skill_prior_steers_the_planner_and_plays_alone(model, heads):
+    """With ``prior_weight`` each skill of a sequence scores its log-prior (the first from the real frames, the others
+    from the imagined chunk before them): a prior on skill 7 makes CEM choose it, and its first distribution starts
+    there. Without the weight the prior is not read. `SkillPriorAgent` plays the prior's skill without imagining."""
+    from agents.planning import SkillPriorAgent
+
+    p = np.full(10, 0.02, np.float32)
+    p[7] = 0.82
+    prior = PriorHeads(heads, p)
+    cfg = PlannerConfig(method="cem", horizon=2, candidates=8, iterations=1, elites=2, denoise_steps=1,
+                        imagine_chunks=2, prior_weight=1.0)
+    planner = WorldModelPlanner(model, prior, cfg)
+    planner.start(_start(), "open the drawer", seed=2)
+    seqs = np.array([[7, 3], [1, 7]])
+    imagined = planner.imagine(seqs)
+    np.testing.assert_allclose(imagined.skill_logp, np.log(p[seqs]), rtol=1e-5)  # each skill's own prior
+    [result] = planner.plan()
+    assert result.sequence[0] == 7 and planner.distributions[0][0].argmax() == 7
+    off = WorldModelPlanner(model, prior, dataclasses.replace(cfg, prior_weight=0.0))
+    off.start(_start(), "open the drawer", seed=2)
+    assert off.imagine(seqs).skill_logp is None
+    agent = SkillPriorAgent(prior)
+    agent.reset_episode(0, _start()[0], {"instruction": "open the drawer"})
+    assert agent.act_batch([0]) == [7]
+    with pytest.raises(ValueError, match="next-skill output"):
+        SkillPriorAgent(heads)
 
 def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene, scene2):
     cfg = PlannerConfig(method="cem", horizon=2, candidates=6, iterations=2, elites=2, denoise_steps=1)

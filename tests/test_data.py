@@ -1,6 +1,7 @@
 """ChunkDataset / EpisodeDataset windows, strides, DataLoader use and corrupt-file errors."""
 
 import h5py
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -81,6 +82,39 @@ def test_dataloader_workers_and_collate(h5_dir):
     assert isinstance(batch["text"], list) and all(isinstance(t, str) for t in batch["text"])
     ep = next(iter(DataLoader(EpisodeDataset(h5_dir, 4, 4, 2), batch_size=2, num_workers=2)))
     assert ep["frames"].shape == (2, 12, 8, 8, 3) and len(ep["texts"]) == 2
+
+
+def _with_cube(episode: dict, fields: str = "x,y,half_size,visible,visible_x,visible_y") -> dict:
+    """The episode with a ``cube_pixel`` record that encodes frame t: x = t + 0.25, y = 100 + t, hidden (visible
+    0) at frames 3 and 6, visible t / 10 elsewhere; columns in the order ``fields`` names them."""
+    t = np.arange(len(episode["frames"]), dtype=np.float32)
+    visible = np.where(np.isin(t, [3, 6]), 0, t / 10)
+    values = dict(x=t + 0.25, y=100 + t, half_size=np.full_like(t, 1.5), visible=visible, visible_x=t, visible_y=t)
+    record = np.stack([values[f] for f in fields.split(",")], axis=1).astype(np.float32)
+    return {**episode, "cube_pixel": record, "attrs": {**episode["attrs"], "cube_pixel_fields": fields}}
+
+
+@pytest.mark.parametrize("source_kind", ["memory", "file"])
+def test_object_pixels_follow_the_frames(source_kind, episodes, tmp_path):
+    """The cube records of a window are the rows of its frames: context padding, targets and stride alike."""
+    cube = [_with_cube(episodes[0]), _with_cube(episodes[1], "visible,y,x,half_size")]
+    if source_kind == "file":
+        write_episodes(tmp_path / "c.h5", [(episode_key(i), e) for i, e in enumerate(cube)])
+        cube = tmp_path / "c.h5"
+    for ds, i in ((ChunkDataset(cube, context_frames=6, new_frames=4), 1), (ChunkDataset(cube, 2, 2, frame_skip=2), 1),
+                  (ChunkDataset(cube, 3, 4), 3)):
+        item = ds[i]
+        frames = _index(item["context"]) + _index(item["target"])
+        pixels = item["object_pixels"]
+        assert pixels.dtype == torch.float32 and pixels.shape == (len(frames), 3) and item["frame_width"] == 8
+        t = torch.tensor(frames, dtype=torch.float32)
+        torch.testing.assert_close(pixels[:, 0], t + 0.25)
+        torch.testing.assert_close(pixels[:, 1], 100 + t)
+        torch.testing.assert_close(pixels[:, 2], torch.where((t == 3) | (t == 6), 0.0, t / 10))
+    plain = ChunkDataset(episodes, 2, 2)[0]["object_pixels"]  # no record: NaN coordinates, never visible
+    assert torch.isnan(plain[:, :2]).all() and (plain[:, 2] == 0).all()
+    with pytest.raises(ValueError, match=r"episode 0: cube_pixel_fields \('x', 'y'\) lack \['visible'\]"):
+        ChunkDataset([_with_cube(episodes[0], "x,y")], 2, 2)
 
 
 def test_corrupt_files_raise_with_file_and_episode(tmp_path):

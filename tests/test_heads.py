@@ -158,3 +158,55 @@ def test_scene_labels_judge_every_task_on_the_recorded_state():
     assert sets["hide it"][3].tolist() == [1, 1, 0]
     assert memory == {"pairs": 2 * K, "done_pairs": 1, "false_done": 1.0, "missed_done": 0.0,
                       "to_go_mae": pytest.approx(8 / 6)}
+
+
+def test_next_skills_are_the_skills_one_closer_to_the_goal():
+    """Task 4 from its start scene (drawer shut and locked, cube on the table): only "press the left button" helps;
+    then "open the drawer"; then the cube into the open drawer; then "close the drawer"; at the goal, none."""
+    from envs.real.objects import SIM_STATE_FIELDS
+    from envs.real.skills import SKILLS
+    from envs.real.tasks import get_task, next_skills, skills_to_go
+
+    goal = get_task("task4_put_in_drawer").build(np.random.default_rng(0)).task_info["goal"]
+    base = dict(cube_x=0.35, cube_y=0.05, cube_z=0.02, drawer=0.0, window=goal["window_pos"], left_button=0,
+                right_button=goal["button_states"][1], cube_in_drawer=0)
+    steps = [{}, dict(left_button=1), dict(left_button=1, drawer=-0.16),
+             dict(left_button=1, drawer=-0.16, cube_in_drawer=1), dict(left_button=1, cube_in_drawer=1)]
+    rows = np.array([[{**base, **s}[f] for f in SIM_STATE_FIELDS] for s in steps], np.float32)
+    nexts = next_skills("task4_put_in_drawer", rows)
+    names = [[SKILLS[k] for k in np.flatnonzero(row)] for row in nexts]
+    assert skills_to_go("task4_put_in_drawer", rows).tolist() == [4, 3, 2, 1, 0]
+    assert names == [["press the left button"], ["open the drawer"], ["pick up the cube and put it in the drawer"],
+                     ["close the drawer"], []], names
+
+
+def test_heads_learn_the_next_skill_from_hindsight_labels():
+    """A next-skill output learns labels that depend on the frame and the instruction, and `with_next_skill` adds it
+    to trained heads without changing their other outputs."""
+    from worldmodel.heads import HeadExamples
+
+    rng = np.random.default_rng(0)
+    n = 256
+    frames = rng.integers(0, 60, (n, 1, 16, 16, 3), dtype=np.uint8)
+    bright = rng.random(n) < 0.5
+    frames[bright] += 150  # the state: a bright or a dark frame
+    texts = [list(SIDES)[i % 2] for i in range(n)]
+    labels = np.zeros((n, 4), bool)
+    for i in range(n):  # skill = 2 * instruction + state; a quarter of the rows unlabelled (all False)
+        if i % 4 != 3:
+            labels[i, 2 * (i % 2) + int(bright[i])] = True
+    data = HeadExamples(frames, texts, np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool),
+                        next_skill=labels)
+    torch.manual_seed(0)
+    old = RewardHeads(HeadsConfig(frame_size=16, num_frames=1, channels=(8,), text_dim=16, hidden=32))
+    heads = old.with_next_skill(4)
+    assert heads.config.skills == 4 and heads.config.to_go and heads.with_next_skill(4) is heads
+    before = heads.predict(frames[:8], texts[:8])
+    np.testing.assert_allclose(before["next_skill"], 0.25, atol=1e-6)  # new logits start uniform
+    np.testing.assert_allclose(before["reward"], old.predict(frames[:8], texts[:8])["reward"], atol=1e-6)
+    train_heads(heads, data, steps=300, batch_size=32, lr=3e-3)
+    test = np.flatnonzero(labels.any(1))
+    guess = heads.predict(frames[test], [texts[i] for i in test])["next_skill"].argmax(1)
+    assert np.mean(labels[test, guess]) > 0.9
+    with pytest.raises(ValueError, match="next skills"):
+        heads.with_next_skill(5)

@@ -39,17 +39,58 @@ def unet_input(x: torch.Tensor, given: torch.Tensor, given_mask: torch.Tensor) -
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, given_mask: torch.Tensor,
-               per_sample: bool = False) -> torch.Tensor:
+               per_sample: bool = False, weights: torch.Tensor | None = None) -> torch.Tensor:
     """MSE over the frames to generate only: the prediction for given frames gets no gradient.
 
-    `per_sample` returns (B,) losses, each the mean over that sample's frames to generate.
+    `per_sample` returns (B,) losses, each the mean over that sample's frames to generate. `weights`
+    (broadcastable to `pred`, e.g. `object_loss_weights`' (B, 1, 1, h, w)) makes it the weighted mean
+    sum(weight * err^2) / sum(weight) over those frames; None is the plain mean, computed as it always was.
     """
     keep = (~given_mask)[:, None, :, None, None].to(torch.float32)
     dims = (1, 2, 3, 4) if per_sample else (0, 1, 2, 3, 4)
-    denom = keep.sum(dim=dims) * pred.shape[1] * pred.shape[-2] * pred.shape[-1]
+    if weights is None:
+        denom = keep.sum(dim=dims) * pred.shape[1] * pred.shape[-2] * pred.shape[-1]
+        if bool((denom == 0).any()):
+            raise ValueError("masked_mse: every frame is given; there is nothing to score")
+        return ((pred.float() - target.float()) ** 2 * keep).sum(dim=dims) / denom
+    weighted_keep = (keep * weights.float()).expand(pred.shape)
+    denom = weighted_keep.sum(dim=dims)
     if bool((denom == 0).any()):
-        raise ValueError("masked_mse: every frame is given; there is nothing to score")
-    return ((pred.float() - target.float()) ** 2 * keep).sum(dim=dims) / denom
+        raise ValueError("masked_mse: every frame is given or weighted 0; there is nothing to score")
+    return ((pred.float() - target.float()) ** 2 * weighted_keep).sum(dim=dims) / denom
+
+
+def object_loss_weights(object_pixels: torch.Tensor, frame_width: torch.Tensor | float, latent_size: int,
+                        new_frames: int, weight: float, radius: int) -> torch.Tensor:
+    """Loss weights (B, 1, 1, h, w): 1 + `weight` on the latent cells along the cube's path, 1 elsewhere.
+
+    Why: the cube the OGBench tasks move is ~3 px of a 64 px frame, a cell or two of the 16x16 latents,
+    so a plain mean over all cells barely scores where generated frames put it. The cells within
+    `radius` (Chebyshev distance, in latent cells) of the cube in the window's last context frame or in
+    any new frame where the cube is seen (visible > 0) get the extra weight, in every new frame and
+    channel, so the loss scores both where the cube was and where it went.
+
+    `object_pixels`: (B, F, 3) per-frame (x, y, visible) of the window's frames (context first, then the
+    `new_frames` new frames; only the last new_frames + 1 rows are read), x = column, y = row in pixels of
+    frames `frame_width` wide ((B,) or a number); cell = floor(coord * latent_size / frame_width). A
+    window without a record (NaN coordinates, visible 0) gets weight 1 everywhere. Pure tensor code with
+    no data-dependent branching: the cached training step and the eager loss build the same map.
+    """
+    if weight < 0 or radius < 0:
+        raise ValueError(f"object_loss_weights: weight ({weight}) and radius ({radius}) must be >= 0")
+    if object_pixels.ndim != 3 or object_pixels.shape[-1] != 3 or object_pixels.shape[1] < new_frames + 1:
+        raise ValueError(f"object_loss_weights: object_pixels must be (B, F >= {new_frames + 1}, 3) "
+                         f"(x, y, visible per frame), got {tuple(object_pixels.shape)}")
+    rec = object_pixels[:, -(new_frames + 1):].float()
+    x, y, visible = rec.unbind(-1)  # (B, F)
+    width = torch.as_tensor(frame_width, device=rec.device).float().reshape(-1, 1)
+    cx, cy = torch.floor(x * latent_size / width), torch.floor(y * latent_size / width)
+    cells = torch.arange(latent_size, device=rec.device, dtype=torch.float32)
+    near_x = (cells - cx[..., None]).abs() <= radius  # (B, F, w); False for NaN coordinates
+    near_y = (cells - cy[..., None]).abs() <= radius  # (B, F, h)
+    seen = (visible > 0)[..., None, None]  # False for NaN too
+    near = (near_y[..., :, None] & near_x[..., None, :] & seen).any(dim=1)  # (B, h, w)
+    return (1.0 + weight * near.float())[:, None, None]
 
 
 def diffusion_loss(
@@ -61,10 +102,12 @@ def diffusion_loss(
     noise: torch.Tensor | None = None,
     t: torch.Tensor | None = None,
     per_sample: bool = False,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One denoising-score-matching loss on latents (B, C, F, h, w) with the given frames held clean.
 
     Noise and timesteps are drawn from the global RNG unless given (per-env generators in batched envs).
+    `weights`: per-cell loss weights for `masked_mse` (`object_loss_weights`), None for the plain mean.
     """
     b = latents.shape[0]
     noise = torch.randn_like(latents) if noise is None else noise
@@ -75,7 +118,7 @@ def diffusion_loss(
         target = scheduler.get_velocity(latents, noise, t)
     else:
         target = noise
-    return masked_mse(pred, target, given_mask, per_sample)
+    return masked_mse(pred, target, given_mask, per_sample, weights)
 
 
 def sample_new_frames(

@@ -43,10 +43,13 @@ class HeadsConfig:
     text_dim: int = 256  # hashed instruction features
     hidden: int = 128
     to_go: bool = True  # a fourth output: the skills still needed (heads saved before it have none)
+    # > 0: logits over that many skills (`envs.real.skills.SKILLS` order), the skills that bring the instruction's
+    # goal one skill closer from this state (`envs.real.tasks.next_skills`): a prior for planners (0: none)
+    skills: int = 0
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
-        if self.num_frames < 1 or self.frame_size < 4 or not self.channels or self.text_dim < 1:
+        if self.num_frames < 1 or self.frame_size < 4 or not self.channels or self.text_dim < 1 or self.skills < 0:
             raise ValueError(f"invalid heads config: {self}")
 
 
@@ -80,7 +83,7 @@ class RewardHeads(nn.Module):
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
         self.mlp = nn.Sequential(nn.Linear(cfg.hidden + cfg.text_dim, cfg.hidden), nn.SiLU(),
-                                 nn.Linear(cfg.hidden, 4 if cfg.to_go else 3))
+                                 nn.Linear(cfg.hidden, (4 if cfg.to_go else 3) + cfg.skills))
         # Reward normalisation fitted on the training targets (outputs are de-normalised).
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
@@ -110,8 +113,9 @@ class RewardHeads(nn.Module):
         return x
 
     def forward(self, frames: Any, instructions: Sequence[str | None]) -> dict[str, torch.Tensor]:
-        """Raw outputs: ``reward`` (B,) (de-normalised), ``success_logit`` and ``terminated_logit`` (B,), and with
-        ``config.to_go`` ``to_go`` (B,), the skills still needed (unclamped)."""
+        """Raw outputs: ``reward`` (B,) (de-normalised), ``success_logit`` and ``terminated_logit`` (B,), with
+        ``config.to_go`` ``to_go`` (B,), the skills still needed (unclamped), and with ``config.skills``
+        ``next_skill_logits`` (B, skills)."""
         x = self._frames(frames)
         if len(instructions) != x.shape[0]:
             raise ValueError(f"{len(instructions)} instructions for {x.shape[0]} frame stacks")
@@ -125,12 +129,13 @@ class RewardHeads(nn.Module):
             "success_logit": out[:, 1],
             "terminated_logit": out[:, 2],
             **({"to_go": out[:, 3] * TO_GO_SCALE} if self.config.to_go else {}),
+            **({"next_skill_logits": out[:, -self.config.skills:]} if self.config.skills else {}),
         }
 
     @torch.no_grad()
     def predict(self, frames: Any, instructions: Sequence[str | None]) -> dict[str, np.ndarray]:
-        """float32 arrays (B,): ``reward``, ``success`` and ``terminated`` probabilities, and with ``config.to_go``
-        ``to_go`` (skills still needed, >= 0)."""
+        """float32 arrays (B,): ``reward``, ``success`` and ``terminated`` probabilities, with ``config.to_go``
+        ``to_go`` (skills still needed, >= 0), and with ``config.skills`` ``next_skill`` (B, skills) probabilities."""
         was = self.training
         self.eval()
         out = self(frames, instructions)
@@ -140,22 +145,38 @@ class RewardHeads(nn.Module):
             "success": torch.sigmoid(out["success_logit"]).float().cpu().numpy(),
             "terminated": torch.sigmoid(out["terminated_logit"]).float().cpu().numpy(),
             **({"to_go": out["to_go"].clamp(min=0).float().cpu().numpy()} if self.config.to_go else {}),
+            **({"next_skill": torch.softmax(out["next_skill_logits"].float(), dim=1).cpu().numpy()}
+               if self.config.skills else {}),
         }
 
     def with_to_go(self) -> "RewardHeads":
         """These heads with a to_go output added (itself if it has one): every learnt weight kept, the new output
         starting at 0, so `--continue` can teach skills to go to heads saved before it existed."""
-        if self.config.to_go:
+        if self.config.skills and not self.config.to_go:
+            raise ValueError("heads with a next-skill output and no to_go output cannot grow one")
+        return self if self.config.to_go else self._with_outputs(to_go=True)
+
+    def with_next_skill(self, skills: int) -> "RewardHeads":
+        """These heads with a next-skill output over ``skills`` skills (itself if it has one of that size; a to_go
+        output is added too): every learnt weight kept, the new logits starting at 0 (uniform)."""
+        if self.config.skills:
+            if self.config.skills != skills:
+                raise ValueError(f"these heads predict {self.config.skills} next skills, not {skills}")
             return self
-        heads = RewardHeads(HeadsConfig(**{**asdict(self.config), "to_go": True})).to(self.device)
+        return self.with_to_go()._with_outputs(skills=skills)
+
+    def _with_outputs(self, **changes: Any) -> "RewardHeads":
+        """A copy with more outputs, appended after the present ones (reward, success, done[, to_go]), zeroed."""
+        heads = RewardHeads(HeadsConfig(**{**asdict(self.config), **changes})).to(self.device)
         state = self.state_dict()
         out_w, out_b = state.pop("mlp.2.weight"), state.pop("mlp.2.bias")
         heads.load_state_dict(state, strict=False)
+        n = out_w.shape[0]
         with torch.no_grad():
             heads.mlp[2].weight.zero_()
             heads.mlp[2].bias.zero_()
-            heads.mlp[2].weight[:3] = out_w
-            heads.mlp[2].bias[:3] = out_b
+            heads.mlp[2].weight[:n] = out_w
+            heads.mlp[2].bias[:n] = out_b
         return heads
 
     # ------------------------------------------------------------------------------------ persistence
@@ -198,6 +219,7 @@ class HeadExamples:
     extra: dict = field(default_factory=dict)
     frame_index: np.ndarray | None = None  # int (M,)
     to_go: np.ndarray | None = None  # float32 (M,): skills still needed; nan where unknown (no fixed goal)
+    next_skill: np.ndarray | None = None  # bool (M, S): the skills one closer to the goal; all False where unknown
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -214,7 +236,8 @@ def _last_frames(frames: np.ndarray, end: int, k: int) -> np.ndarray:
 
 
 # Labels of one episode's chunks for one instruction: (instruction, reward (K,), terminated (K,)), and where the
-# instruction's task has a fixed goal, a fourth array: the skills still needed (K,).
+# instruction's task has a fixed goal, a fourth array: the skills still needed (K,), and a fifth: the next skills that
+# bring the goal one closer from each chunk's end (K, S) bool.
 LabelSet = tuple
 
 
@@ -238,6 +261,7 @@ def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2,
     instructions judged on the recorded simulator state (`agents.heads.scene_labels`).
     """
     frames, index, texts, rewards, successes, terms, to_go = [], [], [], [], [], [], []
+    nexts: list[tuple[int, np.ndarray | None]] = []
     for ep in episodes:
         video = np.asarray(ep["frames"])
         L, K = int(ep["attrs"]["chunk_len"]), len(ep["reward"])
@@ -252,11 +276,16 @@ def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2,
             successes.extend(bool(ok) for ok in ep["success"])
             terms.extend(bool(t) for t in terminated)
             to_go.extend(np.asarray(more[0], np.float32) if more else np.full(K, np.nan, np.float32))
+            nexts.append((K, np.asarray(more[1], bool) if len(more) > 1 else None))
     if not frames:
         raise ValueError("no chunks to learn from: the episodes are empty")
+    width = max((n.shape[1] for _, n in nexts if n is not None), default=0)
+    next_skill = None
+    if width:  # label sets without next skills (own labels, tasks without a fixed goal): all False, unknown
+        next_skill = np.concatenate([n if n is not None else np.zeros((K, width), bool) for K, n in nexts])
     return HeadExamples(np.stack(frames).astype(np.uint8), texts, np.asarray(rewards, np.float32),
                         np.asarray(successes, bool), np.asarray(terms, bool), frame_index=np.asarray(index, np.int64),
-                        to_go=np.asarray(to_go, np.float32))
+                        to_go=np.asarray(to_go, np.float32), next_skill=next_skill)
 
 
 def examples_from_items(items: Iterable[Mapping], num_frames: int = 2) -> HeadExamples:
@@ -283,7 +312,8 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
                 batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
                 weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> list[float]:
     """Fit the heads (reward MSE on normalised targets + BCE on success and termination + with ``config.to_go`` the
-    skills-to-go MSE, in units of `TO_GO_SCALE`, on the examples that have it).
+    skills-to-go MSE, in units of `TO_GO_SCALE`, on the examples that have it + with ``config.skills`` the
+    cross-entropy of the next-skill logits against the uniform distribution over the examples' next skills).
 
     ``data``: HeadExamples, episode dicts or chunk items. Returns the loss per step.
     """
@@ -301,6 +331,12 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
     term = torch.from_numpy(data.terminated.astype(np.float32)).to(device)
     to_go = torch.from_numpy(data.to_go if data.to_go is not None else np.full(len(data), np.nan, np.float32))
     to_go = to_go.to(device) / TO_GO_SCALE
+    next_skill = None
+    if heads.config.skills and data.next_skill is not None:
+        if data.next_skill.shape[1] != heads.config.skills:
+            raise ValueError(f"the examples name {data.next_skill.shape[1]} skills, the heads {heads.config.skills}")
+        target = torch.from_numpy(data.next_skill.astype(np.float32))
+        next_skill = (target / target.sum(1, keepdim=True).clamp(min=1)).to(device)  # rows of 0: unknown
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
     heads.train()
     history = []
@@ -314,6 +350,12 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
         known = torch.isfinite(to_go[idx])
         if heads.config.to_go and known.any():
             loss = loss + F.mse_loss(out["to_go"][known] / TO_GO_SCALE, to_go[idx][known])
+        if next_skill is not None:
+            target = next_skill[idx]
+            labelled = target.sum(1) > 0
+            if labelled.any():
+                logp = torch.log_softmax(out["next_skill_logits"][labelled].float(), dim=1)
+                loss = loss - (target[labelled] * logp).sum(1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

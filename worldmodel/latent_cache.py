@@ -6,7 +6,9 @@ the data loader and the per-step VAE encode. A step gathers its windows from the
 embeddings, also on the device, and the action vectors sit beside the latents.
 
 Memory: (C, Tc + Tn, h, w) per window in `dtype`; the shipped `small` model's windows are
-4 x 8 x 16 x 16 floats, 32 KiB in float32, so 100k windows take 3.2 GiB.
+4 x 8 x 16 x 16 floats, 32 KiB in float32, so 100k windows take 3.2 GiB. The cube records that
+`TrainConfig.object_weight` reads add (Tn + 1) x 3 + 1 floats a window (64 B for `small`: 32 MB for
+500k windows), and nothing when no window has one (synthetic data, Crafter).
 
 Several processes (`accelerate launch`) each encode an equal share of the windows and all-gather the
 rest, so every process holds the whole cache and can gather any step's items.
@@ -32,23 +34,36 @@ class CachedBatch:
     latents: torch.Tensor  # (B, C, Tc + Tn, h, w), float32
     text_emb: torch.Tensor | None  # (B, max_text_tokens, text_width) frozen text-model states
     vectors: torch.Tensor | None  # (B, Tn, action_dim)
+    # the cube's (x, y, visible) in the last context frame and the new frames, and the frame width those pixels
+    # refer to (`worldmodel.diffusion.object_loss_weights`); None when no window of the cache has a record
+    object_pixels: torch.Tensor | None = None  # (B, Tn + 1, 3) float32
+    frame_width: torch.Tensor | None = None  # (B,) float32
 
 
 class LatentCache:
-    """Latents, action vectors and instruction ids of every window of a chunk-window dataset."""
+    """Latents, action vectors, instruction ids and cube records of every window of a chunk-window dataset.
+
+    `object_pixels` (N, Tn + 1, 3) / `frame_width` (N,): the rows of the items' ``object_pixels`` that
+    `object_loss_weights` reads (the last context frame and the new frames) and their ``frame_width``;
+    None when the items have none or no window's cube is ever visible (the weights would be all ones).
+    """
 
     def __init__(self, latents: torch.Tensor, vectors: torch.Tensor | None, text_ids: torch.Tensor | None,
-                 text_table: torch.Tensor | None, texts: list[str]):
+                 text_table: torch.Tensor | None, texts: list[str], object_pixels: torch.Tensor | None = None,
+                 frame_width: torch.Tensor | None = None):
+        if (object_pixels is None) != (frame_width is None):
+            raise ValueError("LatentCache: object_pixels and frame_width come together (both or neither)")
         self.latents, self.vectors, self.text_ids, self.text_table, self.texts = (
             latents, vectors, text_ids, text_table, texts)
+        self.object_pixels, self.frame_width = object_pixels, frame_width
 
     def __len__(self) -> int:
         return self.latents.shape[0]
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.latents, self.vectors, self.text_ids, self.text_table)
-                   if t is not None)
+        return sum(t.numel() * t.element_size() for t in (self.latents, self.vectors, self.text_ids, self.text_table,
+                                                          self.object_pixels, self.frame_width) if t is not None)
 
     def batch(self, index: torch.Tensor) -> CachedBatch:
         """The windows at `index` (a long tensor, on any device)."""
@@ -57,6 +72,8 @@ class LatentCache:
             latents=self.latents[index].float(),
             text_emb=None if self.text_ids is None else self.text_table[self.text_ids[index]],
             vectors=None if self.vectors is None else self.vectors[index],
+            object_pixels=None if self.object_pixels is None else self.object_pixels[index],
+            frame_width=None if self.frame_width is None else self.frame_width[index],
         )
 
     @classmethod
@@ -64,7 +81,8 @@ class LatentCache:
     def build(cls, model: Any, dataset: Dataset, device: torch.device | str, batch_size: int = 256,
               num_workers: int = 0, dtype: torch.dtype = torch.float32, rank: int = 0,
               num_processes: int = 1) -> "LatentCache":
-        """Encode every window of `dataset` (items: context, target, text, action) with `model`'s VAE.
+        """Encode every window of `dataset` (items: context, target, text, action; optional object_pixels and
+        frame_width, kept when some window's cube is visible) with `model`'s VAE.
 
         `model` is a `SlowFastVGen` already on `device`. With several processes each encodes
         ceil(N / num_processes) windows and all of them end up with the whole cache (collective call).
@@ -81,6 +99,11 @@ class LatentCache:
         lat_shape = (mc.latent_channels, mc.chunk_frames, mc.latent_size, mc.latent_size)
         latents = torch.zeros(share, *lat_shape, dtype=dtype, device=device)
         vectors = torch.zeros(share, mc.new_frames, mc.action_dim, device=device) if enc.uses_vector else None
+        # NaN / visible 0 (no record) in the rows a short last share leaves empty; cut off below anyway
+        pixels = torch.full((share, mc.new_frames + 1, 3), float("nan"), device=device)
+        pixels[..., 2] = 0.0
+        width = torch.full((share,), float(mc.frame_size), device=device)
+        has_records = "object_pixels" in dataset[0]
         texts: list[str] = []
         pos = 0
         for batch in loader:
@@ -88,14 +111,21 @@ class LatentCache:
             latents[pos : pos + b] = model.batch_latents(batch).to(dtype)
             if vectors is not None:
                 vectors[pos : pos + b] = torch.as_tensor(batch["action"], dtype=torch.float32).to(device)
+            if has_records:
+                pixels[pos : pos + b] = torch.as_tensor(batch["object_pixels"])[:, -(mc.new_frames + 1):].to(device)
+                width[pos : pos + b] = torch.as_tensor(batch["frame_width"]).to(device, torch.float32)
             texts.extend(batch["text"])
             pos += b
         if num_processes > 1:
             latents = _all_gather_rows(latents)[:n]
             vectors = None if vectors is None else _all_gather_rows(vectors)[:n]
+            pixels, width = _all_gather_rows(pixels)[:n], _all_gather_rows(width)[:n]
             every: list[list[str]] = [[] for _ in range(num_processes)]
             dist.all_gather_object(every, texts)
             texts = [t for part in every for t in part]
+        pixels, width = pixels[:n], width[:n]
+        if not bool((pixels[..., 2] > 0).any()):  # every weight would be 1: keep nothing, train on the plain mean
+            pixels = width = None
         text_ids = text_table = None
         vocab: list[str] = []
         if enc.uses_text:
@@ -103,7 +133,7 @@ class LatentCache:
             ids = {t: i for i, t in enumerate(vocab)}
             text_ids = torch.tensor([ids[t] for t in texts], dtype=torch.long, device=device)
             text_table = enc.embed_texts(vocab).float().to(device)
-        return cls(latents, vectors, text_ids, text_table, vocab)
+        return cls(latents, vectors, text_ids, text_table, vocab, pixels, width)
 
 
 def _all_gather_rows(x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from .action import Action, ActionEncoder, load_text_encoder, parse_action
 from .attention import use_chunked_attention
 from .chunk import Chunk, frames_to_tensor, pad_context
 from .config import WorldModelConfig, from_preset, with_overrides
-from .diffusion import diffusion_loss, make_sampler, make_train_scheduler, sample_new_frames
+from .diffusion import diffusion_loss, make_sampler, make_train_scheduler, object_loss_weights, sample_new_frames
 from .imagination import Imagination
 from .memory.rule import EpisodicMemory
 
@@ -125,8 +125,14 @@ class SlowFastVGen(nn.Module):
         with torch.no_grad():
             return self.encode_frames(torch.cat([context, target], dim=1))
 
-    def latent_loss(self, latents: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        """New-frame diffusion loss given chunk latents and the batch's actions (keys: text and/or action)."""
+    def latent_loss(self, latents: torch.Tensor, batch: dict[str, Any], object_weight: float = 0.0,
+                    object_radius: int = 1) -> torch.Tensor:
+        """New-frame diffusion loss given chunk latents and the batch's actions (keys: text and/or action).
+
+        `object_weight` > 0 weights the latent cells along the cube's path (`object_loss_weights`, from the
+        batch's ``object_pixels`` and ``frame_width``) by 1 + object_weight; a batch without ``object_pixels``
+        gets the plain mean.
+        """
         b = latents.shape[0]
         drop = None
         if self.training and self.config.cond_dropout > 0:
@@ -134,10 +140,25 @@ class SlowFastVGen(nn.Module):
         cond = self.encode_action(batch_action(batch, self.config), b, drop)
         given = torch.zeros(b, latents.shape[2], dtype=torch.bool, device=latents.device)
         given[:, : self.config.context_frames] = True
-        return diffusion_loss(self.unet, self.scheduler, latents, given, cond)
+        weights = self.object_weights(batch, object_weight, object_radius, latents.device)
+        return diffusion_loss(self.unet, self.scheduler, latents, given, cond, weights=weights)
 
-    def training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        return self.latent_loss(self.batch_latents(batch), batch)
+    def object_weights(self, batch: dict[str, Any], object_weight: float, object_radius: int,
+                       device: torch.device) -> torch.Tensor | None:
+        """`object_loss_weights` of a batch of chunk windows, or None (plain loss) when `object_weight` is 0
+        or the batch has no ``object_pixels``. ``frame_width`` (the width the records' pixels refer to)
+        defaults to the model's frame size, the width of every frame it trains on."""
+        if object_weight < 0:
+            raise ValueError(f"object_weight must be >= 0, got {object_weight}")
+        if object_weight == 0 or batch.get("object_pixels") is None:
+            return None
+        pixels = torch.as_tensor(batch["object_pixels"]).to(device)
+        width = batch.get("frame_width", self.config.frame_size)
+        return object_loss_weights(pixels, torch.as_tensor(width).to(device), self.config.latent_size,
+                                   self.config.new_frames, object_weight, object_radius)
+
+    def training_loss(self, batch: dict[str, Any], object_weight: float = 0.0, object_radius: int = 1) -> torch.Tensor:
+        return self.latent_loss(self.batch_latents(batch), batch, object_weight, object_radius)
 
     # -------------------------------------------------------------------------------------- generation
     def sampler(self) -> Any:

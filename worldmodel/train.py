@@ -53,7 +53,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attention import check_attention, sdpa_backends
-from .diffusion import unet_input
+from .diffusion import object_loss_weights, unet_input
 from .latent_cache import CachedBatch, LatentCache, encode_cached_action
 from .model import Chunk, SlowFastVGen, frames_to_tensor
 from .memory import BatchedTempLoRA
@@ -103,12 +103,28 @@ class TrainConfig:
     # at a fast lr of 2e-3 the full term (1.0) was 3.3x the first-order gradient's norm, at cosine -0.41 with it
     # (one CPU batch, 2 episodes x 4 chunks): a weight below 1 keeps the ordinary gradient in the mix.
     meta_gradient: float = 0.0
+    # slow phase: the loss weight of the latent cells along the cube's path (within `object_radius` cells, Chebyshev,
+    # of the cube in the window's last context frame or any new frame that shows it; the episodes' `cube_pixel`
+    # record), 1 + object_weight against 1 elsewhere, as a weighted mean: the OGBench cube is ~3 px of a 64 px frame,
+    # so the plain mean barely scores where generated chunks put it. 0: the plain mean, exactly as before. Windows
+    # without a record (synthetic, Crafter) weigh 1 everywhere.
+    object_weight: float = 0.0
+    object_radius: int = 1
 
     def __post_init__(self) -> None:
         if self.phase not in ("vae", "slow", "slow_fast"):
             raise ValueError(f"unknown phase {self.phase!r}; expected 'vae', 'slow' or 'slow_fast'")
         if self.meta_gradient < 0:
             raise ValueError(f"meta_gradient must be >= 0, got {self.meta_gradient}")
+        if not (isinstance(self.object_weight, (int, float)) and math.isfinite(self.object_weight)
+                and self.object_weight >= 0):
+            raise ValueError(f"object_weight must be a finite number >= 0, got {self.object_weight!r}")
+        if isinstance(self.object_radius, bool) or not isinstance(self.object_radius, int) or self.object_radius < 0:
+            raise ValueError(f"object_radius must be an integer >= 0 (latent cells), got {self.object_radius!r}")
+        if self.object_weight and self.phase != "slow":
+            raise ValueError(f"object_weight applies to the slow phase only; phase {self.phase!r} "
+                             f"got object_weight={self.object_weight}")
+        self.object_weight = float(self.object_weight)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -468,6 +484,9 @@ class Trainer:
             self.cache_seconds = time.perf_counter() - start
             logger.info("latent cache: %d windows, %.1f MiB on %s, built in %.1f s", len(self.cache),
                         self.cache.nbytes / 2**20, acc.device, self.cache_seconds)
+            if cfg.object_weight and self.cache.object_pixels is None:
+                logger.warning("object_weight=%s but no window of the data has a visible cube record (cube_pixel): "
+                               "the loss is the plain mean", cfg.object_weight)
         return self.cache
 
     def cached_step(self, optimizer: Any, step: int) -> torch.Tensor:
@@ -480,8 +499,9 @@ class Trainer:
         index = step_indices(len(self.cache), cfg.batch_size, cfg.seed, step, acc.process_index, acc.num_processes)
         batch = self.cache.batch(index)
         drop, noise, t = self._draw_noise(batch)
+        weights = self._object_weights(batch)
         with acc.autocast(), sdpa_backends(cfg.attention):
-            loss = self._loss_fn(batch.latents, batch.text_emb, batch.vectors, drop, noise, t, self._alphas)
+            loss = self._loss_fn(batch.latents, batch.text_emb, batch.vectors, drop, noise, t, self._alphas, weights)
         acc.backward(loss)
         loss = self._all_reduce_gradients(loss.detach().float())
         if cfg.grad_clip:
@@ -509,16 +529,26 @@ class Trainer:
         t = torch.randint(0, self.model.scheduler.config.num_train_timesteps, (lat.shape[0],), device=lat.device)
         return drop, noise, t
 
+    def _object_weights(self, batch: CachedBatch) -> torch.Tensor | None:
+        """The cached batch's `object_loss_weights` (the eager loss's map, `SlowFastVGen.object_weights`), built
+        on the device outside the compiled loss; None (the plain mean) at object_weight 0 or with no records."""
+        cfg, mc = self.config, self.model.config
+        if not cfg.object_weight or batch.object_pixels is None:
+            return None
+        return object_loss_weights(batch.object_pixels, batch.frame_width, mc.latent_size, mc.new_frames,
+                                   cfg.object_weight, cfg.object_radius)
+
     def _cached_loss(self, latents: torch.Tensor, text_emb: torch.Tensor | None, vectors: torch.Tensor | None,
                      drop: torch.Tensor | None, noise: torch.Tensor, t: torch.Tensor,
-                     alphas_cumprod: torch.Tensor | None = None) -> torch.Tensor:
+                     alphas_cumprod: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
         """`SlowFastVGen.latent_loss` on a cached batch with the noise given (the part `compile` traces).
 
         The same computation as `diffusion_loss` (DDPMScheduler's `add_noise` / `get_velocity` formulas on
         `alphas_cumprod`, passed in on the device), with the loss written for context-first windows: the
-        mean over the new frames. Left out of the traced code: the scheduler, which moves its table to the
-        device on its first call (a second compilation), and `masked_mse`'s data-dependent check (a graph
-        break and a wait on the GPU).
+        mean over the new frames, or with `weights` ((B, 1, 1, h, w) from `_object_weights`) the weighted mean
+        sum(weight * err^2) / sum(weight) over them, as `masked_mse` computes it. Left out of the traced code:
+        the scheduler, which moves its table to the device on its first call (a second compilation), and
+        `masked_mse`'s data-dependent check (a graph break and a wait on the GPU).
         """
         m, tc = self.model, self.model.config.context_frames
         b = latents.shape[0]
@@ -531,7 +561,11 @@ class Trainer:
         noisy = sqrt_a * latents + sqrt_1ma * noise
         pred = m.unet(unet_input(noisy, latents, given), t, encoder_hidden_states=cond).sample
         target = sqrt_a * noise - sqrt_1ma * latents if m.config.prediction_type == "v_prediction" else noise
-        return ((pred[:, :, tc:].float() - target[:, :, tc:].float()) ** 2).mean()
+        err = (pred[:, :, tc:].float() - target[:, :, tc:].float()) ** 2
+        if weights is None:
+            return err.mean()
+        weights = weights.float().expand(err.shape)
+        return (err * weights).sum() / weights.sum()
 
     def lr_at(self, step: int, progress: float | None = None) -> float:
         """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then the schedule; ``progress``
@@ -675,7 +709,7 @@ class Trainer:
             self.accelerator.backward(loss)
             return float(loss.detach())
         if self.config.phase == "slow":
-            loss = self.model.training_loss(batch)
+            loss = self.model.training_loss(batch, self.config.object_weight, self.config.object_radius)
             self.accelerator.backward(loss)
             return float(loss.detach())
         return self._slow_fast_episode(batch)

@@ -381,6 +381,23 @@ def skills_to_go(task: str, sim_state: np.ndarray) -> np.ndarray:
     return np.array([dist.get(s, MAX_SKILLS_TO_GO) for s in _abstract(task, state)], np.int64)
 
 
+def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10) -> np.ndarray:
+    """The skills (`envs.real.skills.SKILLS` order) that take each recorded state one skill closer to ``task``'s
+    goal under the scene's rules: bool (T, num_skills); a row is all False at the goal and where no skill helps.
+
+    Why: the targets of the heads' next-skill output, a learned prior a planner samples and scores its first
+    skills by (the CEM of sessions 8-11 drew skills uniformly and, with a horizon of 2-3 skills, never found
+    task 4's "open the drawer" while the reward dips for it)."""
+    state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
+    dist = _distances(task)
+    out = np.zeros((len(state), num_skills), bool)
+    for row, s in enumerate(_abstract(task, state)):
+        d = dist.get(s, MAX_SKILLS_TO_GO)
+        if 0 < d < MAX_SKILLS_TO_GO:
+            out[row] = [dist.get(_after(s, k), MAX_SKILLS_TO_GO) == d - 1 for k in range(num_skills)]
+    return out
+
+
 def get_task(name: str) -> Task:
     """Task by name; ValueError lists valid names."""
     if name not in TASKS:
