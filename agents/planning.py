@@ -314,7 +314,9 @@ class WorldModelPlanner:
         if self.heads.config.skills != len(self.skills):
             raise ValueError(f"the heads' next-skill output names {self.heads.config.skills} skills, the planner "
                              f"{len(self.skills)}")
-        prior = self.heads.predict(np.stack([f[-self.heads.config.num_frames:] for f in frames]), instructions)
+        k = self.heads.config.num_frames  # the start (1 frame) and a real chunk: the last k, the first repeated
+        stacks = [np.concatenate([f[:1]] * max(0, k - len(f)) + [f[-k:]]) for f in frames]
+        prior = self.heads.predict(np.stack(stacks), instructions)
         return np.log(np.maximum(prior["next_skill"], 1e-6))
 
     def score(self, imagined: Imagined) -> tuple[np.ndarray, np.ndarray]:
@@ -423,7 +425,8 @@ class SkillPriorAgent:
     def act_batch(self, ids: Sequence[int]) -> list[int]:
         ids = list(ids)
         k = self.heads.config.num_frames
-        prior = self.heads.predict(np.stack([self.frames[b][-k:] for b in ids]), [self.instructions[b] for b in ids])
+        stacks = [np.concatenate([f[:1]] * max(0, k - len(f)) + [f[-k:]]) for f in (self.frames[b] for b in ids)]
+        prior = self.heads.predict(np.stack(stacks), [self.instructions[b] for b in ids])
         return [int(i) for i in prior["next_skill"].argmax(1)]
 
     def observe_batch(self, ids, skills, frames, infos) -> None:

@@ -298,6 +298,20 @@ def test_the_skill_prior_steers_the_planner_and_plays_alone(model, heads):
     agent = SkillPriorAgent(prior)
     agent.reset_episode(0, _start()[0], {"instruction": "open the drawer"})
     assert agent.act_batch([0]) == [7]
+    # episodes at different stages side by side: one at its start frame, one after a real chunk (2 frames each)
+    two = dataclasses.replace(prior.config, num_frames=2)
+    prior.config = two
+    real = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    agent = SkillPriorAgent(prior, num_episodes=2)
+    for b in (0, 1):
+        agent.reset_episode(b, _start(b)[0], {"instruction": "open the drawer"})
+    agent.observe_batch([1], [7], [real], [{}])
+    assert agent.act_batch([0, 1]) == [7, 7]
+    both = WorldModelPlanner(model, prior, dataclasses.replace(cfg, iterations=1), num_episodes=2)
+    for b in (0, 1):
+        both.start(_start(b), "open the drawer", seed=b, episode=b)
+    both.observe_batch([1], [7], [real])
+    assert [r.sequence[0] for r in both.plan([0, 1])] == [7, 7]
     with pytest.raises(ValueError, match="next-skill output"):
         SkillPriorAgent(heads)
 
