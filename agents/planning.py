@@ -309,7 +309,7 @@ class WorldModelPlanner:
     def _prior_logp(self, frames: list[np.ndarray | None], instructions: list[str | None]) -> np.ndarray | None:
         """log P(skill | real frames) per episode (E, skills) from the heads' next-skill output; None where the
         prior is off (``prior_weight`` 0, heads without that output, or no real frames yet)."""
-        if not self.config.prior_weight or not getattr(self.heads.config, "skills", 0) or any(
+        if not self.config.prior_weight or not getattr(getattr(self.heads, "config", None), "skills", 0) or any(
                 f is None for f in frames):
             return None
         if self.heads.config.skills != len(self.skills):
