@@ -315,10 +315,7 @@ class WorldModelPlanner:
         if self.heads.config.skills != len(self.skills):
             raise ValueError(f"the heads' next-skill output names {self.heads.config.skills} skills, the planner "
                              f"{len(self.skills)}")
-        k = self.heads.config.num_frames  # the start (1 frame) and a real chunk: the last k, the first repeated
-        stacks = [np.concatenate([f[:1]] * max(0, k - len(f)) + [f[-k:]]) for f in frames]
-        prior = self.heads.predict(np.stack(stacks), instructions)
-        return np.log(np.maximum(prior["next_skill"], 1e-6))
+        return np.log(np.maximum(skill_prior(self.heads, frames, instructions), 1e-6))
 
     def score(self, imagined: Imagined) -> tuple[np.ndarray, np.ndarray]:
         """(score, P(done within the horizon)) per sequence (over the last axis of the judgements)."""
@@ -406,6 +403,15 @@ class WorldModelPlanner:
         return results
 
 
+def skill_prior(heads: Any, frames: Sequence[np.ndarray], instructions: Sequence[str | None]) -> np.ndarray:
+    """The heads' next-skill probabilities (E, skills) for E episodes' real frames ((T, H, W, 3) each: a start frame
+    or a chunk), from the last ``num_frames`` of each, the first frame repeated where there are fewer, so episodes at
+    their start and episodes after a real chunk go in one batch."""
+    k = heads.config.num_frames
+    stacks = [np.concatenate([f[:1]] * max(0, k - len(f)) + [f[-k:]]) for f in map(np.asarray, frames)]
+    return heads.predict(np.stack(stacks), list(instructions))["next_skill"]
+
+
 class SkillPriorAgent:
     """The heads' next-skill prior alone: its most likely skill for the real frames, no imagination. The baseline
     that says what the planner's imagined chunks add to its prior (`PlannerConfig.prior_weight`)."""
@@ -425,10 +431,8 @@ class SkillPriorAgent:
 
     def act_batch(self, ids: Sequence[int]) -> list[int]:
         ids = list(ids)
-        k = self.heads.config.num_frames
-        stacks = [np.concatenate([f[:1]] * max(0, k - len(f)) + [f[-k:]]) for f in (self.frames[b] for b in ids)]
-        prior = self.heads.predict(np.stack(stacks), [self.instructions[b] for b in ids])
-        return [int(i) for i in prior["next_skill"].argmax(1)]
+        prior = skill_prior(self.heads, [self.frames[b] for b in ids], [self.instructions[b] for b in ids])
+        return [int(i) for i in prior.argmax(1)]
 
     def observe_batch(self, ids, skills, frames, infos) -> None:
         for b, f in zip(ids, frames):
@@ -455,4 +459,4 @@ def make_agent(name: str, model: Any = None, heads: Any = None, config: PlannerC
 
 AGENTS = ("planner", "planner_no_memory", "prior", "random", "expert")
 __all__ = ["AGENTS", "ExpertAgent", "Imagined", "METHODS", "PlanResult", "PlannerConfig", "RandomSkillAgent",
-           "SkillPriorAgent", "WorldModelPlanner", "make_agent"]
+           "SkillPriorAgent", "WorldModelPlanner", "make_agent", "skill_prior"]
