@@ -52,8 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the task whose instruction this is (instead of --tasks)")
     p.add_argument("--seeds", type=int, default=20, help="episodes per task")
     p.add_argument("--first-seed", type=int, default=1000, help="scene seeds first-seed ... (away from collection seeds)")
-    p.add_argument("--agents", default=",".join(a for a in AGENTS if a != "prior"),
-                   help=f"comma-separated, from {', '.join(AGENTS)} (prior: heads fitted with --next-skill)")
+    p.add_argument("--agents", default=",".join(AGENTS),
+                   help=f"comma-separated, from {', '.join(AGENTS)} (default: all; prior, the heads' next-skill prior "
+                        "alone, needs heads fitted with --next-skill and is left out of the default without them)")
     p.add_argument("--method", choices=METHODS, default="cem")
     p.add_argument("--horizon", type=int, default=3)
     p.add_argument("--candidates", type=int, default=64)
@@ -140,6 +141,12 @@ def run(args: argparse.Namespace, tasks: list[str], agents: list[str], config: P
                              "chunk: the planner must observe whole real chunks")
         heads, heads_info = resolve_heads(args.heads, folder, args.data, out, frame_size, device,
                                           fit_steps=args.heads_fit_steps)
+        if "prior" in agents and not heads.config.skills:
+            if args.agents != ",".join(AGENTS):
+                raise SystemExit("error: --agents prior needs heads with a next-skill output; these have none (fit "
+                                 "them with python -m experiments.fit_heads --next-skill)")
+            print("note: the heads have no next-skill output, so the prior agent is left out")
+            agents = [a for a in agents if a != "prior"]
     spec = SceneSpec(chunk_len=new_frames or 4, frame_skip=args.frame_skip, max_chunks=args.max_chunks,
                      skill_noise=args.skill_noise, render_backend=args.render_backend,
                      random_cube_color=not args.red_cube, min_distractors=args.distractors[0],

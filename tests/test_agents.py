@@ -448,6 +448,8 @@ def test_plan_eval_writes_table_plot_and_videos(saved, tmp_path, capsys):
     assert main(args) == 0 and len((out / "episodes.jsonl").read_text().splitlines()) == 2  # nothing twice
     with pytest.raises(SystemExit, match="other settings"):
         main([*args, "--horizon", "2"])
+    with pytest.raises(SystemExit, match="next-skill output"):  # the saved heads have no prior
+        main([*args, "--agents", "prior"])
     result = json.loads((out / "plan_eval.json").read_text())
     assert result["complete"] and "Partial" not in (out / "plan_eval.md").read_text()
     [planned] = result["episodes"]["planner"]
