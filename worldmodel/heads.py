@@ -3,7 +3,8 @@
 The heads look at the last ``num_frames`` frames of a chunk (generated or real, uint8) and the
 episode's instruction, and predict the chunk's reward, the probability that the chunk's skill
 succeeded, the probability that the task is done (termination) and, with ``to_go``, how many skills the
-task still needs (`envs.real.tasks.skills_to_go`: a value for planners, whose reward dips before it rises).
+task still needs (`envs.real.tasks.skills_to_go`: a value for planners, whose reward dips before it rises)
+and, with ``skills``, which skill to take next (`envs.real.tasks.next_skills`: the planners' prior).
 They are trained on real task episodes (the ``envs.episodes`` schema: per-chunk ``reward`` and
 ``success``, ``attrs.instruction`` and ``attrs.task_success``), saved beside a model as ``heads/heads.json``
 + ``heads/heads.safetensors``, and used by ``SlowFastVGen-v0``. The real simulator's reward stays the ground truth for evaluation.
