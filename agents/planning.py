@@ -169,7 +169,9 @@ class WorldModelPlanner:
         self.rngs = [np.random.default_rng([cfg.seed, i]) for i in range(b)]
         self.previous: list[np.ndarray | None] = [None] * b
         self.last_imagined: list[np.ndarray | None] = [None] * b
-        self.last_frames: list[np.ndarray | None] = [None] * b  # the real frames the belief env is at
+        # log P(skill | the real frames the belief env is at) per episode, read once per real observation (None: no
+        # prior); the plan's CEM rounds and every imagine() call share it
+        self.root_logp: list[np.ndarray | None] = [None] * b
         self.plans: list[list[PlanResult]] = [[] for _ in range(b)]
         self.notes: dict[int, list[str]] = {i: [] for i in range(b)}
         self.stop_reasons: list[str | None] = [None] * b
@@ -222,8 +224,9 @@ class WorldModelPlanner:
         done = np.ones(len(ids), bool)
         if self.config.skill_chunks > 1:  # did the skill finish? the success head on the real chunk
             done = self.heads.predict(torch.from_numpy(truth), [self.instructions[b] for b in ids])["success"] >= 0.5
+        logp = self._prior_logp(list(truth), [self.instructions[b] for b in ids])
         for k, (b, skill) in enumerate(zip(ids, skills)):
-            self.last_imagined[b], self.last_frames[b] = made[k], truth[k]
+            self.last_imagined[b], self.root_logp[b] = made[k], None if logp is None else logp[k]
             run = self._running[b]
             repeat = run is not None and run[0] == int(skill)
             rest = self.previous[b]
@@ -251,7 +254,9 @@ class WorldModelPlanner:
         self.instructions[b] = check_instruction(instruction)
         self.core.reset([self.root(b)], [np.asarray(frames)], seeds=[int(seed)])
         self.rngs[b] = np.random.default_rng([self.config.seed, int(seed)])
-        self.previous[b], self.last_imagined[b], self.last_frames[b] = None, None, np.asarray(frames)
+        self.previous[b], self.last_imagined[b] = None, None
+        logp = self._prior_logp([np.asarray(frames)], [self.instructions[b]])
+        self.root_logp[b] = None if logp is None else logp[0]
         self.plans[b], self.notes[b], self.stop_reasons[b], self._infeasible[b] = [], [], None, 0
         self._running[b] = None
 
@@ -284,7 +289,7 @@ class WorldModelPlanner:
         chunks = np.repeat(seqs.reshape(e * k, horizon), self.config.imagine_chunks, axis=1)  # a skill per chunk
         out = {key: np.zeros(chunks.shape, np.float32) for key in ("reward", "success", "terminated")}
         flat_seqs = seqs.reshape(e * k, horizon)
-        logp = self._prior_logp([self.last_frames[b] for b in episodes], [self.instructions[b] for b in episodes])
+        logp = self._root_prior(episodes)
         logp = None if logp is None else np.repeat(logp, k, axis=0)[np.arange(e * k), flat_seqs[:, 0]][:, None]
         frames = [] if keep_frames else None
         for h in range(chunks.shape[1]):
@@ -306,16 +311,20 @@ class WorldModelPlanner:
                         out["to_go"].reshape(shape) if "to_go" in out else None,
                         None if logp is None else logp.reshape(*shape[:-1], horizon))
 
-    def _prior_logp(self, frames: list[np.ndarray | None], instructions: list[str | None]) -> np.ndarray | None:
+    def _prior_logp(self, frames: list[np.ndarray], instructions: list[str | None]) -> np.ndarray | None:
         """log P(skill | real frames) per episode (E, skills) from the heads' next-skill output; None where the
-        prior is off (``prior_weight`` 0, heads without that output, or no real frames yet)."""
-        if not self.config.prior_weight or not getattr(getattr(self.heads, "config", None), "skills", 0) or any(
-                f is None for f in frames):
+        prior is off (``prior_weight`` 0 or heads without that output)."""
+        if not self.config.prior_weight or not getattr(getattr(self.heads, "config", None), "skills", 0):
             return None
         if self.heads.config.skills != len(self.skills):
             raise ValueError(f"the heads' next-skill output names {self.heads.config.skills} skills, the planner "
                              f"{len(self.skills)}")
         return np.log(np.maximum(skill_prior(self.heads, frames, instructions), 1e-6))
+
+    def _root_prior(self, episodes: Sequence[int]) -> np.ndarray | None:
+        """The episodes' `root_logp` stacked (E, skills), or None when the prior is off."""
+        rows = [self.root_logp[b] for b in episodes]
+        return None if any(r is None for r in rows) else np.stack(rows)
 
     def score(self, imagined: Imagined) -> tuple[np.ndarray, np.ndarray]:
         """(score, P(done within the horizon)) per sequence (over the last axis of the judgements)."""
@@ -356,7 +365,7 @@ class WorldModelPlanner:
         s, h, k = len(self.skills), cfg.horizon, cfg.candidates
         warm = {b: self._warm(b) for b in episodes}
         probs = {b: np.full((h, s), 1.0 / s) for b in episodes}
-        prior = self._prior_logp([self.last_frames[b] for b in episodes], [self.instructions[b] for b in episodes])
+        prior = self._root_prior(episodes)
         if cfg.method == "cem" and prior is not None:  # the first skill drawn from the prior, smoothed
             for i, b in enumerate(episodes):
                 probs[b][0] = (1 - cfg.smoothing) * np.exp(prior[i]) / np.exp(prior[i]).sum() + cfg.smoothing / s
