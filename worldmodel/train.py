@@ -53,7 +53,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attention import check_attention, sdpa_backends
-from .diffusion import object_loss_weights, unet_input
+from .diffusion import unet_input
 from .latent_cache import CachedBatch, LatentCache, encode_cached_action
 from .model import Chunk, SlowFastVGen, frames_to_tensor
 from .memory import BatchedTempLoRA
@@ -530,13 +530,11 @@ class Trainer:
         return drop, noise, t
 
     def _object_weights(self, batch: CachedBatch) -> torch.Tensor | None:
-        """The cached batch's `object_loss_weights` (the eager loss's map, `SlowFastVGen.object_weights`), built
-        on the device outside the compiled loss; None (the plain mean) at object_weight 0 or with no records."""
-        cfg, mc = self.config, self.model.config
-        if not cfg.object_weight or batch.object_pixels is None:
-            return None
-        return object_loss_weights(batch.object_pixels, batch.frame_width, mc.latent_size, mc.new_frames,
-                                   cfg.object_weight, cfg.object_radius)
+        """The cached batch's loss weights, built by the eager loss's own `SlowFastVGen.object_weights` on the
+        device outside the compiled loss; None (the plain mean) at object_weight 0 or with no records."""
+        records = {"object_pixels": batch.object_pixels, "frame_width": batch.frame_width}
+        return self.model.object_weights(records, self.config.object_weight, self.config.object_radius,
+                                         batch.latents.device)
 
     def _cached_loss(self, latents: torch.Tensor, text_emb: torch.Tensor | None, vectors: torch.Tensor | None,
                      drop: torch.Tensor | None, noise: torch.Tensor, t: torch.Tensor,
