@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the task whose instruction this is (instead of --tasks)")
     p.add_argument("--seeds", type=int, default=20, help="episodes per task")
     p.add_argument("--first-seed", type=int, default=1000, help="scene seeds first-seed ... (away from collection seeds)")
-    p.add_argument("--agents", default=",".join(AGENTS),
+    p.add_argument("--agents", default=None,
                    help=f"comma-separated, from {', '.join(AGENTS)} (default: all; prior, the heads' next-skill prior "
                         "alone, needs heads fitted with --next-skill and is left out of the default without them)")
     p.add_argument("--method", choices=METHODS, default="cem")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:  # every check that needs no model first: a typo costs no model load
         tasks = [task_for_instruction(args.instruction)] if args.instruction else check_tasks(args.tasks)
-        agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+        agents = [a.strip() for a in (",".join(AGENTS) if args.agents is None else args.agents).split(",") if a.strip()]
         unknown = [a for a in agents if a not in AGENTS]
         if unknown or not agents:
             raise UnknownInstruction(f"unknown agents {unknown}; choose from {', '.join(AGENTS)}")
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, tasks: list[str], agents: list[str], config: P
         heads, heads_info = resolve_heads(args.heads, folder, args.data, out, frame_size, device,
                                           fit_steps=args.heads_fit_steps)
         if "prior" in agents and not heads.config.skills:
-            if args.agents != ",".join(AGENTS):
+            if args.agents is not None:  # asked for by name
                 raise SystemExit("error: --agents prior needs heads with a next-skill output; these have none (fit "
                                  "them with python -m experiments.fit_heads --next-skill)")
             print("note: the heads have no next-skill output, so the prior agent is left out")
