@@ -394,9 +394,10 @@ class BatchedTempLoRA:
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             losses = losses.view(m, n)
             per_env = losses.mean(0)
-            # the rollback check reads every env's losses: one copy to the host, not one GPU sync per env
+            # the rollback check and the reported values read every env's losses: one copy to the host, not a GPU
+            # sync per env
             host_losses, tt = losses.detach().float().cpu(), t.view(m, n).cpu()
-            values = [float(v) for v in per_env.detach().cpu()]
+            values = host_losses.mean(0).tolist()
             ok = [not rule.rolls_back(self.config, self.losses[e], tt[:, k], host_losses[:, k])
                   for k, e in enumerate(envs)]
             if not any(ok):
