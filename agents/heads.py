@@ -97,6 +97,9 @@ def _tagged_scene_labels(episode: dict) -> list[tuple[str | None, LabelSet]]:
     return own + [(task, task_labels(episode, task)) for task in RELABEL_TASKS]
 
 
+HELD_MOTION = 0.01  # m: a cube skill's unfinished chunk that moved the cube this far leaves it under way ("held")
+
+
 def task_labels(episode: dict, task: str) -> LabelSet:
     """``task``'s labels of a recorded scene episode: an instruction of the task with reward and "done" judged on
     the recorded simulator state at each chunk's end (`goal_conditions`: the simulator's own check, so the
@@ -105,14 +108,20 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     or, in a memory task, when the plan passes through the goal scene before its distractors). A memory task's
     instruction for another episode is drawn with random distractors (`relabel_instruction`), seeded by the
     episode's states and the task, so the labels repeat. The fourth array: the skills still needed at each chunk's
-    end (`skills_to_go`), and the fifth the skills that bring the goal one closer from there (`next_skills`)."""
-    from envs.real.skills import SKILLS
+    end (`skills_to_go`), and the fifth the skills that bring the goal one closer from there (`next_skills`); both
+    count a chunk whose cube skill was not achieved and moved the cube as ending with the cube still under way
+    ("held")."""
+    from envs.real.skills import SKILL_SPECS, SKILLS
     from envs.real.tasks import RELABEL_TASKS, goal_conditions, next_skills, relabel_instruction, skills_to_go
 
     attrs = episode["attrs"]
     L, K = int(attrs["chunk_len"]), len(episode["reward"])
     states = np.asarray(episode["sim_state"])
     ends = states[(np.arange(K) + 1) * L]
+    moved = np.linalg.norm(ends[:, :3] - states[np.arange(K) * L, :3], axis=1) > HELD_MOTION
+    skills = episode.get("skill_ids", np.full(K, -1))  # a cube skill's chunk not achieved: it was still under way
+    held = moved & np.array([0 <= int(k) < len(SKILL_SPECS) and SKILL_SPECS[int(k)].kind.startswith("cube") and not ok
+                             for k, ok in zip(skills, episode["success"])], bool)
     conditions = goal_conditions(task, ends)
     if task == attrs.get("task"):
         text = str(attrs.get("instruction", ""))
@@ -120,7 +129,7 @@ def task_labels(episode: dict, task: str) -> LabelSet:
         seed = zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes())
         text = relabel_instruction(task, np.random.default_rng([seed, RELABEL_TASKS.index(task)]))
     return (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1),
-            skills_to_go(task, ends).astype(np.float32), next_skills(task, ends, len(SKILLS)))
+            skills_to_go(task, ends, held).astype(np.float32), next_skills(task, ends, len(SKILLS), held))
 
 
 def heldout_split(episodes: list[dict], heldout: float) -> tuple[list[dict], list[dict]]:

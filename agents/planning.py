@@ -177,7 +177,7 @@ class WorldModelPlanner:
         self.stop_reasons: list[str | None] = [None] * b
         self.distributions: list[np.ndarray | None] = [None] * b  # CEM: each step's skill distribution at the end
         self._infeasible = [0] * b
-        self._running: list[tuple[int, int] | None] = [None] * b  # (skill, real chunks run) while it repeats
+        self.runs = SkillRuns(b, cfg.skill_chunks)
 
     def root(self, b: int) -> int:
         return b * self.width
@@ -189,7 +189,7 @@ class WorldModelPlanner:
 
     def act_batch(self, ids: Sequence[int]) -> list[int | None]:
         ids = list(ids)
-        chosen = {b: self._running[b][0] for b in ids if self._running[b] is not None}  # skills still running
+        chosen = {b: self.runs.running(b) for b in ids if self.runs.running(b) is not None}
         to_plan = [b for b in ids if b not in chosen]
         for b, result in zip(to_plan, self.plan(to_plan) if to_plan else []):
             chosen[b] = self._choose(b, result)
@@ -221,19 +221,14 @@ class WorldModelPlanner:
         chunk = self.core.step([self.root(b) for b in ids], self._action([self.skills[int(s)] for s in skills]),
                                teacher_frames=truth)
         made = chunk.frames.cpu().numpy()
-        done = np.ones(len(ids), bool)
-        if self.config.skill_chunks > 1:  # did the skill finish? the success head on the real chunk
-            done = self.heads.predict(torch.from_numpy(truth), [self.instructions[b] for b in ids])["success"] >= 0.5
-        logp = self._prior_logp(list(truth), [self.instructions[b] for b in ids])
+        texts = [self.instructions[b] for b in ids]
+        repeats = self.runs.observe(self.heads, ids, skills, truth, texts)
+        logp = self._prior_logp(list(truth), texts)
         for k, (b, skill) in enumerate(zip(ids, skills)):
             self.last_imagined[b], self.root_logp[b] = made[k], None if logp is None else logp[k]
-            run = self._running[b]
-            repeat = run is not None and run[0] == int(skill)
             rest = self.previous[b]
-            if not repeat:  # a repeated skill is still the plan's first step: the plan's rest waits
+            if not repeats[k]:  # a repeated skill is still the plan's first step: the plan's rest waits
                 self.previous[b] = rest[1:] if rest is not None and len(rest) and int(rest[0]) == int(skill) else None
-            count = (run[1] if repeat else 0) + 1
-            self._running[b] = None if done[k] or count >= self.config.skill_chunks else (int(skill), count)
 
     # single-episode conveniences (slot 0)
     def reset(self, frame: np.ndarray, info: dict) -> None:
@@ -258,7 +253,7 @@ class WorldModelPlanner:
         logp = self._prior_logp([np.asarray(frames)], [self.instructions[b]])
         self.root_logp[b] = None if logp is None else logp[0]
         self.plans[b], self.notes[b], self.stop_reasons[b], self._infeasible[b] = [], [], None, 0
-        self._running[b] = None
+        self.runs.reset(b)
 
     def _action(self, texts: list[str]) -> Any:
         return {"text": texts} if self.model.config.action_type == "both" else texts
@@ -421,31 +416,80 @@ def skill_prior(heads: Any, frames: Sequence[np.ndarray], instructions: Sequence
     return heads.predict(np.stack(stacks), list(instructions))["next_skill"]
 
 
+class SkillRuns:
+    """Which episodes' last skill runs on without a new decision: a chosen skill runs again until the heads' success
+    output judges its real chunk done or it has run ``max_chunks`` chunks (1: a new decision after every chunk). The
+    options framework's termination condition, with the success head in place of the simulator's check the scripted
+    expert repeats a skill by.
+
+    Why: a real skill often needs two or three chunks (a drawer opens over two, a pick-and-place over three). A new
+    decision taken from a half-done state acts on it: in session 13's CPU diagnosis the skill-prior agent, asked after
+    every chunk, shut the drawer on a cube still in the gripper and locked drawers not yet shut."""
+
+    def __init__(self, num_episodes: int, max_chunks: int = 1):
+        if max_chunks < 1:
+            raise ValueError(f"a skill runs at least one chunk, got max_chunks={max_chunks}")
+        self.max_chunks = max_chunks
+        self._running: list[tuple[int, int] | None] = [None] * num_episodes  # (skill, real chunks run) while it repeats
+
+    def reset(self, b: int) -> None:
+        self._running[b] = None
+
+    def running(self, b: int) -> int | None:
+        """The skill episode b runs on with, or None when it needs a new decision."""
+        run = self._running[b]
+        return None if run is None else run[0]
+
+    def observe(self, heads: Any, ids: Sequence[int], skills: Sequence[int], frames: np.ndarray,
+                instructions: Sequence[str | None]) -> list[bool]:
+        """Record the real chunks ``frames`` ((E, T, H, W, 3) uint8) that ``skills`` produced in episodes ``ids``;
+        returns, per episode, whether its skill continued the one already running."""
+        done = np.ones(len(ids), bool)
+        if self.max_chunks > 1:  # did the skill finish? the success head on the real chunk
+            done = heads.predict(torch.from_numpy(np.asarray(frames)), list(instructions))["success"] >= 0.5
+        repeats = []
+        for k, (b, skill) in enumerate(zip(ids, skills)):
+            run = self._running[b]
+            repeats.append(run is not None and run[0] == int(skill))
+            count = (run[1] if repeats[-1] else 0) + 1
+            self._running[b] = None if done[k] or count >= self.max_chunks else (int(skill), count)
+        return repeats
+
+
 class SkillPriorAgent:
-    """The heads' next-skill prior alone: its most likely skill for the real frames, no imagination. The baseline
-    that says what the planner's imagined chunks add to its prior (`PlannerConfig.prior_weight`)."""
+    """The heads' next-skill prior alone: its most likely skill for the real frames, no imagination, each skill run
+    on until the success head sees it done (`SkillRuns`, up to ``skill_chunks`` chunks), as the planner runs its
+    skills. The baseline that says what the planner's imagined chunks add to its prior (`PlannerConfig.prior_weight`)."""
 
     name = "skill prior, no imagination"
 
-    def __init__(self, heads: Any, num_episodes: int = 1, skills: Sequence[str] = SKILLS):
+    def __init__(self, heads: Any, num_episodes: int = 1, skills: Sequence[str] = SKILLS, skill_chunks: int = 1):
         if heads is None or getattr(heads.config, "skills", 0) != len(skills):
             raise ValueError(f"the skill-prior agent needs heads with a next-skill output over {len(skills)} skills "
                              "(python -m experiments.fit_heads --next-skill)")
         self.heads, self.num_episodes = heads, num_episodes
+        self.runs = SkillRuns(num_episodes, skill_chunks)
         self.frames: list[np.ndarray | None] = [None] * num_episodes
         self.instructions: list[str | None] = [None] * num_episodes
 
     def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
         self.frames[b], self.instructions[b] = np.asarray(frame)[None], check_instruction(info["instruction"])
+        self.runs.reset(b)
 
     def act_batch(self, ids: Sequence[int]) -> list[int]:
         ids = list(ids)
-        prior = skill_prior(self.heads, [self.frames[b] for b in ids], [self.instructions[b] for b in ids])
-        return [int(i) for i in prior.argmax(1)]
+        chosen = {b: self.runs.running(b) for b in ids if self.runs.running(b) is not None}
+        ask = [b for b in ids if b not in chosen]
+        if ask:
+            prior = skill_prior(self.heads, [self.frames[b] for b in ask], [self.instructions[b] for b in ask])
+            chosen.update({b: int(i) for b, i in zip(ask, prior.argmax(1))})
+        return [chosen[b] for b in ids]
 
     def observe_batch(self, ids, skills, frames, infos) -> None:
         for b, f in zip(ids, frames):
             self.frames[b] = np.asarray(f)
+        self.runs.observe(self.heads, list(ids), skills, np.stack([np.asarray(f) for f in frames]),
+                          [self.instructions[b] for b in ids])
 
 
 def make_agent(name: str, model: Any = None, heads: Any = None, config: PlannerConfig | None = None,
@@ -458,7 +502,7 @@ def make_agent(name: str, model: Any = None, heads: Any = None, config: PlannerC
             cfg = replace(cfg, temp_lora=False)
         return WorldModelPlanner(model, heads, cfg, num_episodes=num_episodes)
     if name == "prior":
-        return SkillPriorAgent(heads, num_episodes)
+        return SkillPriorAgent(heads, num_episodes, skill_chunks=(config or PlannerConfig()).skill_chunks)
     if name == "random":
         return RandomSkillAgent(num_episodes, seed)
     if name == "expert":
@@ -468,4 +512,4 @@ def make_agent(name: str, model: Any = None, heads: Any = None, config: PlannerC
 
 AGENTS = ("planner", "planner_no_memory", "prior", "random", "expert")
 __all__ = ["AGENTS", "ExpertAgent", "Imagined", "METHODS", "PlanResult", "PlannerConfig", "RandomSkillAgent",
-           "SkillPriorAgent", "WorldModelPlanner", "make_agent", "skill_prior"]
+           "SkillPriorAgent", "SkillRuns", "WorldModelPlanner", "make_agent", "skill_prior"]

@@ -315,6 +315,39 @@ def test_the_skill_prior_steers_the_planner_and_plays_alone(model, heads):
     with pytest.raises(ValueError, match="next-skill output"):
         SkillPriorAgent(heads)
 
+def test_the_prior_agent_runs_a_skill_on_until_the_success_head_sees_it_done(heads):
+    """With ``skill_chunks`` 3 the skill-prior agent asks its prior only when the success head judges the last real
+    chunk done, or after 3 chunks of one skill (`SkillRuns`); with 1 it asks after every chunk."""
+    from agents.planning import SkillPriorAgent
+
+    class Judge(PriorHeads):
+        success = 0.0
+
+        def predict(self, frames, texts):
+            return {**super().predict(frames, texts), "success": np.full(len(texts), self.success, np.float32)}
+
+    p = np.full(10, 0.02, np.float32)
+    p[7] = 0.82
+    real = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    for success, chunks, expected in ((0.0, 3, [1, 0, 0, 1, 0, 0, 1]), (1.0, 3, [1] * 7), (0.0, 1, [1] * 7)):
+        judge = Judge(heads, p)
+        judge.success = success
+        agent = SkillPriorAgent(judge, skill_chunks=chunks)
+        agent.reset_episode(0, _start()[0], {"instruction": "open the drawer"})
+        asked = []
+        for _ in range(7):
+            calls = judge.calls
+            skill = agent.act_batch([0])[0]
+            asked.append(int(judge.calls > calls))
+            agent.observe_batch([0], [skill], [real], [{}])
+            assert skill == 7
+        assert asked == expected, (success, chunks, asked)
+        agent.reset_episode(0, _start()[0], {"instruction": "open the drawer"})  # a new episode asks afresh
+        calls = judge.calls
+        agent.act_batch([0])
+        assert judge.calls == calls + 1
+
+
 def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene, scene2):
     cfg = PlannerConfig(method="cem", horizon=2, candidates=6, iterations=2, elites=2, denoise_steps=1)
     planner = WorldModelPlanner(model, heads, cfg, num_episodes=2)

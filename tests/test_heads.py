@@ -178,6 +178,16 @@ def test_next_skills_are_the_skills_one_closer_to_the_goal():
     assert skills_to_go("task4_put_in_drawer", rows).tolist() == [4, 3, 2, 1, 0]
     assert names == [["press the left button"], ["open the drawer"], ["pick up the cube and put it in the drawer"],
                      ["close the drawer"], []], names
+    # part-way: a drawer 6-10 cm from either end is neither open nor shut, so the skill under way is the one to finish;
+    # a cube skill under way (``held``) leaves the cube "in the drawer" only once it is let go
+    part = [dict(left_button=1, drawer=-0.10), dict(left_button=1, drawer=-0.06, cube_in_drawer=1),
+            dict(left_button=1, drawer=-0.16, cube_in_drawer=1)]
+    rows = np.array([[{**base, **s}[f] for f in SIM_STATE_FIELDS] for s in part], np.float32)
+    held = np.array([False, False, True])
+    names = [[SKILLS[k] for k in np.flatnonzero(row)] for row in next_skills("task4_put_in_drawer", rows, held=held)]
+    assert names == [["open the drawer"], ["close the drawer"], ["pick up the cube and put it in the drawer"]], names
+    assert skills_to_go("task4_put_in_drawer", rows, held).tolist() == [3, 1, 2]
+    assert skills_to_go("task4_put_in_drawer", rows).tolist() == [3, 1, 1]  # let go: one skill (close) to go
 
 
 def test_heads_learn_the_next_skill_from_hindsight_labels():

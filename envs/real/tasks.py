@@ -300,29 +300,46 @@ MAX_SKILLS_TO_GO = 12  # `skills_to_go` of a state the goal cannot be reached fr
 _SLOTS = tuple(CUBE_SLOTS)  # the table spots the cube skills put the cube on
 
 
-def _abstract(task: str, state: np.ndarray) -> tuple:
-    """A recorded state (T, 8) as the scene's rules see it, per row: (drawer open, window open, left unlocked, right
-    unlocked, cube: a `CUBE_SLOTS` name, "drawer", "goal" (on a goal spot no skill reaches, e.g. its start in
-    task 2) or "table" (elsewhere))."""
+def _abstract(task: str, state: np.ndarray, held: np.ndarray | None = None) -> tuple:
+    """A recorded state (T, 8) as the scene's rules see it, per row: (drawer, window, left unlocked, right unlocked,
+    cube). Drawer and window: True (open) or False (shut) within `GOAL_TOLERANCE` of that end, the tolerance of the
+    goal check and of the skills' own success, else None (part-way). Cube: a `CUBE_SLOTS` name, "drawer", "goal" (on
+    a goal spot no skill reaches, e.g. its start in task 2), "table" (elsewhere) or, where ``held`` (bool (T,)) says
+    so, "held": a cube skill was still under way (its chunk not achieved), so the cube may be in the gripper.
+
+    Why the part-way and held states: a real skill often needs two or three chunks, and judged by its position alone
+    a drawer 5 cm from shut counted as shut, and a cube still in the gripper over the open drawer as put in it. The
+    next-skill labels then said "lock it" or "close the drawer" there; acting on that, the skill-prior agent locked
+    drawers that were not yet shut and shut the drawer on the gripped cube, so it fell out (session 13: most of the
+    prior's losses on tasks 2, 4 and 5)."""
+    def part(value: float, open_: float, shut: float) -> bool | None:
+        return True if abs(value - open_) <= GOAL_TOLERANCE else False if abs(value - shut) <= GOAL_TOLERANCE else None
+
     rows = []
     cube_ok = goal_conditions(task, state)[:, 0]
-    for row, ok in zip(state, cube_ok):
-        if row[_FIELD["cube_in_drawer"]] > 0.5:
+    held = np.zeros(len(state), bool) if held is None else np.asarray(held, bool).reshape(len(state))
+    for row, ok, grip in zip(state, cube_ok, held):
+        if grip:
+            cube = "held"
+        elif row[_FIELD["cube_in_drawer"]] > 0.5:
             cube = "drawer"
         else:
             near = [n for n in _SLOTS if np.linalg.norm(row[:3] - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE]
             cube = near[0] if near else ("goal" if ok else "table")
-        rows.append((bool(row[_FIELD["drawer"]] < (DRAWER_OPEN + DRAWER_CLOSED) / 2),
-                     bool(row[_FIELD["window"]] > (WINDOW_OPEN + WINDOW_CLOSED) / 2),
+        rows.append((part(row[_FIELD["drawer"]], DRAWER_OPEN, DRAWER_CLOSED),
+                     part(row[_FIELD["window"]], WINDOW_OPEN, WINDOW_CLOSED),
                      bool(round(row[_FIELD["left_button"]])), bool(round(row[_FIELD["right_button"]])), cube))
     return tuple(rows)
 
 
 def _after(state: tuple, skill: int) -> tuple:
-    """The abstract state after ``skill`` (`envs.real.skills.SKILLS` order): a locked drawer or window does not move,
-    the cube goes into the drawer only when it is open, and a cube in the shut drawer stays there."""
+    """The abstract state after ``skill`` (`envs.real.skills.SKILLS` order): a locked drawer or window does not move
+    (nor leaves its part-way position), the cube goes into the drawer only when it is open, a cube in a drawer that is
+    not open stays there, and a held cube is let go where it is ("table") by any skill but a cube skill."""
     drawer, window, left, right, cube = state
-    free = cube != "drawer" or drawer  # the cube can be picked up
+    free = cube != "drawer" or drawer is True  # the cube can be picked up
+    if cube == "held" and skill < 6:
+        cube = "table"
     if skill in (0, 1) and left:
         drawer = skill == 0
     elif skill in (2, 3) and right:
@@ -331,7 +348,7 @@ def _after(state: tuple, skill: int) -> tuple:
         left = not left
     elif skill == 5:
         right = not right
-    elif skill == 6 and drawer and free:
+    elif skill == 6 and drawer is True and free:
         cube = "drawer"
     elif skill in (7, 8, 9) and free:
         cube = _SLOTS[skill - 7]
@@ -350,12 +367,12 @@ def _distances(task: str) -> dict[tuple, int]:
         if slot:
             cube_ok = lambda cube, drawer: cube == slot[0]  # noqa: E731
         elif np.linalg.norm(spot[:2] - np.asarray(DRAWER_CENTER[:2])) <= 0.15:  # in the drawer, shut (tasks 4, 5)
-            cube_ok = lambda cube, drawer: cube == "drawer" and not drawer  # noqa: E731
+            cube_ok = lambda cube, drawer: cube == "drawer" and drawer is False  # noqa: E731
         else:
             cube_ok = lambda cube, drawer: cube == "goal"  # noqa: E731
     want = (goal["drawer_pos"] == DRAWER_OPEN, goal["window_pos"] == WINDOW_OPEN, *map(bool, goal["button_states"]))
-    states = [(d, w, lo, ro, c) for d in (False, True) for w in (False, True) for lo in (False, True)
-              for ro in (False, True) for c in (*_SLOTS, "drawer", "goal", "table")]
+    states = [(d, w, lo, ro, c) for d in (False, True, None) for w in (False, True, None) for lo in (False, True)
+              for ro in (False, True) for c in (*_SLOTS, "drawer", "goal", "table", "held")]
     dist = {s: 0 for s in states if s[:4] == want and cube_ok(s[4], s[0])}
     frontier = list(dist)
     while frontier:
@@ -368,9 +385,10 @@ def _distances(task: str) -> dict[tuple, int]:
     return dist
 
 
-def skills_to_go(task: str, sim_state: np.ndarray) -> np.ndarray:
+def skills_to_go(task: str, sim_state: np.ndarray, held: np.ndarray | None = None) -> np.ndarray:
     """The fewest skills that take each recorded state (``sim_state``, (T, 8)) to ``task``'s goal (one of
-    `RELABEL_TASKS`), under the scene's rules (`_after`); `MAX_SKILLS_TO_GO` where none can. int64 (T,).
+    `RELABEL_TASKS`), under the scene's rules (`_after`); `MAX_SKILLS_TO_GO` where none can. int64 (T,). ``held``
+    (bool (T,)): where a cube skill was still under way (`_abstract`).
 
     Why: OGBench's reward counts the goal conditions met, and on the way to the goal it often falls first (unlocking
     the drawer in task 4, opening it): along the expert's own episodes of tasks 2, 4 and 5 it waits 3-7 chunks before
@@ -378,12 +396,14 @@ def skills_to_go(task: str, sim_state: np.ndarray) -> np.ndarray:
     every right skill, so a head that learns them gives the planner a value to aim at."""
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
     dist = _distances(task)
-    return np.array([dist.get(s, MAX_SKILLS_TO_GO) for s in _abstract(task, state)], np.int64)
+    return np.array([dist.get(s, MAX_SKILLS_TO_GO) for s in _abstract(task, state, held)], np.int64)
 
 
-def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10) -> np.ndarray:
+def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10, held: np.ndarray | None = None) -> np.ndarray:
     """The skills (`envs.real.skills.SKILLS` order) that take each recorded state one skill closer to ``task``'s
     goal under the scene's rules: bool (T, num_skills); a row is all False at the goal and where no skill helps.
+    ``held`` as in `skills_to_go`. A part-way drawer or window, or a held cube, makes finishing that skill the
+    right next one (`_abstract`).
 
     Why: the targets of the heads' next-skill output, a learned prior a planner samples and scores its first
     skills by (the CEM of sessions 8-11 drew skills uniformly and, with a horizon of 2-3 skills, never found
@@ -391,7 +411,7 @@ def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10) -> np.nd
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
     dist = _distances(task)
     out = np.zeros((len(state), num_skills), bool)
-    for row, s in enumerate(_abstract(task, state)):
+    for row, s in enumerate(_abstract(task, state, held)):
         d = dist.get(s, MAX_SKILLS_TO_GO)
         if 0 < d < MAX_SKILLS_TO_GO:
             out[row] = [dist.get(_after(s, k), MAX_SKILLS_TO_GO) == d - 1 for k in range(num_skills)]
