@@ -97,9 +97,6 @@ def _tagged_scene_labels(episode: dict) -> list[tuple[str | None, LabelSet]]:
     return own + [(task, task_labels(episode, task)) for task in RELABEL_TASKS]
 
 
-HELD_MOTION = 0.01  # m: a cube skill's unfinished chunk that moved the cube this far leaves it under way ("held")
-
-
 def task_labels(episode: dict, task: str) -> LabelSet:
     """``task``'s labels of a recorded scene episode: an instruction of the task with reward and "done" judged on
     the recorded simulator state at each chunk's end (`goal_conditions`: the simulator's own check, so the
@@ -111,17 +108,15 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     end (`skills_to_go`), and the fifth the skills that bring the goal one closer from there (`next_skills`); both
     count a chunk whose cube skill was not achieved and moved the cube as ending with the cube still under way
     ("held")."""
-    from envs.real.skills import SKILL_SPECS, SKILLS
-    from envs.real.tasks import RELABEL_TASKS, goal_conditions, next_skills, relabel_instruction, skills_to_go
+    from envs.real.skills import SKILLS
+    from envs.real.tasks import (RELABEL_TASKS, cube_under_way, goal_conditions, next_skills, relabel_instruction,
+                                 skills_to_go)
 
     attrs = episode["attrs"]
     L, K = int(attrs["chunk_len"]), len(episode["reward"])
     states = np.asarray(episode["sim_state"])
     ends = states[(np.arange(K) + 1) * L]
-    moved = np.linalg.norm(ends[:, :3] - states[np.arange(K) * L, :3], axis=1) > HELD_MOTION
-    skills = episode.get("skill_ids", np.full(K, -1))  # a cube skill's chunk not achieved: it was still under way
-    held = moved & np.array([0 <= int(k) < len(SKILL_SPECS) and SKILL_SPECS[int(k)].kind.startswith("cube") and not ok
-                             for k, ok in zip(skills, episode["success"])], bool)
+    held = cube_under_way(episode.get("skill_ids", np.full(K, -1)), episode["success"], states[np.arange(K) * L], ends)
     conditions = goal_conditions(task, ends)
     if task == attrs.get("task"):
         text = str(attrs.get("instruction", ""))

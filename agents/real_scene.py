@@ -138,6 +138,10 @@ class EpisodeResult:
     real_frames: np.ndarray | None = None  # (1 + chunks * L, H, W, 3): reset frame, then each chunk
     imagined_frames: np.ndarray | None = None  # (chunks * L, H, W, 3): the agent's prediction of each chunk
     notes: list[str] = field(default_factory=list)
+    # the skills the task still needed by the simulator's state (`envs.real.tasks.skills_to_go`, a cube skill's chunk
+    # not achieved counted as under way) at the reset and after each chunk; empty for tasks without a fixed goal.
+    # Why: it tells a wrong choice (the count rises or stays) from a skill that failed to act.
+    to_go: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
@@ -171,7 +175,8 @@ def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[st
                 agent.reset_episode(b, frame, info)
                 state[b] = dict(job=j, info=info, budget=spec.budget(info["plan"]), real=[frame], imagined=[],
                                 skills=[], stop=None, success=False, judge=SuccessJudge(task, info),
-                                start=time.perf_counter())
+                                start=time.perf_counter(), sim=np.asarray(info["sim_state"]), to_go=[])
+                _trace(state[b], task)
         active = [b for b in range(slots) if state[b] is not None]
         if not active:
             return results
@@ -188,6 +193,7 @@ def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[st
             _, _, terminated, _, step_info = envs[b].step(skill)
             st["skills"].append(skill)
             st["success"] = st["judge"].update(terminated, step_info)
+            _trace(st, jobs[st["job"]][0], skill, step_info)
             stepped.append(b), skills.append(skill), frames.append(step_info["frames"]), infos.append(step_info)
         if stepped:
             agent.observe_batch(stepped, skills, frames, infos)
@@ -212,10 +218,24 @@ def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[st
             results[j] = r = EpisodeResult(
                 task, int(seed), st["info"]["instruction"], st["success"], len(st["skills"]), st["skills"],
                 time.perf_counter() - st["start"], st["stop"], np.stack(st["real"]) if k else None,
-                np.stack(st["imagined"]) if k and st["imagined"] else None, notes)
+                np.stack(st["imagined"]) if k and st["imagined"] else None, notes, st["to_go"])
             state[b] = None
             if on_done is not None:
                 on_done(r)
+
+
+def _trace(st: dict, task: str, skill: int | None = None, step_info: dict | None = None) -> None:
+    """Append the skills ``task`` still needs after this chunk (or at the reset) to the episode's ``to_go`` trace."""
+    from envs.real.tasks import RELABEL_TASKS, cube_under_way, skills_to_go
+
+    if task not in RELABEL_TASKS:
+        return
+    held = None
+    if step_info is not None:
+        end = np.asarray(step_info["sim_states"])[-1:]
+        held = cube_under_way([skill], [step_info["success"]], st["sim"][None], end)
+        st["sim"] = end[0]
+    st["to_go"].append(int(skills_to_go(task, st["sim"][None], held)[0]))
 
 
 def run_real_episode(agent: Agent, env: Any, task: str, seed: int, spec: SceneSpec | None = None,

@@ -385,6 +385,8 @@ def test_baselines_follow_the_plan_or_draw_skills(scene, scene2):
     plan = get_task("task4_put_in_drawer").build(np.random.default_rng(0)).plan
     expert = run_real_episode(make_agent("expert"), scene, "task4_put_in_drawer", 0, SCENE)
     assert expert.skills[0] == plan[0] and expert.chunks == 2
+    # the simulator's skills still needed, at the reset and after each chunk: the plan's length, then never more
+    assert len(expert.to_go) == 3 and expert.to_go[0] == len(plan) and expert.to_go[2] <= expert.to_go[1] <= len(plan)
     # Two slots, three episodes: a slot takes the next episode when its own ends; each random episode is
     # seeded by its scene seed, whichever slot plays it.
     jobs = [("task1_open", 5), ("task2_unlock_and_lock", 6), ("task1_open", 5)]

@@ -385,6 +385,21 @@ def _distances(task: str) -> dict[tuple, int]:
     return dist
 
 
+HELD_MOTION = 0.01  # m: a cube skill's chunk, not achieved, that moved the cube this far leaves it under way ("held")
+
+
+def cube_under_way(skill_ids: np.ndarray, success: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per chunk, whether it ends with the cube still under way (`_abstract`'s "held"): its skill is a cube skill, the
+    chunk did not achieve it, and the cube moved more than `HELD_MOTION` from the chunk's first recorded state
+    (``starts``, (K, 8)) to its last (``ends``). bool (K,); skill ids outside the vocabulary (continuous actions) never."""
+    from envs.real.skills import SKILL_SPECS
+
+    moved = np.linalg.norm(np.asarray(ends)[:, :3] - np.asarray(starts)[:, :3], axis=1) > HELD_MOTION
+    cube = np.array([0 <= int(k) < len(SKILL_SPECS) and SKILL_SPECS[int(k)].kind.startswith("cube")
+                     for k in np.asarray(skill_ids).reshape(-1)], bool)
+    return moved & cube & ~np.asarray(success, bool).reshape(-1)
+
+
 def skills_to_go(task: str, sim_state: np.ndarray, held: np.ndarray | None = None) -> np.ndarray:
     """The fewest skills that take each recorded state (``sim_state``, (T, 8)) to ``task``'s goal (one of
     `RELABEL_TASKS`), under the scene's rules (`_after`); `MAX_SKILLS_TO_GO` where none can. int64 (T,). ``held``
