@@ -83,10 +83,17 @@
 # Then plan_eval by hand for the agents the prior agent's crash (fixed since) left out (docs/RESULTS.md, "The
 # session-12 lease"): planner + prior 78% on tasks 1-5, prior alone 74%. Run 8 (object_weight 3, 851 steps beside the
 # planners) was 0.1 dB below run 7: not shipped.
-# Next session: DATA_SEED=11; HEADS_FIT=1 with --max-episodes 1500 (the prior errs on button states); SLOW_STEPS=2500
-# TRAIN_MIN=12 with the GPU its own (PLAN_AFTER_SLOW=1, new) and SLOW_EXTRA="phases.slow.object_weight=3"
-# to tell whether the cube weighting helps; PLAN_AGENTS="planner_no_memory,planner" on tasks 1-5 and the memory tasks
-# (Temp-LoRA's comparison with the prior); BENCH_RUNS="--denoise-steps 2 --fast-batch 256 --chunks 6 --compile" alone.
+# Session 13 (nvidia-h200) ran: DETACH=1 DATA_SEED=11 DEVIATE=0.3 COLLECT_MIN=3 ... collect; LEASE_S=1500 WAIT_S=540 PPO=0
+# HEADS_FIT=1 HEADS_MIN=7 HEADS_FIT_ARGS="--steps 3000 --lr 3e-4 --imagined-steps 2 --max-episodes 1200 --next-skill" (the
+# labels that see skills under way) SLOW_STEPS=0 PLAN_AGENTS="prior,planner,planner_no_memory" PLAN_GROUPS=<as session 12>
+# PLAN_ARGS=<as session 12> AGENTS_MIN=20 EVAL_MIN=1 GPUS=1 ... lease; watch three times; then plan_eval --prior-weight 3
+# on tasks 2 and 5 by hand (docs/RESULTS.md, "The session-13 lease"): prior alone 94%, planner 87% on tasks 1-5. Heads
+# shipped. HEADS_FIT took 7 minutes for 1,200 episodes (their imagined chunks are most of it).
+# Next session: DATA_SEED=12; no HEADS_FIT; SLOW_STEPS=2500 TRAIN_MIN=12 with the GPU its own (PLAN_AFTER_SLOW=1) and
+# SLOW_EXTRA="phases.slow.object_weight=3" (run 8's question, on a GPU of its own); then PLAN_AGENTS="planner,
+# planner_no_memory" with PLAN_ARGS="<as session 13, without --prior-weight: 3 is the default> --first-seed 2000" (seeds
+# the weight was not chosen on) on tasks 1-5, then the memory tasks; BENCH_RUNS="--denoise-steps 2 --fast-batch 256
+# --chunks 6 --compile" alone if time is left.
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
