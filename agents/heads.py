@@ -107,7 +107,8 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     episode's states and the task, so the labels repeat. The fourth array: the skills still needed at each chunk's
     end (`skills_to_go`), and the fifth the skills that bring the goal one closer from there (`next_skills`); both
     count a chunk whose cube skill was not achieved and moved the cube as ending with the cube still under way
-    ("held")."""
+    ("held"), and for a drawer memory task go through its memory part where the episode had not yet done it."""
+    from agents.real_scene import memory_part_done
     from envs.real.skills import SKILLS
     from envs.real.tasks import (RELABEL_TASKS, cube_under_way, goal_conditions, next_skills, relabel_instruction,
                                  skills_to_go)
@@ -117,6 +118,7 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     states = np.asarray(episode["sim_state"])
     ends = states[(np.arange(K) + 1) * L]
     held = cube_under_way(episode.get("skill_ids", np.full(K, -1)), episode["success"], states[np.arange(K) * L], ends)
+    memory = memory_part_done(task, states)[(np.arange(K) + 1) * L]  # a drawer memory task's part done by then
     conditions = goal_conditions(task, ends)
     if task == attrs.get("task"):
         text = str(attrs.get("instruction", ""))
@@ -124,7 +126,8 @@ def task_labels(episode: dict, task: str) -> LabelSet:
         seed = zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes())
         text = relabel_instruction(task, np.random.default_rng([seed, RELABEL_TASKS.index(task)]))
     return (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1),
-            skills_to_go(task, ends, held).astype(np.float32), next_skills(task, ends, len(SKILLS), held))
+            skills_to_go(task, ends, held, memory).astype(np.float32),
+            next_skills(task, ends, len(SKILLS), held, memory))
 
 
 def heldout_split(episodes: list[dict], heldout: float) -> tuple[list[dict], list[dict]]:

@@ -110,6 +110,18 @@ class SuccessJudge:
         return bool(terminated and ready)
 
 
+def memory_part_done(task: str, sim_states: np.ndarray) -> np.ndarray:
+    """Per recorded state of an episode ((T, 8), from its reset), whether ``task``'s memory part (`MILESTONES`) had
+    happened by then, as `SuccessJudge` judges it; all True for tasks without one. bool (T,)."""
+    states = np.asarray(sim_states, np.float64)
+    judge = SuccessJudge(task, {"sim_state": states[0]})
+    done = []
+    for state in states:
+        judge.update(False, {"sim_states": state[None]})
+        done.append(judge.reached == len(judge.milestones))
+    return np.asarray(done, bool)
+
+
 class Agent(Protocol):
     """Plays ``num_episodes`` real episodes side by side (episode slots 0..num_episodes-1)."""
 
@@ -235,7 +247,8 @@ def _trace(st: dict, task: str, skill: int | None = None, step_info: dict | None
         end = np.asarray(step_info["sim_states"])[-1:]
         held = cube_under_way([skill], [step_info["success"]], st["sim"][None], end)
         st["sim"] = end[0]
-    st["to_go"].append(int(skills_to_go(task, st["sim"][None], held)[0]))
+    memory = [st["judge"].reached == len(st["judge"].milestones)]
+    st["to_go"].append(int(skills_to_go(task, st["sim"][None], held, memory)[0]))
 
 
 def run_real_episode(agent: Agent, env: Any, task: str, seed: int, spec: SceneSpec | None = None,

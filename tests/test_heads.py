@@ -153,11 +153,12 @@ def test_scene_labels_judge_every_task_on_the_recorded_state():
     assert list(fit.hindsight_per_task) == list(RELABEL_TASKS)
     assert sum(v["pairs"] for v in fit.hindsight_per_task.values()) + K == fit.hindsight_chunks  # + play's own
     memory = fit.hindsight_per_task["memory_drawer"]
-    # skills to go, memory_drawer: play [2, 2, 2] (open the drawer / shut the window, put the cube in), the
-    # memory episode [1, 1, 0]; heads that say 0 are off by their mean
-    assert sets["hide it"][3].tolist() == [1, 1, 0]
+    # skills to go, memory_drawer, through its memory part (neither episode hid the cube): play [4, 4, 4] (open the
+    # drawer / shut the window, put the cube in, close the drawer, open it), the memory episode [3, 3, 2]; heads
+    # that say 0 are off by their mean
+    assert sets["hide it"][3].tolist() == [3, 3, 2]
     assert memory == {"pairs": 2 * K, "done_pairs": 1, "false_done": 1.0, "missed_done": 0.0,
-                      "to_go_mae": pytest.approx(8 / 6)}
+                      "to_go_mae": pytest.approx(20 / 6)}
 
 
 def test_next_skills_are_the_skills_one_closer_to_the_goal():
@@ -188,6 +189,29 @@ def test_next_skills_are_the_skills_one_closer_to_the_goal():
     assert names == [["open the drawer"], ["close the drawer"], ["pick up the cube and put it in the drawer"]], names
     assert skills_to_go("task4_put_in_drawer", rows, held).tolist() == [3, 1, 2]
     assert skills_to_go("task4_put_in_drawer", rows).tolist() == [3, 1, 1]  # let go: one skill (close) to go
+
+
+def test_a_memory_tasks_labels_go_through_its_memory_part():
+    """memory_drawer's goal scene (the cube in the open drawer) counts only after the cube was hidden in the shut
+    drawer (`agents.real_scene.memory_part_done`, the success judge's rule): before that, the cube put in the open
+    drawer is two skills from the goal ("close the drawer", then "open the drawer"), after it, none."""
+    from agents.real_scene import memory_part_done
+    from envs.real.objects import SIM_STATE_FIELDS
+    from envs.real.skills import SKILLS
+    from envs.real.tasks import fixed_spec, next_skills, skills_to_go
+
+    goal = fixed_spec("memory_drawer").task_info["goal"]
+    base = dict(cube_x=0.33, cube_y=-0.24, cube_z=0.066, drawer=-0.16, window=goal["window_pos"],
+                left_button=goal["button_states"][0], right_button=goal["button_states"][1], cube_in_drawer=1)
+    steps = [dict(cube_x=0.35, cube_y=0.05, cube_z=0.02, cube_in_drawer=0), {}, dict(drawer=0.0), {}]
+    rows = np.array([[{**base, **s}[f] for f in SIM_STATE_FIELDS] for s in steps], np.float32)
+    memory = memory_part_done("memory_drawer", rows)
+    assert memory.tolist() == [False, False, True, True]
+    assert skills_to_go("memory_drawer", rows, memory_done=memory).tolist() == [3, 2, 1, 0]
+    assert skills_to_go("memory_drawer", rows).tolist() == [1, 0, 1, 0]  # the goal scene alone, the part ignored
+    names = [[SKILLS[k] for k in np.flatnonzero(r)] for r in next_skills("memory_drawer", rows, memory_done=memory)]
+    assert names == [["pick up the cube and put it in the drawer"], ["close the drawer"], ["open the drawer"], []]
+    assert memory_part_done("task1_open", rows).all()  # no memory part
 
 
 def test_heads_learn_the_next_skill_from_hindsight_labels():

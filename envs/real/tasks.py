@@ -355,9 +355,36 @@ def _after(state: tuple, skill: int) -> tuple:
     return drawer, window, left, right, cube
 
 
+_ABSTRACT_STATES = [(d, w, lo, ro, c) for d in (False, True, None) for w in (False, True, None) for lo in (False, True)
+                    for ro in (False, True) for c in (*_SLOTS, "drawer", "goal", "table", "held")]
+
+
+# The memory part of a drawer memory task as an abstract state (`_abstract`), which must have happened before its goal
+# counts: the cube in the shut drawer (and the drawer locked over it), as `agents.real_scene.MILESTONES` judges it
+_MEMORY_PART: dict[str, Callable[[tuple], bool]] = {
+    "memory_drawer": lambda s: s[4] == "drawer" and s[0] is False,
+    "memory_drawer_locked": lambda s: s[4] == "drawer" and s[0] is False and not s[2],
+}
+
+
 @cache
-def _distances(task: str) -> dict[tuple, int]:
-    """Fewest skills from every abstract state to ``task``'s goal (breadth-first search backwards)."""
+def _distances(task: str, memory_done: bool = True) -> dict[tuple, int]:
+    """Fewest skills from every abstract state to ``task``'s goal (breadth-first search backwards). A drawer memory task
+    whose memory part has not happened yet (``memory_done`` False) goes through it first (`_MEMORY_PART`): the skills
+    to reach a state that completes it, then that state's skills to the goal."""
+    if not memory_done and task in _MEMORY_PART:
+        done, part = _distances(task), _MEMORY_PART[task]
+        dist = {s: d for s, d in done.items() if part(s)}
+        while True:  # Bellman-Ford over the few hundred abstract states: 1 + the best skill's successor
+            changed = False
+            for s in _ABSTRACT_STATES:
+                if part(s):
+                    continue
+                best = min((dist[t] for t in (_after(s, k) for k in range(10)) if t in dist), default=None)
+                if best is not None and best + 1 < dist.get(s, MAX_SKILLS_TO_GO):
+                    dist[s], changed = best + 1, True
+            if not changed:
+                return dist
     goal = fixed_spec(task).task_info["goal"]
     if goal.get("cube_in_drawer", False):
         cube_ok = lambda cube, drawer: cube == "drawer"  # noqa: E731
@@ -371,13 +398,11 @@ def _distances(task: str) -> dict[tuple, int]:
         else:
             cube_ok = lambda cube, drawer: cube == "goal"  # noqa: E731
     want = (goal["drawer_pos"] == DRAWER_OPEN, goal["window_pos"] == WINDOW_OPEN, *map(bool, goal["button_states"]))
-    states = [(d, w, lo, ro, c) for d in (False, True, None) for w in (False, True, None) for lo in (False, True)
-              for ro in (False, True) for c in (*_SLOTS, "drawer", "goal", "table", "held")]
-    dist = {s: 0 for s in states if s[:4] == want and cube_ok(s[4], s[0])}
+    dist = {s: 0 for s in _ABSTRACT_STATES if s[:4] == want and cube_ok(s[4], s[0])}
     frontier = list(dist)
     while frontier:
         nxt = []
-        for s in states:
+        for s in _ABSTRACT_STATES:
             if s not in dist and any(_after(s, k) in frontier for k in range(10)):
                 dist[s] = dist[frontier[0]] + 1
                 nxt.append(s)
@@ -400,33 +425,43 @@ def cube_under_way(skill_ids: np.ndarray, success: np.ndarray, starts: np.ndarra
     return moved & cube & ~np.asarray(success, bool).reshape(-1)
 
 
-def skills_to_go(task: str, sim_state: np.ndarray, held: np.ndarray | None = None) -> np.ndarray:
+def skills_to_go(task: str, sim_state: np.ndarray, held: np.ndarray | None = None,
+                 memory_done: np.ndarray | None = None) -> np.ndarray:
     """The fewest skills that take each recorded state (``sim_state``, (T, 8)) to ``task``'s goal (one of
     `RELABEL_TASKS`), under the scene's rules (`_after`); `MAX_SKILLS_TO_GO` where none can. int64 (T,). ``held``
-    (bool (T,)): where a cube skill was still under way (`_abstract`).
+    (bool (T,)): where a cube skill was still under way (`_abstract`). ``memory_done`` (bool (T,), default all True):
+    whether a drawer memory task's memory part had happened by then (`agents.real_scene.memory_part_done`); where not,
+    the count goes through it (the cube put in the open drawer is then 2 skills away, not 0).
 
     Why: OGBench's reward counts the goal conditions met, and on the way to the goal it often falls first (unlocking
     the drawer in task 4, opening it): along the expert's own episodes of tasks 2, 4 and 5 it waits 3-7 chunks before
     it rises, longer than a planner looks ahead (docs/RESULTS.md, session 10). The skills still needed fall by one with
     every right skill, so a head that learns them gives the planner a value to aim at."""
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
-    dist = _distances(task)
-    return np.array([dist.get(s, MAX_SKILLS_TO_GO) for s in _abstract(task, state, held)], np.int64)
+    phase = _phases(memory_done, len(state))
+    return np.array([_distances(task, bool(m)).get(s, MAX_SKILLS_TO_GO)
+                     for s, m in zip(_abstract(task, state, held), phase)], np.int64)
 
 
-def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10, held: np.ndarray | None = None) -> np.ndarray:
+def _phases(memory_done: np.ndarray | None, rows: int) -> np.ndarray:
+    return np.ones(rows, bool) if memory_done is None else np.asarray(memory_done, bool).reshape(rows)
+
+
+def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10, held: np.ndarray | None = None,
+                memory_done: np.ndarray | None = None) -> np.ndarray:
     """The skills (`envs.real.skills.SKILLS` order) that take each recorded state one skill closer to ``task``'s
     goal under the scene's rules: bool (T, num_skills); a row is all False at the goal and where no skill helps.
-    ``held`` as in `skills_to_go`. A part-way drawer or window, or a held cube, makes finishing that skill the
+    ``held`` and ``memory_done`` as in `skills_to_go` (before a memory task's memory part, "close the drawer" over
+    the cube, not nothing). A part-way drawer or window, or a held cube, makes finishing that skill the
     right next one (`_abstract`).
 
     Why: the targets of the heads' next-skill output, a learned prior a planner samples and scores its first
     skills by (the CEM of sessions 8-11 drew skills uniformly and, with a horizon of 2-3 skills, never found
     task 4's "open the drawer" while the reward dips for it)."""
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
-    dist = _distances(task)
     out = np.zeros((len(state), num_skills), bool)
-    for row, s in enumerate(_abstract(task, state, held)):
+    for row, (s, m) in enumerate(zip(_abstract(task, state, held), _phases(memory_done, len(state)))):
+        dist = _distances(task, bool(m))
         d = dist.get(s, MAX_SKILLS_TO_GO)
         if 0 < d < MAX_SKILLS_TO_GO:
             out[row] = [dist.get(_after(s, k), MAX_SKILLS_TO_GO) == d - 1 for k in range(num_skills)]
