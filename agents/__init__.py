@@ -5,7 +5,8 @@
   `train_ppo`, `evaluate_in_real_scene`.
 - `agents.planning`: random shooting and CEM over skill sequences, every candidate imagined in one batch
   by forking the imagination core, scored by the reward heads (and, with heads that have one, their
-  next-skill prior), replanned every real chunk; `SkillPriorAgent`, that prior alone.
+  next-skill prior), replanned every real chunk; `SkillPriorAgent`, that prior alone; `SkillRuns`, both agents' rule
+  that a skill runs on until the success head sees it done.
 - `agents.real_scene`: the real-scene episode loop, the random-skill and scripted-expert baselines,
   the instruction check. `agents.heads`: the reward heads the agents are scored by (loaded or fitted).
 
@@ -22,7 +23,7 @@ _EXPORTS = {
     "ObservationSpec": "ppo", "PPOConfig": "ppo", "PolicyAgent": "ppo", "evaluate_in_real_scene": "ppo",
     "imagined_vec_env": "ppo", "real_vec_env": "ppo", "run_policy_in_real_scene": "ppo", "train_ppo": "ppo",
     "PlanResult": "planning", "PlannerConfig": "planning", "WorldModelPlanner": "planning", "make_agent": "planning",
-    "AGENTS": "planning", "SkillPriorAgent": "planning",
+    "AGENTS": "planning", "SkillPriorAgent": "planning", "SkillRuns": "planning",
     "EpisodeResult": "real_scene", "ExpertAgent": "real_scene", "MEMORY_TASKS": "real_scene",
     "RandomSkillAgent": "real_scene", "SCENE_TASKS": "real_scene", "SceneSpec": "real_scene",
     "UnknownInstruction": "real_scene", "check_instruction": "real_scene", "make_scene": "real_scene",

@@ -31,8 +31,8 @@ Only the first skill of the best sequence is executed; the real chunk it produce
 planner plans again (model-predictive control). A real skill often needs several chunks where the imagined
 one finishes in one (the imagined drawer opens within a chunk, the real one over two or three), so with
 ``skill_chunks`` > 1 the chosen skill runs again, without replanning, until the success head judges its
-real chunk done or it has run that many chunks: the scripted expert's rule, with the head in place of the
-simulator's check. ``temp_lora=False`` plans with Φ alone (the context
+real chunk done or it has run that many chunks (`SkillRuns`, shared with `SkillPriorAgent`): the scripted expert's
+rule, with the head in place of the simulator's check. ``temp_lora=False`` plans with Φ alone (the context
 still follows the real frames). Because a forked branch draws the same noise as env 0, the imagined
 chunk of the executed skill is exactly the belief env's prediction before it learns the real chunk
 (``last_imagined``, for videos of imagined vs real).
