@@ -191,7 +191,7 @@ class WorldModelPlanner:
 
     def act_batch(self, ids: Sequence[int]) -> list[int | None]:
         ids = list(ids)
-        chosen = {b: self.runs.running(b) for b in ids if self.runs.running(b) is not None}
+        chosen = self.runs.running_skills(ids)
         to_plan = [b for b in ids if b not in chosen]
         for b, result in zip(to_plan, self.plan(to_plan) if to_plan else []):
             chosen[b] = self._choose(b, result)
@@ -437,10 +437,9 @@ class SkillRuns:
     def reset(self, b: int) -> None:
         self._running[b] = None
 
-    def running(self, b: int) -> int | None:
-        """The skill episode b runs on with, or None when it needs a new decision."""
-        run = self._running[b]
-        return None if run is None else run[0]
+    def running_skills(self, ids: Sequence[int]) -> dict[int, int]:
+        """{episode: the skill it runs on with} for those of ``ids`` that need no new decision."""
+        return {b: self._running[b][0] for b in ids if self._running[b] is not None}
 
     def observe(self, heads: Any, ids: Sequence[int], skills: Sequence[int], frames: np.ndarray,
                 instructions: Sequence[str | None]) -> list[bool]:
@@ -473,18 +472,26 @@ class SkillPriorAgent:
         self.runs = SkillRuns(num_episodes, skill_chunks)
         self.frames: list[np.ndarray | None] = [None] * num_episodes
         self.instructions: list[str | None] = [None] * num_episodes
+        # per episode, a line per new decision: the skill, its probability and the runner-up's (what `plan_eval`
+        # keeps beside the simulator's skills-still-needed trace, so a wrong choice shows apart from an unsure one)
+        self.notes: dict[int, list[str]] = {b: [] for b in range(num_episodes)}
 
     def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
         self.frames[b], self.instructions[b] = np.asarray(frame)[None], check_instruction(info["instruction"])
+        self.notes[b] = []
         self.runs.reset(b)
 
     def act_batch(self, ids: Sequence[int]) -> list[int]:
         ids = list(ids)
-        chosen = {b: self.runs.running(b) for b in ids if self.runs.running(b) is not None}
+        chosen = self.runs.running_skills(ids)
         ask = [b for b in ids if b not in chosen]
         if ask:
             prior = skill_prior(self.heads, [self.frames[b] for b in ask], [self.instructions[b] for b in ask])
-            chosen.update({b: int(i) for b, i in zip(ask, prior.argmax(1))})
+            for b, p in zip(ask, prior):
+                first, second = np.argsort(-p, kind="stable")[:2]
+                chosen[b] = int(first)
+                self.notes[b].append(f"decision {len(self.notes[b])}: skill {first} P {p[first]:.2f} "
+                                     f"(then skill {second} P {p[second]:.2f})")
         return [chosen[b] for b in ids]
 
     def observe_batch(self, ids, skills, frames, infos) -> None:

@@ -342,6 +342,7 @@ def test_the_prior_agent_runs_a_skill_on_until_the_success_head_sees_it_done(hea
             agent.observe_batch([0], [skill], [real], [{}])
             assert skill == 7
         assert asked == expected, (success, chunks, asked)
+        assert len(agent.notes[0]) == sum(expected) and agent.notes[0][0].startswith("decision 0: skill 7 P 0.82")
         agent.reset_episode(0, _start()[0], {"instruction": "open the drawer"})  # a new episode asks afresh
         calls = judge.calls
         agent.act_batch([0])
