@@ -101,8 +101,10 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     """``task``'s labels of a recorded scene episode: an instruction of the task with reward and "done" judged on
     the recorded simulator state at each chunk's end (`goal_conditions`: the simulator's own check, so the
     episode's own task gets its recorded reward back). An episode of ``task`` keeps its own instruction, and a chunk
-    that already shows the goal is done there too (the recorded end comes later when the expert's skill check lags,
-    or, in a memory task, when the plan passes through the goal scene before its distractors). A memory task's
+    that already shows the goal is done there too (the recorded end comes later when the expert's skill check lags).
+    A drawer memory task's goal scene is done only once its memory part has happened (`memory_part_done`, the
+    success judge's rule): its plan passes through the goal scene right after hiding the cube, and a planner that
+    imagined that scene as "done" reopened the drawer there instead of locking it (session 14). A memory task's
     instruction for another episode is drawn with random distractors (`relabel_instruction`), seeded by the
     episode's states and the task, so the labels repeat. The fourth array: the skills still needed at each chunk's
     end (`skills_to_go`), and the fifth the skills that bring the goal one closer from there (`next_skills`); both
@@ -125,7 +127,7 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     else:
         seed = zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes())
         text = relabel_instruction(task, np.random.default_rng([seed, RELABEL_TASKS.index(task)]))
-    return (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1),
+    return (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1) & memory,
             skills_to_go(task, ends, held, memory).astype(np.float32),
             next_skills(task, ends, len(SKILLS), held, memory))
 

@@ -91,13 +91,16 @@
 # shipped. HEADS_FIT took 7 minutes for 1,200 episodes (their imagined chunks are most of it).
 # After the lease, session 13 continued the heads on the CPU with the memory tasks' labels (shipped; docs/RESULTS.md, "The
 # memory tasks"): the planners' numbers above used the heads before that step.
-# Next session: DATA_SEED=12; no HEADS_FIT; SLOW_STEPS=2500 TRAIN_MIN=12 with the GPU its own (PLAN_AFTER_SLOW=1) and
-# SLOW_EXTRA="phases.slow.object_weight=3" (run 8's question, on a GPU of its own); then PLAN_AGENTS="planner,
-# planner_no_memory,prior" with PLAN_ARGS="<as session 13, without --prior-weight: 3 is the default> --first-seed 2000"
-# (seeds the weight was not chosen on) and PLAN_GROUPS="memory_drawer memory_drawer_locked;task2_unlock_and_lock
-# task4_put_in_drawer task5_rearrange_hard;task1_open task3_rearrange_medium" (the memory tasks first: Temp-LoRA's
-# comparison, never played with a prior that knows them); BENCH_RUNS="--denoise-steps 2 --fast-batch 256 --chunks 6
-# --compile" alone if time is left.
+# Session 14 (nvidia-h200) ran: DETACH=1 DATA_SEED=12 DEVIATE=0.3 COLLECT_MIN=3 ... collect; LEASE_S=1420 WAIT_S=540 PPO=0
+# SLOW_STEPS=2500 TRAIN_MIN=10 AFTER_SLOW_MIN=9 COMPILE=true SLOW_EXTRA="phases.slow.object_weight=3" PLAN_AFTER_SLOW=1
+# PLAN_AGENTS="planner,planner_no_memory" PLAN_GROUPS="memory_drawer memory_drawer_locked;task2_unlock_and_lock
+# task4_put_in_drawer task5_rearrange_hard;task1_open task3_rearrange_medium" PLAN_ARGS="<as session 13 without
+# --prior-weight> --first-seed 2000" AGENTS_MIN=9 EVAL_MIN=1 GPUS=1 ... lease; watch twice (docs/RESULTS.md, "The
+# session-14 lease"). Run 9 shipped; the planners had time for the memory tasks only (100% / 5%).
+# Next session: planners first, on the shipped run 9 and the session-14 heads (memory goals "done" only after the memory
+# part): no slow phase (SLOW_STEPS=0, or a short one with PLAN_AFTER_SLOW=0), PLAN_AGENTS="planner,planner_no_memory"
+# PLAN_ARGS=<as session 14> PLAN_GROUPS="memory_drawer_locked memory_drawer;task2_unlock_and_lock task4_put_in_drawer
+# task5_rearrange_hard;task1_open task3_rearrange_medium" AGENTS_MIN=20; a new DATA_SEED (13) only if the slow phase runs.
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights

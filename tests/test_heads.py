@@ -136,8 +136,15 @@ def test_scene_labels_judge_every_task_on_the_recorded_state():
     hidden[L * 3:, 7] = 1.0  # the cube in the drawer at the last chunk's end
     mem_ep = dict(play, sim_state=hidden, attrs=dict(play["attrs"], task="memory_drawer", instruction="hide it"))
     sets = {s[0]: s for s in scene_labels(mem_ep)}
-    assert len(sets) == len(RELABEL_TASKS) and sets["hide it"][2].tolist() == [False, False, True]
+    # the goal scene reached without hiding the cube first (put into the open drawer): not done, as the success
+    # judge says; hidden in the shut drawer first, then reopened: done
+    assert len(sets) == len(RELABEL_TASKS) and sets["hide it"][2].tolist() == [False, False, False]
     assert sets["hide it"][1].tolist() == [-1.0, -1.0, 0.0]
+    reopened = hidden.copy()
+    reopened[1:, 7] = 1.0  # the cube in the drawer from the start
+    reopened[1:L + 1, 3] = 0.0  # the drawer shut over it during chunk 0, open again from chunk 1 on
+    sets_reopened = {s[0]: s for s in scene_labels(dict(mem_ep, sim_state=reopened))}
+    assert sets_reopened["hide it"][2].tolist() == [False, True, True]
 
     # judged per task: heads that call every chunk done miss nothing and call every not-done pair done
     from agents.heads import HeadsFit, judge_heads
@@ -149,16 +156,16 @@ def test_scene_labels_judge_every_task_on_the_recorded_state():
             ones = np.ones(len(texts), np.float32)
             return {"reward": 0 * ones, "success": ones, "terminated": ones, "to_go": 0 * ones}
 
-    fit = judge_heads(AllDone(), [play, mem_ep], HeadsFit(0, 0, 0.0, 0.0, 0.0, 0.0))
+    fit = judge_heads(AllDone(), [play, mem_ep, dict(mem_ep, sim_state=reopened)], HeadsFit(0, 0, 0.0, 0.0, 0.0, 0.0))
     assert list(fit.hindsight_per_task) == list(RELABEL_TASKS)
     assert sum(v["pairs"] for v in fit.hindsight_per_task.values()) + K == fit.hindsight_chunks  # + play's own
     memory = fit.hindsight_per_task["memory_drawer"]
-    # skills to go, memory_drawer, through its memory part (neither episode hid the cube): play [4, 4, 4] (open the
-    # drawer / shut the window, put the cube in, close the drawer, open it), the memory episode [3, 3, 2]; heads
-    # that say 0 are off by their mean
-    assert sets["hide it"][3].tolist() == [3, 3, 2]
-    assert memory == {"pairs": 2 * K, "done_pairs": 1, "false_done": 1.0, "missed_done": 0.0,
-                      "to_go_mae": pytest.approx(20 / 6)}
+    # skills to go, memory_drawer, through its memory part: play [4, 4, 4] (open the drawer / shut the window, put the
+    # cube in, close the drawer, open it), the memory episode that never hid the cube [3, 3, 2], the one that hid it
+    # and reopened the drawer [1, 0, 0]; heads that say 0 are off by their mean; 2 done pairs (the reopened drawer)
+    assert sets["hide it"][3].tolist() == [3, 3, 2] and sets_reopened["hide it"][3].tolist() == [1, 0, 0]
+    assert memory == {"pairs": 3 * K, "done_pairs": 2, "false_done": 1.0, "missed_done": 0.0,
+                      "to_go_mae": pytest.approx(21 / 9)}
 
 
 def test_next_skills_are_the_skills_one_closer_to_the_goal():
