@@ -52,7 +52,8 @@ def markdown(result: dict) -> str:
         f"- model: `{s['model']}`; data: `{s['data']}` ({result['num_episodes']} episodes; tasks: "
         f"{', '.join(s['tasks']) if s['tasks'] else 'all'})",
         f"- rollout: {s['mode']}; denoising steps: {s['steps']}; Temp-LoRA steps per chunk: {s['temp_lora_steps']}, "
-        f"lr {s.get('temp_lora_lr', '?')}, objective {s.get('temp_lora_objective', '?')}; "
+        f"lr {s.get('temp_lora_lr', '?')}, objective {s.get('temp_lora_objective', '?')}, "
+        f"draws {s.get('temp_lora_draws', '?')}, rehearsal {s.get('temp_lora_rehearsal', '?')}; "
         f"frame skip: {s['frame_skip']}; batch: {s['batch']}; seed: {s['seed']}",
         "",
         "| variant | SCuts ↓ | SRC ↑ | PSNR ↑ | SSIM ↑ | dynamic PSNR ↑ | dynamic SSIM ↑ | revisit PSNR ↑ "

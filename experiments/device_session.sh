@@ -101,6 +101,8 @@
 # part): no slow phase (SLOW_STEPS=0, or a short one with PLAN_AFTER_SLOW=0), PLAN_AGENTS="planner,planner_no_memory"
 # PLAN_ARGS=<as session 14> PLAN_GROUPS="memory_drawer_locked memory_drawer;task2_unlock_and_lock task4_put_in_drawer
 # task5_rearrange_hard;task1_open task3_rearrange_medium" AGENTS_MIN=20; a new DATA_SEED (13) only if the slow phase runs.
+# Beside them if time allows (issue 15: rehearsal was never measured on recall, where later chunks' updates may overwrite
+# what the hiding chunk stored): SWEEP="1e-3:1::1:2 1e-3:1::4:4 2e-3:2::4:4" SWEEP_GPUS="0".
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
@@ -160,8 +162,9 @@ MODEL=${MODEL:-$W/run/model}   # the trained model (bench, agents: any model fol
 
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
-# SWEEP="LR:STEPS[:OBJECTIVE] ..." (once the held-out episodes exist): cube recall at the reopen of SWEEP_MODEL for
-# each fast-update setting (OBJECTIVE conditional, the default, or joint), split over the lanes SWEEP_GPUS (a GPU
+# SWEEP="LR:STEPS[:OBJECTIVE[:DRAWS[:REHEARSAL]]] ..." (once the held-out episodes exist): cube recall at the reopen of
+# SWEEP_MODEL for each fast-update setting (OBJECTIVE conditional, the default, or joint; an empty field keeps the
+# model's, e.g. 1e-3:1::4:2 for 4 draws and 2 rehearsed windows per step), split over the lanes SWEEP_GPUS (a GPU
 # index per lane, e.g. "1 1": two at a time on GPU 1); SWEEP_BASELINE=0 leaves out Φ alone (issue 15)
 sweep() {
     local i=0 setting lane lanes=(${SWEEP_GPUS:-$(seq 0 $((NGPU - 1)))})
@@ -174,6 +177,8 @@ sweep() {
             IFS=: read -r -a parts <<< "$setting"
             [ "$setting" = no_temp_lora ] || args="--variants full --temp-lora-lr ${parts[0]} --temp-lora-steps ${parts[1]}"
             [ -n "${parts[2]:-}" ] && args="$args --temp-lora-objective ${parts[2]}"
+            [ -n "${parts[3]:-}" ] && args="$args --temp-lora-draws ${parts[3]}"
+            [ -n "${parts[4]:-}" ] && args="$args --temp-lora-rehearsal ${parts[4]}"
             CUDA_VISIBLE_DEVICES=${lanes[$lane]} timeout 200 $PY -m experiments.evaluate --model "${SWEEP_MODEL:-worldmodel/weights/default}" \
                 --data "$W/scene_eval" --device $DEVICE --text-cache "$W/text_cache.safetensors" --no-video --quiet \
                 --tasks memory_drawer,memory_drawer_locked --episodes 40 --batch 40 --mode recall $args \

@@ -116,6 +116,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-lr", type=float, default=None, help="fast learning rate (default: the model's)")
     p.add_argument("--temp-lora-objective", choices=("conditional", "joint"), default=None,
                    help="fast learning objective (default: the model's)")
+    p.add_argument("--temp-lora-draws", type=int, default=None,
+                   help="(t, noise) draws per fast step (default: the model's)")
+    p.add_argument("--temp-lora-rehearsal", type=int, default=None,
+                   help="windows of the episode so far replayed in each fast step, so that later updates do not "
+                        "overwrite what an earlier chunk stored (default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -159,8 +164,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-steps must be >= 0")
     if args.temp_lora_lr is not None and not args.temp_lora_lr > 0:
         p.error("--temp-lora-lr must be > 0")
+    if args.temp_lora_draws is not None and args.temp_lora_draws < 1:
+        p.error("--temp-lora-draws must be >= 1")
+    if args.temp_lora_rehearsal is not None and args.temp_lora_rehearsal < 0:
+        p.error("--temp-lora-rehearsal must be >= 0")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
-                                        ("objective", args.temp_lora_objective)) if v is not None}
+                                        ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
+                                        ("rehearsal", args.temp_lora_rehearsal)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
 
@@ -418,7 +428,10 @@ def main(argv: list[str] | None = None) -> dict:
                     "steps": args.steps or cfg.sample_steps,
                     "temp_lora_steps": args.temp_lora.get("steps", cfg.temp_lora.steps),
                     "temp_lora_lr": args.temp_lora.get("lr", cfg.temp_lora.lr),
-                    "temp_lora_objective": args.temp_lora.get("objective", cfg.temp_lora.objective), "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
+                    "temp_lora_objective": args.temp_lora.get("objective", cfg.temp_lora.objective),
+                    "temp_lora_draws": args.temp_lora.get("draws", cfg.temp_lora.draws),
+                    "temp_lora_rehearsal": args.temp_lora.get("rehearsal", cfg.temp_lora.rehearsal),
+                    "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}
         episodes, settings["data"], settings["tasks"] = load_episodes(args, cfg.frame_size, cfg.new_frames, notes)

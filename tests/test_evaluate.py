@@ -132,6 +132,29 @@ def test_unknown_variant_and_help(capsys):
     assert err.value.code == 0 and "--no-chunk-model" in capsys.readouterr().out
 
 
+def test_fast_update_overrides_reach_the_variants_memory(capsys):
+    """--temp-lora-* flags (the recall sweep's knobs) override the model's Temp-LoRA config for every Temp-LoRA
+    variant, keep each variant's learning rule, and reject values the config cannot take."""
+    from types import SimpleNamespace
+
+    from evaluation.rollout import variant_config
+    from worldmodel.config import TempLoRAConfig
+
+    args = evaluate.parse_args(["--synthetic", "--temp-lora-lr", "2e-3", "--temp-lora-draws", "4",
+                                "--temp-lora-rehearsal", "2"])
+    assert args.temp_lora == {"lr": 2e-3, "draws": 4, "rehearsal": 2}
+    model = SimpleNamespace(config=SimpleNamespace(temp_lora=TempLoRAConfig()))
+    full, no_local = variant_config("full", model, args.temp_lora), variant_config("no_local_rule", model, args.temp_lora)
+    assert (full.lr, full.draws, full.rehearsal, full.variant) == (2e-3, 4, 2, "local")
+    assert (no_local.draws, no_local.rehearsal, no_local.variant) == (4, 2, "full_sequence")
+    assert variant_config("no_temp_lora", model, args.temp_lora) is None
+    assert evaluate.parse_args(["--synthetic"]).temp_lora == {}  # the model's own settings
+    for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1")):
+        with pytest.raises(SystemExit) as err:
+            evaluate.parse_args(["--synthetic", flag, bad])
+        assert err.value.code == 2 and flag in capsys.readouterr().err
+
+
 def test_no_chunk_model_must_have_one_context_frame(tmp_path):
     with pytest.raises(SystemExit, match="context_frames=1"):
         evaluate.main(["--synthetic", "--episodes", "1", "--variants", "no_chunk_input", "--no-chunk-model", "tiny",
