@@ -46,7 +46,7 @@ def check_compatible(model, episodes: Sequence[EvalEpisode], what: str) -> None:
 
 def variant_config(name: str, model, overrides: dict[str, Any]):
     """The Temp-LoRA config of a variant (None: no Temp-LoRA): the model's, with the command line's
-    ``overrides`` (steps, lr, objective) and the variant's learning rule."""
+    ``overrides`` (steps, lr, objective, draws, rehearsal) and the variant's learning rule."""
     if name == "no_temp_lora":
         return None
     rule = {"full": "local", "no_chunk_input": "local", "no_local_rule": "full_sequence", "original": "original"}[name]
