@@ -221,11 +221,19 @@ agents_run() {
     local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 --agents ${PLAN_AGENTS:-planner,planner_no_memory,expert,random} \
         --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-} --out $W/plan_eval"
     local t0 seed group; t0=$(date +%s)
-    (IFS=';'; for group in ${PLAN_GROUPS:-"task1_open task2_unlock_and_lock task3_rearrange_medium task4_put_in_drawer \
+    # PLAN_CONCURRENT=1: the groups at once, each its own process, log and --out ($W/plan_eval/group<i>): one plan_eval
+    # leaves the GPU idle while its scenes step
+    (IFS=';'; i=0; for group in ${PLAN_GROUPS:-"task1_open task2_unlock_and_lock task3_rearrange_medium task4_put_in_drawer \
 task5_rearrange_hard;memory_drawer memory_drawer_locked"}; do  # a time limit leaves whole groups, all agents each
-        IFS=' '; CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan \
-            --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 )) --tasks $group
-    done) > "$W/plan_eval.log" 2>&1 &
+        IFS=' '; i=$((i + 1))
+        if [ "${PLAN_CONCURRENT:-0}" = 1 ]; then
+            CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan/group$i \
+                --time-limit-min ${AGENTS_MIN%.*} --tasks $group > "$W/plan_eval_group$i.log" 2>&1 &
+        else
+            CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan \
+                --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 )) --tasks $group
+        fi
+    done; wait) > "$W/plan_eval.log" 2>&1 &
     for seed in $AGENT_SEEDS; do  # PPO's spread is large (task1_open: 5% then 100% real success, sessions 6-7)
         CUDA_VISIBLE_DEVICES=${PPO_GPU:-$AUX_GPU} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $PY -m experiments.train_agent \
             model="$MODEL" data="$W/scene" device=$DEVICE scene.render_backend=$GL progress=false \
@@ -233,10 +241,10 @@ task5_rearrange_hard;memory_drawer memory_drawer_locked"}; do  # a time limit le
             out_dir="$W/train_agent/seed$seed" > "$W/train_agent_seed$seed.log" 2>&1 &
     done
     wait
-    tail -n 30 "$W/plan_eval.log" "$W"/train_agent_seed*.log
+    tail -n 30 "$W"/plan_eval*.log "$W"/train_agent_seed*.log
     mkdir -p "$OUT"
     tar czf "$OUT/agents.tgz" -C "$W" --exclude='*.mp4' --exclude='*.zip' --exclude=tb plan_eval train_agent \
-        plan_eval.log $(cd "$W" && ls train_agent_seed*.log 2>/dev/null)
+        $(cd "$W" && ls plan_eval*.log train_agent_seed*.log 2>/dev/null)
     echo done > "$W/agents.rc"
 }
 
@@ -489,7 +497,7 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     while [ ! -f "$W/all.done" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 10; done
     log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
     for f in collect.log collect_eval.log gpu0.log aux.log heads_fit.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
-        planners.log pipeline.log; do
+        plan_eval_group{1,2,3,4}.log planners.log pipeline.log; do
         # progress bars end their updates with \r: one line each, so a bar's whole history is not one huge line
         [ -f "$W/$f" ] && { echo "== $f"; tr '\r' '\n' < "$W/$f" | grep -v -e Warning -e '^\s*$' | tail -n 6 | cut -c1-400; }
     done
