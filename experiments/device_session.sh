@@ -97,12 +97,14 @@
 # task4_put_in_drawer task5_rearrange_hard;task1_open task3_rearrange_medium" PLAN_ARGS="<as session 13 without
 # --prior-weight> --first-seed 2000" AGENTS_MIN=9 EVAL_MIN=1 GPUS=1 ... lease; watch twice (docs/RESULTS.md, "The
 # session-14 lease"). Run 9 shipped; the planners had time for the memory tasks only (100% / 5%).
-# Next session: planners first, on the shipped run 9 and the session-14 heads (memory goals "done" only after the memory
-# part): no slow phase (SLOW_STEPS=0, or a short one with PLAN_AFTER_SLOW=0), PLAN_AGENTS="planner,planner_no_memory"
-# PLAN_ARGS=<as session 14> PLAN_GROUPS="memory_drawer_locked memory_drawer;task2_unlock_and_lock task4_put_in_drawer
-# task5_rearrange_hard;task1_open task3_rearrange_medium" AGENTS_MIN=20; a new DATA_SEED (13) only if the slow phase runs.
-# Beside them if time allows (issue 15: rehearsal was never measured on recall, where later chunks' updates may overwrite
-# what the hiding chunk stored): SWEEP="1e-3:1::1:2 1e-3:1::4:4 2e-3:2::4:4" SWEEP_GPUS="0".
+# Session 15 (nvidia-h200) ran: DETACH=1 DATA_SEED=13 DEVIATE=0.3 COLLECT_MIN=0.5 ... collect; LEASE_S=1560 WAIT_S=540 PPO=0
+# SLOW_STEPS=0 PLAN_CONCURRENT=1 PLAN_AGENTS="planner,planner_no_memory" PLAN_GROUPS="memory_drawer_locked;memory_drawer;
+# task2_unlock_and_lock task4_put_in_drawer task5_rearrange_hard;task1_open task3_rearrange_medium" PLAN_ARGS=<as session
+# 14> AGENTS_MIN=21 EVAL_MIN=1 GPUS=1 ... lease; watch (all 280 episodes in 14 minutes); then SWEEP="1e-3:1::4:4 2e-3:2::4:4
+# 1e-3:1::1:2 5e-3:1::4:4" SWEEP_GPUS="0 0" ... sweep (the 1-draw run ran out of GPU memory beside two 4-draw ones; rerun
+# alone with SWEEP_GPUS="0") (docs/RESULTS.md, "The session-15 lease"). Planners: 92% / 97% on tasks 1-5.
+# Next session: the slow phase again (a new DATA_SEED, 14) if the long run continues, or the slow-fast run (issue 15);
+# sweep lanes of 4-draw settings need the GPU one at a time.
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
