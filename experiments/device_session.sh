@@ -103,8 +103,10 @@
 # 14> AGENTS_MIN=21 EVAL_MIN=1 GPUS=1 ... lease; watch (all 280 episodes in 14 minutes); then SWEEP="1e-3:1::4:4 2e-3:2::4:4
 # 1e-3:1::1:2 5e-3:1::4:4" SWEEP_GPUS="0 0" ... sweep (the 1-draw run ran out of GPU memory beside two 4-draw ones; rerun
 # alone with SWEEP_GPUS="0") (docs/RESULTS.md, "The session-15 lease"). Planners: 92% / 97% on tasks 1-5.
-# Next session: the slow phase again (a new DATA_SEED, 14) if the long run continues, or the slow-fast run (issue 15);
-# sweep lanes of 4-draw settings need the GPU one at a time.
+# Next session: the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
+# with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> TRAIN_EXTRA="phases.slow_fast.lr=5e-5
+# ..." (session 9's pilots lost fidelity at 3e-4), a new DATA_SEED (14); or the slow phase again if the long run continues.
+# Sweep lanes of 4-draw settings need the GPU one at a time (two beside a third ran out of memory).
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
 # ... collect (weights moved out; returns at once); SWEEP="5e-4:1 2e-3:1 5e-3:1 1e-3:4 3e-3:4 1e-2:1" ... sweep (weights
@@ -221,7 +223,7 @@ setup() {
 # with the same arguments (outputs in $W)
 agents_run() {
     local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 --agents ${PLAN_AGENTS:-planner,planner_no_memory,expert,random} \
-        --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-} --out $W/plan_eval"
+        --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-}"
     local t0 seed group; t0=$(date +%s)
     # PLAN_CONCURRENT=1: the groups at once, each its own process, log and --out ($W/plan_eval/group<i>): one plan_eval
     # leaves the GPU idle while its scenes step
@@ -229,10 +231,10 @@ agents_run() {
 task5_rearrange_hard;memory_drawer memory_drawer_locked"}; do  # a time limit leaves whole groups, all agents each
         IFS=' '; i=$((i + 1))
         if [ "${PLAN_CONCURRENT:-0}" = 1 ]; then
-            CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan/group$i \
+            CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --out "$W/plan_eval/group$i" \
                 --time-limit-min ${AGENTS_MIN%.*} --tasks $group > "$W/plan_eval_group$i.log" 2>&1 &
         else
-            CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan \
+            CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --out "$W/plan_eval" \
                 --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 )) --tasks $group
         fi
     done; wait) > "$W/plan_eval.log" 2>&1 &
