@@ -257,6 +257,9 @@ class EpisodeDataset(_StridedWindows):
       k0+c's target, and its context is frames[c*Tn : c*Tn + Tc] (for any Tc). With Tn == L' this
       is contiguous real video; with Tn < L' each chunk's last L'-Tn frames are skipped.
     - ``texts``: the num_chunks chunk instructions; ``actions``: (num_chunks, Tn, A).
+    - ``object_pixels`` (Tc + num_chunks*Tn, 3): the cube's (x, y, visible) in each of ``frames`` (rows
+      c*Tn : c*Tn + Tc + Tn are chunk k0+c's, as ``ChunkDataset`` gives them), ``frame_width`` as there: the
+      slow-fast loss weights the cube's cells as the slow phase's does.
 
     torch's default_collate turns ``texts`` into num_chunks lists of batch-size strings.
     """
@@ -289,4 +292,6 @@ class EpisodeDataset(_StridedWindows):
             frames=torch.from_numpy(np.ascontiguousarray(frames)),
             texts=list(ref.language[k0 : k0 + self.num_chunks]),
             actions=torch.from_numpy(np.ascontiguousarray(actions[-len(targets) :].reshape(self.num_chunks, Tn, -1))),
+            object_pixels=torch.from_numpy(np.ascontiguousarray(self._object_pixels(ref, idx))),
+            frame_width=ref.frame_width,
         )

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Subset, default_collate
 
 import worldmodel.model as model_module
-from envs.data import ChunkDataset
+from envs.data import ChunkDataset, EpisodeDataset
 from envs.real.objects import CUBE_PIXEL_FIELDS
 from worldmodel.diffusion import masked_mse, object_loss_weights
 from worldmodel.latent_cache import LatentCache
@@ -89,7 +89,7 @@ def test_config_checks():
                       (dict(object_weight=float("nan")), "object_weight must be"),
                       (dict(object_radius=-1), "object_radius must be"),
                       (dict(object_radius=1.5), "object_radius must be"),
-                      (dict(phase="slow_fast", object_weight=1.0), "slow phase only")):
+                      (dict(phase="vae", object_weight=1.0), "slow and slow_fast phases")):
         with pytest.raises(ValueError, match=match):
             TrainConfig(**kw)
     assert TrainConfig(object_weight=5).object_weight == 5.0  # Hydra hands `phases.slow.object_weight=5` an int
@@ -126,6 +126,46 @@ def test_weight_zero_is_the_old_loss_exactly(cube_windows):
     for per_sample in (False, True):  # all-ones weights: the plain mean, up to rounding
         torch.testing.assert_close(masked_mse(pred, target, given, per_sample, torch.ones(2, 1, 1, 8, 8)),
                                    masked_mse(pred, target, given, per_sample))
+
+
+def test_slow_fast_weighs_each_chunk_by_its_own_cube_rows(synthetic_episodes, tmp_path):
+    """An episode run's rows c*Tn : c*Tn + Tc + Tn are chunk c's ChunkDataset rows, and the slow-fast outer loss
+    of each chunk is the slow phase's weighted loss with them (weight 0, or no record: the plain loss)."""
+    cube = _with_cube(synthetic_episodes, 2)
+    runs, windows = EpisodeDataset(cube, 2, 2, num_chunks=3), ChunkDataset(cube, 2, 2)
+    run = runs[0]
+    assert run["object_pixels"].shape == (2 + 3 * 2, 3) and run["frame_width"] == 32
+    for c in range(3):
+        torch.testing.assert_close(run["object_pixels"][c * 2 : c * 2 + 4], windows[c]["object_pixels"])
+    plain_runs = EpisodeDataset(synthetic_episodes[:2], 2, 2, num_chunks=3)
+
+    def first_step_losses(data, weight):
+        trainer = Trainer(_model(), data, TrainConfig(phase="slow_fast", steps=1, batch_size=2, lr=1e-3,
+                                                      out_dir=str(tmp_path / f"{weight}"), object_weight=weight))
+        seen = []
+        latent_loss = trainer.model.latent_loss
+
+        def spy(latents, batch, object_weight=0.0, object_radius=1):
+            seen.append(trainer.model.object_weights(batch, object_weight, object_radius, latents.device))
+            return latent_loss(latents, batch, object_weight, object_radius)
+
+        trainer.model.latent_loss = spy
+        trainer.model.train()
+        torch.manual_seed(1)
+        return trainer._slow_fast_episode(next(iter(trainer._loader()))), seen
+
+    plain, seen = first_step_losses(runs, 0.0)
+    assert seen == [None] * 3
+    weighted, seen = first_step_losses(runs, W)
+    assert len(seen) == 3 and all(w is not None and (w > 1).any() for w in seen)
+    batch = default_collate([runs[0], runs[1]])
+    for c, w in enumerate(seen):  # each chunk's map is the one its own rows give
+        rows = {"object_pixels": batch["object_pixels"][:, c * 2 : c * 2 + 4], "frame_width": batch["frame_width"]}
+        torch.testing.assert_close(w, _model().object_weights(rows, W, 1, torch.device("cpu")), rtol=0, atol=0)
+    assert weighted != pytest.approx(plain, rel=1e-4)
+    no_record, seen = first_step_losses(plain_runs, W)  # no cube record: weight 1 everywhere, the plain loss
+    assert len(seen) == 3 and all(torch.equal(w, torch.ones_like(w)) for w in seen)
+    assert no_record == pytest.approx(first_step_losses(plain_runs, 0.0)[0], rel=1e-5)
 
 
 def test_cached_loss_is_the_eager_loss_with_object_weight(cube_windows, chunk_dataset):

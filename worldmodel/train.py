@@ -103,11 +103,12 @@ class TrainConfig:
     # at a fast lr of 2e-3 the full term (1.0) was 3.3x the first-order gradient's norm, at cosine -0.41 with it
     # (one CPU batch, 2 episodes x 4 chunks): a weight below 1 keeps the ordinary gradient in the mix.
     meta_gradient: float = 0.0
-    # slow phase: the loss weight of the latent cells along the cube's path (within `object_radius` cells, Chebyshev,
+    # slow and slow_fast phases: the loss weight of the latent cells along the cube's path (within `object_radius` cells, Chebyshev,
     # of the cube in the window's last context frame or any new frame that shows it; the episodes' `cube_pixel`
     # record), 1 + object_weight against 1 elsewhere, as a weighted mean: the OGBench cube is ~3 px of a 64 px frame,
     # so the plain mean barely scores where generated chunks put it. 0: the plain mean, exactly as before. Windows
-    # without a record (synthetic, Crafter) weigh 1 everywhere.
+    # without a record (synthetic, Crafter) weigh 1 everywhere. In slow_fast it weighs the outer loss of every chunk
+    # (the cube at a drawer's reopen is what memory has to bring back); the fast update's own loss stays plain.
     object_weight: float = 0.0
     object_radius: int = 1
 
@@ -121,8 +122,8 @@ class TrainConfig:
             raise ValueError(f"object_weight must be a finite number >= 0, got {self.object_weight!r}")
         if isinstance(self.object_radius, bool) or not isinstance(self.object_radius, int) or self.object_radius < 0:
             raise ValueError(f"object_radius must be an integer >= 0 (latent cells), got {self.object_radius!r}")
-        if self.object_weight and self.phase != "slow":
-            raise ValueError(f"object_weight applies to the slow phase only; phase {self.phase!r} "
+        if self.object_weight and self.phase == "vae":
+            raise ValueError(f"object_weight applies to the slow and slow_fast phases; phase 'vae' "
                              f"got object_weight={self.object_weight}")
         self.object_weight = float(self.object_weight)
         if not 0.0 <= self.ema_decay < 1.0:
@@ -739,9 +740,13 @@ class Trainer:
                 "text": list(batch["texts"][k]),  # default collate: chunks x episodes
                 "action": actions[:, k],
             }
+            if "object_pixels" in batch:  # the chunk's rows: its context, then its new frames
+                chunk_batch["object_pixels"] = batch["object_pixels"][:, k * tn : k * tn + tc + tn]
+                chunk_batch["frame_width"] = batch["frame_width"]
             with self.memory.applied(ids):  # Θ applied, a plain tensor: the outer loss gives it no gradient
                 latents = self.model.batch_latents(chunk_batch)
-                loss = self.model.latent_loss(latents, chunk_batch) / num_chunks
+                loss = self.model.latent_loss(latents, chunk_batch, self.config.object_weight,
+                                              self.config.object_radius) / num_chunks
                 self.accelerator.backward(loss)
             total += float(loss.detach())
             meta = self.config.meta_gradient if k < num_chunks - 1 else 0.0  # no later chunk reads the last update
