@@ -104,8 +104,10 @@
 # 1e-3:1::1:2 5e-3:1::4:4" SWEEP_GPUS="0 0" ... sweep (the 1-draw run ran out of GPU memory beside two 4-draw ones; rerun
 # alone with SWEEP_GPUS="0") (docs/RESULTS.md, "The session-15 lease"). Planners: 92% / 97% on tasks 1-5.
 # Next session: the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
-# with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> TRAIN_EXTRA="phases.slow_fast.lr=5e-5
-# ..." (session 9's pilots lost fidelity at 3e-4), a new DATA_SEED (14); or the slow phase again if the long run continues.
+# with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
+# s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
+# (session 9's pilots lost fidelity at an outer lr of 3e-4; the weight puts the outer loss on the cube, at the reopen
+# too), a new DATA_SEED (14); or the slow phase again if the long run continues.
 # Sweep lanes of 4-draw settings need the GPU one at a time (two beside a third ran out of memory).
 
 # Session 7 (nvidia-h200-x2, GPUS=1: training on GPU 0, the rest on GPU 1) ran: DETACH=1 DATA_SEED=3 COLLECT_MIN=3.4
@@ -282,7 +284,7 @@ pilot() {
     CUDA_VISIBLE_DEVICES=$gpu timeout $(( minutes * 60 + 90 )) $PY -m experiments.train --config-name train_fast \
         init_from=$BASE data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/$name num_workers=6 \
         progress=false time_limit_min=$minutes phases.vae.steps=0 phases.slow.steps=0 phases.slow_fast.steps=$SLOW_FAST_STEPS \
-        phases.slow_fast.batch_size=16 $extra > "$W/train_$name.log" 2>&1
+        phases.slow_fast.batch_size=${SF_BATCH:-16} $extra > "$W/train_$name.log" 2>&1
     echo $? > "$W/$name.rc"; cp -r "$W/init/heads" "$W/$name/model/heads" 2>/dev/null
     [ -f "$W/$name/model/config.json" ] && EVALS="recall free" evaluate_model "$W/$name/model" "$R/eval_$name" $gpu
 }
