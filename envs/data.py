@@ -249,7 +249,11 @@ class ChunkDataset(_StridedWindows):
 class EpisodeDataset(_StridedWindows):
     """Runs of ``num_chunks`` consecutive chunk windows of one episode, for the slow-fast loop.
 
-    Items start at chunks 0, num_chunks, 2*num_chunks, ... (non-overlapping; needs new_frames <= L').
+    Items end at the episode's last chunk: runs start at chunks T - num_chunks, T - 2*num_chunks, ... >= 0 for an
+    episode of T chunks (non-overlapping; needs new_frames <= L'). The last run always holds the episode's end,
+    where a memory episode revisits what it hid: the scene's drawer reopen is the last chunk, 7-10 chunks after
+    the cube is hidden, in episodes of 13-18 chunks. Of 16 held-out memory episodes, 12-chunk runs from chunk 0
+    held the hiding and the reopen in 1; runs that end at the last chunk hold both in 15 (the 16th never reopens).
     For a run starting at chunk k0 (boundary b_c = 1 + (k0+c)*L'):
 
     - ``frames`` (Tc + num_chunks*Tn, H, W, 3) = the Tc frames before b_0 (frame 0 repeated past the
@@ -275,7 +279,7 @@ class EpisodeDataset(_StridedWindows):
         self._items = [
             (ref, k0)
             for ref in self._episodes.refs
-            for k0 in range(0, ref.num_chunks - num_chunks + 1, num_chunks)
+            for k0 in range(ref.num_chunks - num_chunks, -1, -num_chunks)
         ]
 
     def __len__(self) -> int:

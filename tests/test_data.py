@@ -59,10 +59,12 @@ def test_long_context_spanning_target_and_stride(episodes):
 def test_episode_dataset_layout(episodes):
     ds = EpisodeDataset(episodes, context_frames=3, new_frames=4, num_chunks=2)
     assert len(ds) == 1 + 1
-    item = ds[0]
+    item = ds[0]  # 3 chunks: the run ends at the episode's last chunk
     assert item["frames"].shape == (3 + 2 * 4, 8, 8, 3) and item["actions"].shape == (2, 4, 5)
-    assert _index(item["frames"]) == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]
-    assert item["texts"] == ["skill number 0", "skill number 1"]
+    assert _index(item["frames"]) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert item["texts"] == ["skill number 1", "skill number 2"]
+    assert _index(ds[1]["frames"]) == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]  # frame 0 repeated before the start
+    assert ds[1]["texts"] == ["skill number 0", "skill number 1"]
     Tc, Tn = 3, 4
     for c in range(2):  # chunk c's context is frames[c*Tn : c*Tn + Tc], its target follows
         ctx = item["frames"][c * Tn : c * Tn + Tc]
@@ -70,7 +72,7 @@ def test_episode_dataset_layout(episodes):
         assert _index(ctx)[-1] + 1 == _index(tgt)[0]
         assert item["actions"][c, :, 0].tolist() == _index(tgt)
     short = EpisodeDataset(episodes, context_frames=2, new_frames=2, num_chunks=2)[0]
-    assert _index(short["frames"]) == [0, 0, 1, 2, 5, 6]  # Tn < L: each chunk's tail skipped
+    assert _index(short["frames"]) == [3, 4, 5, 6, 9, 10]  # Tn < L: each chunk's tail skipped
     with pytest.raises(ValueError, match="exceeds"):
         EpisodeDataset(episodes, 2, 5, num_chunks=1)
 

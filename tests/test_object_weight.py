@@ -133,10 +133,10 @@ def test_slow_fast_weighs_each_chunk_by_its_own_cube_rows(synthetic_episodes, tm
     of each chunk is the slow phase's weighted loss with them (weight 0, or no record: the plain loss)."""
     cube = _with_cube(synthetic_episodes, 2)
     runs, windows = EpisodeDataset(cube, 2, 2, num_chunks=3), ChunkDataset(cube, 2, 2)
-    run = runs[0]
+    run, first = runs[0], len(cube[0]["language"]) - 3  # the run ends at the episode's last chunk
     assert run["object_pixels"].shape == (2 + 3 * 2, 3) and run["frame_width"] == 32
-    for c in range(3):
-        torch.testing.assert_close(run["object_pixels"][c * 2 : c * 2 + 4], windows[c]["object_pixels"])
+    for c in range(3):  # the first episode's windows come first, one per chunk
+        torch.testing.assert_close(run["object_pixels"][c * 2 : c * 2 + 4], windows[first + c]["object_pixels"])
     plain_runs = EpisodeDataset(synthetic_episodes[:2], 2, 2, num_chunks=3)
 
     def first_step_losses(data, weight):
