@@ -268,10 +268,15 @@ class EpisodeDataset(_StridedWindows):
     torch's default_collate turns ``texts`` into num_chunks lists of batch-size strings.
     """
 
-    def __init__(self, source: Source, context_frames: int, new_frames: int, num_chunks: int, frame_skip: int = 1):
+    def __init__(self, source: Source, context_frames: int, new_frames: int, num_chunks: int, frame_skip: int = 1,
+                 anchor: str = "end"):
+        """``anchor="start"``: runs start at chunks 0, num_chunks, ... instead (an episode's first chunks, as
+        ``experiments.fast_update`` measures them)."""
         super().__init__(source, context_frames, new_frames, frame_skip)
         if num_chunks < 1:
             raise ValueError("num_chunks must be >= 1")
+        if anchor not in ("end", "start"):
+            raise ValueError(f"anchor must be 'end' or 'start', got {anchor!r}")
         self.num_chunks = num_chunks
         for ref in self._episodes.refs:
             if new_frames > self._chunk_len(ref):
@@ -279,7 +284,8 @@ class EpisodeDataset(_StridedWindows):
         self._items = [
             (ref, k0)
             for ref in self._episodes.refs
-            for k0 in range(ref.num_chunks - num_chunks, -1, -num_chunks)
+            for k0 in (range(ref.num_chunks - num_chunks, -1, -num_chunks) if anchor == "end"
+                       else range(0, ref.num_chunks - num_chunks + 1, num_chunks))
         ]
 
     def __len__(self) -> int:

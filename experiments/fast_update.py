@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     mc = model.config
 
     def first_chunks(index: int, count: int) -> list:
-        ds = EpisodeDataset(args.data, mc.context_frames, mc.new_frames, count)
+        ds = EpisodeDataset(args.data, mc.context_frames, mc.new_frames, count, anchor="start")
         starts = [i for i, (_, k0) in enumerate(ds._items) if k0 == 0]  # the first window of each long-enough episode
         if index >= len(starts):
             raise SystemExit(f"episode {index}: only {len(starts)} episodes in {args.data} have {count} chunks")

@@ -71,6 +71,10 @@ def test_episode_dataset_layout(episodes):
         tgt = item["frames"][Tc + c * Tn : Tc + (c + 1) * Tn]
         assert _index(ctx)[-1] + 1 == _index(tgt)[0]
         assert item["actions"][c, :, 0].tolist() == _index(tgt)
+    first = EpisodeDataset(episodes, context_frames=3, new_frames=4, num_chunks=2, anchor="start")[0]
+    assert _index(first["frames"]) == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]  # the first episode's first chunks
+    with pytest.raises(ValueError, match="anchor must be"):
+        EpisodeDataset(episodes, 3, 4, num_chunks=2, anchor="middle")
     short = EpisodeDataset(episodes, context_frames=2, new_frames=2, num_chunks=2)[0]
     assert _index(short["frames"]) == [3, 4, 5, 6, 9, 10]  # Tn < L: each chunk's tail skipped
     with pytest.raises(ValueError, match="exceeds"):
