@@ -232,12 +232,11 @@ agents_run() {
     (IFS=';'; i=0; for group in ${PLAN_GROUPS:-"task1_open task2_unlock_and_lock task3_rearrange_medium task4_put_in_drawer \
 task5_rearrange_hard;memory_drawer memory_drawer_locked"}; do  # a time limit leaves whole groups, all agents each
         IFS=' '; i=$((i + 1))
+        play() { CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --tasks $group "$@"; }
         if [ "${PLAN_CONCURRENT:-0}" = 1 ]; then
-            CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --out "$W/plan_eval/group$i" \
-                --time-limit-min ${AGENTS_MIN%.*} --tasks $group > "$W/plan_eval_group$i.log" 2>&1 &
+            play --out "$W/plan_eval/group$i" --time-limit-min ${AGENTS_MIN%.*} > "$W/plan_eval_group$i.log" 2>&1 &
         else
-            CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --out "$W/plan_eval" \
-                --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 )) --tasks $group
+            play --out "$W/plan_eval" --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 ))
         fi
     done; wait) > "$W/plan_eval.log" 2>&1 &
     for seed in $AGENT_SEEDS; do  # PPO's spread is large (task1_open: 5% then 100% real success, sessions 6-7)
@@ -503,7 +502,7 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     while [ ! -f "$W/all.done" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 10; done
     log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
     for f in collect.log collect_eval.log gpu0.log aux.log heads_fit.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
-        plan_eval_group{1,2,3,4}.log planners.log pipeline.log; do
+        $(cd "$W" && ls plan_eval_group*.log 2>/dev/null) planners.log pipeline.log; do
         # progress bars end their updates with \r: one line each, so a bar's whole history is not one huge line
         [ -f "$W/$f" ] && { echo "== $f"; tr '\r' '\n' < "$W/$f" | grep -v -e Warning -e '^\s*$' | tail -n 6 | cut -c1-400; }
     done

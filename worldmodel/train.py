@@ -103,12 +103,13 @@ class TrainConfig:
     # at a fast lr of 2e-3 the full term (1.0) was 3.3x the first-order gradient's norm, at cosine -0.41 with it
     # (one CPU batch, 2 episodes x 4 chunks): a weight below 1 keeps the ordinary gradient in the mix.
     meta_gradient: float = 0.0
-    # slow and slow_fast phases: the loss weight of the latent cells along the cube's path (within `object_radius` cells, Chebyshev,
-    # of the cube in the window's last context frame or any new frame that shows it; the episodes' `cube_pixel`
-    # record), 1 + object_weight against 1 elsewhere, as a weighted mean: the OGBench cube is ~3 px of a 64 px frame,
-    # so the plain mean barely scores where generated chunks put it. 0: the plain mean, exactly as before. Windows
-    # without a record (synthetic, Crafter) weigh 1 everywhere. In slow_fast it weighs the outer loss of every chunk
-    # (the cube at a drawer's reopen is what memory has to bring back); the fast update's own loss stays plain.
+    # slow and slow_fast phases: the loss weight of the latent cells along the cube's path (within `object_radius`
+    # cells, Chebyshev, of the cube in the window's last context frame or any new frame that shows it; the episodes'
+    # `cube_pixel` record), 1 + object_weight against 1 elsewhere, as a weighted mean: the OGBench cube is ~3 px of a
+    # 64 px frame, so the plain mean barely scores where generated chunks put it. 0: the plain mean, exactly as
+    # before. Windows without a record (synthetic, Crafter) weigh 1 everywhere. In slow_fast it weighs the outer loss
+    # of every chunk (the cube at a drawer's reopen is what memory has to bring back); the fast update's own loss
+    # stays plain.
     object_weight: float = 0.0
     object_radius: int = 1
 
