@@ -176,6 +176,32 @@ def test_meta_gradient_reaches_phi_through_the_last_fast_step(tmp_path, syntheti
                for n in grads0)
 
 
+def test_meta_gradient_reaches_phi_through_every_earlier_update(tmp_path, synthetic_episodes):
+    """With ``meta_updates=0`` the last chunk's loss differentiates the first chunk's fast update too (the cube hidden
+    at chunk 3-5 is scored at the reopen, 6-10 chunks later); with ``meta_updates=1`` the last update alone. Same
+    losses, different gradients for Φ (guard: each update's rebuilt step replacing, not joining, the earlier ones)."""
+    episodes = EpisodeDataset(synthetic_episodes[:8], context_frames=2, new_frames=2, num_chunks=3)
+    runs = {}
+    for reach in (0, 1):
+        trainer = Trainer(_model(), episodes, TrainConfig(phase="slow_fast", steps=1, batch_size=2, lr=1e-3,
+                                                          out_dir=str(tmp_path / str(reach)), meta_gradient=1.0,
+                                                          meta_updates=reach))
+        trainer.memory.config.lr = 1e-2
+        trainer.model.train()
+        batch = next(iter(trainer._loader()))
+        torch.manual_seed(1)
+        loss = trainer._slow_fast_episode(batch)
+        grads = {n: p.grad.detach().clone() for n, p in trainer.model.unet.named_parameters() if p.grad is not None}
+        runs[reach] = loss, grads
+    (loss_all, grads_all), (loss_last, grads_last) = runs[0], runs[1]
+    assert loss_all == pytest.approx(loss_last, rel=1e-4)
+    diff = sum((grads_all[n] - grads_last[n]).norm() ** 2 for n in grads_last) ** 0.5
+    norm = sum(g.norm() ** 2 for g in grads_last.values()) ** 0.5
+    assert diff > 1e-4 * norm, f"chunk 0's update changed Φ's gradient by only {float(diff / norm):.2e} of it"
+    with pytest.raises(ValueError, match="meta_updates"):
+        TrainConfig(phase="slow_fast", meta_updates=-1)
+
+
 def test_slow_fast_windows_span_a_first_visit_and_its_revisit(tmp_path):
     """The shipped train config's slow-fast windows hold >= 12 chunks (a scene memory episode's first visit
     and its revisit are 6-8 chunks apart); a tiny run trains on one such window, Θ learning every chunk."""

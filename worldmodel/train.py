@@ -32,6 +32,8 @@ the kernels), which runs at every batch size.
 
 from __future__ import annotations
 
+import collections
+
 import csv
 import functools
 import math
@@ -97,12 +99,17 @@ class TrainConfig:
     fused_adamw: bool | None = None  # None: fused on CUDA, the default foreach kernels elsewhere
     ema_decay: float = 0.0  # 0: no EMA; else the decay of the weights' moving average (saved and sampled)
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs average fewer steps
-    # slow_fast: the weight of Φ's gradient through each chunk's last fast step into the next chunk's loss (second
+    # slow_fast: the weight of Φ's gradient through each chunk's last fast step into the later chunks' losses (second
     # order, `BatchedTempLoRA.update(differentiable=True)`), so Φ learns to write into Θ what a later chunk reads;
     # 0: first order (Θ a constant to the outer loss). About 2x a step's compute on the CPU. On the shipped default
     # at a fast lr of 2e-3 the full term (1.0) was 3.3x the first-order gradient's norm, at cosine -0.41 with it
     # (one CPU batch, 2 episodes x 4 chunks): a weight below 1 keeps the ordinary gradient in the mix.
     meta_gradient: float = 0.0
+    # slow_fast with meta_gradient > 0: how many of the latest fast updates each chunk's outer loss differentiates.
+    # 0 (default): every earlier update of the window, so the loss at a drawer's reopen reaches Φ through the update on
+    # the chunk that hid the cube, 6-10 chunks before; 1: the last update alone (sessions 8-9: it cannot span that gap).
+    # Each kept update holds its fast step's graph until the episode's backward ends: memory grows with the count.
+    meta_updates: int = 0
     # slow and slow_fast phases: the loss weight of the latent cells along the cube's path (within `object_radius`
     # cells, Chebyshev, of the cube in the window's last context frame or any new frame that shows it; the episodes'
     # `cube_pixel` record), 1 + object_weight against 1 elsewhere, as a weighted mean: the OGBench cube is ~3 px of a
@@ -118,6 +125,9 @@ class TrainConfig:
             raise ValueError(f"unknown phase {self.phase!r}; expected 'vae', 'slow' or 'slow_fast'")
         if self.meta_gradient < 0:
             raise ValueError(f"meta_gradient must be >= 0, got {self.meta_gradient}")
+        if isinstance(self.meta_updates, bool) or not isinstance(self.meta_updates, int) or self.meta_updates < 0:
+            raise ValueError(f"meta_updates must be an integer >= 0 (0: every update of the window), "
+                             f"got {self.meta_updates!r}")
         if not (isinstance(self.object_weight, (int, float)) and math.isfinite(self.object_weight)
                 and self.object_weight >= 0):
             raise ValueError(f"object_weight must be a finite number >= 0, got {self.object_weight!r}")
@@ -723,7 +733,13 @@ class Trainer:
 
     def _slow_fast_episode(self, batch: dict[str, Any]) -> float:
         """Inner loop: each episode's Θ learns each chunk after Φ+Θ is scored on it; outer: Φ's gradient
-        over the episodes. The episodes run together, each with its own Θ (row e of the memory)."""
+        over the episodes. The episodes run together, each with its own Θ (row e of the memory).
+
+        With ``meta_gradient`` each fast update also leaves its step rebuilt as a function of Φ (`update`'s
+        ``differentiable``, zero in value). A chunk's loss sees Θ plus a zero probe; the probe's gradient is that
+        loss's gradient by Θ. After the last chunk one backward sends, into each kept update's step, the sum of
+        the probe gradients of the chunks that read it (the next ``meta_updates``, or all later ones): each fast
+        step's second-order graph is walked once however many chunks read it."""
         cfg = self.model.config
         frames = frames_to_tensor(batch["frames"], cfg.frame_size, "frames")
         actions = batch["actions"]
@@ -733,6 +749,8 @@ class Trainer:
         tc, tn = cfg.context_frames, cfg.new_frames
         ids = list(range(num_episodes))
         self.memory.reset(ids)
+        steps: list[tuple[int, torch.Tensor]] = []  # (chunk, its update's rebuilt step x meta_gradient)
+        reads: dict[int, torch.Tensor] = {}  # chunk -> its loss's gradient by Θ (the probe's)
         total = 0.0
         for k in range(num_chunks):
             chunk_batch = {
@@ -744,17 +762,30 @@ class Trainer:
             if "object_pixels" in batch:  # the chunk's rows: its context, then its new frames
                 chunk_batch["object_pixels"] = batch["object_pixels"][:, k * tn : k * tn + tc + tn]
                 chunk_batch["frame_width"] = batch["frame_width"]
+            probe = torch.zeros_like(self.memory.theta, requires_grad=True) if steps else None
+            self.memory.meta = probe
             with self.memory.applied(ids):  # Θ applied, a plain tensor: the outer loss gives it no gradient
                 latents = self.model.batch_latents(chunk_batch)
                 loss = self.model.latent_loss(latents, chunk_batch, self.config.object_weight,
                                               self.config.object_radius) / num_chunks
                 self.accelerator.backward(loss)
+            if probe is not None and probe.grad is not None:
+                reads[k] = probe.grad
             total += float(loss.detach())
             meta = self.config.meta_gradient if k < num_chunks - 1 else 0.0  # no later chunk reads the last update
             self.memory.update(Chunk(chunk_batch["target"], latents.detach(), tc), ids, differentiable=meta > 0)
-            if self.memory.meta is not None and meta != 1.0:
-                self.memory.meta = meta * self.memory.meta  # zero in value either way: only the gradient scales
+            if self.memory.meta is not None:
+                steps.append((k, self.memory.meta if meta == 1.0 else meta * self.memory.meta))
         self.memory.meta = None
+        reach = self.config.meta_updates or num_chunks
+        outs, grads = [], []
+        for j, step in steps:  # update j is read by chunks j+1 .. j+reach
+            read = [reads[k] for k in range(j + 1, min(j + reach, num_chunks - 1) + 1) if k in reads]
+            if read:
+                outs.append(step)
+                grads.append(torch.stack(read).sum(0) if len(read) > 1 else read[0])
+        if outs:  # the probe gradients already carry any loss scaling of `accelerator.backward`
+            torch.autograd.backward(outs, grads)
         return total
 
     def calibrate_vae_scale(self, num_batches: int = 4) -> float:
