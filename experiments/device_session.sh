@@ -103,7 +103,12 @@
 # 14> AGENTS_MIN=21 EVAL_MIN=1 GPUS=1 ... lease; watch (all 280 episodes in 14 minutes); then SWEEP="1e-3:1::4:4 2e-3:2::4:4
 # 1e-3:1::1:2 5e-3:1::4:4" SWEEP_GPUS="0 0" ... sweep (the 1-draw run ran out of GPU memory beside two 4-draw ones; rerun
 # alone with SWEEP_GPUS="0") (docs/RESULTS.md, "The session-15 lease"). Planners: 92% / 97% on tasks 1-5.
-# Next session: the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
+# Session 16 (nvidia-h200): the slow-fast pilot with Φ's gradient through every earlier fast update of its 12-chunk
+# windows (phases.slow_fast.meta_updates=0, new), which now end at the episode's last chunk (the reopen):
+# DETACH=1 DATA_SEED=14 DEVIATE=0.3 COLLECT_MIN=2.5 TRAIN_TASKS=<half drawer-memory episodes> ... collect; LEASE_S=<budget
+# - 200> WAIT_S=540 PPO=0 AGENTS_MIN=0 SLOW_STEPS=0 SLOW_FAST_STEPS=2000 SF_MAX_MIN=15 SF_EVAL_MIN=6 SF_BATCH=12
+# SWEEP="2e-3:1" (run 9 at the pilot's fast lr) TRAIN_EXTRA=<see docs/RESULTS.md, "The session-16 lease"> ... lease; watch.
+# (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
 # (session 9's pilots lost fidelity at an outer lr of 3e-4; the weight puts the outer loss on the cube, at the reopen
@@ -162,7 +167,8 @@ PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled sl
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
 SCENE="env.render_backend=$GL env.chunk_len=4 env.frame_skip=8"
-TRAIN_TASKS='+tasks={task1_open: 1, task2_unlock_and_lock: 1, task3_rearrange_medium: 1, task4_put_in_drawer: 1, task5_rearrange_hard: 1, memory_drawer: 2, memory_drawer_locked: 2, memory_cube_return: 1, play: 4}'
+# the training episodes' task mix (session 16's slow-fast run: half of them drawer-memory episodes)
+TRAIN_TASKS=${TRAIN_TASKS:-'+tasks={task1_open: 1, task2_unlock_and_lock: 1, task3_rearrange_medium: 1, task4_put_in_drawer: 1, task5_rearrange_hard: 1, memory_drawer: 2, memory_drawer_locked: 2, memory_cube_return: 1, play: 4}'}
 EVAL_TASKS='+tasks={memory_drawer: 1, memory_drawer_locked: 1, memory_cube_return: 1}'
 MODEL=${MODEL:-$W/run/model}   # the trained model (bench, agents: any model folder)
 

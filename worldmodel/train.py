@@ -749,7 +749,8 @@ class Trainer:
         tc, tn = cfg.context_frames, cfg.new_frames
         ids = list(range(num_episodes))
         self.memory.reset(ids)
-        steps: list[tuple[int, torch.Tensor]] = []  # (chunk, its update's rebuilt step x meta_gradient)
+        reach = self.config.meta_updates or num_chunks  # update j is read by chunks j+1 .. j+reach
+        steps: list[tuple[int, torch.Tensor]] = []  # (chunk, its update's rebuilt step x meta_gradient), not yet read
         reads: dict[int, torch.Tensor] = {}  # chunk -> its loss's gradient by Θ (the probe's)
         total = 0.0
         for k in range(num_chunks):
@@ -769,24 +770,34 @@ class Trainer:
                 loss = self.model.latent_loss(latents, chunk_batch, self.config.object_weight,
                                               self.config.object_radius) / num_chunks
                 self.accelerator.backward(loss)
+            self.memory.meta = None
             if probe is not None and probe.grad is not None:
                 reads[k] = probe.grad
             total += float(loss.detach())
+            steps = self._meta_backward(steps, reads, k, reach, last=k == num_chunks - 1)
             meta = self.config.meta_gradient if k < num_chunks - 1 else 0.0  # no later chunk reads the last update
             self.memory.update(Chunk(chunk_batch["target"], latents.detach(), tc), ids, differentiable=meta > 0)
             if self.memory.meta is not None:
                 steps.append((k, self.memory.meta if meta == 1.0 else meta * self.memory.meta))
-        self.memory.meta = None
-        reach = self.config.meta_updates or num_chunks
+            self.memory.meta = None
+        return total
+
+    @staticmethod
+    def _meta_backward(steps: list[tuple[int, torch.Tensor]], reads: dict[int, torch.Tensor], k: int, reach: int,
+                       last: bool) -> list[tuple[int, torch.Tensor]]:
+        """After chunk k's loss: one backward into each kept update whose readers (the next `reach` chunks, or the
+        rest of the window) have all been scored, with the sum of their gradients by Θ; the others stay kept.
+        The probe gradients already carry any loss scaling of `accelerator.backward`."""
+        done = [(j, step) for j, step in steps if last or j + reach <= k]
         outs, grads = [], []
-        for j, step in steps:  # update j is read by chunks j+1 .. j+reach
-            read = [reads[k] for k in range(j + 1, min(j + reach, num_chunks - 1) + 1) if k in reads]
+        for j, step in done:
+            read = [reads[i] for i in range(j + 1, min(j + reach, k) + 1) if i in reads]
             if read:
                 outs.append(step)
                 grads.append(torch.stack(read).sum(0) if len(read) > 1 else read[0])
-        if outs:  # the probe gradients already carry any loss scaling of `accelerator.backward`
+        if outs:
             torch.autograd.backward(outs, grads)
-        return total
+        return [(j, step) for j, step in steps if not (last or j + reach <= k)]
 
     def calibrate_vae_scale(self, num_batches: int = 4) -> float:
         """Set the latent scaling factor to 1/std of the latents, as Stable Diffusion's VAE does."""
