@@ -1,0 +1,147 @@
+"""Can Θ bring the cube back at all? Cube recall at the drawer reopen with everything before it real (issue 15).
+
+    python -m experiments.reopen_oracle --data runs/s12/scene_eval --settings phi oracle:3e-3,20,1
+
+Each memory episode (`memory_drawer`, `memory_drawer_locked`) is teacher-forced up to the chunk that makes the
+first frame after the cube's last hidden frame in the closed drawer (its context still hides the cube), and
+generated freely from there to the episode's end; the reopen frames are scored by the memory benchmark's probe
+(`evaluation.memory_probe`). Settings:
+
+- ``phi``: Φ alone;
+- ``lr,steps,draws``: Θ learns every real chunk before the reopen (the teacher mode of `experiments.evaluate`);
+- ``oracle:lr,steps,draws``: Θ learns nothing before the reopen, then the real reopen chunk itself (the answer),
+  and the chunk is generated from the same real context: an upper bound on what Θ can make the model draw.
+
+Teacher-forced chunks are sampled with 1 denoising step (their frames are thrown away: Θ learns the real
+ones); free chunks with the model's. Writes ``reopen_oracle.json`` (per setting: recall, per-episode verdicts,
+the probe's labels per reopen frame) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def last_hidden_frame(episode) -> int:
+    """The last frame in which the cube lies hidden in the closed drawer (in the drawer, visible fraction 0)."""
+    from envs.real.objects import CUBE_PIXEL_FIELDS, SIM_STATE_FIELDS
+
+    in_drawer = episode.cube["sim_state"][:, SIM_STATE_FIELDS.index("cube_in_drawer")] > 0.5
+    visible = episode.cube["cube_pixel"][:, CUBE_PIXEL_FIELDS.index("visible")]
+    return int(np.flatnonzero(in_drawer & (visible <= 0))[-1])
+
+
+def parse_setting(text: str) -> tuple[bool, dict | None]:
+    """(oracle, Temp-LoRA overrides or None for Φ alone) of ``phi``, ``lr,steps,draws`` or
+    ``oracle:lr,steps,draws``."""
+    if text == "phi":
+        return False, None
+    oracle = text.startswith("oracle:")
+    parts = text.removeprefix("oracle:").split(",")
+    if len(parts) != 3:
+        raise ValueError(f"a setting is phi, lr,steps,draws or oracle:lr,steps,draws; got {text!r}")
+    return oracle, dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite")
+
+
+@torch.no_grad()
+def roll(model, episodes, free_from: list[int], oracle: bool, overrides: dict | None, max_batch: int, seed: int):
+    """Videos (real frames, generated from chunk free_from[k] on) of every episode under one setting."""
+    from evaluation.rollout import model_action
+    from worldmodel.imagination import Imagination
+    from worldmodel.memory import BatchedTempLoRA
+
+    tn, b = model.config.new_frames, len(episodes)
+    memory = None if overrides is None else BatchedTempLoRA(
+        model, b, dataclasses.replace(model.config.temp_lora, **overrides), max_batch=max_batch)
+    core = Imagination(model, b, memory, denoise_steps=1)
+    torch.manual_seed(seed)
+    core.reset(None, [e.frames[:1] for e in episodes], [seed + k for k in range(b)])
+    videos = [e.frames.copy() for e in episodes]
+
+    def action(ids, acts):
+        return model_action(model, [acts[k][0] for k in ids], np.stack([acts[k][1] for k in ids]))
+
+    for c in range(max(e.num_model_chunks(tn) for e in episodes)):
+        start = 1 + c * tn
+        acts = [e.chunk_action(c, tn) for e in episodes]
+        real = np.stack([e.frames[np.clip(np.arange(start, start + tn), 0, len(e.frames) - 1)] for e in episodes])
+        forced = [k for k in range(b) if c < free_from[k]]
+        free = [k for k in range(b) if c >= free_from[k] and start < len(episodes[k].frames)]
+        if forced:
+            core.denoise_steps = 1
+            core.step(forced, action(forced, acts), teacher_frames=real[forced], learn=not oracle)
+        if not free:
+            continue
+        answer = [k for k in free if c == free_from[k]]
+        if oracle and answer and memory is not None:  # Θ learns the real reopen chunk; the context is put back
+            context = core.context.clone()
+            core.step(answer, action(answer, acts), teacher_frames=real[answer])
+            core.context.copy_(context)
+        core.denoise_steps = model.config.sample_steps
+        frames = core.step(free, action(free, acts)).frames.cpu().numpy()
+        for j, k in enumerate(free):
+            hi = min(start + tn, len(videos[k]))
+            videos[k][start:hi] = frames[j][: hi - start]
+    return videos
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m experiments.reopen_oracle", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", required=True, help="h5 file or folder of scene memory episodes (experiments.collect)")
+    ap.add_argument("--model", default="default", help="'default', a preset or a save_pretrained folder")
+    ap.add_argument("--episodes", type=int, default=16)
+    ap.add_argument("--settings", nargs="+", default=["phi", "oracle:3e-3,20,1"])
+    ap.add_argument("--max-batch", type=int, default=4, help="envs per fast step (bounds memory)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default="runs/reopen_oracle")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = {s: parse_setting(s) for s in args.settings}
+
+    from envs.real.objects import reopen_frames
+    from evaluation import memory_probe
+    from evaluation.episodes import load_h5_episodes
+    from worldmodel.loading import load_model
+
+    model, _ = load_model(args.model, device=args.device)
+    model.eval()
+    episodes = [e for e in load_h5_episodes(args.data, ["memory_drawer", "memory_drawer_locked"], args.episodes, 1)
+                if e.cube is not None and len(reopen_frames(e.cube["sim_state"], e.cube["cube_pixel"]))]
+    if not episodes:
+        raise SystemExit(f"no memory episode with a drawer reopen in {args.data}")
+    free_from = [last_hidden_frame(e) // model.config.new_frames for e in episodes]
+    results = {}
+    for name, (oracle, overrides) in settings.items():
+        t0 = time.time()
+        videos = roll(model, episodes, free_from, oracle, overrides, args.max_batch, args.seed)
+        probes = [memory_probe.cube_recall(v, e.cube["cube_pixel"], e.cube["sim_state"], e.cube["color"],
+                                           recorded_width=e.cube["width"]) for v, e in zip(videos, episodes)]
+        correct = [bool(p["correct"]) for p in probes]
+        results[name] = dict(recall=float(np.mean(correct)), correct=correct, labels=[p["labels"] for p in probes],
+                             colors=[e.cube["color"] for e in episodes], seconds=round(time.time() - t0, 1))
+        print(f"{name}: recall {np.mean(correct):.2f} ({sum(correct)}/{len(correct)}), {time.time() - t0:.0f} s",
+              flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shown = sys.argv[1:] if argv is None else argv
+    report = dict(command="python -m experiments.reopen_oracle " + " ".join(shown), model=args.model,
+                  data=args.data, episodes=[e.name for e in episodes], free_from_chunk=free_from, results=results)
+    tmp = out / "reopen_oracle.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out / "reopen_oracle.json")
+    return report
+
+
+if __name__ == "__main__":
+    main()
