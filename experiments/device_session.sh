@@ -108,6 +108,9 @@
 # DETACH=1 DATA_SEED=14 DEVIATE=0.3 COLLECT_MIN=2.5 TRAIN_TASKS=<half drawer-memory episodes> ... collect; LEASE_S=<budget
 # - 200> WAIT_S=540 PPO=0 AGENTS_MIN=0 SLOW_STEPS=0 SLOW_FAST_STEPS=2000 SF_MAX_MIN=15 SF_EVAL_MIN=6 SF_BATCH=12
 # SWEEP="2e-3:1" (run 9 at the pilot's fast lr) TRAIN_EXTRA=<see docs/RESULTS.md, "The session-16 lease"> ... lease; watch.
+# It ran so (docs/RESULTS.md, "The session-16 lease"): 128 outer steps in 15 min, recall at chance, -0.2 to -0.3 dB.
+# Then on the CPU an oracle Θ trained on the reopen chunk itself reached only 0.27-0.40 recall (neighbouring hues):
+# the next lease's work for issue 15 is the cube's colour fidelity (issue 14), not a longer slow-fast run.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
