@@ -108,7 +108,7 @@ class TrainConfig:
     # slow_fast with meta_gradient > 0: how many of the latest fast updates each chunk's outer loss differentiates.
     # 0 (default): every earlier update of the window, so the loss at a drawer's reopen reaches Φ through the update on
     # the chunk that hid the cube, 6-10 chunks before; 1: the last update alone (sessions 8-9: it cannot span that gap).
-    # Each kept update holds its fast step's graph until the episode's backward ends: memory grows with the count.
+    # Each kept update holds its fast step's graph until its readers are scored: memory grows with the count.
     meta_updates: int = 0
     # slow and slow_fast phases: the loss weight of the latent cells along the cube's path (within `object_radius`
     # cells, Chebyshev, of the cube in the window's last context frame or any new frame that shows it; the episodes'
