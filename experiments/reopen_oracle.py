@@ -31,12 +31,10 @@ import torch
 
 
 def last_hidden_frame(episode) -> int:
-    """The last frame in which the cube lies hidden in the closed drawer (in the drawer, visible fraction 0)."""
-    from envs.real.objects import CUBE_PIXEL_FIELDS, SIM_STATE_FIELDS
+    """The last frame in which the cube lies hidden in the closed drawer (`envs.real.objects.hidden_frames`)."""
+    from envs.real.objects import hidden_frames
 
-    in_drawer = episode.cube["sim_state"][:, SIM_STATE_FIELDS.index("cube_in_drawer")] > 0.5
-    visible = episode.cube["cube_pixel"][:, CUBE_PIXEL_FIELDS.index("visible")]
-    return int(np.flatnonzero(in_drawer & (visible <= 0))[-1])
+    return int(hidden_frames(episode.cube["sim_state"], episode.cube["cube_pixel"])[-1])
 
 
 def parse_setting(text: str) -> tuple[bool, dict | None]:

@@ -32,8 +32,6 @@ the kernels), which runs at every batch size.
 
 from __future__ import annotations
 
-import collections
-
 import csv
 import functools
 import math
@@ -788,16 +786,18 @@ class Trainer:
         """After chunk k's loss: one backward into each kept update whose readers (the next `reach` chunks, or the
         rest of the window) have all been scored, with the sum of their gradients by Θ; the others stay kept.
         The probe gradients already carry any loss scaling of `accelerator.backward`."""
-        done = [(j, step) for j, step in steps if last or j + reach <= k]
-        outs, grads = [], []
-        for j, step in done:
+        outs, grads, kept = [], [], []
+        for j, step in steps:
+            if not (last or j + reach <= k):
+                kept.append((j, step))
+                continue
             read = [reads[i] for i in range(j + 1, min(j + reach, k) + 1) if i in reads]
             if read:
                 outs.append(step)
                 grads.append(torch.stack(read).sum(0) if len(read) > 1 else read[0])
         if outs:
             torch.autograd.backward(outs, grads)
-        return [(j, step) for j, step in steps if not (last or j + reach <= k)]
+        return kept
 
     def calibrate_vae_scale(self, num_batches: int = 4) -> float:
         """Set the latent scaling factor to 1/std of the latents, as Stable Diffusion's VAE does."""

@@ -77,15 +77,21 @@ _CUBE_IN_DRAWER = SIM_STATE_FIELDS.index("cube_in_drawer")
 _CUBE_VISIBLE = CUBE_PIXEL_FIELDS.index("visible")
 
 
+def hidden_frames(sim_state: np.ndarray, cube_pixel: np.ndarray) -> np.ndarray:
+    """Indices of the frames in which the cube lies hidden in the closed drawer (in the drawer, visible fraction 0)."""
+    in_drawer = np.asarray(sim_state)[:, _CUBE_IN_DRAWER] > 0.5
+    return np.flatnonzero(in_drawer & (np.asarray(cube_pixel)[:, _CUBE_VISIBLE] <= 0.0))
+
+
 def reopen_frames(sim_state: np.ndarray, cube_pixel: np.ndarray, min_visible: float = MIN_VISIBLE) -> np.ndarray:
     """Indices of the frames where the real cube shows again in the reopened drawer: after the last
-    frame in which it lay hidden in the drawer (in the drawer, visible fraction 0), the frames where
-    it is in the drawer and at least ``min_visible`` visible. Empty when it was never hidden."""
+    frame in which it lay hidden in the drawer (`hidden_frames`), the frames where it is in the drawer
+    and at least ``min_visible`` visible. Empty when it was never hidden."""
     sim_state, cube_pixel = np.asarray(sim_state), np.asarray(cube_pixel)
-    in_drawer = sim_state[:, _CUBE_IN_DRAWER] > 0.5
-    visible = cube_pixel[:, _CUBE_VISIBLE]
-    hidden = np.flatnonzero(in_drawer & (visible <= 0.0))
+    hidden = hidden_frames(sim_state, cube_pixel)
     if len(hidden) == 0:
         return np.zeros(0, np.int64)
+    in_drawer = sim_state[:, _CUBE_IN_DRAWER] > 0.5
+    visible = cube_pixel[:, _CUBE_VISIBLE]
     t = np.arange(len(visible))
     return np.flatnonzero((t > hidden[-1]) & in_drawer & (visible >= min_visible)).astype(np.int64)
