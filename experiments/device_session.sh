@@ -135,7 +135,8 @@ COLLECT_MIN=${COLLECT_MIN:-4.0}     # minutes of training-data collection (whole
 DATA_SEED=${DATA_SEED:-3}           # training episodes; session 5 used 0 (4,104 episodes), session 6 used 2: another
                                     # seed gives new ones. Never 1: the held-out episodes are seed 1
 TRAIN_MIN=${TRAIN_MIN:-13.0}        # minutes of training, VAE phase + latent cache + slow phase
-VAE_STEPS=${VAE_STEPS:-0}           # session 5 fine-tuned the VAE on the cube colours (1500); it is frozen since
+VAE_STEPS=${VAE_STEPS:-0}           # session 5 fine-tuned the VAE on the cube colours (1500); session 17 again, the cube
+                                    # weighted (VAE_EXTRA="phases.vae.object_weight=..."), before the pipeline's slow phase
 SLOW_STEPS=${SLOW_STEPS:-1500}       # ~540 s at 256 windows per GPU per step (the cosine decay ends here; TRAIN_MIN is the guard)
 LR_SCHEDULE=${LR_SCHEDULE:-cosine}  # the slow phase's lr after warm-up: cosine decays it to 0.1x at SLOW_STEPS (runs 3-4: constant)
 DECAY_BY_DEADLINE=${DECAY_BY_DEADLINE:-true}  # the cosine ends at SLOW_STEPS or the time limit, whichever comes first
@@ -267,7 +268,7 @@ evaluate_model() {
     local model=$1 dest=$2 gpu=$3 what
     local E="--model $model --data $W/scene_eval --device $DEVICE --text-cache $W/text_cache.safetensors --no-video --quiet"
     mkdir -p "$dest"
-    for what in ${EVALS:-recall outcome free teacher}; do
+    for what in ${EVALS:-vae recall outcome free teacher}; do
         log "evaluate $model: $what (GPU $gpu)"
         case $what in
         recall) CUDA_VISIBLE_DEVICES=$gpu timeout 150 $PY -m experiments.evaluate $E --tasks memory_drawer,memory_drawer_locked \
@@ -278,6 +279,8 @@ evaluate_model() {
                     --variants full,no_temp_lora --mode free --batch 32 --sheet --out $dest/free ;;
         teacher) CUDA_VISIBLE_DEVICES=$gpu timeout 120 $PY -m experiments.evaluate $E --episodes 32 --variants full \
                     --mode teacher --batch 32 --out $dest/teacher ;;
+        vae) mkdir -p $dest/vae && CUDA_VISIBLE_DEVICES=$gpu timeout 120 $PY -m experiments.vae_check --model $model \
+                    --data $W/scene_eval --device $DEVICE --out $dest/vae/vae_check.json ;;
         esac
     done
 }
@@ -451,10 +454,10 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      fi
      if [ "$SLOW_STEPS" -gt 0 ]; then
          SLOW_MIN=$(( $(left_min) - ${AFTER_SLOW_MIN:-9} )); [ "$SLOW_MIN" -gt "${TRAIN_MIN%.*}" ] && SLOW_MIN=${TRAIN_MIN%.*}
-         log "slow phase on GPU 0 ($SLOW_STEPS steps, compile $COMPILE, at most $SLOW_MIN min)"
+         log "VAE ($VAE_STEPS steps: ${VAE_EXTRA:-}) and slow phase on GPU 0 ($SLOW_STEPS steps, compile $COMPILE, at most $SLOW_MIN min)"
          CUDA_VISIBLE_DEVICES=0 timeout $(( $(left_min) * 60 )) $PY -m experiments.train --config-name train_fast \
             init_from=$W/init data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/run num_workers=6 \
-            progress=false time_limit_min=$SLOW_MIN phases.vae.steps=0 phases.slow.steps=$SLOW_STEPS \
+            progress=false time_limit_min=$SLOW_MIN phases.vae.steps=$VAE_STEPS ${VAE_EXTRA:-} phases.slow.steps=$SLOW_STEPS \
             phases.slow.batch_size=$BATCH phases.slow.lr=5e-4 phases.slow.warmup_steps=200 \
             phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.decay_by_deadline=$DECAY_BY_DEADLINE \
             phases.slow.compile=$COMPILE phases.slow_fast.steps=0 ${SLOW_EXTRA:-} > "$W/train.log" 2>&1
@@ -478,6 +481,7 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      fi
      echo 0 > "$W/bench.rc"
      until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
+     EVALS=vae evaluate_model "$W/init" "$R/eval_init" $AUX_GPU  # the init model's VAE round trip (cube colours)
      [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
      planners() {  # the planners on PLAN_MODEL, at most AGENTS_MIN and ending EVAL_MIN before the lease
          PLAN_MODEL=$W/init
@@ -520,7 +524,7 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
         if [ -f "$W/$run.rc" ] && [ -f "$W/$run/model/config.json" ]; then
             mkdir -p "$OUT/$run" && cp "$W/$run"/model/model-0000*.safetensors "$OUT/$run/" && rest+=("$run/model")
         fi
-        for f in slow/slow_log.csv slow_fast/slow_fast_log.csv train_summary.json; do
+        for f in vae/vae_log.csv slow/slow_log.csv slow_fast/slow_fast_log.csv train_summary.json; do
             [ -f "$W/$run/$f" ] && rest+=("$run/$f")
         done
     done

@@ -7,6 +7,12 @@ Everything the world model draws passes through its VAE, so an object the VAE ca
 cube colour it never saw) cannot be imagined either. The cube error is the mean absolute error (0-255)
 over the 3x3 pixels at the cube's recorded image position (`cube_pixel` of scene episodes, frames where
 it is at least half visible); episodes without that record count for the whole-frame error only.
+
+Colour, as the memory benchmark reads it (`evaluation.memory_probe`), for episodes with a cube colour and the
+simulator's state: ``cube_color_accuracy`` is the share of those visible-cube frames whose reconstruction reads as
+the episode's colour, and ``reopen_recall`` the benchmark's cube recall at the drawer reopen scored on the
+reconstructed real video (episodes with a reopen: ``reopen_episodes``). A model whose generated reopen were the
+real one, up to its VAE, would score that recall: it caps what any memory can show.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 
 from envs.episodes import h5_files, list_episodes, read_episode
+from envs.real.objects import CUBE_PIXEL_FIELDS
 from worldmodel.loading import load_model
 
 
@@ -31,25 +38,46 @@ def reconstruct(model, frames: np.ndarray, batch: int = 64) -> np.ndarray:
 
 
 def cube_errors(error: np.ndarray, cube_pixel: np.ndarray) -> list[float]:
-    """Mean error over the 3x3 pixels at each frame's cube position (visible frames inside the image)."""
+    """Mean error over the 3x3 pixels at each frame's cube position (frames where it is at least half visible,
+    inside the image); ``cube_pixel`` has the columns `envs.real.objects.CUBE_PIXEL_FIELDS`."""
     h, w = error.shape[1:3]
     found = []
-    for frame_error, (u, v, visible) in zip(error, cube_pixel[:, :3]):
+    columns = [CUBE_PIXEL_FIELDS.index(f) for f in ("x", "y", "visible")]
+    for frame_error, (u, v, visible) in zip(error, cube_pixel[:, columns]):
         u, v = int(round(u)), int(round(v))
         if visible >= 0.5 and 1 <= u < w - 1 and 1 <= v < h - 1:
             found.append(float(frame_error[v - 1:v + 2, u - 1:u + 2].mean()))
     return found
 
 
+def colour_readings(recon: np.ndarray, ep: dict) -> tuple[list[bool], dict | None]:
+    """Whether each visible-cube frame's reconstruction reads as the episode's colour, and the reopen's
+    `memory_probe.cube_recall` of the reconstructed video (None without a reopen)."""
+    from evaluation.memory_probe import classify_frame, cube_recall
+
+    pixel, color = np.asarray(ep["cube_pixel"]), str(ep["attrs"]["cube_color"])
+    read = [classify_frame(recon[t], pixel[t]) == color for t in np.flatnonzero(pixel[:, 3] >= 0.5)]
+    recall = cube_recall(recon, pixel, np.asarray(ep["sim_state"]), color)
+    return read, recall if recall["label"] is not None else None
+
+
 def check(model, data: str, every: int = 1, max_episodes: int | None = None) -> dict:
-    full, cube, episodes = [], [], 0
+    full, cube, episodes, read, reopens = [], [], 0, [], []
     for path in h5_files(data):
         for key in list_episodes(path):
             if max_episodes is not None and episodes >= max_episodes:
                 break
             ep = read_episode(path, key)
+            if "cube_color" in ep["attrs"] and "sim_state" in ep and "cube_pixel" in ep:
+                recon = reconstruct(model, ep["frames"])  # the reopen's frames are indexed in the whole episode
+                frame_read, recall = colour_readings(recon, ep)
+                read += frame_read
+                reopens += [recall] if recall is not None else []
+                recon = recon[::every]
+            else:
+                recon = reconstruct(model, ep["frames"][::every])
             frames = ep["frames"][::every]
-            error = np.abs(reconstruct(model, frames).astype(np.float32) - frames)
+            error = np.abs(recon.astype(np.float32) - frames)
             full.append(float(error.mean()))
             if "cube_pixel" in ep:
                 cube += cube_errors(error, np.asarray(ep["cube_pixel"])[::every])
@@ -57,7 +85,11 @@ def check(model, data: str, every: int = 1, max_episodes: int | None = None) -> 
     if not episodes:
         raise SystemExit(f"no episodes in {data}")
     return {"episodes": episodes, "frame_mae": float(np.mean(full)),
-            "cube_mae": float(np.mean(cube)) if cube else None, "cube_frames": len(cube)}
+            "cube_mae": float(np.mean(cube)) if cube else None, "cube_frames": len(cube),
+            "cube_color_accuracy": float(np.mean(read)) if read else None, "color_frames": len(read),
+            "reopen_recall": float(np.mean([r["correct"] for r in reopens])) if reopens else None,
+            "reopen_frame_accuracy": float(np.mean([r["frame_accuracy"] for r in reopens])) if reopens else None,
+            "reopen_episodes": len(reopens)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -88,8 +88,7 @@ def test_config_checks():
     for kw, match in ((dict(object_weight=-1.0), "object_weight must be"),
                       (dict(object_weight=float("nan")), "object_weight must be"),
                       (dict(object_radius=-1), "object_radius must be"),
-                      (dict(object_radius=1.5), "object_radius must be"),
-                      (dict(phase="vae", object_weight=1.0), "slow and slow_fast phases")):
+                      (dict(object_radius=1.5), "object_radius must be")):
         with pytest.raises(ValueError, match=match):
             TrainConfig(**kw)
     assert TrainConfig(object_weight=5).object_weight == 5.0  # Hydra hands `phases.slow.object_weight=5` an int
@@ -247,3 +246,36 @@ def test_both_trainer_paths_pass_the_weights(tmp_path, cube_windows, monkeypatch
     assert len(seen) == 2
     for weights in seen:
         assert weights is not None and weights.shape == (4, 1, 1, 8, 8) and set(weights.unique().tolist()) == {1, 1 + W}
+
+
+def test_vae_phase_weighs_each_target_frame_by_its_own_cube_cells(cube_windows):
+    """The vae phase's loss is the pixel-weighted mean with each target frame's latent-cell map (spread over the cell's
+    pixels); weight 0 and windows without a record give the plain MSE exactly."""
+    model = _model()
+    batch = default_collate([cube_windows[i] for i in range(6)])
+    size, cells, tn = model.config.frame_size, model.config.latent_size, model.config.new_frames
+    factor = size // cells
+    rows = batch["object_pixels"][:, -tn:].numpy()
+    expected = _reference_map(rows.reshape(-1, 1, 3), 32, cells, 0, W, 1)
+    expected = expected.repeat(factor, 1).repeat(factor, 2)  # (B * Tn, H, W)
+    weights = model.frame_object_weights(batch, W, 1, torch.device("cpu"))
+    assert weights.shape == (6 * tn, 1, size, size)
+    np.testing.assert_array_equal(weights[:, 0].numpy(), expected)
+    assert (weights > 1).any() and (weights == 1).any()
+
+    def vae_loss(weight: float, b) -> torch.Tensor:
+        trainer = Trainer(model, cube_windows, _cfg("unused", 1, phase="vae", latent_cache=False, object_weight=weight))
+        torch.manual_seed(5)
+        return trainer._vae_loss(b)
+
+    x = batch["target"].flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    torch.manual_seed(5)
+    posterior = model.vae.encode(x).latent_dist
+    recon = model.vae.decode(posterior.sample()).sample.float()
+    kl = TrainConfig().vae_kl_weight * posterior.kl().mean()
+    w = torch.from_numpy(expected)[:, None].float()
+    torch.testing.assert_close(vae_loss(W, batch), ((recon - x) ** 2 * w).sum() / (w.sum() * 3) + kl)
+    plain = torch.nn.functional.mse_loss(recon, x) + kl
+    old = {k: v for k, v in batch.items() if k not in ("object_pixels", "frame_width")}
+    assert torch.equal(vae_loss(0.0, batch), vae_loss(W, old)) and torch.equal(vae_loss(0.0, batch), plain)
+    assert not torch.allclose(vae_loss(W, batch), plain)

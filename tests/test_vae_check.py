@@ -14,8 +14,9 @@ def test_cube_error_is_the_error_at_the_recorded_cube_pixels(tmp_path, micro_mod
     model = micro_model()
     episodes = random_episodes(2, 2, seed=0, frame_size=16, chunk_len=2)
     frames = episodes[0]["frames"]
-    cube = np.tile(np.float32([8.0, 5.0, 1.0]), (len(frames), 1))  # (u, v, visible fraction)
-    cube[0, 2] = 0.2  # mostly hidden: not scored
+    # columns CUBE_PIXEL_FIELDS: x, y, half_size, visible fraction, visible part's x, y
+    cube = np.tile(np.float32([8.0, 5.0, 1.5, 1.0, 8.0, 5.0]), (len(frames), 1))
+    cube[0, 3] = 0.2  # mostly hidden: not scored
     cube[1, :2] = (0.0, 5.0)  # its 3x3 would leave the image: not scored
     episodes[0]["cube_pixel"] = cube
     write_episodes(tmp_path / "data.h5", {f"episode_{i}": ep for i, ep in enumerate(episodes)})
@@ -30,3 +31,24 @@ def test_cube_error_is_the_error_at_the_recorded_cube_pixels(tmp_path, micro_mod
 
     out = main(["--model", "tiny", "--data", str(tmp_path / "data.h5"), "--out", str(tmp_path / "r.json")])
     assert json.loads((tmp_path / "r.json").read_text()) == out and out["cube_frames"] == len(frames) - 2
+
+
+def test_colour_readings_score_the_reconstruction_as_the_memory_benchmark_does(tmp_path, micro_model):
+    """A reconstruction that is the real video reads the cube's colour in every visible frame and recalls the
+    reopen; the same video with the cube painted out reads none; `check` reports a tiny random model's round trip,
+    which loses the cube (guards: the readings taken on the real frames instead of the reconstruction)."""
+    from experiments.vae_check import colour_readings
+    from test_evaluate import _cube_episode  # tests/ is on sys.path (pytest's default import mode)
+
+    ep = _cube_episode(0)
+    read, recall = colour_readings(ep["frames"], ep)
+    assert read == [True, True] and recall["correct"] and recall["frame_accuracy"] == 1.0
+    painted = ep["frames"].copy()
+    painted[-2:, 6:18, 4:16] = (60, 60, 60)  # the probe's whole disc grey: no chroma
+    read, recall = colour_readings(painted, ep)
+    assert read == [False, False] and not recall["correct"] and recall["label"] == "none"
+
+    write_episodes(tmp_path / "data.h5", {"episode_0": ep})
+    result = check(micro_model(), str(tmp_path / "data.h5"))
+    assert result["color_frames"] == 2 and result["reopen_episodes"] == 1
+    assert result["cube_color_accuracy"] == 0.0 and result["reopen_recall"] == 0.0

@@ -157,6 +157,25 @@ class SlowFastVGen(nn.Module):
         return object_loss_weights(pixels, torch.as_tensor(width).to(device), self.config.latent_size,
                                    self.config.new_frames, object_weight, object_radius)
 
+    def frame_object_weights(self, batch: dict[str, Any], object_weight: float, object_radius: int,
+                             device: torch.device) -> torch.Tensor | None:
+        """Pixel loss weights (B * Tn, 1, H, W) of a batch's target frames for the VAE phase, or None (plain loss)
+        when `object_weight` is 0 or the batch has no ``object_pixels``: each frame's own `object_loss_weights` map
+        (the latent cells within `object_radius` of the cube where it is seen), each cell spread over the pixels it
+        encodes. The cube the memory benchmark reads at a drawer's reopen is 1-4 partly hidden pixels; the plain
+        mean of a frame's 4,096 barely scores it."""
+        if object_weight < 0:
+            raise ValueError(f"object_weight must be >= 0, got {object_weight}")
+        if object_weight == 0 or batch.get("object_pixels") is None:
+            return None
+        rows = torch.as_tensor(batch["object_pixels"]).to(device)[:, -self.config.new_frames:]
+        width = torch.as_tensor(batch.get("frame_width", self.config.frame_size)).to(device).reshape(-1)
+        width = width.expand(rows.shape[0]).repeat_interleave(rows.shape[1])
+        cells = object_loss_weights(rows.flatten(0, 1)[:, None], width, self.config.latent_size, 0, object_weight,
+                                    object_radius)[:, 0]  # (B * Tn, 1, h, w)
+        factor = self.config.frame_size // self.config.latent_size
+        return cells.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
     def training_loss(self, batch: dict[str, Any], object_weight: float = 0.0, object_radius: int = 1) -> torch.Tensor:
         return self.latent_loss(self.batch_latents(batch), batch, object_weight, object_radius)
 
