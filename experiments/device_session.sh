@@ -111,6 +111,12 @@
 # It ran so (docs/RESULTS.md, "The session-16 lease"): 128 outer steps in 15 min, recall at chance, -0.2 to -0.3 dB.
 # Then on the CPU an oracle Θ trained on the reopen chunk itself reached only 0.27-0.40 recall (neighbouring hues):
 # the next lease's work for issue 15 is the cube's colour fidelity (issue 14), not a longer slow-fast run.
+# Session 17 (nvidia-h200): the VAE's round trip alone read the cube's colour at the reopen in 10 of 15 local episodes
+# (vae_check, new columns), so the VAE was fine-tuned with the cube's pixels weighted, then the slow phase re-learnt:
+# DETACH=1 DATA_SEED=15 DEVIATE=0.3 COLLECT_MIN=2.5 ... collect; LEASE_S=1540 WAIT_S=540 PPO=0 AGENTS_MIN=0 SLOW_STEPS=2500
+# TRAIN_MIN=13 AFTER_SLOW_MIN=6 COMPILE=true VAE_STEPS=2000 VAE_EXTRA="phases.vae.object_weight=10 phases.vae.lr=5e-5
+# +phases.vae.warmup_steps=200 +phases.vae.log_every=100" SLOW_EXTRA="phases.slow.object_weight=3" EVAL_MIN=1 GPUS=1
+# ... lease; watch twice. Round-trip reopen recall 0.70 -> 0.93 (40 episodes); run 10 shipped (+0.1-0.2 dB everywhere).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
