@@ -1,10 +1,11 @@
 """Play a long-horizon, language-instructed episode in the learned simulator, with and without memory.
 
-    python -m experiments.demo                      # shipped default model, CPU, ~20 s on 2 cores
+    python -m experiments.demo                      # shipped default model, CPU, ~45 s on 2 cores
     python -m experiments.demo --task memory_drawer_locked --steps 8 --out runs/demo
 
 Two `SlowFastVGen-v0` envs (one shared model) start from the same real frame and receive the task's
-scripted skill plan, one with Temp-LoRA episodic memory and one without. The mp4 shows them side by
+scripted skill plan, one with Temp-LoRA episodic memory and one without; each skill runs until the model's
+success head sees it done (at most ``--skill-chunks`` chunks). The mp4 shows them side by
 side under the instruction and the current skill; the drawer is reopened at the end, a revisit.
 """
 
@@ -24,39 +25,56 @@ from envs.real.tasks import get_task
 from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_mp4
 
 
-def play(task: str, model: str, steps: int, seed: int,
-         precision: str = "auto") -> tuple[list[np.ndarray], list[str], dict[str, list[float]]]:
-    """Frames of both envs chunk by chunk, the skills played, and per-step seconds per env."""
+def play(task: str, model: str, steps: int, seed: int, precision: str = "auto",
+         skill_chunks: int = 3) -> tuple[list[np.ndarray], list[list[str]], dict[str, list[float]]]:
+    """Frames of both envs chunk by chunk, each env's caption per chunk ("[k/n] skill"), and per-step seconds.
+
+    Each skill of the plan runs until the model's success head sees it done on the imagined chunk (``info["success"]``)
+    or for ``skill_chunks`` chunks, as the scripted expert repeats a skill until the simulator's check passes and the
+    agents do (`agents.planning.SkillRuns`): a real pick-and-place takes two chunks (the median over the held-out
+    episodes), so one chunk per skill would ask the model for a cube in the drawer that the real scene never shows
+    after one. Without heads (no ``success`` in the info) every skill gets one chunk."""
     plan = [SKILLS[i] for i in get_task(task).build(np.random.default_rng(seed)).plan]
-    kwargs = dict(model=model, task=task, action_mode="text", denoise_steps=steps, max_episode_steps=len(plan),
-                  precision=precision)
+    kwargs = dict(model=model, task=task, action_mode="text", denoise_steps=steps,
+                  max_episode_steps=len(plan) * skill_chunks, precision=precision)
     runs = {"with Temp-LoRA": gym.make("SlowFastVGen-v0", temp_lora=True, **kwargs),
             "without Temp-LoRA": gym.make("SlowFastVGen-v0", temp_lora=False, **kwargs)}
     videos: dict[str, list[np.ndarray]] = {}
+    captions: dict[str, list[str]] = {}
     times: dict[str, list[float]] = {}
     for name, env in runs.items():
         obs, _ = env.reset(seed=seed)
-        frames, times[name] = [obs], []
-        for skill in plan:
-            start = time.perf_counter()
-            obs, _, _, _, info = env.step(skill)
-            times[name].append(time.perf_counter() - start)
-            frames.extend(np.asarray(info["frames"]))
+        frames, captions[name], times[name] = [obs], [], []
+        for k, skill in enumerate(plan):
+            for _ in range(skill_chunks):
+                start = time.perf_counter()
+                obs, _, _, _, info = env.step(skill)
+                times[name].append(time.perf_counter() - start)
+                frames.extend(np.asarray(info["frames"]))
+                captions[name].append(f"[{k + 1}/{len(plan)}] {skill}")
+                if info.get("success", True):
+                    break
         videos[name] = frames
         env.close()
-    return [np.stack(f) for f in videos.values()], plan, times
+    # the columns side by side: a shorter one holds its last frame
+    length = max(len(f) for f in videos.values())
+    for name, frames in videos.items():
+        chunks = len(captions[name])
+        frames.extend([frames[-1]] * (length - len(frames)))
+        captions[name].extend([captions[name][-1] + " (done)"] * (max(map(len, captions.values())) - chunks))
+    return [np.stack(f) for f in videos.values()], list(captions.values()), times
 
 
-def compose(videos: list[np.ndarray], names: list[str], plan: list[str], instruction: str,
+def compose(videos: list[np.ndarray], names: list[str], captions: list[list[str]], instruction: str,
             chunk_len: int, scale: int = 3) -> list[np.ndarray]:
-    """Side-by-side captioned frames: instruction and current skill under each column."""
+    """Side-by-side captioned frames: instruction and each column's current skill under it."""
     width = videos[0].shape[2] * scale // 6
     head = fixed_lines(wrap_text(instruction, width * len(videos)), 2)
     out = []
     for t in range(len(videos[0])):
-        skill = "start" if t == 0 else f"[{(t - 1) // chunk_len + 1}/{len(plan)}] {plan[(t - 1) // chunk_len]}"
-        cols = [caption_frame(v[t], [name, *fixed_lines(wrap_text(skill, width), 2)], scale)
-                for name, v in zip(names, videos)]
+        cols = [caption_frame(v[t], [name, *fixed_lines(wrap_text("start" if t == 0 else c[(t - 1) // chunk_len],
+                                                                  width), 2)], scale)
+                for name, v, c in zip(names, videos, captions)]
         h = max(c.shape[0] for c in cols)
         row = np.concatenate([np.pad(c, ((0, h - c.shape[0]), (0, 4), (0, 0))) for c in cols], axis=1)
         out.append(caption_frame(row, head, 1))
@@ -73,12 +91,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--fps", type=int, default=6)
+    parser.add_argument("--skill-chunks", type=int, default=3,
+                        help="most chunks a skill runs while the success head does not see it done (1: one each)")
     args = parser.parse_args()
 
-    videos, plan, times = play(args.task, args.model, args.steps, args.seed, args.precision)
-    chunk_len = (len(videos[0]) - 1) // len(plan)
-    frames = compose(videos, list(times), plan, get_task(args.task).build(np.random.default_rng(args.seed)).instruction,
-                     chunk_len)
+    videos, captions, times = play(args.task, args.model, args.steps, args.seed, args.precision, args.skill_chunks)
+    chunk_len = (len(videos[0]) - 1) // len(captions[0])
+    frames = compose(videos, list(times), captions,
+                     get_task(args.task).build(np.random.default_rng(args.seed)).instruction, chunk_len)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"demo_{args.task}.mp4"
