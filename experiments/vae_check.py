@@ -56,7 +56,8 @@ def colour_readings(recon: np.ndarray, ep: dict) -> tuple[list[bool], dict | Non
     from evaluation.memory_probe import classify_frame, cube_recall
 
     pixel, color = np.asarray(ep["cube_pixel"]), str(ep["attrs"]["cube_color"])
-    read = [classify_frame(recon[t], pixel[t]) == color for t in np.flatnonzero(pixel[:, 3] >= 0.5)]
+    visible = pixel[:, CUBE_PIXEL_FIELDS.index("visible")]
+    read = [classify_frame(recon[t], pixel[t]) == color for t in np.flatnonzero(visible >= 0.5)]
     recall = cube_recall(recon, pixel, np.asarray(ep["sim_state"]), color)
     return read, recall if recall["label"] is not None else None
 

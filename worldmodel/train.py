@@ -108,7 +108,7 @@ class TrainConfig:
     # the chunk that hid the cube, 6-10 chunks before; 1: the last update alone (sessions 8-9: it cannot span that gap).
     # Each kept update holds its fast step's graph until its readers are scored: memory grows with the count.
     meta_updates: int = 0
-    # slow and slow_fast phases: the loss weight of the latent cells along the cube's path (within `object_radius`
+    # slow, slow_fast and vae phases: the loss weight of the latent cells along the cube's path (within `object_radius`
     # cells, Chebyshev, of the cube in the window's last context frame or any new frame that shows it; the episodes'
     # `cube_pixel` record), 1 + object_weight against 1 elsewhere, as a weighted mean: the OGBench cube is ~3 px of a
     # 64 px frame, so the plain mean barely scores where generated chunks put it. 0: the plain mean, exactly as
