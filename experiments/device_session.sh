@@ -117,6 +117,10 @@
 # TRAIN_MIN=13 AFTER_SLOW_MIN=6 COMPILE=true VAE_STEPS=2000 VAE_EXTRA="phases.vae.object_weight=10 phases.vae.lr=5e-5
 # +phases.vae.warmup_steps=200 +phases.vae.log_every=100" SLOW_EXTRA="phases.slow.object_weight=3" EVAL_MIN=1 GPUS=1
 # ... lease; watch twice. Round-trip reopen recall 0.70 -> 0.93 (40 episodes); run 10 shipped (+0.1-0.2 dB everywhere).
+# Then (a fresh collect, COLLECT_MIN=0.05) reopen_oracle on the GPU (0.70 on run 10; run 9's 0.40) and SWEEP="2e-3:2::4:4
+# 5e-3:1::2" SWEEP_GPUS="0" ... sweep (chance). Next lease: session 16's slow-fast pilot again, now from run 10, whose
+# oracle says Θ can make it draw the cube (SLOW_STEPS=0 SLOW_FAST_STEPS=2000 SF_MAX_MIN=15 SF_EVAL_MIN=6 SF_BATCH=12
+# TRAIN_EXTRA=<session 16's> with TRAIN_TASKS=<half drawer-memory episodes>), and reopen_oracle on its result.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
