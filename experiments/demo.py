@@ -57,11 +57,10 @@ def play(task: str, model: str, steps: int, seed: int, precision: str = "auto",
         videos[name] = frames
         env.close()
     # the columns side by side: a shorter one holds its last frame
-    length = max(len(f) for f in videos.values())
+    length, chunks = max(map(len, videos.values())), max(map(len, captions.values()))
     for name, frames in videos.items():
-        chunks = len(captions[name])
         frames.extend([frames[-1]] * (length - len(frames)))
-        captions[name].extend([captions[name][-1] + " (done)"] * (max(map(len, captions.values())) - chunks))
+        captions[name].extend([captions[name][-1] + " (done)"] * (chunks - len(captions[name])))
     return [np.stack(f) for f in videos.values()], list(captions.values()), times
 
 
