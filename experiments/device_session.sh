@@ -296,7 +296,7 @@ evaluate_model() {
 }
 
 # (in `pipeline`) the slow-fast pilot from $BASE on GPU $1 into $W/$2 with the extra overrides $3, at most SF_MAX_MIN
-# minutes and ending SF_EVAL_MIN before the lease, then its recall and free-rollout evaluations
+# minutes and ending SF_EVAL_MIN before the lease, then its recall and free-rollout evaluations (and ORACLE_SETTINGS)
 pilot() {
     local gpu=$1 name=$2 extra=$3 minutes
     minutes=$(( $(left_min) - ${SF_EVAL_MIN:-3} )); [ "$minutes" -gt "${SF_MAX_MIN:-5}" ] && minutes=${SF_MAX_MIN:-5}
@@ -308,6 +308,11 @@ pilot() {
         phases.slow_fast.batch_size=${SF_BATCH:-16} $extra > "$W/train_$name.log" 2>&1
     echo $? > "$W/$name.rc"; cp -r "$W/init/heads" "$W/$name/model/heads" 2>/dev/null
     [ -f "$W/$name/model/config.json" ] && EVALS="recall free" evaluate_model "$W/$name/model" "$R/eval_$name" $gpu
+    if [ -n "${ORACLE_SETTINGS:-}" ] && [ -f "$W/$name/model/config.json" ]; then  # the init model's oracle, on the pilot
+        CUDA_VISIBLE_DEVICES=$gpu timeout $(( $(left_min) * 60 )) $PY -m experiments.reopen_oracle --model $W/$name/model \
+            --data $W/scene_eval --episodes 64 --settings $ORACLE_SETTINGS --device $DEVICE --max-batch 64 \
+            --out $R/oracle_$name > "$W/oracle_$name.log" 2>&1
+    fi
 }
 
 case "${1:-}" in
@@ -492,6 +497,12 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      echo 0 > "$W/bench.rc"
      until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
      EVALS=vae evaluate_model "$W/init" "$R/eval_init" $AUX_GPU  # the init model's VAE round trip (cube colours)
+     if [ -n "${ORACLE_SETTINGS:-}" ]; then  # reopen_oracle on the init model (session 18): what Θ stores from real chunks
+         log "reopen_oracle on GPU $AUX_GPU: $ORACLE_SETTINGS"
+         CUDA_VISIBLE_DEVICES=$AUX_GPU timeout ${ORACLE_S:-300} $PY -m experiments.reopen_oracle --model $W/init \
+             --data $W/scene_eval --episodes 64 --settings $ORACLE_SETTINGS --device $DEVICE --max-batch 64 \
+             --out $R/oracle_init > "$W/oracle.log" 2>&1
+     fi
      [ -n "${SWEEP:-}" ] && OUT=$R SWEEP_GPUS="$AUX_GPU $AUX_GPU" SWEEP_BASELINE=0 sweep
      planners() {  # the planners on PLAN_MODEL, at most AGENTS_MIN and ending EVAL_MIN before the lease
          PLAN_MODEL=$W/init
@@ -524,7 +535,7 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     END=$(cat "$W/lease_end")
     while [ ! -f "$W/all.done" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 10; done
     log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
-    for f in collect.log collect_eval.log gpu0.log aux.log heads_fit.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
+    for f in collect.log collect_eval.log gpu0.log aux.log oracle.log heads_fit.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
         $(cd "$W" && ls plan_eval_group*.log 2>/dev/null) planners.log pipeline.log; do
         # progress bars end their updates with \r: one line each, so a bar's whole history is not one huge line
         [ -f "$W/$f" ] && { echo "== $f"; tr '\r' '\n' < "$W/$f" | grep -v -e Warning -e '^\s*$' | tail -n 6 | cut -c1-400; }

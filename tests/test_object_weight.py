@@ -14,7 +14,7 @@ from torch.utils.data import Subset, default_collate
 import worldmodel.model as model_module
 from envs.data import ChunkDataset, EpisodeDataset
 from envs.real.objects import CUBE_PIXEL_FIELDS
-from worldmodel.diffusion import masked_mse, object_loss_weights
+from worldmodel.diffusion import masked_mse, object_loss_weights, revisit_chunks
 from worldmodel.latent_cache import LatentCache
 from worldmodel.train import Trainer, TrainConfig, step_indices
 
@@ -144,9 +144,9 @@ def test_slow_fast_weighs_each_chunk_by_its_own_cube_rows(synthetic_episodes, tm
         seen = []
         latent_loss = trainer.model.latent_loss
 
-        def spy(latents, batch, object_weight=0.0, object_radius=1):
+        def spy(latents, batch, object_weight=0.0, object_radius=1, sample_weights=None):
             seen.append(trainer.model.object_weights(batch, object_weight, object_radius, latents.device))
-            return latent_loss(latents, batch, object_weight, object_radius)
+            return latent_loss(latents, batch, object_weight, object_radius, sample_weights)
 
         trainer.model.latent_loss = spy
         trainer.model.train()
@@ -279,3 +279,70 @@ def test_vae_phase_weighs_each_target_frame_by_its_own_cube_cells(cube_windows):
     old = {k: v for k, v in batch.items() if k not in ("object_pixels", "frame_width")}
     assert torch.equal(vae_loss(0.0, batch), vae_loss(W, old)) and torch.equal(vae_loss(0.0, batch), plain)
     assert not torch.allclose(vae_loss(W, batch), plain)
+
+
+def test_revisit_chunks_are_the_cubes_return_after_a_hidden_context():
+    # frames:              0  1  2  3  4  5  6  7
+    visible = torch.tensor([[1, 1, 0, 0, 1, 1, 1, 1],    # seen, hidden through chunk 1's context, seen again
+                            [1, 0, 1, 0, 1, 1, 1, 1],    # never hidden for a whole context
+                            [0, 0, 0, 0, 1, 1, 1, 1],    # never seen before: a first visit, not a revisit
+                            [1, 1, 0, 0, 0, 0, 0, 0]])   # hidden and never back
+    got = [revisit_chunks(visible, start, 2, 2).tolist() for start in (0, 2, 4)]
+    assert got == [[False] * 4, [True, False, False, False], [False] * 4]
+    with pytest.raises(ValueError, match="revisit_chunks"):
+        revisit_chunks(visible, 6, 2, 2)  # the chunk runs past the record
+
+
+def test_slow_fast_weighs_a_revisit_chunk_by_revisit_weight(synthetic_episodes, tmp_path):
+    """Episode 0's cube is hidden in chunk 1's context and back in its new frames, episode 1's in chunk 2's: the
+    outer loss of exactly those chunks, for exactly those episodes, counts 1 + revisit_weight times."""
+    cube = _with_cube(synthetic_episodes, 2)
+    num_chunks = (len(cube[0]["frames"]) - 2) // 2  # one run per episode, ending at its last frame
+    offset = len(cube[0]["frames"]) - (2 + 2 * num_chunks)
+    for e, hidden in ((0, [2, 3]), (1, [2, 3, 4, 5])):  # run rows; chunk c: context 2c, 2c+1; new 2c+2, 2c+3
+        record = cube[e]["cube_pixel"].copy()
+        record[:, 3] = 1.0
+        record[[offset + r for r in hidden], 3] = 0.0
+        cube[e] = {**cube[e], "cube_pixel": record}
+    runs, R = EpisodeDataset(cube, 2, 2, num_chunks=num_chunks), 7.0
+    assert len(runs) == 2
+    revisit_at = {2: 1, 4: 2}  # hidden rows in the run -> the chunk that brings the cube back
+
+    def first_step(weight):
+        trainer = Trainer(_model(), runs, TrainConfig(phase="slow_fast", steps=1, batch_size=2, lr=1e-3,
+                                                      out_dir=str(tmp_path / f"{weight}"), revisit_weight=weight))
+        seen, latent_loss = [], trainer.model.latent_loss
+
+        def spy(latents, batch, object_weight=0.0, object_radius=1, sample_weights=None):
+            seen.append(None if sample_weights is None else sample_weights.tolist())
+            return latent_loss(latents, batch, object_weight, object_radius, sample_weights)
+
+        trainer.model.latent_loss = spy
+        trainer.model.train()
+        torch.manual_seed(1)
+        batch = next(iter(trainer._loader()))
+        order = [revisit_at[int((v == 0).sum())] for v in batch["object_pixels"][..., 2]]  # each row's revisit chunk
+        expected = [[1 + weight if order[e] == c else 1.0 for e in range(2)] for c in range(num_chunks)]
+        return trainer._slow_fast_episode(batch), seen, expected
+
+    plain, seen, _ = first_step(0.0)
+    assert seen == [None] * num_chunks
+    weighted, seen, expected = first_step(R)
+    assert seen == expected and sum(w == 1 + R for row in seen for w in row) == 2
+    assert weighted != pytest.approx(plain, rel=1e-4)
+    # the weights make a weighted mean of the episodes' losses (the same noise draws each time)
+    model, batch = _model().train(), default_collate([ChunkDataset(cube[:1], 2, 2)[0]] * 2)
+    latents = model.batch_latents(batch)
+
+    def loss(weights):
+        torch.manual_seed(4)
+        return model.latent_loss(latents, batch, sample_weights=None if weights is None else torch.tensor(weights))
+
+    first, second = loss([2.0, 0.0]), loss([0.0, 2.0])  # each window's own loss
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(loss([1.0, 1.0]), loss(None))
+    torch.testing.assert_close(loss([1 + R, 1.0]), ((1 + R) * first + second) / 2)  # the reopen counts as 1 + R
+    with pytest.raises(ValueError, match="sample_weights"):
+        model.latent_loss(latents, batch, sample_weights=torch.ones(3))
+    with pytest.raises(ValueError, match="revisit_weight"):
+        TrainConfig(phase="slow_fast", steps=1, batch_size=2, lr=1e-3, out_dir=str(tmp_path), revisit_weight=-1)

@@ -93,6 +93,25 @@ def object_loss_weights(object_pixels: torch.Tensor, frame_width: torch.Tensor |
     return (1.0 + weight * near.float())[:, None, None]
 
 
+def revisit_chunks(visible: torch.Tensor, start: int, context_frames: int, new_frames: int) -> torch.Tensor:
+    """(B,) bool: which episodes' chunk at frame `start` brings the cube back, the chunk memory has to draw.
+
+    `visible`: (B, F) the cube's visibility per frame of an episode run (the ``cube_pixel`` record's third
+    column, > 0 seen). A chunk (context frames `start` .. `start + context_frames`, then `new_frames` new ones)
+    is a revisit when the cube was seen before its context, is hidden in every context frame, and is seen in
+    a new frame: at a drawer's reopen nothing the model is given shows the cube, so only what Θ stored can.
+    (An arm covering the cube for a whole context counts too: the cube's colour is then also out of context.)
+    """
+    if visible.ndim != 2 or visible.shape[1] < start + context_frames + new_frames or start < 0:
+        raise ValueError(f"revisit_chunks: visible must be (B, F >= {start + context_frames + new_frames}) for a "
+                         f"chunk at frame {start}, got {tuple(visible.shape)}")
+    seen = visible > 0
+    before = seen[:, :start].any(dim=1) if start > 0 else torch.zeros_like(seen[:, 0])
+    context = seen[:, start : start + context_frames].any(dim=1)
+    new = seen[:, start + context_frames : start + context_frames + new_frames].any(dim=1)
+    return before & ~context & new
+
+
 def diffusion_loss(
     unet: torch.nn.Module,
     scheduler: DDPMScheduler,

@@ -126,12 +126,14 @@ class SlowFastVGen(nn.Module):
             return self.encode_frames(torch.cat([context, target], dim=1))
 
     def latent_loss(self, latents: torch.Tensor, batch: dict[str, Any], object_weight: float = 0.0,
-                    object_radius: int = 1) -> torch.Tensor:
+                    object_radius: int = 1, sample_weights: torch.Tensor | None = None) -> torch.Tensor:
         """New-frame diffusion loss given chunk latents and the batch's actions (keys: text and/or action).
 
         `object_weight` > 0 weights the latent cells along the cube's path (`object_loss_weights`, from the
         batch's ``object_pixels`` and ``frame_width``) by 1 + object_weight; a batch without ``object_pixels``
-        gets the plain mean.
+        gets the plain mean. `sample_weights` (B,) makes a window of weight w count as w windows (the slow-fast
+        phase's `revisit_weight`): its cells weigh w times more, and the loss is the weighted mean times the mean
+        weight, so that without object weights it is mean(w * window loss), and all-ones weights change nothing.
         """
         b = latents.shape[0]
         drop = None
@@ -141,6 +143,12 @@ class SlowFastVGen(nn.Module):
         given = torch.zeros(b, latents.shape[2], dtype=torch.bool, device=latents.device)
         given[:, : self.config.context_frames] = True
         weights = self.object_weights(batch, object_weight, object_radius, latents.device)
+        if sample_weights is not None:
+            if sample_weights.shape != (b,):
+                raise ValueError(f"sample_weights must be ({b},), one per window, got {tuple(sample_weights.shape)}")
+            per_window = sample_weights.to(latents.device, torch.float32).reshape(b, 1, 1, 1, 1)
+            weights = per_window if weights is None else weights * per_window
+            return diffusion_loss(self.unet, self.scheduler, latents, given, cond, weights=weights) * per_window.mean()
         return diffusion_loss(self.unet, self.scheduler, latents, given, cond, weights=weights)
 
     def object_weights(self, batch: dict[str, Any], object_weight: float, object_radius: int,

@@ -53,7 +53,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attention import check_attention, sdpa_backends
-from .diffusion import unet_input
+from .diffusion import revisit_chunks, unet_input
 from .latent_cache import CachedBatch, LatentCache, encode_cached_action
 from .model import Chunk, SlowFastVGen, frames_to_tensor
 from .memory import BatchedTempLoRA
@@ -119,6 +119,12 @@ class TrainConfig:
     # local episodes (session 17), a cap on any memory of it.
     object_weight: float = 0.0
     object_radius: int = 1
+    # slow_fast: each episode's outer loss at a chunk that brings the cube back (`diffusion.revisit_chunks`: seen
+    # before, hidden in the whole context, seen in a new frame: a drawer's reopen) weighs 1 + revisit_weight in its
+    # chunk's mean. Such a chunk is 1 of a 12-chunk window's 12 and the cube a few cells of it, so without it the
+    # outer gradient is the ordinary slow one; with it the loss the meta-gradient carries back into the fast
+    # updates is mostly memory's. Episodes without a record weigh 1. 0: as before.
+    revisit_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.phase not in ("vae", "slow", "slow_fast"):
@@ -128,12 +134,13 @@ class TrainConfig:
         if isinstance(self.meta_updates, bool) or not isinstance(self.meta_updates, int) or self.meta_updates < 0:
             raise ValueError(f"meta_updates must be an integer >= 0 (0: every update of the window), "
                              f"got {self.meta_updates!r}")
-        if not (isinstance(self.object_weight, (int, float)) and math.isfinite(self.object_weight)
-                and self.object_weight >= 0):
-            raise ValueError(f"object_weight must be a finite number >= 0, got {self.object_weight!r}")
+        for name in ("object_weight", "revisit_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            setattr(self, name, float(value))
         if isinstance(self.object_radius, bool) or not isinstance(self.object_radius, int) or self.object_radius < 0:
             raise ValueError(f"object_radius must be an integer >= 0 (latent cells), got {self.object_radius!r}")
-        self.object_weight = float(self.object_weight)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -769,7 +776,8 @@ class Trainer:
             with self.memory.applied(ids):  # Θ applied, a plain tensor: the outer loss gives it no gradient
                 latents = self.model.batch_latents(chunk_batch)
                 loss = self.model.latent_loss(latents, chunk_batch, self.config.object_weight,
-                                              self.config.object_radius) / num_chunks
+                                              self.config.object_radius,
+                                              self._revisit_weights(batch, k * tn, tc, tn)) / num_chunks
                 self.accelerator.backward(loss)
             self.memory.meta = None
             if probe is not None and probe.grad is not None:
@@ -782,6 +790,14 @@ class Trainer:
                 steps.append((k, self.memory.meta if meta == 1.0 else meta * self.memory.meta))
             self.memory.meta = None
         return total
+
+    def _revisit_weights(self, batch: dict[str, Any], start: int, tc: int, tn: int) -> torch.Tensor | None:
+        """(B,) 1 + revisit_weight for the episodes whose chunk at frame `start` is a revisit, 1 for the others;
+        None (the loss as before) when the weight is 0 or the runs have no cube record."""
+        if self.config.revisit_weight == 0 or batch.get("object_pixels") is None:
+            return None
+        revisit = revisit_chunks(torch.as_tensor(batch["object_pixels"])[..., 2], start, tc, tn)
+        return 1.0 + self.config.revisit_weight * revisit.float()
 
     @staticmethod
     def _meta_backward(steps: list[tuple[int, torch.Tensor]], reads: dict[int, torch.Tensor], k: int, reach: int,
