@@ -9,6 +9,7 @@ generated freely from there to the episode's end; the reopen frames are scored b
 
 - ``phi``: Φ alone;
 - ``lr,steps,draws``: Θ learns every real chunk before the reopen (the teacher mode of `experiments.evaluate`);
+  a trailing ``,reverse`` also learns each chunk played backwards (`TempLoRAConfig.reverse`);
 - ``oracle:lr,steps,draws``: Θ learns nothing before the reopen, then the real reopen chunk itself (the answer),
   and the chunk is generated from the same real context: an upper bound on what Θ can make the model draw.
 
@@ -44,9 +45,11 @@ def parse_setting(text: str) -> tuple[bool, dict | None]:
         return False, None
     oracle = text.startswith("oracle:")
     parts = text.removeprefix("oracle:").split(",")
-    if len(parts) != 3:
-        raise ValueError(f"a setting is phi, lr,steps,draws or oracle:lr,steps,draws; got {text!r}")
-    return oracle, dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite")
+    reverse = parts[-1] == "reverse"
+    if len(parts) != 3 + reverse:
+        raise ValueError(f"a setting is phi, lr,steps,draws[,reverse] or oracle:lr,steps,draws[,reverse]; got {text!r}")
+    return oracle, dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite",
+                        reverse=reverse)
 
 
 @torch.no_grad()

@@ -133,10 +133,12 @@ def _theta_of(peft_memory: TempLoRA) -> torch.Tensor:
                                  layer.lora_B["temp_lora"].weight.t().flatten()]) for layer in peft_memory.layers])
 
 
-def test_batched_matches_peft_with_draws_and_rehearsal(micro_model):
-    """Several (t, noise) draws per step and rehearsal rows over the history: the batched memory (its rows
-    laid out block-major in one forward) still takes the peft memory's steps."""
-    model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=3, rehearsal=2, steps=2))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_batched_matches_peft_with_draws_and_rehearsal(micro_model, reverse):
+    """Several (t, noise) draws per step, rehearsal rows over the history, and (`reverse`) the chunk played
+    backwards: the batched memory (its rows laid out block-major in one forward) still takes the peft memory's
+    steps."""
+    model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=3, rehearsal=2, steps=2, reverse=reverse))
     peft_memory, memory = TempLoRA(model), BatchedTempLoRA(model, 2)
     for k, layer in enumerate(peft_memory.layers):
         memory.set_factors(1, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
@@ -174,6 +176,34 @@ def test_fast_batch_draws_sampler_timesteps_and_rehearses(model):
     assert all(set(row.unique().tolist()) <= {0.0, 1.0, 2.0} for row in latents[3:])  # windows over the history
     uniform = rule.fast_timesteps(dataclasses.replace(cfg, timesteps="uniform"), model)
     assert len(uniform) == model.scheduler.config.num_train_timesteps
+
+
+
+def test_reverse_also_learns_the_chunk_played_backwards(micro_model):
+    """`reverse` adds `draws` rows of the training sequence in reverse frame order, and Θ then stores the chunk
+    backwards too: the reopen that shows the cube is the drawer's closing over it, reversed. Guards: rows that are
+    not flipped (the reversed chunk's loss would fall no more than forward learning makes it)."""
+    model = micro_model(temp_lora=dict(FAST_LORA, draws=2))
+    chunk, g = _chunk(seed=3), torch.Generator().manual_seed(0)
+    ts = rule.fast_timesteps(model.config.temp_lora, model)
+    forward_rows = rule.fast_batch(model.config.temp_lora, chunk, [], g, ts)[0]
+    cfg = dataclasses.replace(model.config.temp_lora, reverse=True)
+    latents, noise, t = rule.fast_batch(cfg, chunk, [], g, ts)
+    assert forward_rows.shape[0] == 2 and latents.shape[0] == noise.shape[0] == t.shape[0] == 4
+    assert all(torch.equal(row, chunk.latents[0]) for row in latents[:2])
+    assert all(torch.equal(row, chunk.latents[0].flip(1)) for row in latents[2:])
+    backwards = Chunk(chunk.frames, chunk.latents.flip(2), 2)
+    before, after = _probe_loss(model, backwards), {}
+    for reverse in (False, True):  # the same seeded Φ, a fresh Θ each
+        fresh = micro_model(temp_lora=dict(FAST_LORA, draws=2, reverse=reverse, merge_for_inference=False))
+        assert _probe_loss(fresh, backwards) == pytest.approx(before)
+        memory = TempLoRA(fresh)
+        torch.manual_seed(0)
+        for _ in range(20):
+            memory.update(chunk)
+        after[reverse] = _probe_loss(fresh, backwards)
+    # measured: 1.111 before, 1.051 after forward learning alone, 1.003 with reverse
+    assert after[True] < 0.95 * before and after[True] < after[False] - 0.02, (before, after)
 
 
 def test_rollback_compares_with_the_expected_loss_at_that_timestep():

@@ -161,16 +161,20 @@ def rehearsal_windows(history: Sequence[torch.Tensor], count: int, length: int,
 def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Tensor],
                generator: torch.Generator | None, timesteps: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One env's rows of a fast step: latents (M, C, F, h, w), noise (M, C, F, h, w), t (M,), M = draws + rehearsal.
+    """One env's rows of a fast step: latents (M, C, F, h, w), noise (M, C, F, h, w), t (M,), M = draws + rehearsal
+    (+ draws with ``reverse``).
 
     `chunk` is one env's (batch 1). Draw order (all from `generator`, the global RNG when None): the
     full_sequence window start, the rehearsal window starts, then per row its noise and t. Rows are
     ``draws`` draws on the training sequence, then the rehearsal windows; rehearsal rows the history
-    cannot fill yet are further draws on the training sequence.
+    cannot fill yet are further draws on the training sequence; with ``reverse``, then ``draws`` draws on
+    the training sequence in reverse frame order.
     """
     main = training_sequence(config, chunk, history, generator)
     windows = rehearsal_windows(history, config.rehearsal, main.shape[2], generator)
     rows = [main] * (config.draws + config.rehearsal - len(windows)) + windows
+    if config.reverse:
+        rows += [main.flip(2)] * config.draws
     latents = torch.cat(rows).detach()
     noise, t = draw_fast_noise(latents.shape[1:], generator, timesteps, latents.shape[0])
     return latents, noise.to(latents), t.to(latents.device)
