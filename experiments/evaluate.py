@@ -121,6 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-rehearsal", type=int, default=None,
                    help="windows of the episode so far replayed in each fast step, so that later updates do not "
                         "overwrite what an earlier chunk stored (default: the model's)")
+    p.add_argument("--temp-lora-reverse", action=argparse.BooleanOptionalAction, default=None,
+                   help="each fast step also learns the chunk played backwards (default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -170,7 +172,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-rehearsal must be >= 0")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
-                                        ("rehearsal", args.temp_lora_rehearsal)) if v is not None}
+                                        ("rehearsal", args.temp_lora_rehearsal),
+                                        ("reverse", args.temp_lora_reverse)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
 

@@ -141,12 +141,12 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
     from worldmodel.config import TempLoRAConfig
 
     args = evaluate.parse_args(["--synthetic", "--temp-lora-lr", "2e-3", "--temp-lora-draws", "4",
-                                "--temp-lora-rehearsal", "2"])
-    assert args.temp_lora == {"lr": 2e-3, "draws": 4, "rehearsal": 2}
+                                "--temp-lora-rehearsal", "2", "--temp-lora-reverse"])
+    assert args.temp_lora == {"lr": 2e-3, "draws": 4, "rehearsal": 2, "reverse": True}
     model = SimpleNamespace(config=SimpleNamespace(temp_lora=TempLoRAConfig()))
     full = variant_config("full", model, args.temp_lora)
     no_local = variant_config("no_local_rule", model, args.temp_lora)
-    assert (full.lr, full.draws, full.rehearsal, full.variant) == (2e-3, 4, 2, "local")
+    assert (full.lr, full.draws, full.rehearsal, full.variant, full.reverse) == (2e-3, 4, 2, "local", True)
     assert (no_local.draws, no_local.rehearsal, no_local.variant) == (4, 2, "full_sequence")
     assert variant_config("no_temp_lora", model, args.temp_lora) is None
     assert evaluate.parse_args(["--synthetic"]).temp_lora == {}  # the model's own settings
