@@ -121,6 +121,13 @@
 # 5e-3:1::2" SWEEP_GPUS="0" ... sweep (chance). Next lease: session 16's slow-fast pilot again, now from run 10, whose
 # oracle says Θ can make it draw the cube (SLOW_STEPS=0 SLOW_FAST_STEPS=2000 SF_MAX_MIN=15 SF_EVAL_MIN=6 SF_BATCH=12
 # TRAIN_EXTRA=<session 16's> with TRAIN_TASKS=<half drawer-memory episodes>), and reopen_oracle on its result.
+# Session 18 (nvidia-h200) ran it so, with the outer loss at the cube's return weighted (phases.slow_fast.revisit_weight, new)
+# and reopen_oracle on the init model and the pilot (ORACLE_SETTINGS, new): DETACH=1 DATA_SEED=17 DEVIATE=0.3 COLLECT_MIN=2.5
+# TRAIN_TASKS=<half drawer-memory episodes> ... collect; LEASE_S=1440 WAIT_S=540 PPO=0 AGENTS_MIN=0 SLOW_STEPS=0
+# SLOW_FAST_STEPS=2000 SF_MAX_MIN=14 SF_EVAL_MIN=7 SF_BATCH=12 ORACLE_SETTINGS="phi 3e-3,20,1 3e-3,4,4" ORACLE_S=300
+# TRAIN_EXTRA="<session 16's> phases.slow_fast.revisit_weight=20" GPUS=1 ... lease; watch twice (docs/RESULTS.md, "The
+# session-18 lease"): 100 outer steps, -0.6 to -1.0 dB, recall at chance; Θ learning the real chunks before the reopen
+# brought nothing back either (0.03-0.15; the oracle on the reopen chunk 0.70). Not shipped.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
