@@ -434,6 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_objective": args.temp_lora.get("objective", cfg.temp_lora.objective),
                     "temp_lora_draws": args.temp_lora.get("draws", cfg.temp_lora.draws),
                     "temp_lora_rehearsal": args.temp_lora.get("rehearsal", cfg.temp_lora.rehearsal),
+                    "temp_lora_reverse": args.temp_lora.get("reverse", cfg.temp_lora.reverse),
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}
