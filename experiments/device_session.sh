@@ -128,6 +128,13 @@
 # TRAIN_EXTRA="<session 16's> phases.slow_fast.revisit_weight=20" GPUS=1 ... lease; watch twice (docs/RESULTS.md, "The
 # session-18 lease"): 100 outer steps, -0.6 to -1.0 dB, recall at chance; Θ learning the real chunks before the reopen
 # brought nothing back either (0.03-0.15; the oracle on the reopen chunk 0.70). Not shipped.
+# Then Θ that also learns each chunk played backwards (TempLoRAConfig.reverse, new): a fresh collect (DATA_SEED=18
+# COLLECT_MIN=0.05) and SWEEP="3e-3:4::1::reverse 3e-3:4::1" SWEEP_GPUS="0 0" SWEEP_BASELINE=0 ... sweep: recall 0.41 with
+# reverse, 0.10 without (Φ alone 0.28), at -0.8 dB. Next lease: SWEEP="3e-3:2::1::reverse 3e-3:1::1::reverse
+# 2e-3:2::1::reverse" (the CPU oracle: 3e-3, 2 steps stores as much as 4), then a slow-fast pilot whose fast rule stores:
+# TRAIN_EXTRA="+model.temp_lora.lr=3e-3 +model.temp_lora.steps=2 +model.temp_lora.reverse=true phases.slow_fast.lr=5e-5
+# phases.slow_fast.object_weight=3 phases.slow_fast.meta_gradient=0.5 phases.slow_fast.meta_updates=0" and its recall
+# at that setting (SWEEP_MODEL=$W/run_sf/model).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
