@@ -143,13 +143,14 @@ class SlowFastVGen(nn.Module):
         given = torch.zeros(b, latents.shape[2], dtype=torch.bool, device=latents.device)
         given[:, : self.config.context_frames] = True
         weights = self.object_weights(batch, object_weight, object_radius, latents.device)
+        scale = 1.0
         if sample_weights is not None:
             if sample_weights.shape != (b,):
                 raise ValueError(f"sample_weights must be ({b},), one per window, got {tuple(sample_weights.shape)}")
             per_window = sample_weights.to(latents.device, torch.float32).reshape(b, 1, 1, 1, 1)
             weights = per_window if weights is None else weights * per_window
-            return diffusion_loss(self.unet, self.scheduler, latents, given, cond, weights=weights) * per_window.mean()
-        return diffusion_loss(self.unet, self.scheduler, latents, given, cond, weights=weights)
+            scale = per_window.mean()
+        return diffusion_loss(self.unet, self.scheduler, latents, given, cond, weights=weights) * scale
 
     def object_weights(self, batch: dict[str, Any], object_weight: float, object_radius: int,
                        device: torch.device) -> torch.Tensor | None:
