@@ -134,7 +134,8 @@
 # 2e-3:2::1::reverse" (the CPU oracle: 3e-3, 2 steps stores as much as 4), then a slow-fast pilot whose fast rule stores:
 # TRAIN_EXTRA="+model.temp_lora.lr=3e-3 +model.temp_lora.steps=2 +model.temp_lora.reverse=true phases.slow_fast.lr=5e-5
 # phases.slow_fast.object_weight=3 phases.slow_fast.meta_gradient=0.5 phases.slow_fast.meta_updates=0" and its recall
-# at that setting (SWEEP_MODEL=$W/run_sf/model).
+# at that setting (SWEEP_MODEL=$W/run_sf/model). One window of it peaked at 16.3 GB on the CPU (9.2 GB forward, 1 step):
+# start at SF_BATCH=6, not 12.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
