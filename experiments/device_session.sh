@@ -206,8 +206,8 @@ log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 # SWEEP="LR:STEPS[:OBJECTIVE[:DRAWS[:REHEARSAL[:reverse]]]] ..." (once the held-out episodes exist): cube recall at the
 # reopen of SWEEP_MODEL for each fast-update setting (OBJECTIVE conditional, the default, or joint; an empty field keeps
 # the model's, e.g. 1e-3:1::4:2 for 4 draws and 2 rehearsed windows per step; 3e-3:4::1::reverse also learns each chunk
-# played backwards), split over the lanes SWEEP_GPUS (a GPU
-# index per lane, e.g. "1 1": two at a time on GPU 1); SWEEP_BASELINE=0 leaves out Φ alone (issue 15)
+# played backwards; SWEEP_MODES="recall free" also runs each setting's free rollouts, 32 episodes), split over the
+# lanes SWEEP_GPUS (a GPU index per lane, e.g. "1 1": two at a time on GPU 1); SWEEP_BASELINE=0 leaves out Φ alone (issue 15)
 sweep() {
     local i=0 setting lane lanes=(${SWEEP_GPUS:-$(seq 0 $((NGPU - 1)))})
     local base=no_temp_lora; [ "${SWEEP_BASELINE:-1}" = 1 ] || base=
@@ -222,11 +222,18 @@ sweep() {
             [ -n "${parts[3]:-}" ] && args="$args --temp-lora-draws ${parts[3]}"
             [ -n "${parts[4]:-}" ] && args="$args --temp-lora-rehearsal ${parts[4]}"
             [ "${parts[5]:-}" = reverse ] && args="$args --temp-lora-reverse"
-            CUDA_VISIBLE_DEVICES=${lanes[$lane]} timeout 200 $PY -m experiments.evaluate --model "${SWEEP_MODEL:-worldmodel/weights/default}" \
+            CUDA_VISIBLE_DEVICES=${lanes[$lane]} timeout 300 $PY -m experiments.evaluate --model "${SWEEP_MODEL:-worldmodel/weights/default}" \
                 --data "$W/scene_eval" --device $DEVICE --text-cache "$W/text_cache.safetensors" --no-video --quiet \
                 --tasks memory_drawer,memory_drawer_locked --episodes 40 --batch 40 --mode recall $args \
                 --out "$OUT/sweep/$name" > "$W/sweep_$name.log" 2>&1
             log "sweep $setting: $(grep -A3 '^| variant | recall' "$OUT/sweep/$name/table2.md" 2>/dev/null | sed -n 3p)"
+            if [[ " ${SWEEP_MODES:-recall} " == *" free "* ]]; then  # the same setting's free rollouts (fidelity)
+                CUDA_VISIBLE_DEVICES=${lanes[$lane]} timeout 300 $PY -m experiments.evaluate \
+                    --model "${SWEEP_MODEL:-worldmodel/weights/default}" --data "$W/scene_eval" --device $DEVICE \
+                    --text-cache "$W/text_cache.safetensors" --no-video --quiet --episodes 32 --batch 32 --mode free \
+                    $args --out "$OUT/sweep/${name}_free" > "$W/sweep_${name}_free.log" 2>&1
+                log "sweep $setting free: $(grep '^| SlowFast\|^| without' "$OUT/sweep/${name}_free/table2.md" 2>/dev/null | cut -c1-120)"
+            fi
         done) &
     done
     wait
