@@ -203,11 +203,13 @@ MODEL=${MODEL:-$W/run/model}   # the trained model (bench, agents: any model fol
 
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
-# SWEEP="LR:STEPS[:OBJECTIVE[:DRAWS[:REHEARSAL[:reverse]]]] ..." (once the held-out episodes exist): cube recall at the
-# reopen of SWEEP_MODEL for each fast-update setting (OBJECTIVE conditional, the default, or joint; an empty field keeps
-# the model's, e.g. 1e-3:1::4:2 for 4 draws and 2 rehearsed windows per step; 3e-3:4::1::reverse also learns each chunk
-# played backwards; SWEEP_MODES="recall free" also runs each setting's free rollouts, 32 episodes), split over the
-# lanes SWEEP_GPUS (a GPU index per lane, e.g. "1 1": two at a time on GPU 1); SWEEP_BASELINE=0 leaves out Φ alone (issue 15)
+# SWEEP="LR:STEPS[:OBJECTIVE[:DRAWS[:REHEARSAL[:reverse[:VARIANT]]]]] ..." (once the held-out episodes exist): cube
+# recall at the reopen of SWEEP_MODEL for each fast-update setting (OBJECTIVE conditional, the default, or joint; an
+# empty field keeps the model's, e.g. 1e-3:1::4:2 for 4 draws and 2 rehearsed windows per step; 3e-3:4::1::reverse also
+# learns each chunk played backwards; a Table 2 variant other than full in the 7th field, e.g.
+# 3e-3:2::1::reverse:original), split over the lanes SWEEP_GPUS (a GPU index per lane, e.g. "1 1": two at a time on
+# GPU 1); SWEEP_BASELINE=0 leaves out Φ alone (issue 15); SWEEP_MODES="recall free" also runs each setting's free
+# rollouts (32 episodes)
 sweep() {
     local i=0 setting lane lanes=(${SWEEP_GPUS:-$(seq 0 $((NGPU - 1)))})
     local base=no_temp_lora; [ "${SWEEP_BASELINE:-1}" = 1 ] || base=
@@ -217,7 +219,7 @@ sweep() {
         (grep "^$lane " "$W/sweep_plan.txt" | while read -r _ setting; do
             local name=${setting//:/_} args="--variants no_temp_lora" parts
             IFS=: read -r -a parts <<< "$setting"
-            [ "$setting" = no_temp_lora ] || args="--variants full --temp-lora-lr ${parts[0]} --temp-lora-steps ${parts[1]}"
+            [ "$setting" = no_temp_lora ] || args="--variants ${parts[6]:-full} --temp-lora-lr ${parts[0]} --temp-lora-steps ${parts[1]}"
             [ -n "${parts[2]:-}" ] && args="$args --temp-lora-objective ${parts[2]}"
             [ -n "${parts[3]:-}" ] && args="$args --temp-lora-draws ${parts[3]}"
             [ -n "${parts[4]:-}" ] && args="$args --temp-lora-rehearsal ${parts[4]}"
