@@ -53,6 +53,7 @@ class SceneOptions:
     max_chunks: int = 32
     render_backend: str = "auto"
     fast_render: bool = True
+    transparent_arm: bool = True  # OGBench's pixel_transparent_arm; False: an opaque arm (issue 14)
     random_cube_color: bool = True  # memory benchmark: a palette cube colour per episode (attrs cube_color)
     min_distractors: int = 1  # memory benchmark: random distractor skills between hiding the cube
     max_distractors: int = 3  # and reopening the drawer (memory_drawer, memory_drawer_locked)
@@ -116,6 +117,8 @@ class CollectConfig:
         for k in ("num_episodes", "workers", "out_dir", "time_limit_min"):
             d.pop(k)
         d["env"].pop("render_backend", None)  # scene: the GL backend does not change the episodes
+        if d["env"].get("transparent_arm") is True:  # every collection before the option: their manifests hold
+            d["env"].pop("transparent_arm")
         return d
 
 

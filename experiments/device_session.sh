@@ -195,7 +195,8 @@ HEADS_FIT_ARGS=${HEADS_FIT_ARGS:-"--steps 3000 --lr 3e-4 --imagined-steps 2 --ma
 PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled slow step on one GPU (bench_train)
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
-SCENE="env.render_backend=$GL env.chunk_len=4 env.frame_skip=8"
+# SCENE_EXTRA: more scene options for every collection, e.g. "env.transparent_arm=false" (issue 14's opaque arm)
+SCENE="env.render_backend=$GL env.chunk_len=4 env.frame_skip=8 ${SCENE_EXTRA:-}"
 # the training episodes' task mix (session 16's slow-fast run: half of them drawer-memory episodes)
 TRAIN_TASKS=${TRAIN_TASKS:-'+tasks={task1_open: 1, task2_unlock_and_lock: 1, task3_rearrange_medium: 1, task4_put_in_drawer: 1, task5_rearrange_hard: 1, memory_drawer: 2, memory_drawer_locked: 2, memory_cube_return: 1, play: 4}'}
 EVAL_TASKS='+tasks={memory_drawer: 1, memory_drawer_locked: 1, memory_cube_return: 1}'

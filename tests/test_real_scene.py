@@ -157,3 +157,18 @@ def test_goal_conditions_reproduce_the_simulators_reward(sim_env):
     assert goal_conditions("task1_open", play["sim_state"]).shape == (len(play["sim_state"]), 5)
     with pytest.raises(ValueError, match="no fixed goal scene.*task1_open"):
         goal_conditions("memory_cube_return", play["sim_state"])
+
+
+def test_opaque_arm_hides_what_the_transparent_one_shows():
+    """transparent_arm=False renders the arm opaque (issue 14's solid arm): the same reset frame differs only
+    where the arm is, and there by far more than the transparent arm's alpha-0.1 tint."""
+    frames = {}
+    for transparent in (True, False):
+        env = RealSceneEnv(task="task1_open", width=32, height=32, chunk_len=1, transparent_arm=transparent)
+        try:
+            frames[transparent] = env.reset(seed=3)[0].astype(np.int16)
+        finally:
+            env.close()
+    diff = np.abs(frames[True] - frames[False]).max(axis=-1)
+    assert (diff > 60).sum() >= 20, "the opaque arm should cover pixels the transparent one lets through"
+    assert (diff == 0).mean() > 0.5, "only the arm's pixels should change"

@@ -57,6 +57,9 @@ class SceneConfig:
     render: bool = True  # False: simulate only (frames are zeros / absent); for fast expert runs
     render_backend: str = "auto"
     fast_render: bool = True
+    # OGBench's pixel_transparent_arm: the arm drawn at alpha 0.1, a purple cloud the cube shows through (every
+    # episode collected so far); False: an opaque arm (issue 14's "solid arm"; needs data and a model trained on it)
+    transparent_arm: bool = True
     random_cube_color: bool = True  # a palette colour per episode (False: OGBench's red cube)
     min_distractors: int = 1  # random distractor skills in the drawer memory tasks
     max_distractors: int = 3
@@ -86,7 +89,7 @@ class RealSceneEnv(gym.Env):
         from envs.real.oracle import SkillController
         from envs.real.sim import SceneSim
 
-        self._sim = SceneSim(cfg.width, cfg.height, cfg.fast_render)
+        self._sim = SceneSim(cfg.width, cfg.height, cfg.fast_render, cfg.transparent_arm)
         self._controller = SkillController(self._sim, cfg.skill_noise)
         self.steps_per_chunk = cfg.chunk_len * cfg.frame_skip
         self.observation_space = gym.spaces.Box(0, 255, (cfg.height, cfg.width, 3), np.uint8)

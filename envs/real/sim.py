@@ -29,10 +29,11 @@ class SceneSim(SceneEnv):
     OGBench's pixel env renders at every ``step``; rendering is the bottleneck, so here ``step`` and
     ``reset`` return no observation and callers render just the frames they keep. ``fast_render``
     uses a 512 shadow map without multisampling (about 3x faster on OSMesa, mean pixel difference
-    under 1/255 at 64x64).
+    under 1/255 at 64x64). ``transparent_arm`` is OGBench's ``pixel_transparent_arm``: the arm's materials
+    at alpha 0.1 (the gripper pads 0.5), so the objects under it stay visible; False renders it opaque.
     """
 
-    def __init__(self, width: int = 64, height: int = 64, fast_render: bool = True):
+    def __init__(self, width: int = 64, height: int = 64, fast_render: bool = True, transparent_arm: bool = True):
         # OGBench's reset samples two stabilising actions from a fresh, unseeded Box per access;
         # one seeded Box makes episodes repeat exactly.
         self._action_box = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
@@ -46,6 +47,7 @@ class SceneSim(SceneEnv):
             height=height,
             visualize_info=False,
             terminate_at_goal=False,
+            pixel_transparent_arm=transparent_arm,
         )
 
     @property
