@@ -1,4 +1,4 @@
-"""How well a model's frozen VAE reconstructs real frames: over the whole frame and at the cube.
+"""How well a model's frozen VAE reconstructs real frames: over the whole frame, its dynamic region and at the cube.
 
     python -m experiments.vae_check --model default --data runs/eval_small
     python -m experiments.vae_check --model runs/s5/model --data data/scene_eval --every 2 --out vae.json
@@ -6,7 +6,9 @@
 Everything the world model draws passes through its VAE, so an object the VAE cannot reconstruct (a
 cube colour it never saw) cannot be imagined either. The cube error is the mean absolute error (0-255)
 over the 3x3 pixels at the cube's recorded image position (`cube_pixel` of scene episodes, frames where
-it is at least half visible); episodes without that record count for the whole-frame error only.
+it is at least half visible); episodes without that record count for the whole-frame error only. ``psnr`` and
+``dynamic_psnr`` are the round trip's, as `experiments.evaluate` scores generated frames (the dynamic region: the
+pixels that differ from the episode's start frame by more than 24/255, the arm, the cube, the drawer).
 
 Colour, as the memory benchmark reads it (`evaluation.memory_probe`), for episodes with a cube colour and the
 simulator's state: ``cube_color_accuracy`` is the share of those visible-cube frames whose reconstruction reads as
@@ -26,6 +28,7 @@ import torch
 
 from envs.episodes import h5_files, list_episodes, read_episode
 from envs.real.objects import CUBE_PIXEL_FIELDS
+from evaluation.metrics import dynamic_region, masked_psnr, psnr
 from worldmodel.loading import load_model
 
 
@@ -63,7 +66,7 @@ def colour_readings(recon: np.ndarray, ep: dict) -> tuple[list[bool], dict | Non
 
 
 def check(model, data: str, every: int = 1, max_episodes: int | None = None) -> dict:
-    full, cube, episodes, read, reopens = [], [], 0, [], []
+    full, cube, episodes, read, reopens, psnrs, dynamic = [], [], 0, [], [], [], []
     for path in h5_files(data):
         for key in list_episodes(path):
             if max_episodes is not None and episodes >= max_episodes:
@@ -80,12 +83,15 @@ def check(model, data: str, every: int = 1, max_episodes: int | None = None) -> 
             frames = ep["frames"][::every]
             error = np.abs(recon.astype(np.float32) - frames)
             full.append(float(error.mean()))
+            psnrs.append(psnr(recon, frames))
+            dynamic.append(masked_psnr(recon, frames, dynamic_region(frames, ep["frames"][0])))
             if "cube_pixel" in ep:
                 cube += cube_errors(error, np.asarray(ep["cube_pixel"])[::every])
             episodes += 1
     if not episodes:
         raise SystemExit(f"no episodes in {data}")
-    return {"episodes": episodes, "frame_mae": float(np.mean(full)),
+    return {"episodes": episodes, "frame_mae": float(np.mean(full)), "psnr": float(np.mean(psnrs)),
+            "dynamic_psnr": float(np.nanmean(dynamic)) if not np.isnan(dynamic).all() else None,
             "cube_mae": float(np.mean(cube)) if cube else None, "cube_frames": len(cube),
             "cube_color_accuracy": float(np.mean(read)) if read else None, "color_frames": len(read),
             "reopen_recall": float(np.mean([r["correct"] for r in reopens])) if reopens else None,

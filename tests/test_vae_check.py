@@ -29,6 +29,17 @@ def test_cube_error_is_the_error_at_the_recorded_cube_pixels(tmp_path, micro_mod
     whole = [error.mean(), np.abs(reconstruct(model, second).astype(np.float32) - second).mean()]
     assert result["frame_mae"] == pytest.approx(float(np.mean(whole)), rel=1e-5)
 
+    def round_trip_psnr(video: np.ndarray) -> tuple[float, float]:  # whole frames; the dynamic region
+        err = ((reconstruct(model, video).astype(np.float64) - video) ** 2).mean(-1)  # (T, H, W)
+        moving = (np.abs(video.astype(np.int16) - video[0]) > 24).any(-1)  # differs from the start frame
+        whole = np.mean(10 * np.log10(255.0**2 / err.mean(axis=(1, 2))))
+        dynamic = np.mean([10 * np.log10(255.0**2 / e[m].mean()) for e, m in zip(err, moving) if m.any()])
+        return whole, dynamic
+
+    expected = np.mean([round_trip_psnr(frames), round_trip_psnr(second)], axis=0)
+    assert (result["psnr"], result["dynamic_psnr"]) == pytest.approx(tuple(expected), rel=1e-6)
+    assert result["dynamic_psnr"] != pytest.approx(result["psnr"], abs=0.01)
+
     out = main(["--model", "tiny", "--data", str(tmp_path / "data.h5"), "--out", str(tmp_path / "r.json")])
     assert json.loads((tmp_path / "r.json").read_text()) == out and out["cube_frames"] == len(frames) - 2
 
