@@ -136,6 +136,20 @@
 # phases.slow_fast.object_weight=3 phases.slow_fast.meta_gradient=0.5 phases.slow_fast.meta_updates=0" and its recall
 # at that setting (SWEEP_MODEL=$W/run_sf/model). One window of it peaked at 16.3 GB on the CPU (9.2 GB forward, 1 step):
 # start at SF_BATCH=6, not 12.
+# Session 19 (nvidia-h200) ran that plan: DETACH=1 DATA_SEED=19 DEVIATE=0.3 COLLECT_MIN=2.5 TRAIN_TASKS=<session 18's>
+# ... collect; LEASE_S=1560 WAIT_S=540 PPO=0 AGENTS_MIN=0 SLOW_STEPS=0 SLOW_FAST_STEPS=2000 SF_MAX_MIN=14 SF_EVAL_MIN=7
+# SF_BATCH=6 SWEEP=<as planned> SWEEP_MODES="recall free" (new) TRAIN_EXTRA=<as planned> +phases.slow_fast.log_every=5
+# GPUS=1 ... lease; watch twice; two more sweeps by hand; then a short second lease (DATA_SEED=20 COLLECT_MIN=0.05)
+# for Table 2's variants (the sweep token's 7th field, new). docs/RESULTS.md, "The session-19 lease": reverse at
+# 3e-3, 2 steps recalls 0.49 (Φ alone 0.28) at -0.6 dB recall mode and -0.9 dB free; the pilot (73 outer steps, 438
+# windows) kept that recall and lost 0.3-0.4 dB (not shipped); only the full variant stores.
+# Next lease (issue 14's solid arm; docs/RESULTS.md, "An opaque arm"): opaque-arm data, the VAE then the slow phase
+# from run 10 on it: DETACH=1 DATA_SEED=22 DEVIATE=0.3 COLLECT_MIN=3 SCENE_EXTRA="env.transparent_arm=false" ...
+# collect (the held-out set too: seed 1, opaque); LEASE_S=<budget - 250> WAIT_S=540 PPO=0 AGENTS_MIN=0 SLOW_STEPS=2500
+# TRAIN_MIN=13 AFTER_SLOW_MIN=6 COMPILE=true VAE_STEPS=4000 VAE_EXTRA="phases.vae.object_weight=10 phases.vae.lr=2e-4
+# +phases.vae.warmup_steps=200 +phases.vae.log_every=100" SLOW_EXTRA="phases.slow.object_weight=3" EVALS="vae recall
+# free teacher" (outcome and the planners use the real scene, transparent by default) EVAL_MIN=1 GPUS=1 ... lease.
+# Ship it (and switch SceneConfig's default) only with the free >= 23 dB and teacher >= 25 dB targets on that held-out set.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
