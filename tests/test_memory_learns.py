@@ -174,6 +174,13 @@ def test_fast_batch_draws_sampler_timesteps_and_rehearses(model):
     latents, _, _ = rule.fast_batch(cfg, chunk, history, g, ts)
     assert all(torch.equal(row, chunk.latents[0]) for row in latents[:3])
     assert all(set(row.unique().tolist()) <= {0.0, 1.0, 2.0} for row in latents[3:])  # windows over the history
+    g.manual_seed(5)
+    forward_rows = rule.fast_batch(cfg, chunk, history, g, ts)[0]
+    g.manual_seed(5)
+    both = rule.fast_batch(dataclasses.replace(cfg, reverse=True), chunk, history, g, ts)[0]
+    assert both.shape[0] == 10 and torch.equal(both[:5], forward_rows)  # the same windows drawn first
+    assert torch.equal(both[5:], forward_rows.flip(2))  # every row played backwards, rehearsed windows too
+    assert not torch.equal(forward_rows[3], forward_rows[3].flip(1))  # a window that a flip changes
     uniform = rule.fast_timesteps(dataclasses.replace(cfg, timesteps="uniform"), model)
     assert len(uniform) == model.scheduler.config.num_train_timesteps
 

@@ -86,9 +86,9 @@ class TempLoRAConfig:
     # remembered (the history, for full_sequence windows and rehearsal). k = 2 halves the fast update's
     # average cost per chunk (issue 16's lever "update every k chunks"), and what Θ stores with it.
     update_every: int = 1
-    # Each fast step also learns the training sequence played backwards (``draws`` more rows, the same
-    # unconditioned loss): a revisit comes back the way the episode left, so the drawer closing over the cube,
-    # reversed, is the reopen that shows it. False: forward only, as before.
+    # Each fast step also learns its rows played backwards (the training sequence's ``draws`` and the rehearsed
+    # windows, the same unconditioned loss): a revisit comes back the way the episode left, so the drawer closing
+    # over the cube, reversed, is the reopen that shows it. False: forward only, as before.
     reverse: bool = False
 
     def __post_init__(self) -> None:

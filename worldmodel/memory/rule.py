@@ -162,19 +162,20 @@ def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Ten
                generator: torch.Generator | None, timesteps: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One env's rows of a fast step: latents (M, C, F, h, w), noise (M, C, F, h, w), t (M,), M = draws + rehearsal
-    (+ draws with ``reverse``).
+    (twice that with ``reverse``).
 
     `chunk` is one env's (batch 1). Draw order (all from `generator`, the global RNG when None): the
     full_sequence window start, the rehearsal window starts, then per row its noise and t. Rows are
     ``draws`` draws on the training sequence, then the rehearsal windows; rehearsal rows the history
-    cannot fill yet are further draws on the training sequence; with ``reverse``, then ``draws`` draws on
-    the training sequence in reverse frame order.
+    cannot fill yet are further draws on the training sequence; with ``reverse``, then each of those rows
+    again in reverse frame order (a rehearsed window played backwards too: the hiding chunk, reversed, is the
+    reopen, and the chunks learnt after it would otherwise overwrite it).
     """
     main = training_sequence(config, chunk, history, generator)
     windows = rehearsal_windows(history, config.rehearsal, main.shape[2], generator)
     rows = [main] * (config.draws + config.rehearsal - len(windows)) + windows
     if config.reverse:
-        rows += [main.flip(2)] * config.draws
+        rows += [row.flip(2) for row in rows]
     latents = torch.cat(rows).detach()
     noise, t = draw_fast_noise(latents.shape[1:], generator, timesteps, latents.shape[0])
     return latents, noise.to(latents), t.to(latents.device)
