@@ -149,6 +149,9 @@
 # TRAIN_MIN=13 AFTER_SLOW_MIN=6 COMPILE=true VAE_STEPS=4000 VAE_EXTRA="phases.vae.object_weight=10 phases.vae.lr=2e-4
 # +phases.vae.warmup_steps=200 +phases.vae.log_every=100" SLOW_EXTRA="phases.slow.object_weight=3" EVALS="vae recall
 # free teacher" (outcome and the planners use the real scene, transparent by default) EVAL_MIN=1 GPUS=1 ... lease.
+# Beside it, issue 15 on run 10 (a second collect of the transparent held-out set, or before the opaque collect):
+# SWEEP="3e-3:2::1:2:reverse" (reverse now plays the rehearsed windows backwards too; on the CPU its 16 x 6 rows ran
+# out of the 23 GiB, session 19).
 # Ship it (and switch SceneConfig's default) only with the free >= 23 dB and teacher >= 25 dB targets on that held-out set.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
