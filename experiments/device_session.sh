@@ -242,16 +242,14 @@ sweep() {
             [ -n "${parts[3]:-}" ] && args="$args --temp-lora-draws ${parts[3]}"
             [ -n "${parts[4]:-}" ] && args="$args --temp-lora-rehearsal ${parts[4]}"
             [ "${parts[5]:-}" = reverse ] && args="$args --temp-lora-reverse"
-            CUDA_VISIBLE_DEVICES=${lanes[$lane]} timeout 300 $PY -m experiments.evaluate --model "${SWEEP_MODEL:-worldmodel/weights/default}" \
-                --data "$W/scene_eval" --device $DEVICE --text-cache "$W/text_cache.safetensors" --no-video --quiet \
-                --tasks memory_drawer,memory_drawer_locked --episodes 40 --batch 40 --mode recall $args \
-                --out "$OUT/sweep/$name" > "$W/sweep_$name.log" 2>&1
+            local run="timeout 300 $PY -m experiments.evaluate --model ${SWEEP_MODEL:-worldmodel/weights/default}
+                --data $W/scene_eval --device $DEVICE --text-cache $W/text_cache.safetensors --no-video --quiet $args"
+            CUDA_VISIBLE_DEVICES=${lanes[$lane]} $run --tasks memory_drawer,memory_drawer_locked --episodes 40 \
+                --batch 40 --mode recall --out "$OUT/sweep/$name" > "$W/sweep_$name.log" 2>&1
             log "sweep $setting: $(grep -A3 '^| variant | recall' "$OUT/sweep/$name/table2.md" 2>/dev/null | sed -n 3p)"
             if [[ " ${SWEEP_MODES:-recall} " == *" free "* ]]; then  # the same setting's free rollouts (fidelity)
-                CUDA_VISIBLE_DEVICES=${lanes[$lane]} timeout 300 $PY -m experiments.evaluate \
-                    --model "${SWEEP_MODEL:-worldmodel/weights/default}" --data "$W/scene_eval" --device $DEVICE \
-                    --text-cache "$W/text_cache.safetensors" --no-video --quiet --episodes 32 --batch 32 --mode free \
-                    $args --out "$OUT/sweep/${name}_free" > "$W/sweep_${name}_free.log" 2>&1
+                CUDA_VISIBLE_DEVICES=${lanes[$lane]} $run --episodes 32 --batch 32 --mode free \
+                    --out "$OUT/sweep/${name}_free" > "$W/sweep_${name}_free.log" 2>&1
                 log "sweep $setting free: $(grep '^| SlowFast\|^| without' "$OUT/sweep/${name}_free/table2.md" 2>/dev/null | cut -c1-120)"
             fi
         done) &
