@@ -538,7 +538,9 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
      fi
      echo 0 > "$W/bench.rc"
      until [ -f "$W/collect_eval.rc" ]; do sleep 3; done
-     EVALS=vae evaluate_model "$W/init" "$R/eval_init" $AUX_GPU  # the init model's VAE round trip (cube colours)
+     # the init model's VAE round trip (cube colours); INIT_EVALS="vae recall free teacher": its whole evaluation, the
+     # baseline on a held-out set of another kind (session 20: opaque-arm episodes)
+     EVALS=${INIT_EVALS:-vae} evaluate_model "$W/init" "$R/eval_init" $AUX_GPU
      if [ -n "${ORACLE_SETTINGS:-}" ]; then  # reopen_oracle on the init model (session 18): what Θ stores from real chunks
          log "reopen_oracle on GPU $AUX_GPU: $ORACLE_SETTINGS"
          CUDA_VISIBLE_DEVICES=$AUX_GPU timeout ${ORACLE_S:-300} $PY -m experiments.reopen_oracle --model $W/init \
