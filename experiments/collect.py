@@ -53,7 +53,7 @@ class SceneOptions:
     max_chunks: int = 32
     render_backend: str = "auto"
     fast_render: bool = True
-    transparent_arm: bool = True  # OGBench's pixel_transparent_arm; False: an opaque arm (issue 14)
+    transparent_arm: bool = False  # OGBench's pixel_transparent_arm (True: the arm at alpha 0.1, before run 11)
     random_cube_color: bool = True  # memory benchmark: a palette cube colour per episode (attrs cube_color)
     min_distractors: int = 1  # memory benchmark: random distractor skills between hiding the cube
     max_distractors: int = 3  # and reopening the drawer (memory_drawer, memory_drawer_locked)

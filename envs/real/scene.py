@@ -57,9 +57,10 @@ class SceneConfig:
     render: bool = True  # False: simulate only (frames are zeros / absent); for fast expert runs
     render_backend: str = "auto"
     fast_render: bool = True
-    # OGBench's pixel_transparent_arm: the arm drawn at alpha 0.1, a purple cloud the cube shows through (every
-    # episode collected so far); False: an opaque arm (issue 14's "solid arm"; needs data and a model trained on it)
-    transparent_arm: bool = True
+    # OGBench's pixel_transparent_arm: True draws the arm at alpha 0.1, a purple cloud the cube shows through (every
+    # episode before session 20, and the models up to run 10); False (the default since run 11): the arm opaque, as
+    # issue 14's "solid arm" asks
+    transparent_arm: bool = False
     random_cube_color: bool = True  # a palette colour per episode (False: OGBench's red cube)
     min_distractors: int = 1  # random distractor skills in the drawer memory tasks
     max_distractors: int = 3

@@ -33,7 +33,7 @@ class SceneSim(SceneEnv):
     at alpha 0.1 (the gripper pads 0.5), so the objects under it stay visible; False renders it opaque.
     """
 
-    def __init__(self, width: int = 64, height: int = 64, fast_render: bool = True, transparent_arm: bool = True):
+    def __init__(self, width: int = 64, height: int = 64, fast_render: bool = True, transparent_arm: bool = False):
         # OGBench's reset samples two stabilising actions from a fresh, unseeded Box per access;
         # one seeded Box makes episodes repeat exactly.
         self._action_box = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
