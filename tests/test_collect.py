@@ -112,3 +112,22 @@ def test_time_limit_starts_no_shard_after_the_deadline(tmp_path, monkeypatch):
     assert "time_limit_min" not in _config(tmp_path, time_limit_min=1.0).manifest()  # a rerun may change it
     with pytest.raises(ValueError, match="time_limit_min"):
         _config(tmp_path, time_limit_min=0)
+
+
+def test_scene_option_defaults_agree_with_the_scene():
+    """The scene's options are declared three times (`SceneConfig`, collect's `SceneOptions`, the Hydra domain
+    config): their defaults must agree, or `experiments.collect` records episodes of another scene than the one the
+    env, the agents and the outcome checks build (session 20 switched `transparent_arm` to false in all three)."""
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    from envs.real.scene import SceneConfig
+    from experiments.collect import SceneOptions
+
+    scene = {f.name: f.default for f in fields(SceneConfig)}
+    yaml_env = OmegaConf.to_container(OmegaConf.load(ROOT / "experiments/conf/domain/scene.yaml").env)
+    for f in fields(SceneOptions):
+        assert f.name in scene, f"SceneOptions.{f.name} is not a SceneConfig option"
+        assert f.default == scene[f.name], f"{f.name}: SceneOptions {f.default!r} != SceneConfig {scene[f.name]!r}"
+        assert yaml_env.get(f.name) == scene[f.name], f"{f.name}: scene.yaml {yaml_env.get(f.name)!r}"
