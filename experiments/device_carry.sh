@@ -23,7 +23,8 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 rm -rf .whl && mkdir -p .whl
 # packages the GPU image lacks (hydra's antlr4 4.9.3 exists only as a source archive: built here, pure Python)
 # (scenedetect: evaluation.metrics and vae_check import it; without it every evaluation there fails, session 20)
-for pkg in diffusers gymnasium farama-notifications stable-baselines3 hydra-core omegaconf scenedetect-headless platformdirs; do
+for pkg in diffusers gymnasium farama-notifications stable-baselines3 hydra-core omegaconf scenedetect-headless \
+        platformdirs; do
     "$PY" -m pip download -q $TARGET -d .whl "$pkg==$(version "$pkg")"
 done
 "$PY" -m pip wheel -q --no-deps -w .whl "antlr4-python3-runtime==$(version antlr4-python3-runtime)"

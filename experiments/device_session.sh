@@ -13,8 +13,8 @@
 #
 # Needs (carried, git-ignored): .whl/*.whl (diffusers, gymnasium, hydra ...), .whl/collect_site.tar.xz
 # (mujoco, ogbench, trimmed dm_control), .whl/text_cache.safetensors (python -m experiments.text_cache)
-# and .gl/*.deb (EGL loaders). The training starts from worldmodel/weights/default (the last shipped
-# model), so each session continues the last one. Work files go to $W (default runs/session, git-ignored); what must
+# and .gl/*.deb (EGL loaders); `bash experiments/device_carry.sh` builds both folders on the CPU machine. The training
+# starts from worldmodel/weights/default (the last shipped model), so each session continues the last one. Work files go to $W (default runs/session, git-ignored); what must
 # come back goes to $OUT.
 #
 # The tracked weights (46 MB) and the carried wheels (24 MB) do not fit one call's 64 MiB tree: for the
@@ -226,7 +226,8 @@ HEADS_FIT_ARGS=${HEADS_FIT_ARGS:-"--steps 3000 --lr 3e-4 --imagined-steps 2 --ma
 PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled slow step on one GPU (bench_train)
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
-# SCENE_EXTRA: more scene options for every collection, e.g. "env.transparent_arm=false" (issue 14's opaque arm)
+# SCENE_EXTRA: more scene options for every collection, e.g. "env.transparent_arm=true" (the translucent arm of the
+# data before run 11; the opaque arm is the default since session 20)
 SCENE="env.render_backend=$GL env.chunk_len=4 env.frame_skip=8 ${SCENE_EXTRA:-}"
 # the training episodes' task mix (session 16's slow-fast run: half of them drawer-memory episodes)
 TRAIN_TASKS=${TRAIN_TASKS:-'+tasks={task1_open: 1, task2_unlock_and_lock: 1, task3_rearrange_medium: 1, task4_put_in_drawer: 1, task5_rearrange_hard: 1, memory_drawer: 2, memory_drawer_locked: 2, memory_cube_return: 1, play: 4}'}
