@@ -14,8 +14,8 @@
 # Needs (carried, git-ignored): .whl/*.whl (diffusers, gymnasium, hydra ...), .whl/collect_site.tar.xz
 # (mujoco, ogbench, trimmed dm_control), .whl/text_cache.safetensors (python -m experiments.text_cache)
 # and .gl/*.deb (EGL loaders); `bash experiments/device_carry.sh` builds both folders on the CPU machine. The training
-# starts from worldmodel/weights/default (the last shipped model), so each session continues the last one. Work files go to $W (default runs/session, git-ignored); what must
-# come back goes to $OUT.
+# starts from worldmodel/weights/default (the last shipped model), so each session continues the last one. Work files
+# go to $W (default runs/session, git-ignored); what must come back goes to $OUT.
 #
 # The tracked weights (46 MB) and the carried wheels (24 MB) do not fit one call's 64 MiB tree: for the
 # `collect` call (carry .whl and .gl) move worldmodel/weights/default/model-0000*.safetensors out of the
