@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from envs import skill_vocabulary
 from envs.episodes import EpisodeFileError, episode_key, list_episodes, write_episodes
+from envs.real.scene import SceneConfig
 from envs.real.tasks import EXPERT_TASKS, get_task
 
 SEED_STRIDE = 10_000_000  # episode seeds: seed * SEED_STRIDE + index (index < SEED_STRIDE)
@@ -44,19 +45,20 @@ DEFAULT_TASKS: dict[str, dict[str, float]] = {
 
 @dataclass
 class SceneOptions:
-    """RealSceneEnv options."""
+    """RealSceneEnv options, a Hydra-typed subset of `SceneConfig` whose defaults they take, so that a scene
+    default changes in one place (session 20's opaque arm)."""
 
-    width: int = 64
-    height: int = 64
-    chunk_len: int = 8
-    frame_skip: int = 4
-    max_chunks: int = 32
-    render_backend: str = "auto"
-    fast_render: bool = True
-    transparent_arm: bool = False  # OGBench's pixel_transparent_arm (True: the arm at alpha 0.1, before run 11)
-    random_cube_color: bool = True  # memory benchmark: a palette cube colour per episode (attrs cube_color)
-    min_distractors: int = 1  # memory benchmark: random distractor skills between hiding the cube
-    max_distractors: int = 3  # and reopening the drawer (memory_drawer, memory_drawer_locked)
+    width: int = SceneConfig.width
+    height: int = SceneConfig.height
+    chunk_len: int = SceneConfig.chunk_len
+    frame_skip: int = SceneConfig.frame_skip
+    max_chunks: int = SceneConfig.max_chunks
+    render_backend: str = SceneConfig.render_backend
+    fast_render: bool = SceneConfig.fast_render
+    transparent_arm: bool = SceneConfig.transparent_arm  # OGBench's pixel_transparent_arm (True: before run 11)
+    random_cube_color: bool = SceneConfig.random_cube_color  # memory benchmark: a palette colour per episode
+    min_distractors: int = SceneConfig.min_distractors  # memory benchmark: random distractor skills between hiding
+    max_distractors: int = SceneConfig.max_distractors  # the cube and reopening the drawer
 
 
 @dataclass

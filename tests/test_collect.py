@@ -115,9 +115,10 @@ def test_time_limit_starts_no_shard_after_the_deadline(tmp_path, monkeypatch):
 
 
 def test_scene_option_defaults_agree_with_the_scene():
-    """The scene's options are declared three times (`SceneConfig`, collect's `SceneOptions`, the Hydra domain
-    config): their defaults must agree, or `experiments.collect` records episodes of another scene than the one the
-    env, the agents and the outcome checks build (session 20 switched `transparent_arm` to false in all three)."""
+    """The scene's options are declared three times (`SceneConfig`, collect's `SceneOptions`, which takes its
+    defaults from it, and the Hydra domain config): their defaults must agree, or `experiments.collect` records
+    episodes of another scene than the one the env, the agents and the outcome checks build (session 20 switched
+    `transparent_arm` to false)."""
     from dataclasses import fields
 
     from omegaconf import OmegaConf
