@@ -167,6 +167,19 @@
 # AGENTS_MIN=0 SLOW_STEPS=2500 TRAIN_MIN=15 AFTER_SLOW_MIN=5 COMPILE=true VAE_STEPS=4000 VAE_EXTRA=<session 20's>
 # SLOW_EXTRA="phases.slow.object_weight=3" EVALS="vae recall free teacher outcome" SWEEP="3e-3:2::1::reverse"
 # SWEEP_MODES="recall free" EVAL_MIN=1 GPUS=1 ... lease.
+# Session 21 (nvidia-h200; the checkout new again, the carry rebuilt) ran that plan with LEASE_S=1500 and no INIT_EVALS;
+# watch twice; then a short second lease on run 12 (DATA_SEED=20 COLLECT_MIN=0.05 ... collect; SWEEP="3e-3:2::1::reverse
+# 3e-3:2::1:2:reverse" SWEEP_BASELINE=0 SWEEP_GPUS="0 0" ... sweep). Run 12 shipped (docs/RESULTS.md, "The session-21
+# lease"): +0.33 to +0.39 dB over run 11 in nearly every held-out episode, outcome agreement 0.97; reverse recalls 0.26 on
+# it, as Φ alone. `experiments.loss_check` (new; CPU): run 12's loss on its own episodes is 10% under that on unseen ones
+# of the same mix (31% at t = 950): it learns its episodes' motion, so a run wants more fresh episodes.
+# Next lease: twice the episodes (COLLECT_MIN=6, about 3,000; the GPU runs INIT_EVALS meanwhile), then run 12's recipe;
+# the `loss` evaluation (new: the training episodes, unseen ones of the same mix collected beside the held-out set with
+# seed DATA_SEED + 1000, and the held-out set) tells whether the gap closed: DETACH=1 DATA_SEED=28 DEVIATE=0.3
+# COLLECT_MIN=6 ... collect; LEASE_S=<budget - 250> WAIT_S=540 PPO=0 AGENTS_MIN=0 SLOW_STEPS=2500 TRAIN_MIN=13
+# AFTER_SLOW_MIN=5 COMPILE=true VAE_STEPS=4000 VAE_EXTRA=<session 20's> SLOW_EXTRA="phases.slow.object_weight=3"
+# INIT_EVALS="loss" EVALS="vae recall free teacher loss" EVAL_MIN=1 GPUS=1 ... lease. The planners (issue 17) have not
+# been measured on the opaque arm yet: a lease of their own (session 15's PLAN_CONCURRENT command on the default).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -348,6 +361,10 @@ evaluate_model() {
                     --mode teacher --batch 32 --out $dest/teacher ;;
         vae) mkdir -p $dest/vae && CUDA_VISIBLE_DEVICES=$gpu timeout 120 $PY -m experiments.vae_check --model $model \
                     --data $W/scene_eval --device $DEVICE --out $dest/vae/vae_check.json ;;
+        # the denoising loss on 1,024 windows of the training episodes, of unseen ones of the same mix, of the held-out set
+        loss) mkdir -p $dest/loss && CUDA_VISIBLE_DEVICES=$gpu timeout 120 $PY -m experiments.loss_check --model $model \
+                    --data $W/scene $W/scene_unseen $W/scene_eval --windows 1024 --device $DEVICE \
+                    --text-cache $W/text_cache.safetensors --out $dest/loss/loss_check.json ;;
         esac
     done
 }
@@ -382,8 +399,12 @@ collect)
     log "collect: held-out memory episodes (seed 1) beside the training episodes (seed $DATA_SEED)"
     rm -f "$W/collect_eval.rc" "$W/collect.rc"
     # detached (setsid), so that DETACH=1 can return at once and a next call (`sweep`, with the weights back) waits
+    # beside the held-out set: episodes of the training mix never trained on (seed DATA_SEED + 1000), for the `loss`
+    # evaluation's training-vs-unseen gap
     setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 \
-        compression=gzip $SCENE '~tasks' '$EVAL_TASKS'; echo \$? > $W/collect_eval.rc" > "$W/collect_eval.log" 2>&1 < /dev/null &
+        compression=gzip $SCENE '~tasks' '$EVAL_TASKS'; rc=\$?; $PY -m experiments.collect out_dir=$W/scene_unseen \
+        seed=$((DATA_SEED + 1000)) num_episodes=64 workers=3 $SCENE deviate=${DEVIATE:-0.0} '~tasks' '$TRAIN_TASKS'; \
+        echo \$rc > $W/collect_eval.rc" > "$W/collect_eval.log" 2>&1 < /dev/null &
     setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene seed=$DATA_SEED num_episodes=20000 workers=$WORKERS \
         $SCENE deviate=${DEVIATE:-0.0} '~tasks' '$TRAIN_TASKS' time_limit_min=$COLLECT_MIN; echo \$? > $W/collect.rc" > "$W/collect.log" 2>&1 < /dev/null &
     if [ "$PROBE_COMPILE" = 1 ]; then  # the GPU is idle while the scenes render: issue 14's one-GPU target
