@@ -194,6 +194,37 @@ def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
     assert diff.max() < 0.1 * lr and (diff < 1e-6).float().mean() > 0.99, (diff.max(), (diff < 1e-6).float().mean())
 
 
+def test_one_env_samples_with_theta_merged_and_phi_put_back(micro_model):
+    """At one env and no gradient, Θ is folded into the weights (no low-rank hook runs) and gives the hooks' output;
+    Φ's weights are the same tensors with the same values after the block. Guards: the merge skipped (hooks run), a
+    merge without the scaling alpha / r (here 2) or transposed, weights not restored."""
+    model = micro_model(temp_lora=FAST_LORA)
+    memory = BatchedTempLoRA(model, 2)
+    with torch.no_grad():
+        for k, layer in enumerate(memory.layout):
+            a, b = memory.factors(1, k)
+            memory.set_factors(1, k, torch.randn_like(a), 0.1 * torch.randn_like(b))
+    x, t = torch.randn(1, 9, 4, 8, 8), torch.tensor([300])
+    cond = model.action_encoder.null(1).detach() + 0.1 * torch.randn(1, 9, 16)
+    before = {n: (p.data_ptr(), p.data.clone()) for n, p in model.unet.named_parameters()}
+    calls = []
+    real_delta = memory._delta
+    memory._delta = lambda *args: calls.append(1) or real_delta(*args)
+    with torch.no_grad():
+        plain = model.unet(x, t, encoder_hidden_states=cond).sample
+        with memory.applied([1]):
+            merged = model.unet(x, t, encoder_hidden_states=cond).sample
+        assert not calls
+        memory.config = dataclasses.replace(memory.config, merge_for_inference=False)
+        with memory.applied([1]):
+            hooked = model.unet(x, t, encoder_hidden_states=cond).sample
+        assert calls
+    torch.testing.assert_close(merged, hooked, atol=1e-5, rtol=1e-4)
+    assert (merged - plain).abs().max() > 1e-2  # Θ matters
+    for n, p in model.unet.named_parameters():
+        assert p.data_ptr() == before[n][0] and torch.equal(p.data, before[n][1]), n
+
+
 def test_autoreset_modes(model):
     opts = {**OPTS, "max_episode_steps": 2, "temp_lora": False, "denoise_steps": 1}
     venv = WorldModelVectorEnv(num_envs=2, model=model, **opts)

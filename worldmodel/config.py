@@ -59,7 +59,8 @@ class TempLoRAConfig:
     # Θ in the decoder half only lets the fast backward stop at the up blocks, a cheaper update (time and
     # what it stores: docs/RESULTS.md, "The CPU path").
     blocks: tuple[str, ...] = ("up_blocks",)
-    # Merge Θ into the weights for sampling; pays off once the extra LoRA matmuls cost more than a merge.
+    # Merge Θ into the weights for sampling (the peft memory; the batched one when it samples one env); pays off once
+    # the extra LoRA matmuls cost more than a merge.
     merge_for_inference: bool = True
     # Rollback: "expected" (default) rolls Θ back on a non-finite loss or one above explode_factor x the
     # median of the recent losses at the same timestep t (a 20-step bucket; the largest recent loss until
