@@ -172,7 +172,7 @@
 # 3e-3:2::1:2:reverse" SWEEP_BASELINE=0 SWEEP_GPUS="0 0" ... sweep). Run 12 shipped (docs/RESULTS.md, "The session-21
 # lease"): +0.33 to +0.39 dB over run 11 in nearly every held-out episode, outcome agreement 0.97; reverse recalls 0.26 on
 # it, as Φ alone. `experiments.loss_check` (new; CPU): run 12's loss on its own episodes is 10% under that on unseen ones
-# of the same mix (31% at t = 950): it learns its episodes' motion, so a run wants more fresh episodes.
+# of the same mix (32% at t = 950): it learns its episodes' motion, so a run wants more fresh episodes.
 # Next lease: twice the episodes (COLLECT_MIN=6, about 3,000; the GPU runs INIT_EVALS meanwhile), then run 12's recipe;
 # the `loss` evaluation (new: the training episodes, unseen ones of the same mix collected beside the held-out set with
 # seed DATA_SEED + 1000, and the held-out set) tells whether the gap closed: DETACH=1 DATA_SEED=28 DEVIATE=0.3

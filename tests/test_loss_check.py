@@ -52,7 +52,8 @@ def test_training_episodes_score_below_unseen_ones_and_reruns_repeat(tmp_path, m
 
 
 def test_windows_spread_and_bad_input(tmp_path):
-    assert evenly_spaced(10, 4) == [0, 2, 5, 7] and evenly_spaced(3, 8) == [0, 1, 2] and evenly_spaced(3, None) == [0, 1, 2]
+    assert evenly_spaced(10, 4) == [0, 2, 5, 7]
+    assert evenly_spaced(3, 8) == [0, 1, 2] and evenly_spaced(3, None) == [0, 1, 2]
     data = _folder(tmp_path / "a", 0, frame_size=32)  # the tiny preset's frames
     out = main(["--model", "tiny", "--data", data, "--windows", "2", "--timesteps", "10,900",
                 "--out", str(tmp_path / "r.json")])

@@ -240,7 +240,7 @@ class BatchedTempLoRA:
     def _merged(self, row: torch.Tensor) -> Iterator[None]:
         """One env's Θ folded into the target layers' weights for the block, W + s (A B)^T, and the weights put back
         after (the same tensors, so no rounding builds up): at one env the sampling passes then run Φ's kernels
-        alone instead of two low-rank matmuls beside every target layer (6% of a CPU step, session 21). Not while
+        alone instead of two low-rank matmuls beside every target layer (-7% per CPU env step, session 21). Not while
         gradients are taken: Θ's fast step and the slow-fast phase differentiate the factors themselves."""
         if self._dispatch.active is not None:
             raise RuntimeError("another batched Temp-LoRA memory is already applied to this UNet")
@@ -250,7 +250,8 @@ class BatchedTempLoRA:
                 weight = layer.weight
                 delta = (a[0] @ b[0]).t() * self.scaling  # (d_out, d_in): x A B = x (A B), and W x is x W^T
                 saved.append((weight, weight.data))
-                weight.data = weight.data + delta.reshape(weight.shape).to(weight.dtype)  # 1x1 convs: (d_out, d_in, 1, 1)
+                # a 1x1 conv's weight is (d_out, d_in, 1, 1)
+                weight.data = weight.data + delta.reshape(weight.shape).to(weight.dtype)
             yield
         finally:
             for weight, data in saved:
