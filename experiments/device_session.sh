@@ -179,7 +179,8 @@
 # COLLECT_MIN=6 ... collect; LEASE_S=<budget - 250> WAIT_S=540 PPO=0 AGENTS_MIN=0 SLOW_STEPS=2500 TRAIN_MIN=13
 # AFTER_SLOW_MIN=5 COMPILE=true VAE_STEPS=4000 VAE_EXTRA=<session 20's> SLOW_EXTRA="phases.slow.object_weight=3"
 # INIT_EVALS="loss" EVALS="vae recall free teacher loss" EVAL_MIN=1 GPUS=1 ... lease. The planners (issue 17) have not
-# been measured on the opaque arm yet: a lease of their own (session 15's PLAN_CONCURRENT command on the default).
+# been measured on the opaque arm yet (a CPU probe only: 10 of 10 on tasks 1 and 4): a lease of their own (session 15's
+# PLAN_CONCURRENT command on the default).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
