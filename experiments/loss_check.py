@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from envs.data import ChunkDataset
-from worldmodel.diffusion import masked_mse, unet_input
+from worldmodel.diffusion import denoising_prediction, masked_mse
 from worldmodel.imagination import resolve_precision
 from worldmodel.loading import load_model
 from worldmodel.model import batch_action
@@ -55,8 +55,8 @@ def folder_loss(model, data: str, timesteps: tuple[int, ...] = DEFAULT_TIMESTEPS
     device = model.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
     generator = torch.Generator().manual_seed(seed)
-    sums = {"plain": 0.0, "object_weighted": 0.0}
-    by_t = {t: 0.0 for t in timesteps}
+    weighted_sum = 0.0
+    by_t = {t: 0.0 for t in timesteps}  # summed over windows
     was_training = model.training
     model.eval()
     try:
@@ -69,21 +69,18 @@ def folder_loss(model, data: str, timesteps: tuple[int, ...] = DEFAULT_TIMESTEPS
             weights = model.object_weights(batch, object_weight, 1, device)
             for t in timesteps:
                 noise = torch.randn(latents.shape, generator=generator).to(device)
-                tt = torch.full((b,), t, device=device)
-                noisy = model.scheduler.add_noise(latents, noise, tt)
                 with autocast:
-                    pred = model.unet(unet_input(noisy, latents, given), tt, encoder_hidden_states=cond).sample
-                target = model.scheduler.get_velocity(latents, noise, tt)
+                    pred, target = denoising_prediction(model.unet, model.scheduler, latents, given, cond, noise,
+                                                        torch.full((b,), t, device=device))
                 plain = float(masked_mse(pred.float(), target, given))
-                sums["plain"] += plain * b
                 by_t[t] += plain * b
                 weighted = plain if weights is None else float(masked_mse(pred.float(), target, given, weights=weights))
-                sums["object_weighted"] += weighted * b
+                weighted_sum += weighted * b
     finally:
         model.train(was_training)
-    n = len(dataset) * len(timesteps)
-    return {"data": data, "windows": len(dataset), **{k: v / n for k, v in sums.items()},
-            "by_timestep": {str(t): v / len(dataset) for t, v in by_t.items()}}
+    by_timestep = {str(t): v / len(dataset) for t, v in by_t.items()}
+    return {"data": data, "windows": len(dataset), "plain": sum(by_timestep.values()) / len(timesteps),
+            "object_weighted": weighted_sum / (len(dataset) * len(timesteps)), "by_timestep": by_timestep}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -131,13 +131,20 @@ def diffusion_loss(
     b = latents.shape[0]
     noise = torch.randn_like(latents) if noise is None else noise
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=latents.device) if t is None else t
+    pred, target = denoising_prediction(unet, scheduler, latents, given_mask, cond, noise, t)
+    return masked_mse(pred, target, given_mask, per_sample, weights)
+
+
+def denoising_prediction(unet: torch.nn.Module, scheduler: DDPMScheduler, latents: torch.Tensor,
+                         given_mask: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor,
+                         t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The UNet's prediction on latents noised with ``noise`` at ``t`` (the given frames held clean) and its target
+    (the velocity under v-prediction, else the noise): what `diffusion_loss` scores, for callers that score one
+    prediction several ways (`experiments.loss_check`)."""
     noisy = scheduler.add_noise(latents, noise, t)
     pred = unet(unet_input(noisy, latents, given_mask), t, encoder_hidden_states=cond).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, t)
-    else:
-        target = noise
-    return masked_mse(pred, target, given_mask, per_sample, weights)
+    target = scheduler.get_velocity(latents, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
+    return pred, target
 
 
 def sample_new_frames(

@@ -236,14 +236,17 @@ class BatchedTempLoRA:
         with self._using(factors):
             yield
 
+    def _check_unet_free(self) -> None:
+        if self._dispatch.active is not None:
+            raise RuntimeError("another batched Temp-LoRA memory is already applied to this UNet")
+
     @contextlib.contextmanager
     def _merged(self, row: torch.Tensor) -> Iterator[None]:
         """One env's Θ folded into the target layers' weights for the block, W + s (A B)^T, and the weights put back
         after (the same tensors, so no rounding builds up): at one env the sampling passes then run Φ's kernels
         alone instead of two low-rank matmuls beside every target layer (-7% per CPU env step, session 21). Not while
         gradients are taken: Θ's fast step and the slow-fast phase differentiate the factors themselves."""
-        if self._dispatch.active is not None:
-            raise RuntimeError("another batched Temp-LoRA memory is already applied to this UNet")
+        self._check_unet_free()
         saved = []
         try:
             for (_, layer), (a, b) in zip(self._dispatch.layers, self._split(row[None])):
@@ -267,8 +270,7 @@ class BatchedTempLoRA:
     @contextlib.contextmanager
     def _using(self, factors: torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
         """Apply flat factors (n, P), or per-layer (A, B) pairs (the fast step's gradient leaves)."""
-        if self._dispatch.active is not None:
-            raise RuntimeError("another batched Temp-LoRA memory is already applied to this UNet")
+        self._check_unet_free()
         self._factors = self._split(factors) if isinstance(factors, torch.Tensor) else factors
         self._dispatch.active = self
         try:
