@@ -110,6 +110,9 @@ class CollectConfig:
             raise ValueError(f"task weights must be >= 0 with a positive sum: {self.tasks}")
         if not 0 < self.num_episodes <= SEED_STRIDE or self.episodes_per_shard < 1:
             raise ValueError("need 0 < num_episodes <= 10_000_000 and episodes_per_shard >= 1")
+        if not 0 <= self.seed * SEED_STRIDE + self.num_episodes - 1 < 2**32:  # numpy's and MuJoCo's seed range
+            raise ValueError(f"seed must be in 0..{(2**32 - self.num_episodes) // SEED_STRIDE} for {self.num_episodes} "
+                             f"episodes (episode i is rolled out with seed * {SEED_STRIDE:_} + i < 2**32), got {self.seed}")
         if self.time_limit_min is not None and self.time_limit_min <= 0:
             raise ValueError(f"time_limit_min must be > 0 (or null), got {self.time_limit_min}")
 

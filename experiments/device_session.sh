@@ -400,11 +400,12 @@ collect)
     log "collect: held-out memory episodes (seed 1) beside the training episodes (seed $DATA_SEED)"
     rm -f "$W/collect_eval.rc" "$W/collect.rc"
     # detached (setsid), so that DETACH=1 can return at once and a next call (`sweep`, with the weights back) waits
-    # beside the held-out set: episodes of the training mix never trained on (seed DATA_SEED + 1000), for the `loss`
-    # evaluation's training-vs-unseen gap
+    # beside the held-out set: episodes of the training mix never trained on (seed UNSEEN_SEED, default DATA_SEED + 200;
+    # a collection seed of 430 or more overflows the episode seeds, as DATA_SEED + 1000 did in session 22), for the
+    # `loss` evaluation's training-vs-unseen gap
     setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 \
         compression=gzip $SCENE '~tasks' '$EVAL_TASKS'; rc=\$?; $PY -m experiments.collect out_dir=$W/scene_unseen \
-        seed=$((DATA_SEED + 1000)) num_episodes=64 workers=3 $SCENE deviate=${DEVIATE:-0.0} '~tasks' '$TRAIN_TASKS'; \
+        seed=${UNSEEN_SEED:-$((DATA_SEED + 200))} num_episodes=64 workers=3 $SCENE deviate=${DEVIATE:-0.0} '~tasks' '$TRAIN_TASKS'; \
         echo \$rc > $W/collect_eval.rc" > "$W/collect_eval.log" 2>&1 < /dev/null &
     setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene seed=$DATA_SEED num_episodes=20000 workers=$WORKERS \
         $SCENE deviate=${DEVIATE:-0.0} '~tasks' '$TRAIN_TASKS' time_limit_min=$COLLECT_MIN; echo \$? > $W/collect.rc" > "$W/collect.log" 2>&1 < /dev/null &

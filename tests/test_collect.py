@@ -58,6 +58,9 @@ def test_collect_two_episodes_and_read_back(tmp_path):
         collect(_config(tmp_path, seed=8))
     with pytest.raises(ValueError, match="unknown task"):
         _config(tmp_path, tasks={"nope": 1})
+    with pytest.raises(ValueError, match=r"seed must be in 0\.\.429"):  # seed 1028's episodes overflow numpy's seeds
+        _config(tmp_path, seed=1028)
+    assert episode_plan(_config(tmp_path, seed=429), 1)[1] < 2**32
     assert _config(tmp_path).manifest()["env"]["random_cube_color"] is True
 
 
