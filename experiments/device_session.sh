@@ -181,6 +181,17 @@
 # INIT_EVALS="loss" EVALS="vae recall free teacher loss" EVAL_MIN=1 GPUS=1 ... lease. The planners (issue 17) have not
 # been measured on the opaque arm yet (a CPU probe only: 10 of 10 on tasks 1 and 4): a lease of their own (session 15's
 # PLAN_CONCURRENT command on the default).
+# Session 22 (nvidia-h200) ran that plan with COLLECT_MIN=5 (2,288 episodes), LEASE_S=1470, TRAIN_MIN=15 and
+# EVALS="free teacher loss vae recall outcome"; watch twice. Run 13 (1,975 slow steps: the longer collection cost the last
+# 525) is as good as run 12 per episode, not better (docs/RESULTS.md, "The session-22 lease"); shipped. The unseen set's
+# seed (DATA_SEED + 1000) overflowed the episode seeds, so no `loss` evaluation ran (now DATA_SEED + 200, and collect
+# refuses such seeds). On the CPU the training-vs-unseen gap halved (10% -> 4%) while the unseen loss stayed: more
+# episodes per run no longer buy fidelity.
+# Next lease: no training; issue 17's planners on the opaque default (run 13, the session-20 heads) and issue 16's env
+# at N = 256 before them, on a short collect (the held-out set): DETACH=1 DATA_SEED=30 COLLECT_MIN=0.05 ... collect;
+# LEASE_S=<budget - 250> WAIT_S=540 PPO=0 SLOW_STEPS=0 BENCH_S=300 BENCH_RUNS="--denoise-steps 2 --fast-batch 256
+# --chunks 8 --compile --temp-lora on,off" PLAN_CONCURRENT=1 PLAN_AGENTS="planner,planner_no_memory"
+# PLAN_GROUPS=<session 15's four> PLAN_ARGS=<session 15's> AGENTS_MIN=18 EVAL_MIN=1 GPUS=1 ... lease; watch.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
