@@ -56,6 +56,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="arithmetic of generation and fast updates (auto: bf16 where the device has it natively)")
     p.add_argument("--update-every", type=int, default=1,
                    help="Temp-LoRA learns every k-th chunk of an episode (TempLoRAConfig.update_every; 1: every chunk)")
+    p.add_argument("--temp-lora-blocks", default=None,
+                   help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.2 (TempLoRAConfig.blocks: the "
+                        "fast backward stops at the first of them; default: the model's)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet in place (SlowFastVGen.compile_unet); the warm-up steps compile")
     p.add_argument("--fast-batch", type=int, default=None,
@@ -144,7 +147,9 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     mode = args.action_mode
     if mode == "auto":
         mode = "continuous" if mc.action_type in ("vector", "both") else "skill"
-    memory = dataclasses.replace(mc.temp_lora, update_every=args.update_every) if temp_lora == "on" else False
+    blocks = mc.temp_lora.blocks if args.temp_lora_blocks is None else tuple(args.temp_lora_blocks.split("+"))
+    memory = dataclasses.replace(mc.temp_lora, update_every=args.update_every, blocks=blocks) \
+        if temp_lora == "on" else False
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
                 max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile)
     if args.fast_batch is not None:
@@ -158,6 +163,7 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
         return {"env": kind, "num_envs": n, "model": spec, "frame_size": mc.frame_size, "new_frames": mc.new_frames,
                 "denoise_steps": steps, "temp_lora": temp_lora, "action_mode": mode,
                 "update_every": args.update_every if temp_lora == "on" else None,
+                "temp_lora_blocks": "+".join(blocks) if temp_lora == "on" else None,
                 "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
                 "compile": args.compile, "warmup_steps": warmup, "warmup_s": timing["warmup_s"],
                 "s_per_step": timing["seconds"] / args.chunks, "frames_per_s": frames / timing["seconds"],

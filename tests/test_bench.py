@@ -70,3 +70,22 @@ def test_bench_env_times_the_real_scene_side_by_side(tmp_path):
     assert real["num_envs"] == 2 and real["frames_per_s"] > 0 and real["frame_size"] == vector["frame_size"]
     assert vector["x_real"] == pytest.approx(vector["frames_per_s"] / real["frames_per_s"])
     assert "| real (OGBench scene) | 2 |" in result["table"]
+
+
+def test_bench_env_puts_theta_in_the_blocks_asked(tmp_path, monkeypatch):
+    """--temp-lora-blocks reaches the envs' memory (TempLoRAConfig.blocks) and the row records it."""
+    from experiments import bench_env
+
+    seen = []
+    real_init = bench_env.WorldModelVectorEnv.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["temp_lora"].blocks)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(bench_env.WorldModelVectorEnv, "__init__", spy)
+    result = bench_env.main(["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--chunks", "1", "--threads", "1",
+                             "--temp-lora", "on", "--temp-lora-blocks", "up_blocks.1", "--no-single", "--real", "off",
+                             "--out", str(tmp_path / "b.json")])
+    assert seen == [("up_blocks.1",)]
+    assert [r["temp_lora_blocks"] for r in result["rows"]] == ["up_blocks.1"]
