@@ -191,7 +191,7 @@
 # at N = 256 before them, on a short collect (the held-out set): DETACH=1 DATA_SEED=30 COLLECT_MIN=0.05 ... collect;
 # LEASE_S=<budget - 250> WAIT_S=540 PPO=0 SLOW_STEPS=0 BENCH_S=300 BENCH_RUNS="--denoise-steps 2 --fast-batch 256
 # --chunks 8 --compile --temp-lora on,off;--denoise-steps 2 --fast-batch 256 --chunks 8 --compile --temp-lora on
-# --update-every 4 --temp-lora-blocks up_blocks.2" (a cheaper fast update: Θ in the last up block) PLAN_CONCURRENT=1 PLAN_AGENTS="planner,planner_no_memory"
+# --update-every 4" (Θ in the last up block alone stores nothing: docs/RESULTS.md, session 22) PLAN_CONCURRENT=1 PLAN_AGENTS="planner,planner_no_memory"
 # PLAN_GROUPS=<session 15's four> PLAN_ARGS=<session 15's> AGENTS_MIN=18 EVAL_MIN=1 GPUS=1 ... lease; watch.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
