@@ -252,6 +252,11 @@ HEADS_FIT_ARGS=${HEADS_FIT_ARGS:-"--steps 3000 --lr 3e-4 --imagined-steps 2 --ma
 PROBE_COMPILE=${PROBE_COMPILE:-0}   # 1: during collection, time the compiled slow step on one GPU (bench_train)
 EVAL_EPISODES=${EVAL_EPISODES:-64}
 export PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL PYTHONUNBUFFERED=1
+# torch.compile's caches (Inductor's graphs and Triton's kernels) in one folder that a lease can carry to the next:
+# `watch` brings it back as $OUT/inductor_cache.tar.gz once the pipeline has ended; put that file in .whl/ and the
+# next `setup` unpacks it, so the same graphs on the same GPU, torch and Triton load instead of compiling (session 22:
+# 3.2 of the slow phase's 14 minutes went to compilation). A cache that does not match is simply not hit.
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$W/inductor_cache}
 # SCENE_EXTRA: more scene options for every collection, e.g. "env.transparent_arm=true" (the translucent arm of the
 # data before run 11; the opaque arm is the default since session 20)
 SCENE="env.render_backend=$GL env.chunk_len=4 env.frame_skip=8 ${SCENE_EXTRA:-}"
@@ -320,6 +325,10 @@ setup() {
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     tar xJf .whl/collect_site.tar.xz -C /tmp || exit 1
     cp .whl/text_cache.safetensors "$W/"
+    if [ -f .whl/inductor_cache.tar.gz ]; then  # an earlier lease's compile caches (see TORCHINDUCTOR_CACHE_DIR)
+        mkdir -p "$TORCHINDUCTOR_CACHE_DIR" && tar xzf .whl/inductor_cache.tar.gz -C "$TORCHINDUCTOR_CACHE_DIR" \
+            && log "compile caches unpacked: $(du -sh "$TORCHINDUCTOR_CACHE_DIR" | cut -f1)" || log "compile caches unreadable: ignored"
+    fi
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 }
 
@@ -645,6 +654,11 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     done
     tar czf "$OUT/res.tgz" -C "$W" --exclude='model-0000*' --exclude='*.mp4' --exclude='*.zip' --exclude=tb \
         --exclude=videos --ignore-failed-read res plan_eval train_agent "${rest[@]}" $(cd "$W" && ls *.log *.rc 2>/dev/null)
+    # the compile caches, once nothing compiles any more, if they fit one returned file (16 MiB)
+    if [ -f "$W/all.done" ] && [ -d "$TORCHINDUCTOR_CACHE_DIR" ]; then
+        tar czf "$OUT/inductor_cache.tar.gz" -C "$TORCHINDUCTOR_CACHE_DIR" . 2>/dev/null
+        [ "$(stat -c %s "$OUT/inductor_cache.tar.gz")" -le $((16 * 2**20)) ] || rm -f "$OUT/inductor_cache.tar.gz"
+    fi
     ls -la "$OUT" "$OUT"/run* 2>/dev/null
     ;;
 *)
