@@ -193,6 +193,9 @@
 # --chunks 8 --compile --temp-lora on,off;--denoise-steps 2 --fast-batch 256 --chunks 8 --compile --temp-lora on
 # --update-every 4" (Θ in the last up block alone stores nothing: docs/RESULTS.md, session 22) PLAN_CONCURRENT=1 PLAN_AGENTS="planner,planner_no_memory"
 # PLAN_GROUPS=<session 15's four> PLAN_ARGS=<session 15's> AGENTS_MIN=18 EVAL_MIN=1 GPUS=1 ... lease; watch.
+# Or, for issue 14 (a lease of its own): DEEPEN=2 (new: `lease` deepens the default's UNet to 2 layers per block before
+# the pipeline, 30.0 M parameters, 61.6 MiB, the same output) with session 22's training knobs and COLLECT_MIN=4, then
+# compare per episode with run 13 (docs/results/scene_*_run13_s22_h200.json) and with the `loss` evaluation.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -521,6 +524,10 @@ agents)
 lease)  # the whole lease in the background (GPUS=1 on nvidia-h200-x2; see the header), then `watch` it
     mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,run,run_sf,run_meta,aux,bench,heads}.rc "$W/all.done"
     cp -r worldmodel/weights/default "$W/init"
+    if [ -n "${DEEPEN:-}" ]; then  # DEEPEN=2: the default's UNet at 2 layers per block, the new ones identities (issue 14)
+        $PY -m experiments.deepen --model "$W/init" --layers-per-block "$DEEPEN" --out "$W/init_deep" 2>&1 | tail -n 1 \
+            && rm -rf "$W/init" && mv "$W/init_deep" "$W/init"
+    fi
     echo $(( $(date +%s) + ${LEASE_S:-1380} )) > "$W/lease_end"
     setsid nohup bash "$0" pipeline > "$W/pipeline.log" 2>&1 < /dev/null &
     exec bash "$0" watch
