@@ -83,8 +83,8 @@ def deepen_unet(unet: nn.Module, layers_per_block: int) -> nn.Module:
             new_state[key] = old_state[key]
             continue
         kind, block, part, index, rest = match.groups()
-        up_layers = layers_per_block + (kind == "up_blocks")
-        old = _old_layer(kind, int(index), old_layers + (kind == "up_blocks"), up_layers)
+        extra = int(kind == "up_blocks")  # an up block has one layer more than a down block
+        old = _old_layer(kind, int(index), old_layers + extra, layers_per_block + extra)
         if old is None:
             identities.add((f"{kind}.{block}", index))
         else:
