@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from envs.world_model_env.assets import HEADS_DIR, START_FRAMES_FILE
 from worldmodel.deepen import deepen
 from worldmodel.loading import load_model
 
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--model", default="default", help="'default' or a model folder (save_pretrained)")
     p.add_argument("--layers-per-block", type=int, required=True, help="the deeper UNet's layers per block")
     p.add_argument("--out", required=True, help="folder to write the deepened model to")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored weights (default float16)")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                   help="stored weights (default float16)")
     args = p.parse_args(argv)
 
     model, folder = load_model(args.model, "cpu", seed=None)
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"the deepened UNet's output differs from the source's by {diff:.3g}: not written")
     out = Path(args.out)
     model.save_pretrained(out, dtype=getattr(torch, args.dtype))
-    for extra in ("heads", "start_frames.npz"):
+    for extra in (HEADS_DIR, START_FRAMES_FILE):
         if (folder / extra).is_dir():
             shutil.copytree(folder / extra, out / extra, dirs_exist_ok=True)
         elif (folder / extra).is_file():

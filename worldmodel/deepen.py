@@ -42,10 +42,10 @@ def _old_layer(kind: str, new_index: int, old_layers: int, new_layers: int) -> i
     return None if new_index <= added else new_index - added
 
 
-def _make_identity(layer_prefix: str, modules: dict[str, nn.Module]) -> None:
-    """Zero the residual paths of the layer at ``layer_prefix`` (and pass the hidden channels through an up
-    layer's shortcut)."""
-    resnet = modules[f"{layer_prefix}.resnets"]
+def _make_identity(parts: dict[str, nn.Module]) -> None:
+    """Zero the residual paths of one layer's ``parts`` (resnets, temp_convs and, in cross-attention blocks,
+    attentions and temp_attentions), and pass the hidden channels through an up layer's shortcut."""
+    resnet = parts["resnets"]
     nn.init.zeros_(resnet.conv2.weight)
     nn.init.zeros_(resnet.conv2.bias)
     if resnet.conv_shortcut is not None:  # an up layer: input = [hidden, skip] -> out; keep the hidden channels
@@ -54,13 +54,13 @@ def _make_identity(layer_prefix: str, modules: dict[str, nn.Module]) -> None:
             weight.zero_()
             weight[:, : weight.shape[0], 0, 0].copy_(torch.eye(weight.shape[0]))
             resnet.conv_shortcut.bias.zero_()
-    conv = modules[f"{layer_prefix}.temp_convs"].conv4[-1]
+    conv = parts["temp_convs"].conv4[-1]
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     for name in ("attentions", "temp_attentions"):
-        if f"{layer_prefix}.{name}" in modules:
-            nn.init.zeros_(modules[f"{layer_prefix}.{name}"].proj_out.weight)
-            nn.init.zeros_(modules[f"{layer_prefix}.{name}"].proj_out.bias)
+        if name in parts:
+            nn.init.zeros_(parts[name].proj_out.weight)
+            nn.init.zeros_(parts[name].proj_out.bias)
 
 
 def deepen_unet(unet: nn.Module, layers_per_block: int) -> nn.Module:
@@ -92,9 +92,8 @@ def deepen_unet(unet: nn.Module, layers_per_block: int) -> nn.Module:
     deep.load_state_dict(new_state)
     modules = dict(deep.named_modules())
     for block, index in identities:
-        parts = {f"{block}.{p}": modules[f"{block}.{p}.{index}"]
-                 for p in ("resnets", "temp_convs", "attentions", "temp_attentions") if f"{block}.{p}.{index}" in modules}
-        _make_identity(block, parts)
+        names = ("resnets", "temp_convs", "attentions", "temp_attentions")
+        _make_identity({p: modules[f"{block}.{p}.{index}"] for p in names if f"{block}.{p}.{index}" in modules})
     return deep
 
 
