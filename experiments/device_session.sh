@@ -191,8 +191,8 @@
 # at N = 256 before them, on a short collect (the held-out set): DETACH=1 DATA_SEED=30 COLLECT_MIN=0.05 ... collect;
 # LEASE_S=<budget - 250> WAIT_S=540 PPO=0 SLOW_STEPS=0 BENCH_S=300 BENCH_RUNS="--denoise-steps 2 --fast-batch 256
 # --chunks 8 --compile --temp-lora on,off;--denoise-steps 2 --fast-batch 256 --chunks 8 --compile --temp-lora on
-# --update-every 4" (Θ in the last up block alone stores nothing: docs/RESULTS.md, session 22) PLAN_CONCURRENT=1 PLAN_AGENTS="planner,planner_no_memory"
-# PLAN_GROUPS=<session 15's four> PLAN_ARGS=<session 15's> AGENTS_MIN=18 EVAL_MIN=1 GPUS=1 ... lease; watch.
+# --update-every 4" (Θ in the last up block alone stores nothing: docs/RESULTS.md, session 22) PLAN_CONCURRENT=1
+# PLAN_AGENTS="planner,planner_no_memory" PLAN_GROUPS=<session 15's four> PLAN_ARGS=<session 15's> AGENTS_MIN=18 EVAL_MIN=1 GPUS=1 ... lease; watch.
 # Or, for issue 14 (a lease of its own): DEEPEN=2 (new: `lease` deepens the default's UNet to 2 layers per block before
 # the pipeline, 30.0 M parameters, 61.6 MiB, the same output) with session 22's training knobs and COLLECT_MIN=4, then
 # compare per episode with run 13 (docs/results/scene_*_run13_s22_h200.json) and with the `loss` evaluation.
@@ -330,7 +330,8 @@ setup() {
     cp .whl/text_cache.safetensors "$W/"
     if [ -f .whl/inductor_cache.tar.gz ]; then  # an earlier lease's compile caches (see TORCHINDUCTOR_CACHE_DIR)
         mkdir -p "$TORCHINDUCTOR_CACHE_DIR" && tar xzf .whl/inductor_cache.tar.gz -C "$TORCHINDUCTOR_CACHE_DIR" \
-            && log "compile caches unpacked: $(du -sh "$TORCHINDUCTOR_CACHE_DIR" | cut -f1)" || log "compile caches unreadable: ignored"
+            && log "compile caches unpacked: $(du -sh "$TORCHINDUCTOR_CACHE_DIR" | cut -f1)" \
+            || log "compile caches unreadable: ignored"
     fi
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 }
@@ -429,7 +430,8 @@ collect)
     # `loss` evaluation's training-vs-unseen gap
     setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene_eval seed=1 num_episodes=$EVAL_EPISODES workers=3 \
         compression=gzip $SCENE '~tasks' '$EVAL_TASKS'; rc=\$?; $PY -m experiments.collect out_dir=$W/scene_unseen \
-        seed=${UNSEEN_SEED:-$((DATA_SEED + 200))} num_episodes=64 workers=3 $SCENE deviate=${DEVIATE:-0.0} '~tasks' '$TRAIN_TASKS'; \
+        seed=${UNSEEN_SEED:-$((DATA_SEED + 200))} num_episodes=64 workers=3 $SCENE deviate=${DEVIATE:-0.0} \
+        '~tasks' '$TRAIN_TASKS'; \
         echo \$rc > $W/collect_eval.rc" > "$W/collect_eval.log" 2>&1 < /dev/null &
     setsid nohup bash -c "$PY -m experiments.collect out_dir=$W/scene seed=$DATA_SEED num_episodes=20000 workers=$WORKERS \
         $SCENE deviate=${DEVIATE:-0.0} '~tasks' '$TRAIN_TASKS' time_limit_min=$COLLECT_MIN; echo \$? > $W/collect.rc" > "$W/collect.log" 2>&1 < /dev/null &
