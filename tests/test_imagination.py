@@ -171,9 +171,10 @@ def test_others_running_sees_a_busy_process():
 
 
 def test_compiled_unet_gives_the_same_chunks_and_memories(micro_model):
-    """`compile_unet` compiles the UNet in place: the batched Θ hooks are traced into the graphs with Θ as an
-    input, so sampling and fast updates match eager ones while Θ changes from chunk to chunk. (Dynamo alone
-    here, backend "eager": what could go wrong is what it traces, and inductor's C++ build is slow on CPU.)"""
+    """`compile_unet` compiles the UNet in place: the batched Θ hooks are traced into the graph with Θ as an
+    input, so sampling matches eager while Θ changes from chunk to chunk; the fast update runs eager, so one
+    graph in all. (Dynamo alone here, backend "eager": what could go wrong is what it traces, and inductor's
+    C++ build is slow on CPU.)"""
     def run(model):
         core = Imagination(model, 2, BatchedTempLoRA(model, 2), denoise_steps=2)
         core.reset(None, _start(2), seeds=[0, 1])
@@ -193,4 +194,4 @@ def test_compiled_unet_gives_the_same_chunks_and_memories(micro_model):
         assert torch.equal(a, b)
     assert losses_c == pytest.approx(losses_e, rel=1e-5)
     assert torch.allclose(theta_c, theta_e, atol=1e-6)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # sampling and the fast update
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # sampling; the fast update runs eager

@@ -183,7 +183,10 @@ class Imagination:
             observed = Chunk(truth, torch.cat([context, model.encode_frames(truth)], dim=2), cfg.context_frames)
         updates = []
         if self.memory is not None and learn:
-            with self._autocast():
+            # the fast update runs eager under a compiled UNet: compiling its forward and backward took 470 of the
+            # 650 s warm-up on the CPU and made it no faster there (docs/RESULTS.md, session 23) or on the GPU
+            # (session 11)
+            with self._autocast(), torch.compiler.set_stance("force_eager"):
                 updates = self.memory.update(observed, ids, [self.generators[i] for i in ids])
         self.context[index] = observed.latents[:, :, -cfg.context_frames:]
         t3 = self._sync()

@@ -105,12 +105,13 @@ class SlowFastVGen(nn.Module):
 
     def compile_unet(self, mode: str | None = None, backend: str = "inductor") -> None:
         """`torch.compile` the UNet in place (`nn.Module.compile`): every later call of ``self.unet`` (the
-        sampler's denoising passes, the fast update's forward and backward, training) runs compiled.
+        sampler's denoising passes, training) runs compiled; the imagination core's fast update runs eager
+        (`Imagination.step`: compiling it cost most of the warm-up and bought nothing).
 
         In place, so the batched Temp-LoRA hooks on its layers are traced into the graph (Θ stays a graph
         input: one graph serves every Θ), and the weights' names do not change. One graph per batch shape
-        and grad mode (sampling, fast update); a new number of envs recompiles, so compile where batches
-        are fixed (a vector env of N, a benchmark). Calling it again does nothing."""
+        and grad mode; a new number of envs recompiles, so compile where batches are fixed (a vector env of
+        N, a benchmark). Calling it again does nothing."""
         if getattr(self.unet, "_compiled_call_impl", None) is None:
             self.unet.compile(mode=mode, backend=backend, dynamic=False)
 
