@@ -126,12 +126,13 @@ def cube_recall_table(result: dict) -> list[str]:
         return []
     lines = ["", f"Scene memory benchmark: cube recall at the drawer reopen (colour-correct; chance "
                  f"{chance_level():.2f}, one of the cube colours; `evaluation.memory_probe`)", "",
-             "| variant | recall | episodes |", "|---|---|---|"]
+             "| variant | recall | episodes | what the reopen showed |", "|---|---|---|---|"]
     for row in result["variants"].values():
         if "skipped" not in row:
             stat = row["metrics"]["cube_recall"]
-            lines.append(f"| {row['label']} | {fmt(stat)} | {stat['n']} |")
-    lines.append(f"| real video (reference) | {fmt(ref)} | {ref['n']} |")
+            seen = ", ".join(f"{name} {n}" for name, n in sorted(row.get("cube_seen", {}).items(), key=lambda x: -x[1]))
+            lines.append(f"| {row['label']} | {fmt(stat)} | {stat['n']} | {seen} |")
+    lines.append(f"| real video (reference) | {fmt(ref)} | {ref['n']} | |")
     return lines
 
 

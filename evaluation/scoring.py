@@ -49,7 +49,7 @@ class Scorer:
 
     def score(self, video: np.ndarray, episode: EvalEpisode) -> dict[str, float]:
         m = self.m
-        out = {"scuts": float(m.scene_cuts(video)), "src": float("nan"), "cube_recall": cube_recall(video, episode)}
+        out = {"scuts": float(m.scene_cuts(video)), "src": float("nan"), **cube_probe(video, episode)}
         if len(episode.revisits):
             out["src"] = m.scene_revisit_consistency(video, episode.revisits, self.features)
         out.update(self.fidelity(video, episode))
@@ -102,13 +102,21 @@ def cube_recall(video: np.ndarray, episode: EvalEpisode) -> float:
     """1/0: does the video show the episode's cube, in its colour, where the real one reappears when the
     drawer is reopened (`evaluation.memory_probe`); NaN for episodes without the benchmark's records or
     without a reopen."""
+    return cube_probe(video, episode)["cube_recall"]
+
+
+def cube_probe(video: np.ndarray, episode: EvalEpisode) -> dict:
+    """``cube_recall`` (see :func:`cube_recall`), with what the video showed at the reopen, ``cube_seen`` (the
+    probe's verdict: a palette colour or "none"; None without a reopen), and the true ``cube_color``: a recall
+    below chance is read from them (an empty drawer, or the same wrong colour every time)."""
     if episode.cube is None:
-        return float("nan")
+        return {"cube_recall": float("nan")}
     from evaluation import memory_probe
 
     c = episode.cube
     result = memory_probe.cube_recall(video, c["cube_pixel"], c["sim_state"], c["color"], recorded_width=c["width"])
-    return float(result["correct"]) if result["label"] is not None else float("nan")
+    recall = float(result["correct"]) if result["label"] is not None else float("nan")
+    return {"cube_recall": recall, "cube_seen": result["label"], "cube_color": c["color"]}
 
 
 def dynamic_region(episode: EvalEpisode) -> np.ndarray:

@@ -69,6 +69,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -502,6 +503,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows[v] = {
             "label": LABELS[v],
             "metrics": {k: summarize([r.get(k, float("nan")) for r in recs]) for k in METRICS},
+            # what the reopen showed, over the episodes that have one (a colour's count, or "none": no cube drawn)
+            "cube_seen": dict(Counter(r["cube_seen"] for r in recs if r.get("cube_seen") is not None)),
             "fvd": None if scorer.fvd is None else fvd,
             "lpips_unavailable": scorer.lpips is None,
             "fast_update_ms": 1000 * float(np.mean(upd)) if upd else None,

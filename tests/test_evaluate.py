@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from envs.episodes import episode_key, write_episodes
 from envs.synthetic import loop_episode
 from experiments import evaluate
+from evaluation import memory_probe
 from evaluation.episodes import stride_episode
 from evaluation.report import LABELS, VARIANTS, fmt
 from evaluation.scoring import copy_last_frame, summarize
@@ -220,6 +222,13 @@ def test_cube_recall_scores_the_reopen(tmp_path):
     assert result["reference"]["cube_recall"]["mean"] == 1.0 and result["reference"]["cube_recall"]["n"] == 2
     stat = result["variants"]["no_temp_lora"]["metrics"]["cube_recall"]
     assert stat["n"] == 2 and stat["mean"] == 0.0
+    # what each reopen showed is kept beside the score: the colour that won the probe's vote, or "none"
+    records = [r for r in result["per_episode"] if r["variant"] == "no_temp_lora"]
+    assert [r["cube_color"] for r in records] == ["red", "red"]
+    assert all(r["cube_seen"] in (*memory_probe.COLOR_NAMES, memory_probe.NO_CUBE) for r in records)
+    seen = result["variants"]["no_temp_lora"]["cube_seen"]
+    assert sum(seen.values()) == 2 and seen == dict(Counter(r["cube_seen"] for r in records))
+    assert f"| 2 | {next(iter(seen))} " in (out / "table2.md").read_text()
     assert "cube recall at the drawer reopen" in (out / "table2.md").read_text()
     for stat in (result["variants"]["no_temp_lora"]["metrics"], result["copy_last_frame"]):
         assert math.isfinite(stat["psnr_dynamic"]["mean"]) and math.isfinite(stat["ssim_dynamic"]["mean"])
