@@ -196,6 +196,14 @@
 # Or, for issue 14 (a lease of its own): DEEPEN=2 (new: `lease` deepens the default's UNet to 2 layers per block before
 # the pipeline, 30.0 M parameters, 61.6 MiB, the same output) with session 22's training knobs and COLLECT_MIN=4, then
 # compare per episode with run 13 (docs/results/scene_*_run13_s22_h200.json) and with the `loss` evaluation.
+# Session 23 (nvidia-h200) ran the DEEPEN plan: DETACH=1 DATA_SEED=30 DEVIATE=0.3 COLLECT_MIN=3 ... collect (1,472 episodes);
+# LEASE_S=1500 WAIT_S=540 DEEPEN=2 PPO=0 AGENTS_MIN=0 SLOW_STEPS=2500 TRAIN_MIN=15 AFTER_SLOW_MIN=5 COMPILE=true VAE_STEPS=0
+# SLOW_EXTRA="phases.slow.object_weight=3" INIT_EVALS="loss" EVALS="free teacher loss recall outcome" EVAL_MIN=1 GPUS=1
+# ... lease. The next call (watch) found a fresh machine: the warm one had been given back between the two calls, and
+# the deepened run went with it at step ~700 (docs/RESULTS.md, "The session-23 lease"). The lease's first call brought
+# back the deep UNet's speed (865 windows/s against run 13's 1,227) and its loss rising through the warm-up to 5e-4.
+# Next lease: the same plan with SLOW_LR=2e-4 (new), each watch called the moment the last call returns (a watch on a
+# bare machine now stops at once).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -224,7 +232,7 @@ VAE_STEPS=${VAE_STEPS:-0}           # session 5 fine-tuned the VAE on the cube c
                                     # weighted (VAE_EXTRA="phases.vae.object_weight=..."), before the pipeline's slow phase
 SLOW_STEPS=${SLOW_STEPS:-1500}       # ~540 s at 256 windows per GPU per step (the cosine decay ends here; TRAIN_MIN is the guard)
 SLOW_LR=${SLOW_LR:-5e-4}            # the slow phase's peak lr after its 200 warm-up steps; continuing a trained default, the
-                                    # loss rose with it from 2.5e-4 up (session 23's deepened run: 0.133 -> 0.146 at 5e-4)
+                                    # loss rose with it from 2.5e-4 up (session 23's deepened run 0.133 -> 0.146, run 9 alike)
 LR_SCHEDULE=${LR_SCHEDULE:-cosine}  # the slow phase's lr after warm-up: cosine decays it to 0.1x at SLOW_STEPS (runs 3-4: constant)
 DECAY_BY_DEADLINE=${DECAY_BY_DEADLINE:-true}  # the cosine ends at SLOW_STEPS or the time limit, whichever comes first
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
