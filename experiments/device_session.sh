@@ -203,7 +203,9 @@
 # the deepened run went with it at step ~700 (docs/RESULTS.md, "The session-23 lease"). The lease's first call brought
 # back the deep UNet's speed (865 windows/s against run 13's 1,227) and its loss rising through the warm-up to 5e-4.
 # Next lease: the same plan with SLOW_LR=2e-4 (new), each watch called the moment the last call returns (a watch on a
-# bare machine now stops at once).
+# bare machine now stops at once); beside it SWEEP="3e-3:2::1::reverse" SWEEP_MODES="recall" on run 13 (issue 15: on the
+# CPU that rule drew 8 of 19 reopens in their own colour, where the shipped rule and Φ draw a default orange cube;
+# `evaluate` now reports what each reopen shows).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
