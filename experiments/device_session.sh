@@ -209,8 +209,10 @@
 # Session 24 (nvidia-h200) ran that plan with LEASE_S=1400: the lease call, one watch (the deep model came back, 2,238
 # slow steps, 573k windows), then the next watch came too late and found a fresh machine: its evaluations were lost.
 # Reverse on run 13, 39 reopens: recall 0.28 against Φ's 0.23, -0.7 dB (docs/RESULTS.md, "The session-24 lease").
-# Next lease: the same plan on new episodes (DATA_SEED=32; the deep model lives only in the git-ignored runs/ folder),
-# SWEEP="" (reverse is measured), every watch at once after the last.
+# On the CPU after it, the deep model against run 13 on the held-out set: loss -3.5%, teacher-forced dynamic PSNR +0.31 dB
+# (8 of 8 episodes). Next lease: the same plan on new episodes (DATA_SEED=32; the deep model lives only in the git-ignored
+# runs/ folder), SWEEP="" (reverse is measured), every watch at once after the last; ship it if free/teacher/recall/outcome
+# hold (61.6 MiB: a measuring call then needs docs/ moved out).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
