@@ -11,12 +11,11 @@ The shipped default may be at most 64 MiB: `small` at 2 layers per block is abou
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
 
-from envs.world_model_env.assets import HEADS_DIR, START_FRAMES_FILE
+from envs.world_model_env.assets import copy_model_extras
 from worldmodel.deepen import deepen
 from worldmodel.loading import load_model
 
@@ -53,11 +52,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"the deepened UNet's output differs from the source's by {diff:.3g}: not written")
     out = Path(args.out)
     model.save_pretrained(out, dtype=getattr(torch, args.dtype))
-    for extra in (HEADS_DIR, START_FRAMES_FILE):
-        if (folder / extra).is_dir():
-            shutil.copytree(folder / extra, out / extra, dirs_exist_ok=True)
-        elif (folder / extra).is_file():
-            shutil.copy2(folder / extra, out / extra)
+    copy_model_extras(folder, out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     new_params = sum(q.numel() for q in model.unet.parameters())
     print(f"UNet {old_params / 1e6:.1f} M -> {new_params / 1e6:.1f} M parameters, layers per block "

@@ -213,6 +213,21 @@
 # (8 of 8 episodes). Next lease: the same plan on new episodes (DATA_SEED=32; the deep model lives only in the git-ignored
 # runs/ folder), SWEEP="" (reverse is measured), every watch at once after the last; ship it if free/teacher/recall/outcome
 # hold (61.6 MiB: a measuring call then needs docs/ moved out).
+# Session 25 (nvidia-h200) ran it from session 24's deep model itself (copied into worldmodel/weights/default for the
+# call, no DEEPEN; docs/ moved out so the tree fit 64 MiB): DETACH=1 DATA_SEED=32 DEVIATE=0.3 COLLECT_MIN=3 ... collect;
+# LEASE_S=1480 WAIT_S=540 DATA_SEED=32 DEVIATE=0.3 SLOW_LR=2e-4 PPO=0 AGENTS_MIN=0 SLOW_STEPS=2500 TRAIN_MIN=15
+# AFTER_SLOW_MIN=5 COMPILE=true VAE_STEPS=0 SLOW_EXTRA="phases.slow.object_weight=3" INIT_EVALS="free teacher loss recall
+# outcome" EVALS=<the same> SWEEP="" EVAL_MIN=1 GPUS=1 ... lease; watch; the next watch was cut off (an API error) and the
+# machine given back with the run at ~step 2,100: lost again. INIT_EVALS brought back the deep model's GPU measures: +0.16
+# to +0.30 dB over run 13 (docs/RESULTS.md, "The session-25 lease"); not shipped. Then a second machine: setup, and the
+# planners on run 13 as one plan_eval per task and agent (ten at once ran every Temp-LoRA one out of GPU memory; four
+# Temp-LoRA ones at once fit): tasks 1-4, 97.5% / 95%.
+# Since then `watch` exports a slow phase still running from its last checkpoint (CKPT_EVERY steps, default 300) into
+# $OUT/run_ckpt (experiments.export_checkpoint; the config, card and heads in res.tgz under run_ckpt/): a machine lost
+# between calls leaves the last checkpoint a call brought back.
+# Next lease (issue 17): task 5 and the memory tasks with both planners on the default, at most four Temp-LoRA
+# processes at once: setup (weights moved out, carry .whl .gl), then one call of `plan_eval --tasks T --agents A`
+# processes as session 25's. Or issue 14's deep model continued, if runs/s24/deep is still here (session 25's lease).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -244,6 +259,7 @@ SLOW_LR=${SLOW_LR:-5e-4}            # the slow phase's peak lr after its 200 war
                                     # loss rose with it from 2.5e-4 up (session 23's deepened run 0.133 -> 0.146, run 9 alike)
 LR_SCHEDULE=${LR_SCHEDULE:-cosine}  # the slow phase's lr after warm-up: cosine decays it to 0.1x at SLOW_STEPS (runs 3-4: constant)
 DECAY_BY_DEADLINE=${DECAY_BY_DEADLINE:-true}  # the cosine ends at SLOW_STEPS or the time limit, whichever comes first
+CKPT_EVERY=${CKPT_EVERY:-300}          # the slow phase's checkpoints (about 90 s apart on one H200): `watch` exports the last
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
 AGENTS_MIN=${AGENTS_MIN:-8}
 AGENT_SEEDS=${AGENT_SEEDS:-0}       # train_agent runs, side by side on one GPU (e.g. "0 1 2")
@@ -608,7 +624,8 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
             progress=false time_limit_min=$SLOW_MIN phases.vae.steps=$VAE_STEPS ${VAE_EXTRA:-} phases.slow.steps=$SLOW_STEPS \
             phases.slow.batch_size=$BATCH phases.slow.lr=$SLOW_LR phases.slow.warmup_steps=200 \
             phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.decay_by_deadline=$DECAY_BY_DEADLINE \
-            phases.slow.compile=$COMPILE phases.slow_fast.steps=0 ${SLOW_EXTRA:-} > "$W/train.log" 2>&1
+            phases.slow.compile=$COMPILE phases.slow.checkpoint_every=$CKPT_EVERY phases.slow_fast.steps=0 ${SLOW_EXTRA:-} \
+            > "$W/train.log" 2>&1
          echo $? > "$W/run.rc"; cp -r "$W/init/heads" "$W/run/model/heads" 2>/dev/null
          # EVAL_GPU=0 (two GPUs): the new model's evaluations right after its training, on the GPU it trained on
          [ "${EVAL_GPU:-$AUX_GPU}" = 0 ] && [ -f "$W/run/model/config.json" ] && evaluate_model "$W/run/model" "$R/eval_slow" 0
@@ -687,6 +704,13 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
             [ -f "$W/$run/$f" ] && rest+=("$run/$f")
         done
     done
+    # a slow phase still running: its last checkpoint as a model (shards in $OUT/run_ckpt, its card in res.tgz), so that
+    # a machine taken back before the run ends leaves the last one a call brought back (sessions 23-25 lost theirs)
+    if [ ! -f "$W/run.rc" ] && [ -f "$W/run/slow/last.ckpt" ]; then
+        rm -rf "$W/run_ckpt" && $PY -m experiments.export_checkpoint --init "$W/init" --checkpoint "$W/run/slow/last.ckpt" \
+            --text-cache "$W/text_cache.safetensors" --out "$W/run_ckpt" 2>&1 | tail -n 1 \
+            && mkdir -p "$OUT/run_ckpt" && cp "$W"/run_ckpt/model-0000*.safetensors "$OUT/run_ckpt/" && rest+=(run_ckpt)
+    fi
     tar czf "$OUT/res.tgz" -C "$W" --exclude='model-0000*' --exclude='*.mp4' --exclude='*.zip' --exclude=tb \
         --exclude=videos --ignore-failed-read res plan_eval train_agent "${rest[@]}" $(cd "$W" && ls *.log *.rc 2>/dev/null)
     # the compile caches, once nothing compiles any more, if they fit one returned file (16 MiB)

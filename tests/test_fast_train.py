@@ -228,3 +228,23 @@ def test_two_processes_share_one_cache_and_stay_in_sync(tmp_path, torchrun):
 
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))
+
+
+def test_export_checkpoint_gives_the_model_the_run_saves(tmp_path, chunk_dataset):
+    """A run's last checkpoint, exported, is the model the run saves when it ends there: EMA in place."""
+    from experiments.export_checkpoint import main as export
+
+    model = _model()
+    model.save_pretrained(tmp_path / "init")
+    start = _weights(model)
+    Trainer(model, _windows(chunk_dataset), _cfg(tmp_path / "run", 3, ema_decay=0.99)).fit(progress=False)
+    saved = _weights(model)  # fit put the moving average into the model
+    export(["--init", str(tmp_path / "init"), "--checkpoint", str(tmp_path / "run" / "last.ckpt"),
+            "--out", str(tmp_path / "exported"), "--dtype", "float32"])
+    exported = SlowFastVGen.from_pretrained(tmp_path / "exported").weights_state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in saved.items())
+    assert any(not torch.equal(exported[k], v) for k, v in start.items())
+    with pytest.raises(SystemExit, match="does not fit"):  # another architecture's checkpoint
+        _model(unet_layers_per_block=2).save_pretrained(tmp_path / "other")
+        export(["--init", str(tmp_path / "other"), "--checkpoint", str(tmp_path / "run" / "last.ckpt"),
+                "--out", str(tmp_path / "wrong")])

@@ -244,6 +244,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ValueError(f"corrupt or truncated checkpoint {path}: {err}. Delete it to restart the phase.") from err
 
 
+
+def checkpointed_weights(path: Path) -> tuple[dict[str, torch.Tensor], int, dict[str, Any]]:
+    """(weights, step, model config) of the model a run would save if it ended at its checkpoint `path`.
+
+    The saved model holds the moving average where the run keeps one (`fit` puts it into the model before
+    `save_pretrained`), so the EMA's tensors replace the trained ones. A run whose machine may be taken
+    before it ends (a device lease) can so be brought back from its last checkpoint
+    (`experiments.export_checkpoint`).
+    """
+    state = load_checkpoint(path)
+    weights = dict(state["model"])
+    weights.update(state.get("ema") or {})
+    return weights, int(state["step"]), state["model_config"]
+
 class Trainer:
     """Runs one phase for `config.steps` optimizer steps, resuming from `out_dir/last.ckpt` if present."""
 

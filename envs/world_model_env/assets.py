@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,16 @@ START_FRAMES_FILE = "start_frames.npz"
 SKILLS_FILE = "skills.json"
 HEADS_DIR = "heads"
 MAX_H5_STARTS = 64
+
+
+def copy_model_extras(source: Path, dest: Path) -> None:
+    """Copy what `source` ships beside its weights (heads, start frames, skills) into the model folder `dest`:
+    a model trained or rebuilt from it (`experiments.deepen`, `experiments.export_checkpoint`) keeps them."""
+    for extra in (HEADS_DIR, START_FRAMES_FILE, SKILLS_FILE):
+        if (source / extra).is_dir():
+            shutil.copytree(source / extra, dest / extra, dirs_exist_ok=True)
+        elif (source / extra).is_file():
+            shutil.copy2(source / extra, dest / extra)
 
 
 def frames_set(frames: Any, frame_size: int, name: str) -> np.ndarray:
