@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from envs.world_model_env.assets import copy_model_extras
-from worldmodel.loading import load_model
+from worldmodel.loading import load_model, model_folder
 from worldmodel.train import checkpointed_weights
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not checkpoint.is_file():
         raise SystemExit(f"no checkpoint at {checkpoint}")
     weights, step, model_config = checkpointed_weights(checkpoint)
-    _, folder = load_model(args.init, "cpu", seed=None)
+    folder = model_folder(args.init)
     if folder is None:
         raise SystemExit(f"--init must be 'default' or a saved model folder, got {args.init!r}")
     init_config = json.loads((folder / "config.json").read_text())

@@ -244,7 +244,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ValueError(f"corrupt or truncated checkpoint {path}: {err}. Delete it to restart the phase.") from err
 
 
-
 def checkpointed_weights(path: Path) -> tuple[dict[str, torch.Tensor], int, dict[str, Any]]:
     """(weights, step, model config) of the model a run would save if it ended at its checkpoint `path`.
 
