@@ -226,8 +226,11 @@
 # $OUT/run_ckpt (experiments.export_checkpoint; the config, card and heads in res.tgz under run_ckpt/): a machine lost
 # between calls leaves the last checkpoint a call brought back.
 # Next lease (issue 17): task 5 and the memory tasks with both planners on the default, at most four Temp-LoRA
-# processes at once: setup (weights moved out, carry .whl .gl), then one call of `plan_eval --tasks T --agents A`
-# processes as session 25's. Or issue 14's deep model continued, if runs/s24/deep is still here (session 25's lease).
+# processes at once: setup (weights moved out, carry .whl .gl), then (weights back) MODEL=worldmodel/weights/default
+# AGENT_SEEDS=" " PLAN_SPLIT=1 PLAN_PROCS=4 AGENTS_MIN=<the call's minutes - 2> PLAN_AGENTS="planner,planner_no_memory"
+# PLAN_GROUPS="task5_rearrange_hard memory_drawer memory_drawer_locked" PLAN_ARGS="<session 15's> --videos 0" ... agents
+# (PLAN_SPLIT, new: one plan_eval per task and agent, at most PLAN_PROCS at once). Or issue 14's deep model continued,
+# if runs/s24/deep is still here (session 25's lease).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -388,7 +391,15 @@ agents_run() {
 task5_rearrange_hard;memory_drawer memory_drawer_locked"}; do  # a time limit leaves whole groups, all agents each
         IFS=' '; i=$((i + 1))
         play() { CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --tasks $group "$@"; }
-        if [ "${PLAN_CONCURRENT:-0}" = 1 ]; then
+        if [ "${PLAN_SPLIT:-0}" = 1 ]; then  # one plan_eval per task and agent, at most PLAN_PROCS at once (session 25:
+            for task in $group; do           # ten Temp-LoRA planners at once ran out of the H200's memory; four fit)
+                for agent in ${PLAN_AGENTS//,/ }; do
+                    while [ "$(jobs -rp | wc -l)" -ge "${PLAN_PROCS:-4}" ]; do sleep 2; done
+                    play --tasks $task --agents $agent --out "$W/plan_eval/${task}_$agent" \
+                        --time-limit-min ${AGENTS_MIN%.*} > "$W/plan_eval_${task}_$agent.log" 2>&1 &
+                done
+            done
+        elif [ "${PLAN_CONCURRENT:-0}" = 1 ]; then
             play --out "$W/plan_eval/group$i" --time-limit-min ${AGENTS_MIN%.*} > "$W/plan_eval_group$i.log" 2>&1 &
         else
             play --out "$W/plan_eval" --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 ))
@@ -691,7 +702,7 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     while [ ! -f "$W/all.done" ] && [ "$SECONDS" -lt "$WAIT_S" ]; do sleep 10; done
     log "watch: $( [ -f "$W/all.done" ] && echo done || echo running ), $(( END - $(date +%s) )) s to the lease's end"
     for f in collect.log collect_eval.log gpu0.log aux.log oracle.log heads_fit.log train.log train_run_sf.log train_run_meta.log plan_eval.log \
-        $(cd "$W" && ls plan_eval_group*.log 2>/dev/null) planners.log pipeline.log; do
+        $(cd "$W" && ls plan_eval_*.log 2>/dev/null) planners.log pipeline.log; do
         # progress bars end their updates with \r: one line each, so a bar's whole history is not one huge line
         [ -f "$W/$f" ] && { echo "== $f"; tr '\r' '\n' < "$W/$f" | grep -v -e Warning -e '^\s*$' | tail -n 6 | cut -c1-400; }
     done
