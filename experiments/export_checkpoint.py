@@ -11,13 +11,14 @@ embeddings, heads and start frames come from `--init`, the model the run started
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from envs.world_model_env.assets import copy_model_extras
+from worldmodel.config import WorldModelConfig
 from worldmodel.loading import load_model, model_folder
+from worldmodel.model import CONFIG_NAME, load_weights
 from worldmodel.train import checkpointed_weights
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> Path:
     folder = model_folder(args.init)
     if folder is None:
         raise SystemExit(f"--init must be 'default' or a saved model folder, got {args.init!r}")
-    init_config = json.loads((folder / "config.json").read_text())
+    init_config = WorldModelConfig.load(folder / CONFIG_NAME).to_dict()
     # the run's `model.*` overrides (e.g. Temp-LoRA settings) are in the checkpoint's config, not the folder's
     overrides = {k: v for k, v in model_config.items() if init_config.get(k) != v}
     try:
@@ -46,17 +47,10 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError as err:  # an override that changes weight shapes: another architecture than the run's
         raise SystemExit(f"{checkpoint} does not fit the model at {folder} (config {sorted(overrides)} differs): "
                          f"{err}. Is --init the run's init_from?") from err
-    own = model.weights_state_dict()
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    resized = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
-    if missing or unexpected or resized:
-        raise SystemExit(f"{checkpoint} does not fit the model at {folder}: {len(missing)} tensors missing, "
-                         f"{len(unexpected)} unexpected, {len(resized)} of other shapes "
-                         f"(e.g. {(missing + unexpected + resized)[:3]}). Is --init the run's init_from?")
-    model.load_state_dict(weights, strict=False)
-    loaded = model.weights_state_dict()
-    if not all(torch.equal(loaded[k], v.to(loaded[k].dtype)) for k, v in weights.items()):
-        raise SystemExit(f"the checkpoint's weights did not all load into the model from {folder}")
+    missing, unexpected = load_weights(model, weights)
+    if missing or unexpected:
+        raise SystemExit(f"{checkpoint} does not fit the model at {folder}: missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]} ({len(missing)} and {len(unexpected)}). Is --init the run's init_from?")
     out = Path(args.out)
     card = (f"# Exported checkpoint\n\nThe weights of `{checkpoint.name}` at step {step} (moving average in place), "
             f"on the model the run started from.\n")

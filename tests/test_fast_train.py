@@ -226,10 +226,6 @@ def test_two_processes_share_one_cache_and_stay_in_sync(tmp_path, torchrun):
     assert ranks[0]["losses"] == ranks[1]["losses"] and len(ranks[0]["losses"]) == 3
 
 
-if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))
-
-
 def test_export_checkpoint_gives_the_model_the_run_saves(tmp_path, chunk_dataset):
     """A run's last checkpoint, exported, is the model the run saves when it ends there: EMA in place."""
     from experiments.export_checkpoint import main as export
@@ -244,7 +240,11 @@ def test_export_checkpoint_gives_the_model_the_run_saves(tmp_path, chunk_dataset
     exported = SlowFastVGen.from_pretrained(tmp_path / "exported").weights_state_dict()
     assert all(torch.equal(exported[k], v) for k, v in saved.items())
     assert any(not torch.equal(exported[k], v) for k, v in start.items())
+    _model(unet_layers_per_block=2).save_pretrained(tmp_path / "other")
     with pytest.raises(SystemExit, match="does not fit"):  # another architecture's checkpoint
-        _model(unet_layers_per_block=2).save_pretrained(tmp_path / "other")
         export(["--init", str(tmp_path / "other"), "--checkpoint", str(tmp_path / "run" / "last.ckpt"),
                 "--out", str(tmp_path / "wrong")])
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))

@@ -317,7 +317,7 @@ class SlowFastVGen(nn.Module):
         model = cls(config)
         if (path / TEXT_CACHE).is_file():
             model.action_encoder.load_text_cache(load_file(str(path / TEXT_CACHE)))
-        missing, unexpected = _load_weights(model, state)
+        missing, unexpected = load_weights(model, state)
         if missing or unexpected:
             raise ValueError(f"weights in {path} do not match the config: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}.{hint}")
@@ -426,7 +426,11 @@ def _load_shards(path: Path, hint: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_weights(model: SlowFastVGen, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+def load_weights(model: SlowFastVGen, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load `state` (names as `weights_state_dict` gives them) into `model` if it fits exactly; else load nothing.
+
+    Returns the names missing from `state` and those unexpected in it; a name of another shape counts as both.
+    """
     own = model.weights_state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

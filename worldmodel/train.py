@@ -257,6 +257,7 @@ def checkpointed_weights(path: Path) -> tuple[dict[str, torch.Tensor], int, dict
     weights.update(state.get("ema") or {})
     return weights, int(state["step"]), state["model_config"]
 
+
 class Trainer:
     """Runs one phase for `config.steps` optimizer steps, resuming from `out_dir/last.ckpt` if present."""
 
