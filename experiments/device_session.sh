@@ -225,12 +225,19 @@
 # Since then `watch` exports a slow phase still running from its last checkpoint (CKPT_EVERY steps, default 300) into
 # $OUT/run_ckpt (experiments.export_checkpoint; the config, card and heads in res.tgz under run_ckpt/): a machine lost
 # between calls leaves the last checkpoint a call brought back.
-# Next lease (issue 17): task 5 and the memory tasks with both planners on the default, at most four Temp-LoRA
-# processes at once: setup (weights moved out, carry .whl .gl), then (weights back) MODEL=worldmodel/weights/default
-# AGENT_SEEDS=" " PLAN_SPLIT=1 PLAN_PROCS=4 AGENTS_MIN=<the call's minutes - 2> PLAN_AGENTS="planner,planner_no_memory"
-# PLAN_GROUPS="task5_rearrange_hard memory_drawer memory_drawer_locked" PLAN_ARGS="<session 15's> --videos 0" ... agents
-# (PLAN_SPLIT, new: one plan_eval per task and agent, at most PLAN_PROCS at once). Or issue 14's deep model continued,
-# if runs/s24/deep is still here (session 25's lease).
+# Session 26 (nvidia-h200) ran that plan with PLAN_PROCS=6 AGENTS_MIN=6 (setup, then agents; docs/ moved out: the tree
+# passed 64 MiB with it): tasks 5 and the memory tasks, both planners, except task 5's Temp-LoRA one (out of GPU memory
+# beside two memory-task Temp-LoRA planners at 29.5 GiB each); the machine was then given back between two calls. A
+# second machine: setup plus 64 task-1 starts (experiments.collect seed=6), then task 5's Temp-LoRA planner beside PPO on
+# task 1 (imagination and real-scene runs of seeds 1, 2, by hand; docs/RESULTS.md, "The session-26 lease"). Planners
+# 98% / 96% on tasks 1-5; PPO 5% / 0% in imagination, 5% / 5% real: neither learnt task 1 on the opaque arm.
+# Next lease (issue 17): why PPO learns nothing on the opaque default (CPU probes: the imagined env ends episodes after
+# the two expert orders only; PPO learns a stand-in env with real frames in 10k steps): setup plus the task-1 starts, then
+# train_agent seeds 1 and 2 in imagination and in the real scene, `tasks=[task1_open] ppo.n_steps=8 ppo.batch_size=64`
+# at ppo.total_timesteps=30000 (a stand-in env with real frames needs most of 10k; imagination.denoise_steps=2 and
+# imagination.precision=bf16 keep it within a call), with the policies and TensorBoard logs brought back (agents.tgz and policies.tgz now keep them); read
+# rollout/ep_rew_mean and the policy's real-scene skills. Or issue 14: session 24's deep model continued, if
+# runs/s24/deep is still here (session 25's lease, with run_ckpt exports each watch).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -382,7 +389,8 @@ setup() {
 # tasks 1-5, then the memory tasks), all agents each, so a time limit leaves whole comparisons; both resume when rerun
 # with the same arguments (outputs in $W)
 agents_run() {
-    local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 --agents ${PLAN_AGENTS:-planner,planner_no_memory,expert,random} \
+    local agents=${PLAN_AGENTS:-planner,planner_no_memory,expert,random}
+    local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 \
         --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-}"
     local t0 seed group; t0=$(date +%s)
     # PLAN_CONCURRENT=1: the groups at once, each its own process, log and --out ($W/plan_eval/group<i>): one plan_eval
@@ -390,19 +398,20 @@ agents_run() {
     (IFS=';'; i=0; for group in ${PLAN_GROUPS:-"task1_open task2_unlock_and_lock task3_rearrange_medium task4_put_in_drawer \
 task5_rearrange_hard;memory_drawer memory_drawer_locked"}; do  # a time limit leaves whole groups, all agents each
         IFS=' '; i=$((i + 1))
-        play() { CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan --tasks $group "$@"; }
+        play() { CUDA_VISIBLE_DEVICES=${PLAN_GPU:-0} timeout $(( ${AGENTS_MIN%.*} * 60 + 180 )) $plan "$@"; }
         if [ "${PLAN_SPLIT:-0}" = 1 ]; then  # one plan_eval per task and agent, at most PLAN_PROCS at once (session 25:
             for task in $group; do           # ten Temp-LoRA planners at once ran out of the H200's memory; four fit)
-                for agent in ${PLAN_AGENTS//,/ }; do
+                for agent in ${agents//,/ }; do
                     while [ "$(jobs -rp | wc -l)" -ge "${PLAN_PROCS:-4}" ]; do sleep 2; done
                     play --tasks $task --agents $agent --out "$W/plan_eval/${task}_$agent" \
                         --time-limit-min ${AGENTS_MIN%.*} > "$W/plan_eval_${task}_$agent.log" 2>&1 &
                 done
             done
         elif [ "${PLAN_CONCURRENT:-0}" = 1 ]; then
-            play --out "$W/plan_eval/group$i" --time-limit-min ${AGENTS_MIN%.*} > "$W/plan_eval_group$i.log" 2>&1 &
+            play --tasks $group --agents $agents --out "$W/plan_eval/group$i" --time-limit-min ${AGENTS_MIN%.*} \
+                > "$W/plan_eval_group$i.log" 2>&1 &
         else
-            play --out "$W/plan_eval" --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 ))
+            play --tasks $group --agents $agents --out "$W/plan_eval" --time-limit-min $(( ${AGENTS_MIN%.*} - ($(date +%s) - t0) / 60 ))
         fi
     done; wait) > "$W/plan_eval.log" 2>&1 &
     for seed in $AGENT_SEEDS; do  # PPO's spread is large (task1_open: 5% then 100% real success, sessions 6-7)
@@ -414,7 +423,8 @@ task5_rearrange_hard;memory_drawer memory_drawer_locked"}; do  # a time limit le
     wait
     tail -n 30 "$W"/plan_eval*.log "$W"/train_agent_seed*.log
     mkdir -p "$OUT"
-    tar czf "$OUT/agents.tgz" -C "$W" --exclude='*.mp4' --exclude='*.zip' --exclude=tb plan_eval train_agent \
+    # the PPO policies and TensorBoard logs come back too (session 26 left them out and could not tell why PPO learnt nothing)
+    tar czf "$OUT/agents.tgz" -C "$W" --exclude='*.mp4' plan_eval train_agent \
         $(cd "$W" && ls plan_eval*.log train_agent_seed*.log 2>/dev/null)
     echo done > "$W/agents.rc"
 }
@@ -724,6 +734,7 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     fi
     tar czf "$OUT/res.tgz" -C "$W" --exclude='model-0000*' --exclude='*.mp4' --exclude='*.zip' --exclude=tb \
         --exclude=videos --ignore-failed-read res plan_eval train_agent "${rest[@]}" $(cd "$W" && ls *.log *.rc 2>/dev/null)
+    [ -d "$W/train_agent" ] && tar czf "$OUT/policies.tgz" -C "$W" train_agent  # PPO's policies and TensorBoard logs
     # the compile caches, once nothing compiles any more, if they fit one returned file (16 MiB)
     if [ -f "$W/all.done" ] && [ -d "$TORCHINDUCTOR_CACHE_DIR" ]; then
         tar czf "$OUT/inductor_cache.tar.gz" -C "$TORCHINDUCTOR_CACHE_DIR" . 2>/dev/null
