@@ -18,6 +18,7 @@ from envs.world_model_env import SkillText, WorldModelEnv
 from envs.synthetic import SYNTHETIC_SKILLS, panning_episode
 from worldmodel.diffusion import make_sampler, sample_new_frames
 from worldmodel.heads import HeadsConfig, RewardHeads
+from worldmodel.model import SlowFastVGen
 
 
 
@@ -211,6 +212,13 @@ def test_model_folder_ships_vocabulary_start_frames_and_heads(model, tmp_path):
     assert info["instruction"] == "open the drawer and the window" and info["plan"]
     _, reward, _, _, info = env.step(1)
     assert info["skill"] == "pan left" and isinstance(reward, float) and "success_prob" in info
+    # the model loaded from the folder and given as an instance finds the same start frames, skills and heads
+    # (PPO's imagined episodes had started from synthetic frames so, session 26)
+    loaded = SlowFastVGen.from_pretrained(folder)
+    env = WorldModelEnv(model=loaded, task="task1_open", denoise_steps=1)
+    assert env.skills == ("stay", "pan left") and env.batch.heads is not None
+    obs, info = env.reset(seed=0)
+    assert info["start_index"] == 1 and np.array_equal(obs, starts[1, -1])
 
 
 def test_sampling_with_given_noise_matches_sample_new_frames(model):

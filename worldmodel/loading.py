@@ -99,7 +99,8 @@ def load_model(spec: Any = "default", device: str | torch.device | None = None, 
 
     - ``"default"``: the shipped model; a folder: `SlowFastVGen.from_pretrained` (``overrides`` replace
       config fields that leave weight shapes alone); a preset name: random weights drawn with ``seed``
-      (None: from the global RNG as it stands), built directly on the device; a `SlowFastVGen`: itself.
+      (None: from the global RNG as it stands), built directly on the device; a `SlowFastVGen`: itself, with
+      the folder it was loaded from (``model.folder``, None if it was built).
     - ``dtype``: cast the weights (e.g. torch.bfloat16 for benchmarks).
     - ``text_cache``: a safetensors file of instruction embeddings (`experiments.text_cache`), so no
       text model is needed on this machine.
@@ -109,7 +110,7 @@ def load_model(spec: Any = "default", device: str | torch.device | None = None, 
     if isinstance(spec, SlowFastVGen):
         if device != spec.device:
             spec.to(device)
-        return spec, None
+        return spec, spec.folder
     if not isinstance(spec, (str, Path)):
         raise TypeError(f"model must be 'default', a preset name, a folder or a SlowFastVGen, got {type(spec).__name__}")
     folder = model_folder(spec)

@@ -78,6 +78,10 @@ class SlowFastVGen(nn.Module):
         use_chunked_attention(self.unet)
         self.action_encoder = ActionEncoder(config, text_model, tokenizer)
         self.scheduler = make_train_scheduler(config)
+        # the folder `from_pretrained` read (None otherwise): an env given this instance finds the folder's start
+        # frames, skills and heads there, as it would given the path (session 26: PPO's imagined episodes had
+        # started from synthetic panning-world frames when no start frames were given with the instance)
+        self.folder: Path | None = None
 
     # ----------------------------------------------------------------------------------------- latents
     @property
@@ -321,6 +325,7 @@ class SlowFastVGen(nn.Module):
         if missing or unexpected:
             raise ValueError(f"weights in {path} do not match the config: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}.{hint}")
+        model.folder = path
         return model.to(device).eval()
 
     @classmethod
