@@ -8,6 +8,7 @@
 #   bash experiments/device_session.sh finish    # wait for it, ship heads, evaluate, copy out
 #   bash experiments/device_session.sh bench     # the learned env beside the real scene (issue 16)
 #   bash experiments/device_session.sh agents    # planners and PPO on the model (issue 17), time-boxed
+#   bash experiments/device_session.sh ppo       # PPO in imagination beside PPO in the real scene, one task (issue 17)
 #   bash experiments/device_session.sh setup     # the installs alone, for a lease that only measures (bench, profile)
 #   bash experiments/device_session.sh profile   # where the eager training step's GPU time goes (issue 14)
 #
@@ -228,14 +229,16 @@
 # Session 26 (nvidia-h200) ran that plan with PLAN_PROCS=6 AGENTS_MIN=6 (setup, then agents; docs/ moved out: the tree
 # passed 64 MiB with it): tasks 5 and the memory tasks, both planners, except task 5's Temp-LoRA one (out of GPU memory
 # beside two memory-task Temp-LoRA planners at 29.5 GiB each); the machine was then given back between two calls. A
-# second machine: setup plus 64 task-1 starts (experiments.collect seed=6), then task 5's Temp-LoRA planner beside PPO on
-# task 1 (imagination and real-scene runs of seeds 1, 2, by hand; docs/RESULTS.md, "The session-26 lease"). Planners
+# second machine: setup plus 64 task-1 starts (experiments.collect seed=6), then task 5's Temp-LoRA planner beside PPO
+# on task 1 (imagination and real-scene runs of seeds 1, 2, by hand; docs/RESULTS.md, "The session-26 lease"). Planners
 # 98% / 96% on tasks 1-5; PPO 5% / 0% in imagination, 5% / 5% real: neither learnt task 1 on the opaque arm.
 # Next lease (issue 17): why PPO learns nothing on the opaque default (CPU probes: the imagined env ends episodes after
-# the two expert orders only; PPO learns a stand-in env with real frames in 10k steps): setup plus the task-1 starts, then
-# train_agent seeds 1 and 2 in imagination and in the real scene, `tasks=[task1_open] ppo.n_steps=8 ppo.batch_size=64`
-# at ppo.total_timesteps=30000 (a stand-in env with real frames needs most of 10k; imagination.denoise_steps=2 and
-# imagination.precision=bf16 keep it within a call), with the policies and TensorBoard logs brought back (agents.tgz and policies.tgz now keep them); read
+# the two expert orders only; PPO learns a stand-in env with real frames in 10k steps): setup (weights moved out, carry
+# .whl .gl), then (weights back, docs/ moved out) MODEL=worldmodel/weights/default AGENT_SEEDS="1 2" PPO_MIN=8
+# PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=30000 imagination.denoise_steps=2
+# imagination.precision=bf16" ... ppo (new: the task-1 starts, then imagination and real-scene runs side by side; a
+# stand-in env with real frames needs most of 10k steps, and 2 bf16 denoising steps keep 30k within a call), with the
+# policies and TensorBoard logs brought back (ppo.tgz; agents.tgz and policies.tgz now keep them too); read
 # rollout/ep_rew_mean and the policy's real-scene skills. Or issue 14: session 24's deep model continued, if
 # runs/s24/deep is still here (session 25's lease, with run_ckpt exports each watch).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
@@ -582,6 +585,25 @@ profile)  # where a training step's GPU time goes: the eager slow step, 5 steps 
     ;;
 agents)
     agents_run
+    ;;
+ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 64 collected starts of the task (seed 6,
+      # once), then for each of AGENT_SEEDS (1) the imagination run and the real-scene run side by side, at most PPO_MIN
+      # (7) minutes each; results, policies and TensorBoard logs in $OUT/ppo.tgz
+    [ -f "$W/ppo_starts/manifest.json" ] || $PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 \
+        workers=$WORKERS $SCENE '~tasks' "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
+    for seed in ${AGENT_SEEDS:-1}; do
+        for off in real_baseline imagination; do  # the imagination run has the real baseline off, and the other way
+            name=seed$seed; [ $off = imagination ] && name=seed${seed}_real
+            CUDA_VISIBLE_DEVICES=${PPO_GPU:-0} timeout $(( ${PPO_MIN:-7} * 60 + 120 )) $PY -m experiments.train_agent \
+                model="$MODEL" data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false \
+                time_limit_min=${PPO_MIN:-7} seed=$seed real_baseline.num_envs=${REAL_ENVS:-16} \
+                "tasks=[${PPO_TASK:-task1_open}]" ${PPO_ARGS:-} $off.enabled=false out_dir="$W/train_agent/$name" \
+                > "$W/train_agent_$name.log" 2>&1 &
+        done
+    done
+    wait
+    tail -n 4 "$W"/train_agent_seed*.log
+    tar czf "$OUT/ppo.tgz" -C "$W" train_agent $(cd "$W" && ls train_agent_seed*.log ppo_starts.log 2>/dev/null)
     ;;
 lease)  # the whole lease in the background (GPUS=1 on nvidia-h200-x2; see the header), then `watch` it
     mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,run,run_sf,run_meta,aux,bench,heads}.rc "$W/all.done"
