@@ -1,20 +1,28 @@
 """Shared fixtures: a tiny SlowFast-VGen trained once per session on the synthetic panning world.
 
 Run as a script (``python tests/conftest.py OUT``) this file trains that model into OUT: the session starts it
-in the background as soon as collection shows a test that needs it, so it trains on the second core while
-the other tests run instead of holding up the first test that needs it.
+in the background as soon as collection shows a test that needs it, so it trains beside the other tests
+instead of holding up the first test that needs it; those tests run last. Under pytest-xdist (``-n 2`` in
+pyproject.toml's addopts) one worker starts it and every worker waits for the same folder, and a test marked
+``alone`` runs while no other worker runs a test.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import traceback
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,38 +71,140 @@ def _train_tiny(out: Path) -> None:
     (out / "history.json").write_text(json.dumps(history))
 
 
-_TRAINING: dict = {}  # the background training: its folder and process
+_TRAINING: dict = {}  # the background training: its folder, and its process where this process started it
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist's controller, for each worker: one folder for all of them, for one training (started by the
+    first worker that needs it) that serves every worker, and for the lock of the ``alone`` tests."""
+    if "out" not in _TRAINING:
+        _TRAINING["out"] = Path(tempfile.mkdtemp(prefix="trained_tiny-"))
+    node.workerinput["shared_dir"] = str(_TRAINING["out"])
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "alone: under pytest-xdist, no other worker runs a test meanwhile (for a "
+                                       "test that reads this machine's load)")
+
+
+def _seed(name: str) -> None:
+    seed = zlib.crc32(name.encode())
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Each fixture, then each test (below), starts from its own random state, whichever tests ran before it in
+    this process: under pytest-xdist those differ from run to run."""
+    _seed(f"{request.node.nodeid}::{fixturedef.argname}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    _seed(item.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist, every test (setup to teardown) holds a shared lock, an ``alone`` test an exclusive one;
+    a test waiting for the exclusive one holds the gate meanwhile, so that no new test starts before it."""
+    shared = getattr(item.config, "workerinput", {}).get("shared_dir")
+    if not shared:
+        return (yield)
+    import fcntl
+
+    with open(Path(shared) / "gate.lock", "a") as gate, open(Path(shared) / "tests.lock", "a") as tests:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(tests, fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(tests, fcntl.LOCK_UN)
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection
 def pytest_collection_modifyitems(config, items):
-    """Start training the tiny model in the background when a selected test needs it."""
+    """Start training the tiny model in the background when a selected test needs it (under pytest-xdist, in
+    the first worker that needs it, into the folder the controller gave all workers), and run the tests that
+    need it last, to give it the most time."""
+    items.sort(key=lambda item: "trained_tiny" in item.fixturenames)  # stable: the same order in every worker
     if config.option.collectonly or not any("trained_tiny" in item.fixturenames for item in items):
         return
-    out = Path(tempfile.mkdtemp(prefix="trained_tiny-"))
+    shared = getattr(config, "workerinput", {}).get("shared_dir")
+    if shared:
+        out = _TRAINING["out"] = Path(shared)
+        try:
+            (out / "started").mkdir()
+        except FileExistsError:
+            return  # another worker trains it
+    else:
+        out = Path(tempfile.mkdtemp(prefix="trained_tiny-"))
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     with open(out / "log.txt", "w") as log:
         proc = subprocess.Popen([sys.executable, __file__, str(out)], cwd=root, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
+    (out / "pid.tmp").write_text(str(proc.pid))
+    (out / "pid.tmp").rename(out / "pid")  # whole, for the other workers
     _TRAINING.update(out=out, proc=proc)
 
 
-def pytest_sessionfinish(session, exitstatus):
+def _training_ended(out: Path) -> bool:
+    """Whether the training process in ``out`` has exited (this process's child, or another worker's)."""
     if "proc" in _TRAINING:
-        _TRAINING["proc"].kill()  # still running only when the session stopped before a test needed it
+        return _TRAINING["proc"].poll() is not None
+    pid = int((out / "pid").read_text())
+    if not Path("/proc/self/stat").exists():  # not Linux: whether the pid is still taken
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not reaped
+    except FileNotFoundError:
+        return True
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the training if it still runs (only when the session stopped before a test needed it) and remove its
+    folder: in the one process, or under pytest-xdist in the controller, after all workers have finished."""
+    if hasattr(session.config, "workerinput"):
+        return
+    out = _TRAINING.get("out")
+    if "proc" in _TRAINING:
+        _TRAINING["proc"].kill()
         _TRAINING["proc"].wait()
-        shutil.rmtree(_TRAINING["out"], ignore_errors=True)
+    elif out is not None and (out / "pid").exists() and not (out / "rc").exists():  # a worker's
+        pid = int((out / "pid").read_text())
+        try:
+            if str(out) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory):
     """Tiny model after a short VAE fit and slow learning; returns (model folder, slow-phase loss history)."""
-    if "proc" in _TRAINING:
-        out = _TRAINING["out"]
-        if _TRAINING["proc"].wait() != 0:
+    if "out" in _TRAINING:
+        out, waited = _TRAINING["out"], time.monotonic()
+        while not (out / "rc").exists():
+            if (out / "pid").exists() and _training_ended(out) and not (out / "rc").exists():
+                break  # killed
+            if not (out / "pid").exists() and time.monotonic() - waited > 120:
+                raise RuntimeError(f"no worker started training the tiny model in {out}")
+            time.sleep(0.5)
+        rc = (out / "rc").read_text() if (out / "rc").exists() else "killed"
+        if rc != "0":
             log = (out / "log.txt").read_text()[-8000:]
-            raise RuntimeError(f"training the tiny model failed (python tests/conftest.py {out}):\n{log}")
+            raise RuntimeError(f"training the tiny model failed ({rc}; python tests/conftest.py {out}):\n{log}")
     else:  # requested without collection seeing it
         out = tmp_path_factory.mktemp("train")
         _train_tiny(out)
@@ -165,4 +275,11 @@ if __name__ == "__main__":
     # one thread: beside pytest on a 2-core machine (CI), and as fast as two for the tiny preset (measured:
     # 1.31 vs 1.23 s per slow step), so the tests keep the other core
     torch.set_num_threads(1)
-    _train_tiny(Path(sys.argv[1]))
+    try:
+        _train_tiny(Path(sys.argv[1]))
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        (Path(sys.argv[1]) / "rc").write_text("1")  # the waiting test reads the log above
+        raise
+    (Path(sys.argv[1]) / "rc").write_text("0")

@@ -152,6 +152,7 @@ def test_cpu_threads(monkeypatch):
         torch.set_num_threads(before)
 
 
+@pytest.mark.alone  # its first check assumes no other test runs (under pytest-xdist)
 def test_others_running_sees_a_busy_process():
     """A process spinning on a core is counted; this process's own threads are not."""
     import subprocess
