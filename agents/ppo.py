@@ -31,7 +31,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecMonitor
+from stable_baselines3.common.vec_env import (DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecMonitor,
+                                              VecNormalize)
 from torch import nn
 
 from envs.real.skills import SKILLS
@@ -255,6 +256,12 @@ class PPOConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     features_dim: int = 256
+    # PPO learns from rewards divided by a running std of the discounted return (SB3's VecNormalize, observations
+    # untouched; the logged episode returns stay raw). Without it the reward's scale decided whether PPO learned: a
+    # stand-in of task1_open with real frames, -1.5 per unopened part (-3 a step at first, as the real scene and the
+    # heads gave: returns -24 over 8 chunks) left a policy that ignores its observations (deterministic: one skill
+    # every step, 0 of 20), -1 per part learned it (20 of 20), same seed; normalized, -1.5 did (session 27, RESULTS)
+    normalize_reward: bool = True
     seed: int = 0
     device: str = "auto"
     tensorboard_log: str | None = None  # a folder: TensorBoard event files of the run go there
@@ -298,6 +305,8 @@ def train_ppo(env: VecEnv, config: PPOConfig | None = None, callback: Any = None
         warnings.warn("tensorboard is not installed: no TensorBoard log (pip install tensorboard)", stacklevel=2)
         tb = None
     rollout = cfg.n_steps * env.num_envs
+    if cfg.normalize_reward:
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
     if resume is not None and Path(resume).is_file():
         agent = PPO.load(resume, env=env, device=cfg.device, tensorboard_log=tb)
         if getattr(agent, "agent_spec", None) != asdict(spec):
@@ -313,6 +322,8 @@ def train_ppo(env: VecEnv, config: PPOConfig | None = None, callback: Any = None
                                features_extractor_kwargs=dict(features_dim=cfg.features_dim),
                                net_arch=dict(pi=[128], vf=[128])))
         agent.train_seconds = 0.0
+    if cfg.normalize_reward and getattr(agent, "return_rms", None) is not None:
+        env.ret_rms = agent.return_rms  # the return scale where the saved run stopped
     agent.agent_spec = asdict(spec)
     remaining = cfg.total_timesteps - agent.num_timesteps
     if remaining > 0:
@@ -322,6 +333,7 @@ def train_ppo(env: VecEnv, config: PPOConfig | None = None, callback: Any = None
                     callback=CallbackList(callbacks) if callbacks else None,
                     reset_num_timesteps=agent.num_timesteps == 0)
         agent.train_seconds = getattr(agent, "train_seconds", 0.0) + time.perf_counter() - start
+    agent.return_rms = env.ret_rms if cfg.normalize_reward else None  # saved with the policy, for a resumed run
     agent.finished = agent.num_timesteps >= cfg.total_timesteps
     return agent
 

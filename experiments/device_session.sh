@@ -588,7 +588,7 @@ agents)
     ;;
 ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 64 collected starts of the task (seed 6,
       # once), then for each of AGENT_SEEDS (1) the imagination run and the real-scene run side by side, at most PPO_MIN
-      # (7) minutes each; results, policies and TensorBoard logs in $OUT/ppo.tgz
+      # (7) minutes each; results and TensorBoard logs in $OUT/ppo.tgz, each policy in $OUT/<run>_<agent>.zip
     [ -f "$W/ppo_starts/manifest.json" ] || $PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 \
         workers=$WORKERS $SCENE '~tasks' "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
     for seed in ${AGENT_SEEDS:-1}; do
@@ -603,7 +603,10 @@ ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 6
     done
     wait
     tail -n 4 "$W"/train_agent_seed*.log
-    tar czf "$OUT/ppo.tgz" -C "$W" train_agent $(cd "$W" && ls train_agent_seed*.log ppo_starts.log 2>/dev/null)
+    # the policies one file each (6.5-7 MB apiece: four in one tarball passed a call's 16 MiB per file, session 27)
+    tar czf "$OUT/ppo.tgz" -C "$W" --exclude='*.zip' --exclude='*.npz' train_agent \
+        $(cd "$W" && ls train_agent_seed*.log ppo_starts.log 2>/dev/null)
+    for zip in "$W"/train_agent/*/*.zip; do cp "$zip" "$OUT/$(basename "$(dirname "$zip")")_$(basename "$zip")"; done
     ;;
 lease)  # the whole lease in the background (GPUS=1 on nvidia-h200-x2; see the header), then `watch` it
     mkdir -p "$W/res" && rm -rf "$W/init" "$W"/{ppo,run,run_sf,run_meta,aux,bench,heads}.rc "$W/all.done"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -140,6 +141,47 @@ def test_ppo_baseline_in_the_real_scene_counts_env_steps():
     assert [e["l"] for e in agent.ep_info_buffer] == [2, 2]  # two real episodes, cut at max_chunks
     env.close()
 
+
+
+class ConstantRewardEnv(gym.Env):
+    """A blank frame, reward -30 every chunk, 4 chunks an episode: a reward scale far from 1."""
+
+    obs_spec = ObservationSpec(16, 4)
+    observation_space, action_space = obs_spec.space(), gym.spaces.Discrete(len(SKILLS))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return self.obs_spec.build(np.zeros((16, 16, 3), np.uint8), "open the drawer", 0, None), {}
+
+    def step(self, action):
+        self.steps += 1
+        obs = self.obs_spec.build(np.zeros((16, 16, 3), np.uint8), "open the drawer", self.steps, int(action))
+        return obs, -30.0, False, self.steps >= 4, {}
+
+
+def test_ppo_learns_from_rewards_scaled_by_the_return_and_logs_them_raw(tmp_path):
+    """PPO's rollouts hold the rewards divided by a running std of the discounted return (the reward's scale must not
+    decide whether PPO learns: session 27), the logged episode returns are the env's own, and a resumed run goes on
+    from the saved return scale. Guards: the scaling dropped, its statistics not saved or not put back."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    def run(total, normalize=True, resume=None):
+        env = VecMonitor(DummyVecEnv([ConstantRewardEnv] * 2))
+        cfg = PPOConfig(total_timesteps=total, n_steps=8, batch_size=16, n_epochs=1, device="cpu",
+                        normalize_reward=normalize)
+        return train_ppo(env, cfg, resume=resume)
+
+    agent = run(16)
+    rewards = agent.rollout_buffer.rewards
+    assert np.all(rewards < 0) and np.all(np.abs(rewards[1:]) < 3)  # scaled (the first step: clipped at 10), not -30
+    assert {e["r"] for e in agent.ep_info_buffer} == {-120.0}  # logged as the env gave them
+    count = agent.return_rms.count
+    agent.save(tmp_path / "ppo.zip")
+    resumed = run(32, resume=tmp_path / "ppo.zip")
+    assert resumed.num_timesteps == 32 and resumed.return_rms.count == pytest.approx(count + 16)
+    raw = run(16, normalize=False).rollout_buffer.rewards
+    assert np.abs(raw + 30).max() < 1  # the env's own (a cut episode's last step adds gamma * its value)
 
 # -------------------------------------------------------------------------------------------- planner
 def test_forked_candidates_start_from_the_belief_state(model, heads):
