@@ -257,10 +257,11 @@ class PPOConfig:
     vf_coef: float = 0.5
     features_dim: int = 256
     # PPO learns from rewards divided by a running std of the discounted return (SB3's VecNormalize, observations
-    # untouched; the logged episode returns stay raw). Without it the reward's scale decided whether PPO learned: a
-    # stand-in of task1_open with real frames, -1.5 per unopened part (-3 a step at first, as the real scene and the
-    # heads gave: returns -24 over 8 chunks) left a policy that ignores its observations (deterministic: one skill
-    # every step, 0 of 20), -1 per part learned it (20 of 20), same seed; normalized, -1.5 did (session 27, RESULTS)
+    # untouched; the logged episode returns stay raw). Session 27's PPO runs on task1_open (about -3 reward a chunk at
+    # first, in the real scene and from the heads) mostly left policies that ignore their observations (deterministic:
+    # one skill every chunk). On a CPU stand-in of the task (real frames, skills failing 30% of the time, the same
+    # rewards) no unscaled run learned it fully in 10k steps (0, 0, 0, 0 and 9 of 20); scaled, 5 of 6 runs did
+    # (20 of 20, or 19); docs/RESULTS.md, "The session-27 lease"
     normalize_reward: bool = True
     seed: int = 0
     device: str = "auto"

@@ -241,6 +241,14 @@
 # policies and TensorBoard logs brought back (ppo.tgz; agents.tgz and policies.tgz now keep them too); read
 # rollout/ep_rew_mean and the policy's real-scene skills. Or issue 14: session 24's deep model continued, if
 # runs/s24/deep is still here (session 25's lease, with run_ckpt exports each watch).
+# Session 27 (nvidia-h200) ran that plan with PPO_MIN=7, but its `ppo` call found a fresh machine (the gap after `setup`
+# was longer than 30 s: 560 s lost at `import hydra`); setup again, then the same call (detached, `sleep` in the call):
+# all four runs at once reached the limit at 9.5k (imagination) and 13k (real) steps, unevaluated; their policies came
+# back one by one and were evaluated on the CPU: 3 of 4 ignore their observations (one skill every chunk), in both worlds,
+# while their rollouts succeeded 96-100%; a CPU stand-in showed the reward's scale decides it; PPO now normalizes rewards
+# (docs/RESULTS.md, "The session-27 lease"). Next lease (issue 17): the same `ppo` call with the normalized rewards, two
+# runs at a time (AGENT_SEEDS="1": imagination and real side by side, PPO_MIN=8, then seed 2 in the next call), started
+# within seconds of `setup` returning (mv the shards back and call in one go); train_agent then evaluates in the lease.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
