@@ -246,9 +246,13 @@
 # all four runs at once reached the limit at 9.5k (imagination) and 13k (real) steps, unevaluated; their policies came
 # back one by one and were evaluated on the CPU: 3 of 4 ignore their observations (one skill every chunk), in both worlds,
 # while their rollouts succeeded 96-100%; a CPU stand-in showed the reward's scale decides it; PPO now normalizes rewards
-# (docs/RESULTS.md, "The session-27 lease"). Next lease (issue 17): the same `ppo` call with the normalized rewards, two
-# runs at a time (AGENT_SEEDS="1": imagination and real side by side, PPO_MIN=8, then seed 2 in the next call), started
-# within seconds of `setup` returning (mv the shards back and call in one go); train_agent then evaluates in the lease.
+# (docs/RESULTS.md, "The session-27 lease"). Next lease (issue 17): the `ppo` call with the normalized rewards, two runs
+# at a time, sized to finish so that train_agent evaluates them in the lease: AGENT_SEEDS="1" PPO_MIN=9
+# PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=15000 imagination.denoise_steps=2
+# imagination.precision=bf16" (session 26, two at a time: imagination 30-39 env steps/s, real 56-70), detached
+# (setsid nohup ... ppo &, then sleep in the call; a second call waits for it and packs $W/train_agent into its own
+# $OUT: the first call's $OUT is gone by then), then AGENT_SEEDS="2";
+# start the ppo call within seconds of `setup` returning (mv the shards back and call in one go).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
