@@ -564,6 +564,7 @@ def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
         cfg = compose("train_agent", overrides=overrides)
     first = run(stopped, ["test"])["agents"]["imagination"]  # out of time after the first batched step
     assert first["env_steps"] == 2 and first["real"] is None and "time limit" in (tmp_path / "train_agent.md").read_text()
+    assert first["real_at_time_limit"]["per_task"]["task1_open"]["n"] == 1  # evaluated as it stood
     record = run(cfg, ["test"])  # the same command again continues that policy to the total
     agent = record["agents"]["imagination"]
     assert agent["env_steps"] == 2 + 8 and agent["real_env_steps_while_learning"] == 0  # + whole rollouts of 4 x 2
