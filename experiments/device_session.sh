@@ -245,7 +245,8 @@
 # was longer than 30 s: 560 s lost at `import hydra`); setup again, then the same call (detached, `sleep` in the call):
 # all four runs at once reached the limit at 9.5k (imagination) and 13k (real) steps, unevaluated; their policies came
 # back one by one and were evaluated on the CPU: 3 of 4 ignore their observations (one skill every chunk), in both worlds,
-# while their rollouts succeeded 96-100%; a CPU stand-in showed the reward's scale decides it; PPO now normalizes rewards
+# while their rollouts succeeded 96-100%; on a CPU stand-in raw rewards let 0 of 5 runs learn, scaled 5 of 6; PPO now
+# normalizes rewards
 # (docs/RESULTS.md, "The session-27 lease"). Next lease (issue 17): the `ppo` call with the normalized rewards, two runs
 # at a time, sized to finish so that train_agent evaluates them in the lease: AGENT_SEEDS="1" PPO_MIN=9
 # PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=15000 imagination.denoise_steps=2

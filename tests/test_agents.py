@@ -142,7 +142,6 @@ def test_ppo_baseline_in_the_real_scene_counts_env_steps():
     env.close()
 
 
-
 class ConstantRewardEnv(gym.Env):
     """A blank frame, reward -30 every chunk, 4 chunks an episode: a reward scale far from 1."""
 
@@ -182,6 +181,7 @@ def test_ppo_learns_from_rewards_scaled_by_the_return_and_logs_them_raw(tmp_path
     assert resumed.num_timesteps == 32 and resumed.return_rms.count == pytest.approx(count + 16)
     raw = run(16, normalize=False).rollout_buffer.rewards
     assert np.abs(raw + 30).max() < 1  # the env's own (a cut episode's last step adds gamma * its value)
+
 
 # -------------------------------------------------------------------------------------------- planner
 def test_forked_candidates_start_from_the_belief_state(model, heads):
