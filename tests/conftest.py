@@ -107,6 +107,19 @@ def pytest_runtest_call(item):
     _seed(item.nodeid)
 
 
+
+@pytest.fixture(autouse=True)
+def envs_take_one_thread(monkeypatch):
+    """An env made with ``cpu_threads="auto"`` (the default) takes the cores not busy at that moment; beside the
+    other pytest-xdist worker and the background training that varies from one env to the next within a test, so
+    two runs that must agree bit for bit summed in different orders (test_memories_are_independent failed so in a
+    clean clone). The tests run on one thread (above): here "auto" means 1. `worldmodel.loading`'s own tests call
+    its functions directly."""
+    import envs.world_model_env.batch as batch
+
+    real = batch.set_cpu_threads
+    monkeypatch.setattr(batch, "set_cpu_threads", lambda threads: real(1 if threads == "auto" else threads))
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Under pytest-xdist, every test (setup to teardown) holds a shared lock, an ``alone`` test an exclusive one;
