@@ -254,6 +254,15 @@
 # (setsid nohup ... ppo &, then sleep in the call; a second call waits for it and packs $W/train_agent into its own
 # $OUT: the first call's $OUT is gone by then), then AGENT_SEEDS="2";
 # start the ppo call within seconds of `setup` returning (mv the shards back and call in one go).
+# Session 28 (nvidia-h200) ran it with 12k steps: AGENT_SEEDS="1 2" PPO_MIN=10 PPO_ARGS="ppo.n_steps=8 ppo.batch_size=64
+# ppo.total_timesteps=12000 imagination.denoise_steps=2 imagination.precision=bf16" ... ppo (detached, four runs at once,
+# about 9 minutes), then AGENT_SEEDS="3" PPO_MIN=8 and AGENT_SEEDS="4" PPO_MIN=5 (two at once, about 5 minutes each),
+# each detached as `bash -c 'bash experiments/device_session.sh ppo; echo done > $W/ppoN.done'` with the call waiting
+# for the done file (`pgrep -f` on the stage's name matches the waiting call's own shell) and packing $W/train_agent:
+# all 8 runs 100% real success, imagination and real alike (docs/RESULTS.md, "The session-28 lease"). Next lease
+# (issue 17): the same on a longer task, PPO_TASK=task4_put_in_drawer (4 skills, about 6 chunks for the planner) with
+# PPO_ARGS="<as session 28> max_chunks=12 ppo.total_timesteps=20000" (two runs at once: imagination about 46 env
+# steps/s, real 67), AGENT_SEEDS="1" then "2"; or issue 14's deep model continued.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
