@@ -42,10 +42,6 @@ def state_frames() -> dict:
     return dict(np.load(FRAMES))
 
 
-args = dict(a.split("=", 1) for a in sys.argv[1:])
-FAIL, SCALE = float(args.get("fail", 0)), float(args.get("scale", 1))
-SEED, STEPS = int(args.get("seed", 1)), int(args.get("steps", 10240))
-REAL = state_frames()
 INSTRUCTION = "open the drawer and the window"
 
 
@@ -68,30 +64,42 @@ class StandIn(gym.Env):
                 self.t >= 8 and not done, {})
 
 
-if args.get("share", "1") == "0":  # the policy and the value function each with their own frame encoder
-    class Unshared(P.PPO):
-        def __init__(self, *a, **k):
-            k["policy_kwargs"] = dict(k["policy_kwargs"], share_features_extractor=False)
-            super().__init__(*a, **k)
-    P.PPO = Unshared
-torch.set_num_threads(1)
-ppo = {k: (v == "True") if isinstance(getattr(PPOConfig(), k), bool) else type(getattr(PPOConfig(), k))(v)
-       for k, v in args.items() if k not in OWN}
-env = VecMonitor(DummyVecEnv([StandIn] * 32))
-env.seed(SEED)
-agent = train_ppo(env, PPOConfig(**{**dict(seed=SEED, device="cpu", n_steps=8, batch_size=64, total_timesteps=STEPS),
-                                    **ppo}))
-probe, wins, played = StandIn(), 0, []
-for i in range(20):
-    obs, _ = probe.reset(seed=1000 + i)
-    skills = []
-    for _ in range(8):
-        action, _ = agent.predict(obs, deterministic=True)
-        skills.append(int(action))
-        obs, _, done, _, _ = probe.step(action)
-        if done:
-            wins += 1
-            break
-    played.append(skills)
-print(f"{args}: deterministic success {wins}/20, {agent.num_timesteps} steps, {agent.train_seconds:.0f} s, "
-      f"first episodes {played[:3]}")
+def train_and_judge(standin: type, args: dict, own: tuple, seed: int, steps: int, horizon: int) -> None:
+    """PPO (`agents.ppo.train_ppo`, session 10's settings; ``args``' keys not in ``own`` are `PPOConfig`'s) on 32 copies
+    of ``standin`` for ``steps`` env steps, then the deterministic policy's success over 20 episodes of at most
+    ``horizon`` chunks, printed."""
+    torch.set_num_threads(1)
+    ppo = {k: (v == "True") if isinstance(getattr(PPOConfig(), k), bool) else type(getattr(PPOConfig(), k))(v)
+           for k, v in args.items() if k not in own}
+    env = VecMonitor(DummyVecEnv([standin] * 32))
+    env.seed(seed)
+    agent = train_ppo(env, PPOConfig(**{**dict(seed=seed, device="cpu", n_steps=8, batch_size=64,
+                                                total_timesteps=steps), **ppo}))
+    probe, wins, played = standin(), 0, []
+    for i in range(20):
+        obs, _ = probe.reset(seed=1000 + i)
+        skills = []
+        for _ in range(horizon):
+            action, _ = agent.predict(obs, deterministic=True)
+            skills.append(int(action))
+            obs, _, done, _, _ = probe.step(action)
+            if done:
+                wins += 1
+                break
+        played.append(skills)
+    print(f"{args}: deterministic success {wins}/20, {agent.num_timesteps} steps, {agent.train_seconds:.0f} s, "
+          f"first episodes {played[:3]}")
+
+
+if __name__ == "__main__":
+    args = dict(a.split("=", 1) for a in sys.argv[1:])
+    FAIL, SCALE = float(args.get("fail", 0)), float(args.get("scale", 1))
+    SEED, STEPS = int(args.get("seed", 1)), int(args.get("steps", 10240))
+    REAL = state_frames()
+    if args.get("share", "1") == "0":  # the policy and the value function each with their own frame encoder
+        class Unshared(P.PPO):
+            def __init__(self, *a, **k):
+                k["policy_kwargs"] = dict(k["policy_kwargs"], share_features_extractor=False)
+                super().__init__(*a, **k)
+        P.PPO = Unshared
+    train_and_judge(StandIn, args, OWN, SEED, STEPS, 8)
