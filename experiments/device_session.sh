@@ -258,11 +258,12 @@
 # ppo.total_timesteps=12000 imagination.denoise_steps=2 imagination.precision=bf16" ... ppo (detached, four runs at once,
 # about 9 minutes), then AGENT_SEEDS="3" PPO_MIN=8 and AGENT_SEEDS="4" PPO_MIN=5 (two at once, about 5 minutes each),
 # each detached as `bash -c 'bash experiments/device_session.sh ppo; echo done > $W/ppoN.done'` with the call waiting
-# for the done file (`pgrep -f` on the stage's name matches the waiting call's own shell) and packing $W/train_agent:
+# for the done file (`pgrep -f` on the stage's name matches the waiting call's own shell) and packing $W/train_agent
+# (this time the files the stage itself put in the first call's $OUT came back with the later call too):
 # all 8 runs 100% real success, imagination and real alike (docs/RESULTS.md, "The session-28 lease"). A CPU stand-in of
 # task 4 (docs/results/ppo_standin_s28_task4.py) ended failing in every PPO run of 20-61k steps, with the scene's reward
-# or with skills to go, while a run judged on the way learnt it, unlearnt it and learnt it again (ppo_standin_s28_timeline.py),
-# so task 4 on the GPU waits for PPO that stays learnt on the stand-in (a CPU dry run of that stage passed:
+# or with skills to go, while a run judged on the way learnt it, unlearnt it and learnt it again
+# (docs/results/ppo_standin_s28_timeline.py), so task 4 on the GPU waits for PPO that stays learnt on the stand-in (a CPU dry run of that stage passed:
 # W=<tmp> GL=osmesa DEVICE=cpu PY=python REAL_ENVS=2 PPO_TASK=task4_put_in_drawer PPO_ARGS="max_chunks=12
 # ppo.total_timesteps=64 ppo.n_steps=8 ppo.batch_size=16 imagination.num_envs=4 imagination.denoise_steps=2 eval.seeds=2
 # eval.parallel=2"; on the GPU: PPO_ARGS="<as session 28> max_chunks=12 ppo.total_timesteps=<N>", two runs at once,
