@@ -107,7 +107,6 @@ def pytest_runtest_call(item):
     _seed(item.nodeid)
 
 
-
 @pytest.fixture(autouse=True)
 def envs_take_one_thread(monkeypatch):
     """An env made with ``cpu_threads="auto"`` (the default) takes the cores not busy at that moment; beside the
@@ -119,6 +118,7 @@ def envs_take_one_thread(monkeypatch):
 
     real = batch.set_cpu_threads
     monkeypatch.setattr(batch, "set_cpu_threads", lambda threads: real(1 if threads == "auto" else threads))
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):

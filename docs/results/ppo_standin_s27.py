@@ -64,32 +64,39 @@ class StandIn(gym.Env):
                 self.t >= 8 and not done, {})
 
 
-def train_and_judge(standin: type, args: dict, own: tuple, seed: int, steps: int, horizon: int) -> None:
-    """PPO (`agents.ppo.train_ppo`, session 10's settings; ``args``' keys not in ``own`` are `PPOConfig`'s) on 32 copies
-    of ``standin`` for ``steps`` env steps, then the deterministic policy's success over 20 episodes of at most
-    ``horizon`` chunks, printed."""
-    torch.set_num_threads(1)
-    ppo = {k: (v == "True") if isinstance(getattr(PPOConfig(), k), bool) else type(getattr(PPOConfig(), k))(v)
-           for k, v in args.items() if k not in own}
-    env = VecMonitor(DummyVecEnv([standin] * 32))
-    env.seed(seed)
-    agent = train_ppo(env, PPOConfig(**{**dict(seed=seed, device="cpu", n_steps=8, batch_size=64,
-                                                total_timesteps=steps), **ppo}))
+def judge(agent, standin: type, horizon: int, episodes: int = 20, deterministic: bool = True) -> tuple[int, list]:
+    """Wins of ``agent`` over ``episodes`` episodes of ``standin`` (scene seeds 1000..) of at most ``horizon`` chunks,
+    and the skills it played in each."""
     probe, wins, played = standin(), 0, []
-    for i in range(20):
+    for i in range(episodes):
         obs, _ = probe.reset(seed=1000 + i)
         skills = []
         for _ in range(horizon):
-            action, _ = agent.predict(obs, deterministic=True)
+            action, _ = agent.predict(obs, deterministic=deterministic)
             skills.append(int(action))
             obs, _, done, _, _ = probe.step(action)
             if done:
                 wins += 1
                 break
         played.append(skills)
+    return wins, played
+
+
+def train_and_judge(standin: type, args: dict, own: tuple, seed: int, steps: int, horizon: int,
+                    callback=None) -> None:
+    """PPO (`agents.ppo.train_ppo`, session 10's settings; ``args``' keys not in ``own`` are `PPOConfig`'s) on 32 copies
+    of ``standin`` for ``steps`` env steps (``callback``: SB3's, while it learns), then the deterministic policy's
+    success over 20 episodes of at most ``horizon`` chunks, printed."""
+    torch.set_num_threads(1)
+    ppo = {k: (v == "True") if isinstance(getattr(PPOConfig(), k), bool) else type(getattr(PPOConfig(), k))(v)
+           for k, v in args.items() if k not in own}
+    env = VecMonitor(DummyVecEnv([standin] * 32))
+    env.seed(seed)
+    agent = train_ppo(env, PPOConfig(**{**dict(seed=seed, device="cpu", n_steps=8, batch_size=64,
+                                                total_timesteps=steps), **ppo}), callback=callback)
+    wins, played = judge(agent, standin, horizon)
     print(f"{args}: deterministic success {wins}/20, {agent.num_timesteps} steps, {agent.train_seconds:.0f} s, "
           f"first episodes {played[:3]}")
-
 
 if __name__ == "__main__":
     args = dict(a.split("=", 1) for a in sys.argv[1:])

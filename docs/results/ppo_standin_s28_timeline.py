@@ -3,25 +3,15 @@ steps while it learns (the deterministic and the sampled policy, 10 episodes eac
 
     python docs/results/ppo_standin_s28_timeline.py FAIL REWARD STEPS     # e.g. 0 to_go 20480
 """
-import sys, numpy as np, torch
-sys.path.insert(0, "docs/results")
-import ppo_standin_s28_task4 as M
+import sys
+from pathlib import Path
+
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
-from agents.ppo import PPOConfig, train_ppo
-M.FAIL, M.SCALE, M.REWARD = float(sys.argv[1]), 1.0, sys.argv[2]
-M.REAL = M.state_frames()
-torch.set_num_threads(1)
 
-
-def judge(model, det=True, n=10):
-    wins = 0
-    for i in range(n):
-        e = M.StandIn(); obs, _ = e.reset(seed=1000 + i)
-        for t in range(12):
-            a, _ = model.predict(obs, deterministic=det); obs, r, done, trunc, _ = e.step(a)
-            if done: wins += 1; break
-    return wins
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ppo_standin_s28_task4 as task4  # noqa: E402
+from ppo_standin_s27 import judge, train_and_judge  # noqa: E402
 
 
 class Timeline(BaseCallback):
@@ -29,13 +19,14 @@ class Timeline(BaseCallback):
         if self.model.num_timesteps % 2048 < 256:
             ep = self.model.ep_info_buffer
             print(self.model.num_timesteps, "rollout len", round(np.mean([e["l"] for e in ep]), 2) if ep else None,
-                  "det wins /10", judge(self.model), "sampled", judge(self.model, False), flush=True)
+                  "det wins /10", judge(self.model, task4.StandIn, 12, 10)[0],
+                  "sampled", judge(self.model, task4.StandIn, 12, 10, deterministic=False)[0], flush=True)
 
     def _on_step(self):
         return True
 
 
-env = VecMonitor(DummyVecEnv([M.StandIn] * 32)); env.seed(1)
-agent = train_ppo(env, PPOConfig(seed=1, device="cpu", n_steps=8, batch_size=64, total_timesteps=int(sys.argv[3])),
-                  callback=Timeline())
-print("end", judge(agent), judge(agent, False))
+if __name__ == "__main__":
+    task4.FAIL, task4.SCALE, task4.REWARD = float(sys.argv[1]), 1.0, sys.argv[2]
+    task4.REAL = task4.state_frames()
+    train_and_judge(task4.StandIn, {}, (), 1, int(sys.argv[3]), 12, callback=Timeline())
