@@ -38,7 +38,8 @@ from torch import nn
 from envs.real.skills import SKILLS
 from worldmodel.heads import instruction_features
 
-from .real_scene import EpisodeResult, SceneSpec, SuccessJudge, check_tasks, make_scene, run_real_episodes
+from .real_scene import (EpisodeResult, SceneSpec, SuccessJudge, check_tasks, make_scene, run_real_episodes,
+                         skills_to_go_after)
 
 INSTRUCTION_DIM = 64
 
@@ -86,18 +87,42 @@ def _stack(rows: list[dict]) -> dict:
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
+# Rewards PPO can learn from, in both worlds alike: "scene", OGBench's (in the real scene: minus the goal conditions
+# unmet; in imagination: the heads' prediction of it); "to_go", minus the skills the task still needs after the chunk
+# (real: `envs.real.tasks.skills_to_go` of the simulator's state; imagined: the heads' to_go output). The scene's
+# reward gets worse on the way to some goals (task 4's drawer opens before the cube can go in), and PPO never learnt
+# a stand-in of task 4 from it in 41k steps, while it learnt it from skills to go in 18-23k (docs/RESULTS.md,
+# "The session-29 lease")
+REWARDS = ("scene", "to_go")
+
+
+def check_reward(reward: str, tasks: Sequence[str]) -> str:
+    from envs.real.tasks import RELABEL_TASKS
+
+    if reward not in REWARDS:
+        raise ValueError(f"unknown reward {reward!r}: one of {REWARDS}")
+    if reward == "to_go" and set(tasks) - set(RELABEL_TASKS):
+        raise ValueError(f"reward='to_go' needs tasks with a fixed goal ({', '.join(RELABEL_TASKS)}); "
+                         f"{sorted(set(tasks) - set(RELABEL_TASKS))} have none")
+    return reward
+
+
 # ------------------------------------------------------------------------------ imagination env
 class ImaginedTaskVecEnv(VecEnvWrapper):
     """SB3 VecEnv over the batched world-model env (through `agents.sb3.SB3VecEnv`) with the policy's
-    observations. With several tasks, each episode's task is drawn at reset (seeded)."""
+    observations. With several tasks, each episode's task is drawn at reset (seeded). ``reward``: one of `REWARDS`."""
 
-    def __init__(self, venv: VecEnv, tasks: Sequence[str], spec: ObservationSpec, seed: int = 0):
+    def __init__(self, venv: VecEnv, tasks: Sequence[str], spec: ObservationSpec, seed: int = 0,
+                 reward: str = "scene"):
         self.wm = venv.venv  # the WorldModelVectorEnv under the SB3 adapter
         if self.wm.config.action_mode != "skill":
             raise ValueError("PPO trains in action_mode='skill'")
         if self.wm.batch.heads is None:
             raise ValueError("the imagined env has no reward heads, so every reward would be 0: give heads "
                              "(agents.heads.resolve_heads)")
+        self.reward = check_reward(reward, tasks)
+        if reward == "to_go" and not self.wm.batch.heads.config.to_go:
+            raise ValueError("reward='to_go' needs heads with a to_go output (these have none: fit_heads)")
         super().__init__(venv, observation_space=spec.space())
         self.obs_spec, self.tasks = spec, list(tasks)
         self.rng = np.random.default_rng(seed)
@@ -134,6 +159,8 @@ class ImaginedTaskVecEnv(VecEnvWrapper):
 
     def step_wait(self):
         frames, rewards, dones, infos = self.venv.step_wait()
+        if self.reward == "to_go":
+            rewards = -np.array([info["skills_to_go"] for info in infos], np.float32)
         self.last_skill[:] = self._actions
         done = np.flatnonzero(dones).tolist()
         for i in done:  # the ended episode's last observation, as the policy saw the episode
@@ -146,7 +173,7 @@ class ImaginedTaskVecEnv(VecEnvWrapper):
 
 def imagined_vec_env(model: Any, heads: Any, tasks: Sequence[str], num_envs: int, max_chunks: int,
                      seed: int = 0, denoise_steps: int | None = None, temp_lora: Any = True,
-                     start_frames: Any = None, **env_options: Any) -> VecEnv:
+                     start_frames: Any = None, reward: str = "scene", **env_options: Any) -> VecEnv:
     """The world model as PPO's training env (`ImaginedTaskVecEnv` under a `VecMonitor`)."""
     from agents.sb3 import SB3VecEnv
 
@@ -157,7 +184,7 @@ def imagined_vec_env(model: Any, heads: Any, tasks: Sequence[str], num_envs: int
     spec = ObservationSpec(venv.venv.batch.frame_size, max_chunks, len(venv.venv.batch.skills))
     if tuple(venv.venv.batch.skills) != SKILLS:
         raise ValueError("the model's skill vocabulary is not the real scene's (envs.real.skills.SKILLS)")
-    env = ImaginedTaskVecEnv(venv, tasks, spec, seed)
+    env = ImaginedTaskVecEnv(venv, tasks, spec, seed, reward)
     env.seed(seed)
     return VecMonitor(env)
 
@@ -166,12 +193,14 @@ def imagined_vec_env(model: Any, heads: Any, tasks: Sequence[str], num_envs: int
 class RealTaskEnv(gym.Env):
     """The real scene with the policy's observations: a task drawn per episode, true reward, termination =
     success as the evaluation judges it (`agents.real_scene.SuccessJudge`), truncation after
-    ``max_chunks`` chunks."""
+    ``max_chunks`` chunks. ``reward``: one of `REWARDS`."""
 
     metadata = {"render_modes": []}
 
-    def __init__(self, tasks: Sequence[str], frame_size: int, max_chunks: int, scene: SceneSpec | None = None):
+    def __init__(self, tasks: Sequence[str], frame_size: int, max_chunks: int, scene: SceneSpec | None = None,
+                 reward: str = "scene"):
         self.tasks = check_tasks(tasks)
+        self.reward = check_reward(reward, self.tasks)
         self.scene = make_scene(scene or SceneSpec(), frame_size, self.tasks[0])
         self.obs_spec = ObservationSpec(frame_size, max_chunks)
         self.observation_space = self.obs_spec.space()
@@ -183,26 +212,33 @@ class RealTaskEnv(gym.Env):
         task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         frame, info = self.scene.reset(seed=int(self.np_random.integers(2**31 - 1)), options={"task": task})
         self.instruction, self.steps, self.judge = info["instruction"], 0, SuccessJudge(task, info)
+        self.task, self.sim = task, np.asarray(info["sim_state"])
         return self.obs_spec.build(frame, self.instruction, 0, None), {"task": task, "instruction": self.instruction}
 
     def step(self, action):
         skill = int(np.asarray(action).reshape(()))
         frame, reward, goal, _, info = self.scene.step(skill)
         terminated = self.judge.update(goal, info)
+        extra = {}
+        if self.reward == "to_go":
+            to_go, self.sim = skills_to_go_after(self.task, self.judge, self.sim, skill, info)
+            reward, extra = -to_go, {"skills_to_go": to_go}
         self.steps += 1
         truncated = self.steps >= self.max_chunks and not terminated
         obs = self.obs_spec.build(frame, self.instruction, self.steps, skill)
         return obs, float(reward), bool(terminated), bool(truncated), {"is_success": bool(terminated),
-                                                                      "skill_success": bool(info["success"])}
+                                                                      "skill_success": bool(info["success"]), **extra}
 
     def close(self) -> None:
         self.scene.close()
 
 
 def real_vec_env(tasks: Sequence[str], frame_size: int, num_envs: int, max_chunks: int,
-                 scene: SceneSpec | None = None, seed: int = 0, subprocess: bool = False) -> VecEnv:
+                 scene: SceneSpec | None = None, seed: int = 0, subprocess: bool = False,
+                 reward: str = "scene") -> VecEnv:
     """``num_envs`` real scenes (in subprocesses with ``subprocess``) as PPO's training env."""
-    make = functools.partial(RealTaskEnv, list(tasks), frame_size, max_chunks, scene)
+    check_reward(reward, tasks)  # here, not in a subprocess
+    make = functools.partial(RealTaskEnv, list(tasks), frame_size, max_chunks, scene, reward)
     env = SubprocVecEnv([make] * num_envs, start_method="spawn") if subprocess else DummyVecEnv([make] * num_envs)
     env.seed(seed)
     return VecMonitor(env, info_keywords=("is_success",))
@@ -250,6 +286,14 @@ class PPOConfig:
     batch_size: int = 256
     n_epochs: int = 4
     learning_rate: float = 3e-4
+    # the learning rate falls linearly to 0 at total_timesteps (CleanRL's default), so late updates cannot undo a
+    # policy learnt earlier. On task 4's stand-in (docs/RESULTS.md, "The session-29 lease") it stopped the swings of
+    # runs whose skills never fail (3 of 3), and slowed learning where they fail (one run of four learnt nothing in
+    # 41k steps): off by default
+    anneal_lr: bool = False
+    # stop an update's epochs once the approximate KL to the rollout's policy passes 1.5 x target_kl (SB3); 0.02 on
+    # the same stand-in: no swing in 2 runs without failures, one dip in 4 with them
+    target_kl: float | None = None
     gamma: float = 0.95
     gae_lambda: float = 0.95
     clip_range: float = 0.2
@@ -316,9 +360,9 @@ def train_ppo(env: VecEnv, config: PPOConfig | None = None, callback: Any = None
     else:
         agent = PPO(
             "MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=min(cfg.batch_size, rollout),
-            n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
-            clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, seed=cfg.seed, device=cfg.device,
-            tensorboard_log=tb, verbose=cfg.verbose,
+            n_epochs=cfg.n_epochs, learning_rate=_learning_rate(cfg), target_kl=cfg.target_kl, gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
+            seed=cfg.seed, device=cfg.device, tensorboard_log=tb, verbose=cfg.verbose,
             policy_kwargs=dict(features_extractor_class=FrameInstructionExtractor,
                                features_extractor_kwargs=dict(features_dim=cfg.features_dim),
                                net_arch=dict(pi=[128], vf=[128])))
@@ -337,6 +381,18 @@ def train_ppo(env: VecEnv, config: PPOConfig | None = None, callback: Any = None
     agent.return_rms = env.ret_rms if cfg.normalize_reward else None  # saved with the policy, for a resumed run
     agent.finished = agent.num_timesteps >= cfg.total_timesteps
     return agent
+
+
+def _learning_rate(cfg: PPOConfig) -> Any:
+    """SB3's learning rate: a number, or with ``anneal_lr`` a schedule of the progress left (1 at the start, 0 at
+    total_timesteps; a resumed run continues on it)."""
+    if not cfg.anneal_lr:
+        return cfg.learning_rate
+    return functools.partial(_linear, cfg.learning_rate)
+
+
+def _linear(start: float, progress_remaining: float) -> float:
+    return start * progress_remaining
 
 
 def _spec_of(env: VecEnv) -> ObservationSpec:

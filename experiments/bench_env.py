@@ -262,7 +262,10 @@ def _print_progress(row: dict) -> None:
     if "error" in row:
         print(f"  {row['env']} N={row.get('num_envs')}: {row['error']}", file=sys.stderr)
     else:
-        print(f"  {row['env']} N={row['num_envs']}: {row['frames_per_s']:.3g} frames/s", file=sys.stderr)
+        phases = " ".join(f"{k} {v:.3f}" for k, v in row.get("phases_s_per_step", {}).items())
+        print(f"  {row['env']} N={row['num_envs']} Temp-LoRA {row.get('temp_lora', '-')}: {row['frames_per_s']:.4g} "
+              f"frames/s, {row['s_per_step']:.3f} s/step ({phases}), warm-up {row.get('warmup_s', 0):.0f} s",
+              file=sys.stderr, flush=True)
 
 
 def add_ratios(rows: list[dict]) -> None:

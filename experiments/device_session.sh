@@ -269,6 +269,16 @@
 # eval.parallel=2"; on the GPU: PPO_ARGS="<as session 28> max_chunks=12 ppo.total_timesteps=<N>", two runs at once,
 # imagination about 46 env steps/s, real 67). Next lease: issue 14's deep model continued (runs/s24/deep, if still
 # here), or issue 16's compiled env at 2 denoising steps.
+# Session 29 (nvidia-h200; runs/s24/deep was gone) ran setup, then MODEL=worldmodel/weights/default BENCH_STEPS=2
+# FAST_BATCH=256 BENCH_S=540 BENCH_ARGS="--compile --update-every 4 --temp-lora on --chunks 8" ... bench (2,702 frames/s,
+# 82 s compiling), the same with BENCH_REAL=off and "--update-every 1 --temp-lora on,off" (1,511 / 3,533), then two calls
+# of task-4 stand-in timelines on the machine's 16 CPUs (weights moved out, carry runs/ppo_standin_task4_frames.npz;
+# 14 runs at once; write every log into ONE file under $OUT: a call brings back 8 files and the next call's $OUT is
+# empty) (docs/RESULTS.md, "The session-29 lease"). Next lease (issue 17): task 4 with skills to go, 41k env steps per
+# policy: setup, then (weights back, docs/ moved out) PPO_TASK=task4_put_in_drawer AGENT_SEEDS="1" PPO_MIN=16
+# PPO_ARGS="reward=to_go max_chunks=12 ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=41000
+# imagination.denoise_steps=2 imagination.precision=bf16" ... ppo, detached with a done file as in session 28, each
+# later call waiting on it and packing $W/train_agent (the collected starts are task 4's: a fresh $W).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -599,12 +609,18 @@ finish)
     tar czf "$OUT/scene_eval.tgz" -C "$W" scene_eval
     ls -la "$OUT" "$OUT/model"
     ;;
-bench)
+bench)  # BENCH_ARGS: more bench_env arguments (e.g. "--compile --update-every 4 --temp-lora on"), BENCH_S each run's
+        # limit (200), BENCH_TAG in the JSON's name; compiled graphs come back in $OUT/inductor_cache.tar.gz (<= 16 MiB)
     for steps in ${BENCH_STEPS:-8 2}; do
-        timeout 200 $PY -m experiments.bench_env --model "$MODEL" --device $DEVICE --sizes 256 --precision bf16 \
-            --denoise-steps $steps --fast-batch ${FAST_BATCH:-128} --real on --real-workers ${REAL_WORKERS:-13} --no-single --out "$OUT/bench_env_${steps}steps.json" \
-            2>&1 | grep -v Warning | tail -n 8
+        timeout ${BENCH_S:-200} $PY -m experiments.bench_env --model "$MODEL" --device $DEVICE --sizes 256 \
+            --precision bf16 --denoise-steps $steps --fast-batch ${FAST_BATCH:-128} --real ${BENCH_REAL:-on} \
+            --real-workers ${REAL_WORKERS:-13} --no-single ${BENCH_ARGS:-} \
+            --out "$OUT/bench_env_${steps}steps${BENCH_TAG:-}.json" 2>&1 | grep -v Warning | tail -n 12
     done
+    if [ -d "$TORCHINDUCTOR_CACHE_DIR" ]; then
+        tar czf "$OUT/inductor_cache.tar.gz" -C "$TORCHINDUCTOR_CACHE_DIR" . 2>/dev/null
+        [ "$(stat -c %s "$OUT/inductor_cache.tar.gz")" -le $((16 * 2**20)) ] || rm -f "$OUT/inductor_cache.tar.gz"
+    fi
     ;;
 profile)  # where a training step's GPU time goes: the eager slow step, 5 steps under torch.profiler
     CUDA_VISIBLE_DEVICES=0 timeout ${PROFILE_S:-150} $PY -m experiments.bench_train --text-cache "$W/text_cache.safetensors" \

@@ -13,6 +13,10 @@
 3. The policy in the real scene: success rate per task over ``eval.seeds`` seeds.
 4. The same PPO trained in the real scene (true reward) for the same number of env steps, evaluated alike.
 
+``reward``: ``scene`` (OGBench's reward; in imagination the heads' prediction of it) or ``to_go`` (minus the skills the
+task still needs after each chunk; in imagination the heads' to_go output), the same kind in both worlds. A task whose
+scene reward gets worse on the way to the goal (task 4: the drawer opens before the cube goes in) needs ``to_go``.
+
 Writes ``out_dir/train_agent.md`` and ``.json`` (both agents side by side: env steps, training
 wall-clock, real success per task; the command, machine and date), the policies
 (``imagination_ppo.zip``, ``real_ppo.zip``) and TensorBoard logs (``out_dir/tb``). With
@@ -87,11 +91,12 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
     from stable_baselines3.common.utils import set_random_seed
 
     from agents.heads import resolve_heads
-    from agents.ppo import PPOConfig, imagined_vec_env, real_vec_env, train_ppo
+    from agents.ppo import PPOConfig, check_reward, imagined_vec_env, real_vec_env, train_ppo
     from evaluation.run_info import command_line, jsonable, machine_name, resolve_device, utc_date
     from worldmodel.loading import load_model
 
     tasks = check_tasks(list(cfg.tasks))
+    check_reward(cfg.reward, tasks)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -104,7 +109,7 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
     record: dict = dict(
         command=command_line("experiments.train_agent", argv), machine=machine_name(device), date=utc_date(),
         settings=dict(model=str(cfg.model), data=cfg.data, heads=cfg.heads, tasks=tasks, max_chunks=cfg.max_chunks,
-                      seed=cfg.seed, ppo=base, scene=asdict(scene),
+                      reward=cfg.reward, seed=cfg.seed, ppo=base, scene=asdict(scene),
                       imagination={k: v for k, v in OmegaConf.to_container(cfg.imagination).items() if k != "enabled"},
                       real_baseline=dict(num_envs=cfg.real_baseline.num_envs),
                       eval=dict(seeds=cfg.eval.seeds, first_seed=cfg.eval.first_seed,
@@ -153,12 +158,13 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
             model, heads, tasks, cfg.imagination.num_envs, cfg.max_chunks, seed=cfg.seed,
             denoise_steps=cfg.imagination.denoise_steps, temp_lora=cfg.imagination.temp_lora,
             start_frames=str(starts) if starts else None, precision=cfg.imagination.precision,
-            compile=cfg.imagination.compile))
+            compile=cfg.imagination.compile, reward=cfg.reward))
     if cfg.real_baseline.enabled and (deadline is None or time.time() < deadline):
         print(f"PPO in the real scene: {base['total_timesteps']} env steps, {cfg.real_baseline.num_envs} scenes")
         train_and_evaluate("real", lambda: real_vec_env(tasks, mc.frame_size, cfg.real_baseline.num_envs,
                                                         cfg.max_chunks, scene, seed=cfg.seed,
-                                                        subprocess=cfg.real_baseline.subprocess))
+                                                        subprocess=cfg.real_baseline.subprocess,
+                                                        reward=cfg.reward))
     for kind, entry in earlier.items():  # an agent this call did not run keeps its earlier record
         record["agents"].setdefault(kind, entry)
     agents = record["agents"]
@@ -183,7 +189,7 @@ def markdown(record: dict) -> str:
         f"- command: `{record['command']}`",
         f"- machine: {record['machine']}; date: {record['date']}",
         f"- model: `{s['model']}`; data: `{s['data']}`; reward heads: "
-        f"{record.get('heads', {}).get('source', '-')}",
+        f"{record.get('heads', {}).get('source', '-')}; reward: {s.get('reward', 'scene')}",
         f"- {s['eval']['seeds']} real episodes per task (scene seeds {s['eval']['first_seed']}..); "
         f"at most {s['max_chunks']} chunks per episode; {s['scene']['chunk_len']} frames per chunk, frame skip "
         f"{s['scene']['frame_skip']}",

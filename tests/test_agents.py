@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from agents.planning import PlannerConfig, WorldModelPlanner, make_agent
-from agents.ppo import ObservationSpec, PPOConfig, evaluate_in_real_scene, imagined_vec_env, real_vec_env, \
-    run_policy_in_real_scene, train_ppo
+from agents.ppo import ObservationSpec, PPOConfig, RealTaskEnv, check_reward, evaluate_in_real_scene, \
+    imagined_vec_env, real_vec_env, run_policy_in_real_scene, train_ppo
 from agents.real_scene import SceneSpec, UnknownInstruction, check_instruction, check_tasks, make_scene, \
     run_real_episode, run_real_episodes, task_for_instruction
 from envs.real.skills import SKILLS
@@ -142,6 +142,37 @@ def test_ppo_baseline_in_the_real_scene_counts_env_steps():
     env.close()
 
 
+def test_ppo_can_learn_from_skills_to_go_in_both_worlds(model, heads):
+    """``reward="to_go"``: minus the skills the task still needs, from the heads' to_go output in imagination and from
+    the simulator's state in the real scene (session 29: PPO never learnt task 4's stand-in from the scene's reward,
+    and did from skills to go). Guards: the option ignored in either world (the scene's or the heads' reward)."""
+    env = imagined_vec_env(model, heads, ["task4_put_in_drawer"], num_envs=2, max_chunks=4, seed=0, denoise_steps=1,
+                           temp_lora=False, start_frames=_start(0), reward="to_go")
+    env.reset()
+    instructions = list(env.venv.wm.batch.instructions)
+    _, rewards, _, infos = env.step(np.array([4, 3]))
+    predicted = heads.predict(np.stack([i["frames"] for i in infos]), instructions)
+    np.testing.assert_allclose(rewards, -predicted["to_go"], rtol=1e-5)
+    assert not np.allclose(rewards, predicted["reward"])
+    env.close()
+
+    real = RealTaskEnv(["task4_put_in_drawer"], 16, 4, SCENE, reward="to_go")
+    scene_reward = RealTaskEnv(["task4_put_in_drawer"], 16, 4, SCENE)
+    try:
+        for env in (real, scene_reward):
+            env.reset(seed=0)
+        # "close the window" changes nothing task 4 needs: still the plan's 4 skills (unlock, open, cube in, close)
+        _, reward, _, _, info = real.step(3)
+        assert reward == -4.0 and info["skills_to_go"] == 4
+        assert scene_reward.step(3)[1] != -4.0 and "skills_to_go" not in scene_reward.step(3)[4]
+    finally:
+        real.close(), scene_reward.close()
+    with pytest.raises(ValueError, match="fixed goal"):
+        real_vec_env(["memory_cube_return"], 16, num_envs=1, max_chunks=2, scene=SCENE, reward="to_go")
+    with pytest.raises(ValueError, match="unknown reward"):
+        check_reward("parts", ["task1_open"])
+
+
 class ConstantRewardEnv(gym.Env):
     """A blank frame, reward -30 every chunk, 4 chunks an episode: a reward scale far from 1."""
 
@@ -182,6 +213,24 @@ def test_ppo_learns_from_rewards_scaled_by_the_return_and_logs_them_raw(tmp_path
     raw = run(16, normalize=False).rollout_buffer.rewards
     assert np.abs(raw + 30).max() < 1  # the env's own (a cut episode's last step adds gamma * its value)
 
+
+def test_ppo_anneals_its_learning_rate_and_stops_an_update_at_target_kl():
+    """``anneal_lr``: the learning rate falls linearly to 0 over total_timesteps (the last update's is 0, not the
+    configured one); ``target_kl``: an update's epochs stop once the policy moved that far (session 29's task-4
+    stand-in: late updates undid a learnt policy). Guards: either option not passed on to SB3."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    def run(**options):
+        env = VecMonitor(DummyVecEnv([ConstantRewardEnv] * 2))
+        cfg = PPOConfig(total_timesteps=32, n_steps=8, batch_size=4, n_epochs=4, device="cpu", seed=0, **options)
+        return train_ppo(env, cfg)
+
+    plain, annealed = run(), run(anneal_lr=True)
+    assert plain.policy.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+    assert annealed.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+    assert annealed.lr_schedule(0.5) == pytest.approx(1.5e-4)
+    assert plain._n_updates == 2 * 4  # two rollouts, four epochs each
+    assert run(target_kl=1e-12)._n_updates == 2  # each update stops after its first epoch
 
 # -------------------------------------------------------------------------------------------- planner
 def test_forked_candidates_start_from_the_belief_state(model, heads):

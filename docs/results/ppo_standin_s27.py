@@ -88,8 +88,11 @@ def train_and_judge(standin: type, args: dict, own: tuple, seed: int, steps: int
     of ``standin`` for ``steps`` env steps (``callback``: SB3's, while it learns), then the deterministic policy's
     success over 20 episodes of at most ``horizon`` chunks, printed."""
     torch.set_num_threads(1)
-    ppo = {k: (v == "True") if isinstance(getattr(PPOConfig(), k), bool) else type(getattr(PPOConfig(), k))(v)
-           for k, v in args.items() if k not in own}
+    def parse(k: str, v: str):
+        default = getattr(PPOConfig(), k)
+        return (v == "True") if isinstance(default, bool) else float(v) if default is None else type(default)(v)
+
+    ppo = {k: parse(k, v) for k, v in args.items() if k not in own}
     env = VecMonitor(DummyVecEnv([standin] * 32))
     env.seed(seed)
     agent = train_ppo(env, PPOConfig(**{**dict(seed=seed, device="cpu", n_steps=8, batch_size=64,

@@ -1,7 +1,9 @@
 """Session 28's CPU probe (docs/RESULTS.md, "A stand-in of task 4"): the task-4 stand-in's PPO judged every 2,048 env
 steps while it learns (the deterministic and the sampled policy, 10 episodes each) beside its rollouts' episode length.
 
-    python docs/results/ppo_standin_s28_timeline.py FAIL REWARD STEPS     # e.g. 0 to_go 20480
+    python docs/results/ppo_standin_s28_timeline.py FAIL REWARD STEPS [seed=S] [PPO key=value ...]  # 0 to_go 20480
+
+(Session 29 added the seed and the PPO settings, e.g. ``anneal_lr=True`` or ``target_kl=0.02``.)
 """
 import sys
 from pathlib import Path
@@ -29,4 +31,6 @@ class Timeline(BaseCallback):
 if __name__ == "__main__":
     task4.FAIL, task4.SCALE, task4.REWARD = float(sys.argv[1]), 1.0, sys.argv[2]
     task4.REAL = task4.state_frames()
-    train_and_judge(task4.StandIn, {}, (), 1, int(sys.argv[3]), 12, callback=Timeline())
+    args = dict(a.split("=", 1) for a in sys.argv[4:])
+    train_and_judge(task4.StandIn, args, ("seed",), int(args.get("seed", 1)), int(sys.argv[3]), 12,
+                    callback=Timeline())
