@@ -61,6 +61,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "fast backward stops at the first of them; default: the model's)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet in place (SlowFastVGen.compile_unet); the warm-up steps compile")
+    p.add_argument("--compile-fast-update", action="store_true",
+                   help="with --compile: Temp-LoRA's fast update runs compiled too (default: eager)")
     p.add_argument("--fast-batch", type=int, default=None,
                    help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
@@ -151,7 +153,8 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     memory = dataclasses.replace(mc.temp_lora, update_every=args.update_every, blocks=blocks) \
         if temp_lora == "on" else False
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
-                max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile)
+                max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile,
+                compile_fast_update=args.compile_fast_update)
     if args.fast_batch is not None:
         opts["fast_batch_size"] = args.fast_batch
     steps = args.denoise_steps or mc.sample_steps
@@ -165,7 +168,8 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                 "update_every": args.update_every if temp_lora == "on" else None,
                 "temp_lora_blocks": "+".join(blocks) if temp_lora == "on" else None,
                 "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
-                "compile": args.compile, "warmup_steps": warmup, "warmup_s": timing["warmup_s"],
+                "compile": args.compile, "compile_fast_update": args.compile_fast_update, "warmup_steps": warmup,
+                "warmup_s": timing["warmup_s"],
                 "s_per_step": timing["seconds"] / args.chunks, "frames_per_s": frames / timing["seconds"],
                 "phases_s_per_step": timing["phases_s_per_step"],
                 "rss_after_mib": psutil.Process().memory_info().rss / 2**20,
@@ -302,7 +306,8 @@ def markdown_table(rows: list[dict], machine: str) -> str:
             overhead = f"{r['temp_lora_time_overhead']:+.0%}"
             if "temp_lora_memory_overhead" in r:
                 overhead += f" / {r['temp_lora_memory_overhead']:+.0%}"
-        precision = r.get("precision", "") + (", compiled" if r.get("compile") else "")
+        precision = r.get("precision", "") + (", compiled" if r.get("compile") else "") \
+            + (" (the fast update too)" if r.get("compile_fast_update") else "")
         lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {precision} | "
                      f"{r.get('temp_lora', '')} | {r['s_per_step']:.3g} | {r['frames_per_s']:.3g} | "
                      f"{r['frames_per_s'] / n:.3g} | {ratio} | {overhead} |")

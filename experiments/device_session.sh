@@ -279,6 +279,10 @@
 # PPO_ARGS="reward=to_go max_chunks=12 ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=41000
 # imagination.denoise_steps=2 imagination.precision=bf16" ... ppo, detached with a done file as in session 28, each
 # later call waiting on it and packing $W/train_agent (the collected starts are task 4's: a fresh $W).
+# A second machine then: setup, and the fast-update profile (docs/results/fast_update_profile_s29.py; a probe file
+# outside docs/ travels untracked). Issue 16's next bench (after the task-4 run or in a lease of its own): BENCH_STEPS=2
+# FAST_BATCH=256 BENCH_REAL=off BENCH_ARGS="--compile --compile-fast-update --update-every 1 --temp-lora on --chunks 8"
+# ... bench beside session 29's rows (the fast update compiled, its noise copied once), then --update-every 4.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"

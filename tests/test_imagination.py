@@ -174,10 +174,11 @@ def test_others_running_sees_a_busy_process():
 def test_compiled_unet_gives_the_same_chunks_and_memories(micro_model):
     """`compile_unet` compiles the UNet in place: the batched Θ hooks are traced into the graph with Θ as an
     input, so sampling matches eager while Θ changes from chunk to chunk; the fast update runs eager, so one
-    graph in all. (Dynamo alone here, backend "eager": what could go wrong is what it traces, and inductor's
-    C++ build is slow on CPU.)"""
-    def run(model):
-        core = Imagination(model, 2, BatchedTempLoRA(model, 2), denoise_steps=2)
+    graph in all, unless ``compile_fast_update`` (then its graphs give the same Θ). (Dynamo alone here, backend
+    "eager": what could go wrong is what it traces, and inductor's C++ build is slow on CPU.)"""
+    def run(model, compile_fast_update=False):
+        core = Imagination(model, 2, BatchedTempLoRA(model, 2), denoise_steps=2,
+                           compile_fast_update=compile_fast_update)
         core.reset(None, _start(2), seeds=[0, 1])
         chunks = [core.step(None, _action(2, k)) for k in range(3)]
         return [c.frames for c in chunks], [u.loss for c in chunks for u in c.updates], core.memory.theta
@@ -196,3 +197,8 @@ def test_compiled_unet_gives_the_same_chunks_and_memories(micro_model):
     assert losses_c == pytest.approx(losses_e, rel=1e-5)
     assert torch.allclose(theta_c, theta_e, atol=1e-6)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # sampling; the fast update runs eager
+    # compile_fast_update: the fast update's forward is traced too (a second graph), with the same Θ
+    _, losses_f, theta_f = run(compiled, compile_fast_update=True)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 1
+    assert losses_f == pytest.approx(losses_e, rel=1e-5)
+    assert torch.allclose(theta_f, theta_e, atol=1e-6)

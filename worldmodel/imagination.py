@@ -76,6 +76,8 @@ class Imagination:
     - ``denoise_steps`` / ``guidance_scale``: the sampler's (default: the model config's).
     - ``sync_timings``: synchronise CUDA around each timed phase (exact per-phase times, slower).
     - ``precision``: "fp32" (default), "bf16" (autocast) or "auto" (see the module docstring).
+    - ``compile_fast_update``: under a compiled UNet (`SlowFastVGen.compile_unet`), the fast update's forward and
+      backward run compiled too (default: eager, see `step`).
 
     Each env's random draws come from its generator, seeded by ``reset(..., seeds=...)``; an env reset
     without a seed draws from the global RNG.
@@ -83,7 +85,7 @@ class Imagination:
 
     def __init__(self, model: Any, num_envs: int, memory: EpisodicMemory | None = None,
                  denoise_steps: int | None = None, guidance_scale: float | None = None,
-                 sync_timings: bool = False, precision: str = "fp32"):
+                 sync_timings: bool = False, precision: str = "fp32", compile_fast_update: bool = False):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if memory is not None and memory.num_envs != num_envs:
@@ -95,6 +97,7 @@ class Imagination:
         self.denoise_steps = denoise_steps or cfg.sample_steps
         self.guidance_scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
         self.sync_timings = sync_timings
+        self.compile_fast_update = compile_fast_update
         self.precision = resolve_precision(precision, model.device)
         self.context = torch.zeros(num_envs, cfg.latent_channels, cfg.context_frames, cfg.latent_size,
                                    cfg.latent_size, device=model.device)
@@ -183,10 +186,12 @@ class Imagination:
             observed = Chunk(truth, torch.cat([context, model.encode_frames(truth)], dim=2), cfg.context_frames)
         updates = []
         if self.memory is not None and learn:
-            # the fast update runs eager under a compiled UNet: compiling its forward and backward took 470 of the
-            # 650 s warm-up on the CPU and made it no faster there (docs/RESULTS.md, session 23) or on the GPU
-            # (session 11)
-            with self._autocast(), torch.compiler.set_stance("force_eager"):
+            # the fast update runs eager under a compiled UNet unless ``compile_fast_update``: compiling its forward
+            # and backward took 470 of the 650 s warm-up on the CPU and made it no faster there (docs/RESULTS.md,
+            # session 23); on the GPU its eager forward under bf16 autocast spends its time in casts and norms
+            # (session 29's profile), which compiling the sampler fused
+            eager = contextlib.nullcontext() if self.compile_fast_update else torch.compiler.set_stance("force_eager")
+            with self._autocast(), eager:
                 updates = self.memory.update(observed, ids, [self.generators[i] for i in ids])
         self.context[index] = observed.latents[:, :, -cfg.context_frames:]
         t3 = self._sync()

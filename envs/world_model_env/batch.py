@@ -95,7 +95,7 @@ class EnvBatch:
         if cfg.compile:
             self.model.compile_unet()
         self.imagination = Imagination(self.model, n, self._make_memory(), cfg.denoise_steps, cfg.guidance_scale,
-                                       precision=cfg.precision)
+                                       precision=cfg.precision, compile_fast_update=cfg.compile_fast_update)
         self.frame_stack = cfg.frame_stack or self.context_frames
         self.keep_frames = max(self.new_frames, self.frame_stack)
         self._build_spaces()

@@ -32,6 +32,7 @@ class WorldModelEnvConfig:
     - ``compile``: `torch.compile` the model's UNet in place (`SlowFastVGen.compile_unet`; a shared model is
       compiled for every env using it): the first steps compile (about a minute on a GPU), later ones run
       the compiled graphs. Batches of one size only: a step of a subset of the envs compiles again.
+      ``compile_fast_update`` (needs ``compile``): Temp-LoRA's fast update runs compiled too (default eager).
     - ``cpu_threads``: on a CPU device, torch's threads: "auto" (default: the cores not busy when the env
       is made, `worldmodel.loading.free_cpu_threads`; threads fighting another process for the cores
       made steps ~4x slower), an int, or None (leave torch's setting). torch's setting is process-wide.
@@ -59,6 +60,7 @@ class WorldModelEnvConfig:
     guidance_scale: float | None = None
     precision: str = "fp32"
     compile: bool = False
+    compile_fast_update: bool = False
     cpu_threads: int | str | None = "auto"
     temp_lora: Any = True
     temp_lora_steps: int | None = None
@@ -94,6 +96,8 @@ class WorldModelEnvConfig:
             raise ValueError(f"cpu_threads must be 'auto', None or a positive int, got {self.cpu_threads!r}")
         if self.fast_batch_size is not None and self.fast_batch_size < 1:
             raise ValueError(f"fast_batch_size must be >= 1 or None, got {self.fast_batch_size}")
+        if self.compile_fast_update and not self.compile:
+            raise ValueError("compile_fast_update=True needs compile=True (the UNet compiled)")
         if self.temp_lora_steps is not None and self.temp_lora_steps < 0:
             raise ValueError(f"temp_lora_steps must be >= 0, got {self.temp_lora_steps}")
         if not (isinstance(self.temp_lora, (bool, TempLoRAConfig)) or self.temp_lora in TEMP_LORA_VARIANTS):

@@ -361,8 +361,8 @@ class BatchedTempLoRA:
         for step in range(steps):
             if not alive:
                 break
-            rows = [rule.fast_batch(self.config, chunk.row(p), self.history[ids[p]], generators[p], self.timesteps)
-                    for p in alive]
+            rows = [rule.fast_batch(self.config, chunk.row(p), self.history[ids[p]], generators[p], self.timesteps,
+                                    on_host=True) for p in alive]
             size = self.max_batch or len(alive)
             last = differentiable and step == steps - 1
             for lo in range(0, len(alive), size):
@@ -406,6 +406,7 @@ class BatchedTempLoRA:
         """
         model, device = self.model, self.theta.device
         n, m = len(envs), rows[0][0].shape[0]
+        # the rows' noise and t come from the host: stacked there, one copy each to the device
         latents, noise, t = (torch.stack([r[j] for r in rows], 1).to(device).flatten(0, 1) for j in range(3))
         latents, noise = latents.detach(), noise.to(latents.dtype)
         given = rule.given_frames(self.config, n * m, latents.shape[2], num_context, device)

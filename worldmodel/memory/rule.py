@@ -159,7 +159,7 @@ def rehearsal_windows(history: Sequence[torch.Tensor], count: int, length: int,
 
 
 def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Tensor],
-               generator: torch.Generator | None, timesteps: torch.Tensor
+               generator: torch.Generator | None, timesteps: torch.Tensor, on_host: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One env's rows of a fast step: latents (M, C, F, h, w), noise (M, C, F, h, w), t (M,), M = draws + rehearsal
     (twice that with ``reverse``).
@@ -170,6 +170,10 @@ def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Ten
     cannot fill yet are further draws on the training sequence; with ``reverse``, then each of those rows
     again in reverse frame order (a rehearsed window played backwards too: the hiding chunk, reversed, is the
     reopen, and the chunks learnt after it would otherwise overwrite it).
+
+    ``on_host``: noise and t stay where they were drawn (the CPU), for a caller that moves many envs' rows to the
+    device in one copy (`BatchedTempLoRA`: at 256 envs on one H200, drawing the rows env by env, a copy to the GPU
+    per env among it, took about 66 of the fast update's 400 ms per step; docs/RESULTS.md, "The session-29 lease").
     """
     main = training_sequence(config, chunk, history, generator)
     windows = rehearsal_windows(history, config.rehearsal, main.shape[2], generator)
@@ -178,6 +182,8 @@ def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Ten
         rows += [row.flip(2) for row in rows]
     latents = torch.cat(rows).detach()
     noise, t = draw_fast_noise(latents.shape[1:], generator, timesteps, latents.shape[0])
+    if on_host:
+        return latents, noise, t
     return latents, noise.to(latents), t.to(latents.device)
 
 
