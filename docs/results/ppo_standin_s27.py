@@ -88,6 +88,7 @@ def train_and_judge(standin: type, args: dict, own: tuple, seed: int, steps: int
     of ``standin`` for ``steps`` env steps (``callback``: SB3's, while it learns), then the deterministic policy's
     success over 20 episodes of at most ``horizon`` chunks, printed."""
     torch.set_num_threads(1)
+
     def parse(k: str, v: str):
         default = getattr(PPOConfig(), k)
         return (v == "True") if isinstance(default, bool) else float(v) if default is None else type(default)(v)
@@ -100,6 +101,7 @@ def train_and_judge(standin: type, args: dict, own: tuple, seed: int, steps: int
     wins, played = judge(agent, standin, horizon)
     print(f"{args}: deterministic success {wins}/20, {agent.num_timesteps} steps, {agent.train_seconds:.0f} s, "
           f"first episodes {played[:3]}")
+
 
 if __name__ == "__main__":
     args = dict(a.split("=", 1) for a in sys.argv[1:])
