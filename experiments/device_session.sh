@@ -283,6 +283,13 @@
 # outside docs/ travels untracked). Issue 16's next bench (after the task-4 run or in a lease of its own): BENCH_STEPS=2
 # FAST_BATCH=256 BENCH_REAL=off BENCH_ARGS="--compile --compile-fast-update --update-every 1 --temp-lora on --chunks 8"
 # ... bench beside session 29's rows (the fast update compiled, its noise copied once), then --update-every 4.
+# Session 30 (nvidia-h200) ran setup, then that bench with --update-every 4 --temp-lora on,off (2,865 / 3,970 frames/s,
+# 40.6 GiB; 269 s compiling) and the task-4 ppo stage detached at its end: the next call found a fresh machine (the
+# reply came more than 30 s after the bench returned), so the run was lost; two ue1 benches on a fresh machine with
+# BENCH_S=250 ran out of time compiling (docs/RESULTS.md, "The session-30 lease"). So: with --compile-fast-update give
+# BENCH_S >= 420 (no inductor cache); start the task-4 ppo stage detached in its OWN call that waits for it (sleep
+# inside the same call up to its limit), each later call sent the moment the last returns, nothing else between.
+# Next lease: the task-4 plan above, first thing after setup.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
