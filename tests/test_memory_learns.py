@@ -63,6 +63,46 @@ def test_peft_fast_updates_lower_the_loss_on_a_repeated_chunk(micro_model):
     assert _probe_loss(model, chunk) == pytest.approx(before)  # Θ off: Φ exactly
 
 
+def _saved_bytes_of_an_update(memory, chunk: Chunk, frozen: set) -> int:
+    """Bytes autograd saves for the backward of `memory.update(chunk)`, not counting weights (storages in `frozen`)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in frozen:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        memory.update(chunk)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("kind", ["peft", "batched"])
+def test_a_fast_step_keeps_nothing_for_phis_gradient(kind, micro_model):
+    """Guards: Φ left trainable through a fast step (`rule.phi_frozen` not applied). A fast step differentiates Θ
+    alone; with Φ trainable, as a trainer leaves it and as the env found it, autograd kept every activation Φ's
+    weight gradients would need (down blocks included): twice the memory for a gradient nobody reads. So with Φ
+    trainable an update saves as much as with Φ frozen by hand, writes the same Θ, and leaves Φ trainable and
+    without gradients."""
+    def run(phi_trainable: bool):
+        model = micro_model(temp_lora=FAST_LORA)
+        model.unet.requires_grad_(phi_trainable)
+        torch.manual_seed(0)
+        memory = TempLoRA(model) if kind == "peft" else BatchedTempLoRA(model, 1)
+        phi = [p for n, p in model.unet.named_parameters() if "lora_" not in n]
+        saved = _saved_bytes_of_an_update(memory, _chunk(), {p.untyped_storage().data_ptr() for p in phi})
+        assert all(p.requires_grad == phi_trainable and p.grad is None for p in phi)
+        theta = torch.cat([p.detach().flatten() for p in memory.params]) if kind == "peft" else memory.theta
+        return saved, theta
+
+    saved_trainable, theta_trainable = run(True)
+    saved_frozen, theta_frozen = run(False)
+    assert saved_frozen > 0 and theta_frozen.abs().max() > 0
+    assert saved_trainable == saved_frozen
+    assert torch.equal(theta_trainable, theta_frozen)
+
+
 def test_batched_fast_updates_write_theta_and_lower_the_loss(model):
     """Guards: the batched Adam step never writing Θ (env 0 learns; env 1, never updated, stays Φ)."""
     memory = BatchedTempLoRA(model, 2)

@@ -418,7 +418,8 @@ class BatchedTempLoRA:
                   for a, b in self._split(self.theta[idx])]
         meta = meta_rows is not None
         kernels = sdpa_kernel([SDPBackend.MATH]) if meta else contextlib.nullcontext()
-        with torch.enable_grad(), self._using(leaves), kernels:
+        frozen = contextlib.nullcontext() if meta else rule.phi_frozen(model.unet)  # meta: Φ's gradient is read
+        with torch.enable_grad(), self._using(leaves), kernels, frozen:
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             losses = losses.view(m, n)
             per_env = losses.mean(0)

@@ -28,7 +28,7 @@ import collections
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -246,6 +246,26 @@ def given_frames(config: TempLoRAConfig, batch: int, frames: int, num_context: i
     if config.objective == "conditional" and config.variant != "original":
         given[:, :num_context] = True
     return given
+
+
+@contextlib.contextmanager
+def phi_frozen(unet: nn.Module, keep: Sequence[torch.Tensor] = ()) -> Iterator[None]:
+    """Φ (the UNet's weights, all but ``keep``: a peft memory's own Θ) without gradients for one fast step.
+
+    A fast step differentiates Θ alone, but while Φ requires grad (a trainer's setting, or no one ever froze
+    it) autograd keeps every activation Φ's weight gradients would need, down and mid blocks included, for a
+    gradient nobody reads: about twice the memory saved for the backward (1,191 against 576 MiB at 4 envs of the
+    shipped default, CPU, session 30). Θ's values do not change. Trainability is put back afterwards; the
+    slow-fast phase's differentiable step, whose backward does reach Φ, must not use this."""
+    kept = {id(p) for p in keep}
+    frozen = [p for p in unet.parameters() if p.requires_grad and id(p) not in kept]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def draw_loss_noise(shape: Sequence[int], generator: torch.Generator | None,

@@ -32,7 +32,8 @@ ADAPTER = "temp_lora"
 class TempLoRA:
     """Fast weights Θ on the UNet's attention/projection layers (peft), one episode at a time.
 
-    ``model`` is a `SlowFastVGen`. Only Θ gets gradients; Φ's trainability is left as it was.
+    ``model`` is a `SlowFastVGen`. Only Θ gets gradients (Φ is frozen for each fast step, `rule.phi_frozen`); Φ's
+    trainability is otherwise left as it was.
     """
 
     num_envs = 1
@@ -139,7 +140,7 @@ class TempLoRA:
             return [FastUpdate(float("nan"), 0)]
         model = self.model
         total = 0.0
-        with torch.enable_grad():
+        with torch.enable_grad(), rule.phi_frozen(model.unet, keep=self.params):
             for _ in range(steps):
                 latents, noise, t = rule.fast_batch(self.config, chunk, self.history, None, self.timesteps)
                 m, f = latents.shape[0], latents.shape[2]
