@@ -9,6 +9,7 @@
 #   bash experiments/device_session.sh bench     # the learned env beside the real scene (issue 16)
 #   bash experiments/device_session.sh agents    # planners and PPO on the model (issue 17), time-boxed
 #   bash experiments/device_session.sh ppo       # PPO in imagination beside PPO in the real scene, one task (issue 17)
+#   bash experiments/device_session.sh ppo_bg    # the same detached: each call waits WAIT_S for it, the last brings it back
 #   bash experiments/device_session.sh setup     # the installs alone, for a lease that only measures (bench, profile)
 #   bash experiments/device_session.sh profile   # where the eager training step's GPU time goes (issue 14)
 #
@@ -289,7 +290,13 @@
 # BENCH_S=250 ran out of time compiling (docs/RESULTS.md, "The session-30 lease"). So: with --compile-fast-update give
 # BENCH_S >= 420 (no inductor cache); start the task-4 ppo stage detached in its OWN call that waits for it (sleep
 # inside the same call up to its limit), each later call sent the moment the last returns, nothing else between.
-# Next lease: the task-4 plan above, first thing after setup.
+# Next lease, in calls sent one after another with nothing between them: (1) setup (shards moved out, carry .whl .gl);
+# (2) shards back and docs/ moved out, then MODEL=worldmodel/weights/default PPO_TASK=task4_put_in_drawer AGENT_SEEDS="1"
+# PPO_MIN=15 PPO_ARGS="reward=to_go max_chunks=12 ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=41000
+# imagination.denoise_steps=2 imagination.precision=bf16" WAIT_S=570 ... ppo_bg (starts the stage detached and waits);
+# (3) the same command again (WAIT_S=570) until it says done, which brings back ppo.tgz and the policies. Then, if
+# time is left: BENCH_S=480 bench with --compile --compile-fast-update --update-every 4 --temp-lora on,off (Φ is now
+# frozen for each fast step, session 30: half the memory saved for its backward on the CPU; the GPU row is the test).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -640,6 +647,24 @@ profile)  # where a training step's GPU time goes: the eager slow step, 5 steps 
     ;;
 agents)
     agents_run
+    ;;
+ppo_bg)  # the `ppo` stage detached, so that a call returns while it runs and the machine stays held by calls sent one
+         # after another (session 30 lost a run left between two calls): the first call starts it and waits up to WAIT_S
+         # (540) s; the same command again waits again; once it is done, what `ppo` made (ppo.tgz, the policies) comes
+         # back. A machine without the set-up (a fresh one: the last was given back) says so at once.
+    if [ ! -f "$W/ppo_bg.started" ]; then
+        $PY -c "import diffusers, stable_baselines3" 2>/dev/null || { echo "ppo_bg: no set-up on this machine (a fresh one?)" >&2; exit 3; }
+        rm -rf "$W/ppo_bg.done" "$W/ppo_out" && mkdir -p "$W/ppo_out" && date +%s > "$W/ppo_bg.started"
+        OUT="$W/ppo_out" setsid nohup bash -c "bash '$0' ppo; echo \$? > '$W/ppo_bg.done'" > "$W/ppo_bg.log" 2>&1 < /dev/null &
+        log "ppo_bg: started ${PPO_TASK:-task1_open}, seeds ${AGENT_SEEDS:-1}"
+    fi
+    while [ ! -f "$W/ppo_bg.done" ] && [ "$SECONDS" -lt "${WAIT_S:-540}" ]; do sleep 5; done
+    log "ppo_bg: $( [ -f "$W/ppo_bg.done" ] && echo "done, rc $(cat "$W/ppo_bg.done")" || echo running), \
+$(( $(date +%s) - $(cat "$W/ppo_bg.started") )) s since it started"
+    for f in ppo_starts.log ppo_bg.log $(cd "$W" && ls train_agent_seed*.log 2>/dev/null); do
+        [ -f "$W/$f" ] && { echo "== $f"; tr '\r' '\n' < "$W/$f" | grep -v -e Warning -e '^\s*$' | tail -n 4 | cut -c1-300; }
+    done
+    if [ -f "$W/ppo_bg.done" ]; then cp "$W"/ppo_out/* "$OUT/" 2>/dev/null; ls -la "$OUT"; fi
     ;;
 ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 64 collected starts of the task (seed 6,
       # once), then for each of AGENT_SEEDS (1) the imagination run and the real-scene run side by side, at most PPO_MIN
