@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 import torch
 
-from envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
+from envs.world_model_env import WorldModelEnv, WorldModelEnvConfig, WorldModelVectorEnv
 from evaluation.run_info import command_line, machine_name, resolve_device, utc_date
 from worldmodel.imagination import resolve_precision
 from worldmodel.loading import DEFAULT_MODEL_DIR, load_model, set_cpu_threads
@@ -63,8 +63,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch.compile the UNet in place (SlowFastVGen.compile_unet); the warm-up steps compile")
     p.add_argument("--compile-fast-update", action="store_true",
                    help="with --compile: Temp-LoRA's fast update runs compiled too (default: eager)")
-    p.add_argument("--fast-batch", type=int, default=None,
-                   help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's)")
+    p.add_argument("--fast-batch", default=None,
+                   help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's), or "
+                        "several joined by commas: a Temp-LoRA row each (memory against time in one run)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", default="auto",
@@ -143,7 +144,7 @@ def _dynamo_counts() -> dict:
 
 
 def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device,
-                   temp_lora: str) -> list[dict]:
+                   temp_lora: str, fast_batch: int | None = None) -> list[dict]:
     model, _ = load_model(spec, device, shared=True)
     mc = model.config
     mode = args.action_mode
@@ -155,10 +156,11 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
                 max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile,
                 compile_fast_update=args.compile_fast_update)
-    if args.fast_batch is not None:
-        opts["fast_batch_size"] = args.fast_batch
+    if fast_batch is not None:
+        opts["fast_batch_size"] = fast_batch
     steps = args.denoise_steps or mc.sample_steps
     warmup = max(1, args.update_every) if temp_lora == "on" else 1
+    fast_batch_size = opts.get("fast_batch_size", WorldModelEnvConfig.fast_batch_size)
     rows = []
 
     def row(kind: str, n: int, timing: dict) -> dict:
@@ -167,6 +169,7 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                 "denoise_steps": steps, "temp_lora": temp_lora, "action_mode": mode,
                 "update_every": args.update_every if temp_lora == "on" else None,
                 "temp_lora_blocks": "+".join(blocks) if temp_lora == "on" else None,
+                "fast_batch": fast_batch_size if temp_lora == "on" else None,
                 "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
                 "compile": args.compile, "compile_fast_update": args.compile_fast_update, "warmup_steps": warmup,
                 "warmup_s": timing["warmup_s"],
@@ -267,7 +270,8 @@ def _print_progress(row: dict) -> None:
         print(f"  {row['env']} N={row.get('num_envs')}: {row['error']}", file=sys.stderr)
     else:
         phases = " ".join(f"{k} {v:.3f}" for k, v in row.get("phases_s_per_step", {}).items())
-        print(f"  {row['env']} N={row['num_envs']} Temp-LoRA {row.get('temp_lora', '-')}: {row['frames_per_s']:.4g} "
+        fast = f" (fast batch {row['fast_batch']})" if row.get("fast_batch") else ""
+        print(f"  {row['env']} N={row['num_envs']} Temp-LoRA {row.get('temp_lora', '-')}{fast}: {row['frames_per_s']:.4g} "
               f"frames/s, {row['s_per_step']:.3f} s/step ({phases}), warm-up {row.get('warmup_s', 0):.0f} s",
               file=sys.stderr, flush=True)
 
@@ -306,12 +310,23 @@ def markdown_table(rows: list[dict], machine: str) -> str:
             overhead = f"{r['temp_lora_time_overhead']:+.0%}"
             if "temp_lora_memory_overhead" in r:
                 overhead += f" / {r['temp_lora_memory_overhead']:+.0%}"
+        fast = f", fast batch {r['fast_batch']}" if r.get("fast_batch") else ""
         precision = r.get("precision", "") + (", compiled" if r.get("compile") else "") \
             + (" (the fast update too)" if r.get("compile_fast_update") else "")
         lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {precision} | "
-                     f"{r.get('temp_lora', '')} | {r['s_per_step']:.3g} | {r['frames_per_s']:.3g} | "
+                     f"{r.get('temp_lora', '')}{fast} | {r['s_per_step']:.3g} | {r['frames_per_s']:.3g} | "
                      f"{r['frames_per_s'] / n:.3g} | {ratio} | {overhead} |")
     return "\n".join(lines)
+
+
+def _positive_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise SystemExit(f"{option} must be positive integers joined by commas, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -326,13 +341,13 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     if args.compile:
         torch._logging.set_logs(recompiles=True)  # why a graph compiles again, on stderr
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    if not sizes or min(sizes) < 1:
-        raise SystemExit(f"--sizes must be positive integers, got {args.sizes!r}")
+    sizes = _positive_ints(args.sizes, "--sizes")
+    fast_batches = [None] if args.fast_batch is None else _positive_ints(args.fast_batch, "--fast-batch")
     spec = _model_spec(args)
     machine = machine_name(device)
     print(f"bench_env: model={spec} device={device} sizes={sizes}", file=sys.stderr)
-    rows = [row for setting in settings for row in bench_imagined(spec, sizes, args, device, setting)]
+    rows = [row for setting in settings for fast_batch in (fast_batches if setting == "on" else [None])
+            for row in bench_imagined(spec, sizes, args, device, setting, fast_batch)]
     frame_size = next((r["frame_size"] for r in rows if "frame_size" in r), 64)
     real = bench_real(frame_size, args.real_steps, args.real, args.real_workers)
     if real is not None:

@@ -295,8 +295,10 @@
 # PPO_MIN=15 PPO_ARGS="reward=to_go max_chunks=12 ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=41000
 # imagination.denoise_steps=2 imagination.precision=bf16" WAIT_S=570 ... ppo_bg (starts the stage detached and waits);
 # (3) the same command again (WAIT_S=570) until it says done, which brings back ppo.tgz and the policies. Then, if
-# time is left: BENCH_S=480 bench with --compile --compile-fast-update --update-every 4 --temp-lora on,off (Φ is now
-# frozen for each fast step, session 30: half the memory saved for its backward on the CPU; the GPU row is the test).
+# time is left: MODEL=worldmodel/weights/default BENCH_STEPS=2 FAST_BATCH=16,64,256 BENCH_S=300 BENCH_REAL=off
+# BENCH_ARGS="--update-every 4 --temp-lora on,off --chunks 8" ... bench (eager, a row per fast batch: Φ is now frozen
+# for each fast step, session 30, half the memory saved for its backward on the CPU; the issue's +30% memory needs
+# about 4.8 MiB per env), then the compiled rows (--compile --compile-fast-update, BENCH_S=480: no inductor cache).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -628,7 +630,7 @@ finish)
     ls -la "$OUT" "$OUT/model"
     ;;
 bench)  # BENCH_ARGS: more bench_env arguments (e.g. "--compile --update-every 4 --temp-lora on"), BENCH_S each run's
-        # limit (200), BENCH_TAG in the JSON's name; compiled graphs come back in $OUT/inductor_cache.tar.gz (<= 16 MiB)
+        # limit (200), BENCH_TAG in the JSON's name, FAST_BATCH one or more (a row each, e.g. 16,64,256); compiled graphs come back in $OUT/inductor_cache.tar.gz (<= 16 MiB)
     for steps in ${BENCH_STEPS:-8 2}; do
         timeout ${BENCH_S:-200} $PY -m experiments.bench_env --model "$MODEL" --device $DEVICE --sizes 256 \
             --precision bf16 --denoise-steps $steps --fast-batch ${FAST_BATCH:-128} --real ${BENCH_REAL:-on} \

@@ -89,3 +89,30 @@ def test_bench_env_puts_theta_in_the_blocks_asked(tmp_path, monkeypatch):
                              "--out", str(tmp_path / "b.json")])
     assert seen == [("up_blocks.1",)]
     assert [r["temp_lora_blocks"] for r in result["rows"]] == ["up_blocks.1"]
+
+
+def test_bench_env_rows_per_fast_batch(tmp_path, monkeypatch):
+    """--fast-batch 1,2 gives a Temp-LoRA row per fast batch, each env built with it and recorded in its row (the
+    row without Temp-LoRA once, each on row's overhead against it); a bad list is a clear error."""
+    from experiments import bench_env
+
+    seen = []
+    real_init = bench_env.WorldModelVectorEnv.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        memory = self.batch.imagination.memory
+        seen.append((kwargs.get("fast_batch_size"), getattr(memory, "max_batch", None)))
+
+    monkeypatch.setattr(bench_env.WorldModelVectorEnv, "__init__", spy)
+    result = bench_env.main(["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--chunks", "1", "--threads", "1",
+                             "--temp-lora", "on,off", "--fast-batch", "1,2", "--no-single", "--real", "off",
+                             "--out", str(tmp_path / "b.json")])
+    assert seen == [(1, 1), (2, 2), (None, None)]
+    rows = result["rows"]
+    assert [(r["temp_lora"], r["fast_batch"]) for r in rows] == [("on", 1), ("on", 2), ("off", None)]
+    assert all("temp_lora_time_overhead" in r for r in rows[:2])
+    assert "on, fast batch 1 |" in result["table"] and "on, fast batch 2 |" in result["table"]
+    for bad in ("0", "a", ","):
+        with pytest.raises(SystemExit, match="--fast-batch must be positive integers"):
+            bench_env.main(["--preset", "tiny", "--fast-batch", bad, "--out", str(tmp_path / "c.json")])
