@@ -630,7 +630,8 @@ finish)
     ls -la "$OUT" "$OUT/model"
     ;;
 bench)  # BENCH_ARGS: more bench_env arguments (e.g. "--compile --update-every 4 --temp-lora on"), BENCH_S each run's
-        # limit (200), BENCH_TAG in the JSON's name, FAST_BATCH one or more (a row each, e.g. 16,64,256); compiled graphs come back in $OUT/inductor_cache.tar.gz (<= 16 MiB)
+        # limit (200), BENCH_TAG in the JSON's name, FAST_BATCH one or more (a row each, e.g. 16,64,256); compiled graphs
+        # come back in $OUT/inductor_cache.tar.gz (<= 16 MiB)
     for steps in ${BENCH_STEPS:-8 2}; do
         timeout ${BENCH_S:-200} $PY -m experiments.bench_env --model "$MODEL" --device $DEVICE --sizes 256 \
             --precision bf16 --denoise-steps $steps --fast-batch ${FAST_BATCH:-128} --real ${BENCH_REAL:-on} \
