@@ -271,8 +271,8 @@ def _print_progress(row: dict) -> None:
     else:
         phases = " ".join(f"{k} {v:.3f}" for k, v in row.get("phases_s_per_step", {}).items())
         fast = f" (fast batch {row['fast_batch']})" if row.get("fast_batch") else ""
-        print(f"  {row['env']} N={row['num_envs']} Temp-LoRA {row.get('temp_lora', '-')}{fast}: {row['frames_per_s']:.4g} "
-              f"frames/s, {row['s_per_step']:.3f} s/step ({phases}), warm-up {row.get('warmup_s', 0):.0f} s",
+        print(f"  {row['env']} N={row['num_envs']} Temp-LoRA {row.get('temp_lora', '-')}{fast}: "
+              f"{row['frames_per_s']:.4g} frames/s, {row['s_per_step']:.3f} s/step ({phases}), warm-up {row.get('warmup_s', 0):.0f} s",
               file=sys.stderr, flush=True)
 
 
