@@ -4,6 +4,7 @@ blinding, assignment, the evaluate importer, a real headless browser study, and 
 from __future__ import annotations
 
 import ast
+import http.client
 import json
 import math
 import os
@@ -436,8 +437,8 @@ def test_server_killed_mid_study_loses_and_duplicates_nothing(study_videos, tmp_
                 with lock:
                     acked.add((rater, video))
                 mine += 1
-            except (urllib.error.URLError, ConnectionError, OSError):
-                return  # the server is gone
+            except (urllib.error.URLError, ConnectionError, OSError, http.client.HTTPException):
+                return  # the server is gone (mid-answer too: IncompleteRead)
             except threading.BrokenBarrierError as err:
                 errors.append(err)
                 return
