@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 import torch
 
-from envs.world_model_env import WorldModelEnv, WorldModelEnvConfig, WorldModelVectorEnv
+from envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from evaluation.run_info import command_line, machine_name, resolve_device, utc_date
 from worldmodel.imagination import resolve_precision
 from worldmodel.loading import DEFAULT_MODEL_DIR, load_model, set_cpu_threads
@@ -160,10 +160,9 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
         opts["fast_batch_size"] = fast_batch
     steps = args.denoise_steps or mc.sample_steps
     warmup = max(1, args.update_every) if temp_lora == "on" else 1
-    fast_batch_size = opts.get("fast_batch_size", WorldModelEnvConfig.fast_batch_size)
     rows = []
 
-    def row(kind: str, n: int, timing: dict) -> dict:
+    def row(kind: str, n: int, timing: dict, fast_batch_size: int | None) -> dict:
         frames = n * mc.new_frames * args.chunks
         return {"env": kind, "num_envs": n, "model": spec, "frame_size": mc.frame_size, "new_frames": mc.new_frames,
                 "denoise_steps": steps, "temp_lora": temp_lora, "action_mode": mode,
@@ -181,13 +180,15 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
 
     if not args.no_single:
         env = WorldModelEnv(**opts)
-        rows.append(row("single", 1, _time_env(env, 1, args.chunks, device, batched=False, warmup=warmup)))
+        rows.append(row("single", 1, _time_env(env, 1, args.chunks, device, batched=False, warmup=warmup),
+                        env.config.fast_batch_size))
         env.close()
         _print_progress(rows[-1])
     for n in sizes:
         venv = WorldModelVectorEnv(num_envs=n, **opts)
         try:
-            rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True, warmup=warmup)))
+            rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True, warmup=warmup),
+                            venv.config.fast_batch_size))
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory at large N
             rows.append({"env": "vector", "num_envs": n, "model": spec, "error": f"{type(err).__name__}: {err}"[:300]})
         venv.close()
@@ -272,7 +273,8 @@ def _print_progress(row: dict) -> None:
         phases = " ".join(f"{k} {v:.3f}" for k, v in row.get("phases_s_per_step", {}).items())
         fast = f" (fast batch {row['fast_batch']})" if row.get("fast_batch") else ""
         print(f"  {row['env']} N={row['num_envs']} Temp-LoRA {row.get('temp_lora', '-')}{fast}: "
-              f"{row['frames_per_s']:.4g} frames/s, {row['s_per_step']:.3f} s/step ({phases}), warm-up {row.get('warmup_s', 0):.0f} s",
+              f"{row['frames_per_s']:.4g} frames/s, {row['s_per_step']:.3f} s/step ({phases}), "
+              f"warm-up {row.get('warmup_s', 0):.0f} s",
               file=sys.stderr, flush=True)
 
 
