@@ -299,6 +299,10 @@
 # BENCH_ARGS="--update-every 4 --temp-lora on,off --chunks 8" ... bench (eager, a row per fast batch: Φ is now frozen
 # for each fast step, session 30, half the memory saved for its backward on the CPU; the issue's +30% memory needs
 # about 4.8 MiB per env), then the compiled rows (--compile --compile-fast-update, BENCH_S=480: no inductor cache).
+# Session 31 (nvidia-h200) ran that plan: setup; ppo_bg twice (done after 779 s: task 4 0% real success in both worlds,
+# the imagined policy cheating a model that loses the held cube); then the eager bench FAST_BATCH=16,64,256 BENCH_S=420
+# and the compiled one (BENCH_S=500, 234 s compiling): Φ frozen, 22.3 GiB against 40.6 (docs/RESULTS.md, "The
+# session-31 lease"). Five calls, each sent as the last returned, 1,372 s: the machine stayed held throughout.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"

@@ -1,0 +1,29 @@
+"""Session 31: the learning curves of the lease's two task-4 PPO runs (docs/results/ppo_task4_s31_h200.json, from their
+TensorBoard logs) on one plot.
+
+    python docs/results/ppo_task4_curves_s31.py docs/ppo_task4_s31_h200.png
+"""
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+runs = json.load(open("docs/results/ppo_task4_s31_h200.json"))
+tags = {"rollout/success_rate": "episodes ended as done (by the heads in imagination)",
+        "rollout/ep_rew_mean": "episode return (minus skills to go per chunk)",
+        "train/entropy_loss": "entropy loss"}
+fig, axes = plt.subplots(1, len(tags), figsize=(15, 4))
+for ax, (tag, title) in zip(axes, tags.items()):
+    for world, rec in runs.items():
+        steps, values = zip(*rec["curves"][tag])
+        real = rec["agents"][world]["real"]["success"]
+        ax.plot(steps, values, label=f"PPO in {'the real scene' if world == 'real' else world} (real success {real:.0%})")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("env steps")
+axes[0].legend(fontsize=8)
+fig.suptitle("task4_put_in_drawer, reward=to_go, seed 1, one H200 (session 31)")
+fig.tight_layout()
+fig.savefig(sys.argv[1], dpi=80)
