@@ -303,6 +303,12 @@
 # the imagined policy cheating a model that loses the held cube); then the eager bench FAST_BATCH=16,64,256 BENCH_S=420
 # and the compiled one (BENCH_S=500, 234 s compiling): Φ frozen, 22.3 GiB against 40.6 (docs/RESULTS.md, "The
 # session-31 lease"). Five calls, each sent as the last returned, 1,372 s: the machine stayed held throughout.
+# Next lease (issue 17): the real-scene task-4 run alone, as the CPU stand-in with a three-chunk cube skill learnt it
+# (19/20 at 82k steps with ent_coef 0.05; 0/20 at 41k): setup, then PPO_TASK=task4_put_in_drawer AGENT_SEEDS="1"
+# PPO_MIN=19 PPO_ARGS="reward=to_go max_chunks=12 ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=82000
+# ppo.ent_coef=0.05" PPO_WORLDS=real WAIT_S=570 ... ppo_bg, three times (PPO in imagination waits for heads
+# that do not take the model's lost cube for a stored one: fit_heads --imagined-steps on episodes where the cube
+# skill meets a shut drawer, e.g. DEVIATE=0.5 task-4 episodes).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -675,11 +681,14 @@ $(( $(date +%s) - $(cat "$W/ppo_bg.started") )) s since it started"
     ;;
 ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 64 collected starts of the task (seed 6,
       # once), then for each of AGENT_SEEDS (1) the imagination run and the real-scene run side by side, at most PPO_MIN
-      # (7) minutes each; results and TensorBoard logs in $OUT/ppo.tgz, each policy in $OUT/<run>_<agent>.zip
+      # (7) minutes each; results and TensorBoard logs in $OUT/ppo.tgz, each policy in $OUT/<run>_<agent>.zip.
+      # PPO_WORLDS="real" (or "imagination"): that run alone (default both)
     [ -f "$W/ppo_starts/manifest.json" ] || $PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 \
         workers=$WORKERS $SCENE '~tasks' "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
     for seed in ${AGENT_SEEDS:-1}; do
-        for off in real_baseline imagination; do  # the imagination run has the real baseline off, and the other way
+        for world in ${PPO_WORLDS:-imagination real}; do  # the imagination run has the real baseline off, and back
+            case $world in imagination) off=real_baseline;; real) off=imagination;;
+                *) echo "PPO_WORLDS: imagination and/or real, not '$world'" >&2; exit 2;; esac
             name=seed$seed; [ $off = imagination ] && name=seed${seed}_real
             CUDA_VISIBLE_DEVICES=${PPO_GPU:-0} timeout $(( ${PPO_MIN:-7} * 60 + 120 )) $PY -m experiments.train_agent \
                 model="$MODEL" data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false \

@@ -20,7 +20,8 @@ for ax, (tag, title) in zip(axes, tags.items()):
     for world, rec in runs.items():
         steps, values = zip(*rec["curves"][tag])
         real = rec["agents"][world]["real"]["success"]
-        ax.plot(steps, values, label=f"PPO in {'the real scene' if world == 'real' else world} (real success {real:.0%})")
+        where = "the real scene" if world == "real" else world
+        ax.plot(steps, values, label=f"PPO in {where} (real success {real:.0%})")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("env steps")
 axes[0].legend(fontsize=8)
