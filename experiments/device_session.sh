@@ -689,7 +689,7 @@ ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 6
         for world in ${PPO_WORLDS:-imagination real}; do  # the imagination run has the real baseline off, and back
             case $world in imagination) off=real_baseline;; real) off=imagination;;
                 *) echo "PPO_WORLDS: imagination and/or real, not '$world'" >&2; exit 2;; esac
-            name=seed$seed; [ $off = imagination ] && name=seed${seed}_real
+            name=seed$seed; [ $world = real ] && name=seed${seed}_real
             CUDA_VISIBLE_DEVICES=${PPO_GPU:-0} timeout $(( ${PPO_MIN:-7} * 60 + 120 )) $PY -m experiments.train_agent \
                 model="$MODEL" data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false \
                 time_limit_min=${PPO_MIN:-7} seed=$seed real_baseline.num_envs=${REAL_ENVS:-16} \
