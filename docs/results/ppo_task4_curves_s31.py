@@ -1,7 +1,8 @@
 """Session 31: the learning curves of the lease's two task-4 PPO runs (docs/results/ppo_task4_s31_h200.json, from their
-TensorBoard logs) on one plot.
+TensorBoard logs) on one plot; session 33 drew its one real-scene run with it (a JSON of the same shape and a session).
 
     python docs/results/ppo_task4_curves_s31.py docs/ppo_task4_s31_h200.png
+    python docs/results/ppo_task4_curves_s31.py docs/ppo_task4_s33_h200.png docs/results/ppo_task4_s33_h200.json 33
 """
 import json
 import sys
@@ -11,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-runs = json.load(open("docs/results/ppo_task4_s31_h200.json"))
+runs = json.load(open(sys.argv[2] if len(sys.argv) > 2 else "docs/results/ppo_task4_s31_h200.json"))
+session = sys.argv[3] if len(sys.argv) > 3 else "31"
 tags = {"rollout/success_rate": "episodes ended as done (by the heads in imagination)",
         "rollout/ep_rew_mean": "episode return (minus skills to go per chunk)",
         "train/entropy_loss": "entropy loss"}
@@ -25,6 +27,6 @@ for ax, (tag, title) in zip(axes, tags.items()):
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("env steps")
 axes[0].legend(fontsize=8)
-fig.suptitle("task4_put_in_drawer, reward=to_go, seed 1, one H200 (session 31)")
+fig.suptitle(f"task4_put_in_drawer, reward=to_go, seed 1, one H200 (session {session})")
 fig.tight_layout()
 fig.savefig(sys.argv[1], dpi=80)
