@@ -309,10 +309,11 @@
 # ppo.ent_coef=0.05" PPO_WORLDS=real WAIT_S=570 ... ppo_bg, three times (PPO in imagination waits for heads
 # that do not take the model's lost cube for a stored one: fit_heads --imagined-steps on episodes where the cube
 # skill meets a shut drawer, e.g. DEVIATE=0.5 task-4 episodes).
-# Session 33 (nvidia-h200) ran that plan: setup; ppo_bg twice (done after 1,050 s: 90% real success on task 4, 20
-# seeds; rollouts 87% done by 23k steps, so ent_coef 0.05 was what session 31 lacked; docs/RESULTS.md, "The session-33
-# lease"). 1,199 s in three calls. Next lease: the slow phase (issue 14) or, once heads read history, task 4 in
-# imagination at 82k steps with ent_coef 0.05 beside nothing else (about 24 minutes at 2 steps, bf16).
+# Session 33 (nvidia-h200) ran that plan: setup; ppo_bg twice (training 1,026.5 s, evaluation 24.2 s: 90% real success
+# on task 4, 20 seeds; rollouts 87% done by 23k steps, so ent_coef 0.05 was what session 31 lacked; docs/RESULTS.md,
+# "The session-33 lease"). 1,199 s in three calls. Next lease: the slow phase (issue 14) or, once heads read history,
+# task 4 in imagination at 82k steps with ent_coef 0.05 beside nothing else (session 31: 707.8 s per 41k at 2 steps,
+# bf16, so about twice that).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
