@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from worldmodel.heads import HeadsConfig, LabelSet, RewardHeads, examples_from_episodes, own_labels, train_heads
+from worldmodel.heads import (HeadsConfig, LabelSet, RewardHeads, examples_from_episodes, own_labels, predict_examples,
+                              train_heads)
 
 HEADS_DIR = "heads"
 
@@ -144,14 +145,15 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
               device: str | torch.device = "cpu", config: HeadsConfig | None = None,
               relabel: bool = True, init: RewardHeads | None = None,
               imagine: Callable[[list[dict]], list[dict]] | None = None,
-              next_skill: int = 0) -> tuple[RewardHeads, HeadsFit]:
+              next_skill: int = 0, history: bool = False) -> tuple[RewardHeads, HeadsFit]:
     """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there: on the
     held-out episodes' own instructions, and against every `RELABEL_TASKS` instruction (`scene_labels`), also
     per task. ``relabel``: train on `scene_labels` too (else on the episodes' own labels only). ``init``: continue
     from these heads (their config) instead of fresh ones. ``imagine`` (e.g. `evaluation.rollout.imagined_episodes`):
     train on its copies of the training episodes too, and measure on its copies of the held-out ones.
     ``next_skill`` > 0: the heads get (or keep) a next-skill output over that many skills
-    (`RewardHeads.with_next_skill`) and learn it from the hindsight labels."""
+    (`RewardHeads.with_next_skill`) and learn it from the hindsight labels. ``history``: the heads read the episode
+    so far too (`HeadsConfig.history`; ``init`` grows it with `RewardHeads.with_history`)."""
     episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
     if not episodes:
         raise ValueError(f"{source}: no episodes with chunks to fit reward heads on")
@@ -161,19 +163,22 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
     train_eps, test_eps = heldout_split(episodes, heldout)
     if init is not None and next_skill:
         init = init.with_next_skill(next_skill)
-    cfg = init.config if init is not None else config or HeadsConfig(frame_size=frame_size, skills=next_skill)
+    if init is not None and history:
+        init = init.with_history()
+    cfg = init.config if init is not None else config or HeadsConfig(frame_size=frame_size, skills=next_skill,
+                                                                     history=history)
     imagined_test = []
     if imagine is not None:
         train_eps, imagined_test = train_eps + imagine(train_eps), imagine(test_eps)
-    train = examples_from_episodes(train_eps, cfg.num_frames, scene_labels if relabel else own_labels)
+    train = examples_from_episodes(train_eps, cfg.num_frames, scene_labels if relabel else own_labels, cfg.history)
     if init is not None:
         heads = init.to(device)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             heads = RewardHeads(cfg).to(device)
-    history = train_heads(heads, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    fit = HeadsFit(len(train), 0, float("nan"), float("nan"), float("nan"), float(np.mean(history[-20:])), relabel)
+    losses = train_heads(heads, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    fit = HeadsFit(len(train), 0, float("nan"), float("nan"), float("nan"), float(np.mean(losses[-20:])), relabel)
     if test_eps:
         judge_heads(heads, test_eps, fit)
     if imagined_test:
@@ -183,17 +188,17 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
 
 def judge_heads(heads: RewardHeads, episodes: list[dict], fit: HeadsFit) -> HeadsFit:
     """Fill ``fit``'s held-out numbers: accuracy on the episodes' own labels, and the hindsight error rates."""
-    k = heads.config.num_frames
-    test = examples_from_episodes(episodes, k)
-    pred = predict_in_batches(heads, test.frames_of(np.arange(len(test))), test.instructions)
+    k, history = heads.config.num_frames, heads.config.history
+    test = examples_from_episodes(episodes, k, history=history)
+    pred = predict_examples(heads, test)
     fit.heldout_chunks = len(test)
     fit.success_accuracy = float(np.mean((pred["success"] > 0.5) == test.success))
     fit.terminated_accuracy = float(np.mean((pred["terminated"] > 0.5) == test.terminated))
     fit.reward_mae = float(np.mean(np.abs(pred["reward"] - test.reward)))
     scene = [e for e in episodes if "sim_state" in e and len(e["sim_state"])]
     if scene:
-        hind = examples_from_episodes(scene, k, scene_labels)
-        pred = predict_in_batches(heads, hind.frames_of(np.arange(len(hind))), hind.instructions)
+        hind = examples_from_episodes(scene, k, scene_labels, history)
+        pred = predict_examples(heads, hind)
         done = pred["terminated"] > 0.5
         fit.hindsight_chunks = len(hind)
         fit.hindsight_reward_mae = float(np.mean(np.abs(pred["reward"] - hind.reward)))
@@ -240,17 +245,11 @@ def describe_fit(fit: HeadsFit) -> str:
             + "".join(f"\n  {task}: false done {v['false_done']:.3f}, missed done {v['missed_done']:.3f}, skills-to-go "
                       f"MAE {v['to_go_mae']:.3f} ({v['done_pairs']} of {v['pairs']} pairs done)"
                       for task, v in fit.hindsight_per_task.items())
-            + (f"\non the model's teacher-forced chunks of those episodes: false done "
+            + (f"\non the model's imagined copies of those episodes: false done "
                f"{fit.imagined['hindsight_false_done']:.3f}, missed done {fit.imagined['hindsight_missed_done']:.3f}, "
                f"skills-to-go MAE {fit.imagined['hindsight_to_go_mae']:.3f}"
                + "".join(f"\n  {task}: false done {v['false_done']:.3f}, missed done {v['missed_done']:.3f}"
                          for task, v in fit.imagined["hindsight_per_task"].items()) if fit.imagined else ""))
-
-
-def predict_in_batches(heads: RewardHeads, frames: np.ndarray, instructions: list[str],
-                       batch: int = 512) -> dict[str, np.ndarray]:
-    parts = [heads.predict(frames[i:i + batch], instructions[i:i + batch]) for i in range(0, len(frames), batch)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def resolve_heads(spec: Any, model_folder: Path | None, data: str | Path | None, out_dir: Path | None,

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from envs.real.skills import SKILLS
+from worldmodel.heads import HeadsHistory
 from worldmodel.imagination import Imagination
 from worldmodel.memory import BatchedTempLoRA
 
@@ -164,6 +165,7 @@ class WorldModelPlanner:
         if cfg.temp_lora:
             memory = BatchedTempLoRA(model, n, model.config.temp_lora, max_batch=cfg.fast_batch_size)
         self.core = Imagination(model, n, memory, cfg.denoise_steps, cfg.guidance_scale, precision=cfg.precision)
+        self.seen = HeadsHistory(heads, n)  # what each env's episode showed so far, for heads that read it
         self.model.action_encoder.embed_texts(list(self.skills))  # cache the vocabulary once
         self.name = f"{cfg.method} planner" + ("" if cfg.temp_lora else " (no Temp-LoRA)")
         b = num_episodes
@@ -220,12 +222,13 @@ class WorldModelPlanner:
         if truth.shape[1] != new:
             raise ValueError(f"the real chunk has {truth.shape[1]} frames but the model makes {new} per chunk: run the "
                              f"scene with chunk_len={new}")
-        chunk = self.core.step([self.root(b) for b in ids], self._action([self.skills[int(s)] for s in skills]),
-                               teacher_frames=truth)
+        roots = [self.root(b) for b in ids]
+        chunk = self.core.step(roots, self._action([self.skills[int(s)] for s in skills]), teacher_frames=truth)
         made = chunk.frames.cpu().numpy()
         texts = [self.instructions[b] for b in ids]
-        repeats = self.runs.observe(self.heads, ids, skills, truth, texts)
-        logp = self._prior_logp(list(truth), texts)
+        repeats = self.runs.observe(self.heads, ids, skills, truth, texts, self.seen.pooled_of(roots))
+        logp = self._prior_logp(list(truth), texts, roots)
+        self.seen.observe(roots, truth)  # the real chunk's end joins the history the chunks after it are judged on
         for k, (b, skill) in enumerate(zip(ids, skills)):
             self.last_imagined[b], self.root_logp[b] = made[k], None if logp is None else logp[k]
             rest = self.previous[b]
@@ -250,9 +253,10 @@ class WorldModelPlanner:
             raise IndexError(f"episode {b} out of range for a planner of {self.num_episodes}")
         self.instructions[b] = check_instruction(instruction)
         self.core.reset([self.root(b)], [np.asarray(frames)], seeds=[int(seed)])
+        self.seen.reset([self.root(b)], [np.asarray(frames)])
         self.rngs[b] = np.random.default_rng([self.config.seed, int(seed)])
         self.previous[b], self.last_imagined[b] = None, None
-        logp = self._prior_logp([np.asarray(frames)], [self.instructions[b]])
+        logp = self._prior_logp([np.asarray(frames)], [self.instructions[b]], [self.root(b)])
         self.root_logp[b] = None if logp is None else logp[0]
         self.plans[b], self.notes[b], self.stop_reasons[b], self._infeasible[b] = [], [], None, 0
         self.runs.reset(b)
@@ -282,6 +286,7 @@ class WorldModelPlanner:
         src = [self.root(b) for b in episodes for _ in range(k)]
         ids = [self.root(b) + 1 + j for b in episodes for j in range(k)]
         self.core.fork(src, ids)
+        self.seen.fork(src, ids)
         texts = [self.instructions[b] for b in episodes for _ in range(k)]
         chunks = np.repeat(seqs.reshape(e * k, horizon), self.config.imagine_chunks, axis=1)  # a skill per chunk
         out = {key: np.zeros(chunks.shape, np.float32) for key in ("reward", "success", "terminated")}
@@ -292,7 +297,7 @@ class WorldModelPlanner:
         for h in range(chunks.shape[1]):
             chunk = self.core.step(ids, self._action([self.skills[s] for s in chunks[:, h]]),
                                    learn=self.config.learn_in_imagination)
-            pred = self.heads.predict(chunk.frames, texts)
+            pred = self.seen.predict(ids, chunk.frames, texts)
             for key in (*out, "to_go") if "to_go" in pred else out:  # to_go: heads that predict it
                 out.setdefault(key, np.zeros(chunks.shape, np.float32))[:, h] = pred[key]
             j = (h + 1) // self.config.imagine_chunks  # the skill this chunk's end is the state before
@@ -308,15 +313,17 @@ class WorldModelPlanner:
                         out["to_go"].reshape(shape) if "to_go" in out else None,
                         None if logp is None else logp.reshape(*shape[:-1], horizon))
 
-    def _prior_logp(self, frames: list[np.ndarray], instructions: list[str | None]) -> np.ndarray | None:
-        """log P(skill | real frames) per episode (E, skills) from the heads' next-skill output; None where the
-        prior is off (``prior_weight`` 0 or heads without that output)."""
+    def _prior_logp(self, frames: list[np.ndarray], instructions: list[str | None],
+                    envs: Sequence[int]) -> np.ndarray | None:
+        """log P(skill | real frames) per episode (E, skills) from the heads' next-skill output, the episodes' history
+        that of ``envs`` (their belief envs); None where the prior is off (``prior_weight`` 0 or heads without that
+        output)."""
         if not self.config.prior_weight or not getattr(getattr(self.heads, "config", None), "skills", 0):
             return None
         if self.heads.config.skills != len(self.skills):
             raise ValueError(f"the heads' next-skill output names {self.heads.config.skills} skills, the planner "
                              f"{len(self.skills)}")
-        return np.log(np.maximum(skill_prior(self.heads, frames, instructions), 1e-6))
+        return np.log(np.maximum(skill_prior(self.heads, frames, instructions, self.seen.pooled_of(envs)), 1e-6))
 
     def _root_prior(self, episodes: Sequence[int]) -> np.ndarray | None:
         """The episodes' `root_logp` stacked (E, skills), or None when the prior is off."""
@@ -409,13 +416,16 @@ class WorldModelPlanner:
         return results
 
 
-def skill_prior(heads: Any, frames: Sequence[np.ndarray], instructions: Sequence[str | None]) -> np.ndarray:
+def skill_prior(heads: Any, frames: Sequence[np.ndarray], instructions: Sequence[str | None],
+                history: Any = None) -> np.ndarray:
     """The heads' next-skill probabilities (E, skills) for E episodes' real frames ((T, H, W, 3) each: a start frame
     or a chunk), from the last ``num_frames`` of each, the first frame repeated where there are fewer, so episodes at
-    their start and episodes after a real chunk go in one batch."""
+    their start and episodes after a real chunk go in one batch. ``history``: the episodes' pooled history before
+    those frames (`HeadsHistory.pooled_of`; heads that read it)."""
     k = heads.config.num_frames
     stacks = [np.concatenate([f[:1]] * max(0, k - len(f)) + [f[-k:]]) for f in map(np.asarray, frames)]
-    return heads.predict(np.stack(stacks), list(instructions))["next_skill"]
+    more = [history] if history is not None else []  # heads that read the episode so far
+    return heads.predict(np.stack(stacks), list(instructions), *more)["next_skill"]
 
 
 class SkillRuns:
@@ -442,12 +452,14 @@ class SkillRuns:
         return {b: self._running[b][0] for b in ids if self._running[b] is not None}
 
     def observe(self, heads: Any, ids: Sequence[int], skills: Sequence[int], frames: np.ndarray,
-                instructions: Sequence[str | None]) -> list[bool]:
-        """Record the real chunks ``frames`` ((E, T, H, W, 3) uint8) that ``skills`` produced in episodes ``ids``;
-        returns, per episode, whether its skill continued the one already running."""
+                instructions: Sequence[str | None], history: Any = None) -> list[bool]:
+        """Record the real chunks ``frames`` ((E, T, H, W, 3) uint8) that ``skills`` produced in episodes ``ids``
+        (``history``: their pooled history before the chunks, for heads that read it); returns, per episode, whether
+        its skill continued the one already running."""
         done = np.ones(len(ids), bool)
         if self.max_chunks > 1:  # did the skill finish? the success head on the real chunk
-            done = heads.predict(torch.from_numpy(np.asarray(frames)), list(instructions))["success"] >= 0.5
+            more = [history] if history is not None else []  # heads that read the episode so far
+            done = heads.predict(torch.from_numpy(np.asarray(frames)), list(instructions), *more)["success"] >= 0.5
         repeats = []
         for k, (b, skill) in enumerate(zip(ids, skills)):
             run = self._running[b]
@@ -470,6 +482,7 @@ class SkillPriorAgent:
                              "(python -m experiments.fit_heads --next-skill)")
         self.heads, self.num_episodes = heads, num_episodes
         self.runs = SkillRuns(num_episodes, skill_chunks)
+        self.seen = HeadsHistory(heads, num_episodes)  # each episode's real frames so far, for heads that read them
         self.frames: list[np.ndarray | None] = [None] * num_episodes
         self.instructions: list[str | None] = [None] * num_episodes
         # per episode, a line per new decision: the skill, its probability and the runner-up's (what `plan_eval`
@@ -478,6 +491,7 @@ class SkillPriorAgent:
 
     def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
         self.frames[b], self.instructions[b] = np.asarray(frame)[None], check_instruction(info["instruction"])
+        self.seen.reset([b], [self.frames[b]])
         self.notes[b] = []
         self.runs.reset(b)
 
@@ -486,7 +500,8 @@ class SkillPriorAgent:
         chosen = self.runs.running_skills(ids)
         ask = [b for b in ids if b not in chosen]
         if ask:
-            prior = skill_prior(self.heads, [self.frames[b] for b in ask], [self.instructions[b] for b in ask])
+            prior = skill_prior(self.heads, [self.frames[b] for b in ask], [self.instructions[b] for b in ask],
+                                self.seen.pooled_of(ask))
             for b, p in zip(ask, prior):
                 first, second = np.argsort(-p, kind="stable")[:2]
                 chosen[b] = int(first)
@@ -495,10 +510,15 @@ class SkillPriorAgent:
         return [chosen[b] for b in ids]
 
     def observe_batch(self, ids, skills, frames, infos) -> None:
+        ids = list(ids)
+        # the episode before this chunk: the last chunk's end joins the history (the start frame is in it already,
+        # and a max-pool takes a frame twice as once), so this chunk and its successor are judged as the heads learnt
+        self.seen.observe(ids, np.stack([self.frames[b][-1:] for b in ids]))
+        chunks = np.stack([np.asarray(f) for f in frames])
+        texts = [self.instructions[b] for b in ids]
+        self.runs.observe(self.heads, ids, skills, chunks, texts, self.seen.pooled_of(ids))
         for b, f in zip(ids, frames):
             self.frames[b] = np.asarray(f)
-        self.runs.observe(self.heads, list(ids), skills, np.stack([np.asarray(f) for f in frames]),
-                          [self.instructions[b] for b in ids])
 
 
 def make_agent(name: str, model: Any = None, heads: Any = None, config: PlannerConfig | None = None,

@@ -183,11 +183,11 @@ def load_heads(spec: str | None, model_folder: Any, model_name: str, data: str |
 def heads_accuracy(heads: Any, episodes: Sequence[dict]) -> dict[str, float]:
     """The heads on real episodes (``envs.episodes`` dicts): chunk-level accuracy of the success and
     terminated heads (as `agents.heads.fit_heads` reports it)."""
-    from agents.heads import predict_in_batches
-    from worldmodel.heads import examples_from_episodes
+    from worldmodel.heads import examples_from_episodes, predict_examples
 
-    ex = examples_from_episodes([e for e in episodes if len(e["reward"])], heads.config.num_frames)
-    pred = predict_in_batches(heads, ex.frames, ex.instructions)
+    ex = examples_from_episodes([e for e in episodes if len(e["reward"])], heads.config.num_frames,
+                                history=heads.config.history)
+    pred = predict_examples(heads, ex)
     return {"chunks": len(ex), "success_accuracy": float(np.mean((pred["success"] > 0.5) == ex.success)),
             "terminated_accuracy": float(np.mean((pred["terminated"] > 0.5) == ex.terminated))}
 

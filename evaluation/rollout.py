@@ -132,14 +132,19 @@ def rollout(model: Any, memory: Any, episodes: Sequence[EvalEpisode], mode: str,
 
 
 def imagined_episodes(model: Any, episodes: list[dict], denoise_steps: int | None = 2, seed: int = 0,
-                      batch: int = 32, log=None) -> list[dict]:
+                      batch: int = 32, log=None, mode: str = "teacher") -> list[dict]:
     """Copies of recorded episodes whose frames after the first are the world model's (Φ alone) teacher-forced
     chunks: each chunk generated from the real frames before it under the recorded skill and actions, as the
-    planner's first imagined chunk is. Labels (reward, success, states) stay the real ones.
+    planner's first imagined chunk is. Labels (reward, success, states) stay the real ones. ``mode="free"``: each
+    chunk from the model's own chunk before it instead, the whole episode imagined from its first frame under the
+    recorded skills, as PPO in imagination sees it; the labels still say what really happened, so heads learn the
+    real outcome of what the model shows (a cube the model lost is not a cube put away).
 
     Why: the heads judge imagined chunks, but learnt on real frames only they read the model's artefacts their own
     way; from the real scene of task 4 after "press the left button", every imagined cube skill was called the task
     done (P 1.00; docs/RESULTS.md, session 10) where the real scene is two skills short."""
+    if mode not in ("teacher", "free"):
+        raise ValueError(f"imagined episodes are 'teacher' or 'free', not {mode!r}")
     out = []
     for lo in range(0, len(episodes), batch):
         part = episodes[lo:lo + batch]
@@ -148,7 +153,7 @@ def imagined_episodes(model: Any, episodes: list[dict], denoise_steps: int | Non
                 raise ValueError(f"episodes of {e['attrs']['chunk_len']} frames per chunk for a model that makes "
                                  f"{model.config.new_frames}")
         evs = [stride_episode(e, 1, f"episode {lo + j}") for j, e in enumerate(part)]
-        videos = rollout(model, None, evs, "teacher", denoise_steps, [seed + lo + j for j in range(len(part))]).videos
+        videos = rollout(model, None, evs, mode, denoise_steps, [seed + lo + j for j in range(len(part))]).videos
         out += [{**e, "frames": v} for e, v in zip(part, videos)]
         if log is not None:
             log(f"imagined {len(out)} of {len(episodes)} episodes")

@@ -679,7 +679,7 @@ ppo_bg)  # the `ppo` stage detached, so that a call returns while it runs and th
     while [ ! -f "$W/ppo_bg.done" ] && [ "$SECONDS" -lt "${WAIT_S:-540}" ]; do sleep 5; done
     log "ppo_bg: $( [ -f "$W/ppo_bg.done" ] && echo "done, rc $(cat "$W/ppo_bg.done")" || echo running), \
 $(( $(date +%s) - $(cat "$W/ppo_bg.started") )) s since it started"
-    for f in ppo_starts.log ppo_bg.log $(cd "$W" && ls train_agent_seed*.log 2>/dev/null); do
+    for f in heads_eps.log heads_fit.log ppo_starts.log ppo_bg.log $(cd "$W" && ls train_agent_seed*.log 2>/dev/null); do
         [ -f "$W/$f" ] && { echo "== $f"; tr '\r' '\n' < "$W/$f" | grep -v -e Warning -e '^\s*$' | tail -n 4 | cut -c1-300; }
     done
     if [ -f "$W/ppo_bg.done" ]; then cp "$W"/ppo_out/* "$OUT/" 2>/dev/null; ls -la "$OUT"; fi
@@ -688,6 +688,25 @@ ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 6
       # once), then for each of AGENT_SEEDS (1) the imagination run and the real-scene run side by side, at most PPO_MIN
       # (7) minutes each; results and TensorBoard logs in $OUT/ppo.tgz, each policy in $OUT/<run>_<agent>.zip.
       # PPO_WORLDS="real" (or "imagination"): that run alone (default both)
+      # HISTORY_HEADS=1 (session 34): first MODEL's heads grown to read the episode so far (`fit_heads --continue
+      # --history`), fitted on HEADS_EPISODES new episodes (DATA_SEED, HEADS_TASKS, DEVIATE 0.3: off-plan skills, e.g. the
+      # cube skill at a shut drawer) and on the model's free rollouts of them labelled with what really happened; PPO then
+      # scores with those (a copy of MODEL in $W/heads_model; the heads come back in $OUT/history_heads.tgz)
+    if [ "${HISTORY_HEADS:-0}" = 1 ]; then
+        [ -f "$W/heads_eps/manifest.json" ] || $PY -m experiments.collect out_dir=$W/heads_eps seed=$DATA_SEED \
+            num_episodes=${HEADS_EPISODES:-480} workers=$WORKERS $SCENE deviate=${DEVIATE:-0.3} '~tasks' \
+            "${HEADS_TASKS:-+tasks={task4_put_in_drawer: 4, task1_open: 1, task2_unlock_and_lock: 1, play: 2}}" \
+            > "$W/heads_eps.log" 2>&1
+        log "history heads: $(grep -c . "$W/heads_eps.log") log lines of collection; fitting"
+        rm -rf "$W/heads_model" && cp -r "$MODEL" "$W/heads_model"
+        timeout $(( ${HEADS_MIN:-8} * 60 )) $PY -m experiments.fit_heads --model "$W/heads_model" --data "$W/heads_eps" \
+            --continue --history --next-skill --imagined-steps 2 --imagined-mode free --device $DEVICE \
+            ${HISTORY_HEADS_ARGS:---steps 3000 --lr 3e-4} > "$W/heads_fit.log" 2>&1 \
+            || { echo "history heads: fit_heads failed" >&2; tail -n 20 "$W/heads_fit.log" >&2; exit 3; }
+        tail -n 12 "$W/heads_fit.log" | cut -c1-400
+        tar czf "$OUT/history_heads.tgz" -C "$W" heads_model/heads heads_fit.log heads_eps.log
+        MODEL=$W/heads_model
+    fi
     [ -f "$W/ppo_starts/manifest.json" ] || $PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 \
         workers=$WORKERS $SCENE '~tasks' "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
     for seed in ${AGENT_SEEDS:-1}; do

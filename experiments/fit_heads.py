@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> dict:
                     help="> 0: also train (and judge) on the model's teacher-forced chunks of the same episodes, made "
                          "with this many denoising steps (the planner's), so the heads read imagined frames as it "
                          "feeds them (evaluation.rollout.imagined_episodes)")
+    ap.add_argument("--imagined-mode", choices=("teacher", "free"), default="teacher",
+                    help="with --imagined-steps: each imagined chunk from the real frames before it (teacher, default) "
+                         "or the whole episode imagined from its first frame under the recorded skills (free: what PPO "
+                         "in imagination sees, the real labels kept)")
+    ap.add_argument("--history", action="store_true",
+                    help="heads that also read the episode so far (its start frame and earlier chunk ends, max-pooled:"
+                         " worldmodel.heads); with --continue the model's heads grow it")
     ap.add_argument("--max-episodes", type=int, default=None, help="read at most this many episodes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
         from worldmodel.loading import load_model
 
         model, _ = load_model(str(folder), device=device)
-        imagine = partial(imagined_episodes, model, denoise_steps=args.imagined_steps, seed=args.seed, log=print)
+        imagine = partial(imagined_episodes, model, denoise_steps=args.imagined_steps, seed=args.seed, log=print,
+                          mode=args.imagined_mode)
     if args.judge:
         return judge(folder, args, imagine)
     init = None
@@ -86,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     _, info = fit_and_save(args.data, frame_size, folder / HEADS_DIR, steps=args.steps, batch_size=args.batch,
                            lr=args.lr, heldout=0.1 if args.heldout is None else args.heldout,
                            max_episodes=args.max_episodes, seed=args.seed, device=device, relabel=args.relabel,
-                           init=init, imagine=imagine, next_skill=len(SKILLS) if args.next_skill else 0)
+                           init=init, imagine=imagine, next_skill=len(SKILLS) if args.next_skill else 0,
+                           history=args.history)
     print(json.dumps(info))
     return info
 

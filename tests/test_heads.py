@@ -251,3 +251,84 @@ def test_heads_learn_the_next_skill_from_hindsight_labels():
     assert np.mean(labels[test, guess]) > 0.9
     with pytest.raises(ValueError, match="next skills"):
         heads.with_next_skill(5)
+
+
+def remembered_episodes(num: int, seed: int) -> list[dict]:
+    """Synthetic episodes of 3 chunks whose last chunk ends on the same grey frame whatever happened, and whose task
+    is done there only if the first chunk's end showed a white square: one chunk cannot tell, the episode can (task 4's
+    cube shut in the drawer against a cube the model lost on the way)."""
+    rng = np.random.default_rng(seed)
+    episodes = random_episodes(num, 3, seed=seed, frame_size=16, chunk_len=2)
+    for ep in episodes:
+        frames = ep["frames"]  # 7 frames: start, then chunk k's frames 1 + 2k, 2 + 2k
+        stored = bool(rng.integers(2))
+        frames[2, 4:12, 4:12] = 255 if stored else 0  # chunk 0's end: the square shows or is black
+        frames[5:] = 128  # the last chunk ends on one grey frame (both its frames grey)
+        ep["reward"] = np.zeros(3, np.float32)
+        ep["success"] = np.ones(3, bool)
+        ep["attrs"] = {**ep["attrs"], "instruction": "put the square away", "task_success": stored}
+    return episodes
+
+
+@pytest.mark.parametrize("history", [True, False])
+def test_heads_with_history_tell_a_stored_square_from_a_lost_one(history):
+    train = examples_from_episodes(remembered_episodes(64, seed=1), num_frames=1, history=history)
+    test = examples_from_episodes(remembered_episodes(32, seed=2), num_frames=1, history=history)
+    if history:  # chunk k sees frames 0, 2, ..., 2k (start, earlier chunk ends)
+        np.testing.assert_array_equal(train.history_span[:3], [[0, 1], [0, 2], [0, 3]])
+        np.testing.assert_array_equal(train.history_frames[1], remembered_episodes(64, seed=1)[0]["frames"][2])
+    torch.manual_seed(0)
+    heads = RewardHeads(HeadsConfig(frame_size=16, num_frames=1, channels=(8, 16), text_dim=8, hidden=16,
+                                    history=history))
+    train_heads(heads, train, steps=300, batch_size=32, lr=3e-3)
+    last = np.arange(2, len(test), 3)  # the grey last chunks: done or not by what chunk 0 showed
+    from worldmodel.heads import predict_examples
+
+    done = predict_examples(heads, test)["terminated"][last] > 0.5
+    accuracy = np.mean(done == test.terminated[last])
+    if history:
+        assert accuracy == 1.0, accuracy
+    else:  # one frame cannot tell: a guess
+        assert accuracy < 0.75, accuracy
+
+
+def test_heads_history_in_an_episode_is_what_the_heads_learnt_from():
+    """`HeadsHistory` judging an episode chunk by chunk (reset on the start frame, each chunk joining after it is
+    judged) gives the heads exactly the history `examples_from_episodes` gave them in training; forks carry it."""
+    from worldmodel.heads import HeadsHistory, predict_examples
+
+    torch.manual_seed(0)
+    heads = RewardHeads(HeadsConfig(frame_size=16, num_frames=2, channels=(4,), text_dim=8, hidden=8, history=True))
+    episodes = remembered_episodes(3, seed=3)
+    ex = examples_from_episodes(episodes, num_frames=2, history=True)
+    want = predict_examples(heads, ex)["terminated"].reshape(3, 3)
+    seen = HeadsHistory(heads, 6)
+    seen.reset([0, 1, 2], [e["frames"][:1] for e in episodes])
+    got = np.zeros((3, 3), np.float32)
+    for k in range(3):
+        chunk = np.stack([e["frames"][1 + 2 * k:3 + 2 * k] for e in episodes])
+        if k == 1:  # envs 3-5 branch off 0-2 before chunk 1, and go on as they would
+            seen.fork([0, 1, 2], [3, 4, 5])
+            branch = seen.predict([3, 4, 5], chunk, ["put the square away"] * 3)["terminated"]
+        got[:, k] = seen.predict([0, 1, 2], chunk, ["put the square away"] * 3)["terminated"]
+        if k == 1:
+            np.testing.assert_allclose(branch, got[:, 1], rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="episode so far"):
+        heads.predict(ex.frames[:2], ["a", "b"])
+
+
+def test_with_history_starts_as_the_heads_it_grows_from():
+    torch.manual_seed(0)
+    old = RewardHeads(HeadsConfig(frame_size=16, num_frames=1, channels=(4,), text_dim=8, hidden=8))
+    grown = old.with_history()
+    assert grown.config.history and grown.with_history() is grown and not old.config.history
+    ex = examples_from_episodes(remembered_episodes(2, seed=4), num_frames=1, history=True)
+    was = old.predict(ex.frames, ex.instructions)
+    from worldmodel.heads import predict_examples
+
+    now = predict_examples(grown, ex)
+    for key in was:
+        np.testing.assert_allclose(was[key], now[key], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no history"):
+        old.predict(ex.frames, ex.instructions, torch.zeros(len(ex), 8))

@@ -198,6 +198,25 @@ def test_heads_give_reward_and_termination(model):
     assert info["skills_to_go"] == pytest.approx(float(expected["to_go"][0]))  # the heads' skills still needed
 
 
+def test_heads_that_read_history_judge_each_chunk_on_the_episode_so_far(model):
+    """The env feeds heads with ``history`` the start frame and the earlier chunks' ends (max-pooled), not the chunk
+    alone; a fork carries the history (the fork's next chunk is judged as the source's would be)."""
+    torch.manual_seed(0)
+    heads = RewardHeads(HeadsConfig(frame_size=16, channels=(8,), text_dim=16, hidden=8, history=True))
+    env = make(model, heads=heads, instruction="pan to the red disc")
+    obs, _ = env.reset(seed=0)
+    _, _, _, _, first = env.step(0)
+    _, reward, _, _, second = env.step(1)
+    text = ["pan to the red disc"]
+    with torch.no_grad():
+        seen = torch.maximum(heads.encode_history(obs[None]), heads.encode_history(first["frames"][-1:]))
+    expected = heads.predict(second["frames"][None], text, seen)
+    assert reward == pytest.approx(float(expected["reward"][0]), rel=1e-5)
+    alone = heads.predict(second["frames"][None], text, heads.encode_history(obs[None]).detach())
+    assert reward != pytest.approx(float(alone["reward"][0]), rel=1e-5)  # the first chunk's end counts
+    env.close()
+
+
 def test_model_folder_ships_vocabulary_start_frames_and_heads(model, tmp_path):
     folder = tmp_path / "model"
     model.save_pretrained(folder)

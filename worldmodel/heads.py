@@ -12,6 +12,14 @@ They are trained on real task episodes (the ``envs.episodes`` schema: per-chunk 
 The instruction goes in as hashed word uni- and bi-gram features (no text model needed, stable across
 processes); a small CNN encodes the frames (keeping a coarse spatial layout) and the instruction
 modulates its features (FiLM).
+
+With ``history`` the heads also see what the episode showed before the chunk: the start frame and every earlier
+chunk's last frame, each encoded by a second small CNN and max-pooled over the episode (a latch: whether something
+was ever seen, in any order, at a cost that does not grow with the episode). Why: one chunk cannot tell task 4's goal
+(the cube shut in the drawer) from a cube the world model lost on the way (session 31: PPO in imagination carried
+the cube over the shut drawer, the model dropped it from the picture, and one-frame heads called the task done); only
+what came before (was the cube ever seen in the open drawer?) tells them apart. `HeadsHistory` keeps that pooled
+view per imagined episode.
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ class HeadsConfig:
     # > 0: logits over that many skills (`envs.real.skills.SKILLS` order), the skills that bring the instruction's
     # goal one skill closer from this state (`envs.real.tasks.next_skills`): a prior for planners (0: none)
     skills: int = 0
+    # True: the heads also read the episode so far (its start frame and earlier chunk ends, max-pooled; see the
+    # module docstring), given as `encode_history` features pooled by `HeadsHistory` or `examples_from_episodes`
+    history: bool = False
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -83,7 +94,15 @@ class RewardHeads(nn.Module):
         self.film = nn.Linear(cfg.text_dim, 2 * cfg.hidden)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        self.mlp = nn.Sequential(nn.Linear(cfg.hidden + cfg.text_dim, cfg.hidden), nn.SiLU(),
+        if cfg.history:  # one frame per earlier chunk end, the same layout of layers on 3 channels
+            layers, c_in = [], 3
+            for c in cfg.channels:
+                layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.SiLU()]
+                c_in = c
+            self.history_trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(POOL), nn.Flatten(),
+                                               nn.Linear(c_in * POOL * POOL, cfg.hidden), nn.SiLU())
+        width = cfg.hidden + cfg.text_dim + (cfg.hidden if cfg.history else 0)
+        self.mlp = nn.Sequential(nn.Linear(width, cfg.hidden), nn.SiLU(),
                                  nn.Linear(cfg.hidden, (4 if cfg.to_go else 3) + cfg.skills))
         # Reward normalisation fitted on the training targets (outputs are de-normalised).
         self.register_buffer("reward_mean", torch.zeros(()))
@@ -93,8 +112,8 @@ class RewardHeads(nn.Module):
     def device(self) -> torch.device:
         return self.reward_mean.device
 
-    def _frames(self, frames: Any) -> torch.Tensor:
-        """uint8 (B, T, H, W, 3) or (B, H, W, 3) -> float (B, 3*num_frames, S, S) in [-1, 1]."""
+    def _frames(self, frames: Any, k: int | None = None) -> torch.Tensor:
+        """uint8 (B, T, H, W, 3) or (B, H, W, 3) -> float (B, 3*k, S, S) in [-1, 1] (k: ``num_frames``)."""
         x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
         if x.dtype != torch.uint8:
             raise TypeError(f"heads take uint8 frames, got {x.dtype}")
@@ -102,7 +121,7 @@ class RewardHeads(nn.Module):
             x = x.unsqueeze(1)
         if x.ndim != 5 or x.shape[-1] != 3:
             raise ValueError(f"frames must be (B, T, H, W, 3) or (B, H, W, 3), got {tuple(x.shape)}")
-        k = self.config.num_frames
+        k = k or self.config.num_frames
         if x.shape[1] < k:  # repeat the first frame
             x = torch.cat([x[:, :1].expand(-1, k - x.shape[1], -1, -1, -1), x], dim=1)
         x = x[:, -k:].to(self.device).float() / 127.5 - 1.0  # (B, k, H, W, 3)
@@ -113,17 +132,40 @@ class RewardHeads(nn.Module):
             x = F.interpolate(x, size=(s, s), mode="area" if h >= s else "bilinear")
         return x
 
-    def forward(self, frames: Any, instructions: Sequence[str | None]) -> dict[str, torch.Tensor]:
+    def encode_history(self, frames: Any) -> torch.Tensor:
+        """Features (B, hidden) of single frames (B, H, W, 3) uint8 of the episode so far (the start frame, earlier
+        chunk ends); the heads read their elementwise max over the episode (`HeadsHistory`)."""
+        if not self.config.history:
+            raise ValueError("these heads read no history (config.history is False)")
+        return self.history_trunk(self._frames(frames, k=1))
+
+    def _check_history(self, history: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if not self.config.history:
+            if history is not None:
+                raise ValueError("these heads read no history (config.history is False); pass none")
+            return None
+        if history is None:
+            raise ValueError("these heads read the episode so far: pass history, the max of `encode_history` over the "
+                             "start frame and the earlier chunk ends (`HeadsHistory` keeps it per episode)")
+        if tuple(history.shape) != (batch, self.config.hidden):
+            raise ValueError(f"history must be ({batch}, {self.config.hidden}), got {tuple(history.shape)}")
+        return history.to(self.device)
+
+    def forward(self, frames: Any, instructions: Sequence[str | None],
+                history: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw outputs: ``reward`` (B,) (de-normalised), ``success_logit`` and ``terminated_logit`` (B,), with
         ``config.to_go`` ``to_go`` (B,), the skills still needed (unclamped), and with ``config.skills``
-        ``next_skill_logits`` (B, skills)."""
+        ``next_skill_logits`` (B, skills). ``history`` (heads with ``config.history`` only): (B, hidden) pooled
+        `encode_history` features of the episode before this chunk."""
         x = self._frames(frames)
         if len(instructions) != x.shape[0]:
             raise ValueError(f"{len(instructions)} instructions for {x.shape[0]} frame stacks")
+        history = self._check_history(history, x.shape[0])
         text = instruction_features(list(instructions), self.config.text_dim).to(x)
         feat = self.trunk(x)
         scale, shift = self.film(text).chunk(2, dim=1)
-        out = self.mlp(torch.cat([feat * (1 + scale) + shift, text], dim=1))
+        out = self.mlp(torch.cat([feat * (1 + scale) + shift, text] + ([history] if history is not None else []),
+                                 dim=1))
         return {
             "reward_norm": out[:, 0],
             "reward": out[:, 0] * self.reward_std + self.reward_mean,
@@ -134,12 +176,14 @@ class RewardHeads(nn.Module):
         }
 
     @torch.no_grad()
-    def predict(self, frames: Any, instructions: Sequence[str | None]) -> dict[str, np.ndarray]:
+    def predict(self, frames: Any, instructions: Sequence[str | None],
+                history: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """float32 arrays (B,): ``reward``, ``success`` and ``terminated`` probabilities, with ``config.to_go``
-        ``to_go`` (skills still needed, >= 0), and with ``config.skills`` ``next_skill`` (B, skills) probabilities."""
+        ``to_go`` (skills still needed, >= 0), and with ``config.skills`` ``next_skill`` (B, skills) probabilities.
+        ``history``: as in `forward`."""
         was = self.training
         self.eval()
-        out = self(frames, instructions)
+        out = self(frames, instructions, history)
         self.train(was)
         return {
             "reward": out["reward"].float().cpu().numpy(),
@@ -165,6 +209,21 @@ class RewardHeads(nn.Module):
                 raise ValueError(f"these heads predict {self.config.skills} next skills, not {skills}")
             return self
         return self.with_to_go()._with_outputs(skills=skills)
+
+    def with_history(self) -> "RewardHeads":
+        """These heads reading the episode so far too (itself if they do): every learnt weight kept, the history's
+        CNN fresh and its input to the output MLP zeroed, so the new heads start as these and learn what history
+        adds (`--continue --history`)."""
+        if self.config.history:
+            return self
+        heads = RewardHeads(HeadsConfig(**{**asdict(self.config), "history": True})).to(self.device)
+        state = self.state_dict()
+        first = state.pop("mlp.0.weight")
+        heads.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            heads.mlp[0].weight.zero_()
+            heads.mlp[0].weight[:, :first.shape[1]] = first
+        return heads
 
     def _with_outputs(self, **changes: Any) -> "RewardHeads":
         """A copy with more outputs, appended after the present ones (reward, success, done[, to_go]), zeroed."""
@@ -221,6 +280,10 @@ class HeadExamples:
     frame_index: np.ndarray | None = None  # int (M,)
     to_go: np.ndarray | None = None  # float32 (M,): skills still needed; nan where unknown (no fixed goal)
     next_skill: np.ndarray | None = None  # bool (M, S): the skills one closer to the goal; all False where unknown
+    # the episode before each example's chunk (heads with ``history``): example i saw history_frames[first:first + count]
+    # with (first, count) = history_span[i] (its start frame and earlier chunk ends)
+    history_frames: np.ndarray | None = None  # uint8 (G, H, W, 3)
+    history_span: np.ndarray | None = None  # int (M, 2): (first, count)
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -229,6 +292,23 @@ class HeadExamples:
         """The frames examples ``idx`` look at, (len(idx), k, H, W, 3)."""
         idx = np.asarray(idx)
         return self.frames[idx if self.frame_index is None else self.frame_index[idx]]
+
+    def history_of(self, heads: "RewardHeads", idx: np.ndarray | torch.Tensor) -> torch.Tensor | None:
+        """The pooled history (len(idx), hidden) examples ``idx`` give heads that read it (None for heads that do
+        not): `RewardHeads.encode_history` of each example's earlier frames, max-pooled (with gradient)."""
+        if not getattr(getattr(heads, "config", None), "history", False):
+            return None
+        if self.history_frames is None or self.history_span is None:
+            raise ValueError("these heads read the episode so far, but the examples hold no history "
+                             "(examples_from_episodes(..., history=True))")
+        span = self.history_span[np.asarray(idx)]
+        count = span[:, 1]
+        steps = np.arange(count.max())
+        valid = steps[None] < count[:, None]
+        feats = heads.encode_history(self.history_frames[(span[:, :1] + steps[None])[valid]])
+        pooled = feats.new_full((len(span), len(steps), feats.shape[1]), float("-inf"))
+        pooled[torch.from_numpy(valid).to(feats.device)] = feats
+        return pooled.max(dim=1).values
 
 
 def _last_frames(frames: np.ndarray, end: int, k: int) -> np.ndarray:
@@ -253,25 +333,33 @@ def own_labels(episode: Mapping) -> list[LabelSet]:
 
 
 def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2,
-                           labels: Callable[[Mapping], list[LabelSet]] = own_labels) -> HeadExamples:
+                           labels: Callable[[Mapping], list[LabelSet]] = own_labels,
+                           history: bool = False) -> HeadExamples:
     """One example per chunk of each episode and per label set that ``labels`` gives it (``envs.episodes`` schema).
 
     Chunk k's frames are the last ``num_frames`` frames up to its end (frames[1 + (k+1)*L - 1]); ``success`` is the
     chunk's skill succeeding (``success[k]``), whatever the instruction. ``labels``: `own_labels` (the recorded
     instruction, reward and end of the task), or more label sets per episode, e.g. hindsight labels for other
-    instructions judged on the recorded simulator state (`agents.heads.scene_labels`).
+    instructions judged on the recorded simulator state (`agents.heads.scene_labels`). ``history``: also each
+    chunk's episode so far (frames 0, L, ..., k*L: the start frame and the earlier chunk ends), for heads that
+    read it.
     """
     frames, index, texts, rewards, successes, terms, to_go = [], [], [], [], [], [], []
     nexts: list[tuple[int, np.ndarray | None]] = []
+    seen: list[np.ndarray] = []
+    spans: list[tuple[int, int]] = []
     for ep in episodes:
         video = np.asarray(ep["frames"])
         L, K = int(ep["attrs"]["chunk_len"]), len(ep["reward"])
-        first = len(frames)
+        first, seen_first = len(frames), sum(len(v) for v in seen)
         frames.extend(_last_frames(video, 1 + (k + 1) * L, num_frames) for k in range(K))
+        if history:
+            seen.append(video[np.arange(K) * L])
         for text, reward, terminated, *more in labels(ep):
             if len(reward) != K or len(terminated) != K:
                 raise ValueError(f"labels for {text!r}: {len(reward)} rewards / {len(terminated)} ends for {K} chunks")
             index.extend(range(first, first + K))
+            spans.extend((seen_first, k + 1) for k in range(K))
             texts.extend([text] * K)
             rewards.extend(float(r) for r in reward)
             successes.extend(bool(ok) for ok in ep["success"])
@@ -286,7 +374,9 @@ def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2,
         next_skill = np.concatenate([n if n is not None else np.zeros((K, width), bool) for K, n in nexts])
     return HeadExamples(np.stack(frames).astype(np.uint8), texts, np.asarray(rewards, np.float32),
                         np.asarray(successes, bool), np.asarray(terms, bool), frame_index=np.asarray(index, np.int64),
-                        to_go=np.asarray(to_go, np.float32), next_skill=next_skill)
+                        to_go=np.asarray(to_go, np.float32), next_skill=next_skill,
+                        history_frames=np.concatenate(seen).astype(np.uint8) if history else None,
+                        history_span=np.asarray(spans, np.int64).reshape(-1, 2) if history else None)
 
 
 def examples_from_items(items: Iterable[Mapping], num_frames: int = 2) -> HeadExamples:
@@ -321,7 +411,10 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
     if not isinstance(data, HeadExamples):
         data = list(data)
         is_episode = bool(data) and "attrs" in data[0]
-        data = (examples_from_episodes if is_episode else examples_from_items)(data, heads.config.num_frames)
+        if heads.config.history and not is_episode:
+            raise ValueError("heads that read the episode so far learn from whole episodes, not chunk items")
+        data = (examples_from_episodes(data, heads.config.num_frames, history=heads.config.history) if is_episode
+                else examples_from_items(data, heads.config.num_frames))
     gen = torch.Generator().manual_seed(seed)
     device = heads.device
     with torch.no_grad():
@@ -340,10 +433,11 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
         next_skill = (target / target.sum(1, keepdim=True).clamp(min=1)).to(device)  # rows of 0: unknown
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
     heads.train()
-    history = []
+    losses = []
     for _ in range(steps):
         idx = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=gen)
-        out = heads(torch.from_numpy(data.frames_of(idx.numpy())), [data.instructions[i] for i in idx.tolist()])
+        out = heads(torch.from_numpy(data.frames_of(idx.numpy())), [data.instructions[i] for i in idx.tolist()],
+                    data.history_of(heads, idx.numpy()))
         target = (reward[idx] - heads.reward_mean) / heads.reward_std
         loss = (weights[0] * F.mse_loss(out["reward_norm"], target)
                 + weights[1] * F.binary_cross_entropy_with_logits(out["success_logit"], success[idx])
@@ -363,6 +457,71 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"reward-head training diverged (loss {value})")
-        history.append(value)
+        losses.append(value)
     heads.eval()
-    return history
+    return losses
+
+
+@torch.no_grad()
+def predict_examples(heads: RewardHeads, data: HeadExamples, batch: int = 512) -> dict[str, np.ndarray]:
+    """`RewardHeads.predict` on every example (with its history for heads that read it), in batches."""
+    parts = []
+    for lo in range(0, len(data), batch):
+        idx = np.arange(lo, min(lo + batch, len(data)))
+        history = data.history_of(heads, idx)
+        more = [history] if history is not None else []  # heads that read the episode so far
+        parts.append(heads.predict(data.frames_of(idx), data.instructions[lo:lo + batch], *more))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class HeadsHistory:
+    """The heads' view of ``num_envs`` imagined episodes so far: per episode the max of `RewardHeads.encode_history`
+    over its start frame and every chunk end since (nothing for heads that read no history). `predict` judges a chunk
+    with it and then adds the chunk's last frame, so chunk k is judged on frames 0, L, ..., k*L as the heads learnt
+    (`examples_from_episodes(history=True)`). The env and the planners keep one beside their imagination core,
+    reset, forked and stepped with it."""
+
+    def __init__(self, heads: RewardHeads, num_envs: int):
+        self.heads = heads
+        reads = getattr(getattr(heads, "config", None), "history", False)
+        self.pooled = torch.zeros(num_envs, heads.config.hidden, device=heads.device) if reads else None
+
+    @torch.no_grad()
+    def reset(self, ids: Sequence[int], frames: Sequence[Any]) -> None:
+        """Episodes ``ids`` start at ``frames`` ((T, H, W, 3) uint8 each: the last is the start frame)."""
+        if self.pooled is not None and len(ids):
+            was = self.heads.training
+            self.heads.eval()
+            last = np.stack([np.asarray(f)[-1] for f in frames])
+            self.pooled[list(ids)] = self.heads.encode_history(last)
+            self.heads.train(was)
+
+    def pooled_of(self, ids: Sequence[int]) -> torch.Tensor | None:
+        """The pooled history (len(ids), hidden) of episodes ``ids`` (None for heads that read none)."""
+        return None if self.pooled is None else self.pooled[list(ids)]
+
+    def fork(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
+        if self.pooled is not None:
+            self.pooled[list(dst_ids)] = self.pooled[list(src_ids)].clone()
+
+    @torch.no_grad()
+    def observe(self, ids: Sequence[int], frames: Any) -> None:
+        """Chunks ``frames`` ((B, T, H, W, 3) uint8) ended episodes ``ids``: their last frames join the history."""
+        if self.pooled is not None and len(ids):
+            was = self.heads.training
+            self.heads.eval()
+            last = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)[:, -1]
+            ids = list(ids)
+            self.pooled[ids] = torch.maximum(self.pooled[ids], self.heads.encode_history(last))
+            self.heads.train(was)
+
+    def predict(self, ids: Sequence[int], frames: Any, instructions: Sequence[str | None],
+                observe: bool = True) -> dict[str, np.ndarray]:
+        """`RewardHeads.predict` of chunks ``frames`` of episodes ``ids`` given their history; then (``observe``)
+        the chunks join it."""
+        ids = list(ids)
+        out = (self.heads.predict(frames, instructions) if self.pooled is None
+               else self.heads.predict(frames, instructions, self.pooled[ids]))
+        if observe:
+            self.observe(ids, frames)
+        return out

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 
+from worldmodel.heads import HeadsHistory
 from worldmodel.imagination import Imagination
 from worldmodel.loading import default_device, load_model, set_cpu_threads
 from worldmodel.memory import BatchedTempLoRA
@@ -92,6 +93,8 @@ class EnvBatch:
             self.model.action_encoder.embed_texts(list(self.skills))
         self.start_set = load_start_set(cfg.start_frames, self.folder, self.frame_size)
         self.heads = resolve_heads(cfg.heads, self.folder, self.device)
+        # the heads' view of each episode so far (heads that read history: `worldmodel.heads.HeadsHistory`)
+        self.heads_history = HeadsHistory(self.heads, n) if self.heads is not None else None
         if cfg.compile:
             self.model.compile_unet()
         self.imagination = Imagination(self.model, n, self._make_memory(), cfg.denoise_steps, cfg.guidance_scale,
@@ -203,6 +206,8 @@ class EnvBatch:
             seeds.append(episode_seed)
             infos.append(info)
         self.imagination.reset(ids, starts, seeds)
+        if self.heads_history is not None:
+            self.heads_history.reset(ids, starts)
         for i, f in zip(ids, starts):
             padded = np.concatenate([np.repeat(f[:1], max(self.keep_frames - len(f), 0), axis=0), f])
             self.recent[i] = padded[-self.keep_frames:]
@@ -255,7 +260,7 @@ class EnvBatch:
         terminated = np.zeros(n, bool)
         success = success_prob = None
         if self.heads is not None:
-            pred = self.heads.predict(frames, [self.instructions[i] for i in ids])
+            pred = self.heads_history.predict(ids, frames, [self.instructions[i] for i in ids])
             reward = pred["reward"].astype(np.float32)
             terminated = pred["terminated"] > self.config.termination_threshold
             success_prob = pred["success"]
@@ -282,6 +287,8 @@ class EnvBatch:
         instruction, step count), so a planner can try several action sequences from one state."""
         src, dst = list(src_ids), list(dst_ids)
         self.imagination.fork(src, dst)
+        if self.heads_history is not None:
+            self.heads_history.fork(src, dst)
         recent, counts = self.recent[src].copy(), self.step_counts[src].copy()
         instructions = [self.instructions[i] for i in src]
         self.recent[dst], self.step_counts[dst] = recent, counts
