@@ -1,8 +1,11 @@
 """Session 31: the learning curves of the lease's two task-4 PPO runs (docs/results/ppo_task4_s31_h200.json, from their
-TensorBoard logs) on one plot; session 33 drew its one real-scene run with it (a JSON of the same shape and a session).
+TensorBoard logs) on one plot; session 33 drew its one real-scene run with it (a JSON of the same shape and a session),
+session 34 its two imagination runs (keys "imagination, seed N") beside session 33's real one (several JSONs).
 
     python docs/results/ppo_task4_curves_s31.py docs/ppo_task4_s31_h200.png
     python docs/results/ppo_task4_curves_s31.py docs/ppo_task4_s33_h200.png docs/results/ppo_task4_s33_h200.json 33
+    python docs/results/ppo_task4_curves_s31.py docs/ppo_task4_s34_h200.png docs/results/ppo_task4_s34_h200.json \
+        docs/results/ppo_task4_s33_h200.json 34
 """
 import json
 import sys
@@ -12,21 +15,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-runs = json.load(open(sys.argv[2] if len(sys.argv) > 2 else "docs/results/ppo_task4_s31_h200.json"))
-session = sys.argv[3] if len(sys.argv) > 3 else "31"
+args = sys.argv[2:]
+session = args.pop() if args and args[-1].isdigit() else "31"
+runs = {}
+for path in args or ["docs/results/ppo_task4_s31_h200.json"]:
+    runs.update(json.load(open(path)))
 tags = {"rollout/success_rate": "episodes ended as done (by the heads in imagination)",
         "rollout/ep_rew_mean": "episode return (minus skills to go per chunk)",
         "train/entropy_loss": "entropy loss"}
 fig, axes = plt.subplots(1, len(tags), figsize=(15, 4))
 for ax, (tag, title) in zip(axes, tags.items()):
-    for world, rec in runs.items():
+    for key, rec in runs.items():
+        world, _, seed = key.partition(", ")  # "imagination" or "imagination, seed 2"
         steps, values = zip(*rec["curves"][tag])
         real = rec["agents"][world]["real"]["success"]
-        where = "the real scene" if world == "real" else world
+        where = ("the real scene" if world == "real" else world) + (f", {seed}" if seed else "")
         ax.plot(steps, values, label=f"PPO in {where} (real success {real:.0%})")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("env steps")
 axes[0].legend(fontsize=8)
-fig.suptitle(f"task4_put_in_drawer, reward=to_go, seed 1, one H200 (session {session})")
+seeds = "seed 1" if not any(", seed" in key for key in runs) else "seeds 1-2, the real-scene run session 33's"
+fig.suptitle(f"task4_put_in_drawer, reward=to_go, {seeds}, one H200 (session {session})")
 fig.tight_layout()
 fig.savefig(sys.argv[1], dpi=80)
