@@ -314,6 +314,17 @@
 # "The session-33 lease"). 1,199 s in three calls. Next lease: the slow phase (issue 14) or, once heads read history,
 # task 4 in imagination at 82k steps with ent_coef 0.05 beside nothing else (session 31: 707.8 s per 41k at 2 steps,
 # bf16, so about twice that).
+# Session 34 (nvidia-h200) ran that plan with heads that read the episode so far: setup; HISTORY_HEADS=1 DATA_SEED=34
+# HEADS_EPISODES=480 HEADS_MIN=8 MODEL=worldmodel/weights/default PPO_TASK=task4_put_in_drawer AGENT_SEEDS="1" PPO_MIN=19
+# PPO_WORLDS=imagination PPO_ARGS="reward=to_go max_chunks=12 ppo.n_steps=8 ppo.batch_size=64 ppo.total_timesteps=82000
+# ppo.ent_coef=0.05 imagination.denoise_steps=2 imagination.precision=bf16 imagination.num_envs=64" WAIT_S=570 ... ppo_bg
+# twice (heads 13:09-13:13 UTC, PPO 528.1 s: 65% real success); then (rm $W/ppo_bg.started $W/ppo_bg.done first)
+# HISTORY_HEADS=0 MODEL=runs/session/heads_model AGENT_SEEDS="2" PPO_MIN=11 <the same> ... ppo_bg twice (549.7 s: 65%).
+# 1,505 s in five calls (docs/RESULTS.md, "The session-34 lease"). Real-scene PPO got 90% (session 33): 72% of it, short
+# of issue 17's 80%. Next lease: the slow phase (issue 14: the imagination policies close the drawer after two cube
+# chunks, as the heads judge the imagined expert done after two; the real cube skill took three in 9 of 10 seeds, session
+# 31), or the planners (plan_eval, tasks 1-5) with the history heads (docs/results/history_heads_s34) before they replace
+# the default's one-frame heads.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
