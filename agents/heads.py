@@ -44,7 +44,8 @@ class HeadsFit:
     # share of those pairs (not at the goal, some skill helps) whose most likely next skill brings the goal closer
     # (heads with a next-skill output; chance is about 1 in 10)
     hindsight_next_skill_accuracy: float = float("nan")
-    # the same hindsight numbers on the world model's teacher-forced chunks of the held-out episodes
+    # the same hindsight numbers on the world model's imagined copies of the held-out episodes (teacher-forced chunks, or
+    # free rollouts with `fit_heads --imagined-mode free`)
     # (`evaluation.rollout.imagined_episodes`)
     imagined: dict = field(default_factory=dict)
 

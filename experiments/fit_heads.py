@@ -3,6 +3,8 @@
     python -m experiments.fit_heads --model runs/small/model --data data/scene
     python -m experiments.fit_heads --model runs/small/model --data data/scene --steps 4000 --device cuda
     python -m experiments.fit_heads --model default --data data/heads_eval --judge   # measure the heads it has
+    python -m experiments.fit_heads --model runs/small/model --data data/scene --continue --history --next-skill \
+        --imagined-steps 2 --imagined-mode free --device cuda   # heads that read the episode so far (PPO in imagination)
 
 The heads (`worldmodel.heads.RewardHeads`) judge frames, so they learn from real frames only: every
 10th episode is held out and the accuracy there goes to ``<model>/heads/fit.json`` and the output. Scene
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--heldout", type=float, default=None,
                     help="share of episodes held out (default 0.1; with --judge: judge that held-out share only)")
     ap.add_argument("--imagined-steps", type=int, default=0,
-                    help="> 0: also train (and judge) on the model's teacher-forced chunks of the same episodes, made "
+                    help="> 0: also train (and judge) on the model's imagined copies of the same episodes, made "
                          "with this many denoising steps (the planner's), so the heads read imagined frames as it "
                          "feeds them (evaluation.rollout.imagined_episodes)")
     ap.add_argument("--imagined-mode", choices=("teacher", "free"), default="teacher",
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def judge(folder: Path, args: argparse.Namespace, imagine=None) -> dict:
     """The model's heads on every episode of ``--data`` (with ``--heldout``: on the share fitting holds out), as
-    `fit_heads` measures its held-out share; with ``imagine`` on its teacher-forced copies too."""
+    `fit_heads` measures its held-out share; with ``imagine`` on its imagined copies too."""
     from agents.heads import HeadsFit, describe_fit, heldout_split, iter_episodes, judge_heads
     from worldmodel.heads import RewardHeads
 

@@ -677,6 +677,13 @@ def test_imagined_episodes_are_the_models_teacher_forced_chunks(model):
         assert f["reward"] is r["reward"] and f["attrs"] is r["attrs"]
     again = imagined_episodes(model, real[:1], denoise_steps=1)  # seeded: the same chunks again
     np.testing.assert_array_equal(again[0]["frames"], fake[0]["frames"])
+    # free: the first chunk as the teacher's (both from the real first frame), the next ones from the model's own
+    free = imagined_episodes(model, real[:1], denoise_steps=1, mode="free")[0]["frames"]
+    tn = model.config.new_frames
+    np.testing.assert_array_equal(free[:1 + tn], fake[0]["frames"][:1 + tn])
+    assert np.abs(free[1 + tn:].astype(float) - fake[0]["frames"][1 + tn:]).mean() > 1
+    with pytest.raises(ValueError, match="'teacher' or 'free'"):
+        imagined_episodes(model, real[:1], mode="recall")
     with pytest.raises(ValueError, match="frames per chunk"):
         imagined_episodes(model, random_episodes(1, 2, seed=0, frame_size=16, chunk_len=3))
 
