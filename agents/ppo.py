@@ -36,7 +36,7 @@ from stable_baselines3.common.vec_env import (DummyVecEnv, SubprocVecEnv, VecEnv
 from torch import nn
 
 from envs.real.skills import SKILLS
-from worldmodel.heads import instruction_features
+from worldmodel.heads import HeadsHistory, instruction_features
 
 from .real_scene import (EpisodeResult, SceneSpec, SuccessJudge, check_tasks, make_scene, run_real_episodes,
                          skills_to_go_after)
@@ -409,26 +409,52 @@ def _spec_of(env: VecEnv) -> ObservationSpec:
 
 # ------------------------------------------------------------------------------------ evaluation
 class PolicyAgent:
-    """A trained policy as a real-scene agent (`agents.real_scene.Agent`), ``num_episodes`` side by side."""
+    """A trained policy as a real-scene agent (`agents.real_scene.Agent`), ``num_episodes`` side by side.
+
+    ``skill_chunks`` > 1 (with ``heads``): a skill the policy chose runs on until the heads' success output sees its
+    real chunk done, up to that many chunks, as the planners run skills (`agents.planning.SkillRuns`); the policy is
+    asked again only then, its observation counting every chunk. Why: a real skill can take more chunks than the
+    imagined one the policy learnt from (session 34: policies trained in imagination closed the drawer after two cube
+    chunks, where the real cube skill often takes three)."""
 
     def __init__(self, policy: PPO, spec: ObservationSpec | None = None, deterministic: bool = True,
-                 num_episodes: int = 1):
+                 num_episodes: int = 1, heads: Any = None, skill_chunks: int = 1):
+        from .planning import SkillRuns  # the planners' rule for how long a chosen skill runs
+
+        if skill_chunks > 1 and heads is None:
+            raise ValueError("skill_chunks > 1 needs reward heads: their success output ends a skill's run")
         self.policy, self.num_episodes = policy, num_episodes
         self.spec = spec or ObservationSpec(**policy.agent_spec)
         self.deterministic = deterministic
-        self.name = "PPO policy"
+        self.name = "PPO policy" + (f", skills run up to {skill_chunks} chunks" if skill_chunks > 1 else "")
         self.state: list[dict] = [{} for _ in range(num_episodes)]
+        self.heads, self.runs = heads, SkillRuns(num_episodes, skill_chunks)
+        self.seen = HeadsHistory(heads, num_episodes) if heads is not None else None
 
     def reset_episode(self, b: int, frame: np.ndarray, info: dict) -> None:
         self.state[b] = dict(frame=frame, instruction=info["instruction"], step=0, last=None)
+        self.runs.reset(b)
+        if self.seen is not None:
+            self.seen.reset([b], [np.asarray(frame)[None]])
 
     def act_batch(self, ids: Sequence[int]) -> list[int]:
-        obs = _stack([self.spec.build(st["frame"], st["instruction"], st["step"], st["last"])
-                      for st in (self.state[b] for b in ids)])
-        actions, _ = self.policy.predict(obs, deterministic=self.deterministic)
-        return [int(a) for a in np.asarray(actions).reshape(len(ids))]
+        ids = list(ids)
+        chosen = self.runs.running_skills(ids)
+        ask = [b for b in ids if b not in chosen]
+        if ask:
+            obs = _stack([self.spec.build(st["frame"], st["instruction"], st["step"], st["last"])
+                          for st in (self.state[b] for b in ask)])
+            actions, _ = self.policy.predict(obs, deterministic=self.deterministic)
+            chosen.update(zip(ask, (int(a) for a in np.asarray(actions).reshape(len(ask)))))
+        return [chosen[b] for b in ids]
 
     def observe_batch(self, ids, skills, frames, infos) -> None:
+        ids = list(ids)
+        if self.runs.max_chunks > 1:  # the success head judges each chunk on the episode before it
+            self.seen.observe(ids, np.stack([np.asarray(self.state[b]["frame"])[None] for b in ids]))
+            chunks = np.stack([np.asarray(f) for f in frames])
+            texts = [self.state[b]["instruction"] for b in ids]
+            self.runs.observe(self.heads, ids, skills, chunks, texts, self.seen.pooled_of(ids))
         for b, skill, f in zip(ids, skills, frames):
             st = self.state[b]
             st.update(frame=f[-1], step=st["step"] + 1, last=int(skill))
@@ -436,9 +462,10 @@ class PolicyAgent:
 
 def run_policy_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene: SceneSpec | None = None,
                              envs: Sequence[Any] | None = None, deterministic: bool = True,
-                             keep_frames: bool = False) -> list[EpisodeResult]:
+                             keep_frames: bool = False, heads: Any = None,
+                             skill_chunks: int = 1) -> list[EpisodeResult]:
     """One real episode per seed with the policy (its budget: the chunks it was trained with), as many side
-    by side as ``envs`` are given (default: one scene made here)."""
+    by side as ``envs`` are given (default: one scene made here). ``heads``, ``skill_chunks``: see `PolicyAgent`."""
     check_tasks([task])
     spec = ObservationSpec(**policy.agent_spec)
     scene = scene or SceneSpec()
@@ -447,7 +474,7 @@ def run_policy_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene
     own = not envs
     envs = list(envs) if envs else [make_scene(scene, spec.frame_size, task)]
     try:
-        agent = PolicyAgent(policy, spec, deterministic, num_episodes=len(envs))
+        agent = PolicyAgent(policy, spec, deterministic, len(envs), heads, skill_chunks)
         return run_real_episodes(agent, envs, [(task, int(s)) for s in seeds], scene, keep_frames)
     finally:
         if own:

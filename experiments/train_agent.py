@@ -67,7 +67,8 @@ def start_frames_from_data(data: str, tasks: list[str], frame_size: int, out: Pa
     return path
 
 
-def evaluate(policy, tasks: list[str], cfg: DictConfig, scene: SceneSpec, frame_size: int, progress: bool) -> dict:
+def evaluate(policy, tasks: list[str], cfg: DictConfig, scene: SceneSpec, frame_size: int, progress: bool,
+             heads=None) -> dict:
     from tqdm import tqdm
 
     from agents.ppo import run_policy_in_real_scene
@@ -77,7 +78,8 @@ def evaluate(policy, tasks: list[str], cfg: DictConfig, scene: SceneSpec, frame_
     out, start = {}, time.perf_counter()
     try:
         for task in tqdm(tasks, desc="real-scene evaluation", disable=not progress):
-            results = run_policy_in_real_scene(policy, task, seeds, scene, envs, cfg.eval.deterministic)
+            results = run_policy_in_real_scene(policy, task, seeds, scene, envs, cfg.eval.deterministic,
+                                               heads=heads, skill_chunks=cfg.eval.skill_chunks)
             out[task] = dict(success=float(np.mean([r.success for r in results])),
                              chunks=float(np.mean([r.chunks for r in results])), n=len(results))
     finally:
@@ -113,7 +115,7 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
                       imagination={k: v for k, v in OmegaConf.to_container(cfg.imagination).items() if k != "enabled"},
                       real_baseline=dict(num_envs=cfg.real_baseline.num_envs),
                       eval=dict(seeds=cfg.eval.seeds, first_seed=cfg.eval.first_seed,
-                                deterministic=cfg.eval.deterministic)),
+                                deterministic=cfg.eval.deterministic, skill_chunks=cfg.eval.skill_chunks)),
         agents={})
     tb = str(out / "tb")
     deadline = time.time() + 60 * cfg.time_limit_min if cfg.time_limit_min is not None else None
@@ -139,17 +141,20 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
                      real_env_steps_while_learning=0 if kind == "imagination" else int(policy.num_timesteps),
                      real=None, command=record["command"], date=record["date"])
         if policy.finished:
-            entry["real"] = evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress)
+            entry["real"] = evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress, judge)
         else:
             print(f"time limit: {kind} PPO at {policy.num_timesteps} of {ppo_cfg.total_timesteps} env steps; rerun "
                   "the same command to continue")
             if cfg.eval.at_time_limit:  # the policy as it stands (session 27's time-boxed lease had to do it by hand)
-                entry["real_at_time_limit"] = evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress)
+                entry["real_at_time_limit"] = evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress, judge)
         record["agents"][kind] = entry
 
-    if cfg.imagination.enabled:
+    heads = judge = None
+    if cfg.imagination.enabled or cfg.eval.skill_chunks > 1:
         heads, record["heads"] = resolve_heads(cfg.heads, folder, cfg.data, out, mc.frame_size, device,
                                                fit_steps=cfg.heads_fit_steps, seed=cfg.seed)
+        judge = heads if cfg.eval.skill_chunks > 1 else None  # ends each skill's run in the real scene
+    if cfg.imagination.enabled:
         starts = cfg.imagination.start_frames
         if starts == "auto":
             starts = start_frames_from_data(cfg.data, tasks, mc.frame_size, out) if cfg.data else None

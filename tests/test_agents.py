@@ -132,6 +132,37 @@ def test_policy_in_the_real_scene_sees_each_chunk_as_in_training(scene):
         assert all(np.array_equal(obs[key][0], want[key]) for key in want), k
 
 
+def test_a_policys_skill_runs_on_until_the_success_head_sees_it_done():
+    """`PolicyAgent(skill_chunks=3)`: the chosen skill repeats while the success head says its chunk is not done (at most
+    3 chunks), without asking the policy; the policy's next observation counts every chunk."""
+    from agents.ppo import PolicyAgent
+
+    class SuccessAt:  # the success head: done on the given chunk numbers of the run (1-based over the episode)
+        def __init__(self, done_chunks):
+            self.done_chunks, self.calls = set(done_chunks), 0
+
+        def predict(self, frames, instructions):
+            self.calls += 1
+            return {"success": np.array([1.0 if self.calls in self.done_chunks else 0.0])}
+
+    policy, frame = RecordingPolicy(), np.zeros((16, 16, 3), np.uint8)
+    agent = PolicyAgent(policy, ObservationSpec(**RecordingPolicy.agent_spec), heads=SuccessAt({2, 5}), skill_chunks=3)
+    agent.reset_episode(0, frame, {"instruction": "open the drawer"})
+    played = []
+    for _ in range(6):
+        [skill] = agent.act_batch([0])
+        played.append(skill)
+        agent.observe_batch([0], [skill], [np.zeros((2, 16, 16, 3), np.uint8)], [{}])
+    # asked at chunk 0 (skill 3: done on its 2nd chunk), at chunk 2 (skill 5: 3 chunks, the cap), at chunk 5 (skill 7:
+    # the one-hot chunk index stops at max_chunks, 4)
+    assert played == [3, 3, 5, 5, 5, 7] and len(policy.seen) == 3
+    assert [obs["state"][0, :5].argmax() for obs in policy.seen[:2]] == [0, 2]
+    plain = PolicyAgent(RecordingPolicy(), ObservationSpec(**RecordingPolicy.agent_spec))
+    assert plain.runs.max_chunks == 1
+    with pytest.raises(ValueError, match="needs reward heads"):
+        PolicyAgent(policy, ObservationSpec(**RecordingPolicy.agent_spec), skill_chunks=3)
+
+
 def test_ppo_baseline_in_the_real_scene_counts_env_steps():
     env = real_vec_env(["task1_open"], 16, num_envs=1, max_chunks=2, scene=SCENE, seed=0)
     obs = env.reset()
