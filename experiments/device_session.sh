@@ -324,7 +324,9 @@
 # of issue 17's 80%. Next lease: the slow phase (issue 14: the imagination policies close the drawer after two cube
 # chunks, as the heads judge the imagined expert done after two; the real cube skill took three in 9 of 10 seeds, session
 # 31), or the planners (plan_eval, tasks 1-5) with the history heads (docs/results/history_heads_s34) before they replace
-# the default's one-frame heads.
+# the default's one-frame heads, or issue 17's comparison again with PPO_ARGS+=" eval.skill_chunks=3 eval.seeds=40
+# heads=<the history heads>" for both worlds (CPU, fresh seeds: skill runs took imagination seed 1 from 9 to 19 of 20
+# and the real-scene policy from 15 to 19; RESULTS "A policy's skill run on").
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
