@@ -346,15 +346,17 @@ def examples_from_episodes(episodes: Iterable[Mapping], num_frames: int = 2,
     """
     frames, index, texts, rewards, successes, terms, to_go = [], [], [], [], [], [], []
     nexts: list[tuple[int, np.ndarray | None]] = []
-    seen: list[np.ndarray] = []
+    seen: list[np.ndarray] = []  # each episode's start frame and chunk ends, when ``history``
     spans: list[tuple[int, int]] = []
+    seen_count = 0
     for ep in episodes:
         video = np.asarray(ep["frames"])
         L, K = int(ep["attrs"]["chunk_len"]), len(ep["reward"])
-        first, seen_first = len(frames), sum(len(v) for v in seen)
+        first, seen_first = len(frames), seen_count
         frames.extend(_last_frames(video, 1 + (k + 1) * L, num_frames) for k in range(K))
         if history:
             seen.append(video[np.arange(K) * L])
+            seen_count += K
         for text, reward, terminated, *more in labels(ep):
             if len(reward) != K or len(terminated) != K:
                 raise ValueError(f"labels for {text!r}: {len(reward)} rewards / {len(terminated)} ends for {K} chunks")
