@@ -142,19 +142,30 @@ def imagine(model: Any, episodes: Sequence[RealEpisode], seed: int, steps: int |
 
 def judge(heads: Any, episodes: Sequence[RealEpisode], new_frames: int, threshold: float) -> None:
     """The heads' verdicts on the last chunk of the real and of the imagined rollout (task done: P(terminated)
-    > threshold) and the success head on every chunk; sets ``episode.verdicts``."""
+    > threshold) and the success head on every imagined chunk; sets ``episode.verdicts``. Heads that read the episode
+    so far see each rollout's own earlier chunk ends (`worldmodel.heads.HeadsHistory`)."""
+    from worldmodel.heads import HeadsHistory
+
     k = heads.config.num_frames
     for e in episodes:
-        real_last, imag_last = e.frames[-k:], e.imagined[-k:]
-        chunks = [e.imagined[max(0, (c + 1) * new_frames - k):(c + 1) * new_frames] for c in range(len(e.skills))]
-        stack = np.stack([real_last, imag_last, *chunks])
-        pred = heads.predict(stack, [e.instruction] * len(stack))
+        text, n = [e.instruction], len(e.skills)
+        real, imagined = HeadsHistory(heads, 1), HeadsHistory(heads, 1)
+        for seen in (real, imagined):
+            seen.reset([0], [e.frames[:1]])
+        success = []
+        for c in range(n):
+            end = (c + 1) * new_frames  # the chunk's end in the imagined frames (the real ones start with frame 0)
+            pred = imagined.predict([0], e.imagined[None, max(0, end - k):end], text)
+            success.append(bool(pred["success"][0] > threshold))
+            if c < n - 1:
+                real.observe([0], e.frames[None, end:end + 1])
+        last = real.predict([0], e.frames[None, -k:], text)
         e.verdicts = {
-            "p_done_real": float(pred["terminated"][0]),
-            "p_done_imagined": float(pred["terminated"][1]),
-            "done_real_heads": bool(pred["terminated"][0] > threshold),
-            "done_imagined": bool(pred["terminated"][1] > threshold),
-            "chunk_success_imagined": [bool(p > threshold) for p in pred["success"][2:]],
+            "p_done_real": float(last["terminated"][0]),
+            "p_done_imagined": float(pred["terminated"][0]),
+            "done_real_heads": bool(last["terminated"][0] > threshold),
+            "done_imagined": bool(pred["terminated"][0] > threshold),
+            "chunk_success_imagined": success,
         }
 
 

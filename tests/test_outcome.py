@@ -61,6 +61,26 @@ def test_the_heads_judge_the_imagined_frames():
     assert (s["imagined_agreement"], s["heads_on_real_agreement"], s["chunk_success_agreement"]) == (0.5, 0.0, 0.5)
 
 
+def test_heads_that_read_history_judge_each_rollout_on_its_own_past():
+    """History heads: the imagined verdict reads the start frame and the imagined chunk ends before the last chunk,
+    the real one the real chunk ends."""
+    torch.manual_seed(0)
+    heads = RewardHeads(HeadsConfig(frame_size=8, num_frames=1, channels=(4,), text_dim=8, hidden=4, history=True))
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)  # 2 chunks of 2 frames
+    imagined = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    e = outcome.RealEpisode("task1_open", 0, "expert", "open the drawer", [0, 1], real, np.zeros((4, 5)), [True] * 2,
+                            True, imagined=imagined)
+    outcome.judge(heads, [e], new_frames=2, threshold=0.5)
+    with torch.no_grad():
+        past = {"imagined": torch.maximum(heads.encode_history(real[:1]), heads.encode_history(imagined[1:2])),
+                "real": torch.maximum(heads.encode_history(real[:1]), heads.encode_history(real[2:3]))}
+    want_imagined = heads.predict(imagined[None, -1:], ["open the drawer"], past["imagined"])["terminated"][0]
+    want_real = heads.predict(real[None, -1:], ["open the drawer"], past["real"])["terminated"][0]
+    assert e.verdicts["p_done_imagined"] == pytest.approx(float(want_imagined), rel=1e-5)
+    assert e.verdicts["p_done_real"] == pytest.approx(float(want_real), rel=1e-5)
+
+
 def test_random_skill_sequences_check_the_heads_false_positives(tmp_path):
     torch.manual_seed(0)
     RewardHeads(HeadsConfig(frame_size=32)).save_pretrained(tmp_path / "heads")
