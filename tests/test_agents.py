@@ -504,6 +504,32 @@ def test_planner_in_the_real_scene_remembers_real_chunks(model, heads, scene, sc
     assert r.chunks == 2 or r.success
 
 
+def test_planner_feeds_heads_that_read_history_the_episode_so_far(model, scene):
+    """History heads in the planner: the belief env's history holds the start frame and each real chunk's end, and
+    every candidate is judged on that history (forked) and its own imagined chunks."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        heads = RewardHeads(HeadsConfig(frame_size=16, channels=(4,), text_dim=8, hidden=8, history=True,
+                                        skills=len(SKILLS)))
+    planner = WorldModelPlanner(model, heads, PlannerConfig(method="shooting", horizon=2, candidates=4,
+                                                            denoise_steps=1))
+    frame, info = scene.reset(seed=0, options={"task": "task1_open"})
+    planner.reset(frame, info)
+    skill = planner.act()
+    _, _, _, _, step = scene.step(skill)
+    planner.observe(skill, step["frames"])
+    with torch.no_grad():
+        past = torch.maximum(heads.encode_history(frame[None]), heads.encode_history(step["frames"][-1:]))
+    torch.testing.assert_close(planner.seen.pooled_of([planner.root(0)]), past)
+    imagined = planner.imagine([[3, 5]], keep_frames=True)
+    first, second = imagined.frames[0, 0], imagined.frames[0, 1]
+    want = [heads.predict(first[None], [info["instruction"]], past)["terminated"][0]]
+    with torch.no_grad():
+        after = torch.maximum(past, heads.encode_history(first[-1:]))
+    want.append(heads.predict(second[None], [info["instruction"]], after)["terminated"][0])
+    np.testing.assert_allclose(imagined.terminated[0], want, rtol=1e-5)
+
+
 def test_baselines_follow_the_plan_or_draw_skills(scene, scene2):
     plan = get_task("task4_put_in_drawer").build(np.random.default_rng(0)).plan
     expert = run_real_episode(make_agent("expert"), scene, "task4_put_in_drawer", 0, SCENE)
