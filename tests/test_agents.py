@@ -530,6 +530,30 @@ def test_planner_feeds_heads_that_read_history_the_episode_so_far(model, scene):
     np.testing.assert_allclose(imagined.terminated[0], want, rtol=1e-5)
 
 
+def test_skill_prior_agent_reads_its_prior_on_the_real_episode_before_the_frames():
+    """`SkillPriorAgent` with history heads: after chunks A and B the prior judges B's frames on the start frame and A's
+    end (B's own end joins once the next chunk comes), as the heads learnt."""
+    from agents.planning import SkillPriorAgent
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        heads = RewardHeads(HeadsConfig(frame_size=16, channels=(4,), text_dim=8, hidden=8, history=True,
+                                        skills=len(SKILLS)))
+    rng = np.random.default_rng(5)
+    start, a, b = (rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((16, 16, 3), (2, 16, 16, 3),
+                                                                               (2, 16, 16, 3)))
+    agent = SkillPriorAgent(heads)
+    agent.reset_episode(0, start, {"instruction": "open the drawer"})
+    for chunk in (a, b):
+        [skill] = agent.act_batch([0])
+        agent.observe_batch([0], [skill], [chunk], [{}])
+    with torch.no_grad():
+        past = torch.maximum(heads.encode_history(start[None]), heads.encode_history(a[-1:]))
+    torch.testing.assert_close(agent.seen.pooled_of([0]), past)
+    want = heads.predict(b[None], ["open the drawer"], past)["next_skill"][0].argmax()
+    assert agent.act_batch([0]) == [want]
+
+
 def test_baselines_follow_the_plan_or_draw_skills(scene, scene2):
     plan = get_task("task4_put_in_drawer").build(np.random.default_rng(0)).plan
     expert = run_real_episode(make_agent("expert"), scene, "task4_put_in_drawer", 0, SCENE)
