@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from envs.real.skills import SKILLS
-from worldmodel.heads import HeadsHistory
+from worldmodel.heads import HeadsHistory, predict_with_history
 from worldmodel.imagination import Imagination
 from worldmodel.memory import BatchedTempLoRA
 
@@ -424,8 +424,7 @@ def skill_prior(heads: Any, frames: Sequence[np.ndarray], instructions: Sequence
     those frames (`HeadsHistory.pooled_of`; heads that read it)."""
     k = heads.config.num_frames
     stacks = [np.concatenate([f[:1]] * max(0, k - len(f)) + [f[-k:]]) for f in map(np.asarray, frames)]
-    more = [history] if history is not None else []  # heads that read the episode so far
-    return heads.predict(np.stack(stacks), list(instructions), *more)["next_skill"]
+    return predict_with_history(heads, np.stack(stacks), list(instructions), history)["next_skill"]
 
 
 class SkillRuns:
@@ -458,8 +457,8 @@ class SkillRuns:
         its skill continued the one already running."""
         done = np.ones(len(ids), bool)
         if self.max_chunks > 1:  # did the skill finish? the success head on the real chunk
-            more = [history] if history is not None else []  # heads that read the episode so far
-            done = heads.predict(torch.from_numpy(np.asarray(frames)), list(instructions), *more)["success"] >= 0.5
+            pred = predict_with_history(heads, torch.from_numpy(np.asarray(frames)), list(instructions), history)
+            done = pred["success"] >= 0.5
         repeats = []
         for k, (b, skill) in enumerate(zip(ids, skills)):
             run = self._running[b]

@@ -83,30 +83,29 @@ class RewardHeads(nn.Module):
     def __init__(self, config: HeadsConfig | None = None):
         super().__init__()
         self.config = cfg = config or HeadsConfig()
-        layers: list[nn.Module] = []
-        c_in = 3 * cfg.num_frames
-        for c in cfg.channels:
-            # no normalisation layers: per-sample norms would erase the brightness and colour rewards hinge on
-            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.SiLU()]
-            c_in = c
-        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(POOL), nn.Flatten(),
-                                   nn.Linear(c_in * POOL * POOL, cfg.hidden), nn.SiLU())
+        self.trunk = self._encoder(3 * cfg.num_frames)
         self.film = nn.Linear(cfg.text_dim, 2 * cfg.hidden)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        if cfg.history:  # one frame per earlier chunk end, the same layout of layers on 3 channels
-            layers, c_in = [], 3
-            for c in cfg.channels:
-                layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.SiLU()]
-                c_in = c
-            self.history_trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(POOL), nn.Flatten(),
-                                               nn.Linear(c_in * POOL * POOL, cfg.hidden), nn.SiLU())
+        if cfg.history:  # one frame per earlier chunk end
+            self.history_trunk = self._encoder(3)
         width = cfg.hidden + cfg.text_dim + (cfg.hidden if cfg.history else 0)
         self.mlp = nn.Sequential(nn.Linear(width, cfg.hidden), nn.SiLU(),
                                  nn.Linear(cfg.hidden, (4 if cfg.to_go else 3) + cfg.skills))
         # Reward normalisation fitted on the training targets (outputs are de-normalised).
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
+
+    def _encoder(self, c_in: int) -> nn.Sequential:
+        """A small CNN from ``c_in`` channels to (B, hidden) features, a coarse POOL x POOL layout kept before the
+        linear layer."""
+        layers: list[nn.Module] = []
+        for c in self.config.channels:
+            # no normalisation layers: per-sample norms would erase the brightness and colour rewards hinge on
+            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.SiLU()]
+            c_in = c
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(POOL), nn.Flatten(),
+                             nn.Linear(c_in * POOL * POOL, self.config.hidden), nn.SiLU())
 
     @property
     def device(self) -> torch.device:
@@ -280,8 +279,8 @@ class HeadExamples:
     frame_index: np.ndarray | None = None  # int (M,)
     to_go: np.ndarray | None = None  # float32 (M,): skills still needed; nan where unknown (no fixed goal)
     next_skill: np.ndarray | None = None  # bool (M, S): the skills one closer to the goal; all False where unknown
-    # the episode before each example's chunk (heads with ``history``): example i saw history_frames[first:first + count]
-    # with (first, count) = history_span[i] (its start frame and earlier chunk ends)
+    # the episode before each example's chunk (heads with ``history``): example i saw
+    # history_frames[first:first + count] with (first, count) = history_span[i] (its start frame, earlier chunk ends)
     history_frames: np.ndarray | None = None  # uint8 (G, H, W, 3)
     history_span: np.ndarray | None = None  # int (M, 2): (first, count)
 
@@ -464,15 +463,23 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
     return losses
 
 
+def predict_with_history(heads: Any, frames: Any, instructions: Sequence[str | None],
+                         history: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """``heads.predict`` with the episodes' pooled history where there is one (heads that read it), else without:
+    heads that read none, and stand-ins with ``predict(frames, instructions)``, are called as before history existed."""
+    if history is None:
+        return heads.predict(frames, instructions)
+    return heads.predict(frames, instructions, history)
+
+
 @torch.no_grad()
 def predict_examples(heads: RewardHeads, data: HeadExamples, batch: int = 512) -> dict[str, np.ndarray]:
     """`RewardHeads.predict` on every example (with its history for heads that read it), in batches."""
     parts = []
     for lo in range(0, len(data), batch):
         idx = np.arange(lo, min(lo + batch, len(data)))
-        history = data.history_of(heads, idx)
-        more = [history] if history is not None else []  # heads that read the episode so far
-        parts.append(heads.predict(data.frames_of(idx), data.instructions[lo:lo + batch], *more))
+        parts.append(predict_with_history(heads, data.frames_of(idx), data.instructions[lo:lo + batch],
+                                          data.history_of(heads, idx)))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -522,8 +529,7 @@ class HeadsHistory:
         """`RewardHeads.predict` of chunks ``frames`` of episodes ``ids`` given their history; then (``observe``)
         the chunks join it."""
         ids = list(ids)
-        out = (self.heads.predict(frames, instructions) if self.pooled is None
-               else self.heads.predict(frames, instructions, self.pooled[ids]))
+        out = predict_with_history(self.heads, frames, instructions, self.pooled_of(ids))
         if observe:
             self.observe(ids, frames)
         return out
