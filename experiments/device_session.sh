@@ -710,7 +710,7 @@ ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 6
             num_episodes=${HEADS_EPISODES:-480} workers=$WORKERS $SCENE deviate=${DEVIATE:-0.3} '~tasks' \
             "${HEADS_TASKS:-+tasks={task4_put_in_drawer: 4, task1_open: 1, task2_unlock_and_lock: 1, play: 2}}" \
             > "$W/heads_eps.log" 2>&1
-        log "history heads: $(grep -c . "$W/heads_eps.log") log lines of collection; fitting"
+        log "history heads: collected $(tail -n 1 "$W/heads_eps.log" | cut -c1-120); fitting"
         rm -rf "$W/heads_model" && cp -r "$MODEL" "$W/heads_model"
         timeout $(( ${HEADS_MIN:-8} * 60 )) $PY -m experiments.fit_heads --model "$W/heads_model" --data "$W/heads_eps" \
             --continue --history --next-skill --imagined-steps 2 --imagined-mode free --device $DEVICE \
