@@ -11,7 +11,8 @@ step of a long task the episode is at). Actions are skill ids (`envs.real.skills
   scene while it learns here.
 - `real_vec_env`: the real scene (`envs.real.RealSceneEnv`, true reward and task success), for the
   baseline trained with the same number of env steps.
-- `train_ppo(env, config) -> PPO`; `evaluate_in_real_scene(policy, task, seeds) -> success rate`.
+- `train_ppo(env, config) -> PPO`; `evaluate_in_real_scene(policy, tasks, seeds) -> report` (success per task,
+  every episode's skills).
 """
 
 from __future__ import annotations
@@ -482,8 +483,29 @@ def run_policy_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene
                 env.close()
 
 
-def evaluate_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene: SceneSpec | None = None,
-                           envs: Sequence[Any] | None = None, deterministic: bool = True) -> float:
-    """The policy's success rate on ``task`` in the real scene over ``seeds`` (one episode each)."""
-    results = run_policy_in_real_scene(policy, task, seeds, scene, envs, deterministic)
-    return float(np.mean([r.success for r in results])) if results else float("nan")
+def evaluate_in_real_scene(policy: PPO, tasks: str | Sequence[str], seeds: Sequence[int],
+                           scene: SceneSpec | None = None, parallel: int = 1, deterministic: bool = True,
+                           heads: Any = None, skill_chunks: int = 1, progress: bool = False) -> dict[str, Any]:
+    """The policy's real-scene report: one episode per task and seed, ``parallel`` scenes side by side (made and
+    closed here). ``{"success": mean over tasks, "seconds", "per_task": {task: {"success", "chunks", "n",
+    "episodes": [EpisodeResult.summary(), ...]}}}``; every episode's skills and skills to go are kept, so a failure
+    can be read without playing it again. ``heads``, ``skill_chunks``: see `PolicyAgent`."""
+    from tqdm import tqdm
+
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    check_tasks(tasks)
+    spec = ObservationSpec(**policy.agent_spec)
+    envs = [make_scene(scene or SceneSpec(), spec.frame_size, tasks[0]) for _ in range(max(1, parallel))]
+    out, start = {}, time.perf_counter()
+    try:
+        for task in tqdm(tasks, desc="real-scene evaluation", disable=not progress):
+            results = run_policy_in_real_scene(policy, task, seeds, scene, envs, deterministic, heads=heads,
+                                               skill_chunks=skill_chunks)
+            out[task] = dict(success=float(np.mean([r.success for r in results])) if results else float("nan"),
+                             chunks=float(np.mean([r.chunks for r in results])) if results else float("nan"),
+                             n=len(results), episodes=[r.summary() for r in results])
+    finally:
+        for env in envs:
+            env.close()
+    return dict(success=float(np.mean([v["success"] for v in out.values()])), per_task=out,
+                seconds=round(time.perf_counter() - start, 1))

@@ -722,10 +722,11 @@ ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 6
     fi
     [ -f "$W/ppo_starts/manifest.json" ] || $PY -m experiments.collect out_dir=$W/ppo_starts seed=6 num_episodes=64 \
         workers=$WORKERS $SCENE '~tasks' "+tasks={${PPO_TASK:-task1_open}: 1}" > "$W/ppo_starts.log" 2>&1
-    for seed in ${AGENT_SEEDS:-1}; do
-        for world in ${PPO_WORLDS:-imagination real}; do  # the imagination run has the real baseline off, and back
-            case $world in imagination) off=real_baseline;; real) off=imagination;;
-                *) echo "PPO_WORLDS: imagination and/or real, not '$world'" >&2; exit 2;; esac
+    for world in ${PPO_WORLDS:-imagination real}; do  # the imagination run has the real baseline off, and back
+        case $world in imagination) off=real_baseline; seeds=${AGENT_SEEDS:-1};;
+            real) off=imagination; seeds=${REAL_SEEDS:-${AGENT_SEEDS:-1}};;  # REAL_SEEDS: the real runs' own seeds
+            *) echo "PPO_WORLDS: imagination and/or real, not '$world'" >&2; exit 2;; esac
+        for seed in $seeds; do
             name=seed$seed; [ $world = real ] && name=seed${seed}_real
             CUDA_VISIBLE_DEVICES=${PPO_GPU:-0} timeout $(( ${PPO_MIN:-7} * 60 + 120 )) $PY -m experiments.train_agent \
                 model="$MODEL" data="$W/ppo_starts" device=$DEVICE scene.render_backend=$GL progress=false \
@@ -736,6 +737,13 @@ ppo)  # PPO on PPO_TASK (task1_open) with MODEL, as session 26 ran it by hand: 6
     done
     wait
     tail -n 4 "$W"/train_agent_seed*.log
+    if [ -n "${EVAL_AGENT_ARGS:-}" ]; then  # every policy again, side by side (session 35: skill_chunks 1 and 3, 40 seeds)
+        zips=$(ls "$W"/train_agent/*/*_ppo.zip | paste -sd, -)
+        $PY -m experiments.eval_agent "policies=[$zips]" "tasks=[${PPO_TASK:-task1_open}]" model="$MODEL" \
+            device=$DEVICE scene.render_backend=$GL progress=false out_dir="$W/eval_agent" $EVAL_AGENT_ARGS \
+            > "$W/eval_agent.log" 2>&1 || echo "eval_agent failed: $(tail -n 3 "$W/eval_agent.log")" >&2
+        cp "$W"/eval_agent/eval_agent.{json,md} "$OUT/" 2>/dev/null; tail -n 12 "$W/eval_agent.log"
+    fi
     # the policies one file each (6.5-7 MB apiece: four in one tarball passed a call's 16 MiB per file, session 27)
     tar czf "$OUT/ppo.tgz" -C "$W" --exclude='*.zip' --exclude='*.npz' train_agent \
         $(cd "$W" && ls train_agent_seed*.log ppo_starts.log 2>/dev/null)

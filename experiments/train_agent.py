@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from agents.real_scene import SceneSpec, UnknownInstruction, check_tasks, make_scene
+from agents.real_scene import SceneSpec, UnknownInstruction, check_tasks
 
 MAX_STARTS_PER_TASK = 64
 
@@ -67,26 +67,12 @@ def start_frames_from_data(data: str, tasks: list[str], frame_size: int, out: Pa
     return path
 
 
-def evaluate(policy, tasks: list[str], cfg: DictConfig, scene: SceneSpec, frame_size: int, progress: bool,
-             heads=None) -> dict:
-    from tqdm import tqdm
+def evaluate(policy, tasks: list[str], cfg: DictConfig, scene: SceneSpec, progress: bool, heads=None) -> dict:
+    from agents.ppo import evaluate_in_real_scene
 
-    from agents.ppo import run_policy_in_real_scene
-
-    seeds = range(cfg.eval.first_seed, cfg.eval.first_seed + cfg.eval.seeds)
-    envs = [make_scene(scene, frame_size, tasks[0]) for _ in range(max(1, cfg.eval.parallel))]
-    out, start = {}, time.perf_counter()
-    try:
-        for task in tqdm(tasks, desc="real-scene evaluation", disable=not progress):
-            results = run_policy_in_real_scene(policy, task, seeds, scene, envs, cfg.eval.deterministic,
-                                               heads=heads, skill_chunks=cfg.eval.skill_chunks)
-            out[task] = dict(success=float(np.mean([r.success for r in results])),
-                             chunks=float(np.mean([r.chunks for r in results])), n=len(results))
-    finally:
-        for env in envs:
-            env.close()
-    return dict(per_task=out, success=float(np.mean([v["success"] for v in out.values()])),
-                seconds=round(time.perf_counter() - start, 1))
+    return evaluate_in_real_scene(policy, tasks, range(cfg.eval.first_seed, cfg.eval.first_seed + cfg.eval.seeds),
+                                  scene, cfg.eval.parallel, cfg.eval.deterministic, heads=heads,
+                                  skill_chunks=cfg.eval.skill_chunks, progress=progress)
 
 
 def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
@@ -141,12 +127,12 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
                      real_env_steps_while_learning=0 if kind == "imagination" else int(policy.num_timesteps),
                      real=None, command=record["command"], date=record["date"])
         if policy.finished:
-            entry["real"] = evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress, judge)
+            entry["real"] = evaluate(policy, tasks, cfg, scene, cfg.progress, judge)
         else:
             print(f"time limit: {kind} PPO at {policy.num_timesteps} of {ppo_cfg.total_timesteps} env steps; rerun "
                   "the same command to continue")
             if cfg.eval.at_time_limit:  # the policy as it stands (session 27's time-boxed lease had to do it by hand)
-                entry["real_at_time_limit"] = evaluate(policy, tasks, cfg, scene, mc.frame_size, cfg.progress, judge)
+                entry["real_at_time_limit"] = evaluate(policy, tasks, cfg, scene, cfg.progress, judge)
         record["agents"][kind] = entry
 
     heads = judge = None

@@ -106,7 +106,10 @@ def test_ppo_trains_in_imagination_and_runs_in_the_real_scene(model, heads, scen
         second = agent.predict(spec.build(result.real_frames[2], result.instruction, 1, result.skills[0]),
                                deterministic=True)[0]
         assert result.skills[1] == int(second)
-    assert evaluate_in_real_scene(agent, "task1_open", [3], SCENE, [scene]) == float(result.success)
+    report = evaluate_in_real_scene(agent, ["task1_open"], [3], SCENE)  # its own scene: the same episode
+    assert report["success"] == float(result.success) and report["per_task"]["task1_open"]["n"] == 1
+    [episode] = report["per_task"]["task1_open"]["episodes"]
+    assert episode["skills"] == result.skills and episode["seed"] == 3
 
 
 class RecordingPolicy:
@@ -705,6 +708,51 @@ def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
     with np.load(tmp_path / "start_frames.npz") as starts:
         assert starts["tasks"].tolist() == ["task1_open"] * 10
         assert np.array_equal(starts["frames"][:, 0], np.stack([ep["frames"][0] for ep in episodes]))
+
+
+def test_eval_agent_plays_saved_policies_as_the_direct_calls_do(model, heads, saved, tmp_path):
+    """`experiments.eval_agent`: each saved policy with each skill-run setting gives exactly the episodes of
+    `run_policy_in_real_scene` on the same seeds; with heads that never see a skill done, skill runs of 2 chunks play
+    each chosen skill twice; bad input stops before any episode."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from stable_baselines3 import PPO
+
+    import experiments
+    from experiments.eval_agent import run
+
+    env = imagined_vec_env(model, heads, ["task1_open"], num_envs=2, max_chunks=2, seed=0, denoise_steps=1,
+                           temp_lora=False, start_frames=_start(0))
+    train_ppo(env, PPOConfig(total_timesteps=4, n_steps=2, batch_size=4, n_epochs=1, device="cpu")).save(
+        tmp_path / "policy.zip")
+    env.close()
+    never = RewardHeads.from_pretrained(saved / "heads")
+    with torch.no_grad():
+        never.mlp[-1].bias[1] = -50.0  # the success logit: no chunk is ever judged done
+    never.save_pretrained(tmp_path / "never_done")
+    overrides = [f"policies=[{tmp_path / 'policy.zip'}]", "tasks=[task1_open]", f"model={saved / 'model'}",
+                 f"heads={tmp_path / 'never_done'}", "skill_chunks=[1,2]", "seeds=3", "parallel=2", "device=cpu",
+                 "scene.frame_skip=4", f"out_dir={tmp_path / 'out'}", "progress=false"]
+    conf = str(Path(experiments.__file__).parent / "conf")
+    with initialize_config_dir(conf, version_base="1.3"):
+        record = run(compose("eval_agent", overrides=overrides), ["test"])
+        bad = [compose("eval_agent", overrides=[*overrides, change]) for change in
+               ("policies=[missing.zip]", "skill_chunks=[0]", "policies=[]")]
+    assert [(r["skill_chunks"], r["per_task"]["task1_open"]["n"]) for r in record["rows"]] == [(1, 3), (2, 3)]
+    policy = PPO.load(tmp_path / "policy.zip", device="cpu")
+    for row, judge in zip(record["rows"], (None, never)):
+        direct = run_policy_in_real_scene(policy, "task1_open", [1000, 1001, 1002], SCENE, heads=judge,
+                                          skill_chunks=row["skill_chunks"])
+        assert [e["skills"] for e in row["per_task"]["task1_open"]["episodes"]] == [r.skills for r in direct]
+        assert row["success"] == np.mean([r.success for r in direct])
+    runs = [e["skills"] for e in record["rows"][1]["per_task"]["task1_open"]["episodes"]]
+    assert all(len(s) == 1 or s[0] == s[1] for s in runs)  # one skill run of two chunks (unless done in one)
+    saved_record = json.loads((tmp_path / "out" / "eval_agent.json").read_text())
+    assert len(saved_record["rows"]) == 2 and "| 2 |" in (tmp_path / "out" / "eval_agent.md").read_text()
+    for cfg, message in zip(bad, ("no policy at", "skill_chunks must", "no policies")):
+        with pytest.raises(SystemExit, match=message):
+            run(cfg, ["test"])
 
 
 def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path):
