@@ -327,6 +327,15 @@
 # the default's one-frame heads, or issue 17's comparison again with PPO_ARGS+=" eval.skill_chunks=3 eval.seeds=40
 # heads=<the history heads>" for both worlds (CPU, fresh seeds: skill runs took imagination seed 1 from 9 to 19 of 20
 # and the real-scene policy from 15 to 19; RESULTS "A policy's skill run on").
+# Session 35 (nvidia-h200; session 34's policies were lost, kept outside the repo) ran: setup (then cp -r
+# docs/results/history_heads_s34 $W/history_heads in the same call); REAL_SEEDS="1" AGENT_SEEDS="1 2"
+# PPO_WORLDS="imagination real" PPO_MIN=21 PPO_ARGS="<session 34's> heads=$W/history_heads" EVAL_AGENT_ARGS="heads=$W/
+# history_heads seeds=40 first_seed=4000 skill_chunks=[1,3] parallel=16" ... ppo_bg, then waited on twice (1,692 s).
+# The three runs at once starved each other (load 25-27 on 16 cores; all stopped by the time limit at 64-73k steps).
+# On 40 fresh seeds with skill runs: imagination 100% and 70%, real 97.5% (87%); a decision every chunk 67.5%, 62.5%,
+# 97.5% (docs/RESULTS.md, "The session-35 lease"; the policies in docs/results/policies_s35). Next lease: the planners
+# (plan_eval, tasks 1-5) with the history heads, or the slow phase (issue 14); a real-scene PPO run wants the machine's
+# cores to itself (session 33: 82k steps in 1,026.5 s alone).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"

@@ -88,7 +88,7 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
             record["rows"].append(dict(policy=path, skill_chunks=n, env_steps=int(policy.num_timesteps),
                                        train_seconds=round(float(getattr(policy, "train_seconds", float("nan"))), 1),
                                        **report))
-            print(f"{path}, skill_chunks={n}: real success {report['success']:.0%} ({report['seconds']} s)",
+            print(f"{path}, skill_chunks={n}: real success {report['success']:.1%} ({report['seconds']} s)",
                   flush=True)
             write(out, record)  # after every row: a stopped run keeps what it measured
     return record
@@ -108,8 +108,8 @@ def markdown(record: dict) -> str:
         per = row["per_task"]
         chunks = sum(v["chunks"] * v["n"] for v in per.values()) / max(1, sum(v["n"] for v in per.values()))
         lines.append(f"| `{row['policy']}` | {row['env_steps']} | {row['skill_chunks']} | "
-                     + " | ".join(f"{per[t]['success']:.0%}" for t in s["tasks"])
-                     + f" | {row['success']:.0%} | {chunks:.2f} | {row['seconds']} |")
+                     + " | ".join(f"{round(per[t]['success'] * per[t]['n'])} of {per[t]['n']}" for t in s["tasks"])
+                     + f" | {row['success']:.1%} | {chunks:.2f} | {row['seconds']} |")
     return "\n".join(lines)
 
 
