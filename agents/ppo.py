@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -463,7 +463,7 @@ class PolicyAgent:
 
 def run_policy_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene: SceneSpec | None = None,
                              envs: Sequence[Any] | None = None, deterministic: bool = True,
-                             keep_frames: bool = False, heads: Any = None,
+                             keep_frames: bool | Sequence[bool] = False, heads: Any = None,
                              skill_chunks: int = 1) -> list[EpisodeResult]:
     """One real episode per seed with the policy (its budget: the chunks it was trained with), as many side
     by side as ``envs`` are given (default: one scene made here). ``heads``, ``skill_chunks``: see `PolicyAgent`."""
@@ -485,11 +485,14 @@ def run_policy_in_real_scene(policy: PPO, task: str, seeds: Sequence[int], scene
 
 def evaluate_in_real_scene(policy: PPO, tasks: str | Sequence[str], seeds: Sequence[int],
                            scene: SceneSpec | None = None, parallel: int = 1, deterministic: bool = True,
-                           heads: Any = None, skill_chunks: int = 1, progress: bool = False) -> dict[str, Any]:
+                           heads: Any = None, skill_chunks: int = 1, progress: bool = False, keep_frames: int = 0,
+                           on_result: Callable[[EpisodeResult], None] | None = None) -> dict[str, Any]:
     """The policy's real-scene report: one episode per task and seed, ``parallel`` scenes side by side (made and
     closed here). ``{"success": mean over tasks, "seconds", "per_task": {task: {"success", "chunks", "n",
     "episodes": [EpisodeResult.summary(), ...]}}}``; every episode's skills and skills to go are kept, so a failure
-    can be read without playing it again. ``heads``, ``skill_chunks``: see `PolicyAgent`."""
+    can be read without playing it again. ``heads``, ``skill_chunks``: see `PolicyAgent`. ``on_result(result)`` sees
+    every episode as its task's episodes end, the first ``keep_frames`` seeds of each task with their real frames
+    (for videos)."""
     from tqdm import tqdm
 
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
@@ -499,8 +502,11 @@ def evaluate_in_real_scene(policy: PPO, tasks: str | Sequence[str], seeds: Seque
     out, start = {}, time.perf_counter()
     try:
         for task in tqdm(tasks, desc="real-scene evaluation", disable=not progress):
-            results = run_policy_in_real_scene(policy, task, seeds, scene, envs, deterministic, heads=heads,
+            keep = [i < keep_frames for i in range(len(seeds))]
+            results = run_policy_in_real_scene(policy, task, seeds, scene, envs, deterministic, keep, heads=heads,
                                                skill_chunks=skill_chunks)
+            for result in results if on_result is not None else ():
+                on_result(result)
             out[task] = dict(success=float(np.mean([r.success for r in results])) if results else float("nan"),
                              chunks=float(np.mean([r.chunks for r in results])) if results else float("nan"),
                              n=len(results), episodes=[r.summary() for r in results])

@@ -10,7 +10,8 @@ decides every chunk; N > 1: a chosen skill runs on until the heads' success outp
 chunks (`agents.ppo.PolicyAgent`, the planners' rule). The heads only end skill runs: success is the simulator's.
 
 Writes ``out_dir/eval_agent.json`` (the command, machine, date; per policy and setting: real success per task, chunks
-per episode, seconds, every episode's skills and skills to go) and ``out_dir/eval_agent.md`` (the table).
+per episode, seconds, every episode's skills and skills to go), ``out_dir/eval_agent.md`` (the table) and
+``out_dir/videos/*.mp4`` (the first ``videos`` seeds of each task, per policy and setting, captioned chunk by chunk).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -81,17 +83,50 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
                   rows=[])
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for path, policy in policies.items():
+    for i, (path, policy) in enumerate(policies.items()):
         for n in settings:
+            videos: list[str] = []
+            name = f"{i + 1}_{Path(path).stem}_skills{n}"  # two policies may share a file name (seed1/, seed2/)
+
+            def on_result(result, name=name, videos=videos) -> None:
+                if result.real_frames is not None:
+                    videos.append(write_video(out / "videos", name, result))
+
             report = evaluate_in_real_scene(policy, tasks, seeds, scene, cfg.parallel, cfg.deterministic,
-                                            heads=heads if n > 1 else None, skill_chunks=n, progress=cfg.progress)
+                                            heads=heads if n > 1 else None, skill_chunks=n, progress=cfg.progress,
+                                            keep_frames=cfg.videos, on_result=on_result)
             record["rows"].append(dict(policy=path, skill_chunks=n, env_steps=int(policy.num_timesteps),
                                        train_seconds=round(float(getattr(policy, "train_seconds", float("nan"))), 1),
-                                       **report))
+                                       videos=videos, **report))
             print(f"{path}, skill_chunks={n}: real success {report['success']:.1%} ({report['seconds']} s)",
                   flush=True)
             write(out, record)  # after every row: a stopped run keeps what it measured
     return record
+
+
+def write_video(folder: Path, name: str, r) -> str:
+    """One real episode of a policy, each frame captioned with its chunk, the skill playing and the skills the task
+    still needed after that chunk (the simulator's count): an mp4, or a PNG sheet where moviepy is missing."""
+    from envs.real.skills import SKILLS
+    from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_grid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    real = r.real_frames
+    chunk = (len(real) - 1) // max(r.chunks, 1)
+    scale = max(1, 192 // real.shape[1])
+    width = real.shape[1] * scale // 6
+    head = fixed_lines(wrap_text(r.instruction, width), 2)
+    frames = []
+    for t in range(len(real)):
+        k = (t - 1) // chunk if t else -1  # the chunk this frame ends or belongs to; -1: the reset frame
+        skill = SKILLS[r.skills[k]] if k >= 0 else "start"
+        to_go = f"skills to go: {r.to_go[k + 1]}" if len(r.to_go) > k + 1 else ""
+        end = ("success" if r.success else r.stop) if t == len(real) - 1 else ""
+        lines = [*head, f"chunk {k + 1}/{r.chunks}" if k >= 0 else "reset", *fixed_lines(wrap_text(skill, width), 2),
+                 to_go, end]
+        frame = caption_frame(real[t], lines, scale)
+        frames.append(np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))))
+    return "videos/" + write_grid(folder / f"{name}_{r.task}_seed{r.seed}.mp4", frames, fps=4, notes=[])
 
 
 def markdown(record: dict) -> str:

@@ -733,7 +733,7 @@ def test_eval_agent_plays_saved_policies_as_the_direct_calls_do(model, heads, sa
     never.save_pretrained(tmp_path / "never_done")
     overrides = [f"policies=[{tmp_path / 'policy.zip'}]", "tasks=[task1_open]", f"model={saved / 'model'}",
                  f"heads={tmp_path / 'never_done'}", "skill_chunks=[1,2]", "seeds=3", "parallel=2", "device=cpu",
-                 "scene.frame_skip=4", f"out_dir={tmp_path / 'out'}", "progress=false"]
+                 "scene.frame_skip=4", f"out_dir={tmp_path / 'out'}", "progress=false", "videos=1"]
     conf = str(Path(experiments.__file__).parent / "conf")
     with initialize_config_dir(conf, version_base="1.3"):
         record = run(compose("eval_agent", overrides=overrides), ["test"])
@@ -748,6 +748,9 @@ def test_eval_agent_plays_saved_policies_as_the_direct_calls_do(model, heads, sa
         assert row["success"] == np.mean([r.success for r in direct])
     runs = [e["skills"] for e in record["rows"][1]["per_task"]["task1_open"]["episodes"]]
     assert all(len(s) == 1 or s[0] == s[1] for s in runs)  # one skill run of two chunks (unless done in one)
+    for row in record["rows"]:  # the first seed's episode as a video, per policy and setting
+        [video] = row["videos"]
+        assert video.endswith("task1_open_seed1000.mp4") and (tmp_path / "out" / video).stat().st_size > 0
     saved_record = json.loads((tmp_path / "out" / "eval_agent.json").read_text())
     assert len(saved_record["rows"]) == 2 and "| 2 |" in (tmp_path / "out" / "eval_agent.md").read_text()
     for cfg, message in zip(bad, ("no policy at", "skill_chunks must", "no policies")):
