@@ -338,8 +338,9 @@
 # history heads' next-skill prior lost memory_drawer_locked (35% against the shipped heads' 85%; fitted without memory
 # episodes; a CPU refit on 200 episodes with them, real frames only, took it back to 85%: docs/results/
 # history_heads_s35_cpu). Next lease: (1) setup, then cp -r docs/results/history_heads_s35_cpu $W/history_heads;
-# (2) HEADS_INIT=$W/history_heads DATA_SEED=36 HEADS_TASKS="+tasks={task4_put_in_drawer: 2, memory_drawer_locked: 2, memory_drawer: 1,
-# task1_open: 1, task2_unlock_and_lock: 1, task3_rearrange_medium: 1, task5_rearrange_hard: 1, play: 2}" ... history_heads
+# (2) HEADS_INIT=$W/history_heads DATA_SEED=36 HEADS_TASKS="+tasks={task4_put_in_drawer: 2, memory_drawer_locked: 2,
+# memory_drawer: 1, task1_open: 1, task2_unlock_and_lock: 1, task3_rearrange_medium: 1, task5_rearrange_hard: 1,
+# play: 2}" ... history_heads
 # (a dry run on the CPU with 4 episodes worked); (3) AGENT_SEEDS="" PLAN_SPLIT=1 PLAN_PROCS=4 PLAN_ARGS="<session 26's>
 # --heads $W/heads_model/heads --first-seed 2000" ... agents: the planners with them on tasks 1-5 and the memory tasks,
 # before they replace the default's heads. Or the slow phase (issue 14: the imagined cube skill is a chunk short).
