@@ -50,7 +50,8 @@ def load_policies(paths: list[str], device: torch.device) -> dict[str, object]:
     policies = {}
     for path in paths:
         if not Path(path).is_file():
-            raise SystemExit(f"error: no policy at {path} (train_agent saves out_dir/imagination_ppo.zip, real_ppo.zip)")
+            raise SystemExit(f"error: no policy at {path} (train_agent saves out_dir/imagination_ppo.zip, "
+                             "real_ppo.zip)")
         policy = PPO.load(path, device=device)
         if getattr(policy, "agent_spec", None) is None:
             raise SystemExit(f"error: {path} is a PPO without agents.ppo's observation spec (agent_spec): not trained "
@@ -151,7 +152,8 @@ def markdown(record: dict) -> str:
 def write(out: Path, record: dict) -> None:
     from evaluation.run_info import jsonable
 
-    for name, text in (("eval_agent.json", json.dumps(jsonable(record), indent=1)), ("eval_agent.md", markdown(record))):
+    texts = {"eval_agent.json": json.dumps(jsonable(record), indent=1), "eval_agent.md": markdown(record)}
+    for name, text in texts.items():
         tmp = out / f".{name}.tmp"
         tmp.write_text(text + "\n")
         os.replace(tmp, out / name)

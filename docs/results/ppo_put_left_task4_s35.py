@@ -1,5 +1,5 @@
-"""Session 35's CPU check (docs/RESULTS.md, "The session-35 lease"): the task-4 skill orders the session's policies play,
-imagined and real. Imagination seed 2 moves the cube to the left of the table before the cube skill in all its
+"""Session 35's CPU check (docs/RESULTS.md, "The session-35 lease"): the task-4 skill orders the session's policies
+play, imagined and real. Imagination seed 2 moves the cube to the left of the table before the cube skill in all its
 failures; seed 1 closes the drawer after two cube chunks. Each order is imagined from real task-4 first frames (the
 shipped default, 2 denoising steps, Temp-LoRA on, judged by the heads that read the episode so far) and played open
 loop in the real scene (the simulator's skills to go), so the two worlds' counts can be read side by side.
