@@ -499,14 +499,15 @@ def evaluate_in_real_scene(policy: PPO, tasks: str | Sequence[str], seeds: Seque
     check_tasks(tasks)
     spec = ObservationSpec(**policy.agent_spec)
     envs = [make_scene(scene or SceneSpec(), spec.frame_size, tasks[0]) for _ in range(max(1, parallel))]
+    keep = [i < keep_frames for i in range(len(seeds))]  # the same first seeds of every task
     out, start = {}, time.perf_counter()
     try:
         for task in tqdm(tasks, desc="real-scene evaluation", disable=not progress):
-            keep = [i < keep_frames for i in range(len(seeds))]
             results = run_policy_in_real_scene(policy, task, seeds, scene, envs, deterministic, keep, heads=heads,
                                                skill_chunks=skill_chunks)
-            for result in results if on_result is not None else ():
-                on_result(result)
+            if on_result is not None:
+                for result in results:
+                    on_result(result)
             out[task] = dict(success=float(np.mean([r.success for r in results])) if results else float("nan"),
                              chunks=float(np.mean([r.chunks for r in results])) if results else float("nan"),
                              n=len(results), episodes=[r.summary() for r in results])
