@@ -345,6 +345,15 @@
 # --heads $W/heads_model/heads --first-seed 2000" ... agents: the planners with them on tasks 1-5 and the memory tasks,
 # before they replace the default's heads. Or the slow phase (issue 14: the imagined cube skill is a chunk short).
 # A real-scene PPO run wants the machine's cores to itself (session 33: 82k steps in 1,026.5 s alone).
+# Session 36 (nvidia-h200) ran instead: setup (carry .whl .gl and a git-ignored folder with docs/results/history_heads_s34
+# and docs/results/policies_s35/real_seed1_ppo.zip, copied to $W/history_heads and $W/train_agent/s35_seed1_real/
+# real_ppo.zip so that eval_agent judges that policy too); AGENT_SEEDS="3 4" PPO_WORLDS=imagination PPO_MIN=18
+# PPO_ARGS="<session 35's> ppo.total_timesteps=64304" (session 35's real run's env steps) EVAL_AGENT_ARGS="<session 35's>
+# first_seed=8000" ... ppo_bg, waited on once more (1,115 s: 95% and 92.5% with skill runs against the real policy's 95%);
+# then plan_eval by hand (PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD, the stage's exports) with --heads <history_heads_s35_cpu>
+# on memory_drawer_locked and task 3: no better than the shipped heads (docs/RESULTS.md, "The session-36 lease").
+# Next lease: a second real-scene seed alone on the machine (PPO_WORLDS=real REAL_SEEDS=2, total_timesteps 64304, about
+# 800 s), or the slow phase (issue 14: the imagined cube skill is a chunk short, what a decision every chunk learns).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
