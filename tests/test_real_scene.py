@@ -67,6 +67,23 @@ def test_drawer_skill_opens_and_lock_blocks_it(sim_env):
         sim_env.reset(options={"task": "nope"})
 
 
+def test_a_wound_wrist_is_unwound_and_the_drawer_opens(sim_env):
+    """Scene seed 8013's reset leaves the last wrist joint past -pi: turning to the drawer handle then ran it into its
+    limit and "open the drawer" failed to the budget (expert and policies alike). Reset turns it a whole turn back,
+    which moves nothing in the scene."""
+    sim_env.reset(seed=8013, options={"task": "task4_put_in_drawer"})
+    sim, wrist = sim_env._sim, sim_env._sim.data.joint("ur5e/wrist_3_joint")
+    assert abs(wrist.qpos[0]) <= np.pi
+    site = sim.data.site_xpos[sim._pinch_site_id].copy(), sim.data.site_xmat[sim._pinch_site_id].copy()
+    wrist.qpos[0] -= 2 * np.pi  # wound again by hand: the same pose
+    sim.unwind_wrist()
+    assert abs(wrist.qpos[0]) <= np.pi
+    np.testing.assert_allclose(sim.data.site_xpos[sim._pinch_site_id], site[0], atol=1e-9)
+    np.testing.assert_allclose(sim.data.site_xmat[sim._pinch_site_id], site[1], atol=1e-9)
+    assert _run_skill(sim_env, "press the left button")["success"]
+    assert _run_skill(sim_env, "open the drawer")["success"] and _drawer(sim_env) < -0.12
+
+
 def test_expert_solves_task_and_reports_revisits(sim_env):
     ep = run_episode(sim_env, seed=3, task="task1_open")
     assert ep["attrs"]["task_success"] and ep["reward"][-1] == 0.0
