@@ -57,18 +57,22 @@ class SceneSim(SceneEnv):
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._action_box.seed(seed)
-        out = super().reset(seed=seed, options=options)
+        return super().reset(seed=seed, options=options)
+
+    def initialize_arm(self) -> None:
+        """OGBench's random arm start (at every reset, for the goal image and for the episode), its last wrist joint
+        then unwound (`unwind_wrist`), before the reset's settling steps and its first observation."""
+        super().initialize_arm()
         self.unwind_wrist()
-        return out
 
     def unwind_wrist(self) -> None:
         """Turn the last wrist joint by a whole turn into [-pi, pi] where it lies outside: the same pose, the same
         frame, room to turn both ways.
 
-        OGBench's reset solves the arm's joints for a random yaw from its home pose, which leaves that joint anywhere
-        in its +-2 pi range. Past -pi (task-4 scene seeds 4001, 4006, 8013, 8025) turning the gripper to the drawer
-        handle's yaw runs the joint into its -2 pi limit, the turn stalls 0.9 rad short and every pull slips off the
-        handle: "open the drawer" failed to the budget, for the scripted expert as for every policy. The PD targets
+        OGBench's `initialize_arm` solves the arm's joints for a random yaw from its home pose, which leaves that joint
+        anywhere in its +-2 pi range. Past -pi (task-4 scene seeds 4001, 4006, 8013, 8025) turning the gripper to the
+        drawer handle's yaw runs the joint into its -2 pi limit, the turn stalls 0.9 rad short and every pull slips off
+        the handle: "open the drawer" failed to the budget, for the scripted expert as for every policy. The PD targets
         are solved again from the joints at every step (`set_control`), so the jump is never tracked back."""
         joint = self._model.joint("ur5e/wrist_3_joint")
         adr = joint.qposadr[0]
