@@ -352,8 +352,14 @@
 # first_seed=8000" ... ppo_bg, waited on once more (1,115 s: 95% and 92.5% with skill runs against the real policy's 95%);
 # then plan_eval by hand (PYTHONPATH=/tmp/site:/tmp/.whlc:$PWD, the stage's exports) with --heads <history_heads_s35_cpu>
 # on memory_drawer_locked and task 3: no better than the shipped heads (docs/RESULTS.md, "The session-36 lease").
-# Next lease: a second real-scene seed alone on the machine (PPO_WORLDS=real REAL_SEEDS=2, total_timesteps 64304, about
-# 800 s), or the slow phase (issue 14: the imagined cube skill is a chunk short, what a decision every chunk learns).
+# Session 37 (nvidia-h200) ran the first: setup (carrying history_heads_s34 and the policies of session 35's real seed 1
+# and session 36's imagination seeds 3, 4, copied to $W/history_heads and $W/train_agent/<run>/); REAL_SEEDS="2"
+# PPO_WORLDS=real PPO_MIN=17 PPO_ARGS="<session 36's>" EVAL_AGENT_ARGS="<session 36's>" ... ppo_bg, waited on once
+# more (training 698.9 s alone; all four policies judged on seeds 8000-8039 in the mended scene: 98.75% of real-scene
+# PPO with skill runs, 43% without); then bench_env by hand at N = 64, 256 and 1024 (compiled 1024: 3,146 frames/s
+# with Temp-LoRA on, 4,278 off; docs/RESULTS.md, "The session-37 lease").
+# Next lease: the slow phase (issue 14: the imagined cube skill is a chunk short, what a decision every chunk learns),
+# on episodes collected with the wrist unwound; or issue 16 at N = 1024 with `--compile --compile-fast-update`.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"

@@ -84,6 +84,33 @@ def test_a_wound_wrist_is_unwound_and_the_drawer_opens(sim_env):
     assert _run_skill(sim_env, "open the drawer")["success"] and _drawer(sim_env) < -0.12
 
 
+def test_scenes_side_by_side_play_as_alone(sim_env):
+    """An episode's skills move the arm the same whether other scenes of the process run beside it or not, and the
+    global ``np.random`` is left alone. OGBench's oracles draw their retreat poses from the global stream, which every
+    scene's reset used to reseed: episodes played side by side (`plan_eval --parallel`) changed one another."""
+    skills = [skill_id(s) for s in ("open the window", "open the drawer", "close the window")]
+
+    def played(beside=None):
+        sim_env.reset(seed=11, options={"task": "task1_open"})
+        arm = []
+        for s in skills:
+            if beside is not None:  # another scene starts an episode and a skill between this one's skills
+                beside.reset(seed=12, options={"task": "task1_open"})
+                beside.step(skill_id("press the left button"))
+            sim_env.step(s)
+            arm.append(sim_env._sim.data.qpos[:6].copy())
+        return np.array(arm)
+
+    alone = played()
+    other = RealSceneEnv(render=False)
+    try:
+        outside = np.random.get_state()
+        np.testing.assert_array_equal(played(beside=other), alone)
+        assert np.array_equal(np.random.get_state()[1], outside[1]) and np.random.get_state()[2] == outside[2]
+    finally:
+        other.close()
+
+
 def test_expert_solves_task_and_reports_revisits(sim_env):
     ep = run_episode(sim_env, seed=3, task="task1_open")
     assert ep["attrs"]["task_success"] and ep["reward"][-1] == 0.0

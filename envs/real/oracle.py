@@ -6,6 +6,9 @@ computes them for each skill so they work in task mode. Imports the simulator (s
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
 from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
@@ -29,18 +32,39 @@ CLOSE_PRESS = 0.03  # (m) how far past the gripper the lift aims in the closing 
 CLEAR_HEIGHT = {"drawer": 0.18, "window": 0.28, "button": 0.16, "cube": 0.16, "cube_drawer": 0.16}
 
 
+@contextlib.contextmanager
+def _as_global_random(stream: np.random.RandomState) -> Iterator[None]:
+    """Within the block, the module-level ``np.random`` functions draw from ``stream``; the process's global
+    stream is left exactly as it was."""
+    outside = np.random.get_state()
+    np.random.set_state(stream.get_state())
+    try:
+        yield
+    finally:
+        stream.set_state(np.random.get_state())
+        np.random.set_state(outside)
+
+
 class _BoundedYaw:
-    """Keeps the oracles' yaw targets within [-pi/2, pi/2].
+    """Keeps the oracles' yaw targets within [-pi/2, pi/2], drawn from the scene's own random stream.
 
     OGBench's oracles aim at the symmetric yaw nearest the effector and retreat to a random yaw in
     [-pi, pi]; over a chain of skills the effector then crosses the +-pi wrap, which winds the
     wrist joint up to its limit until a later skill cannot align with a handle (measured: 10-15%
     of memory-task episodes failed that way). Targets in [-pi/2, pi/2] never cross the wrap.
+
+    OGBench draws the retreat pose from the global ``np.random``, shared by every scene of a process: scenes
+    played side by side (`plan_eval --parallel`, `eval_agent parallel=`) reseeded and drew from one stream, so an
+    episode's skills depended on the episodes beside it (session 37: 11 of 20 task-5 expert episodes played
+    differently with other tasks beside them). ``random`` is the controller's stream, seeded per episode.
     """
 
+    random: np.random.RandomState
+
     def reset(self, ob, info) -> None:
-        super().reset(ob, info)
-        self._final_yaw = np.random.uniform(-np.pi / 2, np.pi / 2)
+        with _as_global_random(self.random):
+            super().reset(ob, info)
+            self._final_yaw = np.random.uniform(-np.pi / 2, np.pi / 2)
 
     def shortest_yaw(self, eff_yaw: float, obj_yaw: float, n: int = 4) -> float:
         candidates = obj_yaw + 2 * np.pi * np.arange(-n, n + 1) / n
@@ -82,12 +106,18 @@ class SkillController:
             # Aiming at the drawer centre with the default min_norm=0.4 overshoots and loops.
             "cube_drawer": _Cube(env=sim, min_norm=0.1),
         }
+        self._random = np.random.RandomState()  # the oracles' retreat poses (`_BoundedYaw`): this scene's alone
+        for oracle in self._oracles.values():
+            oracle.random = self._random
         self.skill: Skill | None = None
         self._goal: dict = {}
 
-    def reset(self, rng: np.random.Generator) -> None:
-        """Forget the running skill; draw noise from ``rng`` (seeded per episode)."""
+    def reset(self, rng: np.random.Generator, seed: int) -> None:
+        """Forget the running skill; draw noise from ``rng`` and the oracles' retreat poses from a stream seeded
+        with ``seed`` (both per episode). The stream is the one `np.random.seed(seed)` gave the global functions
+        before, so an episode played alone draws what it drew then."""
         self._rng, self.skill = rng, None
+        self._random.seed(seed)
 
     def start(self, skill: Skill, info: dict) -> None:
         """Fix the skill's target from the current scene and reset its oracle."""

@@ -107,8 +107,9 @@ class RealSceneEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode. ``options={"task": name}`` switches the task for this episode.
 
-        The seed (drawn when None) seeds the sim, the global ``np.random`` (OGBench's oracles use
-        it) and the skill noise, so an episode repeats exactly. Info holds ``seed``, ``task``,
+        The seed (drawn when None) seeds the sim, the oracles' own stream (`SkillController.reset`) and
+        the skill noise, so an episode repeats exactly, whatever other scenes of the process do; the
+        global ``np.random`` is left alone. Info holds ``seed``, ``task``,
         ``instruction``, ``plan`` (the scripted expert's skill ids), ``object_state``,
         ``goal_image`` (rendered goal scene, or None), ``cube_color`` (its palette name),
         ``distractors`` (random distractor skills in the plan), ``camera`` ((3, 4) projection of world
@@ -118,7 +119,6 @@ class RealSceneEnv(gym.Env):
         if seed is None:
             seed = int(self.np_random.integers(2**31 - 1))
         self.task = get_task((options or {}).get("task", self.config.task))
-        np.random.seed(seed)
         rng = np.random.default_rng(seed)
         cfg = self.config
         self.episode_spec = spec = self.task.build(rng, distractors=(cfg.min_distractors, cfg.max_distractors))
@@ -132,7 +132,7 @@ class RealSceneEnv(gym.Env):
             seed=seed, options=dict(task_info=spec.task_info, render_goal=render_goal)
         )
         self._camera = self._sim.camera_matrix()
-        self._controller.reset(rng)
+        self._controller.reset(rng, seed)
         self._last_skill, self._last_success, self._chunks = None, False, 0
         self._last_frame = self._sim.render_frame() if self.config.render else self._last_frame
         info = dict(
