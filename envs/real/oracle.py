@@ -59,7 +59,9 @@ class _BoundedYaw:
     differently with other tasks beside them). ``random`` is the controller's stream, seeded per episode.
     """
 
-    random: np.random.RandomState
+    def __init__(self, *args, random: np.random.RandomState | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.random = random if random is not None else np.random.RandomState()
 
     def reset(self, ob, info) -> None:
         with _as_global_random(self.random):
@@ -98,17 +100,15 @@ class SkillController:
         self._sim = sim
         self._noise = noise
         self._rng = rng or np.random.default_rng()
-        self._oracles = {
-            "drawer": _Drawer(env=sim),
-            "window": _Window(env=sim),
-            "button": _Button(env=sim),
-            "cube": _Cube(env=sim),
-            # Aiming at the drawer centre with the default min_norm=0.4 overshoots and loops.
-            "cube_drawer": _Cube(env=sim, min_norm=0.1),
-        }
         self._random = np.random.RandomState()  # the oracles' retreat poses (`_BoundedYaw`): this scene's alone
-        for oracle in self._oracles.values():
-            oracle.random = self._random
+        self._oracles = {
+            "drawer": _Drawer(env=sim, random=self._random),
+            "window": _Window(env=sim, random=self._random),
+            "button": _Button(env=sim, random=self._random),
+            "cube": _Cube(env=sim, random=self._random),
+            # Aiming at the drawer centre with the default min_norm=0.4 overshoots and loops.
+            "cube_drawer": _Cube(env=sim, min_norm=0.1, random=self._random),
+        }
         self.skill: Skill | None = None
         self._goal: dict = {}
 
