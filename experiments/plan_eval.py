@@ -231,6 +231,25 @@ def stats(rows: list[dict]) -> dict:
                 seconds=float(np.mean([r["seconds"] for r in rows])))
 
 
+def memory_pairs(result: dict, task: str) -> dict | None:
+    """The planner with and without Temp-LoRA on the same scene seeds of ``task`` (issue 17's memory goal): seeds
+    both played, won by both, by the Temp-LoRA planner only and by the other only. A seed's scene and its skills'
+    random retreats repeat exactly whatever else is played beside it (`envs.real.oracle`), so the two episodes of a
+    seed differ only by their agents. None unless both agents played the task."""
+    agents = result["settings"]["agents"]
+    if "planner" not in agents or "planner_no_memory" not in agents:
+        return None
+    won = {a: {e["seed"]: bool(e["success"]) for e in result["episodes"][a] if e["task"] == task}
+           for a in ("planner", "planner_no_memory")}
+    seeds = sorted(set(won["planner"]) & set(won["planner_no_memory"]))
+    if not seeds:
+        return None
+    with_, without = won["planner"], won["planner_no_memory"]
+    return dict(seeds=len(seeds), both=sum(with_[s] and without[s] for s in seeds),
+                with_only=[s for s in seeds if with_[s] and not without[s]],
+                without_only=[s for s in seeds if without[s] and not with_[s]])
+
+
 def markdown(result: dict) -> str:
     s, agents, tasks = result["settings"], result["settings"]["agents"], result["settings"]["tasks"]
     p = s["planner"]
@@ -262,6 +281,15 @@ def markdown(result: dict) -> str:
         if len(chosen) > 1:
             cells = [f"{np.mean([result['summary'][a][t]['success'] for t in chosen]):.0%}" for a in agents]
             lines.append(f"| **{group}** | " + " | ".join(cells) + " |")
+    pairs = {task: memory_pairs(result, task) for task in tasks}
+    if any(pairs.values()):
+        lines += ["", "The planner with and without Temp-LoRA, seed by seed (the same scenes):", "",
+                  "| task | seeds | won by both | won with Temp-LoRA only | won without it only |",
+                  "|---|---:|---:|---|---|"]
+        for task, p in pairs.items():
+            if p:
+                lines.append(f"| {task} | {p['seeds']} | {p['both']} | {len(p['with_only'])} {p['with_only'] or ''} | "
+                             f"{len(p['without_only'])} {p['without_only'] or ''} |")
     lines += ["", "Success: the task reached in the real scene within the budget, judged by "
               "`agents.real_scene.SuccessJudge` (the memory tasks only after their memory part); chunks: mean "
               "chunks used. Wall-clock: summed over the calls that played the episodes."]

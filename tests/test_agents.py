@@ -670,6 +670,31 @@ def test_plan_eval_writes_table_plot_and_videos(saved, tmp_path, capsys):
     assert (out / "plan_eval.png").stat().st_size > 0 and (out / planned["video"]).stat().st_size > 0
 
 
+def test_plan_eval_pairs_the_planners_seed_by_seed():
+    """Issue 17's memory goal compares the planner with and without Temp-LoRA on the same scenes: the table counts
+    seeds won by one of them only, matched by seed (not by the order episodes finished in)."""
+    from experiments.plan_eval import markdown, memory_pairs
+
+    def ep(agent, task, seed, success):
+        return {"agent": agent, "task": task, "seed": seed, "success": success, "chunks": 3, "seconds": 1.0}
+
+    with_ = [ep("planner", "memory_drawer", s, w) for s, w in ((5, True), (3, True), (4, False))]
+    without = [ep("planner_no_memory", "memory_drawer", s, w) for s, w in ((3, False), (4, True), (5, True), (6, True))]
+    result = {"settings": {"agents": ["planner", "planner_no_memory"], "tasks": ["memory_drawer"]},
+              "episodes": {"planner": with_, "planner_no_memory": without}}
+    assert memory_pairs(result, "memory_drawer") == dict(seeds=3, both=1, with_only=[3], without_only=[4])
+    assert memory_pairs(result, "task1_open") is None  # not played
+    assert memory_pairs({**result, "settings": {"agents": ["planner", "expert"]}}, "memory_drawer") is None
+    summary = {a: {"memory_drawer": {"n": 3, "success": 0.5, "chunks": 3.0}} for a in ("planner", "planner_no_memory")}
+    settings = {**result["settings"], "heads": {}, "parallel": 1, "seeds": 3, "first_seed": 3,
+                "planner": {"method": "cem", "horizon": 2, "candidates": 4, "iterations": 1, "elites": 1,
+                            "denoise_steps": 2}, "scene": {"max_chunks": None, "chunk_len": 4, "frame_skip": 8},
+                "model": "m"}
+    table = markdown({**result, "settings": settings, "summary": summary, "command": "c", "machine": "m", "date": "d",
+                      "agent_seconds": {"planner": 1, "planner_no_memory": 1}, "complete": True})
+    assert "| memory_drawer | 3 | 1 | 1 [3] | 1 [4] |" in table
+
+
 def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
     from pathlib import Path
 
