@@ -84,6 +84,19 @@ def test_a_wound_wrist_is_unwound_and_the_drawer_opens(sim_env):
     assert _run_skill(sim_env, "open the drawer")["success"] and _drawer(sim_env) < -0.12
 
 
+def test_a_press_retried_does_not_undo_itself(sim_env):
+    """Scene seed 9010 of task 2: "press the right button" unlocks the window but its chunk ends with the arm not yet
+    clear (not achieved), so the expert plays it again; that retry must finish the press, not press again (which
+    locked the window again and lost the task). A press after an achieved one still toggles."""
+    sim_env.reset(seed=9010, options={"task": "task2_unlock_and_lock"})
+    for s in ("press the left button", "close the drawer", "press the left button"):
+        assert sim_env.step(skill_id(s))[4]["success"]
+    right = skill_id("press the right button")
+    assert not sim_env.step(right)[4]["success"] and sim_env._sim._cur_button_states[1] == 1  # pressed, arm low
+    assert sim_env.step(right)[4]["success"] and sim_env._sim._cur_button_states[1] == 1  # retried: still unlocked
+    assert sim_env.step(right)[4]["success"] and sim_env._sim._cur_button_states[1] == 0  # a new press toggles
+
+
 def test_scenes_side_by_side_play_as_alone(sim_env):
     """An episode's skills move the arm the same whether other scenes of the process run beside it or not, and the
     global ``np.random`` is left alone. OGBench's oracles draw their retreat poses from the global stream, which every

@@ -119,8 +119,13 @@ class SkillController:
         self._rng, self.skill = rng, None
         self._random.seed(seed)
 
-    def start(self, skill: Skill, info: dict) -> None:
-        """Fix the skill's target from the current scene and reset its oracle."""
+    def start(self, skill: Skill, info: dict, retry: bool = False) -> None:
+        """Fix the skill's target from the current scene and reset its oracle.
+
+        A button skill toggles its button. ``retry`` (the same skill again after a chunk that did not achieve it)
+        keeps the toggle's target when the button already shows it: that chunk pressed the button but ended with
+        the arm not yet clear (its oracle done within 4 cm of a retreat pose near the clear height), and pressing
+        again would undo it (session 37: task 2, scene seed 9010, the window locked again and the task lost)."""
         sim, kind = self._sim, skill.kind
         if kind == "drawer":
             target = skill.target + (CLOSE_OVERSHOOT if skill.target == DRAWER_CLOSED else 0.0)
@@ -131,9 +136,11 @@ class SkillController:
             goal = {"privileged/target_window_handle_pos": handle}
         elif kind == "button":
             b = int(skill.target)
+            state = int(info[f"privileged/button_{b}_state"])
+            pressed = retry and self.skill == skill and self._goal.get("privileged/target_button_state") == state
             goal = {
                 "privileged/target_button": b,
-                "privileged/target_button_state": 1 - int(info[f"privileged/button_{b}_state"]),
+                "privileged/target_button_state": state if pressed else 1 - state,
                 "privileged/target_button_top_pos": sim.site_pos(f"btntop_{b}"),
             }
         else:

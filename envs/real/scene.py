@@ -156,7 +156,8 @@ class RealSceneEnv(gym.Env):
         sid, per_step = self._parse(action)
         cfg = self.config
         if sid >= 0 and (sid != self._last_skill or self._last_success or self._controller.done):
-            self._controller.start(SKILL_SPECS[sid], self._info)
+            retry = sid == self._last_skill and not self._last_success  # the same skill, not achieved last chunk
+            self._controller.start(SKILL_SPECS[sid], self._info, retry=retry)
         frames, actions, group, sim_states, cube_pixels = [], [], [], [], []
         for t in range(self.steps_per_chunk):
             a = self._controller.act(self._info) if sid >= 0 else per_step[t]
