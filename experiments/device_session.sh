@@ -359,7 +359,8 @@
 # PPO with skill runs, 43% without); then bench_env by hand at N = 64, 256 and 1024 (compiled 1024: 3,146 frames/s
 # with Temp-LoRA on, 4,278 off; docs/RESULTS.md, "The session-37 lease").
 # Next lease: the slow phase (issue 14: the imagined cube skill is a chunk short, what a decision every chunk learns),
-# on episodes collected with the wrist unwound; or issue 16 at N = 1024 with `--compile --compile-fast-update`.
+# on episodes collected with session 36-37's scene fixes (the wrist unwound, a button retry that finishes its press);
+# or issue 16 at N = 1024 with `--compile --compile-fast-update`.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
