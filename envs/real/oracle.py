@@ -137,7 +137,7 @@ class SkillController:
         elif kind == "button":
             b = int(skill.target)
             state = int(info[f"privileged/button_{b}_state"])
-            pressed = retry and self.skill == skill and self._goal.get("privileged/target_button_state") == state
+            pressed = retry and self._goal.get("privileged/target_button_state") == state  # this press, done
             goal = {
                 "privileged/target_button": b,
                 "privileged/target_button_state": state if pressed else 1 - state,
