@@ -59,6 +59,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-blocks", default=None,
                    help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.2 (TempLoRAConfig.blocks: the "
                         "fast backward stops at the first of them; default: the model's)")
+    p.add_argument("--reuse-pass", action="store_true",
+                   help="Temp-LoRA's fast step is scored on the sampler's first denoising pass, no forward of its own "
+                        "(TempLoRAConfig.reuse_sampler_pass)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet in place (SlowFastVGen.compile_unet); the warm-up steps compile")
     p.add_argument("--compile-fast-update", action="store_true",
@@ -151,8 +154,8 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     if mode == "auto":
         mode = "continuous" if mc.action_type in ("vector", "both") else "skill"
     blocks = mc.temp_lora.blocks if args.temp_lora_blocks is None else tuple(args.temp_lora_blocks.split("+"))
-    memory = dataclasses.replace(mc.temp_lora, update_every=args.update_every, blocks=blocks) \
-        if temp_lora == "on" else False
+    memory = dataclasses.replace(mc.temp_lora, update_every=args.update_every, blocks=blocks,
+                                 reuse_sampler_pass=args.reuse_pass) if temp_lora == "on" else False
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
                 max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile,
                 compile_fast_update=args.compile_fast_update)
@@ -168,6 +171,7 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                 "denoise_steps": steps, "temp_lora": temp_lora, "action_mode": mode,
                 "update_every": args.update_every if temp_lora == "on" else None,
                 "temp_lora_blocks": "+".join(blocks) if temp_lora == "on" else None,
+                "reuse_sampler_pass": args.reuse_pass if temp_lora == "on" else None,
                 "fast_batch": fast_batch_size if temp_lora == "on" else None,
                 "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
                 "compile": args.compile, "compile_fast_update": args.compile_fast_update, "warmup_steps": warmup,

@@ -124,6 +124,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "overwrite what an earlier chunk stored (default: the model's)")
     p.add_argument("--temp-lora-reverse", action=argparse.BooleanOptionalAction, default=None,
                    help="each fast step also learns the chunk played backwards (default: the model's)")
+    p.add_argument("--temp-lora-reuse-pass", action=argparse.BooleanOptionalAction, default=None,
+                   help="the fast step is scored on the sampler's first denoising pass instead of a forward of its "
+                        "own (TempLoRAConfig.reuse_sampler_pass; default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -174,7 +177,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
                                         ("rehearsal", args.temp_lora_rehearsal),
-                                        ("reverse", args.temp_lora_reverse)) if v is not None}
+                                        ("reverse", args.temp_lora_reverse),
+                                        ("reuse_sampler_pass", args.temp_lora_reuse_pass)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
 
@@ -199,8 +203,8 @@ def generate(args: argparse.Namespace, model, no_chunk, episodes: list[EvalEpiso
 
     model_of = {v: (no_chunk if v == "no_chunk_input" else model) for v in variants}
     singles: dict[int, Any] = {}  # one peft TempLoRA per model (batch 1); variants swap its config
-    if args.batch == 1:
-        for v in variants:
+    if args.batch == 1 and not args.temp_lora.get("reuse_sampler_pass", model.config.temp_lora.reuse_sampler_pass):
+        for v in variants:  # (a reused sampler pass is the batched memory's)
             m = model_of[v]
             if v != "no_temp_lora" and id(m) not in singles:
                 singles[id(m)] = TempLoRA(m, variant_config("full", m, args.temp_lora))
@@ -436,6 +440,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_draws": args.temp_lora.get("draws", cfg.temp_lora.draws),
                     "temp_lora_rehearsal": args.temp_lora.get("rehearsal", cfg.temp_lora.rehearsal),
                     "temp_lora_reverse": args.temp_lora.get("reverse", cfg.temp_lora.reverse),
+                    "temp_lora_reuse_sampler_pass": args.temp_lora.get("reuse_sampler_pass",
+                                                                       cfg.temp_lora.reuse_sampler_pass),
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}

@@ -3,6 +3,7 @@ that model.rollout, the env and evaluation all run."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from worldmodel import BatchedTempLoRA, Imagination, TempLoRA
+from worldmodel.diffusion import diffusion_loss
 
 FAST_LORA = dict(rank=2, alpha=4.0, lr=1e-2, draws=1)  # one draw: the fork test compares uint8 frames bitwise, and
 # batched-sampling round-off flips a pixel level more often under the larger Θ of 4 draws
@@ -202,3 +204,88 @@ def test_compiled_unet_gives_the_same_chunks_and_memories(micro_model):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 1
     assert losses_f == pytest.approx(losses_e, rel=1e-5)
     assert torch.allclose(theta_f, theta_e, atol=1e-6)
+
+
+def _reusing(model, n: int) -> BatchedTempLoRA:
+    return BatchedTempLoRA(model, n, dataclasses.replace(model.config.temp_lora, reuse_sampler_pass=True))
+
+
+def test_a_reused_pass_is_the_fast_step_of_that_pass(model, monkeypatch):
+    """With ``reuse_sampler_pass`` the chunk is what Θ as it stood generates, and the fast step's gradient is that of
+    the sampler's first pass scored on the chunk: `diffusion_loss` with the chunk's action, the sampler's first
+    timestep and the noise that takes the chunk to the sampler's initial noise."""
+    memory = _reusing(model, 4)
+    core = Imagination(model, 4, memory, denoise_steps=2, guidance_scale=1.0)
+    core.reset(None, _start(4), seeds=[0, 1, 2, 3])
+    core.step([0, 1], _action(2, 0))  # Θ learns once (its first chunk is Φ's: B = 0)
+    assert memory.theta[:2].abs().amax(1).gt(0).all()
+    core.fork([0, 1], [2, 3])
+    sampled = core.step([2, 3], _action(2, 1), learn=False)  # the same state, sampling only
+    before = memory.theta[[0, 1]].clone()
+    states = [core.generators[i].get_state() for i in (0, 1)]
+    grads = []
+    adam = memory._adam
+    monkeypatch.setattr(memory, "_adam", lambda envs, grad: (grads.append(grad.clone()), adam(envs, grad))[1])
+    chunk = core.step([0, 1], _action(2, 1))
+    torch.testing.assert_close(chunk.latents, sampled.latents, rtol=1e-4, atol=1e-5)
+    assert [u.steps for u in chunk.updates] == [1, 1] and len(grads) == 1
+    # the same gradient, computed the long way
+    cfg = model.config
+    shape = (1, cfg.latent_channels, cfg.new_frames, cfg.latent_size, cfg.latent_size)
+    initial = torch.cat([torch.randn(shape, generator=torch.Generator().set_state(s)) for s in states])
+    sampler = model.sampler()
+    sampler.set_timesteps(2)
+    t = sampler.timesteps[0]
+    alpha = model.scheduler.alphas_cumprod[t]
+    new = chunk.new_latents
+    noise = torch.cat([torch.zeros_like(chunk.latents[:, :, :cfg.context_frames]),
+                       (initial * sampler.init_noise_sigma - alpha.sqrt() * new) / (1 - alpha).sqrt()], dim=2)
+    given = torch.zeros(2, chunk.latents.shape[2], dtype=torch.bool)
+    given[:, :cfg.context_frames] = True
+    leaves = [(a.detach().requires_grad_(True), b.detach().requires_grad_(True)) for a, b in memory._split(before)]
+    with torch.enable_grad(), memory._using(leaves):
+        loss = diffusion_loss(model.unet, model.scheduler, chunk.latents, given,
+                              model.encode_action(_action(2, 1), 2), noise, t.expand(2), per_sample=True)
+        expected = torch.autograd.grad(loss.sum(), [f for ab in leaves for f in ab])
+    expected = torch.cat([g.reshape(2, -1) for g in expected], dim=1)
+    assert [u.loss for u in chunk.updates] == pytest.approx(loss.tolist(), rel=1e-4)
+    torch.testing.assert_close(grads[0], expected, rtol=1e-3, atol=1e-7)
+
+
+def test_a_reused_pass_learns_each_env_as_alone_and_a_repeated_chunk(model):
+    """Envs stepped together learn what each learns alone; the loss of a chunk taught again and again (teacher
+    frames, the same start) falls."""
+    truth = np.random.default_rng(3).integers(0, 256, (1, 2, 16, 16, 3), dtype=np.uint8)
+    starts = _start(2)
+
+    def run(core, rows):  # six times: the same start, the same real chunk; Θ kept
+        losses = []
+        ids = list(range(len(rows)))
+        for k in range(6):
+            core.reset(ids, starts[rows], seeds=rows, forget=k == 0)
+            chunk = core.step(ids, _action(len(ids), 0), teacher_frames=np.repeat(truth, len(ids), axis=0))
+            losses.append([u.loss for u in chunk.updates])
+        return np.array(losses), core.memory.theta
+
+    losses, theta = run(Imagination(model, 2, _reusing(model, 2), denoise_steps=2), [0, 1])
+    for row in (0, 1):
+        alone, theta_alone = run(Imagination(model, 1, _reusing(model, 1), denoise_steps=2), [row])
+        np.testing.assert_allclose(losses[:, row], alone[:, 0], rtol=1e-4)
+        torch.testing.assert_close(theta[row], theta_alone[0], rtol=1e-3, atol=1e-4)
+    assert (losses[-1] < 0.8 * losses[0]).all(), losses  # the repeated chunk is learnt
+
+
+def test_a_reused_pass_needs_its_rule_and_its_pass(model):
+    base = model.config.temp_lora
+    with pytest.raises(ValueError, match="steps=2, reverse=True"):
+        dataclasses.replace(base, reuse_sampler_pass=True, steps=2, reverse=True)
+    with pytest.raises(ValueError, match="peft memory"):
+        TempLoRA(model, dataclasses.replace(base, reuse_sampler_pass=True))
+    memory = _reusing(model, 1)
+    core = Imagination(model, 1, memory, denoise_steps=1)
+    core.reset(None, _start(1), seeds=[0])
+    chunk = core.step(None, _action(1, 0), learn=False)
+    with pytest.raises(ValueError, match="Imagination.step"):
+        memory.update(chunk, [0])
+    with pytest.raises(ValueError, match="reuse_sampler_pass=False"):
+        BatchedTempLoRA(model, 1).update(chunk, [0], reused=memory.reused_pass([0]))

@@ -91,6 +91,15 @@ class TempLoRAConfig:
     # windows, the same unconditioned loss): a revisit comes back the way the episode left, so the drawer closing
     # over the cube, reversed, is the reopen that shows it. False: forward only, as before.
     reverse: bool = False
+    # Θ's fast step reuses the sampler's first denoising pass as its forward (issue 16's "reuse of the last denoising
+    # pass"): that pass runs with Θ's gradient kept, and once the chunk is known its prediction is scored against it
+    # (the observed chunk: the generated one, or the real one under teacher forcing) at that pass's noisy input and
+    # timestep, the sampler's first (the loss that sets what the chunk shows). The update then costs a backward and
+    # Adam's step instead of a forward and a backward. Differs from the usual step: conditioned on the chunk's action
+    # (not the null one), t the sampler's first timestep and its initial noise (not a fresh draw); hence one step,
+    # one draw, the local conditional rule, nothing rehearsed or reversed. Needs the batched memory inside the
+    # imagination core (`Imagination.step`), which owns the sampler's passes.
+    reuse_sampler_pass: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in ("local", "full_sequence", "original"):
@@ -109,6 +118,14 @@ class TempLoRAConfig:
             raise ValueError(f"invalid Temp-LoRA config: update_every={self.update_every} (>= 1)")
         if self.draws < 1 or self.rehearsal < 0:
             raise ValueError(f"invalid Temp-LoRA config: draws={self.draws} (>= 1), rehearsal={self.rehearsal} (>= 0)")
+        if self.reuse_sampler_pass:
+            clash = {"steps": self.steps != 1, "draws": self.draws != 1, "rehearsal": self.rehearsal != 0,
+                     "reverse": self.reverse, "variant": self.variant != "local",
+                     "objective": self.objective != "conditional"}
+            if any(clash.values()):
+                raise ValueError("reuse_sampler_pass learns from the sampler's one pass: it needs steps=1, draws=1, "
+                                 "rehearsal=0, reverse=False, variant='local', objective='conditional'; got "
+                                 + ", ".join(f"{k}={getattr(self, k)!r}" for k, bad in clash.items() if bad))
         self.target_modules = tuple(self.target_modules)
         self.blocks = tuple(self.blocks)
 

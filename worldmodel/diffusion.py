@@ -7,6 +7,9 @@ given latents (zeros elsewhere) and the mask channel is 1 on given frames.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Protocol
+
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -147,6 +150,27 @@ def denoising_prediction(unet: torch.nn.Module, scheduler: DDPMScheduler, latent
     return pred, target
 
 
+def pass_target(scheduler: DDPMScheduler, noisy: torch.Tensor, clean: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What a denoising pass at timestep ``t`` on ``noisy`` latents should have predicted for ``clean`` ones: the noise
+    that takes ``clean`` to ``noisy`` at t, or under v-prediction its velocity (from which the sampler's x0 estimate
+    is exactly ``clean``). For the sampler's first pass, whose input is its initial noise, this scores a chunk (the
+    generated one or the real one) the way `diffusion_loss` scores a fresh draw."""
+    alpha = scheduler.alphas_cumprod.to(noisy.device)[t.long()].to(noisy.dtype)
+    noise = (noisy - alpha.sqrt() * clean) / (1 - alpha).sqrt()
+    if scheduler.config.prediction_type == "v_prediction":
+        return alpha.sqrt() * noise - (1 - alpha).sqrt() * clean
+    return noise
+
+
+class SamplerPasses(Protocol):
+    """What `sample_new_frames` lets a caller do around its denoising passes (`BatchedTempLoRA.reused_pass`):
+    run pass ``index`` inside ``around(index)`` and see its prediction of the new latents, its input and t."""
+
+    def around(self, index: int) -> contextlib.AbstractContextManager: ...
+
+    def keep(self, index: int, prediction: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor) -> None: ...
+
+
 def sample_new_frames(
     unet: torch.nn.Module,
     sampler: SchedulerMixin,
@@ -158,10 +182,12 @@ def sample_new_frames(
     guidance_scale: float = 1.0,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
+    passes: SamplerPasses | None = None,
 ) -> torch.Tensor:
     """Denoise `num_new` frames after clean context latents (B, C, Tc, h, w); returns (B, C, num_new, h, w).
 
-    The initial noise is drawn with `generator` unless given (one draw per env in batched envs).
+    The initial noise is drawn with `generator` unless given (one draw per env in batched envs). ``passes``: each
+    denoising pass runs inside ``passes.around(i)``, and its prediction (after guidance) goes to ``passes.keep``.
     """
     b, c, tc, h, w = context.shape
     if noise is None:
@@ -174,14 +200,17 @@ def sample_new_frames(
     if use_cfg:
         given, given_mask, cond = given.repeat(2, 1, 1, 1, 1), given_mask.repeat(2, 1), torch.cat([cond, null_cond])
     sampler.set_timesteps(steps, device=context.device)
-    for t in sampler.timesteps:
+    for index, t in enumerate(sampler.timesteps):
         xin = torch.cat([context, x], dim=2)
         if use_cfg:
             xin = xin.repeat(2, 1, 1, 1, 1)
         tt = t.expand(xin.shape[0]).to(context.device)
-        pred = unet(unet_input(xin, given, given_mask), tt, encoder_hidden_states=cond).sample[:, :, tc:]
-        if use_cfg:
-            p_cond, p_null = pred.chunk(2)
-            pred = p_null + guidance_scale * (p_cond - p_null)
-        x = sampler.step(pred, t, x).prev_sample  # DDIM (eta=0) and DPM-Solver steps are deterministic
+        with passes.around(index) if passes is not None else contextlib.nullcontext():
+            pred = unet(unet_input(xin, given, given_mask), tt, encoder_hidden_states=cond).sample[:, :, tc:]
+            if use_cfg:
+                p_cond, p_null = pred.chunk(2)
+                pred = p_null + guidance_scale * (p_cond - p_null)
+        if passes is not None:
+            passes.keep(index, pred, x, t)
+        x = sampler.step(pred.detach(), t, x).prev_sample  # DDIM (eta=0) and DPM-Solver steps are deterministic
     return x

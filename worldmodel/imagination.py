@@ -116,6 +116,16 @@ class Imagination:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    def _fast_stance(self) -> contextlib.AbstractContextManager:
+        """The compile stance of the fast update (and of a reused first pass, `BatchedTempLoRA.reused_pass`). Under a
+        compiled UNet it runs eager unless ``compile_fast_update``: compiling its forward and backward took 470 of
+        the 650 s warm-up on the CPU and made it no faster there (docs/RESULTS.md, session 23); on the GPU its eager
+        forward under bf16 autocast spends its time in casts and norms (session 29's profile), which compiling the
+        sampler fused."""
+        if self.compile_fast_update:
+            return contextlib.nullcontext()
+        return torch.compiler.set_stance("force_eager")
+
     def _sync(self) -> float:
         if self.sync_timings and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -168,10 +178,14 @@ class Imagination:
         shape = (1, cfg.latent_channels, cfg.new_frames, cfg.latent_size, cfg.latent_size)
         noise = torch.cat([torch.randn(shape, generator=self.generators[i]) for i in ids]).to(self.device)
         context = self.context[index]
-        applied = self.memory.applied(ids) if self.memory is not None else contextlib.nullcontext()
+        memory = self.memory
+        # with ``reuse_sampler_pass`` the fast step is scored on the sampler's first pass (run with Θ's gradient)
+        reused = (memory.reused_pass(ids, eager=not self.compile_fast_update) if memory is not None and learn
+                  and memory.enabled and memory.config.reuse_sampler_pass else None)
+        applied = memory.applied(ids) if memory is not None and reused is None else contextlib.nullcontext()
         with applied, self._autocast():
-            new = model.generate_latents(context, action, steps=self.denoise_steps,
-                                         guidance_scale=self.guidance_scale, noise=noise).float()
+            new = model.generate_latents(context, action, steps=self.denoise_steps, guidance_scale=self.guidance_scale,
+                                         noise=noise, passes=reused).float()
         t1 = self._sync()
         with self._autocast():
             frames = model.decode_latents(new)
@@ -185,14 +199,10 @@ class Imagination:
                                  f"{tuple(truth.shape)}")
             observed = Chunk(truth, torch.cat([context, model.encode_frames(truth)], dim=2), cfg.context_frames)
         updates = []
-        if self.memory is not None and learn:
-            # the fast update runs eager under a compiled UNet unless ``compile_fast_update``: compiling its forward
-            # and backward took 470 of the 650 s warm-up on the CPU and made it no faster there (docs/RESULTS.md,
-            # session 23); on the GPU its eager forward under bf16 autocast spends its time in casts and norms
-            # (session 29's profile), which compiling the sampler fused
-            eager = contextlib.nullcontext() if self.compile_fast_update else torch.compiler.set_stance("force_eager")
-            with self._autocast(), eager:
-                updates = self.memory.update(observed, ids, [self.generators[i] for i in ids])
+        if memory is not None and learn:
+            with self._autocast(), self._fast_stance():
+                extra = {"reused": reused} if reused is not None else {}  # (the batched memory's alone)
+                updates = memory.update(observed, ids, [self.generators[i] for i in ids], **extra)
         self.context[index] = observed.latents[:, :, -cfg.context_frames:]
         t3 = self._sync()
         timings = {"denoise": t1 - t0, "decode": t2 - t1, "fast_update": t3 - t2}

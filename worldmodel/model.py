@@ -21,7 +21,8 @@ from .action import Action, ActionEncoder, load_text_encoder, parse_action
 from .attention import use_chunked_attention
 from .chunk import Chunk, frames_to_tensor, pad_context
 from .config import WorldModelConfig, from_preset, with_overrides
-from .diffusion import diffusion_loss, make_sampler, make_train_scheduler, object_loss_weights, sample_new_frames
+from .diffusion import (SamplerPasses, diffusion_loss, make_sampler, make_train_scheduler, object_loss_weights,
+                        sample_new_frames)
 from .imagination import Imagination
 from .memory.rule import EpisodicMemory
 
@@ -204,11 +205,12 @@ class SlowFastVGen(nn.Module):
     @torch.no_grad()
     def generate_latents(self, context_latents: torch.Tensor, action: Action, steps: int | None = None,
                          guidance_scale: float | None = None, generator: torch.Generator | None = None,
-                         noise: torch.Tensor | None = None) -> torch.Tensor:
+                         noise: torch.Tensor | None = None, passes: SamplerPasses | None = None) -> torch.Tensor:
         """New-frame latents (B, C, Tn, h, w) after context latents (B, C, Tc, h, w): the sampler alone.
 
         The initial noise is ``noise`` when given, else drawn with ``generator``. Θ of a memory applies
-        inside ``with memory.applied(): ...``; chunks with memory updates come from `Imagination`.
+        inside ``with memory.applied(): ...`` (or pass by pass through ``passes``, `sample_new_frames`); chunks with
+        memory updates come from `Imagination`.
         """
         cfg = self.config
         b = context_latents.shape[0]
@@ -216,7 +218,7 @@ class SlowFastVGen(nn.Module):
         scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
         null = self.action_encoder.null(b) if scale != 1.0 else None
         return sample_new_frames(self.unet, self.sampler(), context_latents, cfg.new_frames, cond,
-                                 steps or cfg.sample_steps, null, scale, generator, noise)
+                                 steps or cfg.sample_steps, null, scale, generator, noise, passes)
 
     @torch.no_grad()
     def generate_chunk(self, context_frames: Any, action: Action, steps: int | None = None,

@@ -38,7 +38,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..chunk import Chunk
 from ..config import TempLoRAConfig
-from ..diffusion import diffusion_loss
+from ..diffusion import diffusion_loss, pass_target
 from . import rule
 from .rule import FastUpdate
 
@@ -86,6 +86,48 @@ def _dispatcher(unet: nn.Module, targets: tuple[str, ...], blocks: tuple[str, ..
 
 
 # ---------------------------------------------------------------------------------------- the memory
+class ReusedPass:
+    """The sampler's passes of one chunk when Θ's fast step reuses the first (`TempLoRAConfig.reuse_sampler_pass`).
+
+    `sample_new_frames` runs its pass ``index`` inside ``around(index)`` and hands each pass's prediction to
+    ``keep``. Pass 0 runs with Θ of the envs as gradient leaves (unmerged, Φ frozen) and its prediction is kept with
+    its graph; the later passes apply Θ as sampling does (`BatchedTempLoRA.applied`). `BatchedTempLoRA.update` then
+    scores the kept prediction and takes the step: the forward of the usual fast step is not run again.
+    """
+
+    def __init__(self, memory: "BatchedTempLoRA", ids: list[int], eager: bool = True):
+        self.memory, self.ids, self.eager = memory, ids, eager
+        self.leaves: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.before: list[tuple[torch.Tensor, ...]] = []  # each env's state before the step, for a rollback
+        self.prediction: torch.Tensor | None = None
+        self.noisy: torch.Tensor | None = None
+        self.timestep: torch.Tensor | None = None
+
+    def around(self, index: int) -> contextlib.AbstractContextManager:
+        return self._first() if index == 0 else self.memory.applied(self.ids)
+
+    @contextlib.contextmanager
+    def _first(self) -> Iterator[None]:
+        memory = self.memory
+        idx = torch.tensor(self.ids, device=memory.theta.device)
+        theta = memory.theta[idx]
+        self.before = [(theta[k].clone(), memory.exp_avg[i].clone(), memory.exp_avg_sq[i].clone(),
+                        memory.adam_steps[i].clone()) for k, i in enumerate(self.ids)]
+        self.leaves = [(a.detach().requires_grad_(True), b.detach().requires_grad_(True))
+                       for a, b in memory._split(theta)]
+        stance = torch.compiler.set_stance("force_eager") if self.eager else contextlib.nullcontext()
+        with torch.enable_grad(), rule.phi_frozen(memory.model.unet), memory._using(self.leaves), stance:
+            yield
+
+    def keep(self, index: int, prediction: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor) -> None:
+        if index == 0:
+            self.prediction, self.noisy, self.timestep = prediction, noisy.detach(), t
+
+    def release(self) -> None:
+        """Drop the graph and leaves (the step is taken)."""
+        self.leaves, self.prediction = [], None
+
+
 @dataclass
 class _Layout:
     a_offset: int
@@ -306,7 +348,8 @@ class BatchedTempLoRA:
     # --------------------------------------------------------------------------------------- learning
     def update(self, chunk: Chunk, ids: Sequence[int] | None = None,
                generators: Sequence[torch.Generator | None] | None = None,
-               steps: int | None = None, differentiable: bool = False) -> list[FastUpdate]:
+               steps: int | None = None, differentiable: bool = False,
+               reused: "ReusedPass | None" = None) -> list[FastUpdate]:
         """Fast-learn on a batched chunk (row k belongs to env ids[k]); one FastUpdate per env.
 
         Every fast step is one batched forward/backward over the still-healthy envs' rows (each env's
@@ -322,11 +365,26 @@ class BatchedTempLoRA:
         are exactly those of a plain update while a later loss's backward reaches Φ through g: Φ learns to
         write what it will read. Earlier steps stay truncated (first order). The attention then runs on
         PyTorch's math kernel, the one with a second derivative.
+
+        With ``reuse_sampler_pass`` the one fast step is scored on ``reused`` (`reused_pass`), the sampler's first
+        pass of this very chunk for the same ``ids``: no forward of its own.
         """
         ids = self._ids(ids)
         steps = self.config.steps if steps is None else steps
         if chunk.latents.shape[0] != len(ids):
             raise ValueError(f"chunk has {chunk.latents.shape[0]} rows for {len(ids)} envs")
+        if reused is not None and not self.config.reuse_sampler_pass:
+            raise ValueError("a reused sampler pass was given to a memory whose rule runs its own forward "
+                             "(reuse_sampler_pass=False)")
+        if self.config.reuse_sampler_pass and self.enabled and steps:
+            if reused is None or reused.prediction is None:
+                raise ValueError("this memory learns from the sampler's first pass (reuse_sampler_pass): fast-learn "
+                                 "through Imagination.step, which runs that pass with `reused_pass(ids)`")
+            if differentiable or steps != 1:
+                raise ValueError("reuse_sampler_pass takes one fast step, not differentiable (the slow-fast phase "
+                                 "needs the usual rule)")
+            if reused.ids != ids:
+                raise ValueError(f"the reused pass ran for envs {reused.ids}, the update is for {ids}")
         generators = list(generators) if generators is not None else [None] * len(ids)
         self.meta = None
         if not self.enabled or steps == 0:
@@ -334,15 +392,18 @@ class BatchedTempLoRA:
         skip = [rule.skips(self.config, self.offered[env]) for env in ids]  # update_every: only remembered
         for env in ids:
             self.offered[env] += 1
-        if not any(skip):
+        if not any(skip) and reused is None:
             return self._learn(chunk, ids, generators, steps, differentiable)
         for p in (p for p, s in enumerate(skip) if s):
             rule.remember(self.config, self.history[ids[p]], chunk.row(p))
         due = [p for p, s in enumerate(skip) if not s]
         out = [FastUpdate(float("nan"), 0)] * len(ids)
-        if due:
+        if due and reused is not None:
+            learned = self._learn_from_pass(chunk, ids, due, reused)
+        elif due:
             learned = self._learn(chunk.rows(due), [ids[p] for p in due], [generators[p] for p in due], steps,
                                   differentiable)
+        if due:
             for p, u in zip(due, learned):
                 out[p] = u
         return out
@@ -421,20 +482,33 @@ class BatchedTempLoRA:
         frozen = contextlib.nullcontext() if meta else rule.phi_frozen(model.unet)  # meta: Φ's gradient is read
         with torch.enable_grad(), self._using(leaves), kernels, frozen:
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
-            losses = losses.view(m, n)
-            per_env = losses.mean(0)
-            # the rollback check and the reported values read every env's losses: one copy to the host, not a GPU
-            # sync per env
-            host_losses, tt = losses.detach().float().cpu(), t.view(m, n).cpu()
-            values = host_losses.mean(0).tolist()
-            ok = [not rule.rolls_back(self.config, self.losses[e], tt[:, k], host_losses[:, k])
-                  for k, e in enumerate(envs)]
-            if not any(ok):
-                return list(zip(values, ok))
-            keep = torch.tensor(ok, device=device)
-            grads = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), [f for ab in leaves for f in ab],
-                                        create_graph=meta)
-            grad = torch.cat([g.reshape(n, -1) for g in grads], dim=1)  # the flat layout: A0, B0, A1, B1, ...
+            return self._descend(envs, leaves, losses.view(m, n), t.view(m, n), meta_rows)
+
+    def _descend(self, envs: list[int], leaves: list[tuple[torch.Tensor, torch.Tensor]], losses: torch.Tensor,
+                 t: torch.Tensor, meta_rows: list | None = None, rows: list[int] | None = None
+                 ) -> list[tuple[float, bool]]:
+        """The rest of a fast step once its row losses (m, n) at timesteps t (m, n) are known: the rollback check,
+        the gradient of the healthy envs' losses by the factor leaves, Adam's step, the finite check: (loss, ok) per
+        env. Leaf row ``rows[k]`` (default k) is env k's."""
+        device, n = self.theta.device, len(envs)
+        rows = list(range(n)) if rows is None else rows
+        meta = meta_rows is not None
+        idx = torch.tensor(envs, device=device)
+        per_env = losses.mean(0)
+        # the rollback check and the reported values read every env's losses: one copy to the host, not a GPU
+        # sync per env
+        host_losses, tt = losses.detach().float().cpu(), t.cpu()
+        values = host_losses.mean(0).tolist()
+        ok = [not rule.rolls_back(self.config, self.losses[e], tt[:, k], host_losses[:, k])
+              for k, e in enumerate(envs)]
+        if not any(ok):
+            return list(zip(values, ok))
+        keep = torch.tensor(ok, device=device)
+        grads = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), [f for ab in leaves for f in ab],
+                                    create_graph=meta)
+        grad = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)  # the flat layout: A0, B0, A1, B1, ...
+        if rows != list(range(grad.shape[0])):
+            grad = grad[torch.tensor(rows, device=device)]
         good_rows = [k for k, g in enumerate(ok) if g]
         scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach())
         if meta:
@@ -447,6 +521,39 @@ class BatchedTempLoRA:
             if fin:
                 rule.record(self.losses[envs[k]], tt[:, k], host_losses[:, k])
         return list(zip(values, ok))
+
+    def reused_pass(self, ids: Sequence[int] | None = None, eager: bool = True) -> "ReusedPass":
+        """The sampler's passes of one chunk for envs ``ids`` when Θ learns from the first (``reuse_sampler_pass``):
+        hand it to the sampler (`sample_new_frames`' ``passes``), then to `update` with the observed chunk.
+        ``eager``: the first pass runs eager under a compiled UNet (as the usual fast update does by default)."""
+        return ReusedPass(self, self._ids(ids), eager)
+
+    def _learn_from_pass(self, chunk: Chunk, ids: list[int], positions: list[int], reused: "ReusedPass"
+                         ) -> list[FastUpdate]:
+        """`update`'s one fast step for the rows ``positions`` of ``ids``, scored on the sampler's first pass: its
+        prediction of the new latents against what it should have predicted for the observed ones
+        (`diffusion.pass_target`: for a generated chunk the sampler's own result, under teacher forcing the real
+        chunk), the mean squared error over the new latents, as `diffusion_loss` scores them."""
+        scheduler = self.model.scheduler
+        pred, noisy, t = reused.prediction, reused.noisy, reused.timestep
+        select = torch.tensor(positions, device=pred.device)
+        target = pass_target(scheduler, noisy.float(), chunk.new_latents.detach().float(), t)
+        with torch.enable_grad():
+            losses = ((pred.float() - target) ** 2).flatten(1).mean(1)[select][None]  # (1, n)
+            t_rows = torch.full_like(losses, int(t), dtype=torch.int64).detach()
+            results = self._descend([ids[p] for p in positions], reused.leaves, losses, t_rows, rows=positions)
+        reused.release()
+        out = []
+        for p, (value, ok) in zip(positions, results):
+            env = ids[p]
+            if ok:
+                rule.remember(self.config, self.history[env], chunk.row(p))
+                out.append(FastUpdate(value, 1))
+            else:
+                self._restore(env, reused.before[p])
+                self.rollbacks[env] += 1
+                out.append(FastUpdate(value, 0, rolled_back=True))
+        return out
 
     @torch.no_grad()
     def _adam(self, envs: list[int], grad: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,9 @@ class TempLoRA:
     def __init__(self, model: Any, config: TempLoRAConfig | None = None):
         self.model = model
         self.config = config or model.config.temp_lora
+        if self.config.reuse_sampler_pass:
+            raise ValueError("reuse_sampler_pass is the batched memory's (BatchedTempLoRA, inside Imagination.step); "
+                             "the peft memory runs the usual fast step: set reuse_sampler_pass=False")
         unet = model.unet
         trainable = {n: p.requires_grad for n, p in unet.named_parameters()}
         # the layers by their full names, so peft adapts exactly the layers the batched memory does
