@@ -54,7 +54,8 @@ def markdown(result: dict) -> str:
         f"- rollout: {s['mode']}; denoising steps: {s['steps']}; Temp-LoRA steps per chunk: {s['temp_lora_steps']}, "
         f"lr {s.get('temp_lora_lr', '?')}, objective {s.get('temp_lora_objective', '?')}, "
         f"draws {s.get('temp_lora_draws', '?')}, rehearsal {s.get('temp_lora_rehearsal', '?')}"
-        f"{', reversed too' if s.get('temp_lora_reverse') else ''}; "
+        f"{', reversed too' if s.get('temp_lora_reverse') else ''}"
+        f"{', scored on the first sampler pass' if s.get('temp_lora_reuse_sampler_pass') else ''}; "
         f"frame skip: {s['frame_skip']}; batch: {s['batch']}; seed: {s['seed']}",
         "",
         "| variant | SCuts ↓ | SRC ↑ | PSNR ↑ | SSIM ↑ | dynamic PSNR ↑ | dynamic SSIM ↑ | revisit PSNR ↑ "

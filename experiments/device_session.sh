@@ -361,6 +361,10 @@
 # Next lease: the slow phase (issue 14: the imagined cube skill is a chunk short, what a decision every chunk learns),
 # on episodes collected with session 36-37's scene fixes (the wrist unwound, a button retry that finishes its press);
 # or issue 16 at N = 1024 with `--compile --compile-fast-update`.
+# Session 38 was lent no machine. It built the fast step on the sampler's first pass (CPU: 0.40 s per step against
+# 0.52 s); for the GPU: MODEL=worldmodel/weights/default BENCH_STEPS=2 FAST_BATCH=256 BENCH_REAL=off BENCH_ARGS="--compile
+# --compile-fast-update --reuse-pass --update-every 1 --temp-lora on,off --chunks 8" ... bench (and without
+# --compile-fast-update: pass 0 then runs eager), beside session 30's usual-step row (2,865 frames/s, Θ every 4th chunk).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
