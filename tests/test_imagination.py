@@ -289,3 +289,22 @@ def test_a_reused_pass_needs_its_rule_and_its_pass(model):
         memory.update(chunk, [0])
     with pytest.raises(ValueError, match="reuse_sampler_pass=False"):
         BatchedTempLoRA(model, 1).update(chunk, [0], reused=memory.reused_pass([0]))
+
+
+def test_a_reused_pass_learns_only_the_envs_due(model):
+    """With ``update_every`` = 2, envs stepped together learn from the one pass only where their chunk is due: the
+    others' Θ stays as it was, and a due env learns what it learns alone."""
+    config = dataclasses.replace(model.config.temp_lora, reuse_sampler_pass=True, update_every=2)
+    core = Imagination(model, 2, BatchedTempLoRA(model, 2, config), denoise_steps=2)
+    core.reset(None, _start(2), seeds=[0, 1])
+    first = core.step([1], _action(1, 0))  # env 1's first chunk: remembered, not learned
+    assert first.updates[0].steps == 0
+    before = core.memory.theta.clone()
+    both = core.step([0, 1], _action(2, 1))  # env 1's second chunk is due, env 0's first is not
+    assert [u.steps for u in both.updates] == [0, 1]
+    assert torch.equal(core.memory.theta[0], before[0]) and not torch.equal(core.memory.theta[1], before[1])
+    alone = Imagination(model, 1, BatchedTempLoRA(model, 1, config), denoise_steps=2)
+    alone.reset(None, _start(2)[1:], seeds=[1])
+    alone.step(None, _action(1, 0))
+    alone.step(None, _action(1, 1))
+    torch.testing.assert_close(core.memory.theta[1], alone.memory.theta[0], rtol=1e-3, atol=1e-4)
