@@ -12,7 +12,9 @@ One step, for the envs ``ids``:
 3. decode them to uint8 frames;
 4. fast-learn each env's Θ on the chunk (the memory's ``update``): the generated chunk, or with
    ``teacher_frames`` the real one (real context + true new frames), as an agent learns from what it
-   observes; the chunk is always generated before its real frames reach the memory;
+   observes; the chunk is always generated before its real frames reach the memory. With the memory's
+   ``reuse_sampler_pass`` the first denoising pass of step 2 runs with Θ's gradient kept and the fast step is
+   scored on it (`BatchedTempLoRA.reused_pass`): no forward of its own;
 5. slide each env's context to the last ``context_frames`` latents of the chunk it learned from.
 
 `fork(src_ids, dst_ids)` copies imagined states (context latents, Θ rows, optimizer state, recent
