@@ -152,6 +152,10 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
     assert (no_local.draws, no_local.rehearsal, no_local.variant) == (4, 2, "full_sequence")
     assert variant_config("no_temp_lora", model, args.temp_lora) is None
     assert evaluate.parse_args(["--synthetic"]).temp_lora == {}  # the model's own settings
+    reuse = evaluate.parse_args(["--synthetic", "--temp-lora-reuse-pass"]).temp_lora
+    assert variant_config("full", model, reuse).reuse_sampler_pass
+    with pytest.raises(ValueError, match="reuse_sampler_pass"):  # the sampler's one pass: no full_sequence windows
+        variant_config("no_local_rule", model, reuse)
     for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1")):
         with pytest.raises(SystemExit) as err:
             evaluate.parse_args(["--synthetic", flag, bad])
@@ -290,3 +294,14 @@ def test_recall_mode_is_teacher_forced_up_to_the_last_first_visit(micro_model):
     assert np.array_equal(videos["recall"][: 1 + n], videos["free"][: 1 + n])  # chunk 0 is made before it learns
     assert not np.array_equal(videos["recall"][1 + n:], videos["free"][1 + n:])  # ... from the real chunk
 
+
+
+def test_a_reused_sampler_pass_runs_at_batch_one(tmp_path):
+    """--temp-lora-reuse-pass at --batch 1 rolls out with the batched memory (the peft one cannot reuse a pass), and
+    the report says which fast step ran."""
+    write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(1)})
+    out = tmp_path / "out"
+    result = evaluate.main(["--data", str(tmp_path), "--episodes", "1", "--variants", "full", "--no-video",
+                            "--temp-lora-reuse-pass", "--out", str(out), *FAST])
+    assert result["settings"]["temp_lora_reuse_sampler_pass"] is True
+    assert "scored on the first sampler pass" in (out / "table2.md").read_text()
