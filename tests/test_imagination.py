@@ -308,3 +308,30 @@ def test_a_reused_pass_learns_only_the_envs_due(model):
     alone.step(None, _action(1, 0))
     alone.step(None, _action(1, 1))
     torch.testing.assert_close(core.memory.theta[1], alone.memory.theta[0], rtol=1e-3, atol=1e-4)
+
+
+def test_a_reused_pass_under_a_compiled_unet(micro_model):
+    """Under `compile_unet` the reused first pass runs eager (one graph, the sampler's) unless ``compile_fast_update``
+    (then a second graph, the pass with its gradient); either way the chunks and Θ are the eager ones."""
+    reuse = dict(FAST_LORA, reuse_sampler_pass=True)
+
+    def run(model, compile_fast_update=False):
+        core = Imagination(model, 2, BatchedTempLoRA(model, 2), denoise_steps=2,
+                           compile_fast_update=compile_fast_update)
+        core.reset(None, _start(2), seeds=[0, 1])
+        chunks = [core.step(None, _action(2, k)) for k in range(3)]
+        return [c.frames for c in chunks], core.memory.theta
+
+    compiled = micro_model(temp_lora=reuse)
+    compiled.compile_unet(backend="eager")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    frames_e, theta_e = run(micro_model(temp_lora=reuse))
+    frames_c, theta_c = run(compiled)
+    assert theta_e.abs().max() > 0.05
+    assert all(torch.equal(a, b) for a, b in zip(frames_e, frames_c))
+    assert torch.allclose(theta_c, theta_e, atol=1e-6)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    _, theta_f = run(compiled, compile_fast_update=True)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 1
+    assert torch.allclose(theta_f, theta_e, atol=1e-5)
