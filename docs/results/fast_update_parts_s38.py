@@ -1,6 +1,6 @@
 """Where the usual fast step's time goes on the CPU (issue 16, session 38): the shipped default, one env, 2 bf16
-denoising steps, 2 threads; the fast update's parts (its forward and loss, the backward, Adam) timed by wrapping them, mean over
-4 chunks after 2 warm-up chunks. `python docs/results/fast_update_parts_s38.py`"""
+denoising steps, 2 threads; the fast update's parts (its forward and loss, the backward, Adam) timed by wrapping them,
+mean over 4 chunks after 2 warm-up chunks. `PYTHONPATH=. python docs/results/fast_update_parts_s38.py`"""
 import time
 
 import numpy as np
