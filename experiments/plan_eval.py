@@ -286,10 +286,10 @@ def markdown(result: dict) -> str:
         lines += ["", "The planner with and without Temp-LoRA, seed by seed (the same scenes):", "",
                   "| task | seeds | won by both | won with Temp-LoRA only | won without it only |",
                   "|---|---:|---:|---|---|"]
-        for task, p in pairs.items():
-            if p:
-                lines.append(f"| {task} | {p['seeds']} | {p['both']} | {len(p['with_only'])} {p['with_only'] or ''} | "
-                             f"{len(p['without_only'])} {p['without_only'] or ''} |")
+        for task, pair in pairs.items():
+            if pair:
+                lines.append(f"| {task} | {pair['seeds']} | {pair['both']} | {len(pair['with_only'])} "
+                             f"{pair['with_only'] or ''} | {len(pair['without_only'])} {pair['without_only'] or ''} |")
     lines += ["", "Success: the task reached in the real scene within the budget, judged by "
               "`agents.real_scene.SuccessJudge` (the memory tasks only after their memory part); chunks: mean "
               "chunks used. Wall-clock: summed over the calls that played the episodes."]
