@@ -69,6 +69,42 @@ def test_vector_env_equals_four_single_envs(model, objective):
     venv.close()
 
 
+def test_a_step_that_fails_late_rolls_back_every_step_of_the_update(model, monkeypatch):
+    """A two-step update whose second step explodes for one env puts that env's Θ and Adam state back as they were
+    before the first step, the other env's update stands; the usual step and the one on the sampler's first pass
+    report a rollback alike (one settling of an update, `BatchedTempLoRA._settle`)."""
+    from worldmodel import Imagination
+    from worldmodel.memory import rule
+
+    def run(config, fail_at):
+        memory = BatchedTempLoRA(model, 2, config)
+        core = Imagination(model, 2, memory, denoise_steps=2)
+        core.reset(None, np.zeros((2, 1, 16, 16, 3), np.uint8), seeds=[0, 1])
+        core.step(None, {"text": ["pan left"] * 2, "vector": torch.zeros(2, 2, 5)})  # Θ and Adam hold something
+        before = (memory.theta.clone(), memory.exp_avg.clone(), memory.adam_steps.clone())
+        calls = []
+        real = rule.rolls_back
+
+        def rolls_back(*args):  # the fail_at-th check of this update explodes
+            calls.append(1)
+            return len(calls) == fail_at or real(*args)
+
+        monkeypatch.setattr(rule, "rolls_back", rolls_back)
+        chunk = core.step(None, {"text": ["pan right"] * 2, "vector": torch.zeros(2, 2, 5)})
+        monkeypatch.setattr(rule, "rolls_back", real)
+        return chunk.updates, before, memory
+
+    two_steps = dataclasses.replace(model.config.temp_lora, steps=2)
+    updates, before, memory = run(two_steps, fail_at=4)  # checks: env 0, env 1 (step 1), env 0, env 1 (step 2)
+    assert [u.rolled_back for u in updates] == [False, True] and memory.rollbacks == [0, 1]
+    assert torch.equal(memory.theta[1], before[0][1]) and torch.equal(memory.exp_avg[1], before[1][1])
+    assert memory.adam_steps[1] == before[2][1] and memory.adam_steps[0] == before[2][0] + 2
+    reuse = dataclasses.replace(model.config.temp_lora, reuse_sampler_pass=True)
+    updates, before, memory = run(reuse, fail_at=2)
+    assert [u.rolled_back for u in updates] == [False, True] and memory.rollbacks == [0, 1]
+    assert torch.equal(memory.theta[1], before[0][1]) and not torch.equal(memory.theta[0], before[0][0])
+
+
 def test_memories_are_independent(model):
     def run(env0_actions):
         venv = WorldModelVectorEnv(num_envs=2, model=model, **OPTS)

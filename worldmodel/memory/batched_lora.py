@@ -98,7 +98,7 @@ class ReusedPass:
     def __init__(self, memory: "BatchedTempLoRA", ids: list[int], eager: bool = True):
         self.memory, self.ids, self.eager = memory, ids, eager
         self.leaves: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.before: list[tuple[torch.Tensor, ...]] = []  # each env's state before the step, for a rollback
+        self.before: tuple[torch.Tensor, ...] = ()  # the envs' state before the step (`_snapshot`), for a rollback
         self.prediction: torch.Tensor | None = None
         self.noisy: torch.Tensor | None = None
         self.timestep: torch.Tensor | None = None
@@ -109,12 +109,9 @@ class ReusedPass:
     @contextlib.contextmanager
     def _first(self) -> Iterator[None]:
         memory = self.memory
-        idx = torch.tensor(self.ids, device=memory.theta.device)
-        theta = memory.theta[idx]
-        self.before = [(theta[k].clone(), memory.exp_avg[i].clone(), memory.exp_avg_sq[i].clone(),
-                        memory.adam_steps[i].clone()) for k, i in enumerate(self.ids)]
+        self.before = memory._snapshot(self.ids)
         self.leaves = [(a.detach().requires_grad_(True), b.detach().requires_grad_(True))
-                       for a, b in memory._split(theta)]
+                       for a, b in memory._split(memory.theta[torch.tensor(self.ids, device=memory.theta.device)])]
         stance = torch.compiler.set_stance("force_eager") if self.eager else contextlib.nullcontext()
         with torch.enable_grad(), rule.phi_frozen(memory.model.unet), memory._using(self.leaves), stance:
             yield
@@ -398,12 +395,10 @@ class BatchedTempLoRA:
             rule.remember(self.config, self.history[ids[p]], chunk.row(p))
         due = [p for p, s in enumerate(skip) if not s]
         out = [FastUpdate(float("nan"), 0)] * len(ids)
-        if due and reused is not None:
-            learned = self._learn_from_pass(chunk, ids, due, reused)
-        elif due:
-            learned = self._learn(chunk.rows(due), [ids[p] for p in due], [generators[p] for p in due], steps,
-                                  differentiable)
         if due:
+            learned = (self._learn_from_pass(chunk, ids, due, reused) if reused is not None else
+                       self._learn(chunk.rows(due), [ids[p] for p in due], [generators[p] for p in due], steps,
+                                   differentiable))
             for p, u in zip(due, learned):
                 out[p] = u
         return out
@@ -413,9 +408,7 @@ class BatchedTempLoRA:
         """`update`'s fast steps for envs `ids` (row k of `chunk` is env ids[k]'s), all of them learning."""
         device = self.theta.device
         meta_rows: list[tuple[list[int], torch.Tensor]] = []  # (envs, their rebuilt last step)
-        idx = torch.tensor(ids, device=device)
-        good = (self.theta[idx].clone(), self.exp_avg[idx].clone(), self.exp_avg_sq[idx].clone(),
-                self.adam_steps[ids].clone())
+        good = self._snapshot(ids)
         alive = list(range(len(ids)))  # positions (into ids) still updating
         totals = [0.0] * len(ids)
         failed: dict[int, float] = {}
@@ -436,16 +429,8 @@ class BatchedTempLoRA:
                     else:
                         failed[p] = value
             alive = [p for p in alive if p not in failed]
-        out = []
-        for p, env in enumerate(ids):
-            if p not in failed:
-                rule.remember(self.config, self.history[env], chunk.row(p))
-            if p in failed:
-                self._restore(env, tuple(s[p] for s in good))
-                self.rollbacks[env] += 1
-                out.append(FastUpdate(failed[p], 0, rolled_back=True))
-            else:
-                out.append(FastUpdate(totals[p] / steps, steps))
+        out = [self._settle(env, chunk.row(p), good, p, failed[p]) if p in failed
+               else self._settle(env, chunk.row(p), good, p, totals[p] / steps, steps) for p, env in enumerate(ids)]
         if meta_rows:  # the rebuilt steps of the envs that were not rolled back
             envs = [env for group, _ in meta_rows for env in group]
             keep = [i for i, env in enumerate(envs) if ids.index(env) not in failed]
@@ -543,17 +528,26 @@ class BatchedTempLoRA:
             t_rows = torch.full_like(losses, int(t), dtype=torch.int64).detach()
             results = self._descend([ids[p] for p in positions], reused.leaves, losses, t_rows, rows=positions)
         reused.release()
-        out = []
-        for p, (value, ok) in zip(positions, results):
-            env = ids[p]
-            if ok:
-                rule.remember(self.config, self.history[env], chunk.row(p))
-                out.append(FastUpdate(value, 1))
-            else:
-                self._restore(env, reused.before[p])
-                self.rollbacks[env] += 1
-                out.append(FastUpdate(value, 0, rolled_back=True))
-        return out
+        return [self._settle(ids[p], chunk.row(p), reused.before, p, value, 1 if ok else None)
+                for p, (value, ok) in zip(positions, results)]
+
+    def _snapshot(self, ids: list[int]) -> tuple[torch.Tensor, ...]:
+        """Copies of envs ``ids``' factors, Adam moments and step counts (row k: env ids[k]), taken before an update so
+        that a failed one can be rolled back (`_settle`)."""
+        idx = torch.tensor(ids, device=self.theta.device)
+        return (self.theta[idx].clone(), self.exp_avg[idx].clone(), self.exp_avg_sq[idx].clone(),
+                self.adam_steps[ids].clone())
+
+    def _settle(self, env: int, row: Chunk, before: tuple[torch.Tensor, ...], k: int, loss: float,
+                steps: int | None = None) -> FastUpdate:
+        """Env ``env``'s update once its steps are taken: ``steps`` taken, its chunk (``row``) joins its history; None,
+        a step failed and the env goes back to row ``k`` of ``before`` (`_snapshot`), a rollback counted."""
+        if steps is not None:
+            rule.remember(self.config, self.history[env], row)
+            return FastUpdate(loss, steps)
+        self._restore(env, tuple(s[k] for s in before))
+        self.rollbacks[env] += 1
+        return FastUpdate(loss, 0, rolled_back=True)
 
     @torch.no_grad()
     def _adam(self, envs: list[int], grad: torch.Tensor) -> torch.Tensor:
