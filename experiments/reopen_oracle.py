@@ -11,7 +11,10 @@ generated freely from there to the episode's end; the reopen frames are scored b
 - ``lr,steps,draws``: Θ learns every real chunk before the reopen (the teacher mode of `experiments.evaluate`);
   a trailing ``,reverse`` also learns each chunk played backwards (`TempLoRAConfig.reverse`);
 - ``oracle:lr,steps,draws``: Θ learns nothing before the reopen, then the real reopen chunk itself (the answer),
-  and the chunk is generated from the same real context: an upper bound on what Θ can make the model draw.
+  and the chunk is generated from the same real context: an upper bound on what Θ can make the model draw;
+- ``hide:lr,steps,draws[,reverse]``: of the real chunks Θ learns one, the one that hides the cube (`hiding_chunk`):
+  what that chunk alone can write, without the later chunks' updates on top. Beside the ``lr,steps,draws`` row it
+  tells a write that does not store from one that the chunks after it overwrite.
 
 Teacher-forced chunks are sampled with 1 denoising step (their frames are thrown away: Θ learns the real
 ones); free chunks with the model's. Writes ``reopen_oracle.json`` (per setting: recall, per-episode verdicts,
@@ -38,23 +41,39 @@ def last_hidden_frame(episode) -> int:
     return int(hidden_frames(episode.cube["sim_state"], episode.cube["cube_pixel"])[-1])
 
 
-def parse_setting(text: str) -> tuple[bool, dict | None]:
-    """(oracle, Temp-LoRA overrides or None for Φ alone) of ``phi``, ``lr,steps,draws`` or
-    ``oracle:lr,steps,draws``."""
+def hiding_chunk(episode, new_frames: int) -> int:
+    """The chunk that hides the cube for the last time before the reopen: the one that makes the first frame of
+    the last run of hidden frames (`envs.real.objects.hidden_frames`). Its training sequence (context and new
+    frames) holds that frame and the one before it, the cube's last sight."""
+    from envs.real.objects import hidden_frames
+
+    hidden = hidden_frames(episode.cube["sim_state"], episode.cube["cube_pixel"])
+    starts = hidden[1:][np.diff(hidden) > 1]
+    first = int(starts[-1]) if len(starts) else int(hidden[0])
+    return max(first - 1, 0) // new_frames
+
+
+KINDS = ("every", "oracle", "hide")  # which real chunks Θ learns (see the module's settings)
+
+
+def parse_setting(text: str) -> tuple[str, dict | None]:
+    """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi``, ``lr,steps,draws``, ``oracle:lr,steps,draws``
+    or ``hide:lr,steps,draws`` (each with an optional ``,reverse``); kind is one of `KINDS`."""
     if text == "phi":
-        return False, None
-    oracle = text.startswith("oracle:")
-    parts = text.removeprefix("oracle:").split(",")
+        return "every", None
+    kind, _, rest = text.rpartition(":")
+    parts = rest.split(",")
     reverse = parts[-1] == "reverse"
-    if len(parts) != 3 + reverse:
-        raise ValueError(f"a setting is phi, lr,steps,draws[,reverse] or oracle:lr,steps,draws[,reverse]; got {text!r}")
-    return oracle, dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite",
-                        reverse=reverse)
+    if kind not in ("", "oracle", "hide") or len(parts) != 3 + reverse:
+        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse] with an optional oracle: or hide: in "
+                         f"front; got {text!r}")
+    return kind or "every", dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite",
+                                 reverse=reverse)
 
 
 @torch.no_grad()
-def roll(model, episodes, free_from: list[int], oracle: bool, overrides: dict | None, max_batch: int, seed: int):
-    """Videos (real frames, generated from chunk free_from[k] on) of every episode under one setting."""
+def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | None, max_batch: int, seed: int):
+    """Videos (real frames, generated from chunk free_from[k] on) of every episode under one setting (`KINDS`)."""
     from evaluation.rollout import model_action
     from worldmodel.imagination import Imagination
     from worldmodel.memory import BatchedTempLoRA
@@ -70,19 +89,22 @@ def roll(model, episodes, free_from: list[int], oracle: bool, overrides: dict | 
     def action(ids, acts):
         return model_action(model, [acts[k][0] for k in ids], np.stack([acts[k][1] for k in ids]))
 
+    hide = [hiding_chunk(e, tn) if kind == "hide" else None for e in episodes]
     for c in range(max(e.num_model_chunks(tn) for e in episodes)):
         start = 1 + c * tn
         acts = [e.chunk_action(c, tn) for e in episodes]
         real = np.stack([e.frames[np.clip(np.arange(start, start + tn), 0, len(e.frames) - 1)] for e in episodes])
         forced = [k for k in range(b) if c < free_from[k]]
         free = [k for k in range(b) if c >= free_from[k] and start < len(episodes[k].frames)]
-        if forced:
-            core.denoise_steps = 1
-            core.step(forced, action(forced, acts), teacher_frames=real[forced], learn=not oracle)
+        core.denoise_steps = 1
+        for learn in (True, False):
+            ids = [k for k in forced if learn == (kind == "every" or c == hide[k])]
+            if ids:
+                core.step(ids, action(ids, acts), teacher_frames=real[ids], learn=learn)
         if not free:
             continue
         answer = [k for k in free if c == free_from[k]]
-        if oracle and answer and memory is not None:  # Θ learns the real reopen chunk; the context is put back
+        if kind == "oracle" and answer and memory is not None:  # Θ learns the real reopen chunk, the context put back
             context = core.context.clone()
             core.step(answer, action(answer, acts), teacher_frames=real[answer])
             core.context.copy_(context)
@@ -123,9 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"no memory episode with a drawer reopen in {args.data}")
     free_from = [last_hidden_frame(e) // model.config.new_frames for e in episodes]
     results = {}
-    for name, (oracle, overrides) in settings.items():
+    for name, (kind, overrides) in settings.items():
         t0 = time.time()
-        videos = roll(model, episodes, free_from, oracle, overrides, args.max_batch, args.seed)
+        videos = roll(model, episodes, free_from, kind, overrides, args.max_batch, args.seed)
         probes = [memory_probe.cube_recall(v, e.cube["cube_pixel"], e.cube["sim_state"], e.cube["color"],
                                            recorded_width=e.cube["width"]) for v, e in zip(videos, episodes)]
         correct = [bool(p["correct"]) for p in probes]
@@ -137,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     shown = sys.argv[1:] if argv is None else argv
     report = dict(command="python -m experiments.reopen_oracle " + " ".join(shown), model=args.model,
-                  data=args.data, episodes=[e.name for e in episodes], free_from_chunk=free_from, results=results)
+                  data=args.data, episodes=[e.name for e in episodes], free_from_chunk=free_from,
+                  hiding_chunk=[hiding_chunk(e, model.config.new_frames) for e in episodes], results=results)
     tmp = out / "reopen_oracle.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(out / "reopen_oracle.json")

@@ -38,3 +38,46 @@ def test_reopen_is_generated_after_a_real_past_and_the_oracle_changes_it(tmp_pat
         assert np.abs(b[start:].astype(int) - c[start:].astype(int)).mean() > 1.0, "Θ changed nothing at the reopen"
     with pytest.raises(ValueError, match="setting"):
         reopen_oracle.parse_setting("oracle:1e-3,2")
+
+
+def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
+    """``hide:`` Θ learns exactly one real chunk per episode, the one that makes the first frame of the last hidden
+    run (guards: every real chunk learned, or the first hidden run taken), and that write reaches the reopen."""
+    from evaluation.episodes import load_h5_episodes
+    from experiments import reopen_oracle
+    from worldmodel.loading import load_model
+    from worldmodel.memory import BatchedTempLoRA
+
+    eps = {}
+    for i in range(2):
+        ep = _cube_episode(i)
+        ep["cube_pixel"][:3, 3] = 1.0  # shown in the open drawer at frames 0-2, hidden from 3 until the reopen (7)
+        ep["cube_pixel"][4, 3] = float(i)  # episode 1: seen once more at frame 4, hidden again from 5
+        eps[episode_key(i)] = ep
+    write_episodes(tmp_path / "eval.h5", eps)
+    model, _ = load_model("tiny", device="cpu")
+    model.eval()
+    episodes = load_h5_episodes(str(tmp_path), ["memory_drawer"], 2, 1)
+    tn = model.config.new_frames
+    assert tn == 2 and [reopen_oracle.hiding_chunk(e, tn) for e in episodes] == [(3 - 1) // 2, (5 - 1) // 2]
+    free_from = [reopen_oracle.last_hidden_frame(e) // tn for e in episodes]
+    assert free_from == [3, 3]
+    learned = []
+    update = BatchedTempLoRA.update
+
+    def spy(self, chunk, ids=None, *args, **kwargs):
+        learned.append(list(ids))
+        return update(self, chunk, ids, *args, **kwargs)
+
+    monkeypatch.setattr(BatchedTempLoRA, "update", spy)
+    kind, overrides = reopen_oracle.parse_setting("hide:3e-2,5,1,reverse")
+    assert kind == "hide" and overrides["reverse"]
+    hidden = reopen_oracle.roll(model, episodes, free_from, kind, overrides, 4, 0)
+    # the hiding chunks (1 of episode 0, 2 of episode 1), nothing else real; then the free chunk, as every setting does
+    assert learned == [[0], [1], [0, 1]]
+    still = reopen_oracle.roll(model, episodes, free_from, kind, {**overrides, "lr": 1e-12}, 4, 0)
+    for k, a, b in zip(free_from, hidden, still):
+        start = 1 + k * tn
+        assert np.abs(a[start:].astype(int) - b[start:].astype(int)).mean() > 1.0, "the write did not reach the reopen"
+    with pytest.raises(ValueError, match="setting"):
+        reopen_oracle.parse_setting("later:1e-3,2,1")
