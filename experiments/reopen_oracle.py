@@ -14,7 +14,10 @@ generated freely from there to the episode's end; the reopen frames are scored b
   and the chunk is generated from the same real context: an upper bound on what Θ can make the model draw;
 - ``hide:lr,steps,draws[,reverse]``: of the real chunks Θ learns one, the one that hides the cube (`hiding_chunk`):
   what that chunk alone can write, without the later chunks' updates on top. Beside the ``lr,steps,draws`` row it
-  tells a write that does not store from one that the chunks after it overwrite.
+  tells a write that does not store from one that the chunks after it overwrite;
+- ``around:lr,steps,draws[,reverse]``: of the real frames Θ learns the windows (one chunk long) at every frame offset
+  from the hiding chunk's context to the end of the chunk after it (before the reopen chunk's new frames,
+  `around_windows`), ``steps`` each: the hiding, played backwards, at every phase a chunk can cut it.
 
 Teacher-forced chunks are sampled with 1 denoising step (their frames are thrown away: Θ learns the real
 ones); free chunks with the model's. Writes ``reopen_oracle.json`` (per setting: recall, per-episode verdicts,
@@ -53,7 +56,16 @@ def hiding_chunk(episode, new_frames: int) -> int:
     return max(first - 1, 0) // new_frames
 
 
-KINDS = ("every", "oracle", "hide")  # which real chunks Θ learns (see the module's settings)
+def around_windows(episode, hide: int, reopen: int, context_frames: int, new_frames: int) -> list[np.ndarray]:
+    """The real frame windows (context_frames + new_frames long) at every offset from chunk `hide`'s context start to
+    the end of chunk hide + 1, none reaching the new frames of chunk `reopen` (the answer)."""
+    length = context_frames + new_frames
+    start = max(1 + hide * new_frames - context_frames, 0)
+    end = min(1 + (hide + 2) * new_frames, 1 + reopen * new_frames, len(episode.frames))
+    return [episode.frames[o : o + length] for o in range(start, end - length + 1)]
+
+
+KINDS = ("every", "oracle", "hide", "around")  # which real chunks Θ learns (see the module's settings)
 
 
 def parse_setting(text: str) -> tuple[str, dict | None]:
@@ -64,9 +76,9 @@ def parse_setting(text: str) -> tuple[str, dict | None]:
     kind, _, rest = text.rpartition(":")
     parts = rest.split(",")
     reverse = parts[-1] == "reverse"
-    if kind not in ("", "oracle", "hide") or len(parts) != 3 + reverse:
-        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse] with an optional oracle: or hide: in "
-                         f"front; got {text!r}")
+    if kind not in ("", *KINDS[1:]) or len(parts) != 3 + reverse:
+        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse] with an optional oracle:, hide: or around: "
+                         f"in front; got {text!r}")
     return kind or "every", dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite",
                                  reverse=reverse)
 
@@ -89,7 +101,8 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
     def action(ids, acts):
         return model_action(model, [acts[k][0] for k in ids], np.stack([acts[k][1] for k in ids]))
 
-    hide = [hiding_chunk(e, tn) if kind == "hide" else None for e in episodes]
+    hide = [hiding_chunk(e, tn) if kind in ("hide", "around") else None for e in episodes]
+    cf = model.config.context_frames
     for c in range(max(e.num_model_chunks(tn) for e in episodes)):
         start = 1 + c * tn
         acts = [e.chunk_action(c, tn) for e in episodes]
@@ -98,9 +111,15 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
         free = [k for k in range(b) if c >= free_from[k] and start < len(episodes[k].frames)]
         core.denoise_steps = 1
         for learn in (True, False):
-            ids = [k for k in forced if learn == (kind == "every" or c == hide[k])]
+            ids = [k for k in forced if learn == (kind == "every" or (kind == "hide" and c == hide[k]))]
             if ids:
                 core.step(ids, action(ids, acts), teacher_frames=real[ids], learn=learn)
+        for k in [k for k in forced if kind == "around" and c == hide[k]]:  # the context is put back after
+            context = core.context.clone()
+            for window in around_windows(episodes[k], hide[k], free_from[k], cf, tn):
+                core.context[k] = model.encode_frames(torch.as_tensor(window[None, :cf]))[0]
+                core.step([k], action([k], acts), teacher_frames=window[None, cf:])
+            core.context.copy_(context)
         if not free:
             continue
         answer = [k for k in free if c == free_from[k]]

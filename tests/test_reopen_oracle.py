@@ -79,5 +79,12 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
     for k, a, b in zip(free_from, hidden, still):
         start = 1 + k * tn
         assert np.abs(a[start:].astype(int) - b[start:].astype(int)).mean() > 1.0, "the write did not reach the reopen"
+    # around: the windows at every offset from the hiding chunk's context to the next chunk's end, short of the
+    # reopen chunk's new frames (frames 5-6): episode 0 frames 1-6 (3 windows), episode 1 frames 3-6 (1)
+    windows = [reopen_oracle.around_windows(e, reopen_oracle.hiding_chunk(e, tn), 3, 2, tn) for e in episodes]
+    assert [len(w) for w in windows] == [3, 1] and np.array_equal(windows[1][0], episodes[1].frames[3:7])
+    learned.clear()
+    reopen_oracle.roll(model, episodes, free_from, "around", overrides, 4, 0)
+    assert learned == [[0], [0], [0], [1], [0, 1]]
     with pytest.raises(ValueError, match="setting"):
         reopen_oracle.parse_setting("later:1e-3,2,1")
