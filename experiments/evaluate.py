@@ -124,6 +124,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "overwrite what an earlier chunk stored (default: the model's)")
     p.add_argument("--temp-lora-reverse", action=argparse.BooleanOptionalAction, default=None,
                    help="each fast step also learns the chunk played backwards (default: the model's)")
+    p.add_argument("--temp-lora-reverse-phases", type=int, default=None,
+                   help="with --temp-lora-reverse: also the windows ending 1..N frames before the chunk's end, "
+                        "backwards (TempLoRAConfig.reverse_phases; new frames - 1 covers every phase)")
     p.add_argument("--temp-lora-reuse-pass", action=argparse.BooleanOptionalAction, default=None,
                    help="the fast step is scored on the sampler's first denoising pass instead of a forward of its "
                         "own (TempLoRAConfig.reuse_sampler_pass; default: the model's)")
@@ -178,6 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
                                         ("rehearsal", args.temp_lora_rehearsal),
                                         ("reverse", args.temp_lora_reverse),
+                                        ("reverse_phases", args.temp_lora_reverse_phases),
                                         ("reuse_sampler_pass", args.temp_lora_reuse_pass)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
@@ -440,6 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_draws": args.temp_lora.get("draws", cfg.temp_lora.draws),
                     "temp_lora_rehearsal": args.temp_lora.get("rehearsal", cfg.temp_lora.rehearsal),
                     "temp_lora_reverse": args.temp_lora.get("reverse", cfg.temp_lora.reverse),
+                    "temp_lora_reverse_phases": args.temp_lora.get("reverse_phases", cfg.temp_lora.reverse_phases),
                     "temp_lora_reuse_sampler_pass": args.temp_lora.get("reuse_sampler_pass",
                                                                        cfg.temp_lora.reuse_sampler_pass),
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,

@@ -173,12 +173,14 @@ def _theta_of(peft_memory: TempLoRA) -> torch.Tensor:
                                  layer.lora_B["temp_lora"].weight.t().flatten()]) for layer in peft_memory.layers])
 
 
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("reverse", [False, True, "phases"])
 def test_batched_matches_peft_with_draws_and_rehearsal(micro_model, reverse):
     """Several (t, noise) draws per step, rehearsal rows over the history, and (`reverse`) the chunk played
-    backwards: the batched memory (its rows laid out block-major in one forward) still takes the peft memory's
-    steps."""
-    model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=3, rehearsal=2, steps=2, reverse=reverse))
+    backwards (``phases``: also the windows at the frame phases before it): the batched memory (its rows laid out
+    block-major in one forward) still takes the peft memory's steps."""
+    phases = 3 if reverse == "phases" else 0
+    model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=3, rehearsal=2, steps=2, reverse=bool(reverse),
+                                       reverse_phases=phases))
     peft_memory, memory = TempLoRA(model), BatchedTempLoRA(model, 2)
     for k, layer in enumerate(peft_memory.layers):
         memory.set_factors(1, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
@@ -224,6 +226,28 @@ def test_fast_batch_draws_sampler_timesteps_and_rehearses(model):
     uniform = rule.fast_timesteps(dataclasses.replace(cfg, timesteps="uniform"), model)
     assert len(uniform) == model.scheduler.config.num_train_timesteps
 
+
+
+def test_phase_windows_play_the_frames_before_the_chunk_backwards(model):
+    """`reverse_phases` rows: the windows ending 1, 2, ... frames before the chunk's end over the history and the
+    chunk (the context not repeated), played backwards; one that does not fit is the chunk backwards. Guards: no
+    phase rows, the context counted twice, windows played forwards."""
+    cfg = dataclasses.replace(model.config.temp_lora, draws=1, rehearsal=0, reverse=True, reverse_phases=3)
+    ts = rule.fast_timesteps(cfg, model)
+
+    def frames(*values):  # latents (1, 4, F, 8, 8) whose frame f is filled with values[f]
+        return torch.stack([torch.full((1, 4, 8, 8), float(v)) for v in values], dim=2)
+
+    history = [frames(0, 1), frames(2, 3)]  # the new latents of the two chunks before
+    chunk = Chunk(torch.zeros(1, 2, 16, 16, 3, dtype=torch.uint8), torch.cat([frames(2, 3), frames(4, 5)], 2), 2)
+    latents = rule.fast_batch(cfg, chunk, history, torch.Generator().manual_seed(0), ts)[0]
+    shown = [row[0, :, 0, 0].tolist() for row in latents]
+    assert shown == [[2, 3, 4, 5], [5, 4, 3, 2], [4, 3, 2, 1], [3, 2, 1, 0], [5, 4, 3, 2]]
+    alone = rule.fast_batch(cfg, chunk, [], torch.Generator().manual_seed(0), ts)[0]  # no history: the chunk again
+    assert [row[0, :, 0, 0].tolist() for row in alone] == [[2, 3, 4, 5]] + [[5, 4, 3, 2]] * 4
+    assert rule.keeps_history(cfg) and not rule.keeps_history(dataclasses.replace(cfg, reverse_phases=0))
+    with pytest.raises(ValueError, match="reverse_phases"):
+        dataclasses.replace(cfg, reverse=False)
 
 
 def test_reverse_also_learns_the_chunk_played_backwards(micro_model):

@@ -91,6 +91,13 @@ class TempLoRAConfig:
     # windows, the same unconditioned loss): a revisit comes back the way the episode left, so the drawer closing
     # over the cube, reversed, is the reopen that shows it. False: forward only, as before.
     reverse: bool = False
+    # With ``reverse``: each fast step also learns, backwards, the windows (one training sequence long) that end 1 ..
+    # reverse_phases frames before the chunk's end, over the episode's earlier new latents (the history) and this
+    # chunk; new_frames - 1 of them learn every frame phase of a motion backwards once. The chunk grid cuts a revisit
+    # at another phase than the way out (the reopen opens the drawer in its last frames, the hiding chunk played
+    # backwards in its first): learnt at every phase around the hiding, the cube came back at the oracle's rate, at the
+    # chunk's own phase not at all (docs/RESULTS.md, session 39). 0: the chunk's own phase only.
+    reverse_phases: int = 0
     # Θ's fast step reuses the sampler's first denoising pass as its forward (issue 16's "reuse of the last denoising
     # pass"): that pass runs with Θ's gradient kept, and once the chunk is known its prediction is scored against it
     # (the observed chunk: the generated one, or the real one under teacher forcing) at that pass's noisy input and
@@ -118,6 +125,9 @@ class TempLoRAConfig:
             raise ValueError(f"invalid Temp-LoRA config: update_every={self.update_every} (>= 1)")
         if self.draws < 1 or self.rehearsal < 0:
             raise ValueError(f"invalid Temp-LoRA config: draws={self.draws} (>= 1), rehearsal={self.rehearsal} (>= 0)")
+        if self.reverse_phases < 0 or (self.reverse_phases and (not self.reverse or self.variant != "local")):
+            raise ValueError(f"invalid Temp-LoRA config: reverse_phases={self.reverse_phases} needs reverse=True and "
+                             f"the local variant (got reverse={self.reverse}, variant={self.variant!r})")
         if self.reuse_sampler_pass:
             clash = {"steps": self.steps != 1, "draws": self.draws != 1, "rehearsal": self.rehearsal != 0,
                      "reverse": self.reverse, "variant": self.variant != "local",

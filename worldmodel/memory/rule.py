@@ -116,8 +116,8 @@ def new_losses() -> RecentLosses:
 
 
 def keeps_history(config: TempLoRAConfig) -> bool:
-    """Whether the rule needs the episode's earlier chunks (full_sequence windows or rehearsal)."""
-    return config.variant == "full_sequence" or config.rehearsal > 0
+    """Whether the rule needs the episode's earlier chunks (full_sequence windows, rehearsal or reverse phases)."""
+    return config.variant == "full_sequence" or config.rehearsal > 0 or config.reverse_phases > 0
 
 
 def fast_timesteps(config: TempLoRAConfig, model: Any) -> torch.Tensor:
@@ -158,11 +158,26 @@ def rehearsal_windows(history: Sequence[torch.Tensor], count: int, length: int,
     return out
 
 
+def phase_windows(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The ``reverse_phases`` windows, each as long as the chunk's latents and played backwards, that end 1, 2, ...
+    frames before the chunk's end, over the history's new latents followed by the chunk (its context is the history's
+    last frames, so those are not repeated). A window that would reach before the episode's first remembered frame is
+    the chunk's own sequence backwards instead, so that every env of a batch has as many rows."""
+    if config.reverse_phases <= 0:
+        return []
+    earlier = torch.cat(list(history), dim=2) if history else chunk.latents[:, :, :0]
+    earlier = earlier[:, :, : max(earlier.shape[2] - chunk.num_context, 0)]  # its last frames are the chunk's context
+    sequence = torch.cat([earlier.to(chunk.latents), chunk.latents], dim=2)
+    n, length = sequence.shape[2], chunk.latents.shape[2]
+    return [sequence[:, :, n - length - j : n - j].flip(2) if n - length - j >= 0 else chunk.latents.flip(2)
+            for j in range(1, config.reverse_phases + 1)]
+
+
 def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Tensor],
                generator: torch.Generator | None, timesteps: torch.Tensor, on_host: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One env's rows of a fast step: latents (M, C, F, h, w), noise (M, C, F, h, w), t (M,), M = draws + rehearsal
-    (twice that with ``reverse``).
+    (twice that with ``reverse``, plus the `phase_windows` that fit).
 
     `chunk` is one env's (batch 1). Draw order (all from `generator`, the global RNG when None): the
     full_sequence window start, the rehearsal window starts, then per row its noise and t. Rows are
@@ -179,7 +194,7 @@ def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Ten
     windows = rehearsal_windows(history, config.rehearsal, main.shape[2], generator)
     rows = [main] * (config.draws + config.rehearsal - len(windows)) + windows
     if config.reverse:
-        rows += [row.flip(2) for row in rows]
+        rows += [row.flip(2) for row in rows] + phase_windows(config, chunk, history)
     latents = torch.cat(rows).detach()
     noise, t = draw_fast_noise(latents.shape[1:], generator, timesteps, latents.shape[0])
     if on_host:
