@@ -43,6 +43,7 @@ def fmt(stat: dict | float | None, digits: int = 2) -> str:
 
 def markdown(result: dict) -> str:
     s = result["settings"]
+    phases = s.get("temp_lora_reverse_phases")
     lines = [
         "# Table 2: SlowFast-VGen ablations on held-out memory episodes",
         "",
@@ -55,6 +56,7 @@ def markdown(result: dict) -> str:
         f"lr {s.get('temp_lora_lr', '?')}, objective {s.get('temp_lora_objective', '?')}, "
         f"draws {s.get('temp_lora_draws', '?')}, rehearsal {s.get('temp_lora_rehearsal', '?')}"
         f"{', reversed too' if s.get('temp_lora_reverse') else ''}"
+        f"{f', and its {phases} frame phases before' if phases else ''}"
         f"{', scored on the first sampler pass' if s.get('temp_lora_reuse_sampler_pass') else ''}; "
         f"frame skip: {s['frame_skip']}; batch: {s['batch']}; seed: {s['seed']}",
         "",

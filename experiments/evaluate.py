@@ -177,6 +177,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-draws must be >= 1")
     if args.temp_lora_rehearsal is not None and args.temp_lora_rehearsal < 0:
         p.error("--temp-lora-rehearsal must be >= 0")
+    if args.temp_lora_reverse_phases is not None and args.temp_lora_reverse_phases < 0:
+        p.error("--temp-lora-reverse-phases must be >= 0")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
                                         ("rehearsal", args.temp_lora_rehearsal),

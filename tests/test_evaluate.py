@@ -156,7 +156,12 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
     assert variant_config("full", model, reuse).reuse_sampler_pass
     with pytest.raises(ValueError, match="reuse_sampler_pass"):  # the sampler's one pass: no full_sequence windows
         variant_config("no_local_rule", model, reuse)
-    for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1")):
+    phases = evaluate.parse_args(["--synthetic", "--temp-lora-reverse", "--temp-lora-reverse-phases", "3"]).temp_lora
+    assert variant_config("full", model, phases).reverse_phases == 3
+    with pytest.raises(ValueError, match="reverse_phases"):  # windows around the chunk: the local rule's alone
+        variant_config("no_local_rule", model, phases)
+    for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1"),
+                      ("--temp-lora-reverse-phases", "-1")):
         with pytest.raises(SystemExit) as err:
             evaluate.parse_args(["--synthetic", flag, bad])
         assert err.value.code == 2 and flag in capsys.readouterr().err
