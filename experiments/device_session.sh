@@ -365,6 +365,14 @@
 # 0.52 s); for the GPU: MODEL=worldmodel/weights/default BENCH_STEPS=2 FAST_BATCH=256 BENCH_REAL=off BENCH_ARGS="--compile
 # --compile-fast-update --reuse-pass --update-every 1 --temp-lora on,off --chunks 8" ... bench (and without
 # --compile-fast-update: pass 0 then runs eager), beside session 30's usual-step row (2,865 frames/s, Θ every 4th chunk).
+# Session 39 was lent no machine. On the CPU, Θ learning the hiding backwards at every frame phase (reopen_oracle
+# around:3e-3,4,1,reverse) recalled 25 of 36 reopens, the oracle's level; the rule built on it (reverse_phases) is
+# measured on 10 episodes only. For the GPU (issue 15), after setup, recall mode on the 40 held-out episodes of a fresh
+# collect, by hand: python -m experiments.evaluate --model default --data <held-out> --device cuda --no-video --quiet
+# --tasks memory_drawer,memory_drawer_locked --episodes 40 --batch 40 --mode recall --steps 2
+# --variants full,no_temp_lora --temp-lora-lr 3e-3 --temp-lora-steps S --temp-lora-reverse [--temp-lora-reverse-phases 3],
+# S = 2 and 4, each with
+# --mode free too (fidelity), then a slow-fast pilot with that fast rule (+model.temp_lora.reverse_phases=3).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"

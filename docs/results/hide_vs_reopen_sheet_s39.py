@@ -28,4 +28,4 @@ for e in episodes:
     rows.append(np.concatenate(list(sequence(hide)[::-1]) + [gap] + list(sequence(reopen)), 1))
     print(e.name, e.cube["color"], "hiding chunk", hide, "reopen chunk", reopen)
 sheet = np.concatenate(rows, 0)
-Image.fromarray(sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(out)
+Image.fromarray(sheet).save(out)

@@ -36,4 +36,4 @@ for k, e in enumerate(episodes):
     rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
     print(e.name, e.cube["color"], "rows: real,", ", ".join(settings))
 sheet = np.concatenate(rows, 0)
-Image.fromarray(sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(out)
+Image.fromarray(sheet).save(out)
