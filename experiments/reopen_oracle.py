@@ -69,8 +69,8 @@ KINDS = ("every", "oracle", "hide", "around")  # which real chunks Θ learns (se
 
 
 def parse_setting(text: str) -> tuple[str, dict | None]:
-    """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi``, ``lr,steps,draws``, ``oracle:lr,steps,draws``
-    or ``hide:lr,steps,draws`` (each with an optional ``,reverse``); kind is one of `KINDS`."""
+    """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi`` or ``lr,steps,draws`` with an optional
+    ``,reverse`` and an optional ``oracle:``, ``hide:`` or ``around:`` in front; kind is one of `KINDS`."""
     if text == "phi":
         return "every", None
     kind, _, rest = text.rpartition(":")

@@ -177,7 +177,7 @@ def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Ten
                generator: torch.Generator | None, timesteps: torch.Tensor, on_host: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One env's rows of a fast step: latents (M, C, F, h, w), noise (M, C, F, h, w), t (M,), M = draws + rehearsal
-    (twice that with ``reverse``, plus the `phase_windows` that fit).
+    (twice that with ``reverse``, and then ``reverse_phases`` more: `phase_windows`).
 
     `chunk` is one env's (batch 1). Draw order (all from `generator`, the global RNG when None): the
     full_sequence window start, the rehearsal window starts, then per row its noise and t. Rows are
