@@ -37,6 +37,16 @@ import numpy as np
 import torch
 
 
+def reopen_episodes(data: str, count: int) -> list:
+    """The first `count` drawer-memory episodes of `data` (`evaluation.episodes.EvalEpisode`) that hide the cube and
+    reopen the drawer onto it: the ones the probe can score."""
+    from envs.real.objects import reopen_frames
+    from evaluation.episodes import load_h5_episodes
+
+    return [e for e in load_h5_episodes(data, ["memory_drawer", "memory_drawer_locked"], count, 1)
+            if e.cube is not None and len(reopen_frames(e.cube["sim_state"], e.cube["cube_pixel"]))]
+
+
 def last_hidden_frame(episode) -> int:
     """The last frame in which the cube lies hidden in the closed drawer (`envs.real.objects.hidden_frames`)."""
     from envs.real.objects import hidden_frames
@@ -151,15 +161,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     settings = {s: parse_setting(s) for s in args.settings}
 
-    from envs.real.objects import reopen_frames
     from evaluation import memory_probe
-    from evaluation.episodes import load_h5_episodes
     from worldmodel.loading import load_model
 
     model, _ = load_model(args.model, device=args.device)
     model.eval()
-    episodes = [e for e in load_h5_episodes(args.data, ["memory_drawer", "memory_drawer_locked"], args.episodes, 1)
-                if e.cube is not None and len(reopen_frames(e.cube["sim_state"], e.cube["cube_pixel"]))]
+    episodes = reopen_episodes(args.data, args.episodes)
     if not episodes:
         raise SystemExit(f"no memory episode with a drawer reopen in {args.data}")
     free_from = [last_hidden_frame(e) // model.config.new_frames for e in episodes]

@@ -11,11 +11,10 @@ import sys
 import numpy as np
 from PIL import Image
 
-from evaluation.episodes import load_h5_episodes
-from experiments.reopen_oracle import hiding_chunk, last_hidden_frame
+from experiments.reopen_oracle import hiding_chunk, last_hidden_frame, reopen_episodes
 
 data, out = sys.argv[1], sys.argv[2]
-episodes = load_h5_episodes(data, ["memory_drawer", "memory_drawer_locked"], 4, 1)
+episodes = reopen_episodes(data, 4)
 rows = []
 for e in episodes:
     tn = 4

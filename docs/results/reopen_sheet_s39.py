@@ -12,9 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from envs.real.objects import reopen_frames
-from evaluation.episodes import load_h5_episodes
-from experiments.reopen_oracle import last_hidden_frame, parse_setting, roll
+from experiments.reopen_oracle import last_hidden_frame, parse_setting, reopen_episodes, roll
 from worldmodel.loading import load_model
 
 data, out, count, settings = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
@@ -22,8 +20,7 @@ torch.set_num_threads(2)
 model, _ = load_model("default", device="cpu")
 model.eval()
 tn = model.config.new_frames
-episodes = [e for e in load_h5_episodes(data, ["memory_drawer", "memory_drawer_locked"], count, 1)
-            if len(reopen_frames(e.cube["sim_state"], e.cube["cube_pixel"]))]
+episodes = reopen_episodes(data, count)
 free_from = [last_hidden_frame(e) // tn for e in episodes]
 videos = [[e.frames for e in episodes]] + [roll(model, episodes, free_from, *parse_setting(s), 4, 0) for s in settings]
 rows = []
