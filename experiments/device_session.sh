@@ -749,6 +749,45 @@ history_heads)  # the history heads alone (fit_history_heads), e.g. before the p
 agents)
     agents_run
     ;;
+mem_bg)  # issue 15 (session 40): fast rules on fresh memory episodes, detached as ppo_bg: the first call collects
+         # MEM_EPISODES (40) drawer-memory episodes (MEM_SEED, new each lease: episodes no rule was tuned on) and starts
+         # one `evaluate` per rule and mode, all at once on the GPU; each call waits up to WAIT_S (540) s and brings back
+         # the finished ones ($OUT/mem_out.tgz). MEM_RULES="NAME=evaluate arguments;..." (e.g. "phi=--variants
+         # no_temp_lora;rev2=--variants full --temp-lora-lr 3e-3 --temp-lora-steps 2 --temp-lora-reverse"), MEM_MODES
+         # ("recall free"), MEM_STEPS (denoising steps, 2)
+    if [ ! -f "$W/mem_bg.started" ]; then
+        [ -n "${MEM_SEED:-}" ] && [ -n "${MEM_RULES:-}" ] || { echo "mem_bg: MEM_SEED and MEM_RULES are needed" >&2; exit 2; }
+        date +%s > "$W/mem_bg.started"
+        setsid nohup bash -c "bash '$0' mem_run; echo \$? > '$W/mem_bg.done'" > "$W/mem_bg.log" 2>&1 < /dev/null &
+        log "mem_bg: started (seed $MEM_SEED)"
+    fi
+    t0=$(date +%s)
+    until [ -f "$W/mem_bg.done" ] || [ $(( $(date +%s) - t0 )) -ge ${WAIT_S:-540} ]; do sleep 5; done
+    [ -f "$W/mem_bg.done" ] && log "mem_bg: done, rc $(cat "$W/mem_bg.done")" || log "mem_bg: still running"
+    tail -n 20 "$W/mem_bg.log"; grep -v "^| variant\|^|---\|^| copy" "$W"/mem_out/*.log 2>/dev/null | grep ":| " | cut -c1-200
+    mkdir -p "$OUT" && tar czf "$OUT/mem_out.tgz" -C "$W" --exclude=videos mem_out mem_collect.log mem_bg.log
+    ;;
+mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alone (e.g. in the setup call, whose tree
+                     # cannot carry the weights)
+    if [ ! -f "$W/mem/manifest.json" ]; then
+        $PY -m experiments.collect out_dir="$W/mem" seed=$MEM_SEED num_episodes=${MEM_EPISODES:-40} workers=$WORKERS \
+            compression=gzip $SCENE '~tasks' '+tasks={memory_drawer: 1, memory_drawer_locked: 1}' \
+            > "$W/mem_collect.log" 2>&1 || { tail -n 20 "$W/mem_collect.log"; exit 3; }
+    fi
+    log "mem_run: $(tail -n 1 "$W/mem_collect.log" | cut -c1-160)"
+    [ "$1" = mem_collect ] && exit 0
+    mkdir -p "$W/mem_out"
+    (IFS=';'; for rule in $MEM_RULES; do
+        IFS=' '; name=${rule%%=*}; args=${rule#*=}
+        for mode in ${MEM_MODES:-recall free}; do
+            $PY -m experiments.evaluate --model "$MODEL" --data "$W/mem" --device $DEVICE --no-video --quiet \
+                --tasks memory_drawer,memory_drawer_locked --episodes ${MEM_EPISODES:-40} --batch ${MEM_EPISODES:-40} \
+                --mode $mode --steps ${MEM_STEPS:-2} $args --out "$W/mem_out/${name}_$mode" \
+                > "$W/mem_out/${name}_$mode.log" 2>&1 &
+        done
+    done; wait)
+    log "mem_run: all evaluations ended"
+    ;;
 ppo_bg)  # the `ppo` stage detached, so that a call returns while it runs and the machine stays held by calls sent one
          # after another (session 30 lost a run left between two calls): the first call starts it and waits up to WAIT_S
          # (540) s; the same command again waits again; once it is done, what `ppo` made (ppo.tgz, the policies) comes
