@@ -779,7 +779,9 @@ mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alon
     mkdir -p "$W/mem_out"
     (IFS=';'; for rule in $MEM_RULES; do
         IFS=' '; name=${rule%%=*}; args=${rule#*=}
-        for mode in ${MEM_MODES:-recall free}; do
+        for mode in ${MEM_MODES:-recall free}; do  # at most MEM_PROCS (3) at once: ten at batch 40 ran out of the
+            while [ "$(jobs -rp | wc -l)" -ge "${MEM_PROCS:-3}" ]; do sleep 2; done  # H200's memory (session 40)
+            [ -f "$W/mem_out/${name}_$mode/table2.json" ] && continue  # a rerun does what is missing
             $PY -m experiments.evaluate --model "$MODEL" --data "$W/mem" --device $DEVICE --no-video --quiet \
                 --tasks memory_drawer,memory_drawer_locked --episodes ${MEM_EPISODES:-40} --batch ${MEM_EPISODES:-40} \
                 --mode $mode --steps ${MEM_STEPS:-2} $args --out "$W/mem_out/${name}_$mode" \
