@@ -57,7 +57,9 @@ def markdown(result: dict) -> str:
         f"draws {s.get('temp_lora_draws', '?')}, rehearsal {s.get('temp_lora_rehearsal', '?')}"
         f"{', reversed too' if s.get('temp_lora_reverse') else ''}"
         f"{f', and its {phases} frame phases before' if phases else ''}"
-        f"{', scored on the first sampler pass' if s.get('temp_lora_reuse_sampler_pass') else ''}; "
+        f"{', scored on the first sampler pass' if s.get('temp_lora_reuse_sampler_pass') else ''}"
+        f"{f', every {every} chunks' if (every := s.get('temp_lora_update_every', 1)) > 1 else ''}"
+        f"{f', Θ in {blocks}' if (blocks := s.get('temp_lora_blocks')) else ''}; "
         f"frame skip: {s['frame_skip']}; batch: {s['batch']}; seed: {s['seed']}",
         "",
         "| variant | SCuts ↓ | SRC ↑ | PSNR ↑ | SSIM ↑ | dynamic PSNR ↑ | dynamic SSIM ↑ | revisit PSNR ↑ "

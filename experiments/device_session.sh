@@ -765,7 +765,7 @@ mem_bg)  # issue 15 (session 40): fast rules on fresh memory episodes, detached 
     until [ -f "$W/mem_bg.done" ] || [ $(( $(date +%s) - t0 )) -ge ${WAIT_S:-540} ]; do sleep 5; done
     [ -f "$W/mem_bg.done" ] && log "mem_bg: done, rc $(cat "$W/mem_bg.done")" || log "mem_bg: still running"
     tail -n 20 "$W/mem_bg.log"; grep -v "^| variant\|^|---\|^| copy" "$W"/mem_out/*.log 2>/dev/null | grep ":| " | cut -c1-200
-    mkdir -p "$OUT" && tar czf "$OUT/mem_out.tgz" -C "$W" --exclude=videos mem_out mem_collect.log mem_bg.log
+    mkdir -p "$OUT" && tar czf "$OUT/mem_out_$(basename "$W").tgz" -C "$W" --exclude=videos mem_out mem_collect.log mem_bg.log
     ;;
 mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alone (e.g. in the setup call, whose tree
                      # cannot carry the weights)

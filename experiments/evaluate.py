@@ -130,6 +130,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-reuse-pass", action=argparse.BooleanOptionalAction, default=None,
                    help="the fast step is scored on the sampler's first denoising pass instead of a forward of its "
                         "own (TempLoRAConfig.reuse_sampler_pass; default: the model's)")
+    p.add_argument("--temp-lora-update-every", type=int, default=None,
+                   help="Θ learns every k-th chunk of an episode, the rest only remembered for later windows "
+                        "(TempLoRAConfig.update_every, the env's cheaper memory; default: the model's)")
+    p.add_argument("--temp-lora-blocks", default=None,
+                   help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.3 "
+                        "(TempLoRAConfig.blocks; default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -179,12 +185,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-rehearsal must be >= 0")
     if args.temp_lora_reverse_phases is not None and args.temp_lora_reverse_phases < 0:
         p.error("--temp-lora-reverse-phases must be >= 0")
+    if args.temp_lora_update_every is not None and args.temp_lora_update_every < 1:
+        p.error("--temp-lora-update-every must be >= 1")
+    blocks = None if args.temp_lora_blocks is None else tuple(b for b in args.temp_lora_blocks.split("+") if b)
+    if blocks == ():
+        p.error("--temp-lora-blocks needs at least one block prefix, e.g. up_blocks")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
                                         ("rehearsal", args.temp_lora_rehearsal),
                                         ("reverse", args.temp_lora_reverse),
                                         ("reverse_phases", args.temp_lora_reverse_phases),
-                                        ("reuse_sampler_pass", args.temp_lora_reuse_pass)) if v is not None}
+                                        ("reuse_sampler_pass", args.temp_lora_reuse_pass),
+                                        ("update_every", args.temp_lora_update_every),
+                                        ("blocks", blocks)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
 
@@ -449,6 +462,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_reverse_phases": args.temp_lora.get("reverse_phases", cfg.temp_lora.reverse_phases),
                     "temp_lora_reuse_sampler_pass": args.temp_lora.get("reuse_sampler_pass",
                                                                        cfg.temp_lora.reuse_sampler_pass),
+                    "temp_lora_update_every": args.temp_lora.get("update_every", cfg.temp_lora.update_every),
+                    "temp_lora_blocks": "+".join(args.temp_lora.get("blocks", cfg.temp_lora.blocks)),
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}

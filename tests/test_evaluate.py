@@ -160,8 +160,13 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
     assert variant_config("full", model, phases).reverse_phases == 3
     with pytest.raises(ValueError, match="reverse_phases"):  # windows around the chunk: the local rule's alone
         variant_config("no_local_rule", model, phases)
+    cheap = evaluate.parse_args(["--synthetic", "--temp-lora-update-every", "4", "--temp-lora-blocks",
+                                 "up_blocks.2+up_blocks.3"]).temp_lora
+    assert (variant_config("full", model, cheap).update_every, variant_config("full", model, cheap).blocks) == \
+        (4, ("up_blocks.2", "up_blocks.3"))
     for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1"),
-                      ("--temp-lora-reverse-phases", "-1")):
+                      ("--temp-lora-reverse-phases", "-1"), ("--temp-lora-update-every", "0"),
+                      ("--temp-lora-blocks", "+")):
         with pytest.raises(SystemExit) as err:
             evaluate.parse_args(["--synthetic", flag, bad])
         assert err.value.code == 2 and flag in capsys.readouterr().err
