@@ -373,6 +373,18 @@
 # --variants full,no_temp_lora --temp-lora-lr 3e-3 --temp-lora-steps S --temp-lora-reverse [--temp-lora-reverse-phases 3],
 # S = 2 and 4, each with
 # --mode free too (fidelity), then a slow-fast pilot with that fast rule (+model.temp_lora.reverse_phases=3).
+# Session 40 (nvidia-h200) ran: setup + MEM_SEED=402 ... mem_collect (weights out, carry .whl .gl); MODEL=worldmodel/
+# weights/default MEM_SEED=402 MEM_PROCS=3 MEM_RULES="phi=...;rev2=...;ph2=...;rev4=...;ph4=..." ... mem_bg (ten at once
+# ran out of memory: MEM_PROCS); the bench with --reuse-pass --update-every 4 (3,099 frames/s); seed 403 the same; then
+# on a second machine 8 denoising steps (MEM_STEPS=8) and a tuning set (W=runs/s404 MEM_SEED=404). reverse + 3 phases
+# at 3e-3, 4 steps: 0.50 on 80 fresh reopens (Φ 0.11), 0.60 at 8 steps, -1.1 dB (docs/RESULTS.md, "The session-40
+# lease"). A refused call costs device time; the machine goes back 30 s after a call: send the next one at once.
+# Next lease (issue 15): the slow-fast pilot under that fast rule, from the default, the GPU its own: collect training
+# episodes (half drawer-memory), then SLOW_STEPS=0 SLOW_FAST_STEPS=<as fits> TRAIN_EXTRA="+model.temp_lora.lr=3e-3
+# +model.temp_lora.steps=4 +model.temp_lora.reverse=true +model.temp_lora.reverse_phases=3 phases.slow_fast.lr=5e-5"
+# (a CPU dry run first: the fast rows per chunk are 20 against the shipped rule's 1), then mem_bg on a fresh MEM_SEED
+# with MODEL=<the pilot> and the default, rules phi and ph4, modes recall and free: does Φ learn to write the cube, or
+# to draw as well under Θ (the rule's -1.1 dB)? Or issue 17's planners (PLAN_SPLIT=1) after session 37's scene fixes.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -752,7 +764,7 @@ agents)
 mem_bg)  # issue 15 (session 40): fast rules on fresh memory episodes, detached as ppo_bg: the first call collects
          # MEM_EPISODES (40) drawer-memory episodes (MEM_SEED, new each lease: episodes no rule was tuned on) and starts
          # one `evaluate` per rule and mode, all at once on the GPU; each call waits up to WAIT_S (540) s and brings back
-         # the finished ones ($OUT/mem_out.tgz). MEM_RULES="NAME=evaluate arguments;..." (e.g. "phi=--variants
+         # the finished ones ($OUT/mem_out_<W's name>.tgz). MEM_RULES="NAME=evaluate arguments;..." (e.g. "phi=--variants
          # no_temp_lora;rev2=--variants full --temp-lora-lr 3e-3 --temp-lora-steps 2 --temp-lora-reverse"), MEM_MODES
          # ("recall free"), MEM_STEPS (denoising steps, 2)
     if [ ! -f "$W/mem_bg.started" ]; then
