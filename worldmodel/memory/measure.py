@@ -1,6 +1,6 @@
 """What one fast-learning setting stores, and what it disturbs, measured on real chunks (issue 15, part 2).
 
-For a setting (lr, steps, draws, rehearsal) a fresh per-env memory (`BatchedTempLoRA`, one env, seeded)
+For a setting (lr, steps, draws, rehearsal, blocks, the reverse rule) a fresh per-env memory (`BatchedTempLoRA`, one env, seeded)
 learns the chunks of one episode in order, teacher-forced (the real chunks, as `experiments.evaluate`'s
 teacher mode feeds them). The fast objective (null action, context clean) is scored on a fixed
 evaluation set: one draw per sampler timestep with noise from a fixed seed per chunk, the same for every
@@ -33,16 +33,23 @@ class Setting:
     draws: int
     rehearsal: int = 0
     blocks: tuple[str, ...] = ()
+    reverse: bool = False  # TempLoRAConfig.reverse: each step also learns the chunk played backwards
+    reverse_phases: int = 0  # TempLoRAConfig.reverse_phases: and the windows 1..N frames earlier, backwards
 
     @classmethod
     def parse(cls, text: str) -> "Setting":
-        """``lr,steps,draws[,rehearsal[,blocks]]``, e.g. ``1e-3,2,4,0`` or ``1e-3,1,4,0,up_blocks``
-        (blocks: UNet block prefixes joined by '+', Θ only there; default everywhere)."""
+        """``lr,steps,draws[,rehearsal[,blocks]][,reverse[,phases=N]]``, e.g. ``1e-3,2,4,0``,
+        ``1e-3,1,4,0,up_blocks`` (blocks: UNet block prefixes joined by '+', Θ only there; default everywhere) or
+        ``3e-3,4,1,0,up_blocks,reverse,phases=3`` (session 40's recall rule)."""
         parts = text.split(",")
+        flags = [p for p in parts if p == "reverse" or p.startswith("phases=")]
+        parts = [p for p in parts if p not in flags]
         if len(parts) not in (3, 4, 5):
-            raise ValueError(f"a setting is lr,steps,draws[,rehearsal[,blocks]], got {text!r}")
+            raise ValueError(f"a setting is lr,steps,draws[,rehearsal[,blocks]][,reverse[,phases=N]], got {text!r}")
         blocks = tuple(b for b in parts[4].split("+") if b) if len(parts) == 5 else ()
-        return cls(float(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) >= 4 else 0, blocks)
+        phases = [int(p.split("=", 1)[1]) for p in flags if p.startswith("phases=")]
+        return cls(float(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) >= 4 else 0, blocks,
+                   "reverse" in flags, phases[-1] if phases else 0)
 
 
 def episode_chunks(model: Any, item: dict) -> list[Chunk]:
@@ -102,7 +109,8 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
     rows = []
     for s in settings:
         cfg = dataclasses.replace(base_cfg, lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal,
-                                  blocks=s.blocks)
+                                  blocks=s.blocks, reverse=s.reverse, reverse_phases=s.reverse_phases,
+                                  variant="local")
         memory = BatchedTempLoRA(model, 1, cfg)
         chunk_rel, ep_rel, other_rel, rollbacks, start = [], [], [], 0, time.perf_counter()
         update_cpu_s = []
@@ -120,6 +128,7 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
             ep_rel += [ev.loss(c, 1000 * e + k, memory) / phi_learned[e][k] - 1 for k, c in enumerate(ep)]
             other_rel += [ev.loss(c, 10**6 + j, memory) / phi_other[j] - 1 for j, c in enumerate(others)]
         row = dict(lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal, blocks="+".join(s.blocks) or "all",
+                   reverse=s.reverse, reverse_phases=s.reverse_phases,
                    update_cpu_s=_mean(update_cpu_s), theta_parameters=memory.num_parameters_per_env,
                    chunk=_mean(chunk_rel), episode=_mean(ep_rel), other=_mean(other_rel),
                    other_max=max(other_rel), rollbacks=rollbacks, seconds=round(time.perf_counter() - start, 1))
@@ -134,11 +143,15 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| lr | steps | draws | rehearsal | Θ in | learned chunk (after/before update) | episode chunks (Θ vs Φ) "
-             "| other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| lr | steps | draws | rehearsal | Θ in | backwards | learned chunk (after/before update) "
+             "| episode chunks (Θ vs Φ) | other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update "
+             "| seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        back = (f"the chunk and {r['reverse_phases']} phases" if r.get("reverse_phases") else
+                "the chunk" if r.get("reverse") else "no")
         lines.append(f"| {r['lr']:g} | {r['steps']} | {r['draws']} | {r['rehearsal']} | {r.get('blocks', 'all')} "
+                     f"| {back} "
                      f"| {100 * r['chunk']:+.1f}% | {100 * r['episode']:+.1f}% | {100 * r['other']:+.1f}% "
                      f"({100 * r['other_max']:+.1f}%) | {r['rollbacks']} | {r.get('update_cpu_s', float('nan')):.2f} "
                      f"| {r['seconds']} |")
