@@ -3,8 +3,9 @@ the real one (session 40, issue 15).
 
     PYTHONPATH=. python docs/results/recall_sheet_s40.py DATA OUT.png RUN_DIR [RUN_DIR ...]
 
-Per scoreable episode of DATA that every run generated, a row per run (the real video first) of 8 frames from the
-frame after the cube's last hidden frame on: the drawer reopening onto the cube. Prints each episode's name, the
+Per scoreable episode of DATA that every run generated, a row per run (the real video first) of the episode's last
+8 frames (or 8 from the frame after the cube's last hidden frame, where more follow it): the drawer reopening onto the
+cube, which ends most episodes. Prints each episode's name, the
 cube's true colour and what the probe read in each run's reopen (its table2.json).
 """
 import json
@@ -31,7 +32,7 @@ rows = []
 for e in reopen_episodes(data, 10**6):
     if not all(e.name in v for v in videos):
         continue
-    start = last_hidden_frame(e) + 1
+    start = max(0, min(last_hidden_frame(e) + 1, len(e.frames) - 8))
     for v in [e.frames] + [v[e.name] for v in videos]:
         frames = v[start: start + 8]
         frames = np.concatenate([frames, np.zeros((8 - len(frames), *frames.shape[1:]), np.uint8)])
