@@ -134,7 +134,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Θ learns every k-th chunk of an episode, the rest only remembered for later windows "
                         "(TempLoRAConfig.update_every, the env's cheaper memory; default: the model's)")
     p.add_argument("--temp-lora-blocks", default=None,
-                   help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.3 "
+                   help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.2 "
                         "(TempLoRAConfig.blocks; default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
