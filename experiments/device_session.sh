@@ -385,6 +385,8 @@
 # (a CPU dry run first: the fast rows per chunk are 20 against the shipped rule's 1), then mem_bg on a fresh MEM_SEED
 # with MODEL=<the pilot> and the default, rules phi and ph4, modes recall and free: does Φ learn to write the cube, or
 # to draw as well under Θ (the rule's -1.1 dB)? Or issue 17's planners (PLAN_SPLIT=1) after session 37's scene fixes.
+# First, in any case (a minute of GPU): mem_bg on a fresh MEM_SEED with rules phi, ph4 and ph4lr1 (the same at
+# --temp-lora-lr 1e-3: CPU, 10 tuning episodes, 6 / 10 at -0.49 dB against 3e-3's 7 / 10 at -1.22).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
