@@ -1,10 +1,10 @@
 """What one fast-learning setting stores, and what it disturbs, measured on real chunks (issue 15, part 2).
 
-For a setting (lr, steps, draws, rehearsal, blocks, the reverse rule) a fresh per-env memory (`BatchedTempLoRA`, one env, seeded)
-learns the chunks of one episode in order, teacher-forced (the real chunks, as `experiments.evaluate`'s
-teacher mode feeds them). The fast objective (null action, context clean) is scored on a fixed
-evaluation set: one draw per sampler timestep with noise from a fixed seed per chunk, the same for every
-setting, so numbers compare across settings. Reported, as relative loss changes:
+For a setting (lr, steps, draws, rehearsal, blocks, the reverse rule) a fresh per-env memory
+(`BatchedTempLoRA`, one env, seeded) learns the chunks of one episode in order, teacher-forced (the real
+chunks, as `experiments.evaluate`'s teacher mode feeds them). The fast objective (null action, context
+clean) is scored on a fixed evaluation set: one draw per sampler timestep with noise from a fixed seed per
+chunk, the same for every setting, so numbers compare across settings. Reported, as relative loss changes:
 
 - ``chunk``: per update, loss on the chunk just learned after the update vs just before it (mean over updates);
 - ``episode``: after the episode, loss on every learned chunk with Θ vs with Φ alone (what is retained);
@@ -109,8 +109,7 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
     rows = []
     for s in settings:
         cfg = dataclasses.replace(base_cfg, lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal,
-                                  blocks=s.blocks, reverse=s.reverse, reverse_phases=s.reverse_phases,
-                                  variant="local")
+                                  blocks=s.blocks, reverse=s.reverse, reverse_phases=s.reverse_phases)
         memory = BatchedTempLoRA(model, 1, cfg)
         chunk_rel, ep_rel, other_rel, rollbacks, start = [], [], [], 0, time.perf_counter()
         update_cpu_s = []
