@@ -804,6 +804,48 @@ mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alon
     done; wait)
     log "mem_run: all evaluations ended"
     ;;
+distill_bg)  # issue 16 (session 41): MODEL distilled to STUDENT_STEPS (1) denoising passes from TEACHER_STEPS (8)
+            # (`worldmodel.distill`), detached as mem_bg: the first call starts it once `DETACH=1 ... collect` has its
+            # training episodes; each call waits up to WAIT_S (540) s and brings back what has ended. The run: at most
+            # DISTILL_MIN (8) minutes (DISTILL_EXTRA: more train overrides); then, with the model's heads, the memory
+            # rules DISTILL_RULES on $W/mem (mem_collect's episodes; names d_<rule>, at the student's steps, recall and
+            # free with sheets), and the bench at the student's steps (BENCH_ARGS). Results: $OUT/distill_out.tgz, the
+            # model's shards in $OUT/distilled/.
+    if [ ! -f "$W/distill_bg.started" ]; then
+        [ -f "$W/collect.log" ] || { echo "distill_bg: no training episodes on this machine: DETACH=1 ... collect first" >&2; exit 3; }
+        date +%s > "$W/distill_bg.started"
+        setsid nohup bash -c "bash '$0' distill_run; echo \$? > '$W/distill_bg.done'" > "$W/distill_bg.log" 2>&1 < /dev/null &
+        log "distill_bg: started"
+    fi
+    t0=$(date +%s)
+    until [ -f "$W/distill_bg.done" ] || [ $(( $(date +%s) - t0 )) -ge ${WAIT_S:-540} ]; do sleep 5; done
+    [ -f "$W/distill_bg.done" ] && log "distill_bg: done, rc $(cat "$W/distill_bg.done")" || log "distill_bg: still running"
+    tail -n 25 "$W/distill_bg.log"; grep -h "distill step" "$W/train_distill.log" 2>/dev/null | tail -n 4 | cut -c1-200
+    grep -v "^| variant\|^|---\|^| copy" "$W"/mem_out/d_*.log 2>/dev/null | grep ":| " | cut -c1-200
+    mkdir -p "$OUT" && tar czf "$OUT/distill_out.tgz" -C "$W" --exclude=videos --exclude='model-0000*' \
+        --ignore-failed-read distill_bg.log train_distill.log distill/distill/distill_log.csv distill/model \
+        distill/train_summary.json $(cd "$W" && ls -d mem_out/d_* 2>/dev/null)
+    [ -f "$W/distill/model/config.json" ] && mkdir -p "$OUT/distilled" && cp "$W"/distill/model/model-0000*.safetensors "$OUT/distilled/"
+    ;;
+distill_run)  # distill_bg's detached work
+    wait_collect > /dev/null
+    STUDENT=${STUDENT_STEPS:-1}
+    log "distill: $MODEL, ${TEACHER_STEPS:-8} -> $STUDENT steps, at most ${DISTILL_MIN:-8} min"
+    timeout $(( ${DISTILL_MIN:-8} * 60 + 240 )) $PY -m experiments.train --config-name train_fast init_from=$MODEL \
+        data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/distill num_workers=6 progress=false \
+        time_limit_min=${DISTILL_MIN:-8} phases.vae.steps=0 phases.slow.steps=0 phases.slow_fast.steps=0 \
+        phases.distill.steps=${DISTILL_STEPS:-20000} phases.distill.teacher_steps=${TEACHER_STEPS:-8} \
+        phases.distill.student_steps=$STUDENT phases.distill.lr_schedule=cosine phases.distill.decay_by_deadline=true \
+        ${DISTILL_EXTRA:-} > "$W/train_distill.log" 2>&1
+    log "distill: exit code $?"; [ -f "$W/distill/model/config.json" ] || exit 3
+    cp -r "$MODEL/heads" "$W/distill/model/heads"
+    MODEL=$W/distill/model MEM_STEPS=$STUDENT MEM_RULES="${DISTILL_RULES:-d_phi=--variants no_temp_lora --sheet}" \
+        bash "$0" mem_run
+    MODEL=$W/distill/model BENCH_STEPS=$STUDENT BENCH_REAL=off BENCH_TAG=_distilled OUT=$W/distill_bench \
+        bash "$0" bench
+    cp "$W"/distill_bench/*.json "$W/distill/model/" 2>/dev/null
+    log "distill_run: all ended"
+    ;;
 ppo_bg)  # the `ppo` stage detached, so that a call returns while it runs and the machine stays held by calls sent one
          # after another (session 30 lost a run left between two calls): the first call starts it and waits up to WAIT_S
          # (540) s; the same command again waits again; once it is done, what `ppo` made (ppo.tgz, the policies) comes

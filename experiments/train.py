@@ -1,8 +1,10 @@
-"""Train a SlowFast-VGen world model: VAE fit, slow learning, then the slow-fast loop.
+"""Train a SlowFast-VGen world model: VAE fit, slow learning, the slow-fast loop, then few-step distillation.
 
     python -m experiments.train                                   # tiny model on the synthetic world (CPU)
     python -m experiments.train preset=small data.source=data/scene out_dir=runs/small
     python -m experiments.train preset=small data.source=data/scene phases.slow.steps=0   # skip a phase
+    python -m experiments.train --config-name train_fast init_from=default data.source=data/scene \
+        phases.slow.steps=0 phases.distill.steps=2000 out_dir=runs/distilled   # sample in 1 DDIM pass, not 8
     python -m experiments.train preset=crafter data.source=data/crafter out_dir=runs/crafter
     accelerate launch --num_processes 8 -m experiments.train preset=small data.source=data/scene   # 8 GPUs
 
@@ -34,7 +36,7 @@ from worldmodel.model import SlowFastVGen
 from worldmodel.train import TrainConfig, Trainer, check_batch_size
 
 logger = get_logger("experiments.train")  # logs on the main process only
-PHASES = ("vae", "slow", "slow_fast")
+PHASES = ("vae", "slow", "slow_fast", "distill")
 
 
 def load_source(data: DictConfig, frame_size: int) -> Any:

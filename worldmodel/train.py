@@ -3,6 +3,9 @@
 Phases (run one per `Trainer.fit` call, in this order for a model from scratch):
 - `vae`: fit the small AutoencoderKL on frames, then set the latent scaling factor (frozen afterwards).
 - `slow`: update Φ (the UNet and action encoder) on chunk windows.
+- `distill`: Φ learns to sample in `student_steps` DDIM passes what the frozen Φ it started from samples in
+  `teacher_steps` (`worldmodel.distill`; issue 16's speed), from the latent cache; the model then samples with
+  `student_steps`.
 - `slow_fast`: per episode, Θ learns chunk after chunk (inner loop); Φ is updated with Θ frozen on the
   loss of each chunk given the memory of the chunks before it (outer loop), so Φ learns to use Θ. The
   episodes of a batch run together, each with its own Θ (`BatchedTempLoRA`: one forward/backward per
@@ -54,12 +57,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attention import check_attention, sdpa_backends
 from .diffusion import revisit_chunks, unet_input
+from .distill import SamplerDistillation
 from .latent_cache import CachedBatch, LatentCache, encode_cached_action
 from .model import Chunk, SlowFastVGen, frames_to_tensor
 from .memory import BatchedTempLoRA
 
 logger = get_logger(__name__)  # logs on the main process only
-Phase = Literal["vae", "slow", "slow_fast"]
+Phase = Literal["vae", "slow", "slow_fast", "distill"]
 CHECKPOINT = "last.ckpt"
 
 
@@ -88,7 +92,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     vae_kl_weight: float = 1e-6
     deadline: float | None = None  # time.time() at which to checkpoint and stop (a rerun resumes)
-    # Speed (see the module docstring). The latent cache applies to the slow phase only.
+    # Speed (see the module docstring). The latent cache applies to the slow and distill phases only.
     latent_cache: bool = False  # encode every window once with the frozen VAE; keep the latents on the device
     cache_dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16 halves the cache's memory
     cache_batch_size: int = 256  # windows per VAE encode while building the cache
@@ -125,10 +129,24 @@ class TrainConfig:
     # cells of it, so without the weight the outer gradient is nearly the ordinary slow one. Episodes without a
     # record count once. 0: as before. (Session 18: 20 on run 10 for 100 steps lost 0.6-1.0 dB, recall at chance.)
     revisit_weight: float = 0.0
+    # distill (`worldmodel.distill`): the frozen teacher's DDIM passes, and the student's (what the model then samples
+    # with). The phase trains from the latent cache (latent_cache=True) and `compile` compiles the teacher too.
+    teacher_steps: int = 8
+    student_steps: int = 1
 
     def __post_init__(self) -> None:
-        if self.phase not in ("vae", "slow", "slow_fast"):
-            raise ValueError(f"unknown phase {self.phase!r}; expected 'vae', 'slow' or 'slow_fast'")
+        if self.phase not in ("vae", "slow", "slow_fast", "distill"):
+            raise ValueError(f"unknown phase {self.phase!r}; expected 'vae', 'slow', 'slow_fast' or 'distill'")
+        for name in ("teacher_steps", "student_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.phase == "distill":
+            if self.student_steps >= self.teacher_steps:
+                raise ValueError(f"distill: student_steps ({self.student_steps}) must be fewer than teacher_steps "
+                                 f"({self.teacher_steps})")
+            if not self.latent_cache:
+                raise ValueError("distill trains from the latent cache: set latent_cache=true")
         if self.meta_gradient < 0:
             raise ValueError(f"meta_gradient must be >= 0, got {self.meta_gradient}")
         if isinstance(self.meta_updates, bool) or not isinstance(self.meta_updates, int) or self.meta_updates < 0:
@@ -272,6 +290,8 @@ class Trainer:
         episodes = config.batch_size // self.accelerator.num_processes
         model.to(self.accelerator.device)
         self.memory = BatchedTempLoRA(model, episodes) if config.phase == "slow_fast" else None
+        self.distillation = SamplerDistillation(model, config.teacher_steps, config.student_steps, config.compile) \
+            if config.phase == "distill" else None
         self.param_names, self.params = self._trainable()
         self.check_theta_outside()
         fused = torch.cuda.is_available() if config.fused_adamw is None else config.fused_adamw
@@ -292,7 +312,7 @@ class Trainer:
     @property
     def cached(self) -> bool:
         """Whether this phase trains from the on-device latent cache."""
-        return self.config.latent_cache and self.config.phase == "slow"
+        return self.config.latent_cache and self.config.phase in ("slow", "distill")
 
     def _trainable(self) -> tuple[list[str], list[torch.nn.Parameter]]:
         m = self.model
@@ -415,6 +435,8 @@ class Trainer:
         self.apply_ema()
         if cfg.phase == "vae" and self.finished:
             self.calibrate_vae_scale()
+        if cfg.phase == "distill" and self.step > 0:  # what the student learnt to sample with (and Θ's timesteps)
+            self.model.config.sample_steps = cfg.student_steps
         self.model.eval()
         return self.history
 
@@ -524,14 +546,20 @@ class Trainer:
         loss over processes as a tensor (nothing waits on the GPU)."""
         cfg, acc = self.config, self.accelerator
         if self._loss_fn is None:
-            self._loss_fn = torch.compile(self._cached_loss, dynamic=False) if cfg.compile else self._cached_loss
+            fn = self._cached_loss if self.distillation is None else self.distillation.student_loss
+            self._loss_fn = torch.compile(fn, dynamic=False) if cfg.compile else fn
             self._alphas = self.model.scheduler.alphas_cumprod.to(acc.device, torch.float32)
         index = step_indices(len(self.cache), cfg.batch_size, cfg.seed, step, acc.process_index, acc.num_processes)
         batch = self.cache.batch(index)
-        drop, noise, t = self._draw_noise(batch)
-        weights = self._object_weights(batch)
-        with acc.autocast(), sdpa_backends(cfg.attention):
-            loss = self._loss_fn(batch.latents, batch.text_emb, batch.vectors, drop, noise, t, self._alphas, weights)
+        if self.distillation is not None:  # its own draws: noise, the student's passes, the teacher's samples
+            with acc.autocast(), sdpa_backends(cfg.attention):
+                loss = self.distillation.loss(batch, self._loss_fn, self._alphas, self._object_weights(batch))
+        else:
+            drop, noise, t = self._draw_noise(batch)
+            weights = self._object_weights(batch)
+            with acc.autocast(), sdpa_backends(cfg.attention):
+                loss = self._loss_fn(batch.latents, batch.text_emb, batch.vectors, drop, noise, t, self._alphas,
+                                     weights)
         acc.backward(loss)
         loss = self._all_reduce_gradients(loss.detach().float())
         if cfg.grad_clip:
