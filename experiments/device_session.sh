@@ -387,6 +387,19 @@
 # to draw as well under Θ (the rule's -1.1 dB)? Or issue 17's planners (PLAN_SPLIT=1) after session 37's scene fixes.
 # First, in any case (a minute of GPU): mem_bg on a fresh MEM_SEED with rules phi, ph4 and ph4lr1 (the same at
 # --temp-lora-lr 1e-3: CPU, 10 tuning episodes, 6 / 10 at -0.49 dB against 3e-3's 7 / 10 at -1.22).
+# Session 41: no machine lent (one call refused, 91 s of device time; then "no new device machine is lent"). Built the
+# `distill` train phase (worldmodel/distill.py) and `distill_bg` / `distill_run` here. Next lease (issues 16 and 15),
+# one machine, in this order, each call sent the moment the last returns:
+#   1. (weights out, carry .whl .gl) DETACH=1 DATA_SEED=41 COLLECT_MIN=2.5 DEVIATE=0.3 ... collect; MEM_SEED=405 ... mem_collect
+#   2. (weights back) MODEL=worldmodel/weights/default MEM_SEED=405 WAIT_S=20 MEM_RULES="phi=--variants no_temp_lora;
+#      ph4=--variants full --temp-lora-lr 3e-3 --temp-lora-steps 4 --temp-lora-reverse --temp-lora-reverse-phases 3;
+#      ph4lr1=<the same at --temp-lora-lr 1e-3>" ... mem_bg        (returns at once; the evaluations go on)
+#   3. MODEL=worldmodel/weights/default MEM_SEED=405 WAIT_S=540 DISTILL_MIN=9 DISTILL_EXTRA="phases.distill.lr=2e-4"
+#      DISTILL_RULES="d_phi=--variants no_temp_lora --sheet;d_ph4=--variants full --temp-lora-lr 3e-3 --temp-lora-steps 4
+#      --temp-lora-reverse --temp-lora-reverse-phases 3" BENCH_ARGS="--compile --temp-lora on,off --update-every 4
+#      --reuse-pass --fast-batch 256 --chunks 8" ... distill_bg;  4. the same again, then WAIT_S=5 ... mem_bg (all of
+#      mem_out back). The distilled model is a candidate default only with its recall, free dynamic PSNR, outcome and a
+#      sheet looked at beside the 8-step default's (docs/RESULTS.md, "Distilling the sampler to one pass").
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -509,6 +522,20 @@ model_out() {  # the trained model (and its logs) back to this side, once the ru
         run/slow/slow_log.csv run/slow_fast/slow_fast_log.csv run/train_summary.json train.log heads.log collect.log \
         collect_eval.log
     touch "$W/out_done"
+}
+
+# stage $2 of this script started once, detached (marker $W/$1.started; its log $W/$1.log), so that a call returns while
+# it runs; every call then waits up to WAIT_S (540) s for it to end ($W/$1.done holds its exit code)
+detached() {
+    local name=$1 stage=$2 t0
+    if [ ! -f "$W/$name.started" ]; then
+        date +%s > "$W/$name.started"
+        setsid nohup bash -c "bash '$0' $stage; echo \$? > '$W/$name.done'" > "$W/$name.log" 2>&1 < /dev/null &
+        log "$name: started"
+    fi
+    t0=$(date +%s)
+    until [ -f "$W/$name.done" ] || [ $(( $(date +%s) - t0 )) -ge ${WAIT_S:-540} ]; do sleep 5; done
+    [ -f "$W/$name.done" ] && log "$name: done, rc $(cat "$W/$name.done")" || log "$name: still running"
 }
 
 wait_collect() {
@@ -769,15 +796,10 @@ mem_bg)  # issue 15 (session 40): fast rules on fresh memory episodes, detached 
          # the finished ones ($OUT/mem_out_<W's name>.tgz). MEM_RULES="NAME=evaluate arguments;..." (e.g. "phi=--variants
          # no_temp_lora;rev2=--variants full --temp-lora-lr 3e-3 --temp-lora-steps 2 --temp-lora-reverse"), MEM_MODES
          # ("recall free"), MEM_STEPS (denoising steps, 2)
-    if [ ! -f "$W/mem_bg.started" ]; then
-        [ -n "${MEM_SEED:-}" ] && [ -n "${MEM_RULES:-}" ] || { echo "mem_bg: MEM_SEED and MEM_RULES are needed" >&2; exit 2; }
-        date +%s > "$W/mem_bg.started"
-        setsid nohup bash -c "bash '$0' mem_run; echo \$? > '$W/mem_bg.done'" > "$W/mem_bg.log" 2>&1 < /dev/null &
-        log "mem_bg: started (seed $MEM_SEED)"
+    if [ ! -f "$W/mem_bg.started" ] && { [ -z "${MEM_SEED:-}" ] || [ -z "${MEM_RULES:-}" ]; }; then
+        echo "mem_bg: MEM_SEED and MEM_RULES are needed" >&2; exit 2
     fi
-    t0=$(date +%s)
-    until [ -f "$W/mem_bg.done" ] || [ $(( $(date +%s) - t0 )) -ge ${WAIT_S:-540} ]; do sleep 5; done
-    [ -f "$W/mem_bg.done" ] && log "mem_bg: done, rc $(cat "$W/mem_bg.done")" || log "mem_bg: still running"
+    detached mem_bg mem_run
     tail -n 20 "$W/mem_bg.log"; grep -v "^| variant\|^|---\|^| copy" "$W"/mem_out/*.log 2>/dev/null | grep ":| " | cut -c1-200
     mkdir -p "$OUT" && tar czf "$OUT/mem_out_$(basename "$W").tgz" -C "$W" --exclude=videos mem_out mem_collect.log mem_bg.log
     ;;
@@ -811,15 +833,10 @@ distill_bg)  # issue 16 (session 41): MODEL distilled to STUDENT_STEPS (1) denoi
             # rules DISTILL_RULES on $W/mem (mem_collect's episodes; names d_<rule>, at the student's steps, recall and
             # free with sheets), and the bench at the student's steps (BENCH_ARGS). Results: $OUT/distill_out.tgz, the
             # model's shards in $OUT/distilled/.
-    if [ ! -f "$W/distill_bg.started" ]; then
-        [ -f "$W/collect.log" ] || { echo "distill_bg: no training episodes on this machine: DETACH=1 ... collect first" >&2; exit 3; }
-        date +%s > "$W/distill_bg.started"
-        setsid nohup bash -c "bash '$0' distill_run; echo \$? > '$W/distill_bg.done'" > "$W/distill_bg.log" 2>&1 < /dev/null &
-        log "distill_bg: started"
+    if [ ! -f "$W/distill_bg.started" ] && [ ! -f "$W/collect.log" ]; then
+        echo "distill_bg: no training episodes on this machine: DETACH=1 ... collect first" >&2; exit 3
     fi
-    t0=$(date +%s)
-    until [ -f "$W/distill_bg.done" ] || [ $(( $(date +%s) - t0 )) -ge ${WAIT_S:-540} ]; do sleep 5; done
-    [ -f "$W/distill_bg.done" ] && log "distill_bg: done, rc $(cat "$W/distill_bg.done")" || log "distill_bg: still running"
+    detached distill_bg distill_run
     tail -n 25 "$W/distill_bg.log"; grep -h "distill step" "$W/train_distill.log" 2>/dev/null | tail -n 4 | cut -c1-200
     grep -v "^| variant\|^|---\|^| copy" "$W"/mem_out/d_*.log 2>/dev/null | grep ":| " | cut -c1-200
     mkdir -p "$OUT" && tar czf "$OUT/distill_out.tgz" -C "$W" --exclude=videos --exclude='model-0000*' \
