@@ -1,4 +1,4 @@
-"""Few-step distillation (issue 16): the student's path is DDIM's, and its one pass comes to sample the teacher's four."""
+"""Few-step distillation (issue 16): the student walks DDIM's path; its one pass comes to sample the teacher's four."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Why: the learned env's denoising passes are most of its step (compiled, N = 256: 0.17 of 0.29 s a step at 2 passes,
 docs/RESULTS.md, session 29), so fewer passes is the way to its speed target; but one DDIM pass of the slow-trained Φ
-is no sampler: the arm is gone from every frame (session 12, `docs/demo_sheet_1_vs_8_steps_s12_cpu.png`). Distillation
+draws the mean: on an older model no arm at all (session 12), on run 13 an orange cube at every reopen whatever the
+real colour, with a PSNR that blur inflates (session 41). Distillation
 (Luhman & Luhman 2021; the targets of progressive distillation, Salimans & Ho 2022) trains Φ, started from the
 teacher, so that its own few passes land where the teacher's many do, for the same context, action and initial noise.
 

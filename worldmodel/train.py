@@ -1,11 +1,8 @@
-"""Slow learning, the slow-fast loop, and VAE fitting, with atomic checkpoints and exact resume.
+"""Slow learning, the slow-fast loop, VAE fitting and few-step distillation, with atomic checkpoints and exact resume.
 
 Phases (run one per `Trainer.fit` call, in this order for a model from scratch):
 - `vae`: fit the small AutoencoderKL on frames, then set the latent scaling factor (frozen afterwards).
 - `slow`: update Φ (the UNet and action encoder) on chunk windows.
-- `distill`: Φ learns to sample in `student_steps` DDIM passes what the frozen Φ it started from samples in
-  `teacher_steps` (`worldmodel.distill`; issue 16's speed), from the latent cache; the model then samples with
-  `student_steps`.
 - `slow_fast`: per episode, Θ learns chunk after chunk (inner loop); Φ is updated with Θ frozen on the
   loss of each chunk given the memory of the chunks before it (outer loop), so Φ learns to use Θ. The
   episodes of a batch run together, each with its own Θ (`BatchedTempLoRA`: one forward/backward per
@@ -13,6 +10,9 @@ Phases (run one per `Trainer.fit` call, in this order for a model from scratch):
   the model nor among the optimizer's, that takes no gradient from the outer loss. The episode windows' length is the data's
   (`experiments.train`'s ``data.episode_chunks``, default 12: a scene memory episode's first visit and
   its revisit, 6-8 chunks apart, fall in one window; 4 never held both).
+- `distill`: Φ learns to sample in `student_steps` DDIM passes what the frozen Φ it started from samples in
+  `teacher_steps` (`worldmodel.distill`; issue 16's speed), from the latent cache; the model then samples with
+  `student_steps`.
 
 Data order depends only on (seed, step), and RNG states are checkpointed, so a resumed run repeats the
 uninterrupted run's loss curve.
