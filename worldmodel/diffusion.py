@@ -63,6 +63,17 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, given_mask: torch.Tenso
     return ((pred.float() - target.float()) ** 2 * weighted_keep).sum(dim=dims) / denom
 
 
+def new_frames_error(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean squared error of new-frame predictions (B, C, Tn, h, w), or with ``weights`` ((B, 1, 1, h, w),
+    `object_loss_weights`) the weighted mean sum(weight * err^2) / sum(weight), as `masked_mse` computes them but
+    without its data-dependent check: the form `torch.compile` traces (the cached slow step, distillation)."""
+    err = (pred.float() - target.float()) ** 2
+    if weights is None:
+        return err.mean()
+    weights = weights.float().expand(err.shape)
+    return (err * weights).sum() / weights.sum()
+
+
 def object_loss_weights(object_pixels: torch.Tensor, frame_width: torch.Tensor | float, latent_size: int,
                         new_frames: int, weight: float, radius: int) -> torch.Tensor:
     """Loss weights (B, 1, 1, h, w): 1 + `weight` on the latent cells along the cube's path, 1 elsewhere.

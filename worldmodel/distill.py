@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .diffusion import make_sampler, sample_new_frames, unet_input
+from .diffusion import new_frames_error, sample_new_frames, unet_input
 from .latent_cache import CachedBatch, encode_cached_action
 from .model import SlowFastVGen
 
@@ -47,7 +47,7 @@ class SamplerDistillation:
         self.teacher_unet = copy.deepcopy(model.unet).requires_grad_(False).eval()
         self.teacher_action = copy.deepcopy(model.action_encoder).requires_grad_(False).eval()
         self._teacher = torch.compile(self.teacher_unet, dynamic=False) if compile_teacher else self.teacher_unet
-        sampler = make_sampler(model.config, model.scheduler)
+        sampler = model.sampler()
         sampler.set_timesteps(student_steps)
         self.student_timesteps = sampler.timesteps.long().clone()  # (S,) descending: the student's passes
 
@@ -56,8 +56,7 @@ class SamplerDistillation:
                        noise: torch.Tensor) -> torch.Tensor:
         """The teacher's K-step sample (B, C, Tn, h, w) of the new frames after ``context`` from initial ``noise``."""
         cond = encode_cached_action(self.teacher_action, text_emb, vectors, None, context.shape[0])
-        sampler = make_sampler(self.model.config, self.model.scheduler)
-        return sample_new_frames(self._teacher, sampler, context, noise.shape[2], cond, self.teacher_steps,
+        return sample_new_frames(self._teacher, self.model.sampler(), context, noise.shape[2], cond, self.teacher_steps,
                                  noise=noise)
 
     def loss(self, batch: CachedBatch, student_loss: Any, alphas_cumprod: torch.Tensor,
@@ -86,11 +85,7 @@ class SamplerDistillation:
         given[:, :tc] = True
         x = torch.cat([context, noisy.to(context.dtype)], dim=2)
         pred = m.unet(unet_input(x, x, given), t, encoder_hidden_states=cond).sample[:, :, tc:]
-        err = (pred.float() - target) ** 2
-        if weights is None:
-            return err.mean()
-        weights = weights.float().expand(err.shape)
-        return (err * weights).sum() / weights.sum()
+        return new_frames_error(pred, target, weights)
 
 
 def path_point(noise: torch.Tensor, target_x0: torch.Tensor, t: torch.Tensor, first_t: torch.Tensor,

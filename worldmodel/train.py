@@ -56,7 +56,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attention import check_attention, sdpa_backends
-from .diffusion import revisit_chunks, unet_input
+from .diffusion import new_frames_error, revisit_chunks, unet_input
 from .distill import SamplerDistillation
 from .latent_cache import CachedBatch, LatentCache, encode_cached_action
 from .model import Chunk, SlowFastVGen, frames_to_tensor
@@ -617,11 +617,7 @@ class Trainer:
         noisy = sqrt_a * latents + sqrt_1ma * noise
         pred = m.unet(unet_input(noisy, latents, given), t, encoder_hidden_states=cond).sample
         target = sqrt_a * noise - sqrt_1ma * latents if m.config.prediction_type == "v_prediction" else noise
-        err = (pred[:, :, tc:].float() - target[:, :, tc:].float()) ** 2
-        if weights is None:
-            return err.mean()
-        weights = weights.float().expand(err.shape)
-        return (err * weights).sum() / weights.sum()
+        return new_frames_error(pred[:, :, tc:], target[:, :, tc:], weights)
 
     def lr_at(self, step: int, progress: float | None = None) -> float:
         """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then the schedule; ``progress``

@@ -15,8 +15,8 @@ import torch
 from torch.utils.data import Subset
 
 from envs.data import ChunkDataset
-from worldmodel.distill import SamplerDistillation
-from worldmodel.latent_cache import LatentCache
+from worldmodel.diffusion import sample_new_frames
+from worldmodel.latent_cache import LatentCache, encode_cached_action
 from worldmodel.loading import load_model
 
 teacher_path, student_path, data = sys.argv[1:4]
@@ -32,13 +32,19 @@ tc, result = mc.context_frames, {}
 batch = cache.batch(torch.arange(len(cache)))
 noise = torch.randn(batch.latents[:, :, tc:].shape, generator=torch.Generator().manual_seed(0))
 context = batch.latents[:, :, :tc]
+
+
+def sample(model, passes: int) -> torch.Tensor:
+    """The model's DDIM sample of the windows' new latents from ``noise`` in ``passes`` passes."""
+    cond = encode_cached_action(model.action_encoder, batch.text_emb, batch.vectors, None, len(cache))
+    return sample_new_frames(model.unet, model.sampler(), context, noise.shape[2], cond, passes, noise=noise)
+
+
 with torch.no_grad():
-    eight = SamplerDistillation(teacher, 8, 1).teacher_sample(context, batch.text_emb, batch.vectors, noise)
+    eight = sample(teacher, 8)
     ref_frames = teacher.decode_latents(eight)
     for name, model in (("teacher at 1 pass", teacher), ("student at 1 pass", student)):
-        one = SamplerDistillation(model, 8, 1)  # its own passes: teacher_sample runs the model given, at 1 step here
-        one.teacher_steps = 1
-        x = one.teacher_sample(context, batch.text_emb, batch.vectors, noise)
+        x = sample(model, 1)
         frames = model.decode_latents(x)
         mse = float(((frames.float() - ref_frames.float()) ** 2).mean())
         result[name] = {"latent_mse_to_8_passes": float(((x - eight) ** 2).mean()),
