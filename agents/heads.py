@@ -253,6 +253,15 @@ def describe_fit(fit: HeadsFit) -> str:
                          for task, v in fit.imagined["hindsight_per_task"].items()) if fit.imagined else ""))
 
 
+def _shown(path: Path) -> str:
+    """``path`` as results record it: relative to the working directory where it lies inside it, so that a
+    result file names the shipped heads as `worldmodel/weights/default/heads`, not a machine's absolute path."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def resolve_heads(spec: Any, model_folder: Path | None, data: str | Path | None, out_dir: Path | None,
                   frame_size: int, device: str | torch.device = "cpu", fit_steps: int = 2000,
                   max_episodes: int | None = None, seed: int = 0, log=print) -> tuple[RewardHeads, dict]:
@@ -267,11 +276,11 @@ def resolve_heads(spec: Any, model_folder: Path | None, data: str | Path | None,
         return RewardHeads.from_pretrained(spec, device), {"source": str(spec)}
     if model_folder is not None and (Path(model_folder) / HEADS_DIR).is_dir():
         path = Path(model_folder) / HEADS_DIR
-        return RewardHeads.from_pretrained(path, device), {"source": str(path)}
+        return RewardHeads.from_pretrained(path, device), {"source": _shown(path)}
     if out_dir is not None and (Path(out_dir) / HEADS_DIR / "heads.json").is_file():
         path = Path(out_dir) / HEADS_DIR
         info = json.loads((path / "fit.json").read_text()) if (path / "fit.json").is_file() else {}
-        return RewardHeads.from_pretrained(path, device), {"source": str(path), **info}
+        return RewardHeads.from_pretrained(path, device), {"source": _shown(path), **info}
     if not data:
         raise SystemExit("no reward heads: the model has no heads/ folder and no heads were given. Pass heads=FOLDER "
                          "(--heads), or the real dataset the world model learned from (data=PATH / --data, h5 "

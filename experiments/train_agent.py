@@ -122,7 +122,7 @@ def run(cfg: DictConfig, argv: list[str] | None = None) -> dict:
                             progress_bar=cfg.progress)
         policy = train_ppo(env, ppo_cfg, resume=path, deadline=deadline)
         env.close()
-        policy.save(path)
+        policy.save(path, exclude=["tensorboard_log"])  # a folder of this machine: not part of the policy
         entry = dict(env_steps=int(policy.num_timesteps), train_seconds=round(policy.train_seconds, 1),
                      real_env_steps_while_learning=0 if kind == "imagination" else int(policy.num_timesteps),
                      real=None, command=record["command"], date=record["date"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 
 import gymnasium as gym
 import numpy as np
@@ -695,6 +696,22 @@ def test_plan_eval_pairs_the_planners_seed_by_seed():
     assert "| memory_drawer | 3 | 1 | 1 [3] | 1 [4] |" in table
 
 
+def test_resolved_heads_are_named_from_the_working_directory(heads, tmp_path, monkeypatch):
+    """Results record where their heads came from as a reader can reproduce it (`worldmodel/weights/default/heads`
+    for the shipped model's), not as this machine's absolute path; a folder outside the working directory stays
+    as it is."""
+    from agents.heads import resolve_heads
+
+    heads.save_pretrained(tmp_path / "work" / "model" / "heads")
+    monkeypatch.chdir(tmp_path / "work")
+    _, info = resolve_heads(None, tmp_path / "work" / "model", None, None, 16)
+    assert info["source"] == "model/heads"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    _, info = resolve_heads(None, tmp_path / "work" / "model", None, None, 16)
+    assert info["source"] == str(tmp_path / "work" / "model" / "heads")
+
+
 def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
     from pathlib import Path
 
@@ -728,6 +745,8 @@ def test_train_agent_in_imagination_then_real_scene(saved, tmp_path):
     assert agent["env_steps"] == 2 + 8 and agent["real_env_steps_while_learning"] == 0  # + whole rollouts of 4 x 2
     assert agent["real"]["per_task"]["task1_open"]["n"] == 1
     assert (tmp_path / "imagination_ppo.zip").is_file() and "| PPO in imagination" in (tmp_path / "train_agent.md").read_text()
+    with zipfile.ZipFile(tmp_path / "imagination_ppo.zip") as saved_policy:  # no path of this machine in it
+        assert not any(str(tmp_path).encode() in saved_policy.read(name) for name in saved_policy.namelist())
     assert record["heads"]["source"].startswith("fitted on") and record["heads"]["heldout_chunks"] == 3
     assert (tmp_path / "heads" / "heads.json").is_file() and (tmp_path / "heads" / "fit.json").is_file()
     with np.load(tmp_path / "start_frames.npz") as starts:
