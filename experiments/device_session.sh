@@ -662,7 +662,7 @@ pilot() {
         init_from=$BASE data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/$name num_workers=6 \
         progress=false time_limit_min=$minutes phases.vae.steps=0 phases.slow.steps=0 phases.slow_fast.steps=$SLOW_FAST_STEPS \
         phases.slow_fast.batch_size=${SF_BATCH:-16} $extra > "$W/train_$name.log" 2>&1
-    echo $? > "$W/$name.rc"; cp -r "$W/init/heads" "$W/$name/model/heads" 2>/dev/null
+    echo $? > "$W/$name.rc"  # the saved model holds its init model's heads (experiments.train keeps them)
     [ -f "$W/$name/model/config.json" ] && EVALS="recall free" evaluate_model "$W/$name/model" "$R/eval_$name" $gpu
     if [ -n "${ORACLE_SETTINGS:-}" ] && [ -f "$W/$name/model/config.json" ]; then  # the init model's oracle, on the pilot
         CUDA_VISIBLE_DEVICES=$gpu timeout $(( $(left_min) * 60 )) $PY -m experiments.reopen_oracle --model $W/$name/model \
@@ -855,7 +855,6 @@ distill_run)  # distill_bg's detached work
         phases.distill.student_steps=$STUDENT phases.distill.lr_schedule=cosine phases.distill.decay_by_deadline=true \
         ${DISTILL_EXTRA:-} > "$W/train_distill.log" 2>&1
     log "distill: exit code $?"; [ -f "$W/distill/model/config.json" ] || exit 3
-    cp -r "$MODEL/heads" "$W/distill/model/heads"
     MODEL=$W/distill/model MEM_STEPS=$STUDENT MEM_RULES="${DISTILL_RULES:-d_phi=--variants no_temp_lora --sheet}" \
         bash "$0" mem_run
     MODEL=$W/distill/model BENCH_STEPS=$STUDENT BENCH_REAL=off BENCH_TAG=_distilled OUT=$W/distill_bench \
@@ -983,7 +982,7 @@ pipeline)  # GPU 0: PPO while the scenes render, then the slow phase (SLOW_STEPS
             phases.slow.lr_schedule=$LR_SCHEDULE phases.slow.decay_by_deadline=$DECAY_BY_DEADLINE \
             phases.slow.compile=$COMPILE phases.slow.checkpoint_every=$CKPT_EVERY phases.slow_fast.steps=0 ${SLOW_EXTRA:-} \
             > "$W/train.log" 2>&1
-         echo $? > "$W/run.rc"; cp -r "$W/init/heads" "$W/run/model/heads" 2>/dev/null
+         echo $? > "$W/run.rc"  # the saved model holds the init model's heads (experiments.train keeps them)
          # EVAL_GPU=0 (two GPUs): the new model's evaluations right after its training, on the GPU it trained on
          [ "${EVAL_GPU:-$AUX_GPU}" = 0 ] && [ -f "$W/run/model/config.json" ] && evaluate_model "$W/run/model" "$R/eval_slow" 0
      else

@@ -244,3 +244,35 @@ def test_vae_phase_reduces_reconstruction_error(tmp_path, chunk_dataset):
                                               out_dir=str(tmp_path))).fit(progress=False)
     assert recon_error() < 0.6 * before
     assert model.config.vae_scaling_factor != 1.0
+
+
+def test_a_trained_model_keeps_the_heads_and_start_frames_of_the_model_it_started_from(tmp_path):
+    """`experiments.train init_from=M` saves a model with M's reward heads and real start frames beside its new
+    weights (without heads every `SlowFastVGen-v0` reward is 0), also when the saved model replaces M itself."""
+    from pathlib import Path
+
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from experiments import train as train_script
+    from worldmodel.heads import HeadsConfig, RewardHeads
+
+    init = tmp_path / "run" / "model"
+    model = _model()
+    model.save_pretrained(init)
+    frame = model.config.frame_size
+    RewardHeads(HeadsConfig(frame_size=frame, channels=(4,), text_dim=8, hidden=8)).save_pretrained(init / "heads")
+    starts = np.random.default_rng(0).integers(0, 256, (3, frame, frame, 3), dtype=np.uint8)
+    np.savez(init / "start_frames.npz", frames=starts)
+    heads_files = {p.name: p.read_bytes() for p in (init / "heads").iterdir()}
+    conf = Path(__file__).resolve().parents[1] / "experiments" / "conf"
+    overrides = [f"init_from={init}", f"out_dir={tmp_path / 'run'}", "progress=false", "data.synthetic_episodes=2",
+                 "data.synthetic_chunks=2", "phases.vae.steps=0", "phases.slow.steps=1", "phases.slow.batch_size=2",
+                 "phases.slow_fast.steps=0", "phases.distill.steps=0"]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        saved = train_script.run(compose(config_name="train", overrides=overrides))
+    assert saved == init and (saved / "config.json").is_file()
+    assert {p.name: p.read_bytes() for p in (saved / "heads").iterdir()} == heads_files
+    with np.load(saved / "start_frames.npz") as kept:
+        assert np.array_equal(kept["frames"], starts)
+    assert not (tmp_path / "run" / ".init_extras").exists()
