@@ -54,7 +54,8 @@ def markdown(result: dict) -> str:
         f"{', '.join(s['tasks']) if s['tasks'] else 'all'})",
         f"- rollout: {s['mode']}; denoising steps: {s['steps']}; Temp-LoRA steps per chunk: {s['temp_lora_steps']}, "
         f"lr {s.get('temp_lora_lr', '?')}, objective {s.get('temp_lora_objective', '?')}, "
-        f"draws {s.get('temp_lora_draws', '?')}, rehearsal {s.get('temp_lora_rehearsal', '?')}"
+        f"draws {s.get('temp_lora_draws', '?')} (t: {s.get('temp_lora_timesteps', 'sampler')}), "
+        f"rehearsal {s.get('temp_lora_rehearsal', '?')}"
         f"{', reversed too' if s.get('temp_lora_reverse') else ''}"
         f"{f', and its {phases} frame phases before' if phases else ''}"
         f"{', scored on the first sampler pass' if s.get('temp_lora_reuse_sampler_pass') else ''}"

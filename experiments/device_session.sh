@@ -400,6 +400,12 @@
 #      --reuse-pass --fast-batch 256 --chunks 8" ... distill_bg;  4. the same again, then WAIT_S=5 ... mem_bg (all of
 #      mem_out back). The distilled model is a candidate default only with its recall, free dynamic PSNR, outcome and a
 #      sheet looked at beside the 8-step default's (docs/RESULTS.md, "Distilling the sampler to one pass").
+# Session 42: no machine lent (status said so; no call). The CPU student on the CPU: 0.47 s per env step with the usual
+# fast step (target met), outcome agreement 94 of 100 against the teacher's 96; its fast steps at its one t = 999 cost
+# recall (3 of 40 against 9 for Φ alone) and the phases rule wrecked it (-4.9 dB at 3e-3, -3.2 at 1e-3); on the
+# teacher's 8-pass grid the usual step recalled 7 at no fidelity cost. The distill phase now sets the student's
+# temp_lora.timesteps to teacher_steps, so step 3's rules run on that grid; add "d_full=--variants full;d_ph4lr1=<d_ph4
+# at --temp-lora-lr 1e-3>" to DISTILL_RULES. The saved model now keeps init_from's heads (no manual copy).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"

@@ -94,6 +94,15 @@ NO_CHUNK_NOTE = ("no_chunk_input skipped: pass --no-chunk-model PATH (a model tr
                  "e.g. `python -m experiments.train ... model.context_frames=1`)")
 
 
+def _fast_timesteps(value: str) -> str | int:
+    """``--temp-lora-timesteps``: 'sampler', 'uniform' or a number of DDIM passes (>= 1)."""
+    if value in ("sampler", "uniform"):
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected sampler, uniform or a number of passes >= 1, got {value!r}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
@@ -119,6 +128,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="fast learning objective (default: the model's)")
     p.add_argument("--temp-lora-draws", type=int, default=None,
                    help="(t, noise) draws per fast step (default: the model's)")
+    p.add_argument("--temp-lora-timesteps", type=_fast_timesteps, default=None,
+                   help="where fast steps draw t: sampler (the model's passes), uniform (all training timesteps), or "
+                        "N: the DDIM timesteps of N passes (TempLoRAConfig.timesteps; default: the model's)")
     p.add_argument("--temp-lora-rehearsal", type=int, default=None,
                    help="windows of the episode so far replayed in each fast step, so that later updates do not "
                         "overwrite what an earlier chunk stored (default: the model's)")
@@ -192,6 +204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-blocks needs at least one block prefix, e.g. up_blocks")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
+                                        ("timesteps", args.temp_lora_timesteps),
                                         ("rehearsal", args.temp_lora_rehearsal),
                                         ("reverse", args.temp_lora_reverse),
                                         ("reverse_phases", args.temp_lora_reverse_phases),
@@ -457,6 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_lr": args.temp_lora.get("lr", cfg.temp_lora.lr),
                     "temp_lora_objective": args.temp_lora.get("objective", cfg.temp_lora.objective),
                     "temp_lora_draws": args.temp_lora.get("draws", cfg.temp_lora.draws),
+                    "temp_lora_timesteps": args.temp_lora.get("timesteps", cfg.temp_lora.timesteps),
                     "temp_lora_rehearsal": args.temp_lora.get("rehearsal", cfg.temp_lora.rehearsal),
                     "temp_lora_reverse": args.temp_lora.get("reverse", cfg.temp_lora.reverse),
                     "temp_lora_reverse_phases": args.temp_lora.get("reverse_phases", cfg.temp_lora.reverse_phases),

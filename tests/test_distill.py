@@ -67,6 +67,7 @@ def test_distilled_one_pass_samples_what_the_teacher_samples_in_four(tmp_path, t
     after = _one_step_gap(model, cache, four, noise)
     assert after < 0.5 * before, (before, after, history)
     assert model.config.sample_steps == 1  # the saved model samples as it was distilled
+    assert model.config.temp_lora.timesteps == 4  # and its fast steps learn on the teacher's passes
     for k, v in trainer.distillation.teacher_unet.state_dict().items():  # the teacher stays the model it started as
         torch.testing.assert_close(v, teacher[k])
     assert all(p.grad is None for p in trainer.distillation.teacher_unet.parameters())

@@ -164,7 +164,10 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
                                  "up_blocks.2+up_blocks.3"]).temp_lora
     assert (variant_config("full", model, cheap).update_every, variant_config("full", model, cheap).blocks) == \
         (4, ("up_blocks.2", "up_blocks.3"))
-    for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1"),
+    for given, timesteps in (("8", 8), ("uniform", "uniform")):
+        chosen = evaluate.parse_args(["--synthetic", "--temp-lora-timesteps", given]).temp_lora
+        assert variant_config("full", model, chosen).timesteps == timesteps
+    for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1"), ("--temp-lora-timesteps", "0"),
                       ("--temp-lora-reverse-phases", "-1"), ("--temp-lora-update-every", "0"),
                       ("--temp-lora-blocks", "+")):
         with pytest.raises(SystemExit) as err:

@@ -225,6 +225,12 @@ def test_fast_batch_draws_sampler_timesteps_and_rehearses(model):
     assert not torch.equal(forward_rows[3], forward_rows[3].flip(1))  # a window that a flip changes
     uniform = rule.fast_timesteps(dataclasses.replace(cfg, timesteps="uniform"), model)
     assert len(uniform) == model.scheduler.config.num_train_timesteps
+    passes = model.config.sample_steps + 3  # a distilled model's fast steps on its teacher's passes
+    teachers = rule.fast_timesteps(dataclasses.replace(cfg, timesteps=passes), model)
+    assert len(teachers) == passes and set(ts.tolist()) != set(teachers.tolist())
+    for bad in (0, True, "teacher"):
+        with pytest.raises(ValueError, match="unknown Temp-LoRA timesteps"):
+            dataclasses.replace(cfg, timesteps=bad)
 
 
 

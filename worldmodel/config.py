@@ -72,8 +72,10 @@ class TempLoRAConfig:
     # Timesteps of the fast loss: "sampler" draws t from the timesteps the model samples with (the DDIM
     # timesteps of model.config.sample_steps), the only ones at which Θ changes what is generated;
     # "uniform" draws t from all num_train_timesteps (~12% of draws then fall below the sampler's
-    # smallest t, where the loss is large and says nothing about sampling).
-    timesteps: Literal["sampler", "uniform"] = "sampler"
+    # smallest t, where the loss is large and says nothing about sampling). An int N: the DDIM timesteps of N
+    # passes, whatever the model samples with: a model distilled to one pass keeps learning on its teacher's
+    # passes (the distill phase sets it), as every fast step at its one t = 999 cost recall and fidelity (session 42).
+    timesteps: Literal["sampler", "uniform"] | int = "sampler"
     # (t, noise) draws per fast step, batched as one forward: the gradient of one draw is mostly noise.
     draws: int = 1
     # Rehearsal: each fast step also trains on this many windows drawn from the episode so far (the new
@@ -119,8 +121,10 @@ class TempLoRAConfig:
             raise ValueError(f"invalid Temp-LoRA config: rank={self.rank}, steps={self.steps}, lr={self.lr}")
         if self.rollback not in ("expected", "median", "finite"):
             raise ValueError(f"unknown Temp-LoRA rollback {self.rollback!r}; expected 'expected', 'median' or 'finite'")
-        if self.timesteps not in ("sampler", "uniform"):
-            raise ValueError(f"unknown Temp-LoRA timesteps {self.timesteps!r}; expected 'sampler' or 'uniform'")
+        if (self.timesteps not in ("sampler", "uniform") if isinstance(self.timesteps, str)
+                else isinstance(self.timesteps, bool) or not isinstance(self.timesteps, int) or self.timesteps < 1):
+            raise ValueError(f"unknown Temp-LoRA timesteps {self.timesteps!r}; expected 'sampler', 'uniform' or a "
+                             "number of DDIM passes >= 1")
         if self.update_every < 1:
             raise ValueError(f"invalid Temp-LoRA config: update_every={self.update_every} (>= 1)")
         if self.draws < 1 or self.rehearsal < 0:

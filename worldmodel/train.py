@@ -42,7 +42,7 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -435,8 +435,10 @@ class Trainer:
         self.apply_ema()
         if cfg.phase == "vae" and self.finished:
             self.calibrate_vae_scale()
-        if cfg.phase == "distill" and self.step > 0:  # what the student learnt to sample with (and Θ's timesteps)
+        if cfg.phase == "distill" and self.step > 0:  # what the student learnt to sample with
             self.model.config.sample_steps = cfg.student_steps
+            if self.model.config.temp_lora.timesteps == "sampler":  # Θ keeps learning on the teacher's passes
+                self.model.config.temp_lora = replace(self.model.config.temp_lora, timesteps=cfg.teacher_steps)
         self.model.eval()
         return self.history
 

@@ -121,11 +121,12 @@ def keeps_history(config: TempLoRAConfig) -> bool:
 
 
 def fast_timesteps(config: TempLoRAConfig, model: Any) -> torch.Tensor:
-    """The timesteps a fast step draws t from (int64, CPU): the sampler's or all training timesteps."""
+    """The timesteps a fast step draws t from (int64, CPU): the sampler's, those of a sampler of
+    ``config.timesteps`` passes, or all training timesteps."""
     if config.timesteps == "uniform":
         return torch.arange(model.scheduler.config.num_train_timesteps)
     sampler = make_sampler(model.config, model.scheduler)
-    sampler.set_timesteps(model.config.sample_steps)
+    sampler.set_timesteps(config.timesteps if isinstance(config.timesteps, int) else model.config.sample_steps)
     return torch.as_tensor(sampler.timesteps).detach().to("cpu", torch.int64).clone()
 
 
