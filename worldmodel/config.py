@@ -121,8 +121,9 @@ class TempLoRAConfig:
             raise ValueError(f"invalid Temp-LoRA config: rank={self.rank}, steps={self.steps}, lr={self.lr}")
         if self.rollback not in ("expected", "median", "finite"):
             raise ValueError(f"unknown Temp-LoRA rollback {self.rollback!r}; expected 'expected', 'median' or 'finite'")
-        if (self.timesteps not in ("sampler", "uniform") if isinstance(self.timesteps, str)
-                else isinstance(self.timesteps, bool) or not isinstance(self.timesteps, int) or self.timesteps < 1):
+        known = (self.timesteps in ("sampler", "uniform") if isinstance(self.timesteps, str)
+                 else type(self.timesteps) is int and self.timesteps >= 1)
+        if not known:
             raise ValueError(f"unknown Temp-LoRA timesteps {self.timesteps!r}; expected 'sampler', 'uniform' or a "
                              "number of DDIM passes >= 1")
         if self.update_every < 1:

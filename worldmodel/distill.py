@@ -14,10 +14,11 @@ t_0 > ... > t_{S-1} through the latents x_i = sqrt(ā_i) x̃0 + sqrt(1 - ā_i) �
 implies (x_0 = z, so ε = (z - sqrt(ā_0) x̃0) / sqrt(1 - ā_0)); at pass i its target is the prediction whose x0
 estimate is x̃0 (`diffusion.pass_target`'s formula). At S = 1 this is one pass on z, scored against x̃0.
 
-The distilled model samples with S steps (`Trainer` sets `sample_steps`). Temp-LoRA's fast loss, which drew t from the
-sampler's timesteps (`TempLoRAConfig.timesteps="sampler"`, the default), keeps drawing it from the teacher's K passes
-(`timesteps=K`): on session 41's CPU student every fast step at its one t = 999 cost cube recall (3 of 40 reopens
-against 9 for Φ alone) and 0.23 dB of dynamic PSNR; on the teacher's passes it recalled 7 at +0.01 dB (session 42).
+The distilled model samples with S steps (`Trainer` sets `sample_steps`), and Temp-LoRA's fast loss, by default on
+the timesteps the model samples with (`TempLoRAConfig.timesteps="sampler"`), is set to draw t from the teacher's K
+passes (`timesteps=K`): on session 41's CPU student every fast step at its one t = 999 cost cube recall (3 of 40
+reopens against 9 for Φ alone) and 0.23 dB of dynamic PSNR; on the teacher's passes it recalled 7, level with Φ
+alone in dynamic PSNR (session 42).
 """
 
 from __future__ import annotations
