@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from envs.world_model_env.assets import copy_model_extras
+from envs.world_model_env.assets import save_keeping_extras
 from worldmodel.deepen import deepen
 from worldmodel.loading import load_model
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
     if diff > 1e-3 * max(1.0, before.abs().max().item()):
         raise SystemExit(f"the deepened UNet's output differs from the source's by {diff:.3g}: not written")
     out = Path(args.out)
-    model.save_pretrained(out, dtype=getattr(torch, args.dtype))
-    copy_model_extras(folder, out)
+    save_keeping_extras(model, folder, out, dtype=getattr(torch, args.dtype))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     new_params = sum(q.numel() for q in model.unet.parameters())
     print(f"UNet {old_params / 1e6:.1f} M -> {new_params / 1e6:.1f} M parameters, layers per block "

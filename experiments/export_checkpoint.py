@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from envs.world_model_env.assets import copy_model_extras
+from envs.world_model_env.assets import save_keeping_extras
 from worldmodel.config import WorldModelConfig
 from worldmodel.loading import load_model, model_folder
 from worldmodel.model import CONFIG_NAME, load_weights
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
     out = Path(args.out)
     card = (f"# Exported checkpoint\n\nThe weights of `{checkpoint.name}` at step {step} (moving average in place), "
             f"on the model the run started from.\n")
-    model.save_pretrained(out, card=card, dtype=getattr(torch, args.dtype))
-    copy_model_extras(folder, out)
+    save_keeping_extras(model, folder, out, card=card, dtype=getattr(torch, args.dtype))
     print(f"step {step}: wrote {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MiB)")
     return out
 

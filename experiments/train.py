@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from accelerate.logging import get_logger
 from omegaconf import DictConfig, OmegaConf
 
 from envs.data import ChunkDataset, EpisodeDataset
-from envs.world_model_env.assets import copy_model_extras
+from envs.world_model_env.assets import save_keeping_extras
 from worldmodel.config import WorldModelConfig
 from worldmodel.loading import load_model, model_folder
 from worldmodel.model import SlowFastVGen
@@ -116,18 +115,8 @@ def run(cfg: DictConfig) -> Path:
             break
     if state.is_main_process:
         card = model_card(cfg, timings, len(chunks), finished, state.num_processes)
-        # What the init model ships beside its weights (reward heads, start frames, skills) stays with the saved
-        # one: the heads read real frames, not the UNet, and without them every env reward is 0. Copied aside
-        # first, as the saved model may replace the very folder it started from.
-        init_folder, extras = model_folder(cfg.init_from) if cfg.init_from else None, out / ".init_extras"
-        shutil.rmtree(extras, ignore_errors=True)
-        if init_folder is not None:
-            extras.mkdir(parents=True)
-            copy_model_extras(init_folder, extras)
-        model.save_pretrained(out / "model", card=card, dtype=getattr(torch, cfg.save_dtype))
-        if extras.is_dir():
-            copy_model_extras(extras, out / "model")
-            shutil.rmtree(extras)
+        init_folder = model_folder(cfg.init_from) if cfg.init_from else None
+        save_keeping_extras(model, init_folder, out / "model", card=card, dtype=getattr(torch, cfg.save_dtype))
         (out / "train_summary.json").write_text(json.dumps(timings, indent=2))
         logger.info("saved %s", out / "model")
     state.wait_for_everyone()  # every process returns once the model is on disk

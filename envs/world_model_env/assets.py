@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,26 @@ MAX_H5_STARTS = 64
 
 
 def copy_model_extras(source: Path, dest: Path) -> None:
-    """Copy what `source` ships beside its weights (heads, start frames, skills) into the model folder `dest`:
-    a model trained or rebuilt from it (`experiments.deepen`, `experiments.export_checkpoint`) keeps them."""
+    """Copy what `source` ships beside its weights (heads, start frames, skills) into the folder `dest`."""
     for extra in (HEADS_DIR, START_FRAMES_FILE, SKILLS_FILE):
         if (source / extra).is_dir():
             shutil.copytree(source / extra, dest / extra, dirs_exist_ok=True)
         elif (source / extra).is_file():
             shutil.copy2(source / extra, dest / extra)
+
+
+def save_keeping_extras(model: Any, source: Path | None, dest: Path, **save_kwargs: Any) -> None:
+    """``model.save_pretrained(dest, **save_kwargs)`` with what the model folder ``source`` ships beside its
+    weights copied in: a model trained, exported or rebuilt from another (`experiments.train`, `export_checkpoint`,
+    `deepen`) keeps its reward heads (they read real frames, not the UNet; without them every env reward is 0),
+    start frames and skills. They are copied aside first, since saving replaces ``dest``, which may be ``source``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.extras.", dir=dest.parent) as staged:
+        if source is not None:
+            copy_model_extras(Path(source), Path(staged))
+        model.save_pretrained(dest, **save_kwargs)
+        copy_model_extras(Path(staged), dest)
 
 
 def frames_set(frames: Any, frame_size: int, name: str) -> np.ndarray:
