@@ -410,8 +410,9 @@
 # were refused too). Had one come: calls 2 and 3 of the plan above in one call (mem_bg with WAIT_S=1, then distill_bg),
 # DISTILL_MIN=6 for a budget near 1,400 s; on an H100 (80 GB) MEM_PROCS=2 beside the distillation.
 # On the CPU the student went on to 694 steps: level with the 8-pass default on 40 fresh reopens (9 vs 8, -0.02 dB with
-# Temp-LoRA) and in outcome agreement (97 vs 96), but at 2 passes it loses 0.8 dB: a one-pass model only. Before it
-# ships, either every command runs it at 1 pass or a 2-pass student is distilled beside it (STUDENT_STEPS=2).
+# Temp-LoRA) and in outcome agreement (97 vs 96), but at 2 passes it loses 0.8 dB: a one-pass model only. So distil
+# with STUDENT_STEPS=2: its pass at t = 999 has the one-pass student's target (both paths start there: DDIM's timesteps
+# are [999] and [999, 499]), so one student should serve the env at 1 pass and the commands that run 2 (to measure).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
