@@ -406,7 +406,7 @@
 # teacher's 8-pass grid the usual step recalled 7 at no fidelity cost. The distill phase now sets the student's
 # temp_lora.timesteps to teacher_steps, so step 3's rules run on that grid; add "d_full=--variants full;d_ph4lr1=<d_ph4
 # at --temp-lora-lr 1e-3>" to DISTILL_RULES. The saved model now keeps init_from's heads (no manual copy).
-# Session 43: no machine came (seven calls refused between 11:00 and 12:08 UTC, 556 s of device time; other sessions
+# Session 43: no machine came (eight calls refused between 11:00 and 13:05 UTC, 646 s of device time; other sessions
 # were refused too). Had one come: calls 2 and 3 of the plan above in one call (mem_bg with WAIT_S=1, then distill_bg),
 # DISTILL_MIN=6 for a budget near 1,400 s; on an H100 (80 GB) MEM_PROCS=2 beside the distillation.
 # On the CPU the student went on to 694 steps: level with the 8-pass default on 40 fresh reopens (9 vs 8, -0.02 dB with
