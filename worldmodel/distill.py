@@ -18,7 +18,9 @@ The distilled model samples with S steps (`Trainer` sets `sample_steps`), and Te
 the timesteps the model samples with (`TempLoRAConfig.timesteps="sampler"`), is set to draw t from the teacher's K
 passes (`timesteps=K`): on session 41's CPU student every fast step at its one t = 999 cost cube recall (3 of 40
 reopens against 9 for Φ alone) and 0.23 dB of dynamic PSNR; on the teacher's passes it recalled 7, level with Φ
-alone in dynamic PSNR (session 42).
+alone in dynamic PSNR (session 42). A one-pass student is a one-pass model only (at 2 passes session 43's CPU
+student lost 0.8 dB); one of 2 passes can serve both, since its first pass, at the same t = 999 on the same path, has
+the one-pass student's target (shown on the tiny model in tests/test_distill.py; on the default not yet measured).
 """
 
 from __future__ import annotations
