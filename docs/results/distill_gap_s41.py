@@ -1,11 +1,12 @@
 """How far a model's 1-pass sample lies from the teacher's 8-pass one, on held-out windows (session 41, issue 16): the
 distillation's own objective, measured where it was not trained.
 
-    PYTHONPATH=. python docs/results/distill_gap_s41.py TEACHER STUDENT DATA [WINDOWS] [OUT.json]
+    PYTHONPATH=. python docs/results/distill_gap_s41.py TEACHER STUDENT DATA [WINDOWS] [OUT.json] [PASSES]
 
 For WINDOWS (64) chunk windows spread over DATA's episodes, one initial noise each (seeded), the teacher's 8-pass DDIM
-sample of the new frames' latents and each model's 1-pass one from the same noise; prints and writes the mean squared
-distance in latent space, and the uint8 frames' PSNR of each 1-pass sample against the 8-pass one after decoding.
+sample of the new frames' latents and each model's sample in each of PASSES (comma-separated, default 1) from the same
+noise; prints and writes the mean squared distance in latent space, and the uint8 frames' PSNR of each sample against
+the 8-pass one after decoding. (Session 44 added PASSES, for a student distilled to 2 passes and run at 1 and 2.)
 """
 import json
 import sys
@@ -21,6 +22,7 @@ from worldmodel.loading import load_model
 
 teacher_path, student_path, data = sys.argv[1:4]
 count = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+pass_counts = [int(p) for p in sys.argv[6].split(",")] if len(sys.argv) > 6 else [1]
 torch.set_num_threads(2)
 teacher, _ = load_model(teacher_path, "cpu")
 student, _ = load_model(student_path, "cpu")
@@ -43,8 +45,9 @@ def sample(model, passes: int) -> torch.Tensor:
 with torch.no_grad():
     eight = sample(teacher, 8)
     ref_frames = teacher.decode_latents(eight)
-    for name, model in (("teacher at 1 pass", teacher), ("student at 1 pass", student)):
-        x = sample(model, 1)
+    for name, model, passes in [(f"{who} at {p} pass{'es' if p > 1 else ''}", m, p)
+                                for p in pass_counts for who, m in (("teacher", teacher), ("student", student))]:
+        x = sample(model, passes)
         frames = model.decode_latents(x)
         mse = float(((frames.float() - ref_frames.float()) ** 2).mean())
         result[name] = {"latent_mse_to_8_passes": float(((x - eight) ** 2).mean()),
