@@ -416,9 +416,11 @@
 # distill_run then measures it at 2 passes only (MEM_STEPS and BENCH_STEPS are STUDENT_STEPS): its one pass by hand
 # after it, MODEL=$W/distill/model MEM_STEPS=1 MEM_RULES="d1_phi=...;d1_full=..." ... mem_run and BENCH_STEPS=1 ... bench.
 # Session 44: no machine came (two calls refused at 13:44 and 13:45 UTC, 181 s of device time; a third inside the
-# refusal window, 15 s). On the CPU (a 2-core AMD EPYC this time, about 1.7x slower than the earlier Xeon) the
-# default distilled with STUDENT_STEPS=2 from scratch (docs/RESULTS.md, "A student distilled for two passes"). The plan
-# above stands.
+# refusal window, 15 s). On the CPU (a 2-core AMD EPYC this time: 17-19 s a distill step, the Xeon 11) the
+# default distilled with STUDENT_STEPS=2 from scratch (docs/RESULTS.md, "A student distilled for two passes"): after 225
+# steps its 2 passes were 1.1 dB below the undistilled 2 (its second pass lost the undistilled one's correction; the
+# tiny model came back at 3x the steps). The plan above stands, with STUDENT_STEPS=2: distill_run's 2-pass measures
+# against the default's at 2 passes (mem_bg's phi rule, MEM_STEPS=2) decide whether it serves both pass counts.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
