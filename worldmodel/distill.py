@@ -19,8 +19,11 @@ the timesteps the model samples with (`TempLoRAConfig.timesteps="sampler"`), is 
 passes (`timesteps=K`): on session 41's CPU student every fast step at its one t = 999 cost cube recall (3 of 40
 reopens against 9 for Φ alone) and 0.23 dB of dynamic PSNR; on the teacher's passes it recalled 7, level with Φ
 alone in dynamic PSNR (session 42). A one-pass student is a one-pass model only (at 2 passes session 43's CPU
-student lost 0.8 dB); one of 2 passes can serve both, since its first pass, at the same t = 999 on the same path, has
-the one-pass student's target (shown on the tiny model in tests/test_distill.py; on the default not yet measured).
+student lost 0.8 dB). One of 2 passes should serve both, since its first pass, at the same t = 999 on the same path,
+has the one-pass student's target (so on the tiny model, tests/test_distill.py); but its second pass, trained on the
+ideal path, first loses the undistilled one's correction of the first pass's error: on the default after 225 CPU
+steps its 2 passes were twice as far from the teacher's sample as the undistilled 2 and 1.1 dB below them (session 44;
+the tiny model came back to the undistilled distance at 3x the steps). Judge it at 2 passes against the teacher's 2.
 """
 
 from __future__ import annotations
