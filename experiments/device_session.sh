@@ -423,10 +423,10 @@
 # against the default's at 2 passes (mem_bg's phi rule, MEM_STEPS=2) decide whether it serves both pass counts.
 # Session 45 (nvidia-h100-x1, one H100) ran that plan: collect + MEM_SEED=405 mem_collect; mem_bg (MEM_PROCS=2,
 # WAIT_S=1) then distill_bg (DISTILL_MIN=8, STUDENT_STEPS=2, lr 2e-4) in one call; distill_bg again (its first run
-# stopped on a Hydra key, now `++`); mem_bg + distill_bg (WAIT_S=520); the student's 1 pass by hand (bench, then
-# mem_run); the default's shipped rule and its 1 pass (mem_run). 272 distill steps at batch 256 (320 windows/s after a
-# 5-minute compile). The phases rule at 1e-3 recalled 21 / 40 at -0.38 dB (3e-3: 22 at -1.07); docs/RESULTS.md, "The
-# session-45 lease". Next: distill_bg with DISTILL_MIN=16 (its loss still fell at the deadline).
+# stopped on a key train_fast.yaml lacked, added there); mem_bg + distill_bg (WAIT_S=520); the student's 1 pass by
+# hand (bench, then mem_run); the default's shipped rule and its 1 pass (mem_run). 272 distill steps at batch 256 (320
+# windows/s after a 5-minute compile). The phases rule at 1e-3 recalled 21 / 40 at -0.38 dB (3e-3: 22 at -1.07);
+# docs/RESULTS.md, "The session-45 lease". Next: distill_bg with DISTILL_MIN=16 (its loss still fell at the deadline).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -879,7 +879,7 @@ distill_run)  # distill_bg's detached work
         data.source=$W/scene text_cache=$W/text_cache.safetensors out_dir=$W/distill num_workers=6 progress=false \
         time_limit_min=${DISTILL_MIN:-8} phases.vae.steps=0 phases.slow.steps=0 phases.slow_fast.steps=0 \
         phases.distill.steps=${DISTILL_STEPS:-20000} phases.distill.teacher_steps=${TEACHER_STEPS:-8} \
-        phases.distill.student_steps=$STUDENT ++phases.distill.lr_schedule=cosine ++phases.distill.decay_by_deadline=true \
+        phases.distill.student_steps=$STUDENT phases.distill.lr_schedule=cosine phases.distill.decay_by_deadline=true \
         ${DISTILL_EXTRA:-} > "$W/train_distill.log" 2>&1
     log "distill: exit code $?"; [ -f "$W/distill/model/config.json" ] || exit 3
     MODEL=$W/distill/model MEM_STEPS=$STUDENT MEM_RULES="${DISTILL_RULES:-d_phi=--variants no_temp_lora --sheet}" \

@@ -276,3 +276,27 @@ def test_a_trained_model_keeps_the_heads_and_start_frames_of_the_model_it_starte
     with np.load(saved / "start_frames.npz") as kept:
         assert np.array_equal(kept["frames"], starts)
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # nothing left aside
+
+
+def test_the_device_sessions_train_overrides_name_keys_the_fast_config_has():
+    """Every plain `phases.<phase>.<key>=` override that `experiments/device_session.sh` passes to
+    `experiments.train --config-name train_fast` names a key the composed config has (Hydra rejects one it lacks,
+    and on the device machine that costs a call: session 45's first `distill_bg` stopped on
+    `phases.distill.lr_schedule`), and each phase's composed config is a valid TrainConfig."""
+    import re
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "experiments" / "device_session.sh").read_text()
+    plain = set(re.findall(r"(?<![+\w.])phases\.(\w+)\.(\w+)=", script))
+    assert ("distill", "lr_schedule") in plain and len(plain) > 20  # the pattern still finds the script's overrides
+    with initialize_config_dir(config_dir=str(root / "experiments" / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train_fast")
+    missing = sorted(f"phases.{phase}.{key}" for phase, key in plain
+                     if phase not in cfg.phases or key not in cfg.phases[phase])
+    assert not missing, f"device_session.sh overrides keys train_fast.yaml lacks (add them, or pass +key): {missing}"
+    for phase, values in cfg.phases.items():
+        TrainConfig(phase=phase, **OmegaConf.to_container(values, resolve=True))
