@@ -426,7 +426,11 @@
 # stopped on a key train_fast.yaml lacked, added there); mem_bg + distill_bg (WAIT_S=520); the student's 1 pass by
 # hand (bench, then mem_run); the default's shipped rule and its 1 pass (mem_run). 272 distill steps at batch 256 (320
 # windows/s after a 5-minute compile). The phases rule at 1e-3 recalled 21 / 40 at -0.38 dB (3e-3: 22 at -1.07);
-# docs/RESULTS.md, "The session-45 lease". Next: distill_bg with DISTILL_MIN=16 (its loss still fell at the deadline).
+# docs/RESULTS.md, "The session-45 lease". The student matched the 8-pass default (outcome 97 / 100, free mode, a
+# sheet) but its Θ at t on the 8-pass grid recalled below its Φ (0 / 40 on seed 405, 5 on session 38's set); with t at
+# its own passes (temp_lora.timesteps "sampler") 8, the 8-pass default's 8. Next: distill_bg with DISTILL_MIN=16 (its
+# loss still fell) and DISTILL_RULES adding "d_ts=--variants full --temp-lora-timesteps sampler"; ship it as run 14
+# with timesteps "sampler" if that holds (runs/s45/card_run14_draft.md, if the checkout kept it, is a model-card start).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
