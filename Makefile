@@ -16,7 +16,7 @@ STAMP = $(VENV)/.installed
 # MuJoCo's GL backend: OSMesa (software) by default; `make test MUJOCO_GL=egl PYOPENGL_PLATFORM=egl` on a GPU.
 MUJOCO_GL = osmesa
 PYOPENGL_PLATFORM = osmesa
-# Extra arguments: `make test PYTEST_ARGS="-x tests/test_real_scene.py"`, `make demo DEMO_ARGS="--steps 4"`.
+# Extra arguments: `make test PYTEST_ARGS="-x tests/test_real_scene.py"`, `make demo DEMO_ARGS="--steps 1"`.
 PYTEST_ARGS =
 DEMO_ARGS =
 

@@ -1,7 +1,7 @@
 """Play a long-horizon, language-instructed episode in the learned simulator, with and without memory.
 
-    python -m experiments.demo                      # shipped default model, CPU, ~45 s on 2 cores
-    python -m experiments.demo --task memory_drawer_locked --steps 8 --out runs/demo
+    python -m experiments.demo                      # shipped default model, CPU, ~27 s on 2 cores
+    python -m experiments.demo --task memory_drawer_locked --steps 1 --out runs/demo
 
 Two `SlowFastVGen-v0` envs (one shared model) start from the same real frame and receive the task's
 scripted skill plan, one with Temp-LoRA episodic memory and one without; each skill runs until the model's
@@ -25,7 +25,7 @@ from envs.real.tasks import get_task
 from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_mp4
 
 
-def play(task: str, model: str, steps: int, seed: int, precision: str = "auto",
+def play(task: str, model: str, steps: int | None, seed: int, precision: str = "auto",
          skill_chunks: int = 3) -> tuple[list[np.ndarray], list[list[str]], dict[str, list[float]]]:
     """Frames of both envs chunk by chunk, each env's caption per chunk ("[k/n] skill"), and per-step seconds.
 
@@ -84,7 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="memory_drawer", help="a task of envs.real.tasks (its expert plan is played)")
     parser.add_argument("--model", default="default", help="'default', a preset name or a model folder")
-    parser.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="denoising passes per chunk (default: the model's own; 2 for the shipped default)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="arithmetic of generation and fast updates (auto: bf16 where the device has it natively)")
     parser.add_argument("--seed", type=int, default=0)

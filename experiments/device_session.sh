@@ -428,9 +428,12 @@
 # windows/s after a 5-minute compile). The phases rule at 1e-3 recalled 21 / 40 at -0.38 dB (3e-3: 22 at -1.07);
 # docs/RESULTS.md, "The session-45 lease". The student matched the 8-pass default (outcome 97 / 100, free mode, a
 # sheet) but its Θ at t on the 8-pass grid recalled below its Φ (0 / 40 on seed 405, 5 on session 38's set); with t at
-# its own passes (temp_lora.timesteps "sampler") 8, the 8-pass default's 8. Next: distill_bg with DISTILL_MIN=16 (its
-# loss still fell) and DISTILL_RULES adding "d_ts=--variants full --temp-lora-timesteps sampler"; ship it as run 14
-# with timesteps "sampler" if that holds (runs/s45/card_run14_draft.md, if the checkout kept it, is a model-card start).
+# its own passes (temp_lora.timesteps "sampler") 8, the 8-pass default's 8, and outcome agreement 96 / 100: shipped as
+# run 14 with timesteps "sampler". worldmodel/weights/default is now a 2-pass student: the slow phase (`lease`) and a
+# new distillation start from run 13, the teacher (`mkdir -p /tmp/run13 && git archive 565a567
+# worldmodel/weights/default | tar x -C /tmp/run13`, carried; MODEL= / init_from= that folder). Next: distill_bg
+# from run 13 with DISTILL_MIN=16 (the loss still fell) and DISTILL_RULES adding "d_ts=--variants full
+# --temp-lora-timesteps sampler", then the held-out seed-1 evaluations of the model card for run 14 or its successor.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
