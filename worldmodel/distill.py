@@ -24,6 +24,9 @@ has the one-pass student's target (so on the tiny model, tests/test_distill.py);
 ideal path, first loses the undistilled one's correction of the first pass's error: on the default after 225 CPU
 steps its 2 passes were twice as far from the teacher's sample as the undistilled 2 and 1.1 dB below them (session 44;
 the tiny model came back to the undistilled distance at 3x the steps). Judge it at 2 passes against the teacher's 2.
+On the GPU (session 45: 272 steps of 256 windows) the 2-pass student's 2 passes came to a third of the undistilled
+2's distance and its 1 pass closer than them: run 14. But there the teacher's grid took Θ's recall below Φ alone's
+(5 of 40 against 9); t at the student's own 2 passes kept the teacher's (8 of 8), so run 14's config sets "sampler".
 """
 
 from __future__ import annotations
