@@ -430,8 +430,9 @@
 # sheet) but its Θ at t on the 8-pass grid recalled below its Φ (0 / 40 on seed 405, 5 on session 38's set); with t at
 # its own passes (temp_lora.timesteps "sampler") 8, the 8-pass default's 8, and outcome agreement 96 / 100: shipped as
 # run 14 with timesteps "sampler". worldmodel/weights/default is now a 2-pass student: the slow phase (`lease`) and a
-# new distillation start from run 13, the teacher (`mkdir -p /tmp/run13 && git archive 565a567
-# worldmodel/weights/default | tar x -C /tmp/run13`, carried; MODEL= / init_from= that folder). Next: distill_bg
+# new distillation start from run 13, the teacher (here: `mkdir -p runs/run13 && git archive 565a567
+# worldmodel/weights/default | tar x -C runs/run13`, then carry runs/run13 with the default's shards moved out;
+# MODEL= / init_from= runs/run13/worldmodel/weights/default). Next: distill_bg
 # from run 13 with DISTILL_MIN=16 (the loss still fell) and DISTILL_RULES adding "d_ts=--variants full
 # --temp-lora-timesteps sampler", then the held-out seed-1 evaluations of the model card for run 14 or its successor.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
