@@ -310,6 +310,33 @@ def test_a_reused_pass_learns_only_the_envs_due(model):
     torch.testing.assert_close(core.memory.theta[1], alone.memory.theta[0], rtol=1e-3, atol=1e-4)
 
 
+def test_a_reused_pass_is_not_run_where_no_env_is_due(model):
+    """With ``update_every`` = 2 a step where no env's chunk is due samples as without the reused pass: no UNet call
+    under a gradient (no graph kept for nothing, and on the compiled GPU sampler no eager pass), the chunk the one a
+    sampling-only step draws and Θ unchanged; the next step, due, learns from its pass."""
+    config = dataclasses.replace(model.config.temp_lora, reuse_sampler_pass=True, update_every=2)
+    grad_calls = []
+    handle = model.unet.register_forward_pre_hook(lambda module, args: grad_calls.append(torch.is_grad_enabled()))
+    try:
+        cores = [Imagination(model, 2, BatchedTempLoRA(model, 2, config), denoise_steps=2) for _ in range(2)]
+        for core in cores:
+            core.reset(None, _start(2), seeds=[0, 1])
+        assert cores[0].memory.due() == [False, False]
+        theta = cores[0].memory.theta.clone()
+        grad_calls.clear()
+        chunk = cores[0].step(None, _action(2, 0))
+        assert grad_calls and not any(grad_calls)
+        assert [u.steps for u in chunk.updates] == [0, 0] and torch.equal(cores[0].memory.theta, theta)
+        assert torch.equal(chunk.frames, cores[1].step(None, _action(2, 0), learn=False).frames)
+        assert cores[0].memory.due() == [True, True]
+        grad_calls.clear()
+        due = cores[0].step(None, _action(2, 1))
+        assert any(grad_calls) and [u.steps for u in due.updates] == [1, 1]
+        assert not torch.equal(cores[0].memory.theta, theta)
+    finally:
+        handle.remove()
+
+
 def test_a_reused_pass_under_a_compiled_unet(micro_model):
     """Under `compile_unet` the reused first pass runs eager (one graph, the sampler's) unless ``compile_fast_update``
     (then a second graph, the pass with its gradient); either way the chunks and Θ are the eager ones."""

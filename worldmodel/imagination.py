@@ -181,9 +181,10 @@ class Imagination:
         noise = torch.cat([torch.randn(shape, generator=self.generators[i]) for i in ids]).to(self.device)
         context = self.context[index]
         memory = self.memory
-        # with ``reuse_sampler_pass`` the fast step is scored on the sampler's first pass (run with Θ's gradient)
+        # with ``reuse_sampler_pass`` the fast step is scored on the sampler's first pass (run with Θ's gradient),
+        # when some env's chunk is due (`BatchedTempLoRA.due`); else the passes sample as without it
         reused = (memory.reused_pass(ids, eager=not self.compile_fast_update) if memory is not None and learn
-                  and memory.enabled and memory.config.reuse_sampler_pass else None)
+                  and memory.enabled and memory.config.reuse_sampler_pass and any(memory.due(ids)) else None)
         applied = memory.applied(ids) if memory is not None and reused is None else contextlib.nullcontext()
         with applied, self._autocast():
             new = model.generate_latents(context, action, steps=self.denoise_steps, guidance_scale=self.guidance_scale,

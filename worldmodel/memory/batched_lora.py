@@ -373,7 +373,7 @@ class BatchedTempLoRA:
         if reused is not None and not self.config.reuse_sampler_pass:
             raise ValueError("a reused sampler pass was given to a memory whose rule runs its own forward "
                              "(reuse_sampler_pass=False)")
-        if self.config.reuse_sampler_pass and self.enabled and steps:
+        if self.config.reuse_sampler_pass and self.enabled and steps and (reused is not None or any(self.due(ids))):
             if reused is None or reused.prediction is None:
                 raise ValueError("this memory learns from the sampler's first pass (reuse_sampler_pass): fast-learn "
                                  "through Imagination.step, which runs that pass with `reused_pass(ids)`")
@@ -506,6 +506,12 @@ class BatchedTempLoRA:
             if fin:
                 rule.record(self.losses[envs[k]], tt[:, k], host_losses[:, k])
         return list(zip(values, ok))
+
+    def due(self, ids: Sequence[int] | None = None) -> list[bool]:
+        """Whether `update` will learn each env's next chunk (not only remember it: ``update_every``). With
+        ``reuse_sampler_pass`` a step where no env is due samples as usual, Θ applied without its gradient: the
+        first pass with its graph would be paid for nothing (on the compiled GPU sampler it also runs eager)."""
+        return [self.enabled and not rule.skips(self.config, self.offered[env]) for env in self._ids(ids)]
 
     def reused_pass(self, ids: Sequence[int] | None = None, eager: bool = True) -> "ReusedPass":
         """The sampler's passes of one chunk for envs ``ids`` when Θ learns from the first (``reuse_sampler_pass``):
