@@ -34,7 +34,7 @@ from envs.world_model_env.assets import save_keeping_extras
 from worldmodel.config import WorldModelConfig
 from worldmodel.loading import load_model, model_folder
 from worldmodel.model import SlowFastVGen
-from worldmodel.train import TrainConfig, Trainer, check_batch_size
+from worldmodel.train import TrainConfig, Trainer, check_batch_size, check_student
 
 logger = get_logger("experiments.train")  # logs on the main process only
 PHASES = ("vae", "slow", "slow_fast", "distill")
@@ -95,6 +95,8 @@ def run(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.seed)  # the same initial model on every process
     model = build_model(cfg)
     mc = model.config
+    for tc in configs:  # a distilled student as the start of a phase that would undo it
+        check_student(tc, mc)
     source = load_source(cfg.data, mc.frame_size)
     chunks = ChunkDataset(source, mc.context_frames, mc.new_frames, frame_skip=cfg.data.frame_skip)
     check_data(mc, chunks)

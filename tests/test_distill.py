@@ -71,6 +71,7 @@ def test_distilled_one_pass_samples_what_the_teacher_samples_in_four(tmp_path, t
     after = _one_step_gap(model, cache, four, noise)
     assert after < 0.5 * before, (before, after, history)
     assert model.config.sample_steps == student_steps  # the saved model samples as it was distilled
+    assert model.config.distilled_from == 4  # and says from how many passes
     assert model.config.temp_lora.timesteps == 4  # and its fast steps learn on the teacher's passes
     for k, v in trainer.distillation.teacher_unet.state_dict().items():  # the teacher stays the model it started as
         torch.testing.assert_close(v, teacher[k])
@@ -85,3 +86,15 @@ def test_distilled_one_pass_samples_what_the_teacher_samples_in_four(tmp_path, t
 def test_bad_distill_settings_are_named(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         _cfg(tmp_path, 1, **bad)
+
+
+@pytest.mark.parametrize("phase", ["slow", "slow_fast", "distill"])
+def test_a_distilled_student_is_not_trained_as_a_teacher_unless_asked(tmp_path, chunk_dataset, phase):
+    """A student (``distilled_from`` set) is refused by the phases that would distil it again or train it back with the
+    diffusion loss, naming why; ``from_student`` lets it through, and the VAE phase does not care."""
+    model = SlowFastVGen.from_preset("tiny")
+    model.config.distilled_from, model.config.sample_steps = 4, 1
+    with pytest.raises(ValueError, match="student distilled from 4 passes to 1"):
+        Trainer(model, chunk_dataset, _cfg(tmp_path / "refused", 1, phase=phase))
+    Trainer(model, chunk_dataset, _cfg(tmp_path / "asked", 1, phase=phase, from_student=True))
+    Trainer(model, chunk_dataset, _cfg(tmp_path / "vae", 1, phase="vae"))

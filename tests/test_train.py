@@ -278,6 +278,31 @@ def test_a_trained_model_keeps_the_heads_and_start_frames_of_the_model_it_starte
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # nothing left aside
 
 
+def test_experiments_train_refuses_a_student_before_any_phase_trains(tmp_path):
+    """`experiments.train init_from=<a distilled student>` with a VAE phase before the slow one stops at the start,
+    naming the student, with nothing trained; `+phases.slow.from_student=true` lets the run go through."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from experiments import train as train_script
+
+    init = tmp_path / "student"
+    model = _model()
+    model.config.distilled_from, model.config.sample_steps = 8, 2
+    model.save_pretrained(init)
+    conf = Path(__file__).resolve().parents[1] / "experiments" / "conf"
+    overrides = [f"init_from={init}", f"out_dir={tmp_path / 'run'}", "progress=false", "data.synthetic_episodes=2",
+                 "data.synthetic_chunks=2", "phases.vae.steps=1", "phases.vae.batch_size=2", "phases.slow.steps=1",
+                 "phases.slow.batch_size=2", "phases.slow_fast.steps=0", "phases.distill.steps=0"]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises(ValueError, match="slow: the model is a student distilled from 8 passes to 2"):
+            train_script.run(compose(config_name="train", overrides=overrides))
+        assert not (tmp_path / "run" / "vae").exists()
+        saved = train_script.run(compose(config_name="train", overrides=overrides + ["+phases.slow.from_student=true"]))
+    assert (saved / "config.json").is_file()
+
+
 def test_the_device_sessions_train_overrides_name_keys_the_fast_config_has():
     """Every plain `phases.<phase>.<key>=` override that `experiments/device_session.sh` passes to
     `experiments.train --config-name train_fast` names a key the composed config has (Hydra rejects one it lacks,

@@ -179,6 +179,10 @@ class WorldModelConfig:
     sampler: Literal["ddim", "dpm"] = "ddim"
     sample_steps: int = 8
     guidance_scale: float = 1.0
+    # The teacher's DDIM passes when the sampler was distilled to sample_steps (the distill phase writes it); None: a
+    # model trained with the diffusion loss alone. Training a student as a teacher or with the slow phases' loss
+    # (which would undo the distillation) is refused unless the phase says so (`TrainConfig.from_student`).
+    distilled_from: int | None = None
     # Fast learning
     temp_lora: TempLoRAConfig = field(default_factory=TempLoRAConfig)
 

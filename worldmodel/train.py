@@ -67,6 +67,16 @@ Phase = Literal["vae", "slow", "slow_fast", "distill"]
 CHECKPOINT = "last.ckpt"
 
 
+def check_student(config: "TrainConfig", model_config: Any) -> None:
+    """A distilled student (``model_config.distilled_from``) starts no slow, slow_fast or distill phase unless the
+    phase sets ``from_student`` (`TrainConfig`): session 45's header had to warn the next lease by hand."""
+    taught = model_config.distilled_from
+    if config.phase != "vae" and taught is not None and not config.from_student:
+        raise ValueError(f"{config.phase}: the model is a student distilled from {taught} passes to "
+                         f"{model_config.sample_steps} (its config's distilled_from): start from its teacher, or "
+                         f"set from_student=true to train the student itself")
+
+
 @dataclass
 class TrainConfig:
     phase: Phase = "slow"
@@ -133,6 +143,9 @@ class TrainConfig:
     # with). The phase trains from the latent cache (latent_cache=True) and `compile` compiles the teacher too.
     teacher_steps: int = 8
     student_steps: int = 1
+    # slow, slow_fast and distill phases on a distilled student (its config's `distilled_from`): refused unless true.
+    # Distil from its teacher instead; the slow phases' diffusion loss trains it back toward many passes.
+    from_student: bool = False
 
     def __post_init__(self) -> None:
         if self.phase not in ("vae", "slow", "slow_fast", "distill"):
@@ -281,6 +294,7 @@ class Trainer:
 
     def __init__(self, model: SlowFastVGen, dataset: Dataset, config: TrainConfig):
         self.model, self.dataset, self.config = model, dataset, config
+        check_student(config, model.config)
         mp = config.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
         self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
         check_batch_size(config.batch_size, self.accelerator.num_processes, config.phase)
@@ -437,6 +451,7 @@ class Trainer:
             self.calibrate_vae_scale()
         if cfg.phase == "distill" and self.step > 0:  # what the student learnt to sample with
             self.model.config.sample_steps = cfg.student_steps
+            self.model.config.distilled_from = cfg.teacher_steps
             if self.model.config.temp_lora.timesteps == "sampler":  # Θ keeps learning on the teacher's passes
                 self.model.config.temp_lora = replace(self.model.config.temp_lora, timesteps=cfg.teacher_steps)
         self.model.eval()
