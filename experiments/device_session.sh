@@ -435,6 +435,20 @@
 # MODEL= / init_from= runs/run13/worldmodel/weights/default). Next: distill_bg
 # from run 13 with DISTILL_MIN=16 (the loss still fell) and DISTILL_RULES adding "d_ts=--variants full
 # --temp-lora-timesteps sampler", then the held-out seed-1 evaluations of the model card for run 14 or its successor.
+# Session 46 (nvidia-h100-x1) ran: collect (DATA_SEED=46) + MEM_SEED=406 mem_collect; then, carrying runs/run13 (the
+# default's shards out), MODEL=runs/run13/worldmodel/weights/default MEM_SEED=406 STUDENT_STEPS=2 WAIT_S=530
+# DISTILL_MIN=15 DISTILL_EXTRA="phases.distill.lr=2e-4" DISTILL_RULES="d_phi=...;d_ts=--variants full
+# --temp-lora-timesteps sampler;d_ph4lr1=<the phases rule at 1e-3, --temp-lora-timesteps sampler>" ... distill_bg
+# (step 200 at the call's end, 317 windows/s); the next call found the machine gone ("stopped answering and was given
+# back"): the run, its episodes and 700 s of device time lost. Then a fresh machine (setup without collect_site: the
+# shards fit) and BENCH_STEPS=1 BENCH_REAL=off FAST_BATCH=256 BENCH_ARGS="--compile --temp-lora on,off --update-every 4
+# --reuse-pass --chunks 8" ... bench on run 14: 3,084 frames/s on, 5,503 off; the pass with Θ 0.193 s against 0.092.
+# It ran eager with Θ's graph on every chunk, also the 3 of 4 where no env is due: now only where one is
+# (`BatchedTempLoRA.due`). A distilled student's config now says `distilled_from`, and `experiments.train` refuses it
+# as the start of a slow, slow-fast or distill phase (run 14 is one): MODEL= / init_from= runs/run13/... as above.
+# Next lease: the same distill_bg (DATA_SEED=46 and MEM_SEED=406 again: nothing of them came back) with DISTILL_MIN=13,
+# then the bench above again on the default (the skipped passes' frames/s, issue 16), then the held-out seed-1
+# evaluations of the model card for run 14 or its successor.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
