@@ -163,6 +163,9 @@ def test_bad_input_raises_clear_errors():
         vector_only.generate_chunk(good, "stay")
     with pytest.raises(ValueError, match="unknown config keys"):
         WorldModelConfig.from_dict({"frame_size": 32, "wings": 2})
+    for taught in ("8", 0, True):
+        with pytest.raises(ValueError, match="distilled_from must be the teacher's passes"):
+            WorldModelConfig.from_dict({"frame_size": 32, "distilled_from": taught})
 
 
 def test_from_modelscope_loads_a_tiny_diffusers_folder(tmp_path):

@@ -199,6 +199,9 @@ class WorldModelConfig:
             raise ValueError(f"unknown sampler {self.sampler!r}; expected 'ddim' or 'dpm'")
         if self.context_frames < 1 or self.new_frames < 1:
             raise ValueError("context_frames and new_frames must be >= 1")
+        taught = self.distilled_from
+        if taught is not None and (isinstance(taught, bool) or not isinstance(taught, int) or taught < 1):
+            raise ValueError(f"distilled_from must be the teacher's passes (an integer >= 1) or null, got {taught!r}")
         if self.context_frames + self.new_frames > 32:
             raise ValueError("context_frames + new_frames must fit the 32-frame context window")
         if self.frame_size % self.vae_downsample:
