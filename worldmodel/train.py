@@ -56,6 +56,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attention import check_attention, sdpa_backends
+from .config import WorldModelConfig
 from .diffusion import new_frames_error, revisit_chunks, unet_input
 from .distill import SamplerDistillation
 from .latent_cache import CachedBatch, LatentCache, encode_cached_action
@@ -67,7 +68,7 @@ Phase = Literal["vae", "slow", "slow_fast", "distill"]
 CHECKPOINT = "last.ckpt"
 
 
-def check_student(config: "TrainConfig", model_config: Any) -> None:
+def check_student(config: "TrainConfig", model_config: WorldModelConfig) -> None:
     """A distilled student (``model_config.distilled_from``) starts no slow, slow_fast or distill phase unless the
     phase sets ``from_student`` (`TrainConfig`): session 45's header had to warn the next lease by hand."""
     taught = model_config.distilled_from

@@ -367,13 +367,14 @@ class BatchedTempLoRA:
         pass of this very chunk for the same ``ids``: no forward of its own.
         """
         ids = self._ids(ids)
+        learns = self.due(ids)  # update_every: the others' chunks are only remembered
         steps = self.config.steps if steps is None else steps
         if chunk.latents.shape[0] != len(ids):
             raise ValueError(f"chunk has {chunk.latents.shape[0]} rows for {len(ids)} envs")
         if reused is not None and not self.config.reuse_sampler_pass:
             raise ValueError("a reused sampler pass was given to a memory whose rule runs its own forward "
                              "(reuse_sampler_pass=False)")
-        if self.config.reuse_sampler_pass and self.enabled and steps and (reused is not None or any(self.due(ids))):
+        if self.config.reuse_sampler_pass and self.enabled and steps and (reused is not None or any(learns)):
             if reused is None or reused.prediction is None:
                 raise ValueError("this memory learns from the sampler's first pass (reuse_sampler_pass): fast-learn "
                                  "through Imagination.step, which runs that pass with `reused_pass(ids)`")
@@ -386,7 +387,7 @@ class BatchedTempLoRA:
         self.meta = None
         if not self.enabled or steps == 0:
             return [FastUpdate(float("nan"), 0) for _ in ids]
-        skip = [rule.skips(self.config, self.offered[env]) for env in ids]  # update_every: only remembered
+        skip = [not learn for learn in learns]
         for env in ids:
             self.offered[env] += 1
         if not any(skip) and reused is None:
