@@ -880,8 +880,8 @@ distill_bg)  # issue 16 (session 41): MODEL distilled to STUDENT_STEPS (1) denoi
             # training episodes; each call waits up to WAIT_S (540) s and brings back what has ended. The run: at most
             # DISTILL_MIN (8) minutes (DISTILL_EXTRA: more train overrides); then, with the model's heads, the memory
             # rules DISTILL_RULES on $W/mem (mem_collect's episodes; names d_<rule>, at the student's steps, recall and
-            # free with sheets), and the bench at the student's steps (BENCH_ARGS). Results: $OUT/distill_out.tgz, the
-            # model's shards in $OUT/distilled/.
+            # free with sheets), and the bench at the student's steps (or DISTILL_BENCH_STEPS; BENCH_ARGS). Results:
+            # $OUT/distill_out.tgz, the model's shards in $OUT/distilled/.
     if [ ! -f "$W/distill_bg.started" ] && [ ! -f "$W/collect.log" ]; then
         echo "distill_bg: no training episodes on this machine: DETACH=1 ... collect first" >&2; exit 3
     fi
@@ -906,7 +906,7 @@ distill_run)  # distill_bg's detached work
     log "distill: exit code $?"; [ -f "$W/distill/model/config.json" ] || exit 3
     MODEL=$W/distill/model MEM_STEPS=$STUDENT MEM_RULES="${DISTILL_RULES:-d_phi=--variants no_temp_lora --sheet}" \
         bash "$0" mem_run
-    MODEL=$W/distill/model BENCH_STEPS=$STUDENT BENCH_REAL=off BENCH_TAG=_distilled OUT=$W/distill_bench \
+    MODEL=$W/distill/model BENCH_STEPS=${DISTILL_BENCH_STEPS:-$STUDENT} BENCH_REAL=off BENCH_TAG=_distilled OUT=$W/distill_bench \
         bash "$0" bench
     cp "$W"/distill_bench/*.json "$W/distill/model/" 2>/dev/null
     log "distill_run: all ended"
