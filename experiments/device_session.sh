@@ -446,9 +446,13 @@
 # It ran eager with Θ's graph on every chunk, also the 3 of 4 where no env is due: now only where one is
 # (`BatchedTempLoRA.due`). A distilled student's config now says `distilled_from`, and `experiments.train` refuses it
 # as the start of a slow, slow-fast or distill phase (run 14 is one): MODEL= / init_from= runs/run13/... as above.
-# Next lease: the same distill_bg (DATA_SEED=46 and MEM_SEED=406 again: nothing of them came back) with DISTILL_MIN=13,
-# then the bench above again on the default (the skipped passes' frames/s, issue 16), then the held-out seed-1
-# evaluations of the model card for run 14 or its successor.
+# Session 47 (nvidia-h100-x1) ran that distill_bg with DISTILL_MIN=12 DISTILL_BENCH_STEPS=1 BENCH_S=230 FAST_BATCH=256
+# BENCH_ARGS=<the bench above> (collect + mem_collect first, the same seeds; two watches): 697 steps at 326 windows/s;
+# the bench at 1 pass with the skipped passes: 4,047 frames/s with Temp-LoRA, 5,709 without (+41%); then, warm,
+# W=runs/m407 MODEL=runs/session/distill/model MEM_SEED=407 MEM_STEPS=2 MEM_RULES="d_phi=...;d_ph4lr1=..." ... mem_run
+# (docs/RESULTS.md, "The session-47 lease"). Next lease: the held-out seed-1 evaluations of the shipped default's model
+# card (collect's held-out episodes are on the machine after `collect`), the bench at 2 passes with the skipped passes,
+# an H200's frames/s if one comes.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
