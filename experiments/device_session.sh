@@ -13,6 +13,7 @@
 #   bash experiments/device_session.sh history_heads  # heads that read the episode so far, fitted on new episodes
 #   bash experiments/device_session.sh setup     # the installs alone, for a lease that only measures (bench, profile)
 #   bash experiments/device_session.sh profile   # where the eager training step's GPU time goes (issue 14)
+#   bash experiments/device_session.sh card      # the model card's held-out measures of MODEL (after collect)
 #
 # Needs (carried, git-ignored): .whl/*.whl (diffusers, gymnasium, hydra ...), .whl/collect_site.tar.xz
 # (mujoco, ogbench, trimmed dm_control), .whl/text_cache.safetensors (python -m experiments.text_cache)
@@ -450,9 +451,9 @@
 # BENCH_ARGS=<the bench above> (collect + mem_collect first, the same seeds; two watches): 697 steps at 326 windows/s;
 # the bench at 1 pass with the skipped passes: 4,047 frames/s with Temp-LoRA, 5,709 without (+41%); then, warm,
 # W=runs/m407 MODEL=runs/session/distill/model MEM_SEED=407 MEM_STEPS=2 MEM_RULES="d_phi=...;d_ph4lr1=..." ... mem_run
-# (docs/RESULTS.md, "The session-47 lease"). Next lease: the held-out seed-1 evaluations of the shipped default's model
-# card (collect's held-out episodes are on the machine after `collect`), the bench at 2 passes with the skipped passes,
-# an H200's frames/s if one comes.
+# (docs/RESULTS.md, "The session-47 lease"); run 15 shipped. Next lease: (shards out, carry .whl .gl) `DETACH=1
+# DATA_SEED=48 COLLECT_MIN=1 ... collect`, then (shards back) `card` (run 15's held-out seed-1 measures for its model
+# card), the bench at 2 passes with the skipped passes, an H200's frames/s if one comes.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -836,6 +837,16 @@ profile)  # where a training step's GPU time goes: the eager slow step, 5 steps 
         --steps 3000 --log-every 10 --skip 2 --batch 256 --no-compile --time-limit 40 --profile 5 \
         --run-dir "$W/bench_train_eager" --out "$OUT/train_profile_1gpu.json" 2>&1 | grep -v Warning | tail -n 40
     ;;
+card)  # the model card's held-out measures of MODEL (the shipped folder by default) on `collect`'s held-out episodes
+      # (seed 1; after `DETACH=1 ... collect` has them): EVALS (free teacher recall outcome vae), $OUT/card.tgz
+    [ -f "$W/collect.log" ] || [ -f "$W/scene_eval/manifest.json" ] || {
+        echo "card: no held-out episodes on this machine: collect first" >&2; exit 3; }
+    [ -f "$W/scene_eval/manifest.json" ] || until [ -f "$W/collect_eval.rc" ]; do sleep 5; done  # DETACH=1's collection
+    card_model=$MODEL; [ -f "$card_model/config.json" ] || card_model=worldmodel/weights/default
+    EVALS=${EVALS:-free teacher recall outcome vae} evaluate_model "$card_model" "$W/card" 0
+    grep -h -A4 "^| variant" "$W"/card/*/table2.md 2>/dev/null | cut -c1-160
+    mkdir -p "$OUT" && tar czf "$OUT/card.tgz" -C "$W" card  # one file: a call brings back at most 8
+    ;;
 history_heads)  # the history heads alone (fit_history_heads), e.g. before the planners judge with them:
                 # `agents` with PLAN_ARGS="... --heads $W/heads_model/heads"
     fit_history_heads
@@ -1131,5 +1142,5 @@ watch)  # until the pipeline is done or WAIT_S has passed: what is there comes b
     ls -la "$OUT" "$OUT"/run* 2>/dev/null
     ;;
 *)
-    echo "usage: bash experiments/device_session.sh setup|collect|sweep|train|finish|bench|profile|agents|lease|watch" >&2; exit 2 ;;
+    echo "usage: bash experiments/device_session.sh setup|collect|sweep|train|finish|bench|profile|card|agents|lease|watch" >&2; exit 2 ;;
 esac
