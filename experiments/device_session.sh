@@ -451,9 +451,10 @@
 # BENCH_ARGS=<the bench above> (collect + mem_collect first, the same seeds; two watches): 697 steps at 326 windows/s;
 # the bench at 1 pass with the skipped passes: 4,047 frames/s with Temp-LoRA, 5,709 without (+41%); then, warm,
 # W=runs/m407 MODEL=runs/session/distill/model MEM_SEED=407 MEM_STEPS=2 MEM_RULES="d_phi=...;d_ph4lr1=..." ... mem_run
-# (docs/RESULTS.md, "The session-47 lease"); run 15 shipped. Next lease: (shards out, carry .whl .gl) `DETACH=1
-# DATA_SEED=48 COLLECT_MIN=1 ... collect`, then (shards back) `card` (run 15's held-out seed-1 measures for its model
-# card), the bench at 2 passes with the skipped passes, an H200's frames/s if one comes.
+# (docs/RESULTS.md, "The session-47 lease"); run 15 shipped. Next lease: (shards and docs/ out, carry .whl .gl)
+# `DETACH=1 DATA_SEED=48 COLLECT_MIN=1 ... collect`, then (shards back, docs/ still out: the tree's 64 MiB) `card`
+# (run 15's held-out seed-1 measures for its model card), the bench at 2 passes with the skipped passes, an H200's
+# frames/s if one comes.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
