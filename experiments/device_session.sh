@@ -922,8 +922,8 @@ distill_run)  # distill_bg's detached work
     log "distill: exit code $?"; [ -f "$W/distill/model/config.json" ] || exit 3
     MODEL=$W/distill/model MEM_STEPS=$STUDENT MEM_RULES="${DISTILL_RULES:-d_phi=--variants no_temp_lora --sheet}" \
         bash "$0" mem_run
-    MODEL=$W/distill/model BENCH_STEPS=${DISTILL_BENCH_STEPS:-$STUDENT} BENCH_REAL=off BENCH_TAG=_distilled OUT=$W/distill_bench \
-        bash "$0" bench
+    MODEL=$W/distill/model BENCH_STEPS=${DISTILL_BENCH_STEPS:-$STUDENT} BENCH_REAL=off BENCH_TAG=_distilled \
+        OUT=$W/distill_bench bash "$0" bench
     cp "$W"/distill_bench/*.json "$W/distill/model/" 2>/dev/null
     log "distill_run: all ended"
     ;;
