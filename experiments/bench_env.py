@@ -162,6 +162,10 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     if fast_batch is not None:
         opts["fast_batch_size"] = fast_batch
     steps = args.denoise_steps or mc.sample_steps
+    if temp_lora == "on" and args.reuse_pass and steps == 1:
+        raise ValueError("--reuse-pass at one denoising pass: the env's chunks are generated, and a generated chunk "
+                         "scores exactly 0 on the sampler's one pass, so Θ takes the usual step there (Imagination."
+                         "step); bench one pass without --reuse-pass")
     warmup = max(1, args.update_every) if temp_lora == "on" else 1
     rows = []
 

@@ -116,3 +116,16 @@ def test_bench_env_rows_per_fast_batch(tmp_path, monkeypatch):
     for bad in ("0", "a", ","):
         with pytest.raises(SystemExit, match="--fast-batch must be positive integers"):
             bench_env.main(["--preset", "tiny", "--fast-batch", bad, "--out", str(tmp_path / "c.json")])
+
+
+def test_bench_env_refuses_a_reused_pass_at_one_pass(tmp_path):
+    """--reuse-pass at one denoising pass would time a step that is not the reused pass (the env takes the usual step
+    there: a generated chunk scores exactly 0 on the sampler's one pass): a clear error, at two passes it runs."""
+    from experiments import bench_env
+
+    args = ["--preset", "tiny", "--device", "cpu", "--sizes", "1", "--chunks", "1", "--threads", "1", "--temp-lora",
+            "on", "--reuse-pass", "--no-single", "--real", "off"]
+    with pytest.raises(ValueError, match="--reuse-pass at one denoising pass"):
+        bench_env.main([*args, "--denoise-steps", "1", "--out", str(tmp_path / "a.json")])
+    result = bench_env.main([*args, "--denoise-steps", "2", "--out", str(tmp_path / "b.json")])
+    assert [r["reuse_sampler_pass"] for r in result["rows"]] == [True]

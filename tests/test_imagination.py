@@ -275,6 +275,37 @@ def test_a_reused_pass_learns_each_env_as_alone_and_a_repeated_chunk(model):
     assert (losses[-1] < 0.8 * losses[0]).all(), losses  # the repeated chunk is learnt
 
 
+def test_at_one_pass_a_generated_chunk_takes_the_usual_step(model):
+    """At one denoising pass the sampler's prediction is the chunk it generates: scored on that pass a generated chunk's
+    loss is exactly 0 and Θ learns nothing. There the reusing memory takes the usual step (its own forward at a fresh
+    draw), exactly as a memory without ``reuse_sampler_pass``; under teacher forcing it still learns from the pass."""
+    base = model.config.temp_lora
+    runs = {}
+    for reuse in (True, False):
+        core = Imagination(model, 2, BatchedTempLoRA(model, 2, dataclasses.replace(base, reuse_sampler_pass=reuse)),
+                           denoise_steps=1)
+        core.reset(None, _start(2), seeds=[0, 1])
+        chunks = [core.step(None, _action(2, k)) for k in range(2)]
+        runs[reuse] = ([u.loss for c in chunks for u in c.updates], core.memory.theta.clone())
+    losses, theta = runs[True]
+    assert min(losses) > 1e-3, losses
+    assert losses == pytest.approx(runs[False][0], rel=1e-5)
+    torch.testing.assert_close(theta, runs[False][1])
+    truth = np.random.default_rng(4).integers(0, 256, (2, 2, 16, 16, 3), dtype=np.uint8)
+    memory = _reusing(model, 2)
+    core = Imagination(model, 2, memory, denoise_steps=1)
+    core.reset(None, _start(2), seeds=[0, 1])
+    grad_calls = []
+    handle = model.unet.register_forward_pre_hook(lambda module, args: grad_calls.append(torch.is_grad_enabled()))
+    try:
+        taught = core.step(None, _action(2, 0), teacher_frames=truth)
+    finally:
+        handle.remove()
+    assert grad_calls == [True] and min(u.loss for u in taught.updates) > 1e-3  # the sampler's one pass, reused
+    with pytest.raises(ValueError, match="no reused pass"):
+        memory.update(taught, [0, 1], own_forward=True, reused=memory.reused_pass([0, 1]))
+
+
 def test_a_reused_pass_needs_its_rule_and_its_pass(model):
     base = model.config.temp_lora
     with pytest.raises(ValueError, match="steps=2, reverse=True"):

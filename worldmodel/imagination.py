@@ -14,7 +14,8 @@ One step, for the envs ``ids``:
    ``teacher_frames`` the real one (real context + true new frames), as an agent learns from what it
    observes; the chunk is always generated before its real frames reach the memory. With the memory's
    ``reuse_sampler_pass`` the first denoising pass of step 2 runs with Θ's gradient kept and the fast step is
-   scored on it (`BatchedTempLoRA.reused_pass`): no forward of its own;
+   scored on it (`BatchedTempLoRA.reused_pass`): no forward of its own (at one pass, on a generated chunk, the
+   usual step: there the pass's prediction is the chunk itself and its loss exactly 0);
 5. slide each env's context to the last ``context_frames`` latents of the chunk it learned from.
 
 `fork(src_ids, dst_ids)` copies imagined states (context latents, Θ rows, optimizer state, recent
@@ -182,9 +183,13 @@ class Imagination:
         context = self.context[index]
         memory = self.memory
         # with ``reuse_sampler_pass`` the fast step is scored on the sampler's first pass (run with Θ's gradient),
-        # when some env's chunk is due (`BatchedTempLoRA.due`); else the passes sample as without it
-        reused = (memory.reused_pass(ids, eager=not self.compile_fast_update) if memory is not None and learn
-                  and memory.enabled and memory.config.reuse_sampler_pass and any(memory.due(ids)) else None)
+        # when some env's chunk is due (`BatchedTempLoRA.due`); else the passes sample as without it. At one pass the
+        # sampler's prediction is its own result: a generated chunk scores exactly 0 on it and Θ would learn nothing
+        # (session 48), so there Θ takes the usual step, its own forward at a fresh draw
+        reuse = memory is not None and learn and memory.enabled and memory.config.reuse_sampler_pass
+        own_forward = reuse and self.denoise_steps == 1 and teacher_frames is None
+        reused = (memory.reused_pass(ids, eager=not self.compile_fast_update)
+                  if reuse and not own_forward and any(memory.due(ids)) else None)
         applied = memory.applied(ids) if memory is not None and reused is None else contextlib.nullcontext()
         with applied, self._autocast():
             new = model.generate_latents(context, action, steps=self.denoise_steps, guidance_scale=self.guidance_scale,
@@ -204,7 +209,8 @@ class Imagination:
         updates = []
         if memory is not None and learn:
             with self._autocast(), self._fast_stance():
-                extra = {"reused": reused} if reused is not None else {}  # (the batched memory's alone)
+                extra = ({"reused": reused} if reused is not None else  # (the batched memory's alone)
+                         {"own_forward": True} if own_forward else {})
                 updates = memory.update(observed, ids, [self.generators[i] for i in ids], **extra)
         self.context[index] = observed.latents[:, :, -cfg.context_frames:]
         t3 = self._sync()

@@ -346,7 +346,7 @@ class BatchedTempLoRA:
     def update(self, chunk: Chunk, ids: Sequence[int] | None = None,
                generators: Sequence[torch.Generator | None] | None = None,
                steps: int | None = None, differentiable: bool = False,
-               reused: "ReusedPass | None" = None) -> list[FastUpdate]:
+               reused: "ReusedPass | None" = None, own_forward: bool = False) -> list[FastUpdate]:
         """Fast-learn on a batched chunk (row k belongs to env ids[k]); one FastUpdate per env.
 
         Every fast step is one batched forward/backward over the still-healthy envs' rows (each env's
@@ -364,7 +364,8 @@ class BatchedTempLoRA:
         PyTorch's math kernel, the one with a second derivative.
 
         With ``reuse_sampler_pass`` the one fast step is scored on ``reused`` (`reused_pass`), the sampler's first
-        pass of this very chunk for the same ``ids``: no forward of its own.
+        pass of this very chunk for the same ``ids``: no forward of its own. ``own_forward``: the usual step instead
+        (`Imagination.step` at one denoising pass on a generated chunk, whose reused pass would score exactly 0).
         """
         ids = self._ids(ids)
         learns = self.due(ids)  # update_every: the others' chunks are only remembered
@@ -374,7 +375,10 @@ class BatchedTempLoRA:
         if reused is not None and not self.config.reuse_sampler_pass:
             raise ValueError("a reused sampler pass was given to a memory whose rule runs its own forward "
                              "(reuse_sampler_pass=False)")
-        if self.config.reuse_sampler_pass and self.enabled and steps and (reused is not None or any(learns)):
+        if own_forward and reused is not None:
+            raise ValueError("own_forward takes the usual step: no reused pass with it")
+        if (self.config.reuse_sampler_pass and not own_forward and self.enabled and steps
+                and (reused is not None or any(learns))):
             if reused is None or reused.prediction is None:
                 raise ValueError("this memory learns from the sampler's first pass (reuse_sampler_pass): fast-learn "
                                  "through Imagination.step, which runs that pass with `reused_pass(ids)`")
