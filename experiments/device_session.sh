@@ -455,6 +455,15 @@
 # `DETACH=1 DATA_SEED=48 COLLECT_MIN=1 ... collect`, then (shards back, docs/ still out: the tree's 64 MiB) `card`
 # (run 15's held-out seed-1 measures for its model card), the bench at 2 passes with the skipped passes, an H200's
 # frames/s if one comes.
+# Session 48: at one pass the reused pass learns nothing from a generated chunk (its fast loss is exactly 0: the
+# sampler's one prediction is the chunk); the env now takes the usual step there and bench_env refuses --reuse-pass
+# at one pass, so session 47's 4,047 frames/s "with Temp-LoRA" stored nothing. Next lease (no collect needed: setup,
+# shards and docs/ out, carry .whl .gl; then shards back): MODEL=worldmodel/weights/default BENCH_STEPS=2 BENCH_S=230
+# FAST_BATCH=256 BENCH_REAL=off BENCH_ARGS="--compile --temp-lora on,off --update-every 4 --reuse-pass --chunks 8" ...
+# bench; then BENCH_STEPS=1 BENCH_S=300 FAST_BATCH=64,256 BENCH_TAG=_usual BENCH_ARGS="--compile --compile-fast-update
+# --temp-lora on,off --update-every 4 --chunks 8" ... bench (the one-pass Θ that learns); then the planners on run 15
+# detached (OUT=$W/agents_out PLAN_SPLIT=1 PLAN_PROCS=3 AGENTS_MIN=12 PLAN_AGENTS=planner,planner_no_memory
+# PLAN_GROUPS="<tasks 1-5>" PLAN_ARGS="<session 26's> --first-seed 4800" ... agents).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"

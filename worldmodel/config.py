@@ -107,7 +107,8 @@ class TempLoRAConfig:
     # Adam's step instead of a forward and a backward. Differs from the usual step: conditioned on the chunk's action
     # (not the null one), t the sampler's first timestep and its initial noise (not a fresh draw); hence one step,
     # one draw, the local conditional rule, nothing rehearsed or reversed. Needs the batched memory inside the
-    # imagination core (`Imagination.step`), which owns the sampler's passes.
+    # imagination core (`Imagination.step`), which owns the sampler's passes. At one denoising pass a generated chunk
+    # is that pass's own prediction (a loss of exactly 0): there the core takes the usual step instead.
     reuse_sampler_pass: bool = False
 
     def __post_init__(self) -> None:
