@@ -498,7 +498,7 @@ DECAY_BY_DEADLINE=${DECAY_BY_DEADLINE:-true}  # the cosine ends at SLOW_STEPS or
 CKPT_EVERY=${CKPT_EVERY:-300}          # the slow phase's checkpoints (about 90 s apart on one H200): `watch` exports the last
 SLOW_FAST_STEPS=${SLOW_FAST_STEPS:-0}  # > 0: the slow-fast phase after the slow one (issue 15)
 AGENTS_MIN=${AGENTS_MIN:-8}
-AGENT_SEEDS=${AGENT_SEEDS:-0}       # train_agent runs, side by side on one GPU (e.g. "0 1 2")
+AGENT_SEEDS=${AGENT_SEEDS-0}        # train_agent runs, side by side on one GPU (e.g. "0 1 2"; empty: none)
 COMPILE=${COMPILE:-false}            # true: torch.compile the slow step (never seen to finish compiling in a call yet)
 WAIT_S=${WAIT_S:-560}               # how long the train call watches before it returns (a run that ends by then comes back)
 mkdir -p "$W" "$OUT"
