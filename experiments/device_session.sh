@@ -457,13 +457,18 @@
 # frames/s if one comes.
 # Session 48: at one pass the reused pass learns nothing from a generated chunk (its fast loss is exactly 0: the
 # sampler's one prediction is the chunk); the env now takes the usual step there and bench_env refuses --reuse-pass
-# at one pass, so session 47's 4,047 frames/s "with Temp-LoRA" stored nothing. Next lease (no collect needed: setup,
-# shards and docs/ out, carry .whl .gl; then shards back): MODEL=worldmodel/weights/default BENCH_STEPS=2 BENCH_S=230
-# FAST_BATCH=256 BENCH_REAL=off BENCH_ARGS="--compile --temp-lora on,off --update-every 4 --reuse-pass --chunks 8" ...
-# bench; then BENCH_STEPS=1 BENCH_S=300 FAST_BATCH=64,256 BENCH_TAG=_usual BENCH_ARGS="--compile --compile-fast-update
-# --temp-lora on,off --update-every 4 --chunks 8" ... bench (the one-pass Θ that learns); then the planners on run 15
-# detached (OUT=$W/agents_out PLAN_SPLIT=1 PLAN_PROCS=3 AGENTS_MIN=12 PLAN_AGENTS=planner,planner_no_memory
-# PLAN_GROUPS="<tasks 1-5>" PLAN_ARGS="<session 26's> --first-seed 4800" ... agents).
+# at one pass, so session 47's 4,047 frames/s "with Temp-LoRA" stored nothing. Then (nvidia-h100-x1, after ten refused
+# calls): setup (shards and docs/ out, carry .whl .gl); shards back, MODEL=worldmodel/weights/default BENCH_STEPS=2
+# BENCH_S=220 FAST_BATCH=256 BENCH_REAL=off BENCH_ARGS="--compile --temp-lora on,off --update-every 4 --reuse-pass
+# --chunks 8" ... bench (2,822 frames/s on, 3,684 off); BENCH_STEPS=1 BENCH_S=260 FAST_BATCH=64,256 BENCH_TAG=_usual
+# BENCH_ARGS="--compile --compile-fast-update --temp-lora on,off --update-every 4 --chunks 8" ... bench (cut after
+# its first row by BENCH_S: compiling); then detached OUT=$W/agents_out AGENT_SEEDS= PLAN_SPLIT=1 PLAN_PROCS=3
+# AGENTS_MIN=8 PLAN_AGENTS=planner,planner_no_memory PLAN_GROUPS="<tasks 3 5 4 2 1>" PLAN_ARGS="<session 26's>
+# --first-seed 4800" MODEL=worldmodel/weights/default ... agents (three Temp-LoRA planners ran out of the H100's
+# memory: at most PLAN_PROCS=2 with Temp-LoRA). docs/RESULTS.md, "The session-48 lease". The cube skill's grasp was
+# then mended on the CPU (task 3's losses). Next lease: the one-pass bench alone with BENCH_S=420 (FAST_BATCH=256,
+# then 64); the planners on tasks 3 and 5 in the mended scene (PLAN_PROCS=2, both agents, fresh --first-seed 4900);
+# `card` after `DETACH=1 DATA_SEED=48 COLLECT_MIN=1 ... collect`.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
