@@ -90,8 +90,8 @@ class _Button(_BoundedYaw, ButtonMarkovOracle):
 # can put a finger on the drawer's wall, and the descent stalls above the cube until the skill's time runs out (session
 # 48: after "open the drawer", "put the cube on the right" failed in 5 of task 3's scenes 4800-4819, the cube never
 # moved). If the effector, low, not grasping and not yet at the cube (the oracle's 2 cm), moves less than
-# GRASP_STALL_MOVE over GRASP_STALL_STEPS steps, the grasp turns to the cube's other pair of faces (yaw + pi/2) for the
-# rest of the skill.
+# GRASP_STALL_MOVE across its last GRASP_STALL_STEPS positions, the grasp turns to the cube's other pair of faces
+# (yaw + pi/2) for the rest of the skill. (The drawer's close uses the same kind of stall test, CLOSE_STALL_STEPS.)
 GRASP_STALL_STEPS, GRASP_STALL_MOVE, GRASP_STALL_HEIGHT = 8, 0.002, 0.1
 
 
