@@ -18,6 +18,7 @@ step of a long task the episode is at). Actions are skill ids (`envs.real.skills
 from __future__ import annotations
 
 import functools
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +31,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import (DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecMonitor,
@@ -368,6 +370,8 @@ def train_ppo(env: VecEnv, config: PPOConfig | None = None, callback: Any = None
                                features_extractor_kwargs=dict(features_dim=cfg.features_dim),
                                net_arch=dict(pi=[128], vf=[128])))
         agent.train_seconds = 0.0
+    if tb is None:  # SB3's own logger would make an empty folder in the temp dir on every learn
+        agent.set_logger(Logger(None, [HumanOutputFormat(sys.stdout)] if cfg.verbose else []))
     if cfg.normalize_reward and getattr(agent, "return_rms", None) is not None:
         env.ret_rms = agent.return_rms  # the return scale where the saved run stopped
     agent.agent_spec = asdict(spec)

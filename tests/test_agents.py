@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import zipfile
 
 import gymnasium as gym
@@ -167,13 +168,15 @@ def test_a_policys_skill_runs_on_until_the_success_head_sees_it_done():
         PolicyAgent(policy, ObservationSpec(**RecordingPolicy.agent_spec), skill_chunks=3)
 
 
-def test_ppo_baseline_in_the_real_scene_counts_env_steps():
+def test_ppo_baseline_in_the_real_scene_counts_env_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # SB3's default logger left a folder there per run
     env = real_vec_env(["task1_open"], 16, num_envs=1, max_chunks=2, scene=SCENE, seed=0)
     obs = env.reset()
     assert obs["image"].shape == (1, 16, 16, 3) and obs["image"].any()  # a rendered real frame
     agent = train_ppo(env, PPOConfig(total_timesteps=4, n_steps=4, batch_size=4, n_epochs=1, device="cpu"))
     assert agent.num_timesteps == 4 and agent.agent_spec["frame_size"] == 16
     assert [e["l"] for e in agent.ep_info_buffer] == [2, 2]  # two real episodes, cut at max_chunks
+    assert not list(tmp_path.iterdir())
     env.close()
 
 
