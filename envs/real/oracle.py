@@ -7,7 +7,7 @@ computes them for each skill so they work in task mode. Imports the simulator (s
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
@@ -26,6 +26,12 @@ RETREAT = 0.02  # drawer/window distance to target (m) at which the oracle may l
 # open again), or stuck. A drawer left 2 cm open shows a sliver of the cube at the image's edge.
 CLOSE_OVERSHOOT = 0.02
 CLOSE_STALL_STEPS, CLOSE_STALL_MOVE = 8, 0.002
+
+
+def stalled(positions: Sequence, steps: int, move: float) -> bool:
+    """Whether the last of ``positions`` (scalars or vectors, one per control step) lies within ``move`` (m) of the
+    one ``steps`` steps before it: the stall test of the drawer's close and of the cube's grasp."""
+    return len(positions) > steps and float(np.linalg.norm(np.subtract(positions[-1], positions[-1 - steps]))) < move
 CLOSE_PRESS = 0.03  # (m) how far past the gripper the lift aims in the closing direction
 # Effector height (m) above which each oracle counts the gripper as clear of the object; a skill
 # only counts as achieved once the arm is clear, so the next skill does not drag the object along.
@@ -90,9 +96,9 @@ class _Button(_BoundedYaw, ButtonMarkovOracle):
 # can put a finger on the drawer's wall, and the descent stalls above the cube until the skill's time runs out (session
 # 48: after "open the drawer", "put the cube on the right" failed in 5 of task 3's scenes 4800-4819, the cube never
 # moved). If the effector, low, not grasping and not yet at the cube (the oracle's 2 cm), moves less than
-# GRASP_STALL_MOVE across its last GRASP_STALL_STEPS positions, the grasp turns to the cube's other pair of faces
-# (yaw + pi/2) for the rest of the skill. (The drawer's close uses the same kind of stall test, CLOSE_STALL_STEPS.)
-GRASP_STALL_STEPS, GRASP_STALL_MOVE, GRASP_STALL_HEIGHT = 8, 0.002, 0.1
+# GRASP_STALL_MOVE over its last GRASP_STALL_STEPS steps (8 positions), the grasp turns to the cube's other pair of
+# faces (yaw + pi/2) for the rest of the skill. (The drawer's close uses the same `stalled` test, CLOSE_STALL_STEPS.)
+GRASP_STALL_STEPS, GRASP_STALL_MOVE, GRASP_STALL_HEIGHT = 7, 0.002, 0.1
 
 
 class _Cube(_BoundedYaw, CubeMarkovOracle):
@@ -111,9 +117,8 @@ class _Cube(_BoundedYaw, CubeMarkovOracle):
         block = info["privileged/target_block"]
         approaching = (pos[2] < GRASP_STALL_HEIGHT and float(np.ravel(info["proprio/gripper_contact"])[0]) < 0.5
                        and np.linalg.norm(np.asarray(info[f"privileged/block_{block}_pos"]) - pos) > 0.02)
-        self._trail = (*self._trail, pos)[-GRASP_STALL_STEPS:] if approaching else ()
-        if (self._prefer is None and len(self._trail) == GRASP_STALL_STEPS
-                and np.linalg.norm(self._trail[-1] - self._trail[0]) < GRASP_STALL_MOVE):
+        self._trail = (*self._trail, pos)[-GRASP_STALL_STEPS - 1:] if approaching else ()
+        if self._prefer is None and stalled(self._trail, GRASP_STALL_STEPS, GRASP_STALL_MOVE):
             eff_yaw = float(np.ravel(info["proprio/effector_yaw"])[0])
             block_yaw = float(np.ravel(info[f"privileged/block_{block}_yaw"])[0])
             aimed = super().shortest_yaw(eff_yaw, block_yaw)
@@ -217,9 +222,7 @@ class SkillController:
         error = abs(pos - self.skill.target)
         if self._closing:
             self._history.append(pos)
-            h = self._history
-            stalled = len(h) > CLOSE_STALL_STEPS and abs(h[-1] - h[-1 - CLOSE_STALL_STEPS]) < CLOSE_STALL_MOVE
-            self._released |= error <= RETREAT and stalled
+            self._released |= error <= RETREAT and stalled(self._history, CLOSE_STALL_STEPS, CLOSE_STALL_MOVE)
             release = self._released
         else:
             release = error <= RETREAT
