@@ -469,6 +469,13 @@
 # then mended on the CPU (task 3's losses). Next lease: the one-pass bench alone with BENCH_S=420 (FAST_BATCH=256,
 # then 64); the planners on tasks 3 and 5 in the mended scene (PLAN_PROCS=2, both agents, fresh --first-seed 4900);
 # `card` after `DETACH=1 DATA_SEED=48 COLLECT_MIN=1 ... collect`.
+# Session 49 (nvidia-h100-x1 at 04:45 UTC, after twenty refused calls; 378 s were left after setup and the planners):
+# setup; then detached, with a call that waited for it, OUT=runs/session/agents_out AGENT_SEEDS= PLAN_SPLIT=1
+# PLAN_PROCS=2 AGENTS_MIN=8 PLAN_AGENTS=planner,planner_no_memory PLAN_GROUPS="task5_rearrange_hard
+# task3_rearrange_medium" PLAN_ARGS="<session 26's> --first-seed 4900" MODEL=worldmodel/weights/default ... agents (347 s);
+# then bench_env by hand at one pass, --temp-lora on alone (3,404 frames/s). The card's held-out measures of run 15 were
+# taken on the CPU instead (docs/RESULTS.md), so `card` is not needed for run 15. Next lease: the one-pass bench with
+# --temp-lora on,off in one run (BENCH_S=420: each compiles for about 240 s); the planners on the memory tasks with run 15.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
