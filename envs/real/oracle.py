@@ -26,16 +26,16 @@ RETREAT = 0.02  # drawer/window distance to target (m) at which the oracle may l
 # open again), or stuck. A drawer left 2 cm open shows a sliver of the cube at the image's edge.
 CLOSE_OVERSHOOT = 0.02
 CLOSE_STALL_STEPS, CLOSE_STALL_MOVE = 8, 0.002
+CLOSE_PRESS = 0.03  # (m) how far past the gripper the lift aims in the closing direction
+# Effector height (m) above which each oracle counts the gripper as clear of the object; a skill
+# only counts as achieved once the arm is clear, so the next skill does not drag the object along.
+CLEAR_HEIGHT = {"drawer": 0.18, "window": 0.28, "button": 0.16, "cube": 0.16, "cube_drawer": 0.16}
 
 
 def stalled(positions: Sequence, steps: int, move: float) -> bool:
     """Whether the last of ``positions`` (scalars or vectors, one per control step) lies within ``move`` (m) of the
     one ``steps`` steps before it: the stall test of the drawer's close and of the cube's grasp."""
     return len(positions) > steps and float(np.linalg.norm(np.subtract(positions[-1], positions[-1 - steps]))) < move
-CLOSE_PRESS = 0.03  # (m) how far past the gripper the lift aims in the closing direction
-# Effector height (m) above which each oracle counts the gripper as clear of the object; a skill
-# only counts as achieved once the arm is clear, so the next skill does not drag the object along.
-CLEAR_HEIGHT = {"drawer": 0.18, "window": 0.28, "button": 0.16, "cube": 0.16, "cube_drawer": 0.16}
 
 
 @contextlib.contextmanager
