@@ -476,6 +476,12 @@
 # then bench_env by hand at one pass, --temp-lora on alone (3,404 frames/s). The card's held-out measures of run 15 were
 # taken on the CPU instead (docs/RESULTS.md), so `card` is not needed for run 15. Next lease: the one-pass bench with
 # --temp-lora on,off in one run (BENCH_S=420: each compiles for about 240 s); the planners on the memory tasks with run 15.
+# Session 50 (nvidia-h100-x1 at once, 05:37 UTC): setup; AGENT_SEEDS= PLAN_SPLIT=1 PLAN_PROCS=2 AGENTS_MIN=7
+# PLAN_AGENTS=planner,planner_no_memory PLAN_GROUPS="memory_drawer memory_drawer_locked" PLAN_ARGS="<session 26's>
+# --first-seed 5000" ... agents (386 s), the same for memory_cube_return (AGENTS_MIN=4, 225 s: 0% for both planners);
+# then BENCH_STEPS=1 BENCH_REAL=off FAST_BATCH=256 BENCH_ARGS="--compile --compile-fast-update --temp-lora on,off
+# --update-every K --chunks C" ... bench for K = 4, 8, 16 (288 s compiling, then 74-90 s each on the warm machine).
+# Next lease: the planners on memory_cube_return with heads that read the episode so far and know its labels.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
