@@ -76,8 +76,8 @@ def iter_episodes(source: str | Path, limit: int | None = None) -> Iterator[dict
 def scene_labels(episode: dict) -> list[LabelSet]:
     """Hindsight labels of a recorded scene episode: its own (`own_labels`), then for each task with a fixed goal
     scene (`envs.real.tasks.RELABEL_TASKS`: tasks 1-5 and the drawer memory tasks) its `task_labels`. An episode of
-    such a task is labelled by the state alone under its own instruction. Episodes without ``sim_state`` (Crafter,
-    synthetic) keep only their own labels.
+    such a task, or of `memory_cube_return` (whose goal is its own start scene), is labelled by the state alone under
+    its own instruction. Episodes without ``sim_state`` (Crafter, synthetic) keep only their own labels.
 
     Why: trained on their own instructions only, the heads never see a task's instruction beside a scene that
     misses its goal unless an expert episode of that task passes through it, and they called a cube on the
@@ -90,28 +90,31 @@ def scene_labels(episode: dict) -> list[LabelSet]:
 def _tagged_scene_labels(episode: dict) -> list[tuple[str | None, LabelSet]]:
     """`scene_labels` with the task each label set is for (None: the episode's own labels of a task without a
     fixed goal scene, e.g. play), in the same order."""
-    from envs.real.tasks import RELABEL_TASKS
+    from envs.real.tasks import RELABEL_TASKS, RETURN_TASK
 
     if "sim_state" not in episode or not len(episode["sim_state"]):
         return [(None, labels) for labels in own_labels(episode)]
-    attrs = episode["attrs"]
-    own = [] if attrs.get("task") in RELABEL_TASKS else [(None, own_labels(episode)[0])]
+    task = episode["attrs"].get("task")
+    own = ([] if task in RELABEL_TASKS else [(RETURN_TASK, task_labels(episode, RETURN_TASK))] if task == RETURN_TASK
+           else [(None, own_labels(episode)[0])])
     return own + [(task, task_labels(episode, task)) for task in RELABEL_TASKS]
 
 
 def task_labels(episode: dict, task: str) -> LabelSet:
-    """``task``'s labels of a recorded scene episode: an instruction of the task with reward and "done" judged on
-    the recorded simulator state at each chunk's end (`goal_conditions`: the simulator's own check, so the
-    episode's own task gets its recorded reward back). An episode of ``task`` keeps its own instruction, and a chunk
-    that already shows the goal is done there too (the recorded end comes later when the expert's skill check lags).
-    A drawer memory task's goal scene is done only once its memory part has happened (`memory_part_done`, the
-    success judge's rule): its plan passes through the goal scene right after hiding the cube, and a planner that
-    imagined that scene as "done" reopened the drawer there instead of locking it (session 14). A memory task's
+    """``task``'s labels of a recorded scene episode (``task`` one of `envs.real.tasks.LABELLED_TASKS`;
+    `memory_cube_return` only for its own episodes, its goal being their start scene): an instruction of the task
+    with reward and "done" judged on the recorded simulator state at each chunk's end (`goal_conditions`: the
+    simulator's own check, so the episode's own task gets its recorded reward back). An episode of ``task`` keeps its
+    own instruction, and a chunk that already shows the goal is done there too (the recorded end comes later when
+    the expert's skill check lags). A memory task's goal scene is done only once its memory part has happened
+    (`memory_part_done`, the success judge's rule): a drawer task's plan passes through the goal scene right after
+    hiding the cube, and a planner that imagined that scene as "done" reopened the drawer there instead of locking
+    it (session 14); `memory_cube_return` starts in its goal scene. A drawer memory task's
     instruction for another episode is drawn with random distractors (`relabel_instruction`), seeded by the
     episode's states and the task, so the labels repeat. The fourth array: the skills still needed at each chunk's
     end (`skills_to_go`), and the fifth the skills that bring the goal one closer from there (`next_skills`); both
     count a chunk whose cube skill was not achieved and moved the cube as ending with the cube still under way
-    ("held"), and for a drawer memory task go through its memory part where the episode had not yet done it."""
+    ("held"), and for a memory task go through its memory part where the episode had not yet done it."""
     from agents.real_scene import memory_part_done
     from envs.real.skills import SKILLS
     from envs.real.tasks import (RELABEL_TASKS, cube_under_way, goal_conditions, next_skills, relabel_instruction,
@@ -122,16 +125,16 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     states = np.asarray(episode["sim_state"])
     ends = states[(np.arange(K) + 1) * L]
     held = cube_under_way(episode.get("skill_ids", np.full(K, -1)), episode["success"], states[np.arange(K) * L], ends)
-    memory = memory_part_done(task, states)[(np.arange(K) + 1) * L]  # a drawer memory task's part done by then
-    conditions = goal_conditions(task, ends)
+    memory = memory_part_done(task, states)[(np.arange(K) + 1) * L]  # a memory task's part done by then
+    conditions = goal_conditions(task, ends, states[0])
     if task == attrs.get("task"):
         text = str(attrs.get("instruction", ""))
     else:
         seed = zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes())
         text = relabel_instruction(task, np.random.default_rng([seed, RELABEL_TASKS.index(task)]))
     return (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1) & memory,
-            skills_to_go(task, ends, held, memory).astype(np.float32),
-            next_skills(task, ends, len(SKILLS), held, memory))
+            skills_to_go(task, ends, held, memory, states[0]).astype(np.float32),
+            next_skills(task, ends, len(SKILLS), held, memory, states[0]))
 
 
 def heldout_split(episodes: list[dict], heldout: float) -> tuple[list[dict], list[dict]]:

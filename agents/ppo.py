@@ -100,13 +100,13 @@ REWARDS = ("scene", "to_go")
 
 
 def check_reward(reward: str, tasks: Sequence[str]) -> str:
-    from envs.real.tasks import RELABEL_TASKS
+    from envs.real.tasks import LABELLED_TASKS
 
     if reward not in REWARDS:
         raise ValueError(f"unknown reward {reward!r}: one of {REWARDS}")
-    if reward == "to_go" and set(tasks) - set(RELABEL_TASKS):
-        raise ValueError(f"reward='to_go' needs tasks with a fixed goal ({', '.join(RELABEL_TASKS)}); "
-                         f"{sorted(set(tasks) - set(RELABEL_TASKS))} have none")
+    if reward == "to_go" and set(tasks) - set(LABELLED_TASKS):
+        raise ValueError(f"reward='to_go' needs tasks whose recorded states give the skills to go "
+                         f"({', '.join(LABELLED_TASKS)}); {sorted(set(tasks) - set(LABELLED_TASKS))} have none")
     return reward
 
 

@@ -238,7 +238,7 @@ def run_real_episodes(agent: Agent, envs: Sequence[Any], jobs: Sequence[tuple[st
 
 def skills_to_go_after(task: str, judge: SuccessJudge, sim: np.ndarray, skill: int | None = None,
                        step_info: dict | None = None) -> tuple[int, np.ndarray]:
-    """The skills ``task`` (one of `envs.real.tasks.RELABEL_TASKS`) still needs after the chunk that ran ``skill``
+    """The skills ``task`` (one of `envs.real.tasks.LABELLED_TASKS`) still needs after the chunk that ran ``skill``
     from simulator state ``sim`` (``step_info``: the scene's, ``judge`` already updated with it), or at the reset
     (no chunk), and the simulator state the chunk ended in."""
     from envs.real.tasks import cube_under_way, skills_to_go
@@ -249,14 +249,14 @@ def skills_to_go_after(task: str, judge: SuccessJudge, sim: np.ndarray, skill: i
         held = cube_under_way([skill], [step_info["success"]], np.asarray(sim)[None], end)
         sim = end[0]
     memory = [judge.reached == len(judge.milestones)]
-    return int(skills_to_go(task, np.asarray(sim)[None], held, memory)[0]), np.asarray(sim)
+    return int(skills_to_go(task, np.asarray(sim)[None], held, memory, judge.start)[0]), np.asarray(sim)
 
 
 def _trace(st: dict, task: str, skill: int | None = None, step_info: dict | None = None) -> None:
     """Append the skills ``task`` still needs after this chunk (or at the reset) to the episode's ``to_go`` trace."""
-    from envs.real.tasks import RELABEL_TASKS
+    from envs.real.tasks import LABELLED_TASKS
 
-    if task in RELABEL_TASKS:
+    if task in LABELLED_TASKS:
         to_go, st["sim"] = skills_to_go_after(task, st["judge"], st["sim"], skill, step_info)
         st["to_go"].append(to_go)
 

@@ -205,8 +205,8 @@ def test_ppo_can_learn_from_skills_to_go_in_both_worlds(model, heads):
         assert scene_reward.step(3)[1] != -4.0 and "skills_to_go" not in scene_reward.step(3)[4]
     finally:
         real.close(), scene_reward.close()
-    with pytest.raises(ValueError, match="fixed goal"):
-        real_vec_env(["memory_cube_return"], 16, num_envs=1, max_chunks=2, scene=SCENE, reward="to_go")
+    with pytest.raises(ValueError, match="give the skills to go.*'play'"):
+        real_vec_env(["play"], 16, num_envs=1, max_chunks=2, scene=SCENE, reward="to_go")
     with pytest.raises(ValueError, match="unknown reward"):
         check_reward("parts", ["task1_open"])
 

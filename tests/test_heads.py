@@ -221,6 +221,44 @@ def test_a_memory_tasks_labels_go_through_its_memory_part():
     assert memory_part_done("task1_open", rows).all()  # no memory part
 
 
+def test_cube_return_is_labelled_against_its_own_start():
+    """memory_cube_return's goal is the scene its episode started in, and it counts only after the cube left it
+    (`MILESTONES`): its own episodes get labels judged against their first state (to go: 2 at the start, 1 away,
+    0 back), done only once back; a start without the cube on a slot gets a clear error."""
+    from agents.heads import scene_labels
+    from envs.real.objects import SIM_STATE_FIELDS
+    from envs.real.skills import CUBE_SLOTS, SKILLS
+    from envs.real.tasks import RELABEL_TASKS, get_task
+
+    spec = get_task("memory_cube_return").build(np.random.default_rng(1))  # starts on the left, away: the middle
+    start, away = CUBE_SLOTS["left"], CUBE_SLOTS["middle"]
+    assert np.allclose(spec.task_info["init"]["block_xyzs"][0], start)
+    base = dict(drawer=spec.task_info["init"]["drawer_pos"], window=spec.task_info["init"]["window_pos"],
+                left_button=1, right_button=1, cube_in_drawer=0)
+    K, L = 3, 2
+    cubes = [start] * L + [away] * (2 * L) + [start]  # ends of chunks 0, 1, 2: away, away, back
+    state = np.array([[{**base, **dict(zip(("cube_x", "cube_y", "cube_z"), c))}[f] for f in SIM_STATE_FIELDS]
+                      for c in cubes], np.float32)
+    frames = np.zeros((1 + K * L, 8, 8, 3), np.uint8)
+    ep = dict(frames=frames, reward=np.zeros(K, np.float32), success=np.ones(K, bool), sim_state=state,
+              skill_ids=np.array([8, 0, 7]), attrs=dict(chunk_len=L, task="memory_cube_return",
+                                                       instruction=spec.instruction, task_success=True))
+    sets = scene_labels(ep)
+    assert len(sets) == 1 + len(RELABEL_TASKS) and sets[0][0] == spec.instruction
+    _, reward, done, to_go, nexts = sets[0]
+    assert reward.tolist() == [-1.0, -1.0, 0.0] and done.tolist() == [False, False, True]
+    assert to_go.tolist() == [1, 1, 0]
+    back = "put the cube on the left of the table"
+    assert [[SKILLS[k] for k in np.flatnonzero(row)] for row in nexts] == [[back], [back], []]
+    stayed = dict(ep, sim_state=np.repeat(state[:1], len(state), 0))  # never left its slot: its goal, not done
+    _, reward, done, to_go, _ = scene_labels(stayed)[0]
+    assert reward.tolist() == [0.0] * K and not done.any() and to_go.tolist() == [2] * K
+    off = state.copy()
+    off[0, :2] = 0.5, 0.5
+    with pytest.raises(ValueError, match="cube on a table slot"):
+        scene_labels(dict(ep, sim_state=off))
+
+
 def test_heads_learn_the_next_skill_from_hindsight_labels():
     """A next-skill output learns labels that depend on the frame and the instruction, and `with_next_skill` adds it
     to trained heads without changing their other outputs."""

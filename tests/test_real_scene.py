@@ -203,29 +203,39 @@ def test_scripted_expert_and_revisit_rules():
 def test_goal_conditions_reproduce_the_simulators_reward(sim_env):
     """Judged on the recorded states alone, each task's goal check gives back the reward the simulator computed
     at every chunk (the hindsight labels of the reward heads rest on this); a play episode is judged too."""
-    from envs.real.tasks import RELABEL_TASKS, get_task, goal_conditions, skills_to_go
+    from agents.real_scene import memory_part_done
+    from envs.real.tasks import LABELLED_TASKS, RELABEL_TASKS, get_task, goal_conditions, skills_to_go
 
     assert {"memory_drawer", "memory_drawer_locked"} < set(RELABEL_TASKS)
-    for task in RELABEL_TASKS:
+    assert set(LABELLED_TASKS) - set(RELABEL_TASKS) == {"memory_cube_return"}  # its goal: the episode's start
+    for task in LABELLED_TASKS:
         ep = run_episode(sim_env, seed=5, task=task)
-        L, K = int(ep["attrs"]["chunk_len"]), len(ep["reward"])
-        conditions = goal_conditions(task, ep["sim_state"][(np.arange(K) + 1) * L])
+        L, K, start = int(ep["attrs"]["chunk_len"]), len(ep["reward"]), ep["sim_state"][0]
+        conditions = goal_conditions(task, ep["sim_state"][(np.arange(K) + 1) * L], start)
         assert conditions.shape == (K, 5)
         np.testing.assert_array_equal(conditions.sum(1) - 5, ep["reward"], err_msg=task)
-        # the skills still needed: 0 exactly at the goal; along tasks 1-5's expert plan one fewer per skill done
-        to_go = skills_to_go(task, ep["sim_state"][np.arange(K + 1) * L])
-        np.testing.assert_array_equal(to_go[1:] == 0, conditions.all(1), err_msg=task)
+        # the skills still needed: 0 exactly at the goal once the memory part is done; along tasks 1-5's expert
+        # plan one fewer per skill done
+        memory = memory_part_done(task, ep["sim_state"])[np.arange(K + 1) * L]
+        to_go = skills_to_go(task, ep["sim_state"][np.arange(K + 1) * L], memory_done=memory, start=start)
+        np.testing.assert_array_equal(to_go[1:] == 0, conditions.all(1) & memory[1:], err_msg=task)
         if not get_task(task).memory:
             plan = get_task(task).build(np.random.default_rng(5)).plan
             assert to_go[0] == len(plan) and (np.diff(to_go) <= 0).all(), (task, to_go)
         assert conditions[-1].all() == bool(ep["attrs"]["task_success"]) and ep["attrs"]["task_success"]
-        if get_task(task).memory:  # hiding the cube passes through the goal scene before the distractors
+        if task in RELABEL_TASKS and get_task(task).memory:  # hiding the cube passes through the goal scene first
             done = conditions.all(1)
             assert done.any() and not done[done.argmax():].all(), task  # reached, left, reached again at the end
+        elif task not in RELABEL_TASKS:  # memory_cube_return starts in its goal scene, two skills from done
+            assert goal_conditions(task, start[None], start).all() and to_go[0] == 2 and not memory[0]
     play = run_episode(sim_env, seed=5, task="play", policy="random", num_chunks=3)
     assert goal_conditions("task1_open", play["sim_state"]).shape == (len(play["sim_state"]), 5)
-    with pytest.raises(ValueError, match="no fixed goal scene.*task1_open"):
+    with pytest.raises(ValueError, match="memory_cube_return's goal is the scene its episode started in"):
         goal_conditions("memory_cube_return", play["sim_state"])
+    off_slot = play["sim_state"][0].copy()
+    off_slot[:3] = 0.5, 0.5, 0.02
+    with pytest.raises(ValueError, match="cube on a table slot"):
+        goal_conditions("memory_cube_return", play["sim_state"], off_slot)
 
 
 def test_opaque_arm_hides_what_the_transparent_one_shows():

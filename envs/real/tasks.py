@@ -205,10 +205,19 @@ _MEMORY = (
 )
 
 
+RETURN_TASK = "memory_cube_return"  # the one task whose goal is the scene its episode started in
+
+
+@cache
+def _return_scene(slot: str) -> dict:
+    """`memory_cube_return`'s start scene and goal: the cube on table slot ``slot``, all else shut and unlocked."""
+    return _scene(CUBE_SLOTS[slot], (1, 1), DRAWER_CLOSED, WINDOW_CLOSED)
+
+
 def _cube_return(rng: np.random.Generator) -> EpisodeSpec:
     """The cube starts on a random slot, moves away, and must come back after distractions."""
     start, away = rng.permutation(list(CUBE_SLOTS))[:2]
-    init = _scene(CUBE_SLOTS[start], (1, 1), DRAWER_CLOSED, WINDOW_CLOSED)
+    init = _return_scene(str(start))
     plan = (cube_slot_skill(away),) + _plan(
         "open the drawer", "close the drawer", "open the window", "close the window"
     ) + (cube_slot_skill(start),)
@@ -216,7 +225,7 @@ def _cube_return(rng: np.random.Generator) -> EpisodeSpec:
         f"put the cube {slot_phrase(away)}, open and close the drawer and the window, "
         "then put the cube back where it was"
     )
-    return EpisodeSpec(dict(task_name="memory_cube_return", init=init, goal=init), instruction, plan)
+    return EpisodeSpec(dict(task_name=RETURN_TASK, init=init, goal=init), instruction, plan)
 
 
 # Object and joint ranges OGBench samples its own play data from.
@@ -244,7 +253,7 @@ TASKS: dict[str, Task] = {
     for t in (
         *_OGBENCH,
         *_MEMORY,
-        Task("memory_cube_return", _cube_return, memory=True),
+        Task(RETURN_TASK, _cube_return, memory=True),
         Task("play", _play, has_goal_image=False),
     )
 }
@@ -257,6 +266,9 @@ EXPERT_TASKS: tuple[str, ...] = tuple(n for n in TASKS if n != "play")
 # each; the drawer memory tasks' goal is the cube in the open drawer with the window shut, and their instructions name
 # the episode's random distractors (`relabel_instruction`).
 RELABEL_TASKS: tuple[str, ...] = tuple(t.name for t in (*_OGBENCH, *_MEMORY))
+# Tasks whose labels (goal checks, skills to go) an episode's recorded states give: the fixed-goal ones, and
+# `memory_cube_return`, whose goal is its episode's start scene (`goal_scene`): only its own episodes are labelled
+LABELLED_TASKS: tuple[str, ...] = (*RELABEL_TASKS, RETURN_TASK)
 GOAL_TOLERANCE = 0.04  # OGBench's: cube within 4 cm of its goal, drawer and window within 4 cm of theirs
 _FIELD = {name: i for i, name in enumerate(SIM_STATE_FIELDS)}
 
@@ -278,12 +290,41 @@ def relabel_instruction(task: str, rng: np.random.Generator, distractors: tuple[
     return builder.build(rng, distractors).instruction if builder.takes_distractors else spec.instruction
 
 
-def goal_conditions(task: str, sim_state: np.ndarray) -> np.ndarray:
-    """The simulator's goal checks of ``task`` (one of `RELABEL_TASKS`) on recorded states (``sim_state``, (T, 8) as
-    in `objects.SIM_STATE_FIELDS`): bool (T, 5), [cube, left button, right button, drawer, window], in the order and
-    with the tolerances of `envs.real.sim` (OGBench's, with a ``cube_in_drawer`` goal met by the cube anywhere in the
-    drawer), so ``sum - 5`` is the recorded reward."""
-    goal = fixed_spec(task).task_info["goal"]
+def start_slot(start: np.ndarray) -> str:
+    """The table slot (`CUBE_SLOTS`, within `GOAL_TOLERANCE`) of the cube in a recorded start state (8,): where
+    `memory_cube_return` must bring it back to."""
+    cube = np.asarray(start, np.float64).reshape(-1)[:3]
+    near = [n for n in _SLOTS if np.linalg.norm(cube - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE]
+    if not near:
+        raise ValueError(f"{RETURN_TASK} starts with the cube on a table slot ({', '.join(_SLOTS)}); this start has "
+                         f"it at {np.round(cube, 3).tolist()}")
+    return near[0]
+
+
+def goal_scene(task: str, start: np.ndarray | None = None) -> dict:
+    """``task``'s goal scene (one of `LABELLED_TASKS`): a `RELABEL_TASKS` task's fixed one, or for
+    `memory_cube_return` the scene its episode started in (its builder's start is its goal), read from ``start``, the
+    episode's first recorded state (8,)."""
+    slot = _slot(task, start)
+    return fixed_spec(task).task_info["goal"] if slot is None else _return_scene(slot)
+
+
+def _slot(task: str, start: np.ndarray | None) -> str | None:
+    """`memory_cube_return`'s start slot, its goal (read from ``start``, which it needs); None for other tasks."""
+    if task != RETURN_TASK:
+        return None
+    if start is None:
+        raise ValueError(f"{RETURN_TASK}'s goal is the scene its episode started in: pass the episode's first "
+                         "recorded state (start)")
+    return start_slot(start)
+
+
+def goal_conditions(task: str, sim_state: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """The simulator's goal checks of ``task`` (one of `LABELLED_TASKS`; ``start`` as in `goal_scene`) on recorded
+    states (``sim_state``, (T, 8) as in `objects.SIM_STATE_FIELDS`): bool (T, 5), [cube, left button, right button,
+    drawer, window], in the order and with the tolerances of `envs.real.sim` (OGBench's, with a ``cube_in_drawer``
+    goal met by the cube anywhere in the drawer), so ``sum - 5`` is the recorded reward."""
+    goal = goal_scene(task, start)
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
     if goal.get("cube_in_drawer", False):
         cube = state[:, _FIELD["cube_in_drawer"]] > 0.5
@@ -300,7 +341,8 @@ MAX_SKILLS_TO_GO = 12  # `skills_to_go` of a state the goal cannot be reached fr
 _SLOTS = tuple(CUBE_SLOTS)  # the table spots the cube skills put the cube on
 
 
-def _abstract(task: str, state: np.ndarray, held: np.ndarray | None = None) -> tuple:
+def _abstract(task: str, state: np.ndarray, held: np.ndarray | None = None,
+              start: np.ndarray | None = None) -> tuple:
     """A recorded state (T, 8) as the scene's rules see it, per row: (drawer, window, left unlocked, right unlocked,
     cube). Drawer and window: True (open) or False (shut) within `GOAL_TOLERANCE` of that end, the tolerance of the
     goal check and of the skills' own success, else None (part-way). Cube: a `CUBE_SLOTS` name, "drawer", "goal" (on
@@ -316,7 +358,7 @@ def _abstract(task: str, state: np.ndarray, held: np.ndarray | None = None) -> t
         return True if abs(value - open_) <= GOAL_TOLERANCE else False if abs(value - shut) <= GOAL_TOLERANCE else None
 
     rows = []
-    cube_ok = goal_conditions(task, state)[:, 0]
+    cube_ok = goal_conditions(task, state, start)[:, 0]
     held = np.zeros(len(state), bool) if held is None else np.asarray(held, bool).reshape(len(state))
     for row, ok, grip in zip(state, cube_ok, held):
         if grip:
@@ -359,21 +401,25 @@ _ABSTRACT_STATES = [(d, w, lo, ro, c) for d in (False, True, None) for w in (Fal
                     for ro in (False, True) for c in (*_SLOTS, "drawer", "goal", "table", "held")]
 
 
-# The memory part of a drawer memory task as an abstract state (`_abstract`), which must have happened before its goal
-# counts: the cube in the shut drawer (and the drawer locked over it), as `agents.real_scene.MILESTONES` judges it
-_MEMORY_PART: dict[str, Callable[[tuple], bool]] = {
-    "memory_drawer": lambda s: s[4] == "drawer" and s[0] is False,
-    "memory_drawer_locked": lambda s: s[4] == "drawer" and s[0] is False and not s[2],
+# The memory part of a memory task as an abstract state (`_abstract`), which must have happened before its goal
+# counts, as `agents.real_scene.MILESTONES` judges it: the cube in the shut drawer (and the drawer locked over it); for
+# `memory_cube_return` (given its start slot) the cube anywhere but its start slot, not still in the gripper
+_MEMORY_PART: dict[str, Callable[..., bool]] = {
+    "memory_drawer": lambda s, slot: s[4] == "drawer" and s[0] is False,
+    "memory_drawer_locked": lambda s, slot: s[4] == "drawer" and s[0] is False and not s[2],
+    RETURN_TASK: lambda s, slot: s[4] not in (slot, "held"),
 }
 
 
 @cache
-def _distances(task: str, memory_done: bool = True) -> dict[tuple, int]:
-    """Fewest skills from every abstract state to ``task``'s goal (breadth-first search backwards). A drawer memory task
-    whose memory part has not happened yet (``memory_done`` False) goes through it first (`_MEMORY_PART`): the skills
-    to reach a state that completes it, then that state's skills to the goal."""
+def _distances(task: str, memory_done: bool = True, slot: str | None = None) -> dict[tuple, int]:
+    """Fewest skills from every abstract state to ``task``'s goal (breadth-first search backwards; ``slot``:
+    `memory_cube_return`'s start slot, its goal). A memory task whose memory part has not happened yet
+    (``memory_done`` False) goes through it first (`_MEMORY_PART`): the skills to reach a state that completes it,
+    then that state's skills to the goal."""
     if not memory_done and task in _MEMORY_PART:
-        done, part = _distances(task), _MEMORY_PART[task]
+        done, memory_part = _distances(task, True, slot), _MEMORY_PART[task]
+        part = lambda s: memory_part(s, slot)  # noqa: E731
         dist = {s: d for s, d in done.items() if part(s)}
         while True:  # Bellman-Ford over the few hundred abstract states: 1 + the best skill's successor
             changed = False
@@ -385,7 +431,7 @@ def _distances(task: str, memory_done: bool = True) -> dict[tuple, int]:
                     dist[s], changed = best + 1, True
             if not changed:
                 return dist
-    goal = fixed_spec(task).task_info["goal"]
+    goal = _return_scene(slot) if task == RETURN_TASK else fixed_spec(task).task_info["goal"]
     if goal.get("cube_in_drawer", False):
         cube_ok = lambda cube, drawer: cube == "drawer"  # noqa: E731
     else:
@@ -426,21 +472,22 @@ def cube_under_way(skill_ids: np.ndarray, success: np.ndarray, starts: np.ndarra
 
 
 def skills_to_go(task: str, sim_state: np.ndarray, held: np.ndarray | None = None,
-                 memory_done: np.ndarray | None = None) -> np.ndarray:
+                 memory_done: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
     """The fewest skills that take each recorded state (``sim_state``, (T, 8)) to ``task``'s goal (one of
-    `RELABEL_TASKS`), under the scene's rules (`_after`); `MAX_SKILLS_TO_GO` where none can. int64 (T,). ``held``
-    (bool (T,)): where a cube skill was still under way (`_abstract`). ``memory_done`` (bool (T,), default all True):
-    whether a drawer memory task's memory part had happened by then (`agents.real_scene.memory_part_done`); where not,
-    the count goes through it (the cube put in the open drawer is then 2 skills away, not 0).
+    `LABELLED_TASKS`; ``start`` as in `goal_scene`), under the scene's rules (`_after`); `MAX_SKILLS_TO_GO` where
+    none can. int64 (T,). ``held`` (bool (T,)): where a cube skill was still under way (`_abstract`). ``memory_done``
+    (bool (T,), default all True): whether a memory task's memory part had happened by then
+    (`agents.real_scene.memory_part_done`); where not, the count goes through it (the cube put in the open drawer is
+    then 2 skills away, not 0; `memory_cube_return`'s cube on its start slot 2, not 0).
 
     Why: OGBench's reward counts the goal conditions met, and on the way to the goal it often falls first (unlocking
     the drawer in task 4, opening it): along the expert's own episodes of tasks 2, 4 and 5 it waits 3-7 chunks before
     it rises, longer than a planner looks ahead (docs/RESULTS.md, session 10). The skills still needed fall by one with
     every right skill, so a head that learns them gives the planner a value to aim at."""
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
-    phase = _phases(memory_done, len(state))
-    return np.array([_distances(task, bool(m)).get(s, MAX_SKILLS_TO_GO)
-                     for s, m in zip(_abstract(task, state, held), phase)], np.int64)
+    phase, slot = _phases(memory_done, len(state)), _slot(task, start)
+    return np.array([_distances(task, bool(m), slot).get(s, MAX_SKILLS_TO_GO)
+                     for s, m in zip(_abstract(task, state, held, start), phase)], np.int64)
 
 
 def _phases(memory_done: np.ndarray | None, rows: int) -> np.ndarray:
@@ -448,11 +495,11 @@ def _phases(memory_done: np.ndarray | None, rows: int) -> np.ndarray:
 
 
 def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10, held: np.ndarray | None = None,
-                memory_done: np.ndarray | None = None) -> np.ndarray:
+                memory_done: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
     """The skills (`envs.real.skills.SKILLS` order) that take each recorded state one skill closer to ``task``'s
     goal under the scene's rules: bool (T, num_skills); a row is all False at the goal and where no skill helps.
-    ``held`` and ``memory_done`` as in `skills_to_go` (before a memory task's memory part, "close the drawer" over
-    the cube, not nothing). A part-way drawer or window, or a held cube, makes finishing that skill the
+    ``held``, ``memory_done`` and ``start`` as in `skills_to_go` (before a memory task's memory part, "close the
+    drawer" over the cube, not nothing). A part-way drawer or window, or a held cube, makes finishing that skill the
     right next one (`_abstract`).
 
     Why: the targets of the heads' next-skill output, a learned prior a planner samples and scores its first
@@ -460,8 +507,9 @@ def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10, held: np
     task 4's "open the drawer" while the reward dips for it)."""
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
     out = np.zeros((len(state), num_skills), bool)
-    for row, (s, m) in enumerate(zip(_abstract(task, state, held), _phases(memory_done, len(state)))):
-        dist = _distances(task, bool(m))
+    slot = _slot(task, start)
+    for row, (s, m) in enumerate(zip(_abstract(task, state, held, start), _phases(memory_done, len(state)))):
+        dist = _distances(task, bool(m), slot)
         d = dist.get(s, MAX_SKILLS_TO_GO)
         if 0 < d < MAX_SKILLS_TO_GO:
             out[row] = [dist.get(_after(s, k), MAX_SKILLS_TO_GO) == d - 1 for k in range(num_skills)]
