@@ -149,7 +149,7 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
               device: str | torch.device = "cpu", config: HeadsConfig | None = None,
               relabel: bool = True, init: RewardHeads | None = None,
               imagine: Callable[[list[dict]], list[dict]] | None = None,
-              next_skill: int = 0, history: bool = False) -> tuple[RewardHeads, HeadsFit]:
+              next_skill: int = 0, history: bool = False, progress: bool = False) -> tuple[RewardHeads, HeadsFit]:
     """Fit heads on real episodes (every ``1/heldout``-th episode held out) and measure them there: on the
     held-out episodes' own instructions, and against every `RELABEL_TASKS` instruction (`scene_labels`), also
     per task. ``relabel``: train on `scene_labels` too (else on the episodes' own labels only). ``init``: continue
@@ -157,7 +157,8 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
     train on its copies of the training episodes too, and measure on its copies of the held-out ones.
     ``next_skill`` > 0: the heads get (or keep) a next-skill output over that many skills
     (`RewardHeads.with_next_skill`) and learn it from the hindsight labels. ``history``: the heads read the episode
-    so far too (`HeadsConfig.history`; ``init`` grows it with `RewardHeads.with_history`)."""
+    so far too (`HeadsConfig.history`; ``init`` grows it with `RewardHeads.with_history`). ``progress``: a progress
+    bar over the steps."""
     episodes = [e for e in iter_episodes(source, max_episodes) if len(e["reward"])]
     if not episodes:
         raise ValueError(f"{source}: no episodes with chunks to fit reward heads on")
@@ -181,7 +182,7 @@ def fit_heads(source: str | Path, frame_size: int, steps: int = 2000, batch_size
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             heads = RewardHeads(cfg).to(device)
-    losses = train_heads(heads, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    losses = train_heads(heads, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     fit = HeadsFit(len(train), 0, float("nan"), float("nan"), float("nan"), float(np.mean(losses[-20:])), relabel)
     if test_eps:
         judge_heads(heads, test_eps, fit)

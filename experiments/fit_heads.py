@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
                            lr=args.lr, heldout=0.1 if args.heldout is None else args.heldout,
                            max_episodes=args.max_episodes, seed=args.seed, device=device, relabel=args.relabel,
                            init=init, imagine=imagine, next_skill=len(SKILLS) if args.next_skill else 0,
-                           history=args.history)
+                           history=args.history, progress=True)
     print(json.dumps(info))
     return info
 

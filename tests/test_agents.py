@@ -805,7 +805,7 @@ def test_eval_agent_plays_saved_policies_as_the_direct_calls_do(model, heads, sa
             run(cfg, ["test"])
 
 
-def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path):
+def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path, capsys):
     """`experiments.fit_heads` writes heads/ + fit.json into the model folder, where the env finds them."""
     import shutil
 
@@ -822,6 +822,7 @@ def test_fit_heads_ships_heads_in_the_model_folder(saved, tmp_path):
     write_episodes(tmp_path / "data.h5", {f"episode_{i:03d}": ep for i, ep in enumerate(episodes)})
     info = main(["--model", str(folder), "--data", str(tmp_path / "data.h5"), "--steps", "5", "--device", "cpu"])
     assert info["heldout_chunks"] == 3 and 0.0 <= info["success_accuracy"] <= 1.0  # 1 of 10 episodes held out
+    assert "heads: 100%" in capsys.readouterr().err  # a progress bar over the steps (a CPU fit takes minutes)
     assert json.loads((folder / "heads" / "fit.json").read_text())["train_chunks"] == info["train_chunks"] == 27
     assert isinstance(resolve_heads(None, folder, torch.device("cpu")), RewardHeads)
     before = RewardHeads.from_pretrained(folder / "heads").state_dict()
