@@ -481,7 +481,10 @@
 # --first-seed 5000" ... agents (386 s), the same for memory_cube_return (AGENTS_MIN=4, 225 s: 0% for both planners);
 # then BENCH_STEPS=1 BENCH_REAL=off FAST_BATCH=256 BENCH_ARGS="--compile --compile-fast-update --temp-lora on,off
 # --update-every K --chunks C" ... bench for K = 4, 8, 16 (288 s compiling, then 74-90 s each on the warm machine).
-# Next lease: the planners on memory_cube_return with heads that read the episode so far and know its labels.
+# Next lease: the planners (both agents) on memory_cube_return and tasks 1-5 with the heads that read the episode so
+# far and learnt memory_cube_return on the CPU (docs/results/history_heads_s50_cpu: the skill prior 0% -> 90% there);
+# docs/ is moved out for the tree's 64 MiB, so copy the heads to runs/ and carry them, then PLAN_ARGS="<session 26's>
+# --heads <that folder> --first-seed 5000"; ship them with the default if the planners do no worse on tasks 1-5.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
