@@ -94,9 +94,13 @@ def _tagged_scene_labels(episode: dict) -> list[tuple[str | None, LabelSet]]:
 
     if "sim_state" not in episode or not len(episode["sim_state"]):
         return [(None, labels) for labels in own_labels(episode)]
-    task = episode["attrs"].get("task")
-    own = ([] if task in RELABEL_TASKS else [(RETURN_TASK, task_labels(episode, RETURN_TASK))] if task == RETURN_TASK
-           else [(None, own_labels(episode)[0])])
+    own_task = episode["attrs"].get("task")
+    if own_task in RELABEL_TASKS:  # labelled below with the others
+        own = []
+    elif own_task == RETURN_TASK:  # its goal is its own start: only its own episodes are labelled
+        own = [(RETURN_TASK, task_labels(episode, RETURN_TASK))]
+    else:
+        own = [(None, own_labels(episode)[0])]
     return own + [(task, task_labels(episode, task)) for task in RELABEL_TASKS]
 
 

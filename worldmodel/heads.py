@@ -407,8 +407,8 @@ def train_heads(heads: RewardHeads, data: HeadExamples | Sequence[Mapping], step
     skills-to-go MSE, in units of `TO_GO_SCALE`, on the examples that have it + with ``config.skills`` the
     cross-entropy of the next-skill logits against the uniform distribution over the examples' next skills).
 
-    ``data``: HeadExamples, episode dicts or chunk items. ``progress``: a progress bar with the loss (heads that read
-    the episode so far take about a second a step on a 2-core CPU). Returns the loss per step.
+    ``data``: HeadExamples, episode dicts or chunk items. ``progress``: a progress bar with the loss (a CPU fit of
+    heads that read the episode so far takes many minutes). Returns the loss per step.
     """
     if not isinstance(data, HeadExamples):
         data = list(data)
