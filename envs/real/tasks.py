@@ -294,19 +294,29 @@ def start_slot(start: np.ndarray) -> str:
     """The table slot (`CUBE_SLOTS`, within `GOAL_TOLERANCE`) of the cube in a recorded start state (8,): where
     `memory_cube_return` must bring it back to."""
     cube = np.asarray(start, np.float64).reshape(-1)[:3]
-    near = [n for n in _SLOTS if np.linalg.norm(cube - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE]
-    if not near:
+    slot = _slot_at(cube)
+    if slot is None:
         raise ValueError(f"{RETURN_TASK} starts with the cube on a table slot ({', '.join(_SLOTS)}); this start has "
                          f"it at {np.round(cube, 3).tolist()}")
-    return near[0]
+    return slot
+
+
+def _slot_at(position: np.ndarray) -> str | None:
+    """The table slot (`CUBE_SLOTS`) within `GOAL_TOLERANCE` of a cube position (its first 3 values), else None."""
+    xyz = np.asarray(position, np.float64)[:3]
+    return next((n for n in _SLOTS if np.linalg.norm(xyz - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE), None)
 
 
 def goal_scene(task: str, start: np.ndarray | None = None) -> dict:
     """``task``'s goal scene (one of `LABELLED_TASKS`): a `RELABEL_TASKS` task's fixed one, or for
     `memory_cube_return` the scene its episode started in (its builder's start is its goal), read from ``start``, the
     episode's first recorded state (8,)."""
-    slot = _slot(task, start)
-    return fixed_spec(task).task_info["goal"] if slot is None else _return_scene(slot)
+    return _goal(task, _slot(task, start))
+
+
+def _goal(task: str, slot: str | None) -> dict:
+    """`goal_scene` given `memory_cube_return`'s start slot (`_slot`) instead of the state it is read from."""
+    return _return_scene(slot) if task == RETURN_TASK else fixed_spec(task).task_info["goal"]
 
 
 def _slot(task: str, start: np.ndarray | None) -> str | None:
@@ -366,8 +376,7 @@ def _abstract(task: str, state: np.ndarray, held: np.ndarray | None = None,
         elif row[_FIELD["cube_in_drawer"]] > 0.5:
             cube = "drawer"
         else:
-            near = [n for n in _SLOTS if np.linalg.norm(row[:3] - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE]
-            cube = near[0] if near else ("goal" if ok else "table")
+            cube = _slot_at(row) or ("goal" if ok else "table")
         rows.append((part(row[_FIELD["drawer"]], DRAWER_OPEN, DRAWER_CLOSED),
                      part(row[_FIELD["window"]], WINDOW_OPEN, WINDOW_CLOSED),
                      bool(round(row[_FIELD["left_button"]])), bool(round(row[_FIELD["right_button"]])), cube))
@@ -431,14 +440,14 @@ def _distances(task: str, memory_done: bool = True, slot: str | None = None) -> 
                     dist[s], changed = best + 1, True
             if not changed:
                 return dist
-    goal = _return_scene(slot) if task == RETURN_TASK else fixed_spec(task).task_info["goal"]
+    goal = _goal(task, slot)
     if goal.get("cube_in_drawer", False):
         cube_ok = lambda cube, drawer: cube == "drawer"  # noqa: E731
     else:
         spot = np.asarray(goal["block_xyzs"][0])
-        slot = [n for n in _SLOTS if np.linalg.norm(spot - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE]
-        if slot:
-            cube_ok = lambda cube, drawer: cube == slot[0]  # noqa: E731
+        goal_slot = _slot_at(spot)
+        if goal_slot:
+            cube_ok = lambda cube, drawer: cube == goal_slot  # noqa: E731
         elif np.linalg.norm(spot[:2] - np.asarray(DRAWER_CENTER[:2])) <= 0.15:  # in the drawer, shut (tasks 4, 5)
             cube_ok = lambda cube, drawer: cube == "drawer" and drawer is False  # noqa: E731
         else:
