@@ -121,24 +121,25 @@ def task_labels(episode: dict, task: str) -> LabelSet:
     ("held"), and for a memory task go through its memory part where the episode had not yet done it."""
     from agents.real_scene import memory_part_done
     from envs.real.skills import SKILLS
-    from envs.real.tasks import (RELABEL_TASKS, cube_under_way, goal_conditions, next_skills, relabel_instruction,
-                                 skills_to_go)
+    from envs.real.tasks import (RELABEL_TASKS, RETURN_TASK, away_slot, cube_under_way, goal_conditions, next_skills,
+                                 relabel_instruction, skills_to_go)
 
     attrs = episode["attrs"]
     L, K = int(attrs["chunk_len"]), len(episode["reward"])
     states = np.asarray(episode["sim_state"])
     ends = states[(np.arange(K) + 1) * L]
     held = cube_under_way(episode.get("skill_ids", np.full(K, -1)), episode["success"], states[np.arange(K) * L], ends)
-    memory = memory_part_done(task, states)[(np.arange(K) + 1) * L]  # a memory task's part done by then
-    conditions = goal_conditions(task, ends, states[0])
     if task == attrs.get("task"):
         text = str(attrs.get("instruction", ""))
     else:
         seed = zlib.crc32(np.ascontiguousarray(states, np.float32).tobytes())
         text = relabel_instruction(task, np.random.default_rng([seed, RELABEL_TASKS.index(task)]))
+    memory = memory_part_done(task, states, text)[(np.arange(K) + 1) * L]  # a memory task's part done by then
+    away = away_slot(text) if task == RETURN_TASK else None
+    conditions = goal_conditions(task, ends, states[0])
     return (text, (conditions.sum(1) - conditions.shape[1]).astype(np.float32), conditions.all(1) & memory,
-            skills_to_go(task, ends, held, memory, states[0]).astype(np.float32),
-            next_skills(task, ends, len(SKILLS), held, memory, states[0]))
+            skills_to_go(task, ends, held, memory, states[0], away).astype(np.float32),
+            next_skills(task, ends, len(SKILLS), held, memory, states[0], away))
 
 
 def heldout_split(episodes: list[dict], heldout: float) -> tuple[list[dict], list[dict]]:

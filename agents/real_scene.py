@@ -65,19 +65,23 @@ def make_scene(spec: SceneSpec, frame_size: int, task: str = "task1_open"):
 _FIELD = {name: i for i, name in enumerate(SIM_STATE_FIELDS)}
 
 
-def _hidden(state: np.ndarray, start: np.ndarray) -> bool:
+def _hidden(state: np.ndarray, start: np.ndarray, away: str | None) -> bool:
     """The cube lies in the closed drawer."""
     return bool(state[_FIELD["cube_in_drawer"]] > 0.5 and state[_FIELD["drawer"]] > DRAWER_CLOSED - 0.02)
 
 
-def _hidden_and_locked(state: np.ndarray, start: np.ndarray) -> bool:
-    return _hidden(state, start) and bool(state[_FIELD["left_button"]] < 0.5)
+def _hidden_and_locked(state: np.ndarray, start: np.ndarray, away: str | None) -> bool:
+    return _hidden(state, start, away) and bool(state[_FIELD["left_button"]] < 0.5)
 
 
-def _moved_away(state: np.ndarray, start: np.ndarray) -> bool:
-    """The cube is more than 5 cm from where it started."""
+def _on_away_slot(state: np.ndarray, start: np.ndarray, away: str | None) -> bool:
+    """The cube lies on the table slot the instruction named (``away``, `envs.real.tasks.away_slot`), within the goal
+    check's tolerance. Why not "moved from its start" (sessions 49-50): agents then won by lifting the cube anywhere
+    and putting it straight back, skipping the slot and the distractions the instruction names."""
+    from envs.real.tasks import CUBE_SLOTS, GOAL_TOLERANCE
+
     cube = [_FIELD["cube_x"], _FIELD["cube_y"], _FIELD["cube_z"]]
-    return bool(np.linalg.norm(state[cube] - start[cube]) > 0.05)
+    return bool(np.linalg.norm(state[cube] - np.asarray(CUBE_SLOTS[away])) <= GOAL_TOLERANCE)
 
 
 # What must have happened, in this order, before a memory task's goal counts: the scene's goal check
@@ -86,35 +90,39 @@ def _moved_away(state: np.ndarray, start: np.ndarray) -> bool:
 MILESTONES: dict[str, tuple] = {
     "memory_drawer": (_hidden,),
     "memory_drawer_locked": (_hidden, _hidden_and_locked),
-    "memory_cube_return": (_moved_away,),
+    "memory_cube_return": (_on_away_slot,),
 }
 
 
 class SuccessJudge:
     """Task success in the real scene: the scene's goal check (``terminated``); for the memory tasks only
     once the instruction's memory part has happened first, in order (`MILESTONES`: the cube hidden in
-    the closed drawer (and the drawer locked over it), or the cube moved away from its start), judged on
-    every kept frame's simulator state."""
+    the closed drawer (and the drawer locked over it), or the cube on the slot the instruction names), judged on
+    every kept frame's simulator state. ``reset_info``: the scene's reset info (its ``sim_state``, and for
+    `memory_cube_return` its ``instruction``)."""
 
     def __init__(self, task: str, reset_info: dict):
+        from envs.real.tasks import RETURN_TASK, away_slot
+
         self.milestones = MILESTONES.get(task, ())
         self.start = np.asarray(reset_info["sim_state"], np.float64)
+        self.away = away_slot(reset_info.get("instruction", "")) if task == RETURN_TASK else None
         self.reached = 0
 
     def update(self, terminated: bool, step_info: dict) -> bool:
         """Whether this chunk completes the task (call once per chunk with the scene's step info)."""
         ready = self.reached == len(self.milestones)  # the memory part happened in an earlier chunk
         for state in np.asarray(step_info["sim_states"], np.float64):
-            while self.reached < len(self.milestones) and self.milestones[self.reached](state, self.start):
+            while self.reached < len(self.milestones) and self.milestones[self.reached](state, self.start, self.away):
                 self.reached += 1
         return bool(terminated and ready)
 
 
-def memory_part_done(task: str, sim_states: np.ndarray) -> np.ndarray:
-    """Per recorded state of an episode ((T, 8), from its reset), whether ``task``'s memory part (`MILESTONES`) had
-    happened by then, as `SuccessJudge` judges it; all True for tasks without one. bool (T,)."""
+def memory_part_done(task: str, sim_states: np.ndarray, instruction: str = "") -> np.ndarray:
+    """Per recorded state of an episode ((T, 8), from its reset, under ``instruction``), whether ``task``'s memory
+    part (`MILESTONES`) had happened by then, as `SuccessJudge` judges it; all True for tasks without one. bool (T,)."""
     states = np.asarray(sim_states, np.float64)
-    judge = SuccessJudge(task, {"sim_state": states[0]})
+    judge = SuccessJudge(task, {"sim_state": states[0], "instruction": instruction})
     done = []
     for state in states:
         judge.update(False, {"sim_states": state[None]})
@@ -249,7 +257,7 @@ def skills_to_go_after(task: str, judge: SuccessJudge, sim: np.ndarray, skill: i
         held = cube_under_way([skill], [step_info["success"]], np.asarray(sim)[None], end)
         sim = end[0]
     memory = [judge.reached == len(judge.milestones)]
-    return int(skills_to_go(task, np.asarray(sim)[None], held, memory, judge.start)[0]), np.asarray(sim)
+    return int(skills_to_go(task, np.asarray(sim)[None], held, memory, judge.start, judge.away)[0]), np.asarray(sim)
 
 
 def _trace(st: dict, task: str, skill: int | None = None, step_info: dict | None = None) -> None:

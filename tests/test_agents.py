@@ -592,11 +592,18 @@ def test_memory_tasks_succeed_only_after_their_memory_part():
     from agents.real_scene import SuccessJudge
 
     start = {"sim_state": _states()["sim_states"][0]}
-    # memory_cube_return's goal is its start scene: met at once, but the cube has to leave and come back.
-    judge = SuccessJudge("memory_cube_return", start)
+    # memory_cube_return's goal is its start scene (the cube in the middle): met at once, but the cube has to go to
+    # the slot its instruction names first, and come back.
+    named = dict(start, instruction="put the cube on the left of the table, open and close the drawer and the window, "
+                                    "then put the cube back where it was")
+    judge = SuccessJudge("memory_cube_return", named)
     assert not judge.update(True, _states())
-    assert not judge.update(False, _states(cube_y=-0.05, cube_x=0.4))  # moved to the left slot
+    assert not judge.update(False, _states(cube_y=0.15, cube_x=0.4))  # moved, but to the right slot
+    assert not judge.update(True, _states())
+    assert not judge.update(False, _states(cube_y=-0.05, cube_x=0.4))  # to the left slot, as named
     assert judge.update(True, _states())
+    with pytest.raises(ValueError, match="not a memory_cube_return instruction"):
+        SuccessJudge("memory_cube_return", dict(start, instruction="put the cube on the moon"))
     # The drawer tasks' goal (drawer open, cube inside) holds as soon as the cube is put in: it counts only
     # after the cube lay hidden in the closed drawer (and, for the locked task, the drawer was locked over it).
     judge = SuccessJudge("memory_drawer", start)

@@ -222,9 +222,10 @@ def test_a_memory_tasks_labels_go_through_its_memory_part():
 
 
 def test_cube_return_is_labelled_against_its_own_start():
-    """memory_cube_return's goal is the scene its episode started in, and it counts only after the cube left it
-    (`MILESTONES`): its own episodes get labels judged against their first state (to go: 2 at the start, 1 away,
-    0 back), done only once back; a start without the cube on a slot gets a clear error."""
+    """memory_cube_return's goal is the scene its episode started in, and it counts only after the cube lay on the
+    slot its instruction names (`MILESTONES`): its own episodes get labels judged against their first state (to go:
+    2 at the start, 1 away, 0 back), done only once back, never after another slot; a start without the cube on a
+    slot gets a clear error."""
     from agents.heads import scene_labels
     from envs.real.objects import SIM_STATE_FIELDS
     from envs.real.skills import CUBE_SLOTS, SKILLS
@@ -250,6 +251,11 @@ def test_cube_return_is_labelled_against_its_own_start():
     assert to_go.tolist() == [1, 1, 0]
     back = "put the cube on the left of the table"
     assert [[SKILLS[k] for k in np.flatnonzero(row)] for row in nexts] == [[back], [back], []]
+    wrong = state.copy()  # to the right slot, not the middle the instruction names, and back: not done
+    wrong[L:-1, :3] = CUBE_SLOTS["right"]
+    _, reward, done, to_go, nexts = scene_labels(dict(ep, sim_state=wrong))[0]
+    assert reward.tolist() == [-1.0, -1.0, 0.0] and not done.any() and to_go.tolist() == [2, 2, 2]
+    assert [SKILLS[k] for k in np.flatnonzero(nexts[0])] == ["put the cube in the middle of the table"]
     stayed = dict(ep, sim_state=np.repeat(state[:1], len(state), 0))  # never left its slot: its goal, not done
     _, reward, done, to_go, _ = scene_labels(stayed)[0]
     assert reward.tolist() == [0.0] * K and not done.any() and to_go.tolist() == [2] * K

@@ -214,18 +214,30 @@ def _return_scene(slot: str) -> dict:
     return _scene(CUBE_SLOTS[slot], (1, 1), DRAWER_CLOSED, WINDOW_CLOSED)
 
 
+_RETURN_WORDS = ("put the cube ", ", open and close the drawer and the window, then put the cube back where it was")
+
+
 def _cube_return(rng: np.random.Generator) -> EpisodeSpec:
-    """The cube starts on a random slot, moves away, and must come back after distractions."""
+    """The cube starts on a random slot, moves to another the instruction names, and must come back after
+    distractions."""
     start, away = rng.permutation(list(CUBE_SLOTS))[:2]
     init = _return_scene(str(start))
     plan = (cube_slot_skill(away),) + _plan(
         "open the drawer", "close the drawer", "open the window", "close the window"
     ) + (cube_slot_skill(start),)
-    instruction = (
-        f"put the cube {slot_phrase(away)}, open and close the drawer and the window, "
-        "then put the cube back where it was"
-    )
+    instruction = slot_phrase(str(away)).join(_RETURN_WORDS)
     return EpisodeSpec(dict(task_name=RETURN_TASK, init=init, goal=init), instruction, plan)
+
+
+def away_slot(instruction: str) -> str:
+    """The table slot (`CUBE_SLOTS`) a `memory_cube_return` instruction sends the cube to before it comes back:
+    its memory part is the cube put there (`agents.real_scene.MILESTONES`), not merely moved."""
+    head, tail = _RETURN_WORDS
+    for slot in _SLOTS:
+        if str(instruction) == slot_phrase(slot).join(_RETURN_WORDS):
+            return slot
+    raise ValueError(f"not a {RETURN_TASK} instruction ({head!r}<slot>{tail!r}, the slot one of "
+                     f"{', '.join(slot_phrase(s) for s in _SLOTS)}): {instruction!r}")
 
 
 # Object and joint ranges OGBench samples its own play data from.
@@ -412,23 +424,27 @@ _ABSTRACT_STATES = [(d, w, lo, ro, c) for d in (False, True, None) for w in (Fal
 
 # The memory part of a memory task as an abstract state (`_abstract`), which must have happened before its goal
 # counts, as `agents.real_scene.MILESTONES` judges it: the cube in the shut drawer (and the drawer locked over it); for
-# `memory_cube_return` (given its start slot) the cube anywhere but its start slot, not still in the gripper
+# `memory_cube_return` the cube on the slot its instruction names (`away_slot`), not still in the gripper
 _MEMORY_PART: dict[str, Callable[..., bool]] = {
-    "memory_drawer": lambda s, slot: s[4] == "drawer" and s[0] is False,
-    "memory_drawer_locked": lambda s, slot: s[4] == "drawer" and s[0] is False and not s[2],
-    RETURN_TASK: lambda s, slot: s[4] not in (slot, "held"),
+    "memory_drawer": lambda s, away: s[4] == "drawer" and s[0] is False,
+    "memory_drawer_locked": lambda s, away: s[4] == "drawer" and s[0] is False and not s[2],
+    RETURN_TASK: lambda s, away: s[4] == away,
 }
 
 
 @cache
-def _distances(task: str, memory_done: bool = True, slot: str | None = None) -> dict[tuple, int]:
+def _distances(task: str, memory_done: bool = True, slot: str | None = None, away: str | None = None
+               ) -> dict[tuple, int]:
     """Fewest skills from every abstract state to ``task``'s goal (breadth-first search backwards; ``slot``:
     `memory_cube_return`'s start slot, its goal). A memory task whose memory part has not happened yet
-    (``memory_done`` False) goes through it first (`_MEMORY_PART`): the skills to reach a state that completes it,
-    then that state's skills to the goal."""
+    (``memory_done`` False) goes through it first (`_MEMORY_PART`; ``away``: `memory_cube_return`'s named slot,
+    `away_slot`): the skills to reach a state that completes it, then that state's skills to the goal."""
     if not memory_done and task in _MEMORY_PART:
+        if task == RETURN_TASK and away not in _SLOTS:
+            raise ValueError(f"{RETURN_TASK}'s memory part is the cube on the slot its instruction names: pass it "
+                             f"(away_slot(instruction), one of {', '.join(_SLOTS)}), not {away!r}")
         done, memory_part = _distances(task, True, slot), _MEMORY_PART[task]
-        part = lambda s: memory_part(s, slot)  # noqa: E731
+        part = lambda s: memory_part(s, away)  # noqa: E731
         dist = {s: d for s, d in done.items() if part(s)}
         while True:  # Bellman-Ford over the few hundred abstract states: 1 + the best skill's successor
             changed = False
@@ -481,13 +497,15 @@ def cube_under_way(skill_ids: np.ndarray, success: np.ndarray, starts: np.ndarra
 
 
 def skills_to_go(task: str, sim_state: np.ndarray, held: np.ndarray | None = None,
-                 memory_done: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
+                 memory_done: np.ndarray | None = None, start: np.ndarray | None = None,
+                 away: str | None = None) -> np.ndarray:
     """The fewest skills that take each recorded state (``sim_state``, (T, 8)) to ``task``'s goal (one of
     `LABELLED_TASKS`; ``start`` as in `goal_scene`), under the scene's rules (`_after`); `MAX_SKILLS_TO_GO` where
     none can. int64 (T,). ``held`` (bool (T,)): where a cube skill was still under way (`_abstract`). ``memory_done``
     (bool (T,), default all True): whether a memory task's memory part had happened by then
     (`agents.real_scene.memory_part_done`); where not, the count goes through it (the cube put in the open drawer is
-    then 2 skills away, not 0; `memory_cube_return`'s cube on its start slot 2, not 0).
+    then 2 skills away, not 0; `memory_cube_return`'s cube on its start slot 2, not 0: to the slot its instruction
+    names, ``away`` (`away_slot`), and back).
 
     Why: OGBench's reward counts the goal conditions met, and on the way to the goal it often falls first (unlocking
     the drawer in task 4, opening it): along the expert's own episodes of tasks 2, 4 and 5 it waits 3-7 chunks before
@@ -495,7 +513,7 @@ def skills_to_go(task: str, sim_state: np.ndarray, held: np.ndarray | None = Non
     every right skill, so a head that learns them gives the planner a value to aim at."""
     state = np.asarray(sim_state, np.float64).reshape(-1, len(SIM_STATE_FIELDS))
     phase, slot = _phases(memory_done, len(state)), _slot(task, start)
-    return np.array([_distances(task, bool(m), slot).get(s, MAX_SKILLS_TO_GO)
+    return np.array([_distances(task, bool(m), slot, away).get(s, MAX_SKILLS_TO_GO)
                      for s, m in zip(_abstract(task, state, held, start), phase)], np.int64)
 
 
@@ -504,12 +522,13 @@ def _phases(memory_done: np.ndarray | None, rows: int) -> np.ndarray:
 
 
 def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10, held: np.ndarray | None = None,
-                memory_done: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
+                memory_done: np.ndarray | None = None, start: np.ndarray | None = None,
+                away: str | None = None) -> np.ndarray:
     """The skills (`envs.real.skills.SKILLS` order) that take each recorded state one skill closer to ``task``'s
     goal under the scene's rules: bool (T, num_skills); a row is all False at the goal and where no skill helps.
-    ``held``, ``memory_done`` and ``start`` as in `skills_to_go` (before a memory task's memory part, "close the
-    drawer" over the cube, not nothing). A part-way drawer or window, or a held cube, makes finishing that skill the
-    right next one (`_abstract`).
+    ``held``, ``memory_done``, ``start`` and ``away`` as in `skills_to_go` (before a memory task's memory part,
+    "close the drawer" over the cube, not nothing). A part-way drawer or window, or a held cube, makes finishing that
+    skill the right next one (`_abstract`).
 
     Why: the targets of the heads' next-skill output, a learned prior a planner samples and scores its first
     skills by (the CEM of sessions 8-11 drew skills uniformly and, with a horizon of 2-3 skills, never found
@@ -518,7 +537,7 @@ def next_skills(task: str, sim_state: np.ndarray, num_skills: int = 10, held: np
     out = np.zeros((len(state), num_skills), bool)
     slot = _slot(task, start)
     for row, (s, m) in enumerate(zip(_abstract(task, state, held, start), _phases(memory_done, len(state)))):
-        dist = _distances(task, bool(m), slot)
+        dist = _distances(task, bool(m), slot, away)
         d = dist.get(s, MAX_SKILLS_TO_GO)
         if 0 < d < MAX_SKILLS_TO_GO:
             out[row] = [dist.get(_after(s, k), MAX_SKILLS_TO_GO) == d - 1 for k in range(num_skills)]
