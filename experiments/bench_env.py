@@ -69,6 +69,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fast-batch", default=None,
                    help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's), or "
                         "several joined by commas: a Temp-LoRA row each (memory against time in one run)")
+    p.add_argument("--fast-recompute", default="off",
+                   help="Temp-LoRA's fast backward recomputes the adapted blocks' activations (activation "
+                        "checkpointing: less memory, more time): on, off, or on,off (a Temp-LoRA row each)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", default="auto",
@@ -147,7 +150,7 @@ def _dynamo_counts() -> dict:
 
 
 def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device,
-                   temp_lora: str, fast_batch: int | None = None) -> list[dict]:
+                   temp_lora: str, fast_batch: int | None = None, recompute: bool = False) -> list[dict]:
     model, _ = load_model(spec, device, shared=True)
     mc = model.config
     mode = args.action_mode
@@ -158,7 +161,7 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                                  reuse_sampler_pass=args.reuse_pass) if temp_lora == "on" else False
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
                 max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile,
-                compile_fast_update=args.compile_fast_update)
+                compile_fast_update=args.compile_fast_update, fast_recompute=recompute and temp_lora == "on")
     if fast_batch is not None:
         opts["fast_batch_size"] = fast_batch
     steps = args.denoise_steps or mc.sample_steps
@@ -177,6 +180,7 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                 "temp_lora_blocks": "+".join(blocks) if temp_lora == "on" else None,
                 "reuse_sampler_pass": args.reuse_pass if temp_lora == "on" else None,
                 "fast_batch": fast_batch_size if temp_lora == "on" else None,
+                "fast_recompute": recompute if temp_lora == "on" else None,
                 "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
                 "compile": args.compile, "compile_fast_update": args.compile_fast_update, "warmup_steps": warmup,
                 "warmup_s": timing["warmup_s"],
@@ -279,7 +283,8 @@ def _print_progress(row: dict) -> None:
         print(f"  {row['env']} N={row.get('num_envs')}: {row['error']}", file=sys.stderr)
     else:
         phases = " ".join(f"{k} {v:.3f}" for k, v in row.get("phases_s_per_step", {}).items())
-        fast = f" (fast batch {row['fast_batch']})" if row.get("fast_batch") else ""
+        fast = (f" (fast batch {row['fast_batch']})" if row.get("fast_batch") else "") \
+            + (" (recomputed)" if row.get("fast_recompute") else "")
         print(f"  {row['env']} N={row['num_envs']} Temp-LoRA {row.get('temp_lora', '-')}{fast}: "
               f"{row['frames_per_s']:.4g} frames/s, {row['s_per_step']:.3f} s/step ({phases}), "
               f"warm-up {row.get('warmup_s', 0):.0f} s",
@@ -320,7 +325,8 @@ def markdown_table(rows: list[dict], machine: str) -> str:
             overhead = f"{r['temp_lora_time_overhead']:+.0%}"
             if "temp_lora_memory_overhead" in r:
                 overhead += f" / {r['temp_lora_memory_overhead']:+.0%}"
-        fast = f", fast batch {r['fast_batch']}" if r.get("fast_batch") else ""
+        fast = (f", fast batch {r['fast_batch']}" if r.get("fast_batch") else "") \
+            + (", recomputed" if r.get("fast_recompute") else "")
         precision = r.get("precision", "") + (", compiled" if r.get("compile") else "") \
             + (" (the fast update too)" if r.get("compile_fast_update") else "")
         lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {precision} | "
@@ -353,11 +359,15 @@ def main(argv: list[str] | None = None) -> dict:
         torch._logging.set_logs(recompiles=True)  # why a graph compiles again, on stderr
     sizes = _positive_ints(args.sizes, "--sizes")
     fast_batches = [None] if args.fast_batch is None else _positive_ints(args.fast_batch, "--fast-batch")
+    recomputes = [s.strip() for s in args.fast_recompute.split(",") if s.strip()]
+    if not recomputes or set(recomputes) - {"on", "off"}:
+        raise SystemExit(f"--fast-recompute must be on, off or on,off, got {args.fast_recompute!r}")
     spec = _model_spec(args)
     machine = machine_name(device)
     print(f"bench_env: model={spec} device={device} sizes={sizes}", file=sys.stderr)
     rows = [row for setting in settings for fast_batch in (fast_batches if setting == "on" else [None])
-            for row in bench_imagined(spec, sizes, args, device, setting, fast_batch)]
+            for recompute in (recomputes if setting == "on" else ["off"])
+            for row in bench_imagined(spec, sizes, args, device, setting, fast_batch, recompute == "on")]
     frame_size = next((r["frame_size"] for r in rows if "frame_size" in r), 64)
     real = bench_real(frame_size, args.real_steps, args.real, args.real_workers)
     if real is not None:

@@ -93,16 +93,18 @@ def test_bench_env_puts_theta_in_the_blocks_asked(tmp_path, monkeypatch):
 
 def test_bench_env_rows_per_fast_batch(tmp_path, monkeypatch):
     """--fast-batch 1,2 gives a Temp-LoRA row per fast batch, each env built with it and recorded in its row (the
-    row without Temp-LoRA once, each on row's overhead against it); a bad list is a clear error."""
+    row without Temp-LoRA once, each on row's overhead against it); a bad list is a clear error;
+    --fast-recompute on,off: a row with the fast backward recomputing its blocks, one without."""
     from experiments import bench_env
 
-    seen = []
+    seen, recomputed = [], []
     real_init = bench_env.WorldModelVectorEnv.__init__
 
     def spy(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         memory = self.batch.imagination.memory
         seen.append((kwargs.get("fast_batch_size"), getattr(memory, "max_batch", None)))
+        recomputed.append(getattr(memory, "recompute", None))
 
     monkeypatch.setattr(bench_env.WorldModelVectorEnv, "__init__", spy)
     result = bench_env.main(["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--chunks", "1", "--threads", "1",
@@ -116,6 +118,15 @@ def test_bench_env_rows_per_fast_batch(tmp_path, monkeypatch):
     for bad in ("0", "a", ","):
         with pytest.raises(SystemExit, match="--fast-batch must be positive integers"):
             bench_env.main(["--preset", "tiny", "--fast-batch", bad, "--out", str(tmp_path / "c.json")])
+    # --fast-recompute on,off: a Temp-LoRA row with the fast backward recomputing its blocks, one without
+    recomputed.clear()
+    result = bench_env.main(["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--chunks", "1", "--threads", "1",
+                             "--temp-lora", "on", "--fast-recompute", "on,off", "--no-single", "--real", "off",
+                             "--out", str(tmp_path / "d.json")])
+    assert recomputed == [True, False] and [r["fast_recompute"] for r in result["rows"]] == [True, False]
+    assert "on, fast batch 128, recomputed |" in result["table"]
+    with pytest.raises(SystemExit, match="--fast-recompute must be on, off or on,off"):
+        bench_env.main(["--preset", "tiny", "--fast-recompute", "yes", "--out", str(tmp_path / "e.json")])
 
 
 def test_bench_env_refuses_a_reused_pass_at_one_pass(tmp_path):

@@ -153,6 +153,34 @@ def test_memories_are_independent(model):
     torch.testing.assert_close(whole.theta, split.theta, atol=1e-4, rtol=1e-3)  # Adam step ~ lr * sign(g), lr 1e-2
 
 
+@pytest.mark.parametrize("blocks", [(), ("up_blocks",)])
+def test_recomputed_fast_step_learns_the_same_with_less_kept(blocks, micro_model):
+    """With the adapted blocks recomputed in the backward (`recompute`, issue 16's memory overhead) the fast update
+    gives the same factors and the graph keeps fewer bytes of activations; the UNet's blocks are put back after."""
+    model = micro_model(temp_lora=dict(FAST_LORA, blocks=blocks))
+    kept: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept[-1] += t.numel() * t.element_size()
+        return t
+
+    thetas = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        memory = BatchedTempLoRA(model, 2, recompute=recompute)
+        gens = [[torch.Generator().manual_seed(s) for s in range(2)] for _ in range(2)]
+        memory.reset(generators=gens[0])
+        chunk = Chunk(torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8), torch.randn(2, 4, 4, 8, 8), 2)
+        kept.append(0)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            memory.update(chunk, generators=gens[1])
+        thetas.append(memory.theta.detach().clone())
+    torch.testing.assert_close(thetas[0], thetas[1], atol=1e-5, rtol=1e-4)
+    assert thetas[0].abs().sum() > 0
+    assert kept[1] < 0.5 * kept[0], kept
+    assert all("forward" not in block.__dict__ for block in model.unet.up_blocks)
+
+
 @pytest.mark.parametrize("objective,blocks", [("joint", ()), ("conditional", ()), ("conditional", ("up_blocks",))])
 def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
     """Per-sample factors give peft's outputs, and one fast update follows TempLoRA.update; with Θ in

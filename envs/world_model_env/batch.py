@@ -126,7 +126,8 @@ class EnvBatch:
             tl = spec if not isinstance(spec, bool) else base
         if self.config.temp_lora_steps is not None:
             tl = dataclasses.replace(tl, steps=self.config.temp_lora_steps)
-        return BatchedTempLoRA(self.model, self.num_envs, tl, max_batch=self.config.fast_batch_size)
+        return BatchedTempLoRA(self.model, self.num_envs, tl, max_batch=self.config.fast_batch_size,
+                               recompute=self.config.fast_recompute)
 
     # ------------------------------------------------------------------------------------- spaces
     def _build_spaces(self) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -35,6 +36,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
 
 from ..chunk import Chunk
 from ..config import TempLoRAConfig
@@ -76,6 +78,36 @@ class _Dispatcher:
             return output + memory._delta(index, args[0], self.rows, isinstance(module, nn.Conv2d))
 
         return hook
+
+
+def _adapted_blocks(unet: nn.Module, layer_names: Sequence[str]) -> list[nn.Module]:
+    """The UNet's top-level blocks (an item of a block list, e.g. ``up_blocks.2``, or a block, ``mid_block``) that hold
+    the adapted layers, in order: the units the fast step recomputes under activation checkpointing."""
+    names: list[str] = []
+    for name in layer_names:
+        parts = name.split(".")
+        block = ".".join(parts[:2] if isinstance(unet.get_submodule(parts[0]), nn.ModuleList) else parts[:1])
+        if block not in names:
+            names.append(block)
+    return [unet.get_submodule(name) for name in names]
+
+
+@contextlib.contextmanager
+def _recomputed(blocks: Sequence[nn.Module]) -> Iterator[None]:
+    """Each of ``blocks`` runs under activation checkpointing (`torch.utils.checkpoint`, non-reentrant): the backward
+    keeps only a block's inputs and runs its forward again, so the fast step's graph holds one block's activations at a
+    time, not all of them, for one more forward of the adapted blocks. Same values (the forward is deterministic)."""
+    saved = [block.__dict__.get("forward") for block in blocks]
+    for block in blocks:
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for block, forward in zip(blocks, saved):
+            if forward is None:
+                del block.forward
+            else:
+                block.forward = forward
 
 
 def _dispatcher(unet: nn.Module, targets: tuple[str, ...], blocks: tuple[str, ...]) -> _Dispatcher:
@@ -142,7 +174,7 @@ class BatchedTempLoRA:
     """
 
     def __init__(self, model: Any, num_envs: int, config: TempLoRAConfig | None = None,
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, recompute: bool = False):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if max_batch is not None and max_batch < 1:
@@ -150,6 +182,9 @@ class BatchedTempLoRA:
         # Envs per fast-update forward/backward (None: all at once). Smaller bounds the activation
         # memory of large batches; the result is the same since every env's gradient is its own.
         self.max_batch = max_batch
+        # Recompute the adapted blocks' activations in the fast step's backward (`_recomputed`): less memory
+        # (issue 16: the fast step's graph for 256 envs was most of Temp-LoRA's memory overhead), more time.
+        self.recompute = recompute
         self.model = model
         self.num_envs = num_envs
         self.config = config or model.config.temp_lora
@@ -470,7 +505,9 @@ class BatchedTempLoRA:
         meta = meta_rows is not None
         kernels = sdpa_kernel([SDPBackend.MATH]) if meta else contextlib.nullcontext()
         frozen = contextlib.nullcontext() if meta else rule.phi_frozen(model.unet)  # meta: Φ's gradient is read
-        with torch.enable_grad(), self._using(leaves), kernels, frozen:
+        recomputed = (_recomputed(_adapted_blocks(model.unet, [name for name, _ in self._dispatch.layers]))
+                      if self.recompute else contextlib.nullcontext())
+        with torch.enable_grad(), self._using(leaves), kernels, frozen, recomputed:
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             return self._descend(envs, leaves, losses.view(m, n), t.view(m, n), meta_rows)
 
