@@ -65,16 +65,16 @@ def make_scene(spec: SceneSpec, frame_size: int, task: str = "task1_open"):
 _FIELD = {name: i for i, name in enumerate(SIM_STATE_FIELDS)}
 
 
-def _hidden(state: np.ndarray, start: np.ndarray, away: str | None) -> bool:
+def _hidden(state: np.ndarray, away: str | None) -> bool:
     """The cube lies in the closed drawer."""
     return bool(state[_FIELD["cube_in_drawer"]] > 0.5 and state[_FIELD["drawer"]] > DRAWER_CLOSED - 0.02)
 
 
-def _hidden_and_locked(state: np.ndarray, start: np.ndarray, away: str | None) -> bool:
-    return _hidden(state, start, away) and bool(state[_FIELD["left_button"]] < 0.5)
+def _hidden_and_locked(state: np.ndarray, away: str | None) -> bool:
+    return _hidden(state, away) and bool(state[_FIELD["left_button"]] < 0.5)
 
 
-def _on_away_slot(state: np.ndarray, start: np.ndarray, away: str | None) -> bool:
+def _on_away_slot(state: np.ndarray, away: str | None) -> bool:
     """The cube lies on the table slot the instruction named (``away``, `envs.real.tasks.away_slot`), within the goal
     check's tolerance. Why not "moved from its start" (sessions 49-50): agents then won by lifting the cube anywhere
     and putting it straight back, skipping the slot and the distractions the instruction names."""
@@ -113,7 +113,7 @@ class SuccessJudge:
         """Whether this chunk completes the task (call once per chunk with the scene's step info)."""
         ready = self.reached == len(self.milestones)  # the memory part happened in an earlier chunk
         for state in np.asarray(step_info["sim_states"], np.float64):
-            while self.reached < len(self.milestones) and self.milestones[self.reached](state, self.start, self.away):
+            while self.reached < len(self.milestones) and self.milestones[self.reached](state, self.away):
                 self.reached += 1
         return bool(terminated and ready)
 
