@@ -485,6 +485,17 @@
 # far and learnt memory_cube_return on the CPU (docs/results/history_heads_s50_cpu: the skill prior 0% -> 90% there);
 # docs/ is moved out for the tree's 64 MiB, so copy the heads to runs/ and carry them, then PLAN_ARGS="<session 26's>
 # --heads <that folder> --first-seed 5000"; ship them with the default if the planners do no worse on tasks 1-5.
+# Session 51 (nvidia-h100-x1, both machines at once): memory_cube_return now judged on the slot its instruction names;
+# the heads refitted on the CPU for it (runs/s51/heads_model/heads). setup; BENCH_STEPS=1 BENCH_S=500 BENCH_REAL=off
+# FAST_BATCH=256,64 BENCH_TAG=_recompute_eager_ue16 BENCH_ARGS="--temp-lora on,off --fast-recompute on,off
+# --update-every 16 --chunks 32" ... bench (eager: +450% -> +78% memory at fast batch 64 recomputed); on a second machine
+# setup, then (shards back, carry the heads folder) the agents stage detached with setsid, PLAN_SPLIT=1 PLAN_PROCS=2
+# AGENTS_MIN=5 PLAN_AGENTS=planner,planner_no_memory PLAN_GROUPS="memory_cube_return <tasks 3 5 4 2 1>"
+# PLAN_ARGS="<session 26's> --first-seed 5000 --heads runs/s51/heads_model/heads", a call that waited for it, and the
+# drawer memory tasks (AGENTS_MIN=6) in the last call: heads shipped (docs/RESULTS.md, "The session-51 lease").
+# Next lease: the recomputed fast update compiled (--compile --compile-fast-update --fast-recompute on,off, fast batch
+# 64 and 256, Θ every 16th chunk, BENCH_S=560); an H200's frames/s if one comes; the planners on memory_cube_return
+# with heads fitted on more of its episodes (if a session fits them).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
