@@ -99,7 +99,12 @@ def _recomputed(blocks: Sequence[nn.Module]) -> Iterator[None]:
     time, not all of them, for one more forward of the adapted blocks. Same values (the forward is deterministic)."""
     saved = [block.__dict__.get("forward") for block in blocks]
     for block in blocks:
-        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+        # one wrapper per block, made once: a new one each step made a compiled fast update compile again every step
+        # (kept in the block itself: a cycle the garbage collector frees with it, where a global cache would not)
+        if "_recomputed_forward" not in block.__dict__:
+            block.__dict__["_recomputed_forward"] = functools.partial(checkpoint, type(block).forward.__get__(block),
+                                                                      use_reentrant=False)
+        block.forward = block.__dict__["_recomputed_forward"]
     try:
         yield
     finally:
