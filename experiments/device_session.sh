@@ -494,8 +494,10 @@
 # PLAN_ARGS="<session 26's> --first-seed 5000 --heads runs/s51/heads_model/heads", a call that waited for it, and the
 # drawer memory tasks (AGENTS_MIN=6) in the last call: heads shipped (docs/RESULTS.md, "The session-51 lease").
 # Next lease: the recomputed fast update compiled (--compile --compile-fast-update --fast-recompute on,off, fast batch
-# 64 and 256, Θ every 16th chunk, BENCH_S=560); an H200's frames/s if one comes; the planners on memory_cube_return
-# with heads fitted on more of its episodes (if a session fits them).
+# 64 and 256, Θ every 16th chunk, BENCH_S=560); an H200's frames/s if one comes; the planners (both agents, fresh
+# --first-seed 5200) on memory_cube_return and tasks 1-5 with docs/results/history_heads_s51b_cpu (fitted on 192 more
+# of its episodes; docs/ is out, so copy it to runs/ and carry it), beside the shipped heads on the same seeds; ship
+# it if no worse on tasks 1-5 and the drawer memory tasks.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
