@@ -204,7 +204,8 @@ def test_goal_conditions_reproduce_the_simulators_reward(sim_env):
     """Judged on the recorded states alone, each task's goal check gives back the reward the simulator computed
     at every chunk (the hindsight labels of the reward heads rest on this); a play episode is judged too."""
     from agents.real_scene import memory_part_done
-    from envs.real.tasks import LABELLED_TASKS, RELABEL_TASKS, get_task, goal_conditions, skills_to_go
+    from envs.real.tasks import (LABELLED_TASKS, RELABEL_TASKS, away_slot, get_task, goal_conditions,
+                                 skills_to_go)
 
     assert {"memory_drawer", "memory_drawer_locked"} < set(RELABEL_TASKS)
     assert set(LABELLED_TASKS) - set(RELABEL_TASKS) == {"memory_cube_return"}  # its goal: the episode's start
@@ -216,8 +217,10 @@ def test_goal_conditions_reproduce_the_simulators_reward(sim_env):
         np.testing.assert_array_equal(conditions.sum(1) - 5, ep["reward"], err_msg=task)
         # the skills still needed: 0 exactly at the goal once the memory part is done; along tasks 1-5's expert
         # plan one fewer per skill done
-        memory = memory_part_done(task, ep["sim_state"])[np.arange(K + 1) * L]
-        to_go = skills_to_go(task, ep["sim_state"][np.arange(K + 1) * L], memory_done=memory, start=start)
+        text = str(ep["attrs"]["instruction"])  # memory_cube_return's memory part: the slot it names
+        away = away_slot(text) if task == "memory_cube_return" else None
+        memory = memory_part_done(task, ep["sim_state"], text)[np.arange(K + 1) * L]
+        to_go = skills_to_go(task, ep["sim_state"][np.arange(K + 1) * L], memory_done=memory, start=start, away=away)
         np.testing.assert_array_equal(to_go[1:] == 0, conditions.all(1) & memory[1:], err_msg=task)
         if not get_task(task).memory:
             plan = get_task(task).build(np.random.default_rng(5)).plan
