@@ -195,6 +195,8 @@ class BatchedTempLoRA:
         self.config = config or model.config.temp_lora
         self.scaling = self.config.alpha / self.config.rank
         self._dispatch = _dispatcher(model.unet, self.config.target_modules, self.config.blocks)
+        self._recomputed_blocks = (_adapted_blocks(model.unet, [name for name, _ in self._dispatch.layers])
+                                   if recompute else [])
         r = self.config.rank
         self.layout: list[_Layout] = []
         offset = 0
@@ -510,8 +512,7 @@ class BatchedTempLoRA:
         meta = meta_rows is not None
         kernels = sdpa_kernel([SDPBackend.MATH]) if meta else contextlib.nullcontext()
         frozen = contextlib.nullcontext() if meta else rule.phi_frozen(model.unet)  # meta: Φ's gradient is read
-        recomputed = (_recomputed(_adapted_blocks(model.unet, [name for name, _ in self._dispatch.layers]))
-                      if self.recompute else contextlib.nullcontext())
+        recomputed = _recomputed(self._recomputed_blocks) if self.recompute else contextlib.nullcontext()
         with torch.enable_grad(), self._using(leaves), kernels, frozen, recomputed:
             losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             return self._descend(envs, leaves, losses.view(m, n), t.view(m, n), meta_rows)
