@@ -78,10 +78,9 @@ def _on_away_slot(state: np.ndarray, away: str | None) -> bool:
     """The cube lies on the table slot the instruction named (``away``, `envs.real.tasks.away_slot`), within the goal
     check's tolerance. Why not "moved from its start" (sessions 49-50): agents then won by lifting the cube anywhere
     and putting it straight back, skipping the slot and the distractions the instruction names."""
-    from envs.real.tasks import CUBE_SLOTS, GOAL_TOLERANCE
+    from envs.real.tasks import slot_at
 
-    cube = [_FIELD["cube_x"], _FIELD["cube_y"], _FIELD["cube_z"]]
-    return bool(np.linalg.norm(state[cube] - np.asarray(CUBE_SLOTS[away])) <= GOAL_TOLERANCE)
+    return slot_at(state[[_FIELD["cube_x"], _FIELD["cube_y"], _FIELD["cube_z"]]]) == away
 
 
 # What must have happened, in this order, before a memory task's goal counts: the scene's goal check

@@ -306,14 +306,14 @@ def start_slot(start: np.ndarray) -> str:
     """The table slot (`CUBE_SLOTS`, within `GOAL_TOLERANCE`) of the cube in a recorded start state (8,): where
     `memory_cube_return` must bring it back to."""
     cube = np.asarray(start, np.float64).reshape(-1)[:3]
-    slot = _slot_at(cube)
+    slot = slot_at(cube)
     if slot is None:
         raise ValueError(f"{RETURN_TASK} starts with the cube on a table slot ({', '.join(_SLOTS)}); this start has "
                          f"it at {np.round(cube, 3).tolist()}")
     return slot
 
 
-def _slot_at(position: np.ndarray) -> str | None:
+def slot_at(position: np.ndarray) -> str | None:
     """The table slot (`CUBE_SLOTS`) within `GOAL_TOLERANCE` of a cube position (its first 3 values), else None."""
     xyz = np.asarray(position, np.float64)[:3]
     return next((n for n in _SLOTS if np.linalg.norm(xyz - np.asarray(CUBE_SLOTS[n])) <= GOAL_TOLERANCE), None)
@@ -388,7 +388,7 @@ def _abstract(task: str, state: np.ndarray, held: np.ndarray | None = None,
         elif row[_FIELD["cube_in_drawer"]] > 0.5:
             cube = "drawer"
         else:
-            cube = _slot_at(row) or ("goal" if ok else "table")
+            cube = slot_at(row) or ("goal" if ok else "table")
         rows.append((part(row[_FIELD["drawer"]], DRAWER_OPEN, DRAWER_CLOSED),
                      part(row[_FIELD["window"]], WINDOW_OPEN, WINDOW_CLOSED),
                      bool(round(row[_FIELD["left_button"]])), bool(round(row[_FIELD["right_button"]])), cube))
@@ -461,7 +461,7 @@ def _distances(task: str, memory_done: bool = True, slot: str | None = None, awa
         cube_ok = lambda cube, drawer: cube == "drawer"  # noqa: E731
     else:
         spot = np.asarray(goal["block_xyzs"][0])
-        goal_slot = _slot_at(spot)
+        goal_slot = slot_at(spot)
         if goal_slot:
             cube_ok = lambda cube, drawer: cube == goal_slot  # noqa: E731
         elif np.linalg.norm(spot[:2] - np.asarray(DRAWER_CENTER[:2])) <= 0.15:  # in the drawer, shut (tasks 4, 5)
