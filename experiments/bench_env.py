@@ -57,8 +57,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--update-every", type=int, default=1,
                    help="Temp-LoRA learns every k-th chunk of an episode (TempLoRAConfig.update_every; 1: every chunk)")
     p.add_argument("--temp-lora-blocks", default=None,
-                   help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.2 (TempLoRAConfig.blocks: the "
-                        "fast backward stops at the first of them; default: the model's)")
+                   help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.2 (TempLoRAConfig.blocks: "
+                        "the fast backward stops at the first of them; default: the model's)")
+    p.add_argument("--temp-lora-targets", default="default",
+                   help="the layer kinds Θ adapts, joined by '+' (TempLoRAConfig.target_modules, e.g. to_q+to_k+to_v+"
+                        "to_out.0), or several such sets joined by commas: a Temp-LoRA row each; default: the model's")
+    p.add_argument("--temp-lora-rank", default=None,
+                   help="Θ's rank (TempLoRAConfig.rank; alpha stays the model's), or several joined by commas: a "
+                        "Temp-LoRA row each; default: the model's")
     p.add_argument("--reuse-pass", action="store_true",
                    help="Temp-LoRA's fast step is scored on the sampler's first denoising pass, no forward of its own "
                         "(TempLoRAConfig.reuse_sampler_pass)")
@@ -150,7 +156,8 @@ def _dynamo_counts() -> dict:
 
 
 def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device: torch.device,
-                   temp_lora: str, fast_batch: int | None = None, recompute: bool = False) -> list[dict]:
+                   temp_lora: str, fast_batch: int | None = None, recompute: bool = False,
+                   targets: tuple[str, ...] | None = None, rank: int | None = None) -> list[dict]:
     model, _ = load_model(spec, device, shared=True)
     mc = model.config
     mode = args.action_mode
@@ -158,6 +165,8 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
         mode = "continuous" if mc.action_type in ("vector", "both") else "skill"
     blocks = mc.temp_lora.blocks if args.temp_lora_blocks is None else tuple(args.temp_lora_blocks.split("+"))
     memory = dataclasses.replace(mc.temp_lora, update_every=args.update_every, blocks=blocks,
+                                 target_modules=targets or mc.temp_lora.target_modules,
+                                 rank=rank or mc.temp_lora.rank,
                                  reuse_sampler_pass=args.reuse_pass) if temp_lora == "on" else False
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
                 max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile,
@@ -172,12 +181,15 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     warmup = max(1, args.update_every) if temp_lora == "on" else 1
     rows = []
 
-    def row(kind: str, n: int, timing: dict, fast_batch_size: int | None) -> dict:
+    def row(kind: str, n: int, timing: dict, fast_batch_size: int | None, theta_values: int | None) -> dict:
         frames = n * mc.new_frames * args.chunks
         return {"env": kind, "num_envs": n, "model": spec, "frame_size": mc.frame_size, "new_frames": mc.new_frames,
                 "denoise_steps": steps, "temp_lora": temp_lora, "action_mode": mode,
                 "update_every": args.update_every if temp_lora == "on" else None,
                 "temp_lora_blocks": "+".join(blocks) if temp_lora == "on" else None,
+                "temp_lora_targets": "+".join(targets) if memory and targets else None,  # None: the model's
+                "temp_lora_rank": memory.rank if memory else None,
+                "theta_values_per_env": theta_values,
                 "reuse_sampler_pass": args.reuse_pass if temp_lora == "on" else None,
                 "fast_batch": fast_batch_size if temp_lora == "on" else None,
                 "fast_recompute": recompute if temp_lora == "on" else None,
@@ -193,14 +205,14 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
     if not args.no_single:
         env = WorldModelEnv(**opts)
         rows.append(row("single", 1, _time_env(env, 1, args.chunks, device, batched=False, warmup=warmup),
-                        env.config.fast_batch_size))
+                        env.config.fast_batch_size, _theta_values(env)))
         env.close()
         _print_progress(rows[-1])
     for n in sizes:
         venv = WorldModelVectorEnv(num_envs=n, **opts)
         try:
             rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True, warmup=warmup),
-                            venv.config.fast_batch_size))
+                            venv.config.fast_batch_size, _theta_values(venv)))
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory at large N
             rows.append({"env": "vector", "num_envs": n, "model": spec, "error": f"{type(err).__name__}: {err}"[:300]})
         venv.close()
@@ -210,6 +222,21 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
             torch.cuda.empty_cache()
         _print_progress(rows[-1])
     return rows
+
+
+def _theta_values(env: Any) -> int | None:
+    """Θ's factor values per env (what its state holds, three times with Adam's moments), None without Temp-LoRA."""
+    return env.memory.num_parameters_per_env if env.memory is not None else None
+
+
+def _memory_label(row: dict, sep: str) -> str:
+    """How a Temp-LoRA row's memory ran, beyond on/off: fast batch, recomputed, and Θ's layers and rank where given."""
+    parts = [f"fast batch {row['fast_batch']}"] if row.get("fast_batch") else []
+    parts += ["recomputed"] if row.get("fast_recompute") else []
+    parts += [f"Θ on {row['temp_lora_targets']}"] if row.get("temp_lora_targets") else []
+    if row.get("theta_values_per_env"):
+        parts.append(f"rank {row['temp_lora_rank']}, {row['theta_values_per_env']:,} Θ values per env")
+    return "".join(sep.format(p) for p in parts)
 
 
 def _real_chunks(frame_size: int, steps: int, seed: int, barrier: Any = None) -> tuple[int, float, int, int]:
@@ -283,8 +310,7 @@ def _print_progress(row: dict) -> None:
         print(f"  {row['env']} N={row.get('num_envs')}: {row['error']}", file=sys.stderr)
     else:
         phases = " ".join(f"{k} {v:.3f}" for k, v in row.get("phases_s_per_step", {}).items())
-        fast = (f" (fast batch {row['fast_batch']})" if row.get("fast_batch") else "") \
-            + (" (recomputed)" if row.get("fast_recompute") else "")
+        fast = _memory_label(row, " ({})")
         print(f"  {row['env']} N={row['num_envs']} Temp-LoRA {row.get('temp_lora', '-')}{fast}: "
               f"{row['frames_per_s']:.4g} frames/s, {row['s_per_step']:.3f} s/step ({phases}), "
               f"warm-up {row.get('warmup_s', 0):.0f} s",
@@ -325,8 +351,7 @@ def markdown_table(rows: list[dict], machine: str) -> str:
             overhead = f"{r['temp_lora_time_overhead']:+.0%}"
             if "temp_lora_memory_overhead" in r:
                 overhead += f" / {r['temp_lora_memory_overhead']:+.0%}"
-        fast = (f", fast batch {r['fast_batch']}" if r.get("fast_batch") else "") \
-            + (", recomputed" if r.get("fast_recompute") else "")
+        fast = _memory_label(r, ", {}")
         precision = r.get("precision", "") + (", compiled" if r.get("compile") else "") \
             + (" (the fast update too)" if r.get("compile_fast_update") else "")
         lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {precision} | "
@@ -362,12 +387,19 @@ def main(argv: list[str] | None = None) -> dict:
     recomputes = [s.strip() for s in args.fast_recompute.split(",") if s.strip()]
     if not recomputes or set(recomputes) - {"on", "off"}:
         raise SystemExit(f"--fast-recompute must be on, off or on,off, got {args.fast_recompute!r}")
+    targets = [None if t.strip() == "default" else tuple(t.strip().split("+"))
+               for t in args.temp_lora_targets.split(",") if t.strip()]
+    ranks = [None] if args.temp_lora_rank is None else _positive_ints(args.temp_lora_rank, "--temp-lora-rank")
+    if not targets:
+        raise SystemExit(f"--temp-lora-targets needs layer kinds joined by '+', got {args.temp_lora_targets!r}")
     spec = _model_spec(args)
     machine = machine_name(device)
     print(f"bench_env: model={spec} device={device} sizes={sizes}", file=sys.stderr)
-    rows = [row for setting in settings for fast_batch in (fast_batches if setting == "on" else [None])
-            for recompute in (recomputes if setting == "on" else ["off"])
-            for row in bench_imagined(spec, sizes, args, device, setting, fast_batch, recompute == "on")]
+    on = {"on": True, "off": False}
+    rows = [row for setting in settings for fast_batch in (fast_batches if on[setting] else [None])
+            for recompute in (recomputes if on[setting] else ["off"])
+            for target in (targets if on[setting] else [None]) for rank in (ranks if on[setting] else [None])
+            for row in bench_imagined(spec, sizes, args, device, setting, fast_batch, recompute == "on", target, rank)]
     frame_size = next((r["frame_size"] for r in rows if "frame_size" in r), 64)
     real = bench_real(frame_size, args.real_steps, args.real, args.real_workers)
     if real is not None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from experiments import bench
+from worldmodel import SlowFastVGen
 
 
 def test_bench_tiny_rows_and_overhead(tmp_path):
@@ -72,23 +73,32 @@ def test_bench_env_times_the_real_scene_side_by_side(tmp_path):
     assert "| real (OGBench scene) | 2 |" in result["table"]
 
 
-def test_bench_env_puts_theta_in_the_blocks_asked(tmp_path, monkeypatch):
-    """--temp-lora-blocks reaches the envs' memory (TempLoRAConfig.blocks) and the row records it."""
+def test_bench_env_puts_theta_in_the_blocks_layers_and_rank_asked(tmp_path, monkeypatch):
+    """--temp-lora-blocks, --temp-lora-targets and --temp-lora-rank reach the envs' memory (TempLoRAConfig's blocks,
+    target_modules, rank) and the rows record them with Θ's values per env; several targets or ranks give a row
+    each, the model's where "default"."""
     from experiments import bench_env
 
     seen = []
     real_init = bench_env.WorldModelVectorEnv.__init__
 
     def spy(self, *args, **kwargs):
-        seen.append(kwargs["temp_lora"].blocks)
+        seen.append((kwargs["temp_lora"].blocks, kwargs["temp_lora"].target_modules, kwargs["temp_lora"].rank))
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(bench_env.WorldModelVectorEnv, "__init__", spy)
     result = bench_env.main(["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--chunks", "1", "--threads", "1",
                              "--temp-lora", "on", "--temp-lora-blocks", "up_blocks.1", "--no-single", "--real", "off",
+                             "--temp-lora-targets", "default,to_q+to_k", "--temp-lora-rank", "4,2",
                              "--out", str(tmp_path / "b.json")])
-    assert seen == [("up_blocks.1",)]
-    assert [r["temp_lora_blocks"] for r in result["rows"]] == ["up_blocks.1"]
+    default = SlowFastVGen.from_preset("tiny").config.temp_lora.target_modules
+    assert seen == [(("up_blocks.1",), targets, rank) for targets in (default, ("to_q", "to_k")) for rank in (4, 2)]
+    rows = result["rows"]
+    assert [(r["temp_lora_blocks"], r["temp_lora_targets"], r["temp_lora_rank"]) for r in rows] == [
+        ("up_blocks.1", targets, rank) for targets in (None, "to_q+to_k") for rank in (4, 2)]
+    values = [r["theta_values_per_env"] for r in rows]
+    assert values[0] == 2 * values[1] and values[2] == 2 * values[3] and values[2] < values[0]
+    assert "Θ on to_q+to_k, rank 2" in result["table"]
 
 
 def test_bench_env_rows_per_fast_batch(tmp_path, monkeypatch):
@@ -114,7 +124,7 @@ def test_bench_env_rows_per_fast_batch(tmp_path, monkeypatch):
     rows = result["rows"]
     assert [(r["temp_lora"], r["fast_batch"]) for r in rows] == [("on", 1), ("on", 2), ("off", None)]
     assert all("temp_lora_time_overhead" in r for r in rows[:2])
-    assert "on, fast batch 1 |" in result["table"] and "on, fast batch 2 |" in result["table"]
+    assert "on, fast batch 1, rank" in result["table"] and "on, fast batch 2, rank" in result["table"]
     for bad in ("0", "a", ","):
         with pytest.raises(SystemExit, match="--fast-batch must be positive integers"):
             bench_env.main(["--preset", "tiny", "--fast-batch", bad, "--out", str(tmp_path / "c.json")])
@@ -124,7 +134,7 @@ def test_bench_env_rows_per_fast_batch(tmp_path, monkeypatch):
                              "--temp-lora", "on", "--fast-recompute", "on,off", "--no-single", "--real", "off",
                              "--out", str(tmp_path / "d.json")])
     assert recomputed == [True, False] and [r["fast_recompute"] for r in result["rows"]] == [True, False]
-    assert "on, fast batch 128, recomputed |" in result["table"]
+    assert "on, fast batch 128, recomputed, rank" in result["table"]
     with pytest.raises(SystemExit, match="--fast-recompute must be on, off or on,off"):
         bench_env.main(["--preset", "tiny", "--fast-recompute", "yes", "--out", str(tmp_path / "e.json")])
 

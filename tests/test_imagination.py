@@ -225,7 +225,8 @@ def test_a_reused_pass_is_the_fast_step_of_that_pass(model, monkeypatch):
     states = [core.generators[i].get_state() for i in (0, 1)]
     grads = []
     adam = memory._adam
-    monkeypatch.setattr(memory, "_adam", lambda envs, grad: (grads.append(grad.clone()), adam(envs, grad))[1])
+    monkeypatch.setattr(memory, "_adam",
+                        lambda envs, grad, *rest: (grads.append(grad.clone()), adam(envs, grad, *rest))[1])
     chunk = core.step([0, 1], _action(2, 1))
     torch.testing.assert_close(chunk.latents, sampled.latents, rtol=1e-4, atol=1e-5)
     assert [u.steps for u in chunk.updates] == [1, 1] and len(grads) == 1

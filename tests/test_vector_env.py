@@ -105,6 +105,26 @@ def test_a_step_that_fails_late_rolls_back_every_step_of_the_update(model, monke
     assert torch.equal(memory.theta[1], before[0][1]) and not torch.equal(memory.theta[0], before[0][0])
 
 
+def test_a_one_step_update_copies_no_state_and_a_non_finite_gradient_writes_nothing(model, monkeypatch):
+    """A one-step fast update takes no copy of the state to roll back to (at 256 envs of the default such a copy was
+    as large as Θ's state itself, 2.5 GiB): a failed row writes nothing. Adam's step skips a row whose gradient is
+    not finite, leaving that env's factors, moments and step count as they were, and reports it not taken."""
+    memory = BatchedTempLoRA(model, 2)
+    monkeypatch.setattr(memory, "_snapshot", lambda ids: pytest.fail("a one-step update copied the state"))
+    bad = torch.randn(2, 4, 4, 8, 8)
+    bad[1, 0, 0, 0, 0] = float("nan")
+    updates = memory.update(Chunk(torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8), bad, 2))
+    assert [u.rolled_back for u in updates] == [False, True] and memory.rollbacks == [0, 1]
+    state = (memory.theta, memory.exp_avg, memory.exp_avg_sq, memory.adam_steps)
+    before = [t.clone() for t in state]
+    grad = torch.randn(2, memory.num_parameters_per_env)
+    grad[1, 5] = float("inf")
+    taken, _ = memory._adam([0, 1], grad)
+    assert taken == [True, False]
+    assert not torch.equal(memory.theta[0], before[0][0]) and memory.adam_steps[0] == before[3][0] + 1
+    assert all(torch.equal(now[1], then[1]) for now, then in zip(state, before))
+
+
 def test_memories_are_independent(model):
     def run(env0_actions):
         venv = WorldModelVectorEnv(num_envs=2, model=model, **OPTS)

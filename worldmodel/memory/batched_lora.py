@@ -135,7 +135,6 @@ class ReusedPass:
     def __init__(self, memory: "BatchedTempLoRA", ids: list[int], eager: bool = True):
         self.memory, self.ids, self.eager = memory, ids, eager
         self.leaves: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.before: tuple[torch.Tensor, ...] = ()  # the envs' state before the step (`_snapshot`), for a rollback
         self.prediction: torch.Tensor | None = None
         self.noisy: torch.Tensor | None = None
         self.timestep: torch.Tensor | None = None
@@ -146,7 +145,6 @@ class ReusedPass:
     @contextlib.contextmanager
     def _first(self) -> Iterator[None]:
         memory = self.memory
-        self.before = memory._snapshot(self.ids)
         self.leaves = [(a.detach().requires_grad_(True), b.detach().requires_grad_(True))
                        for a, b in memory._split(memory.theta[torch.tensor(self.ids, device=memory.theta.device)])]
         stance = torch.compiler.set_stance("force_eager") if self.eager else contextlib.nullcontext()
@@ -455,7 +453,9 @@ class BatchedTempLoRA:
         """`update`'s fast steps for envs `ids` (row k of `chunk` is env ids[k]'s), all of them learning."""
         device = self.theta.device
         meta_rows: list[tuple[list[int], torch.Tensor]] = []  # (envs, their rebuilt last step)
-        good = self._snapshot(ids)
+        # A failed step writes nothing (`_descend`), so one step needs no copy of the state to roll back to; a copy of
+        # 256 envs' factors and moments was as large as the state itself (2.5 GiB for the default, issue 16)
+        good = self._snapshot(ids) if steps > 1 else None
         alive = list(range(len(ids)))  # positions (into ids) still updating
         totals = [0.0] * len(ids)
         failed: dict[int, float] = {}
@@ -526,7 +526,6 @@ class BatchedTempLoRA:
         device, n = self.theta.device, len(envs)
         rows = list(range(n)) if rows is None else rows
         meta = meta_rows is not None
-        idx = torch.tensor(envs, device=device)
         per_env = losses.mean(0)
         # the rollback check and the reported values read every env's losses: one copy to the host, not a GPU
         # sync per env
@@ -543,15 +542,14 @@ class BatchedTempLoRA:
         if rows != list(range(grad.shape[0])):
             grad = grad[torch.tensor(rows, device=device)]
         good_rows = [k for k, g in enumerate(ok) if g]
-        scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach())
+        taken, scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach(), meta)
         if meta:
             full = torch.zeros_like(grad)
             full[good_rows] = scale * grad[good_rows]  # Adam's step, its denominator a constant
             meta_rows.append((envs, full))
-        finite = torch.isfinite(self.theta[idx[good_rows]]).all(dim=1).tolist()
-        for k, fin in zip(good_rows, finite):
-            ok[k] = fin
-            if fin:
+        for k, took in zip(good_rows, taken):
+            ok[k] = took
+            if took:
                 rule.record(self.losses[envs[k]], tt[:, k], host_losses[:, k])
         return list(zip(values, ok))
 
@@ -582,7 +580,7 @@ class BatchedTempLoRA:
             t_rows = torch.full_like(losses, int(t), dtype=torch.int64).detach()
             results = self._descend([ids[p] for p in positions], reused.leaves, losses, t_rows, rows=positions)
         reused.release()
-        return [self._settle(ids[p], chunk.row(p), reused.before, p, value, 1 if ok else None)
+        return [self._settle(ids[p], chunk.row(p), None, p, value, 1 if ok else None)
                 for p, (value, ok) in zip(positions, results)]
 
     def _snapshot(self, ids: list[int]) -> tuple[torch.Tensor, ...]:
@@ -592,39 +590,60 @@ class BatchedTempLoRA:
         return (self.theta[idx].clone(), self.exp_avg[idx].clone(), self.exp_avg_sq[idx].clone(),
                 self.adam_steps[ids].clone())
 
-    def _settle(self, env: int, row: Chunk, before: tuple[torch.Tensor, ...], k: int, loss: float,
+    def _settle(self, env: int, row: Chunk, before: tuple[torch.Tensor, ...] | None, k: int, loss: float,
                 steps: int | None = None) -> FastUpdate:
         """Env ``env``'s update once its steps are taken: ``steps`` taken, its chunk (``row``) joins its history; None,
-        a step failed and the env goes back to row ``k`` of ``before`` (`_snapshot`), a rollback counted."""
+        a step failed and the env goes back to row ``k`` of ``before`` (`_snapshot`; None for a one-step update,
+        whose failed step wrote nothing), a rollback counted."""
         if steps is not None:
             rule.remember(self.config, self.history[env], row)
             return FastUpdate(loss, steps)
-        self._restore(env, tuple(s[k] for s in before))
+        if before is not None:
+            self._restore(env, tuple(s[k] for s in before))
         self.rollbacks[env] += 1
         return FastUpdate(loss, 0, rolled_back=True)
 
     @torch.no_grad()
-    def _adam(self, envs: list[int], grad: torch.Tensor) -> torch.Tensor:
-        """torch.optim.Adam's update (default betas/eps), with a step count per env; grad row k is envs[k]'s.
+    def _adam(self, envs: list[int], grad: torch.Tensor, meta: bool = False) -> tuple[list[bool], torch.Tensor | None]:
+        """torch.optim.Adam's update (default betas/eps, its formula), with a step count per env; grad row k is
+        envs[k]'s. Returns which rows were taken and, with ``meta``, the scale of a differentiable update (below).
 
-        Returns, for a differentiable update, the step's derivative by the gradient with the denominator held
-        constant and replaced by its root mean square over the env's factors, ``-lr (1 - b1) / (bc1 * rms(denom))``
-        (one per row of `envs`, shape (n, 1)): Adam's own per-factor 1 / denom is ~1 / |g| at the first step,
-        which blows up wherever the gradient is ~0 and would swamp Φ's gradient with those factors."""
+        Each env's factors and moments are updated in place through views of their rows, so the step holds one
+        temporary as large as the rows (the denominator), not copies of Θ and both moments. A row whose gradient (or
+        its square) is not finite is not taken and writes nothing: Adam's step is bounded, so a finite gradient gives
+        finite factors, and the caller rolls a row not taken back without a copy of the state.
+
+        The scale is the step's derivative by the gradient with the denominator held constant and replaced by its root
+        mean square over the env's factors, ``-lr (1 - b1) / (bc1 * rms(denom))`` (one per row of `envs`, shape (n, 1);
+        rows not taken 0): Adam's own per-factor 1 / denom is ~1 / |g| at the first step, which blows up wherever the
+        gradient is ~0 and would swamp Φ's gradient with those factors."""
         b1, b2 = _ADAM_BETAS
-        idx = torch.tensor(envs, device=self.theta.device)
-        g = grad
-        self.adam_steps[envs] += 1
-        steps = self.adam_steps[envs]
-        bc1 = (1 - b1 ** steps).to(g)[:, None]
-        bc2_sqrt = (1 - b2 ** steps).sqrt().to(g)[:, None]
-        m = self.exp_avg[idx].mul_(b1).add_(g, alpha=1 - b1)
-        v = self.exp_avg_sq[idx].mul_(b2).addcmul_(g, g, value=1 - b2)
-        self.exp_avg[idx] = m
-        self.exp_avg_sq[idx] = v
-        denom = v.sqrt() / bc2_sqrt + _ADAM_EPS
-        self.theta[idx] = self.theta[idx] - (self.config.lr / bc1) * m / denom
-        return -(self.config.lr * (1 - b1) / bc1) / denom.pow(2).mean(dim=1, keepdim=True).sqrt()
+        taken = torch.isfinite(grad.abs().amax(dim=1).square()).tolist() if len(envs) else []
+        rows = [k for k, took in enumerate(taken) if took]
+        scale = torch.zeros(len(envs), 1, device=grad.device, dtype=grad.dtype) if meta else None
+        if not rows:
+            return taken, scale
+        stepped = [envs[k] for k in rows]
+        self.adam_steps[stepped] += 1
+        steps = self.adam_steps[stepped].tolist()
+        params = [self.theta[e] for e in stepped]
+        moments = [self.exp_avg[e] for e in stepped]
+        squares = [self.exp_avg_sq[e] for e in stepped]
+        grads = [grad[k] for k in rows]
+        torch._foreach_lerp_(moments, grads, 1 - b1)
+        torch._foreach_mul_(squares, b2)
+        torch._foreach_addcmul_(squares, grads, grads, value=1 - b2)
+        bc1 = [1 - b1 ** s for s in steps]
+        denoms = torch._foreach_sqrt(squares)
+        torch._foreach_div_(denoms, [math.sqrt(1 - b2 ** s) for s in steps])
+        torch._foreach_add_(denoms, _ADAM_EPS)
+        torch._foreach_addcdiv_(params, moments, denoms, [-self.config.lr / c for c in bc1])
+        if meta:
+            rms = torch.stack(torch._foreach_norm(denoms)) / math.sqrt(grad.shape[1])
+            at = torch.tensor(rows, device=grad.device)
+            bias = torch.tensor(bc1, device=grad.device, dtype=grad.dtype)
+            scale[at, 0] = -(self.config.lr * (1 - b1)) / (bias * rms)
+        return taken, scale
 
     @torch.no_grad()
     def _restore(self, env: int, state: tuple[torch.Tensor, ...]) -> None:
