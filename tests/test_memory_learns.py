@@ -306,22 +306,27 @@ def test_rollback_compares_with_the_expected_loss_at_that_timestep():
 
 def test_fast_update_measure_reports_what_each_setting_stores(model):
     """experiments.fast_update's measurement: a setting that learns lowers the loss on the chunk it
-    learned; Θ in the up blocks only has fewer parameters and still stores."""
+    learned; Θ in the up blocks only, on fewer layer kinds or at a lower rank has fewer parameters and still stores."""
     from worldmodel.memory.measure import Setting, measure
 
     assert Setting.parse("1e-3,1,4") == Setting(1e-3, 1, 4, 0, ())
     assert Setting.parse("1e-3,2,2,1,up_blocks+mid_block").blocks == ("up_blocks", "mid_block")
     assert Setting.parse("3e-3,4,1,0,up_blocks,reverse,phases=3") == Setting(3e-3, 4, 1, 0, ("up_blocks",), True, 3)
+    assert Setting.parse("5e-4,1,1,0,up_blocks,targets=to_q+to_k,rank=4") == Setting(
+        5e-4, 1, 1, 0, ("up_blocks",), targets=("to_q", "to_k"), rank=4)
     with pytest.raises(ValueError, match="lr,steps,draws"):
         Setting.parse("1e-3")
     learned = [[_chunk(1, seed) for seed in range(2)]]
     others = [_chunk(1, 10)]
     result = measure(model, learned, others, [Setting(1e-2, 3, 2), Setting(1e-2, 3, 2, 0, ("up_blocks",)),
-                                              Setting(1e-2, 0, 1), Setting(1e-2, 3, 2, 0, (), True, 1)],
+                                              Setting(1e-2, 0, 1), Setting(1e-2, 3, 2, 0, (), True, 1),
+                                              Setting(1e-2, 3, 2, targets=("to_v", "to_out.0"), rank=4)],
                      log=lambda row: None)
-    full, up, none, back = result["rows"]
+    full, up, none, back, lean = result["rows"]
     assert back["reverse"] and back["reverse_phases"] == 1 and back["episode"] != full["episode"]  # the rule is used
     assert full["chunk"] < -0.01 and up["chunk"] < -0.01  # each stores what it is shown
     assert none["chunk"] == pytest.approx(0.0, abs=1e-6) and none["episode"] == pytest.approx(0.0, abs=1e-6)
     assert 0 < up["theta_parameters"] < full["theta_parameters"] and up["blocks"] == "up_blocks"
+    assert lean["chunk"] < -0.01 and (lean["targets"], lean["rank"]) == ("to_v+to_out.0", 4)
+    assert 0 < lean["theta_parameters"] < full["theta_parameters"] // 2 and full["rank"] == model.config.temp_lora.rank
     assert all(r["update_cpu_s"] >= 0 for r in result["rows"])
