@@ -498,6 +498,20 @@
 # --first-seed 5200) on memory_cube_return and tasks 1-5 with docs/results/history_heads_s51b_cpu (fitted on 192 more
 # of its episodes; docs/ is out, so copy it to runs/ and carry it), beside the shipped heads on the same seeds; ship
 # it if no worse on tasks 1-5 and the drawer memory tasks.
+# Session 52 (nvidia-h100-x1 at once): setup; BENCH_STEPS=1 BENCH_S=420 BENCH_REAL=off FAST_BATCH=64
+# BENCH_TAG=_lean_eager_ue16 BENCH_ARGS="--temp-lora on,off --fast-recompute on --update-every 16 --chunks 32
+# --temp-lora-targets default,to_q+to_k+to_v+to_out.0+proj_in+proj_out --temp-lora-rank 32,16" ... bench (124 s; the
+# one-step update without its copy of the state: +78% -> +45% memory; Θ without the FF layers at rank 16: +14%); then
+# two `agents` stages detached at once (W=runs/sA and runs/sB, the shipped heads and history_heads_s51b_cpu carried as
+# runs/s52/heads_b), PLAN_PROCS=2 each, PLAN_AGENTS=planner_no_memory, AGENTS_MIN=12, PLAN_ARGS="<session 26's>
+# --first-seed 5200 --heads H", all eight tasks: four plan_eval at once ran out of the H100's memory for five of the
+# sixteen (at most three at once on one H100); then BENCH_S=570 BENCH_TAG=_lean_compiled_ue16 BENCH_ARGS="--compile
+# --compile-fast-update --temp-lora off,on --fast-recompute on --update-every 16 --chunks 32 --temp-lora-targets
+# to_q+to_k+to_v+to_out.0+proj_in+proj_out --temp-lora-rank 32,16" ... bench (436 s): +39% / +20% memory, +38% / +44%
+# time (docs/RESULTS.md, "The session-52 lease"). Next lease: the planners with history_heads_s51b_cpu on what ran out
+# of memory (tasks 3, 4, 5, memory_drawer; the shipped heads' task 4), PLAN_PROCS=3 in one stage, seeds 5200-5219;
+# the compiled lean bench at fast batch 128 and 256, recomputed and not (the fast step at fast batch 64 is most of the
+# time overhead).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
