@@ -508,10 +508,13 @@
 # sixteen (at most three at once on one H100); then BENCH_S=570 BENCH_TAG=_lean_compiled_ue16 BENCH_ARGS="--compile
 # --compile-fast-update --temp-lora off,on --fast-recompute on --update-every 16 --chunks 32 --temp-lora-targets
 # to_q+to_k+to_v+to_out.0+proj_in+proj_out --temp-lora-rank 32,16" ... bench (436 s): +39% / +20% memory, +38% / +44%
-# time (docs/RESULTS.md, "The session-52 lease"). Next lease: the planners with history_heads_s51b_cpu on what ran out
-# of memory (tasks 3, 4, 5, memory_drawer; the shipped heads' task 4), PLAN_PROCS=3 in one stage, seeds 5200-5219;
-# the compiled lean bench at fast batch 128 and 256, recomputed and not (the fast step at fast batch 64 is most of the
-# time overhead).
+# time (docs/RESULTS.md, "The session-52 lease"). The planners trail the prior on memory_cube_return because the
+# heads misjudge the model's imagined chunks there (plan_diag, seed 5201). Next lease: heads fitted on imagined chunks
+# too (setup with collect_site, then DATA_SEED=<new> HEADS_EPISODES=192 HEADS_TASKS="+tasks={memory_cube_return: 2,
+# task4_put_in_drawer: 1, task3_rearrange_medium: 1, play: 1}" HEADS_INIT=worldmodel/weights/default/heads
+# HEADS_MIN=10 ... history_heads, `--imagined-steps 2` as the planner imagines), then the planners with them beside the
+# shipped heads (seeds 5200-5219, PLAN_PROCS=3 at most on one H100); the compiled lean-Θ bench at fast batch 128 and
+# 256, recomputed and not (the fast step at fast batch 64 is most of the time overhead).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
