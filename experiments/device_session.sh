@@ -508,7 +508,8 @@
 # sixteen (at most three at once on one H100); then BENCH_S=570 BENCH_TAG=_lean_compiled_ue16 BENCH_ARGS="--compile
 # --compile-fast-update --temp-lora off,on --fast-recompute on --update-every 16 --chunks 32 --temp-lora-targets
 # to_q+to_k+to_v+to_out.0+proj_in+proj_out --temp-lora-rank 32,16" ... bench (436 s): +39% / +20% memory, +38% / +44%
-# time (docs/RESULTS.md, "The session-52 lease"). The planners trail the prior on memory_cube_return because the
+# time; on a second machine setup, then FAST_BATCH=128,256 BENCH_ARGS="--temp-lora off,on --fast-recompute on,off
+# <the same, rank 16>" eager (+60% to +306% memory) (docs/RESULTS.md, "The session-52 lease"). The planners trail the prior on memory_cube_return because the
 # heads misjudge the model's imagined chunks there (plan_diag, seed 5201). Next lease: heads fitted on imagined chunks
 # too (setup with collect_site, then DATA_SEED=<new> HEADS_EPISODES=192 HEADS_TASKS="+tasks={memory_cube_return: 2,
 # task4_put_in_drawer: 1, task3_rearrange_medium: 1, play: 1}" HEADS_INIT=worldmodel/weights/default/heads
