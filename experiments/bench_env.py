@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import itertools
 import json
 import os
 import sys
@@ -395,10 +396,9 @@ def main(argv: list[str] | None = None) -> dict:
     spec = _model_spec(args)
     machine = machine_name(device)
     print(f"bench_env: model={spec} device={device} sizes={sizes}", file=sys.stderr)
-    on = {"on": True, "off": False}
-    rows = [row for setting in settings for fast_batch in (fast_batches if on[setting] else [None])
-            for recompute in (recomputes if on[setting] else ["off"])
-            for target in (targets if on[setting] else [None]) for rank in (ranks if on[setting] else [None])
+    memories = list(itertools.product(fast_batches, recomputes, targets, ranks))  # a Temp-LoRA row each
+    rows = [row for setting in settings
+            for fast_batch, recompute, target, rank in (memories if setting == "on" else [(None, "off", None, None)])
             for row in bench_imagined(spec, sizes, args, device, setting, fast_batch, recompute == "on", target, rank)]
     frame_size = next((r["frame_size"] for r in rows if "frame_size" in r), 64)
     real = bench_real(frame_size, args.real_steps, args.real, args.real_workers)
