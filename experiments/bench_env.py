@@ -21,6 +21,7 @@ is read off one table. Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import itertools
@@ -29,7 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import psutil
@@ -90,6 +91,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="real scenes stepped side by side, one process each (the machine's real throughput, as "
                         "`experiments.collect` runs it: e.g. 13 on the 16-core GPU machine); 1: in this process")
     p.add_argument("--no-single", action="store_true", help="skip the single (non-vector) env row")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="torch.profiler over each vector row's timed chunks: DIR/<row>.txt, the ops by GPU and by CPU "
+                        "time (the fast update's parts are labelled temp_lora.*); a profiled row's times include the "
+                        "profiler's own cost")
     p.add_argument("--out", default="runs/bench_env.json", help="JSON output path")
     return p.parse_args(argv)
 
@@ -118,7 +123,7 @@ def _actions(space: Any, rng: np.random.Generator) -> Any:
 
 
 def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool, seed: int = 0,
-              warmup: int = 1) -> dict:
+              warmup: int = 1, profile: Path | None = None) -> dict:
     rng = np.random.default_rng(seed)
     # exact per-phase GPU times (denoise / decode / fast update): without it the phases time kernel launches and
     # a phase that reads a value back (the fast update's losses) also waits for the kernels queued before it
@@ -132,18 +137,42 @@ def _time_env(env: Any, n: int, chunks: int, device: torch.device, batched: bool
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     phases: dict[str, float] = {}
-    start = time.perf_counter()
-    for _ in range(chunks):
-        out = env.step(_actions(env.action_space, rng))
-        info = out[4]
-        timings = info["timings"]
-        t = timings[np.flatnonzero(info["_timings"])[0]] if batched else timings
-        for key, value in t.as_dict().items():
-            phases[key] = phases.get(key, 0.0) + value
-    _sync(device)
-    seconds = time.perf_counter() - start
+    with _profiled(profile, device):
+        start = time.perf_counter()
+        for _ in range(chunks):
+            out = env.step(_actions(env.action_space, rng))
+            info = out[4]
+            timings = info["timings"]
+            t = timings[np.flatnonzero(info["_timings"])[0]] if batched else timings
+            for key, value in t.as_dict().items():
+                phases[key] = phases.get(key, 0.0) + value
+        _sync(device)
+        seconds = time.perf_counter() - start
     return {"seconds": seconds, "phases_s_per_step": {k: v / chunks for k, v in phases.items()},
             "warmup_s": warmup_s}
+
+
+@contextlib.contextmanager
+def _profiled(path: Path | None, device: torch.device) -> Iterator[None]:
+    """torch.profiler around the timed chunks when ``path`` is given: the ops' totals written there, by GPU time and by
+    CPU time (where a step's time goes when its GPU idles: launches, host copies, synchronisations)."""
+    if path is None:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        yield
+    averages = prof.key_averages()
+    tables = [f"== by {key} ==\n{averages.table(sort_by=key, row_limit=45, max_name_column_width=60)}"
+              for key in (["self_cuda_time_total"] if device.type == "cuda" else []) + ["cpu_time_total"]]
+    parts = [f"{e.key:<28} calls {e.count:>5}  CPU total {e.cpu_time_total / 1e3:10.1f} ms" for e in averages
+             if e.key.startswith("temp_lora.")]
+    tables.append("== the fast update's parts (wall time on the host, GPU waits included) ==\n" + "\n".join(parts))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(tables))
+    print(f"bench_env: profile written to {path}", file=sys.stderr)
 
 
 def _dynamo_counts() -> dict:
@@ -211,9 +240,17 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
         _print_progress(rows[-1])
     for n in sizes:
         venv = WorldModelVectorEnv(num_envs=n, **opts)
+        profile = None
+        if args.profile:
+            layout = (f"_fb{venv.config.fast_batch_size}{'_rec' if recompute else ''}_r{memory.rank}"
+                      f"_{'+'.join(memory.target_modules)}" if memory else "")
+            profile = Path(args.profile) / f"n{n}_temp_lora_{temp_lora}{layout}.txt"
         try:
-            rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True, warmup=warmup),
+            rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True, warmup=warmup,
+                                                   profile=profile),
                             venv.config.fast_batch_size, _theta_values(venv)))
+            if profile is not None:
+                rows[-1]["profile"] = str(profile)
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory at large N
             rows.append({"env": "vector", "num_envs": n, "model": spec, "error": f"{type(err).__name__}: {err}"[:300]})
         venv.close()

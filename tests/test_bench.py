@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,3 +151,17 @@ def test_bench_env_refuses_a_reused_pass_at_one_pass(tmp_path):
         bench_env.main([*args, "--denoise-steps", "1", "--out", str(tmp_path / "a.json")])
     result = bench_env.main([*args, "--denoise-steps", "2", "--out", str(tmp_path / "b.json")])
     assert [r["reuse_sampler_pass"] for r in result["rows"]] == [True]
+
+
+def test_bench_env_profile_names_the_fast_updates_parts(tmp_path):
+    """--profile writes each vector row's op totals, the fast update's labelled parts among them where Θ learns."""
+    from experiments import bench_env
+
+    result = bench_env.main(["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--chunks", "1", "--threads", "1",
+                             "--temp-lora", "on,off", "--no-single", "--real", "off", "--profile", str(tmp_path / "p"),
+                             "--out", str(tmp_path / "a.json")])
+    on, off = (Path(r["profile"]).read_text() for r in result["rows"])
+    assert "by cpu_time_total" in on and "aten::" in on
+    for part in ("rows", "forward", "rollback_check", "backward", "adam", "settle"):
+        assert f"temp_lora.{part} " in on
+    assert "temp_lora.forward" not in off and "aten::" in off

@@ -36,6 +36,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.profiler import record_function
 from torch.utils.checkpoint import checkpoint
 
 from ..chunk import Chunk
@@ -462,8 +463,9 @@ class BatchedTempLoRA:
         for step in range(steps):
             if not alive:
                 break
-            rows = [rule.fast_batch(self.config, chunk.row(p), self.history[ids[p]], generators[p], self.timesteps,
-                                    on_host=True) for p in alive]
+            with record_function("temp_lora.rows"):
+                rows = [rule.fast_batch(self.config, chunk.row(p), self.history[ids[p]], generators[p],
+                                        self.timesteps, on_host=True) for p in alive]
             size = self.max_batch or len(alive)
             last = differentiable and step == steps - 1
             for lo in range(0, len(alive), size):
@@ -476,8 +478,10 @@ class BatchedTempLoRA:
                     else:
                         failed[p] = value
             alive = [p for p in alive if p not in failed]
-        out = [self._settle(env, chunk.row(p), good, p, failed[p]) if p in failed
-               else self._settle(env, chunk.row(p), good, p, totals[p] / steps, steps) for p, env in enumerate(ids)]
+        with record_function("temp_lora.settle"):
+            out = [self._settle(env, chunk.row(p), good, p, failed[p]) if p in failed
+                   else self._settle(env, chunk.row(p), good, p, totals[p] / steps, steps)
+                   for p, env in enumerate(ids)]
         if meta_rows:  # the rebuilt steps of the envs that were not rolled back
             envs = [env for group, _ in meta_rows for env in group]
             keep = [i for i, env in enumerate(envs) if ids.index(env) not in failed]
@@ -514,7 +518,8 @@ class BatchedTempLoRA:
         frozen = contextlib.nullcontext() if meta else rule.phi_frozen(model.unet)  # meta: Φ's gradient is read
         recomputed = _recomputed(self._recomputed_blocks) if self.recompute else contextlib.nullcontext()
         with torch.enable_grad(), self._using(leaves), kernels, frozen, recomputed:
-            losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
+            with record_function("temp_lora.forward"):
+                losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
             return self._descend(envs, leaves, losses.view(m, n), t.view(m, n), meta_rows)
 
     def _descend(self, envs: list[int], leaves: list[tuple[torch.Tensor, torch.Tensor]], losses: torch.Tensor,
@@ -529,20 +534,23 @@ class BatchedTempLoRA:
         per_env = losses.mean(0)
         # the rollback check and the reported values read every env's losses: one copy to the host, not a GPU
         # sync per env
-        host_losses, tt = losses.detach().float().cpu(), t.cpu()
-        values = host_losses.mean(0).tolist()
-        ok = [not rule.rolls_back(self.config, self.losses[e], tt[:, k], host_losses[:, k])
-              for k, e in enumerate(envs)]
+        with record_function("temp_lora.rollback_check"):
+            host_losses, tt = losses.detach().float().cpu(), t.cpu()
+            values = host_losses.mean(0).tolist()
+            ok = [not rule.rolls_back(self.config, self.losses[e], tt[:, k], host_losses[:, k])
+                  for k, e in enumerate(envs)]
         if not any(ok):
             return list(zip(values, ok))
         keep = torch.tensor(ok, device=device)
-        grads = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), [f for ab in leaves for f in ab],
-                                    create_graph=meta)
+        with record_function("temp_lora.backward"):
+            grads = torch.autograd.grad(torch.where(keep, per_env, 0.0).sum(), [f for ab in leaves for f in ab],
+                                        create_graph=meta)
         grad = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)  # the flat layout: A0, B0, A1, B1, ...
         if rows != list(range(grad.shape[0])):
             grad = grad[torch.tensor(rows, device=device)]
         good_rows = [k for k, g in enumerate(ok) if g]
-        taken, scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach(), meta)
+        with record_function("temp_lora.adam"):
+            taken, scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach(), meta)
         if meta:
             full = torch.zeros_like(grad)
             full[good_rows] = scale * grad[good_rows]  # Adam's step, its denominator a constant
