@@ -243,7 +243,7 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
         profile = None
         if args.profile:
             layout = (f"_fb{venv.config.fast_batch_size}{'_rec' if recompute else ''}_r{memory.rank}"
-                      f"_{'+'.join(memory.target_modules)}" if memory else "")
+                      f"_{'-'.join(memory.target_modules)}" if memory else "")  # '+': not a file name everywhere
             profile = Path(args.profile) / f"n{n}_temp_lora_{temp_lora}{layout}.txt"
         try:
             rows.append(row("vector", n, _time_env(venv, n, args.chunks, device, batched=True, warmup=warmup,
