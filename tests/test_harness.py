@@ -12,6 +12,11 @@ CONFTEST = Path(__file__).with_name("conftest.py")
 PROBE = '''
 import os, time, pytest
 
+@pytest.fixture(autouse=True)
+def envs_take_one_thread():
+    """conftest's fixture of this name imports the world-model env (~5 s a worker); these probes make no env."""
+    yield
+
 def _record(name, seconds, log):
     start = time.time()
     time.sleep(seconds)

@@ -27,7 +27,9 @@ def _folder(path, seed, frame_size=16):
 def test_training_episodes_score_below_unseen_ones_and_reruns_repeat(tmp_path, micro_model):
     """A model fitted to one folder's windows scores lower there than on another folder drawn the same way; before
     the fit the two are close. Guards: the same draws for every folder, the loss of the windows actually read."""
-    model = micro_model()
+    # one UNet block: the 200 steps below memorise the 3 windows as well as with two blocks (seen/unseen 0.58 either
+    # way) in a third of the time
+    model = micro_model(blocks=(16,))
     seen, unseen = _folder(tmp_path / "a", 0), _folder(tmp_path / "b", 1)
     before = [folder_loss(model, d, windows=None)["plain"] for d in (seen, unseen)]
     assert folder_loss(model, seen, windows=None) == folder_loss(model, seen, windows=None)  # fixed draws
