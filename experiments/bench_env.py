@@ -208,7 +208,9 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
         raise ValueError("--reuse-pass at one denoising pass: the env's chunks are generated, and a generated chunk "
                          "scores exactly 0 on the sampler's one pass, so Θ takes the usual step there (Imagination."
                          "step); bench one pass without --reuse-pass")
-    warmup = max(1, args.update_every) if temp_lora == "on" else 1
+    # as many warm-up steps with Temp-LoRA off as on (a fast update among them): with one, the off rows of session 53's
+    # later runs on a warm machine spent 0.009-0.016 s per timed step more in the heads than their first run did
+    warmup = max(1, args.update_every)
     rows = []
 
     def row(kind: str, n: int, timing: dict, fast_batch_size: int | None, theta_values: int | None) -> dict:
