@@ -516,6 +516,13 @@
 # HEADS_MIN=10 ... history_heads, `--imagined-steps 2` as the planner imagines), then the planners with them beside the
 # shipped heads (seeds 5200-5219, PLAN_PROCS=3 at most on one H100); the compiled lean-Θ bench at fast batch 128 and
 # 256, recomputed and not (the fast step at fast batch 64 is most of the time overhead).
+# Session 53 (nvidia-h100-x1 after two requests found none, H100 then H200): setup; BENCH_STEPS=1 BENCH_S=560
+# BENCH_REAL=off FAST_BATCH=64,256 BENCH_TAG=_lean_compiled_layers BENCH_ARGS="--compile --compile-fast-update
+# --temp-lora off,on --fast-recompute on --update-every 16 --chunks 32" ... bench (334 s; the fast step recomputed layer
+# by layer, new): +14% time / +20% memory at 5,046 frames/s with Temp-LoRA; the same at FAST_BATCH=64 again, then the
+# whole blocks recomputed (a `python -c` patching `_recompute_units`), then --chunks 64, then --profile $OUT/profile
+# (docs/RESULTS.md, "The session-53 lease"). Next lease: the same bench on an H200 (issue 16's machine) with the "on"
+# row's profile; the heads fitted on imagined cube-return chunks (session 52's plan above) and the planners with them.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
