@@ -42,8 +42,8 @@ class WorldModelEnvConfig:
       result. On an H200, bf16, N = 256, the default model's update took 0.40 s per step at 128 against
       1.23 s at 32, peak 33 GB against 13 GB; a one-shot update of 256 envs once ran out of an H100's
       80 GB, in fp32 with Θ in every layer); ``fast_recompute``: the fast update recomputes the adapted
-      blocks' activations in its backward (activation checkpointing: the same Θ, less memory, one more
-      forward of those blocks; default False).
+      blocks' activations layer by layer in its backward (activation checkpointing: the same Θ, less memory, one
+      more forward of those blocks; default False).
     - ``observation``: "frame" (last frame, H x W x 3), "chunk" (the chunk's frames) or "stack" (the
       last ``frame_stack`` frames, default ``context_frames``).
     - ``start_frames``: uint8 frames (H,W,3), (T,H,W,3) or a set (M,T,H,W,3), a ``.npz`` (key
