@@ -78,8 +78,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's), or "
                         "several joined by commas: a Temp-LoRA row each (memory against time in one run)")
     p.add_argument("--fast-recompute", default="off",
-                   help="Temp-LoRA's fast backward recomputes the adapted blocks' activations layer by layer (activation "
-                        "checkpointing: less memory, more time): on, off, or on,off (a Temp-LoRA row each)")
+                   help="Temp-LoRA's fast backward recomputes the adapted blocks' activations layer by layer "
+                        "(activation checkpointing: less memory, more time): on, off, or on,off (a Temp-LoRA row each)")
     p.add_argument("--action-mode", choices=("auto", "skill", "continuous"), default="auto")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", default="auto",
