@@ -97,8 +97,9 @@ def _recompute_units(blocks: Sequence[nn.Module]) -> list[nn.Module]:
     """The units the fast step recomputes under activation checkpointing: each layer of the adapted blocks (a block's
     children, a module list's items: a resnet, a temporal convolution, a spatial or temporal transformer, an
     upsampler). Whole blocks as units saved next to nothing: the backward then holds all of the largest block's
-    activations at once, and that block is most of the graph (the default at 16 envs on the CPU, one fast step: +3.1
-    GiB over Temp-LoRA off with whole blocks recomputed or none, +1.1 GiB with its layers; session 53)."""
+    activations at once, and that block is most of the graph (the default at 16 envs on the CPU, one fast step: +2.9 to
+    +3.0 GiB over Temp-LoRA off with whole blocks recomputed or none, +1.3 to +1.4 GiB with its layers; session 53,
+    docs/results/fast_step_memory_s53.py)."""
     units: list[nn.Module] = []
     for block in blocks:
         for child in block.children():
