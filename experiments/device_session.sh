@@ -522,7 +522,8 @@
 # by layer, new): +14% time / +20% memory at 5,046 frames/s with Temp-LoRA; the same at FAST_BATCH=64 again, then the
 # whole blocks recomputed (a `python -c` patching `_recompute_units`), then --chunks 64, then --profile $OUT/profile
 # (docs/RESULTS.md, "The session-53 lease"). Next lease: the same bench on an H200 (issue 16's machine) with the "on"
-# row's profile; the heads fitted on imagined cube-return chunks (session 52's plan above) and the planners with them.
+# row's profile; the heads fitted on imagined cube-return chunks (session 52's plan above) and the planners with them
+# (on the CPU the free-mode imagination of `fit_heads --imagined-steps 2` took 15 minutes for 32 of 173 episodes).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
