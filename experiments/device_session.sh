@@ -690,9 +690,11 @@ setup() {
 # HEADS_TASKS, DEVIATE 0.3) and on the model's free rollouts of them labelled with what really happened; the result is
 # $W/heads_model (a copy of MODEL with them in heads/), brought back in $OUT/history_heads.tgz
 fit_history_heads() {
+    # the default apart: inside ${VAR:-...} a '}' of the default ends the expansion (a set HEADS_TASKS got one more)
+    local tasks=${HEADS_TASKS:-}
+    [ -n "$tasks" ] || tasks='+tasks={task4_put_in_drawer: 4, task1_open: 1, task2_unlock_and_lock: 1, play: 2}'
     [ -f "$W/heads_eps/manifest.json" ] || $PY -m experiments.collect out_dir=$W/heads_eps seed=$DATA_SEED \
-        num_episodes=${HEADS_EPISODES:-480} workers=$WORKERS $SCENE deviate=${DEVIATE:-0.3} '~tasks' \
-        "${HEADS_TASKS:-+tasks={task4_put_in_drawer: 4, task1_open: 1, task2_unlock_and_lock: 1, play: 2}}" \
+        num_episodes=${HEADS_EPISODES:-480} workers=$WORKERS $SCENE deviate=${DEVIATE:-0.3} '~tasks' "$tasks" \
         > "$W/heads_eps.log" 2>&1
     log "history heads: collected $(tail -n 1 "$W/heads_eps.log" | cut -c1-120); fitting"
     rm -rf "$W/heads_model" && cp -r "$MODEL" "$W/heads_model"

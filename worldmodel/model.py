@@ -103,7 +103,9 @@ class SlowFastVGen(nn.Module):
         z = latents.permute(0, 2, 1, 3, 4).flatten(0, 1) / self.config.vae_scaling_factor
         x = self.vae.decode(z.to(self.vae.dtype)).sample
         x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.permute(0, 2, 3, 1).unflatten(0, (b, t))
+        # contiguous here, where the copy is cheapest (on the GPU, or torch's CPU kernel): every consumer copies the
+        # frames, and numpy copying the channel-strided view took 30 ms at 256 envs on a 2-core CPU against 8 here
+        return x.permute(0, 2, 3, 1).contiguous().unflatten(0, (b, t))
 
     def encode_action(self, action: Action, batch_size: int, drop: torch.Tensor | None = None) -> torch.Tensor:
         return self.action_encoder(parse_action(action, self.config, batch_size), batch_size, drop)

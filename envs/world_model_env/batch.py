@@ -144,11 +144,15 @@ class EnvBatch:
             self.action_space = gym.spaces.Box(-1.0, 1.0, a_shape, np.float32)
 
     def observation(self, i: int) -> np.ndarray:
+        return self.observations([i])[0]
+
+    def observations(self, ids: Sequence[int]) -> np.ndarray:
+        """The observations of envs ``ids``, stacked (a copy): one indexing over the batch, not one per env."""
         mode = self.config.observation
         if mode == "frame":
-            return self.recent[i, -1].copy()
+            return self.recent[list(ids), -1]
         k = self.new_frames if mode == "chunk" else self.frame_stack
-        return self.recent[i, -k:].copy()
+        return self.recent[list(ids), -k:]
 
     # ------------------------------------------------------------------------------------ actions
     def parse_action(self, action: Any) -> Any:
@@ -271,16 +275,17 @@ class EnvBatch:
         self.step_counts[ids] += 1
         limit = self.config.max_episode_steps
         truncated = (self.step_counts[ids] >= limit) & ~terminated if limit else np.zeros(n, bool)
-        obs = []
-        for k, i in enumerate(ids):
-            self.recent[i] = np.concatenate([self.recent[i], frames[k]])[-self.keep_frames:]
-            if self.config.render_mode == "rgb_array_list":
+        # the batch's recent frames in one copy (per env, 256 envs took 24 ms a step on a 2-core CPU)
+        keep = self.keep_frames
+        self.recent[ids] = (frames if frames.shape[1] >= keep
+                            else np.concatenate([self.recent[ids], frames], axis=1))[:, -keep:]
+        if self.config.render_mode == "rgb_array_list":
+            for k, i in enumerate(ids):
                 self.render_frames[i].extend(frames[k])
-            obs.append(self.observation(i))
         phases = chunk.timings
         timings = StepTimings(t1 - t0, phases["denoise"], phases["decode"], phases["fast_update"], t3 - t2,
                               time.perf_counter() - t0)
-        return StepBatch(ids, np.stack(obs), frames, reward, terminated, truncated, fast_loss, rolled_back,
+        return StepBatch(ids, self.observations(ids), frames, reward, terminated, truncated, fast_loss, rolled_back,
                          success, success_prob, parsed, self.step_counts[ids].copy(), timings, to_go)
 
     def fork(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:

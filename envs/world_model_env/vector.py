@@ -89,9 +89,8 @@ class WorldModelVectorEnv(VectorEnv):
                 self.batch.seed(i, seeds[i])
         infos: dict[str, Any] = {}
         if ids:
-            for i, info in zip(ids, self.batch.reset(ids, [options] * len(ids))):
-                infos = self._add_info(infos, info, i)
-                self._obs[i] = self.batch.observation(i)
+            infos = self._add_infos(infos, self.batch.reset(ids, [options] * len(ids)), ids)
+            self._obs[ids] = self.batch.observations(ids)
         self._needs_reset[ids] = False
         return self._obs.copy(), infos
 
@@ -117,14 +116,12 @@ class WorldModelVectorEnv(VectorEnv):
         for i in stepping:
             self.batch.parse_action(actions[i])
         if resetting:
-            for i, info in zip(resetting, self.batch.reset(resetting, [None] * len(resetting))):
-                infos = self._add_info(infos, info, i)
-                self._obs[i] = self.batch.observation(i)
+            infos = self._add_infos(infos, self.batch.reset(resetting, [None] * len(resetting)), resetting)
+            self._obs[resetting] = self.batch.observations(resetting)
         if stepping:
             out = self.batch.step(stepping, [actions[i] for i in stepping])
-            for k, i in enumerate(stepping):
-                self._obs[i] = out.obs[k]
-                infos = self._add_info(infos, step_info(out, k, vector=True), i)
+            self._obs[stepping] = out.obs
+            infos = self._add_infos(infos, [step_info(out, k, vector=True) for k in range(len(stepping))], stepping)
             rewards[stepping] = out.reward
             terminated[stepping] = out.terminated
             truncated[stepping] = out.truncated
@@ -140,13 +137,37 @@ class WorldModelVectorEnv(VectorEnv):
                 final_obs[i] = self._obs[i].copy()
                 final_info = self._add_info(final_info, {k: v[i] for k, v in infos.items()
                                                          if not k.startswith("_") and infos[f"_{k}"][i]}, i)
-            reset_infos: dict[str, Any] = {}
-            for i, info in zip(ids, self.batch.reset(ids, [None] * len(ids))):
-                reset_infos = self._add_info(reset_infos, info, i)
-                self._obs[i] = self.batch.observation(i)
+            reset_infos = self._add_infos({}, self.batch.reset(ids, [None] * len(ids)), ids)
+            self._obs[ids] = self.batch.observations(ids)
             infos = {**infos, **reset_infos, "final_obs": final_obs, "_final_obs": done.copy(),
                      "final_info": final_info, "_final_info": done.copy()}
         return self._obs.copy(), rewards, terminated, truncated, infos
+
+    def _add_infos(self, infos: dict[str, Any], env_infos: Sequence[dict[str, Any]], ids: Sequence[int]) -> dict:
+        """Gymnasium's ``_add_info`` for envs ``ids`` at once: the same arrays, dtypes and ``_key`` masks, one
+        assignment per key (called per env, 256 envs took 45 ms a step on a 2-core CPU)."""
+        ids = list(ids)
+        for key in dict.fromkeys(k for info in env_infos for k in info):
+            rows = [(i, info[key]) for i, info in zip(ids, env_infos) if key in info]
+            first = rows[0][1]  # flat infos only: `final_obs` / `final_info` are built in `step`
+            if key in infos:
+                array = infos[key]
+            elif type(first) in (int, float, bool) or isinstance(first, np.number):
+                array = np.zeros(self.num_envs, dtype=type(first))
+            elif isinstance(first, np.ndarray):
+                array = np.zeros((self.num_envs, *first.shape), dtype=first.dtype)
+            else:
+                array = np.full(self.num_envs, None, dtype=object)
+            where = [i for i, _ in rows]
+            if isinstance(first, np.ndarray):
+                array[where] = np.stack([value for _, value in rows])  # a list of arrays converts 10x slower
+            else:
+                array[where] = [value for _, value in rows]
+            mask = infos.get(f"_{key}")
+            mask = np.zeros(self.num_envs, dtype=np.bool_) if mask is None else mask
+            mask[where] = True
+            infos[key], infos[f"_{key}"] = array, mask
+        return infos
 
     def fork(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
         """Envs ``dst_ids`` continue exactly as envs ``src_ids`` would (see `EnvBatch.fork`)."""
