@@ -74,6 +74,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch.compile the UNet in place (SlowFastVGen.compile_unet); the warm-up steps compile")
     p.add_argument("--compile-fast-update", action="store_true",
                    help="with --compile: Temp-LoRA's fast update runs compiled too (default: eager)")
+    p.add_argument("--compile-decoder", action="store_true",
+                   help="torch.compile the VAE's decoder in place too (SlowFastVGen.compile_decoder)")
     p.add_argument("--fast-batch", default=None,
                    help="envs per Temp-LoRA forward/backward (bounds memory at large N; default: the env's), or "
                         "several joined by commas: a Temp-LoRA row each (memory against time in one run)")
@@ -200,7 +202,8 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                                  reuse_sampler_pass=args.reuse_pass) if temp_lora == "on" else False
     opts = dict(model=model, action_mode=mode, denoise_steps=args.denoise_steps, temp_lora=memory,
                 max_episode_steps=None, precision=args.precision, cpu_threads=args.threads, compile=args.compile,
-                compile_fast_update=args.compile_fast_update, fast_recompute=recompute and temp_lora == "on")
+                compile_fast_update=args.compile_fast_update, compile_decoder=args.compile_decoder,
+                fast_recompute=recompute and temp_lora == "on")
     if fast_batch is not None:
         opts["fast_batch_size"] = fast_batch
     steps = args.denoise_steps or mc.sample_steps
@@ -226,13 +229,14 @@ def bench_imagined(spec: str, sizes: list[int], args: argparse.Namespace, device
                 "fast_batch": fast_batch_size if temp_lora == "on" else None,
                 "fast_recompute": recompute if temp_lora == "on" else None,
                 "precision": resolve_precision(args.precision, device), "cpu_threads": torch.get_num_threads(),
-                "compile": args.compile, "compile_fast_update": args.compile_fast_update, "warmup_steps": warmup,
+                "compile": args.compile, "compile_fast_update": args.compile_fast_update,
+                "compile_decoder": args.compile_decoder, "warmup_steps": warmup,
                 "warmup_s": timing["warmup_s"],
                 "s_per_step": timing["seconds"] / args.chunks, "frames_per_s": frames / timing["seconds"],
                 "phases_s_per_step": timing["phases_s_per_step"],
                 "rss_after_mib": psutil.Process().memory_info().rss / 2**20,
                 "peak_cuda_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
-                "dynamo": _dynamo_counts() if args.compile else None}
+                "dynamo": _dynamo_counts() if args.compile or args.compile_decoder else None}
 
     if not args.no_single:
         env = WorldModelEnv(**opts)
@@ -393,7 +397,8 @@ def markdown_table(rows: list[dict], machine: str) -> str:
                 overhead += f" / {r['temp_lora_memory_overhead']:+.0%}"
         fast = _memory_label(r, ", {}")
         precision = r.get("precision", "") + (", compiled" if r.get("compile") else "") \
-            + (" (the fast update too)" if r.get("compile_fast_update") else "")
+            + (" (the fast update too)" if r.get("compile_fast_update") else "") \
+            + (", decoder compiled" if r.get("compile_decoder") else "")
         lines.append(f"| {r['env']} | {n} | {size} | {r.get('denoise_steps', '')} | {precision} | "
                      f"{r.get('temp_lora', '')}{fast} | {r['s_per_step']:.3g} | {r['frames_per_s']:.3g} | "
                      f"{r['frames_per_s'] / n:.3g} | {ratio} | {overhead} |")

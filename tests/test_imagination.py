@@ -191,7 +191,9 @@ def test_compiled_unet_gives_the_same_chunks_and_memories(micro_model):
     compiled = micro_model(blocks=(16,), temp_lora=dict(FAST_LORA, blocks=()))
     compiled.compile_unet(backend="eager")
     compiled.compile_unet(backend="eager")  # again: nothing changes
+    compiled.compile_decoder(backend="eager")  # the frames decoded by its graph
     assert compiled.unet._compiled_call_impl is not None and "unet.conv_in.weight" in compiled.state_dict()
+    assert compiled.vae.decoder._compiled_call_impl is not None
     torch._dynamo.reset()
     frames_e, losses_e, theta_e = run(eager)
     frames_c, losses_c, theta_c = run(compiled)
@@ -200,10 +202,10 @@ def test_compiled_unet_gives_the_same_chunks_and_memories(micro_model):
         assert torch.equal(a, b)
     assert losses_c == pytest.approx(losses_e, rel=1e-5)
     assert torch.allclose(theta_c, theta_e, atol=1e-6)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # sampling; the fast update runs eager
-    # compile_fast_update: the fast update's forward is traced too (a second graph), with the same Θ
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # sampling, decoding; the fast update eager
+    # compile_fast_update: the fast update's forward is traced too (a third graph), with the same Θ
     _, losses_f, theta_f = run(compiled, compile_fast_update=True)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 2
     assert losses_f == pytest.approx(losses_e, rel=1e-5)
     assert torch.allclose(theta_f, theta_e, atol=1e-6)
 

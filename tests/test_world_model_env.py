@@ -286,3 +286,18 @@ def test_thousand_step_episode_keeps_memory_bounded(micro_model):
     assert held == fresh + model.config.temp_lora.max_history * 4 * 2 * 4 * 4 * 4  # 16 chunks of (4, 2, 4, 4) f32
     env.reset(seed=1)
     assert env.episode_nbytes() == fresh and len(env.memory.history[0]) == 0
+
+
+def test_compile_options_compile_the_shared_model_in_place(model, monkeypatch):
+    """``compile`` / ``compile_decoder`` compile the UNet / the VAE's decoder of the shared model (recorded here, not
+    run: `test_compiled_unet_gives_the_same_chunks_and_memories` runs both graphs); neither by default."""
+    calls = []
+    monkeypatch.setattr(SlowFastVGen, "compile_unet", lambda self: calls.append("unet"))
+    monkeypatch.setattr(SlowFastVGen, "compile_decoder", lambda self: calls.append("decoder"))
+    opts = dict(model=model, skills=SYNTHETIC_SKILLS, denoise_steps=1)
+    WorldModelEnv(**opts)
+    assert calls == []
+    WorldModelEnv(**opts, compile_decoder=True)
+    assert calls == ["decoder"]
+    WorldModelEnv(**opts, compile=True, compile_decoder=True)
+    assert calls == ["decoder", "unet", "decoder"]

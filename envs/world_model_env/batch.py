@@ -97,6 +97,8 @@ class EnvBatch:
         self.heads_history = HeadsHistory(self.heads, n) if self.heads is not None else None
         if cfg.compile:
             self.model.compile_unet()
+        if cfg.compile_decoder:
+            self.model.compile_decoder()
         self.imagination = Imagination(self.model, n, self._make_memory(), cfg.denoise_steps, cfg.guidance_scale,
                                        precision=cfg.precision, compile_fast_update=cfg.compile_fast_update)
         self.frame_stack = cfg.frame_stack or self.context_frames

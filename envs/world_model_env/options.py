@@ -33,6 +33,7 @@ class WorldModelEnvConfig:
       compiled for every env using it): the first steps compile (about a minute on a GPU), later ones run
       the compiled graphs. Batches of one size only: a step of a subset of the envs compiles again.
       ``compile_fast_update`` (needs ``compile``): Temp-LoRA's fast update runs compiled too (default eager).
+      ``compile_decoder``: the VAE's decoder compiled in place too (`SlowFastVGen.compile_decoder`; default eager).
     - ``cpu_threads``: on a CPU device, torch's threads: "auto" (default: the cores not busy when the env
       is made, `worldmodel.loading.free_cpu_threads`; threads fighting another process for the cores
       made steps ~4x slower), an int, or None (leave torch's setting). torch's setting is process-wide.
@@ -63,6 +64,7 @@ class WorldModelEnvConfig:
     precision: str = "fp32"
     compile: bool = False
     compile_fast_update: bool = False
+    compile_decoder: bool = False
     cpu_threads: int | str | None = "auto"
     temp_lora: Any = True
     temp_lora_steps: int | None = None
