@@ -524,6 +524,19 @@
 # (docs/RESULTS.md, "The session-53 lease"). Next lease: the same bench on an H200 (issue 16's machine) with the "on"
 # row's profile; the heads fitted on imagined cube-return chunks (session 52's plan above) and the planners with them
 # (on the CPU the free-mode imagination of `fit_heads --imagined-steps 2` took 15 minutes for 32 of 173 episodes).
+# Session 54 (asked nvidia-h200, got an H100): setup; the bench of session 53 at FAST_BATCH=64 with --profile $OUT/profile,
+# then without (4,472 frames/s with Temp-LoRA, +5% / +20%: a quarter of the step outside the GPU phases, the host's
+# bookkeeping, batched since on the CPU); DATA_SEED=54 HEADS_EPISODES=192 HEADS_TASKS="+tasks={memory_cube_return: 2,
+# task4_put_in_drawer: 1, task3_rearrange_medium: 1, play: 1}" HEADS_INIT=worldmodel/weights/default/heads HEADS_MIN=8
+# ... history_heads (210 s); then the planners with those heads, by mistake at horizon 3 with one imagined chunk per skill
+# (PLAN_ARGS="--method cem --candidates 32 --horizon 3 --iterations 2 --elites 6 --denoise-steps 2 --precision bf16
+# --videos 1 --first-seed 5200 --heads runs/session/heads_model/heads"): memory_cube_return 85% / 75%, tasks 1-4 90-100%,
+# task 5 30% (docs/RESULTS.md, "The session-54 lease"). Next lease: (1) setup; (2) the bench twice, as session 53's with
+# FAST_BATCH=64, then with BENCH_ARGS="<the same> --compile-decoder" (new: the decode phase is 0.040 of 0.20 s); (3)
+# heads fitted with tasks 2 and 5 in the mix (HEADS_TASKS="+tasks={memory_cube_return: 2, task4_put_in_drawer: 1,
+# task3_rearrange_medium: 1, task5_rearrange_hard: 1, task2_unlock_and_lock: 1, play: 1}", HEADS_EPISODES=256), then
+# the planners with session 52's PLAN_ARGS (horizon 2, --imagine-chunks 2, --videos 0, --first-seed 5200) on
+# memory_cube_return and tasks 1-5, with those heads and with docs/results/history_heads_s54_h100 carried (copy to runs/).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
