@@ -49,9 +49,9 @@ def _one_step_gap(model: SlowFastVGen, cache: LatentCache, target: torch.Tensor,
     return float(((one - target) ** 2).mean())
 
 
-@pytest.mark.parametrize("student_steps", [1, 2])
+@pytest.mark.parametrize("student_steps, steps", [(1, 28), (2, 40)])  # after / before: 0.38 / 0.42 (CPU)
 def test_distilled_one_pass_samples_what_the_teacher_samples_in_four(tmp_path, trained_tiny, chunk_dataset,
-                                                                      student_steps):
+                                                                      student_steps, steps):
     """A student of 1 pass, and one of 2 (whose first pass at t = 999 has the 1-pass student's target: both walk one
     path from the noise, session 43), come to sample at one pass what the teacher samples in four."""
     model = SlowFastVGen.from_pretrained(trained_tiny[0])
@@ -66,7 +66,7 @@ def test_distilled_one_pass_samples_what_the_teacher_samples_in_four(tmp_path, t
     four = reference.teacher_sample(b.latents[:, :, :tc], b.text_emb, b.vectors, noise)
     before = _one_step_gap(model, cache, four, noise)
 
-    trainer = Trainer(model, windows, _cfg(tmp_path, 40, student_steps=student_steps))
+    trainer = Trainer(model, windows, _cfg(tmp_path, steps, student_steps=student_steps))
     history = trainer.fit(progress=False)
     after = _one_step_gap(model, cache, four, noise)
     assert after < 0.5 * before, (before, after, history)
