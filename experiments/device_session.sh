@@ -535,8 +535,9 @@
 # FAST_BATCH=64, then with BENCH_ARGS="<the same> --compile-decoder" (new: the decode phase is 0.040 of 0.20 s); (3)
 # heads fitted with tasks 2 and 5 in the mix (HEADS_TASKS="+tasks={memory_cube_return: 2, task4_put_in_drawer: 1,
 # task3_rearrange_medium: 1, task5_rearrange_hard: 1, task2_unlock_and_lock: 1, play: 1}", HEADS_EPISODES=256), then
-# the planners with session 52's PLAN_ARGS (horizon 2, --imagine-chunks 2, --videos 0, --first-seed 5200) on
-# memory_cube_return and tasks 1-5, with those heads and with docs/results/history_heads_s54_h100 carried (copy to runs/).
+# the planners with PLAN_ARGS unset (PLAN_STD: session 52's horizon 2, --imagine-chunks 2) and PLAN_EXTRA="--first-seed
+# 5200 --heads <dir>" on memory_cube_return and tasks 1-5, with those heads and with docs/results/history_heads_s54_h100
+# carried (copy to runs/).
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -723,10 +724,14 @@ fit_history_heads() {
 # planners (PLAN_GPU) and PPO (AUX_GPU) on MODEL; the planners play PLAN_GROUPS (task lists separated by ';'; default
 # tasks 1-5, then the memory tasks), all agents each, so a time limit leaves whole comparisons; both resume when rerun
 # with the same arguments (outputs in $W)
+# PLAN_ARGS unset: the planner of sessions 48-52's tables (plan_eval's own defaults are horizon 3, one imagined chunk
+# per skill: session 54 played those by mistake) plus PLAN_EXTRA (e.g. "--first-seed 5200 --heads <dir>")
+PLAN_STD="--method cem --candidates 32 --horizon 2 --iterations 2 --elites 6 --denoise-steps 2 --imagine-chunks 2 \
+--precision bf16 --videos 0"
 agents_run() {
     local agents=${PLAN_AGENTS:-planner,planner_no_memory,expert,random}
     local plan="$PY -m experiments.plan_eval --model $MODEL --seeds 20 \
-        --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-}"
+        --parallel 20 --render-backend $GL --device $DEVICE --no-progress ${PLAN_ARGS:-$PLAN_STD ${PLAN_EXTRA:-}}"
     local t0 seed group; t0=$(date +%s)
     # PLAN_CONCURRENT=1: the groups at once, each its own process, log and --out ($W/plan_eval/group<i>): one plan_eval
     # leaves the GPU idle while its scenes step
@@ -933,7 +938,7 @@ card)  # the model card's held-out measures of MODEL (the shipped folder by defa
     mkdir -p "$OUT" && tar czf "$OUT/card.tgz" -C "$W" card  # one file: a call brings back at most 8
     ;;
 history_heads)  # the history heads alone (fit_history_heads), e.g. before the planners judge with them:
-                # `agents` with PLAN_ARGS="... --heads $W/heads_model/heads"
+                # `agents` with PLAN_EXTRA="... --heads $W/heads_model/heads"
     fit_history_heads
     ;;
 agents)
