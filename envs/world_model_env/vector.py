@@ -158,11 +158,8 @@ class WorldModelVectorEnv(VectorEnv):
                 array = np.zeros((self.num_envs, *first.shape), dtype=first.dtype)
             else:
                 array = np.full(self.num_envs, None, dtype=object)
-            where = [i for i, _ in rows]
-            if isinstance(first, np.ndarray):
-                array[where] = np.stack([value for _, value in rows])  # a list of arrays converts 10x slower
-            else:
-                array[where] = [value for _, value in rows]
+            where, values = [i for i, _ in rows], [value for _, value in rows]
+            array[where] = np.stack(values) if isinstance(first, np.ndarray) else values  # a list of arrays: 10x slower
             mask = infos.get(f"_{key}")
             mask = np.zeros(self.num_envs, dtype=np.bool_) if mask is None else mask
             mask[where] = True
