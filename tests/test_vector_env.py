@@ -350,7 +350,11 @@ def test_autoreset_modes(model):
 
     partial = WorldModelVectorEnv(num_envs=2, model=model, **opts)
     obs0, _ = partial.reset(seed=0)
+    parse, parsed = partial.batch.parse_action, []
+    partial.batch.parse_action = lambda action: parsed.append(action) or parse(action)
     partial.step(np.array([0, 0]))
+    assert len(parsed) == 2  # each action parsed once: checked before any env changes, then stepped as parsed
+    del partial.batch.parse_action
     obs, _ = partial.reset(options={"reset_mask": np.array([False, True])})
     assert partial.batch.step_counts.tolist() == [1, 0]
     with pytest.raises(ValueError, match="actions for 2 envs"):

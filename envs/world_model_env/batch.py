@@ -243,16 +243,19 @@ class EnvBatch:
         return pool[index], index, source
 
     # --------------------------------------------------------------------------------------- step
-    def step(self, ids: Sequence[int], actions: Sequence[Any]) -> StepBatch:
-        """Advance envs `ids` by one chunk with their actions (validated first: a bad action changes nothing)."""
+    def step(self, ids: Sequence[int], actions: Sequence[Any], parsed: Sequence[Any] | None = None) -> StepBatch:
+        """Advance envs `ids` by one chunk with their actions (validated first: a bad action changes nothing).
+        ``parsed``: the actions as `parse_action` returns them, from a caller that validated them already (the vector
+        env checks every action before it resets any env; under cProfile, parsing 256 continuous actions twice took
+        4.7 ms a step)."""
         ids = list(ids)
         self._check_open()
-        if len(actions) != len(ids):
+        if len(actions) != len(ids) or (parsed is not None and len(parsed) != len(ids)):
             raise ValueError(f"{len(actions)} actions for {len(ids)} envs")
         if not self.imagination.started[ids].all():
             raise RuntimeError("call reset() before step()")
         t0 = time.perf_counter()
-        parsed = [self.parse_action(a) for a in actions]
+        parsed = [self.parse_action(a) for a in actions] if parsed is None else list(parsed)
         n = len(ids)
         t1 = time.perf_counter()
         chunk = self.imagination.step(ids, self.model_action(parsed))

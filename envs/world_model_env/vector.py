@@ -113,13 +113,12 @@ class WorldModelVectorEnv(VectorEnv):
         resetting = np.flatnonzero(self._needs_reset).tolist() if self.autoreset_mode == AutoresetMode.NEXT_STEP else []
         stepping = [i for i in range(n) if i not in resetting]
         # Validate every stepped action before touching any env.
-        for i in stepping:
-            self.batch.parse_action(actions[i])
+        parsed = [self.batch.parse_action(actions[i]) for i in stepping]
         if resetting:
             infos = self._add_infos(infos, self.batch.reset(resetting, [None] * len(resetting)), resetting)
             self._obs[resetting] = self.batch.observations(resetting)
         if stepping:
-            out = self.batch.step(stepping, [actions[i] for i in stepping])
+            out = self.batch.step(stepping, [actions[i] for i in stepping], parsed)
             self._obs[stepping] = out.obs
             infos = self._add_infos(infos, [step_info(out, k, vector=True) for k in range(len(stepping))], stepping)
             rewards[stepping] = out.reward
