@@ -250,8 +250,10 @@ class EnvBatch:
         4.7 ms a step)."""
         ids = list(ids)
         self._check_open()
-        if len(actions) != len(ids) or (parsed is not None and len(parsed) != len(ids)):
+        if len(actions) != len(ids):
             raise ValueError(f"{len(actions)} actions for {len(ids)} envs")
+        if parsed is not None and len(parsed) != len(ids):
+            raise ValueError(f"{len(parsed)} parsed actions for {len(ids)} envs")
         if not self.imagination.started[ids].all():
             raise RuntimeError("call reset() before step()")
         t0 = time.perf_counter()
