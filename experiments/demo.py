@@ -1,6 +1,6 @@
 """Play a long-horizon, language-instructed episode in the learned simulator, with and without memory.
 
-    python -m experiments.demo                      # shipped default model, CPU, ~27 s on 2 cores
+    python -m experiments.demo                      # shipped default model, CPU, ~30 s on 2 cores
     python -m experiments.demo --task memory_drawer_locked --steps 1 --out runs/demo
 
 Two `SlowFastVGen-v0` envs (one shared model) start from the same real frame and receive the task's
