@@ -130,12 +130,11 @@ class WorldModelVectorEnv(VectorEnv):
             self._needs_reset = done.copy()
         elif self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
             ids = np.flatnonzero(done).tolist()
-            final_info: dict[str, Any] = {}
             final_obs = np.full(n, None, dtype=object)
             for i in ids:
                 final_obs[i] = self._obs[i].copy()
-                final_info = self._add_info(final_info, {k: v[i] for k, v in infos.items()
-                                                         if not k.startswith("_") and infos[f"_{k}"][i]}, i)
+            final_info = self._add_infos({}, [{k: v[i] for k, v in infos.items()
+                                               if not k.startswith("_") and infos[f"_{k}"][i]} for i in ids], ids)
             reset_infos = self._add_infos({}, self.batch.reset(ids, [None] * len(ids)), ids)
             self._obs[ids] = self.batch.observations(ids)
             infos = {**infos, **reset_infos, "final_obs": final_obs, "_final_obs": done.copy(),
