@@ -550,6 +550,14 @@
 # (PLAN_ARGS="--method cem --candidates 32 --horizon 3 --iterations 2 --elites 6 --denoise-steps 2 --precision bf16
 # --videos 1 --first-seed 5200 --heads <dir>"), and session 54's heads at horizon 2 (PLAN_ARGS unset, PLAN_EXTRA): the
 # pair that says what lifted cube return to 85% in session 54; PLAN_AGENTS=planner_no_memory,planner.
+# Session 56 (nvidia-h200; the first H200 since session 40, after four asks that found none): ONE call for the installs
+# and the bench, since a checkout without docs/ and .whl without collect_site.tar.xz fit beside the weights (no MuJoCo
+# there: bench with BENCH_REAL=off only): `setup`, then BENCH_STEPS=1 BENCH_REAL=off FAST_BATCH=64 BENCH_ARGS="--compile
+# --compile-fast-update --compile-decoder --temp-lora off,on --fast-recompute on --update-every K --chunks 32" ... bench for
+# K = 24, 16, 24, 32, 24 (later calls found the graphs compiled: 140 s a run): 7,677-8,295 frames/s with Temp-LoRA,
+# +11% to +19% time, +20% memory (docs/RESULTS.md, "The session-56 lease"). The bench warms up K steps and times 32, so
+# K = 24 and K = 32 both time one of Θ's steps in 32 chunks. Next lease: the memory's own question (issue 15) or the
+# planners of session 55's plan; the real scene beside the bench needs the MuJoCo archive, hence two calls.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
