@@ -8,7 +8,8 @@
 One env step generates one chunk (``new_frames`` frames: ``denoise_steps`` UNet passes over the
 batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batched). Each size is
 timed over ``--chunks`` steps after warm-up steps (``--update-every`` of them, so that a fast update is among
-them; with ``--compile`` they compile the UNet's graphs); imagined frames/s = N * new_frames * chunks /
+them; with ``--compile`` they compile the UNet's graphs; with Temp-LoRA on, ``--chunks`` is a multiple of
+``--update-every``, so that the timed chunks hold Θ's steps at the rate the row names); imagined frames/s = N * new_frames * chunks /
 seconds. The phases (denoise, decode, fast update) are timed with the GPU synchronised around each (until
 session 11 they were not: rows before then split their step time unreliably; their totals hold). The real
 OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's resolution) is timed on the
@@ -50,7 +51,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "else the tiny preset)")
     p.add_argument("--preset", default=None, help="a preset name (tiny, small, base); overrides --model")
     p.add_argument("--sizes", default="1,16,64,256", help="comma-separated batch sizes N for the vector env")
-    p.add_argument("--chunks", type=int, default=3, help="timed env steps (chunks) per size, after 1 warm-up")
+    p.add_argument("--chunks", type=int, default=3,
+                   help="timed env steps (chunks) per size, after --update-every warm-up steps; with Temp-LoRA on a "
+                        "multiple of --update-every")
     p.add_argument("--denoise-steps", type=int, default=None, help="denoising steps per chunk (default: model's)")
     p.add_argument("--temp-lora", default="on,off",
                    help="Temp-LoRA fast learning every chunk: on, off, or on,off (both, one table)")
@@ -424,6 +427,12 @@ def main(argv: list[str] | None = None) -> dict:
     settings = [s.strip() for s in args.temp_lora.split(",") if s.strip()]
     if not settings or set(settings) - {"on", "off"}:
         raise SystemExit(f"--temp-lora must be on, off or on,off, got {args.temp_lora!r}")
+    if "on" in settings and args.chunks % args.update_every:
+        # after K warm-up steps, C timed chunks hold floor(C / K) of Θ's steps per env: at C = 32, K = 24 and K = 32
+        # both timed one step in 32 chunks (session 56), a rate the row's K does not say
+        raise SystemExit(f"--chunks {args.chunks} is not a multiple of --update-every {args.update_every}: the timed "
+                         f"chunks would hold {args.chunks // args.update_every} of Θ's steps per env, not one in every "
+                         f"{args.update_every}; time --chunks {-(-args.chunks // args.update_every) * args.update_every}")
     device = resolve_device(args.device)
     if args.compile:
         torch._logging.set_logs(recompiles=True)  # why a graph compiles again, on stderr

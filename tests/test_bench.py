@@ -167,3 +167,16 @@ def test_bench_env_profile_names_the_fast_updates_parts(tmp_path):
     for part in ("rows", "forward", "rollback_check", "backward", "adam", "settle"):
         assert f"temp_lora.{part} " in on
     assert "temp_lora.forward" not in off and "aten::" in off
+
+
+def test_bench_env_times_whole_periods_of_thetas_steps(tmp_path):
+    """With Temp-LoRA on, --chunks must be a multiple of --update-every: after K warm-up steps, 32 timed chunks at K = 24
+    hold one of Θ's steps per env, the rate of K = 32 (session 56's H200 rows); the error names the chunks to time."""
+    from experiments import bench_env
+
+    args = ["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--threads", "1", "--no-single", "--real", "off",
+            "--update-every", "2", "--out", str(tmp_path / "a.json")]
+    with pytest.raises(SystemExit, match="--chunks 3 is not a multiple of --update-every 2.*time --chunks 4"):
+        bench_env.main([*args, "--chunks", "3", "--temp-lora", "on,off"])
+    result = bench_env.main([*args, "--chunks", "3", "--temp-lora", "off"])  # Θ off: any count
+    assert [r["temp_lora"] for r in result["rows"]] == ["off"]
