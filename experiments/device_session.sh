@@ -556,8 +556,9 @@
 # --compile-fast-update --compile-decoder --temp-lora off,on --fast-recompute on --update-every K --chunks 32" ... bench for
 # K = 24, 16, 24, 32, 24 (later calls found the graphs compiled: 140 s a run): 7,677-8,295 frames/s with Temp-LoRA,
 # +11% to +19% time, +20% memory (docs/RESULTS.md, "The session-56 lease"). The bench warms up K steps and times 32, so
-# K = 24 and K = 32 both time one of Θ's steps in 32 chunks (bench_env now refuses such K). Next lease: the memory's own question (issue 15) or the
-# planners of session 55's plan; the real scene beside the bench needs the MuJoCo archive, hence two calls.
+# K = 24 and K = 32 both time one of Θ's steps in 32 chunks (bench_env now refuses such K). Next lease: the memory's
+# own question (issue 15) or the planners of session 55's plan; the real scene beside the bench needs the MuJoCo archive,
+# hence two calls.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
