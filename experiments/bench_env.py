@@ -9,8 +9,8 @@ One env step generates one chunk (``new_frames`` frames: ``denoise_steps`` UNet 
 batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batched). Each size is
 timed over ``--chunks`` steps after warm-up steps (``--update-every`` of them, so that a fast update is among
 them; with ``--compile`` they compile the UNet's graphs; with Temp-LoRA on, ``--chunks`` is a multiple of
-``--update-every``, so that the timed chunks hold Θ's steps at the rate the row names); imagined frames/s = N * new_frames * chunks /
-seconds. The phases (denoise, decode, fast update) are timed with the GPU synchronised around each (until
+``--update-every``, so that the timed chunks hold Θ's steps at the rate the row names); imagined frames/s =
+N * new_frames * chunks / seconds. The phases (denoise, decode, fast update) are timed with the GPU synchronised around each (until
 session 11 they were not: rows before then split their step time unreliably; their totals hold). The real
 OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's resolution) is timed on the
 same machine when it can run (``--real-workers`` scenes side by side, one process each, as data collection runs
