@@ -10,13 +10,13 @@ batch, a VAE decode, and with Temp-LoRA one fast forward/backward per env, batch
 timed over ``--chunks`` steps after warm-up steps (``--update-every`` of them, so that a fast update is among
 them; with ``--compile`` they compile the UNet's graphs; with Temp-LoRA on, ``--chunks`` is a multiple of
 ``--update-every``, so that the timed chunks hold Θ's steps at the rate the row names); imagined frames/s =
-N * new_frames * chunks / seconds. The phases (denoise, decode, fast update) are timed with the GPU synchronised around each (until
-session 11 they were not: rows before then split their step time unreliably; their totals hold). The real
-OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's resolution) is timed on the
-same machine when it can run (``--real-workers`` scenes side by side, one process each, as data collection runs
-them), and each imagined row is given as a multiple of its frames/s.
-Temp-LoRA is timed on and off in the same run by default (`--temp-lora on,off`), so the memory's overhead
-is read off one table. Prints a markdown table and writes JSON.
+N * new_frames * chunks / seconds. The phases (denoise, decode, fast update) are timed with the GPU synchronised
+around each (until session 11 they were not: rows before then split their step time unreliably; their totals
+hold). The real OGBench scene (``envs.real.RealSceneEnv``, skill actions, rendered at the model's resolution)
+is timed on the same machine when it can run (``--real-workers`` scenes side by side, one process each, as
+data collection runs them), and each imagined row is given as a multiple of its frames/s. Temp-LoRA is timed
+on and off in the same run by default (`--temp-lora on,off`), so the memory's overhead is read off one table.
+Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -430,9 +430,10 @@ def main(argv: list[str] | None = None) -> dict:
     if "on" in settings and args.chunks % args.update_every:
         # after K warm-up steps, C timed chunks hold floor(C / K) of Θ's steps per env: at C = 32, K = 24 and K = 32
         # both timed one step in 32 chunks (session 56), a rate the row's K does not say
+        whole = -(-args.chunks // args.update_every) * args.update_every
         raise SystemExit(f"--chunks {args.chunks} is not a multiple of --update-every {args.update_every}: the timed "
                          f"chunks would hold {args.chunks // args.update_every} of Θ's steps per env, not one in every "
-                         f"{args.update_every}; time --chunks {-(-args.chunks // args.update_every) * args.update_every}")
+                         f"{args.update_every}; time --chunks {whole}")
     device = resolve_device(args.device)
     if args.compile:
         torch._logging.set_logs(recompiles=True)  # why a graph compiles again, on stderr

@@ -170,8 +170,9 @@ def test_bench_env_profile_names_the_fast_updates_parts(tmp_path):
 
 
 def test_bench_env_times_whole_periods_of_thetas_steps(tmp_path):
-    """With Temp-LoRA on, --chunks must be a multiple of --update-every: after K warm-up steps, 32 timed chunks at K = 24
-    hold one of Θ's steps per env, the rate of K = 32 (session 56's H200 rows); the error names the chunks to time."""
+    """With Temp-LoRA on, --chunks must be a multiple of --update-every: after K warm-up steps, 32 timed chunks at
+    K = 24 hold one of Θ's steps per env, the rate of K = 32 (session 56's H200 rows); the error names the chunks to
+    time."""
     from experiments import bench_env
 
     args = ["--preset", "tiny", "--device", "cpu", "--sizes", "2", "--threads", "1", "--no-single", "--real", "off",
