@@ -118,7 +118,7 @@ class WorldModelVectorEnv(VectorEnv):
             infos = self._add_infos(infos, self.batch.reset(resetting, [None] * len(resetting)), resetting)
             self._obs[resetting] = self.batch.observations(resetting)
         if stepping:
-            out = self.batch.step(stepping, [actions[i] for i in stepping], parsed)
+            out = self.batch.step_parsed(stepping, parsed)
             self._obs[stepping] = out.obs
             infos = self._add_infos(infos, [step_info(out, k, vector=True) for k in range(len(stepping))], stepping)
             rewards[stepping] = out.reward
