@@ -148,6 +148,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-blocks", default=None,
                    help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.2 "
                         "(TempLoRAConfig.blocks; default: the model's)")
+    p.add_argument("--temp-lora-targets", default=None,
+                   help="layer names joined by '+' that Θ adapts, e.g. to_q+to_k+to_v+to_out.0+proj_in+proj_out+conv1+"
+                        "conv2 (the resnets' 3x3 convolutions too; TempLoRAConfig.target_modules; default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -202,6 +205,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     blocks = None if args.temp_lora_blocks is None else tuple(b for b in args.temp_lora_blocks.split("+") if b)
     if blocks == ():
         p.error("--temp-lora-blocks needs at least one block prefix, e.g. up_blocks")
+    targets = None if args.temp_lora_targets is None else tuple(t for t in args.temp_lora_targets.split("+") if t)
+    if targets == ():
+        p.error("--temp-lora-targets needs at least one layer name, e.g. to_q")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
                                         ("timesteps", args.temp_lora_timesteps),
@@ -210,7 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         ("reverse_phases", args.temp_lora_reverse_phases),
                                         ("reuse_sampler_pass", args.temp_lora_reuse_pass),
                                         ("update_every", args.temp_lora_update_every),
-                                        ("blocks", blocks)) if v is not None}
+                                        ("blocks", blocks), ("target_modules", targets)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
 
@@ -478,6 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                        cfg.temp_lora.reuse_sampler_pass),
                     "temp_lora_update_every": args.temp_lora.get("update_every", cfg.temp_lora.update_every),
                     "temp_lora_blocks": "+".join(args.temp_lora.get("blocks", cfg.temp_lora.blocks)),
+                    "temp_lora_targets": "+".join(args.temp_lora.get("target_modules", cfg.temp_lora.target_modules)),
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}

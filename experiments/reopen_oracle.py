@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--episodes", type=int, default=16)
     ap.add_argument("--settings", nargs="+", default=["phi", "oracle:3e-3,20,1"])
     ap.add_argument("--max-batch", type=int, default=4, help="envs per fast step (bounds memory)")
+    ap.add_argument("--temp-lora-targets", default=None,
+                    help="layer names joined by '+' that Θ adapts in every setting with Θ (TempLoRAConfig."
+                         "target_modules, e.g. adding conv1+conv2: the resnets' 3x3 convolutions; default: the model's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
@@ -160,6 +163,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = {s: parse_setting(s) for s in args.settings}
+    if args.temp_lora_targets is not None:
+        targets = tuple(t for t in args.temp_lora_targets.split("+") if t)
+        if not targets:
+            ap.error("--temp-lora-targets needs at least one layer name, e.g. to_q")
+        settings = {s: (kind, None if o is None else dict(o, target_modules=targets))
+                    for s, (kind, o) in settings.items()}
 
     from evaluation import memory_probe
     from worldmodel.loading import load_model

@@ -16,6 +16,7 @@ from envs.synthetic import SYNTHETIC_SKILLS
 from envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from worldmodel import Chunk, TempLoRA
 from worldmodel.attention import BatchChunkedAttnProcessor, use_chunked_attention
+from worldmodel.config import DEFAULT_LORA_TARGETS
 from worldmodel.diffusion import diffusion_loss
 from worldmodel.memory import BatchedTempLoRA
 from worldmodel.memory.rule import draw_loss_noise
@@ -221,16 +222,23 @@ def test_recomputed_fast_step_learns_the_same_with_less_kept(blocks, micro_model
     assert all("forward" not in module.__dict__ for module in model.unet.modules())
 
 
-@pytest.mark.parametrize("objective,blocks", [("joint", ()), ("conditional", ()), ("conditional", ("up_blocks",))])
-def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
+@pytest.mark.parametrize("objective,blocks,convs", [("joint", (), ()), ("conditional", (), ()),
+                                                   ("conditional", ("up_blocks",), ()),
+                                                   ("conditional", ("up_blocks",), ("conv1", "conv2"))])
+def test_batched_lora_matches_peft_temp_lora(objective, blocks, convs, micro_model):
     """Per-sample factors give peft's outputs, and one fast update follows TempLoRA.update; with Θ in
-    the up blocks only, both memories adapt the same (fewer) layers."""
-    model = micro_model(temp_lora=dict(FAST_LORA, objective=objective, blocks=blocks))
+    the up blocks only, both memories adapt the same (fewer) layers; with the resnets' 3x3 convolutions too, the
+    batched memory's patches (`F.unfold`) give peft's conv LoRA."""
+    targets = DEFAULT_LORA_TARGETS + convs
+    model = micro_model(temp_lora=dict(FAST_LORA, objective=objective, blocks=blocks, target_modules=targets))
     peft_memory = TempLoRA(model)  # peft-injected; batched hooks find the base layers
     memory = BatchedTempLoRA(model, 2)
     assert len(memory.layout) == len(peft_memory.layers)
     peft_names = [n.split(".lora_")[0] for n, _ in model.unet.named_parameters() if "lora_A" in n]
     assert [n.replace(".base_layer", "") for n in peft_names] == [n for n, _ in memory._dispatch.layers]
+    if convs:
+        kernels = [layer.kernel_size for _, layer in memory._dispatch.layers if isinstance(layer, torch.nn.Conv2d)]
+        assert kernels and all(k == (3, 3) for k in kernels), kernels
     if blocks:
         assert all(n.startswith("up_blocks.") for n in peft_names)
         assert 0 < len(peft_names) < len(BatchedTempLoRA(micro_model(temp_lora=dict(FAST_LORA, blocks=())), 1).layout)
@@ -240,8 +248,9 @@ def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
         for k, layer in enumerate(peft_memory.layers):
             a, b = layer.lora_A["temp_lora"].weight, layer.lora_B["temp_lora"].weight
             b.normal_(std=0.1)
-            memory.set_factors(1, k, a.t(), b.t())
-            memory.set_factors(0, k, torch.randn_like(a.t()), torch.randn_like(b.t()))
+            a, b = a.flatten(1).t(), b.flatten(1).t()  # a conv's (r, C, k, k) and (d_out, r, 1, 1)
+            memory.set_factors(1, k, a, b)
+            memory.set_factors(0, k, torch.randn_like(a), torch.randn_like(b))
     x, t = torch.randn(2, 9, 4, 8, 8), torch.tensor([10, 700])
     cond = model.action_encoder.null(2).detach() + 0.1 * torch.randn(2, 9, 16)
     with torch.no_grad():
@@ -253,6 +262,8 @@ def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
             doubled = model.unet(x.repeat(2, 1, 1, 1, 1), t.repeat(2),
                                  encoder_hidden_states=cond.repeat(2, 1, 1)).sample
         plain = model.unet(x[1:], t[1:], encoder_hidden_states=cond[1:]).sample
+        with memory._merged(memory.theta[1]):  # env 1's Θ folded into the weights, a conv's in its kernel's layout
+            merged = model.unet(x[1:], t[1:], encoder_hidden_states=cond[1:]).sample
         # attention split into pieces (as at large batches on a GPU): the hooks still see whole batches
         model.unet.set_attn_processor(BatchChunkedAttnProcessor(max_batch=50))  # temporal: 2 x 8 x 8 sequences
         try:
@@ -263,6 +274,7 @@ def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
     torch.testing.assert_close(chunked, both, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(both[1:], ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(doubled[3:], ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(merged, ref, atol=1e-4, rtol=1e-4)
     assert (plain - ref).abs().max() > 1e-2  # the factors matter
 
     # The per-sample loss equals diffusion_loss under the same draws.
@@ -279,7 +291,8 @@ def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
     peft_memory.reset()
     memory.reset()
     for k, layer in enumerate(peft_memory.layers):
-        memory.set_factors(1, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
+        memory.set_factors(1, k, layer.lora_A["temp_lora"].weight.flatten(1).t(),
+                           layer.lora_B["temp_lora"].weight.flatten(1).t())
     chunk = Chunk(torch.zeros(1, 2, 16, 16, 3, dtype=torch.uint8), latents, 2)
     torch.manual_seed(3)
     with torch.enable_grad():
@@ -289,8 +302,8 @@ def test_batched_lora_matches_peft_temp_lora(objective, blocks, micro_model):
     updates = memory.update(both, generators=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(3)])
     assert updates[1].loss == pytest.approx(ref_update.loss, rel=1e-5)
     ours = torch.cat([torch.cat([f.flatten() for f in memory.factors(1, k)]) for k in range(len(memory.layout))])
-    ref = torch.cat([torch.cat([layer.lora_A["temp_lora"].weight.t().flatten(),
-                                layer.lora_B["temp_lora"].weight.t().flatten()])
+    ref = torch.cat([torch.cat([layer.lora_A["temp_lora"].weight.flatten(1).t().flatten(),
+                                layer.lora_B["temp_lora"].weight.flatten(1).t().flatten()])
                      for layer in peft_memory.layers])
     # Adam's first step is ~lr * sign(g): entries whose |g| is near eps (1e-8) may differ by float noise.
     diff = (ours - ref).abs()

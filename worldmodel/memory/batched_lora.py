@@ -35,6 +35,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import record_function
 from torch.utils.checkpoint import checkpoint
@@ -51,9 +52,19 @@ _DISPATCH_ATTR = "_batched_lora_dispatchers"
 
 
 def _dims(layer: nn.Module) -> tuple[int, int]:
+    """(d_in, d_out) of a target layer's factors; a k x k convolution's A reads its k x k patches (`_patches`), as
+    peft's conv LoRA does with its A a convolution of the layer's kernel and B a 1x1 one."""
     if isinstance(layer, nn.Linear):
         return layer.in_features, layer.out_features
-    return layer.in_channels, layer.out_channels
+    return layer.in_channels * math.prod(layer.kernel_size), layer.out_channels
+
+
+def _patches(layer: nn.Module) -> dict | None:
+    """`F.unfold`'s arguments for a convolution wider than 1x1 (None for a linear or 1x1 layer)."""
+    if not isinstance(layer, nn.Conv2d) or (layer.kernel_size == (1, 1) and layer.stride == (1, 1)
+                                             and layer.padding == (0, 0)):
+        return None
+    return dict(kernel_size=layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
 
 
 class _Dispatcher:
@@ -61,6 +72,7 @@ class _Dispatcher:
 
     def __init__(self, unet: nn.Module, targets: tuple[str, ...], blocks: tuple[str, ...]):
         self.layers = rule.target_layers(unet, targets, blocks)
+        self.patches = [_patches(layer) for _, layer in self.layers]
         self.active: "BatchedTempLoRA | None" = None
         self.rows = 0  # batch size of the current UNet call
         self.handles = [unet.register_forward_pre_hook(self._pre_hook, with_kwargs=True)]
@@ -76,7 +88,11 @@ class _Dispatcher:
             memory = self.active
             if memory is None:
                 return None
-            return output + memory._delta(index, args[0], self.rows, isinstance(module, nn.Conv2d))
+            x = args[0]
+            if self.patches[index] is not None:  # (B, C*k*k, L) -> (B, L, C*k*k): channels last
+                delta = memory._delta(index, F.unfold(x, **self.patches[index]).transpose(1, 2), self.rows, False)
+                return output + delta.transpose(1, 2).reshape(output.shape)
+            return output + memory._delta(index, x, self.rows, isinstance(module, nn.Conv2d))
 
         return hook
 
@@ -347,7 +363,7 @@ class BatchedTempLoRA:
                 weight = layer.weight
                 delta = (a[0] @ b[0]).t() * self.scaling  # (d_out, d_in): x A B = x (A B), and W x is x W^T
                 saved.append((weight, weight.data))
-                # a 1x1 conv's weight is (d_out, d_in, 1, 1)
+                # a conv's weight is (d_out, C, k, k), its patches' order (`F.unfold`: channel, then kernel row)
                 weight.data = weight.data + delta.reshape(weight.shape).to(weight.dtype)
             yield
         finally:

@@ -324,7 +324,7 @@ def _matches(name: str, targets: Sequence[str]) -> bool:
 
 def target_layers(unet: nn.Module, targets: Sequence[str],
                   blocks: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
-    """(name, layer) of the nn.Linear / 1x1 nn.Conv2d layers Θ adapts, in `modules()` order: names that
+    """(name, layer) of the nn.Linear / nn.Conv2d layers Θ adapts, in `modules()` order: names that
     match ``targets`` (peft's rule) inside one of ``blocks`` (module-name prefixes; empty: anywhere).
     Both memories adapt exactly these layers. A layer already wrapped by peft is found through its
     `base_layer`.
@@ -340,8 +340,9 @@ def target_layers(unet: nn.Module, targets: Sequence[str],
         if isinstance(module, nn.Linear):
             found.append((plain, module))
         elif isinstance(module, nn.Conv2d):
-            if module.kernel_size != (1, 1) or module.groups != 1:
-                raise ValueError(f"Temp-LoRA supports 1x1 convolutions only; {plain} is {module}")
+            if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+                raise ValueError(f"Temp-LoRA adapts ungrouped, zero-padded convolutions with numeric padding; "
+                                 f"{plain} is {module}")
             found.append((plain, module))
     if not found:
         where = f" inside {tuple(blocks)}" if blocks else ""
