@@ -54,6 +54,7 @@ class TempLoRAConfig:
     # same task as generation; "joint": the whole sequence is noised, as the paper describes. On the
     # synthetic loop world (tests/test_temp_lora.py) only the conditional rule lowered revisit error clearly.
     objective: Literal["joint", "conditional"] = "conditional"
+    # Layer names (peft's rule); linear layers and convolutions, e.g. + ("conv1", "conv2") for the resnets' 3x3 ones
     target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
     # UNet blocks whose target layers Θ adapts (module-name prefixes, e.g. ("up_blocks",)); empty: all.
     # Θ in the decoder half only lets the fast backward stop at the up blocks, a cheaper update (time and

@@ -7,7 +7,8 @@ env, so here every target layer of the UNet gets low-rank factors ``A: (N, d_in,
     y[rows of sample j] = W x + (alpha / r) * x @ A[j % N] @ B[j % N]
 
 (the UNet3D lays rows out batch-major in every target layer, so sample j owns a contiguous block of
-rows; classifier-free guidance doubles the batch as [cond, null], hence ``j % N``).
+rows; classifier-free guidance doubles the batch as [cond, null], hence ``j % N``). A k x k convolution's x is
+its k x k patches (`F.unfold`, d_in = channels x k x k), as peft's conv LoRA is an A of the layer's kernel and a 1x1 B.
 
 All factors live in one flat tensor ``theta (N, P)`` (per-layer A/B are views of it), so reset,
 snapshot/rollback and the per-env Adam step are a handful of tensor ops whatever the layer count; a
