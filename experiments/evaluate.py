@@ -150,7 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(TempLoRAConfig.blocks; default: the model's)")
     p.add_argument("--temp-lora-targets", default=None,
                    help="layer names joined by '+' that Θ adapts, e.g. to_q+to_k+to_v+to_out.0+proj_in+proj_out+conv1+"
-                        "conv2 (the resnets' 3x3 convolutions too; TempLoRAConfig.target_modules; default: the model's)")
+                        "conv2 (the resnets' 3x3 convolutions too; TempLoRAConfig.target_modules; default: the "
+                        "model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-batch", type=int, default=4, help="envs per fast step (bounds memory)")
     ap.add_argument("--temp-lora-targets", default=None,
                     help="layer names joined by '+' that Θ adapts in every setting with Θ (TempLoRAConfig."
-                         "target_modules, e.g. adding conv1+conv2: the resnets' 3x3 convolutions; default: the model's)")
+                         "target_modules, e.g. adding conv1+conv2: the resnets' 3x3 convolutions; default: the "
+                         "model's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
