@@ -152,6 +152,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="layer names joined by '+' that Θ adapts, e.g. to_q+to_k+to_v+to_out.0+proj_in+proj_out+conv1+"
                         "conv2 (the resnets' 3x3 convolutions too; TempLoRAConfig.target_modules; default: the "
                         "model's)")
+    p.add_argument("--temp-lora-rank", type=int, default=None,
+                   help="Θ's rank (TempLoRAConfig.rank; alpha stays the model's; default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -209,6 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     targets = None if args.temp_lora_targets is None else tuple(t for t in args.temp_lora_targets.split("+") if t)
     if targets == ():
         p.error("--temp-lora-targets needs at least one layer name, e.g. to_q")
+    if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
+        p.error("--temp-lora-rank must be >= 1")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
                                         ("timesteps", args.temp_lora_timesteps),
@@ -217,7 +221,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         ("reverse_phases", args.temp_lora_reverse_phases),
                                         ("reuse_sampler_pass", args.temp_lora_reuse_pass),
                                         ("update_every", args.temp_lora_update_every),
-                                        ("blocks", blocks), ("target_modules", targets)) if v is not None}
+                                        ("blocks", blocks), ("target_modules", targets),
+                                        ("rank", args.temp_lora_rank)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
 
@@ -486,6 +491,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_update_every": args.temp_lora.get("update_every", cfg.temp_lora.update_every),
                     "temp_lora_blocks": "+".join(args.temp_lora.get("blocks", cfg.temp_lora.blocks)),
                     "temp_lora_targets": "+".join(args.temp_lora.get("target_modules", cfg.temp_lora.target_modules)),
+                    "temp_lora_rank": args.temp_lora.get("rank", cfg.temp_lora.rank),
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}

@@ -164,12 +164,15 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
                                  "up_blocks.2+up_blocks.3"]).temp_lora
     assert (variant_config("full", model, cheap).update_every, variant_config("full", model, cheap).blocks) == \
         (4, ("up_blocks.2", "up_blocks.3"))
+    layout = evaluate.parse_args(["--synthetic", "--temp-lora-targets", "to_q+conv1", "--temp-lora-rank", "8"]).temp_lora
+    assert (variant_config("full", model, layout).target_modules, variant_config("full", model, layout).rank) == \
+        (("to_q", "conv1"), 8)
     for given, timesteps in (("8", 8), ("uniform", "uniform")):
         chosen = evaluate.parse_args(["--synthetic", "--temp-lora-timesteps", given]).temp_lora
         assert variant_config("full", model, chosen).timesteps == timesteps
     for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1"), ("--temp-lora-timesteps", "0"),
                       ("--temp-lora-reverse-phases", "-1"), ("--temp-lora-update-every", "0"),
-                      ("--temp-lora-blocks", "+")):
+                      ("--temp-lora-blocks", "+"), ("--temp-lora-targets", "+"), ("--temp-lora-rank", "0")):
         with pytest.raises(SystemExit) as err:
             evaluate.parse_args(["--synthetic", flag, bad])
         assert err.value.code == 2 and flag in capsys.readouterr().err
