@@ -559,6 +559,17 @@
 # K = 24 and K = 32 both time one of Θ's steps in 32 chunks (bench_env now refuses such K). Next lease: the memory's
 # own question (issue 15) or the planners of session 55's plan; the real scene beside the bench needs the MuJoCo archive,
 # hence two calls.
+# Session 57 (nvidia-h100-x1 after seven asks that found none): call 1 (weights as symlinks out, docs/ out, carry .whl
+# .gl): setup; MEM_SEED=408 MEM_EPISODES=80 ... mem_collect. Call 2 (weights back, docs/ out, carry the script and the
+# heads): a script of `evaluate --mode recall --episodes 80 --batch 40` per rule, with and without
+# --temp-lora-targets T+conv1+conv2 (new: Θ in the resnets' 3x3 convolutions), and `reopen_oracle` with both (three
+# processes at once; the planners beside them ran out of GPU memory); call 3: session 55's planner pair on
+# memory_cube_return alone (docs/RESULTS.md, "The session-57 lease"): on run 15 the phases rule stored nothing in
+# recall mode (17 of 80, Φ 16), the oracle 51 -> 61 of 80 with the convolutions. Next lease: which of Θ's t (run 15's
+# two passes) and Θ's layout (session 52) cost the phases rule its storing: the same mem_collect, then the phases rule
+# (--temp-lora-lr 1e-3 --temp-lora-steps 4 --temp-lora-reverse --temp-lora-reverse-phases 3) with --temp-lora-timesteps 8,
+# with --temp-lora-targets <the 8 kinds of DEFAULT_LORA_TARGETS> --temp-lora-rank 32, and with both; each also with
+# conv1+conv2 if the storing comes back.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
