@@ -146,6 +146,8 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from experiments.evaluate import _fast_timesteps as fast_timesteps
+
     ap = argparse.ArgumentParser(prog="python -m experiments.reopen_oracle", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--data", required=True, help="h5 file or folder of scene memory episodes (experiments.collect)")
@@ -157,6 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="layer names joined by '+' that Θ adapts in every setting with Θ (TempLoRAConfig."
                          "target_modules, e.g. adding conv1+conv2: the resnets' 3x3 convolutions; default: the "
                          "model's)")
+    ap.add_argument("--temp-lora-timesteps", type=fast_timesteps, default=None,
+                    help="the t Θ's fast steps draw from in every setting with Θ: 'sampler', 'uniform' or a number of "
+                         "DDIM passes (TempLoRAConfig.timesteps; default: the model's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
@@ -164,6 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = {s: parse_setting(s) for s in args.settings}
+    if args.temp_lora_timesteps is not None:
+        settings = {s: (kind, None if o is None else dict(o, timesteps=args.temp_lora_timesteps))
+                    for s, (kind, o) in settings.items()}
     if args.temp_lora_targets is not None:
         targets = tuple(t for t in args.temp_lora_targets.split("+") if t)
         if not targets:

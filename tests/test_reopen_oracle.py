@@ -88,3 +88,27 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
     assert learned == [[0], [0], [0], [1], [0, 1]]
     with pytest.raises(ValueError, match="setting"):
         reopen_oracle.parse_setting("later:1e-3,2,1")
+
+
+def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
+    """--temp-lora-timesteps and --temp-lora-targets override Θ's config in every setting with Θ, and Φ alone stays
+    without a memory (guards: an option dropped, or applied to ``phi``)."""
+    from experiments import reopen_oracle
+
+    write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
+    seen = {}
+
+    def fake_roll(model, episodes, free_from, kind, overrides, max_batch, seed):
+        seen[kind if overrides is None else overrides["lr"]] = overrides
+        return [e.frames.copy() for e in episodes]
+
+    monkeypatch.setattr(reopen_oracle, "roll", fake_roll)
+    reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1",
+                        "--settings", "phi", "oracle:3e-2,5,1", "hide:1e-3,4,1,reverse", "--temp-lora-timesteps", "8",
+                        "--temp-lora-targets", "to_q+conv1", "--out", str(tmp_path / "out")])
+    assert seen["every"] is None
+    for lr in (3e-2, 1e-3):
+        assert (seen[lr]["timesteps"], seen[lr]["target_modules"]) == (8, ("to_q", "conv1"))
+    assert seen[1e-3]["reverse"] and not seen[3e-2]["reverse"]
+    with pytest.raises(SystemExit):
+        reopen_oracle.main(["--data", str(tmp_path), "--temp-lora-timesteps", "0"])
