@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--temp-lora-timesteps", type=fast_timesteps, default=None,
                     help="the t Θ's fast steps draw from in every setting with Θ: 'sampler', 'uniform' or a number of "
                          "DDIM passes (TempLoRAConfig.timesteps; default: the model's)")
+    ap.add_argument("--temp-lora-rank", type=int, default=None,
+                    help="Θ's rank in every setting with Θ (TempLoRAConfig.rank; alpha stays the model's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
@@ -169,9 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = {s: parse_setting(s) for s in args.settings}
-    if args.temp_lora_timesteps is not None:
-        settings = {s: (kind, None if o is None else dict(o, timesteps=args.temp_lora_timesteps))
-                    for s, (kind, o) in settings.items()}
+    if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
+        ap.error("--temp-lora-rank must be >= 1")
+    for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank)):
+        if value is not None:
+            settings = {s: (kind, None if o is None else dict(o, **{key: value})) for s, (kind, o) in settings.items()}
     if args.temp_lora_targets is not None:
         targets = tuple(t for t in args.temp_lora_targets.split("+") if t)
         if not targets:

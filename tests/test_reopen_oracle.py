@@ -91,7 +91,7 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
 
 
 def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
-    """--temp-lora-timesteps and --temp-lora-targets override Θ's config in every setting with Θ, and Φ alone stays
+    """--temp-lora-timesteps, --temp-lora-targets and --temp-lora-rank override Θ's config in every setting with Θ, and Φ alone stays
     without a memory (guards: an option dropped, or applied to ``phi``)."""
     from experiments import reopen_oracle
 
@@ -105,10 +105,11 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
     monkeypatch.setattr(reopen_oracle, "roll", fake_roll)
     reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1",
                         "--settings", "phi", "oracle:3e-2,5,1", "hide:1e-3,4,1,reverse", "--temp-lora-timesteps", "8",
-                        "--temp-lora-targets", "to_q+conv1", "--out", str(tmp_path / "out")])
+                        "--temp-lora-targets", "to_q+conv1", "--temp-lora-rank", "4", "--out", str(tmp_path / "out")])
     assert seen["every"] is None
     for lr in (3e-2, 1e-3):
-        assert (seen[lr]["timesteps"], seen[lr]["target_modules"]) == (8, ("to_q", "conv1"))
+        assert (seen[lr]["timesteps"], seen[lr]["target_modules"], seen[lr]["rank"]) == \
+            (8, ("to_q", "conv1"), 4)
     assert seen[1e-3]["reverse"] and not seen[3e-2]["reverse"]
     with pytest.raises(SystemExit):
         reopen_oracle.main(["--data", str(tmp_path), "--temp-lora-timesteps", "0"])
