@@ -94,13 +94,23 @@ NO_CHUNK_NOTE = ("no_chunk_input skipped: pass --no-chunk-model PATH (a model tr
                  "e.g. `python -m experiments.train ... model.context_frames=1`)")
 
 
-def _fast_timesteps(value: str) -> str | int:
-    """``--temp-lora-timesteps``: 'sampler', 'uniform' or a number of DDIM passes (>= 1)."""
+def fast_timesteps(value: str) -> str | int:
+    """``--temp-lora-timesteps`` (here and in `experiments.reopen_oracle`): 'sampler', 'uniform' or a number of DDIM
+    passes (>= 1)."""
     if value in ("sampler", "uniform"):
         return value
     if value.isdigit() and int(value) >= 1:
         return int(value)
     raise argparse.ArgumentTypeError(f"expected sampler, uniform or a number of passes >= 1, got {value!r}")
+
+
+def plus_joined(value: str) -> tuple[str, ...]:
+    """``--temp-lora-blocks`` / ``--temp-lora-targets`` (here and in `experiments.reopen_oracle`): names joined by
+    '+', at least one."""
+    names = tuple(name for name in value.split("+") if name)
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected names joined by '+', e.g. up_blocks or to_q+to_k, got {value!r}")
+    return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -128,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="fast learning objective (default: the model's)")
     p.add_argument("--temp-lora-draws", type=int, default=None,
                    help="(t, noise) draws per fast step (default: the model's)")
-    p.add_argument("--temp-lora-timesteps", type=_fast_timesteps, default=None,
+    p.add_argument("--temp-lora-timesteps", type=fast_timesteps, default=None,
                    help="where fast steps draw t: sampler (the model's passes), uniform (all training timesteps), or "
                         "N: the DDIM timesteps of N passes (TempLoRAConfig.timesteps; default: the model's)")
     p.add_argument("--temp-lora-rehearsal", type=int, default=None,
@@ -145,10 +155,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-update-every", type=int, default=None,
                    help="Θ learns every k-th chunk of an episode, the rest only remembered for later windows "
                         "(TempLoRAConfig.update_every, the env's cheaper memory; default: the model's)")
-    p.add_argument("--temp-lora-blocks", default=None,
+    p.add_argument("--temp-lora-blocks", type=plus_joined, default=None,
                    help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.2 "
                         "(TempLoRAConfig.blocks; default: the model's)")
-    p.add_argument("--temp-lora-targets", default=None,
+    p.add_argument("--temp-lora-targets", type=plus_joined, default=None,
                    help="layer names joined by '+' that Θ adapts, e.g. to_q+to_k+to_v+to_out.0+proj_in+proj_out+conv1+"
                         "conv2 (the resnets' 3x3 convolutions too; TempLoRAConfig.target_modules; default: the "
                         "model's)")
@@ -205,12 +215,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-reverse-phases must be >= 0")
     if args.temp_lora_update_every is not None and args.temp_lora_update_every < 1:
         p.error("--temp-lora-update-every must be >= 1")
-    blocks = None if args.temp_lora_blocks is None else tuple(b for b in args.temp_lora_blocks.split("+") if b)
-    if blocks == ():
-        p.error("--temp-lora-blocks needs at least one block prefix, e.g. up_blocks")
-    targets = None if args.temp_lora_targets is None else tuple(t for t in args.temp_lora_targets.split("+") if t)
-    if targets == ():
-        p.error("--temp-lora-targets needs at least one layer name, e.g. to_q")
     if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
         p.error("--temp-lora-rank must be >= 1")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
@@ -221,7 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         ("reverse_phases", args.temp_lora_reverse_phases),
                                         ("reuse_sampler_pass", args.temp_lora_reuse_pass),
                                         ("update_every", args.temp_lora_update_every),
-                                        ("blocks", blocks), ("target_modules", targets),
+                                        ("blocks", args.temp_lora_blocks),
+                                        ("target_modules", args.temp_lora_targets),
                                         ("rank", args.temp_lora_rank)) if v is not None}
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args

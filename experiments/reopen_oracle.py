@@ -146,7 +146,7 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from experiments.evaluate import _fast_timesteps as fast_timesteps
+    from experiments.evaluate import fast_timesteps, plus_joined
 
     ap = argparse.ArgumentParser(prog="python -m experiments.reopen_oracle", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--episodes", type=int, default=16)
     ap.add_argument("--settings", nargs="+", default=["phi", "oracle:3e-3,20,1"])
     ap.add_argument("--max-batch", type=int, default=4, help="envs per fast step (bounds memory)")
-    ap.add_argument("--temp-lora-targets", default=None,
+    ap.add_argument("--temp-lora-targets", type=plus_joined, default=None,
                     help="layer names joined by '+' that Θ adapts in every setting with Θ (TempLoRAConfig."
                          "target_modules, e.g. adding conv1+conv2: the resnets' 3x3 convolutions; default: the "
                          "model's)")
@@ -173,15 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {s: parse_setting(s) for s in args.settings}
     if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
         ap.error("--temp-lora-rank must be >= 1")
-    for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank)):
-        if value is not None:
-            settings = {s: (kind, None if o is None else dict(o, **{key: value})) for s, (kind, o) in settings.items()}
-    if args.temp_lora_targets is not None:
-        targets = tuple(t for t in args.temp_lora_targets.split("+") if t)
-        if not targets:
-            ap.error("--temp-lora-targets needs at least one layer name, e.g. to_q")
-        settings = {s: (kind, None if o is None else dict(o, target_modules=targets))
-                    for s, (kind, o) in settings.items()}
+    memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
+                                            ("target_modules", args.temp_lora_targets)) if value is not None}
+    settings = {s: (kind, None if o is None else {**o, **memory}) for s, (kind, o) in settings.items()}
 
     from evaluation import memory_probe
     from worldmodel.loading import load_model
