@@ -314,15 +314,19 @@ def test_fast_update_measure_reports_what_each_setting_stores(model):
     assert Setting.parse("3e-3,4,1,0,up_blocks,reverse,phases=3") == Setting(3e-3, 4, 1, 0, ("up_blocks",), True, 3)
     assert Setting.parse("5e-4,1,1,0,up_blocks,targets=to_q+to_k,rank=4") == Setting(
         5e-4, 1, 1, 0, ("up_blocks",), targets=("to_q", "to_k"), rank=4)
+    assert Setting.parse("1e-3,4,1,timesteps=8").timesteps == 8
+    assert Setting.parse("1e-3,4,1,reverse,timesteps=uniform") == Setting(1e-3, 4, 1, reverse=True, timesteps="uniform")
     with pytest.raises(ValueError, match="lr,steps,draws"):
         Setting.parse("1e-3")
     learned = [[_chunk(1, seed) for seed in range(2)]]
     others = [_chunk(1, 10)]
     result = measure(model, learned, others, [Setting(1e-2, 3, 2), Setting(1e-2, 3, 2, 0, ("up_blocks",)),
                                               Setting(1e-2, 0, 1), Setting(1e-2, 3, 2, 0, (), True, 1),
-                                              Setting(1e-2, 3, 2, targets=("to_v", "to_out.0"), rank=4)],
+                                              Setting(1e-2, 3, 2, targets=("to_v", "to_out.0"), rank=4),
+                                              Setting(1e-2, 3, 2, timesteps="uniform")],
                      log=lambda row: None)
-    full, up, none, back, lean = result["rows"]
+    full, up, none, back, lean, uniform = result["rows"]
+    assert uniform["timesteps"] == "uniform" != full["timesteps"] and uniform["episode"] != full["episode"]
     assert back["reverse"] and back["reverse_phases"] == 1 and back["episode"] != full["episode"]  # the rule is used
     assert full["chunk"] < -0.01 and up["chunk"] < -0.01  # each stores what it is shown
     assert none["chunk"] == pytest.approx(0.0, abs=1e-6) and none["episode"] == pytest.approx(0.0, abs=1e-6)

@@ -37,26 +37,31 @@ class Setting:
     reverse_phases: int = 0  # TempLoRAConfig.reverse_phases: and the windows 1..N frames earlier, backwards
     targets: tuple[str, ...] = ()  # TempLoRAConfig.target_modules (empty: the model's)
     rank: int = 0  # TempLoRAConfig.rank (0: the model's; alpha stays the model's)
+    timesteps: int | str | None = None  # TempLoRAConfig.timesteps: where fast steps draw t (None: the model's)
 
     @classmethod
     def parse(cls, text: str) -> "Setting":
-        """``lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B][,rank=R]``, e.g. ``1e-3,2,4,0``,
+        """``lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B][,rank=R][,timesteps=T]``, e.g.
+        ``1e-3,2,4,0``,
         ``1e-3,1,4,0,up_blocks`` (blocks: UNet block prefixes joined by '+', Θ only there; default everywhere),
         ``3e-3,4,1,0,up_blocks,reverse,phases=3`` (session 40's recall rule) or
-        ``5e-4,1,1,0,up_blocks,targets=to_q+to_k+to_v+to_out.0,rank=16`` (Θ's layer kinds and rank)."""
+        ``5e-4,1,1,0,up_blocks,targets=to_q+to_k+to_v+to_out.0,rank=16`` (Θ's layer kinds and rank); T is
+        ``sampler``, ``uniform`` or a number of DDIM passes (`TempLoRAConfig.timesteps`). The evaluation draws stay
+        at the sampler's timesteps in every setting: the loss where generation happens."""
         parts = text.split(",")
-        keys = ("phases=", "targets=", "rank=")
+        keys = ("phases=", "targets=", "rank=", "timesteps=")
         flags = [p for p in parts if p == "reverse" or p.startswith(keys)]
         parts = [p for p in parts if p not in flags]
         if len(parts) not in (3, 4, 5):
             raise ValueError(f"a setting is lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B]"
-                             f"[,rank=R], got {text!r}")
+                             f"[,rank=R][,timesteps=T], got {text!r}")
         blocks = tuple(b for b in parts[4].split("+") if b) if len(parts) == 5 else ()
         value = {key: [p.split("=", 1)[1] for p in flags if p.startswith(key)] for key in keys}
         targets = tuple(t for t in value["targets="][-1].split("+") if t) if value["targets="] else ()
+        t = value["timesteps="][-1] if value["timesteps="] else None
         return cls(float(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) >= 4 else 0, blocks,
                    "reverse" in flags, int(value["phases="][-1]) if value["phases="] else 0, targets,
-                   int(value["rank="][-1]) if value["rank="] else 0)
+                   int(value["rank="][-1]) if value["rank="] else 0, int(t) if t and t.isdigit() else t)
 
 
 def episode_chunks(model: Any, item: dict) -> list[Chunk]:
@@ -117,7 +122,8 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
     for s in settings:
         cfg = dataclasses.replace(base_cfg, lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal,
                                   blocks=s.blocks, reverse=s.reverse, reverse_phases=s.reverse_phases,
-                                  target_modules=s.targets or base_cfg.target_modules, rank=s.rank or base_cfg.rank)
+                                  target_modules=s.targets or base_cfg.target_modules, rank=s.rank or base_cfg.rank,
+                                  timesteps=base_cfg.timesteps if s.timesteps is None else s.timesteps)
         memory = BatchedTempLoRA(model, 1, cfg)
         chunk_rel, ep_rel, other_rel, rollbacks, start = [], [], [], 0, time.perf_counter()
         update_cpu_s = []
@@ -136,7 +142,7 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
             other_rel += [ev.loss(c, 10**6 + j, memory) / phi_other[j] - 1 for j, c in enumerate(others)]
         row = dict(lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal, blocks="+".join(s.blocks) or "all",
                    reverse=s.reverse, reverse_phases=s.reverse_phases,
-                   targets="+".join(s.targets) or "the model's", rank=cfg.rank,
+                   targets="+".join(s.targets) or "the model's", rank=cfg.rank, timesteps=cfg.timesteps,
                    update_cpu_s=_mean(update_cpu_s), theta_parameters=memory.num_parameters_per_env,
                    chunk=_mean(chunk_rel), episode=_mean(ep_rel), other=_mean(other_rel),
                    other_max=max(other_rel), rollbacks=rollbacks, seconds=round(time.perf_counter() - start, 1))
@@ -151,14 +157,15 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| lr | steps | draws | rehearsal | Θ in | Θ's layers, rank (values) | backwards "
+    lines = ["| lr | steps | draws | rehearsal | Θ in | Θ's layers, rank (values), t | backwards "
              "| learned chunk (after/before update) | episode chunks (Θ vs Φ) "
              "| other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update | seconds |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         back = (f"the chunk and {r['reverse_phases']} phases" if r.get("reverse_phases") else
                 "the chunk" if r.get("reverse") else "no")
-        layers = f"{r.get('targets', '')}, {r.get('rank', '')} ({r.get('theta_parameters', 0):,})"
+        layers = (f"{r.get('targets', '')}, {r.get('rank', '')} ({r.get('theta_parameters', 0):,}), "
+                  f"{r.get('timesteps', '')}")
         lines.append(f"| {r['lr']:g} | {r['steps']} | {r['draws']} | {r['rehearsal']} | {r.get('blocks', 'all')} "
                      f"| {layers} | {back} "
                      f"| {100 * r['chunk']:+.1f}% | {100 * r['episode']:+.1f}% | {100 * r['other']:+.1f}% "
