@@ -570,6 +570,21 @@
 # (--temp-lora-lr 1e-3 --temp-lora-steps 4 --temp-lora-reverse --temp-lora-reverse-phases 3) with --temp-lora-timesteps 8,
 # with --temp-lora-targets <the 8 kinds of DEFAULT_LORA_TARGETS> --temp-lora-rank 32, and with both; each also with
 # conv1+conv2 if the storing comes back.
+# Session 58 (nvidia-h100-x1 after two asks that found none): call 1 (weights as symlinks out, docs/ out, carry .whl
+# .gl): setup; MEM_SEED=409 MEM_EPISODES=80 ... mem_collect. Calls 2-4 (weights back, docs/ out, carry runs/s58, a copy
+# of session 57's script): the phases rule with --temp-lora-timesteps 8, with --temp-lora-targets <the 8 kinds>
+# --temp-lora-rank 32, with both, recall and free mode; Φ alone; `reopen_oracle --settings around:3e-3,4,1,reverse`
+# with and without both; both + conv1+conv2 (recall). Three or four evaluations at once ran out of the H100's memory
+# (rank 32: ~34 GB each); two, beside one oracle, fit. Found (docs/RESULTS.md, "The session-58 lease"): Θ's t on the
+# 8-pass grid is what the phases rule lost (27-30 of 80 against Φ's 18-19; the old layout alone 18); both +
+# convolutions 35 of 80; the `around` probe 29 -> 61 of 80 with both. Next lease: rules that write as the probe does
+# without knowing where the hiding is, with mem_bg on 80 fresh episodes: call 1 setup + MEM_SEED=410 MEM_EPISODES=80
+# ... mem_collect; call 2 MEM_SEED=410 MEM_EPISODES=80 MEM_BATCH=40 MEM_PROCS=2 (3 on an H200) WAIT_S=540
+# MEM_RULES="phi=--variants no_temp_lora;ph3=PH3 T8;ph1=PH1 T8;one3=--variants full --temp-lora-lr 3e-3
+# --temp-lora-steps 1 T8;t8=--variants full --temp-lora-timesteps 8" (the last: the shipped rule and Θ with t alone, the
+# one change an env could afford) ... mem_bg, then mem_bg again until done; PH3/PH1 = --variants full --temp-lora-lr 3e-3/1e-3
+# --temp-lora-steps 4 --temp-lora-reverse --temp-lora-reverse-phases 3 (session 45: 86 of 160 on run 13 at 3e-3),
+# T8 = --temp-lora-timesteps 8 --temp-lora-targets <the 8 kinds>+conv1+conv2 --temp-lora-rank 32.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
@@ -981,7 +996,8 @@ mem_bg)  # issue 15 (session 40): fast rules on fresh memory episodes, detached 
          # one `evaluate` per rule and mode, all at once on the GPU; each call waits up to WAIT_S (540) s and brings back
          # the finished ones ($OUT/mem_out_<W's name>.tgz). MEM_RULES="NAME=evaluate arguments;..." (e.g. "phi=--variants
          # no_temp_lora;rev2=--variants full --temp-lora-lr 3e-3 --temp-lora-steps 2 --temp-lora-reverse"), MEM_MODES
-         # ("recall free"), MEM_STEPS (denoising steps, 2)
+         # ("recall free"), MEM_STEPS (denoising steps, 2), MEM_BATCH (episodes per batch, MEM_EPISODES; session 58: Θ of
+         # rank 32 on 8 kinds at batch 40 took ~34 GB a process: three at once ran out of an H100's memory)
     if [ ! -f "$W/mem_bg.started" ] && { [ -z "${MEM_SEED:-}" ] || [ -z "${MEM_RULES:-}" ]; }; then
         echo "mem_bg: MEM_SEED and MEM_RULES are needed" >&2; exit 2
     fi
@@ -1005,7 +1021,8 @@ mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alon
             while [ "$(jobs -rp | wc -l)" -ge "${MEM_PROCS:-3}" ]; do sleep 2; done  # H200's memory (session 40)
             [ -f "$W/mem_out/${name}_$mode/table2.json" ] && continue  # a rerun does what is missing
             $PY -m experiments.evaluate --model "$MODEL" --data "$W/mem" --device $DEVICE --no-video --quiet \
-                --tasks memory_drawer,memory_drawer_locked --episodes ${MEM_EPISODES:-40} --batch ${MEM_EPISODES:-40} \
+                --tasks memory_drawer,memory_drawer_locked --episodes ${MEM_EPISODES:-40} \
+                --batch ${MEM_BATCH:-${MEM_EPISODES:-40}} \
                 --mode $mode --steps ${MEM_STEPS:-2} $args --out "$W/mem_out/${name}_$mode" \
                 > "$W/mem_out/${name}_$mode.log" 2>&1 &
         done
