@@ -88,6 +88,19 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
     assert learned == [[0], [0], [0], [1], [0, 1]]
     with pytest.raises(ValueError, match="setting"):
         reopen_oracle.parse_setting("later:1e-3,2,1")
+    # the phases rule: every real chunk and the windows one frame earlier, backwards, in one update per chunk
+    kind, phased = reopen_oracle.parse_setting("3e-2,5,1,reverse,phases=1")
+    assert kind == "every" and phased["reverse_phases"] == 1 and overrides["reverse_phases"] == 0
+    plain = reopen_oracle.roll(model, episodes, free_from, kind, {**phased, "reverse_phases": 0}, 4, 0)
+    learned.clear()
+    with_phases = reopen_oracle.roll(model, episodes, free_from, kind, phased, 4, 0)
+    assert learned == [[0, 1]] * 4  # real chunks 0-2 of both episodes, one update each, then the free chunk
+    for k, a, b in zip(free_from, with_phases, plain):
+        start = 1 + k * tn
+        assert np.abs(a[start:].astype(int) - b[start:].astype(int)).mean() > 1.0, "the phases changed nothing"
+    for bad in ("3e-2,5,1,phases=1", "3e-2,5,1,reverse,phases=x"):
+        with pytest.raises(ValueError, match="setting"):
+            reopen_oracle.parse_setting(bad)
 
 
 def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
