@@ -581,8 +581,8 @@
 # without knowing where the hiding is, with mem_bg on 80 fresh episodes: call 1 setup + MEM_SEED=410 MEM_EPISODES=80
 # ... mem_collect; call 2 MEM_SEED=410 MEM_EPISODES=80 MEM_BATCH=40 MEM_PROCS=2 (3 on an H200) WAIT_S=540
 # MEM_RULES="phi=--variants no_temp_lora;ph1=PH1 T8;ph3=PH3 T8;ph3s2=PH3 T8 --temp-lora-steps 2" (the last half the
-# cost; a CPU probe found the windows at every phase for several steps are what write: one step of them, and the
-# shipped rule with t alone, stored nothing) ... mem_bg, then mem_bg again until done; PH3/PH1 = --variants full --temp-lora-lr 3e-3/1e-3
+# cost; a CPU probe found the windows at every phase for several steps are what write: one or two steps of them (8
+# of 20 at 3e-3 x 2, Φ 7), and the shipped rule with t alone, stored nothing) ... mem_bg, then mem_bg again until done; PH3/PH1 = --variants full --temp-lora-lr 3e-3/1e-3
 # --temp-lora-steps 4 --temp-lora-reverse --temp-lora-reverse-phases 3 (session 45: 86 of 160 on run 13 at 3e-3),
 # T8 = --temp-lora-timesteps 8 --temp-lora-targets <the 8 kinds>+conv1+conv2 --temp-lora-rank 32.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
