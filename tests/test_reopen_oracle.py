@@ -104,8 +104,8 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
 
 
 def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
-    """--temp-lora-timesteps, --temp-lora-targets and --temp-lora-rank override Θ's config in every setting with Θ, and Φ alone stays
-    without a memory (guards: an option dropped, or applied to ``phi``)."""
+    """--temp-lora-timesteps, --temp-lora-targets and --temp-lora-rank override Θ's config in every setting with Θ,
+    and Φ alone stays without a memory (guards: an option dropped, or applied to ``phi``)."""
     from experiments import reopen_oracle
 
     write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
