@@ -19,6 +19,10 @@ generated freely from there to the episode's end; the reopen frames are scored b
 - ``around:lr,steps,draws[,reverse]``: of the real frames Θ learns the windows (one chunk long) at every frame offset
   from the hiding chunk's context to the end of the chunk after it (before the reopen chunk's new frames,
   `around_windows`), ``steps`` each: the hiding, played backwards, at every phase a chunk can cut it.
+- ``change:lr,steps,draws[,reverse]``: the ``around`` windows, not of the hiding chunk but of each of the
+  `CHANGED_CHUNKS` real chunks whose new frames change most (`most_changed_chunks`): a rule that is not told where
+  the hiding is (session 59: the hiding chunk is among the four of most change in 19 of 20 episodes). It picks them
+  from all the chunks before the reopen, so it is a probe of what such a gate would store, not yet a causal rule.
 
 Teacher-forced chunks are sampled with 1 denoising step (their frames are thrown away: Θ learns the real
 ones); free chunks with the model's. Writes ``reopen_oracle.json`` (per setting: recall, per-episode verdicts,
@@ -76,14 +80,26 @@ def around_windows(episode, hide: int, reopen: int, context_frames: int, new_fra
     return [episode.frames[o : o + length] for o in range(start, end - length + 1)]
 
 
-KINDS = ("every", "oracle", "hide", "around")  # which real chunks Θ learns (see the module's settings)
+def most_changed_chunks(episode, free_from: int, context_frames: int, new_frames: int, count: int) -> list[int]:
+    """The `count` chunks among 1 .. free_from - 1 whose new frames differ most (mean absolute pixel difference) from
+    the last frame of their context, most first. Chunk 0 is left out: its context is the start frame repeated."""
+    change = {}
+    for c in range(1, free_from):
+        start = 1 + c * new_frames
+        new = episode.frames[start : start + new_frames].astype(np.float32)
+        change[c] = float(np.abs(new - episode.frames[start - 1].astype(np.float32)).mean())
+    return sorted(change, key=lambda c: -change[c])[:count]
+
+
+CHANGED_CHUNKS = 4  # how many chunks `change:` writes the windows around (the top four held the hiding in 19 of 20)
+KINDS = ("every", "oracle", "hide", "around", "change")  # which real chunks Θ learns (see the module's settings)
 
 
 def parse_setting(text: str) -> tuple[str, dict | None]:
     """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi`` or ``lr,steps,draws`` with an optional
     ``,reverse`` (and then an optional ``,phases=N``: `TempLoRAConfig.reverse_phases`, the windows 1..N frames
-    earlier, backwards: the phases rule) and an optional ``oracle:``, ``hide:`` or ``around:`` in front; kind is one
-    of `KINDS`."""
+    earlier, backwards: the phases rule) and an optional ``oracle:``, ``hide:``, ``around:`` or ``change:`` in front;
+    kind is one of `KINDS`."""
     if text == "phi":
         return "every", None
     kind, _, rest = text.rpartition(":")
@@ -92,8 +108,8 @@ def parse_setting(text: str) -> tuple[str, dict | None]:
     reverse = parts[-1] == "reverse"
     bad = kind not in ("", *KINDS[1:]) or len(parts) != 3 + reverse or not phases.isdigit()
     if bad or (phases != "0" and not reverse):
-        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse[,phases=N]] with an optional oracle:, hide: "
-                         f"or around: in front; got {text!r}")
+        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse[,phases=N]] with an optional oracle:, hide:, "
+                         f"around: or change: in front; got {text!r}")
     return kind or "every", dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite",
                                  reverse=reverse, reverse_phases=int(phases))
 
@@ -118,6 +134,9 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
 
     hide = [hiding_chunk(e, tn) if kind in ("hide", "around") else None for e in episodes]
     cf = model.config.context_frames
+    surround = [{hide[k]} if kind == "around" else  # the chunks whose around_windows Θ learns
+                set(most_changed_chunks(e, free_from[k], cf, tn, CHANGED_CHUNKS)) if kind == "change" else set()
+                for k, e in enumerate(episodes)]
     for c in range(max(e.num_model_chunks(tn) for e in episodes)):
         start = 1 + c * tn
         acts = [e.chunk_action(c, tn) for e in episodes]
@@ -129,9 +148,9 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
             ids = [k for k in forced if learn == (kind == "every" or (kind == "hide" and c == hide[k]))]
             if ids:
                 core.step(ids, action(ids, acts), teacher_frames=real[ids], learn=learn)
-        for k in [k for k in forced if kind == "around" and c == hide[k]]:  # the context is put back after
+        for k in [k for k in forced if c in surround[k]]:  # the context is put back after
             context = core.context.clone()
-            for window in around_windows(episodes[k], hide[k], free_from[k], cf, tn):
+            for window in around_windows(episodes[k], c, free_from[k], cf, tn):
                 core.context[k] = model.encode_frames(torch.as_tensor(window[None, :cf]))[0]
                 core.step([k], action([k], acts), teacher_frames=window[None, cf:])
             core.context.copy_(context)

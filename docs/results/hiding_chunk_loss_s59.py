@@ -59,8 +59,8 @@ def main() -> None:
         print(f"{e.name}: hiding chunk {hide}, rank by loss {row['loss_rank']}, by pixel change "
               f"{row['change_rank']} of {len(losses)}", flush=True)
     top = [sum(r[k] <= 3 for r in rows) for k in ("loss_rank", "change_rank")]
-    print(f"{len(rows)} episodes: the hiding chunk among the 3 highest by loss in {top[0]}, by pixel change in {top[1]};"
-          f" mean rank / chunks by loss {np.mean([r['loss_rank'] / r['chunks'] for r in rows]):.2f}")
+    print(f"{len(rows)} episodes: the hiding chunk among the 3 highest by loss in {top[0]}, by pixel change in "
+          f"{top[1]}; mean rank / chunks by loss {np.mean([r['loss_rank'] / r['chunks'] for r in rows]):.2f}")
     json.dump(dict(command="python " + " ".join(sys.argv), t=t.tolist(), episodes=rows), open(out, "w"), indent=1)
 
 
