@@ -585,7 +585,7 @@
 # of 20 at 3e-3 x 2, Φ 7), and the shipped rule with t alone, stored nothing) ... mem_bg, then mem_bg again until done; PH3/PH1 = --variants full --temp-lora-lr 3e-3/1e-3
 # --temp-lora-steps 4 --temp-lora-reverse --temp-lora-reverse-phases 3 (session 45: 86 of 160 on run 13 at 3e-3),
 # T8 = --temp-lora-timesteps 8 --temp-lora-targets <the 8 kinds>+conv1+conv2 --temp-lora-rank 32.
-# Session 59: fifteen asks (H200 and H100, 05:15-06:41 UTC) found no machine and cost ~1,300 s of the budget, so
+# Session 59: sixteen asks (H200 and H100, 05:15-07:17 UTC) found no machine and cost ~1,400 s of the budget, so
 # session 58's plan did not run. A layout that needs one call, not two (no MuJoCo there): the fresh episodes collected here
 # (`python -m experiments.collect out_dir=runs/session/mem seed=410 num_episodes=40 workers=2 compression=gzip
 # env.render_backend=osmesa env.chunk_len=4 env.frame_skip=8 '~tasks' '+tasks={memory_drawer: 1, memory_drawer_locked:
@@ -593,7 +593,10 @@
 # .whl/collect_site.tar.xz and .whl/text_cache.safetensors out, the weights as files; carry .whl .gl runs/session/mem
 # (62.9 MiB of the 64); then in one call: setup, and MODEL=worldmodel/weights/default MEM_SEED=410 MEM_EPISODES=40
 # MEM_BATCH=40 MEM_PROCS=<4 on an H200, 2 on an H100> MEM_MODES=recall WAIT_S=440 MEM_RULES="phi=--variants
-# no_temp_lora;ph3=PH3 T8;ph1=PH1 T8;ph3s2=PH3 T8 --temp-lora-steps 2" ... mem_bg.
+# no_temp_lora;ph3=PH3 T8;ph1=PH1 T8;ph3s2=PH3 T8 --temp-lora-steps 2" ... mem_bg. Beside it, on the same episodes
+# (session 59's last ask): `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 40 --device cuda T8` with
+# --settings change:3e-3,4,1,reverse (new: the `around` windows of the four chunks of most pixel change, not told where
+# the hiding is), around:3e-3,4,1,reverse and phi, one process each, JSON into $OUT.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
