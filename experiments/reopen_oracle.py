@@ -80,14 +80,18 @@ def around_windows(episode, hide: int, reopen: int, context_frames: int, new_fra
     return [episode.frames[o : o + length] for o in range(start, end - length + 1)]
 
 
+def chunk_change(episode, chunk: int, new_frames: int) -> float:
+    """How much chunk `chunk`'s new frames differ from the last frame of its context: the mean absolute pixel
+    difference (0-255)."""
+    start = 1 + chunk * new_frames
+    new = episode.frames[start : start + new_frames].astype(np.float32)
+    return float(np.abs(new - episode.frames[start - 1].astype(np.float32)).mean())
+
+
 def most_changed_chunks(episode, free_from: int, context_frames: int, new_frames: int, count: int) -> list[int]:
-    """The `count` chunks among 1 .. free_from - 1 whose new frames differ most (mean absolute pixel difference) from
-    the last frame of their context, most first. Chunk 0 is left out: its context is the start frame repeated."""
-    change = {}
-    for c in range(1, free_from):
-        start = 1 + c * new_frames
-        new = episode.frames[start : start + new_frames].astype(np.float32)
-        change[c] = float(np.abs(new - episode.frames[start - 1].astype(np.float32)).mean())
+    """The `count` chunks among 1 .. free_from - 1 of most `chunk_change`, most first. Chunk 0 is left out: its
+    context is the start frame repeated."""
+    change = {c: chunk_change(episode, c, new_frames) for c in range(1, free_from)}
     return sorted(change, key=lambda c: -change[c])[:count]
 
 

@@ -6,8 +6,9 @@ A fast rule that writes Θ hard only on surprising chunks would cost a fraction 
 (`experiments.reopen_oracle.hiding_chunk`, the one whose windows the `around` probe writes) stood out. For every
 teacher-forced chunk before the reopen (chunks 1 .. free_from - 1 of `reopen_oracle`'s drawer-memory episodes) this
 takes Φ's action-conditioned denoising loss, at Θ's t on the 8-pass grid with noise fixed per chunk, and the mean
-absolute pixel change of its new frames from the last context frame; it prints the hiding chunk's rank (1 = the
-highest) among the episode's chunks by each, and writes every chunk's values to OUT.json.
+absolute pixel change of its new frames from the last context frame (`reopen_oracle.chunk_change`, the measure its
+``change:`` setting ranks by); it prints the hiding chunk's rank (1 = the highest) among the episode's chunks by each,
+and writes every chunk's values to OUT.json.
 """
 
 import dataclasses
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from evaluation.rollout import model_action
-from experiments.reopen_oracle import hiding_chunk, last_hidden_frame, reopen_episodes
+from experiments.reopen_oracle import chunk_change, hiding_chunk, last_hidden_frame, reopen_episodes
 from worldmodel.diffusion import diffusion_loss
 from worldmodel.loading import load_model
 from worldmodel.memory.rule import fast_timesteps
@@ -52,7 +53,7 @@ def main() -> None:
                 given[:, :cf] = True
                 noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(1000 + c))
                 losses.append(float(diffusion_loss(model.unet, model.scheduler, latents, given, cond, noise, t).mean()))
-            change.append(float(np.abs(window[cf:].astype(float) - window[cf - 1 : cf].astype(float)).mean()))
+            change.append(chunk_change(e, c, tn))
         row = dict(episode=e.name, hiding_chunk=hide, free_from=free_from, chunks=len(losses),
                    loss_rank=rank(losses, hide - 1), change_rank=rank(change, hide - 1), loss=losses, change=change)
         rows.append(row)
