@@ -582,12 +582,13 @@
 # ... mem_collect; call 2 MEM_SEED=410 MEM_EPISODES=80 MEM_BATCH=40 MEM_PROCS=2 (3 on an H200) WAIT_S=540
 # MEM_RULES="phi=--variants no_temp_lora;ph1=PH1 T8;ph3=PH3 T8;ph3s2=PH3 T8 --temp-lora-steps 2" (the last half the
 # cost; a CPU probe found the windows at every phase for several steps are what write: one or two steps of them (8
-# of 20 at 3e-3 x 2, Φ 7), and the shipped rule with t alone, stored nothing) ... mem_bg, then mem_bg again until done; PH3/PH1 = --variants full --temp-lora-lr 3e-3/1e-3
-# --temp-lora-steps 4 --temp-lora-reverse --temp-lora-reverse-phases 3 (session 45: 86 of 160 on run 13 at 3e-3),
-# T8 = --temp-lora-timesteps 8 --temp-lora-targets <the 8 kinds>+conv1+conv2 --temp-lora-rank 32.
+# of 20 at 3e-3 x 2, Φ 7), and the shipped rule with t alone, stored nothing) ... mem_bg, then mem_bg again until
+# done; PH3/PH1 = --variants full --temp-lora-lr 3e-3/1e-3 --temp-lora-steps 4 --temp-lora-reverse
+# --temp-lora-reverse-phases 3 (session 45: 86 of 160 on run 13 at 3e-3), T8 = --temp-lora-timesteps 8
+# --temp-lora-targets <the 8 kinds>+conv1+conv2 --temp-lora-rank 32.
 # Session 59: sixteen asks (H200 and H100, 05:15-07:17 UTC) found no machine and cost ~1,400 s of the budget, so
-# session 58's plan did not run. A layout that needs one call, not two (no MuJoCo there): the fresh episodes collected here
-# (`python -m experiments.collect out_dir=runs/session/mem seed=410 num_episodes=40 workers=2 compression=gzip
+# session 58's plan did not run. A layout that needs one call, not two (no MuJoCo there): the fresh episodes collected
+# here (`python -m experiments.collect out_dir=runs/session/mem seed=410 num_episodes=40 workers=2 compression=gzip
 # env.render_backend=osmesa env.chunk_len=4 env.frame_skip=8 '~tasks' '+tasks={memory_drawer: 1, memory_drawer_locked:
 # 1}'`: 140 s on the 2-core CPU, 7.7 MB; mem_run skips its collection when $W/mem/manifest.json is there), docs/ out,
 # .whl/collect_site.tar.xz and .whl/text_cache.safetensors out, the weights as files; carry .whl .gl runs/session/mem
