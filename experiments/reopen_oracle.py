@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="layer names joined by '+' that Θ adapts in every setting with Θ (TempLoRAConfig."
                          "target_modules, e.g. adding conv1+conv2: the resnets' 3x3 convolutions; default: the "
                          "model's)")
+    ap.add_argument("--temp-lora-blocks", type=plus_joined, default=None,
+                    help="UNet block prefixes joined by '+' where Θ lives in every setting with Θ, e.g. "
+                         "down_blocks+mid_block+up_blocks (TempLoRAConfig.blocks; default: the model's)")
     ap.add_argument("--temp-lora-timesteps", type=fast_timesteps, default=None,
                     help="the t Θ's fast steps draw from in every setting with Θ: 'sampler', 'uniform' or a number of "
                          "DDIM passes (TempLoRAConfig.timesteps; default: the model's)")
@@ -202,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
         ap.error("--temp-lora-rank must be >= 1")
     memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
-                                            ("target_modules", args.temp_lora_targets)) if value is not None}
+                                            ("target_modules", args.temp_lora_targets),
+                                            ("blocks", args.temp_lora_blocks)) if value is not None}
     settings = {s: (kind, None if o is None else {**o, **memory}) for s, (kind, o) in settings.items()}
 
     from evaluation import memory_probe

@@ -113,8 +113,8 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
 
 
 def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
-    """--temp-lora-timesteps, --temp-lora-targets and --temp-lora-rank override Θ's config in every setting with Θ,
-    and Φ alone stays without a memory (guards: an option dropped, or applied to ``phi``)."""
+    """--temp-lora-timesteps, --temp-lora-targets, --temp-lora-rank and --temp-lora-blocks override Θ's config in every
+    setting with Θ, and Φ alone stays without a memory (guards: an option dropped, or applied to ``phi``)."""
     from experiments import reopen_oracle
 
     write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
@@ -127,11 +127,12 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
     monkeypatch.setattr(reopen_oracle, "roll", fake_roll)
     reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1",
                         "--settings", "phi", "oracle:3e-2,5,1", "hide:1e-3,4,1,reverse", "--temp-lora-timesteps", "8",
-                        "--temp-lora-targets", "to_q+conv1", "--temp-lora-rank", "4", "--out", str(tmp_path / "out")])
+                        "--temp-lora-targets", "to_q+conv1", "--temp-lora-rank", "4", "--temp-lora-blocks",
+                        "down_blocks+up_blocks", "--out", str(tmp_path / "out")])
     assert seen["every"] is None
     for lr in (3e-2, 1e-3):
-        assert (seen[lr]["timesteps"], seen[lr]["target_modules"], seen[lr]["rank"]) == \
-            (8, ("to_q", "conv1"), 4)
+        assert (seen[lr]["timesteps"], seen[lr]["target_modules"], seen[lr]["rank"], seen[lr]["blocks"]) == \
+            (8, ("to_q", "conv1"), 4, ("down_blocks", "up_blocks"))
     assert seen[1e-3]["reverse"] and not seen[3e-2]["reverse"]
     with pytest.raises(SystemExit):
         reopen_oracle.main(["--data", str(tmp_path), "--temp-lora-timesteps", "0"])
