@@ -22,7 +22,11 @@ generated freely from there to the episode's end; the reopen frames are scored b
 - ``change:lr,steps,draws[,reverse]``: the ``around`` windows, not of the hiding chunk but of each of the
   `CHANGED_CHUNKS` real chunks whose new frames change most (`most_changed_chunks`): a rule that is not told where
   the hiding is (session 59: the hiding chunk is among the four of most change in 19 of 20 episodes). It picks them
-  from all the chunks before the reopen, so it is a probe of what such a gate would store, not yet a causal rule.
+  from all the chunks before the reopen, so it is a probe of what such a gate would store, not yet a causal rule
+  (``--changed-chunks`` sets how many).
+- ``event:lr,steps,draws[,reverse]``: the ``around`` windows of every `event_chunks` chunk, one whose change exceeds
+  ``--event-gate`` times the mean change of the chunks before it: the gate a causal rule can run (it decides on a
+  chunk from the chunks up to it; its windows reach one chunk further, in once the next chunk is).
 
 Teacher-forced chunks are sampled with 1 denoising step (their frames are thrown away: Θ learns the real
 ones); free chunks with the model's. Writes ``reopen_oracle.json`` (per setting: recall, per-episode verdicts,
@@ -88,6 +92,13 @@ def chunk_change(episode, chunk: int, new_frames: int) -> float:
     return float(np.abs(new - episode.frames[start - 1].astype(np.float32)).mean())
 
 
+def event_chunks(episode, free_from: int, new_frames: int, gate: float) -> list[int]:
+    """The chunks c among 3 .. free_from - 1 whose `chunk_change` exceeds ``gate`` times the mean change of chunks
+    1 .. c - 1 (chunk 0 is left out as in `most_changed_chunks`; two chunks before a first decision)."""
+    change = [chunk_change(episode, c, new_frames) for c in range(1, free_from)]
+    return [c for c in range(3, free_from) if change[c - 1] > gate * float(np.mean(change[: c - 1]))]
+
+
 def most_changed_chunks(episode, free_from: int, context_frames: int, new_frames: int, count: int) -> list[int]:
     """The `count` chunks among 1 .. free_from - 1 of most `chunk_change`, most first. Chunk 0 is left out: its
     context is the start frame repeated."""
@@ -96,13 +107,17 @@ def most_changed_chunks(episode, free_from: int, context_frames: int, new_frames
 
 
 CHANGED_CHUNKS = 4  # how many chunks `change:` writes the windows around (the top four held the hiding in 19 of 20)
-KINDS = ("every", "oracle", "hide", "around", "change")  # which real chunks Θ learns (see the module's settings)
+# `event:`'s gate: at 1.3 the hiding chunk was an event in 75 of session 60's 99 reopens (seeds 381, 410, 411), at
+# 2.2 events an episode (1.2: 86 at 3.2; 1.4: 52 at 1.4)
+EVENT_GATE = 1.3
+KINDS = ("every", "oracle", "hide", "around", "change", "event")  # which real chunks Θ learns (see the module's settings)
 
 
 def parse_setting(text: str) -> tuple[str, dict | None]:
     """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi`` or ``lr,steps,draws`` with an optional
     ``,reverse`` (and then an optional ``,phases=N``: `TempLoRAConfig.reverse_phases`, the windows 1..N frames
-    earlier, backwards: the phases rule) and an optional ``oracle:``, ``hide:``, ``around:`` or ``change:`` in front;
+    earlier, backwards: the phases rule) and an optional ``oracle:``, ``hide:``, ``around:``, ``change:`` or ``event:``
+    in front;
     kind is one of `KINDS`."""
     if text == "phi":
         return "every", None
@@ -113,13 +128,14 @@ def parse_setting(text: str) -> tuple[str, dict | None]:
     bad = kind not in ("", *KINDS[1:]) or len(parts) != 3 + reverse or not phases.isdigit()
     if bad or (phases != "0" and not reverse):
         raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse[,phases=N]] with an optional oracle:, hide:, "
-                         f"around: or change: in front; got {text!r}")
+                         f"around:, change: or event: in front; got {text!r}")
     return kind or "every", dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite",
                                  reverse=reverse, reverse_phases=int(phases))
 
 
 @torch.no_grad()
-def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | None, max_batch: int, seed: int):
+def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | None, max_batch: int, seed: int,
+         changed_chunks: int = CHANGED_CHUNKS, event_gate: float = EVENT_GATE):
     """Videos (real frames, generated from chunk free_from[k] on) of every episode under one setting (`KINDS`)."""
     from evaluation.rollout import model_action
     from worldmodel.imagination import Imagination
@@ -139,7 +155,8 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
     hide = [hiding_chunk(e, tn) if kind in ("hide", "around") else None for e in episodes]
     cf = model.config.context_frames
     surround = [{hide[k]} if kind == "around" else  # the chunks whose around_windows Θ learns
-                set(most_changed_chunks(e, free_from[k], cf, tn, CHANGED_CHUNKS)) if kind == "change" else set()
+                set(most_changed_chunks(e, free_from[k], cf, tn, changed_chunks)) if kind == "change" else
+                set(event_chunks(e, free_from[k], tn, event_gate)) if kind == "event" else set()
                 for k, e in enumerate(episodes)]
     for c in range(max(e.num_model_chunks(tn) for e in episodes)):
         start = 1 + c * tn
@@ -195,6 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
                          "DDIM passes (TempLoRAConfig.timesteps; default: the model's)")
     ap.add_argument("--temp-lora-rank", type=int, default=None,
                     help="Θ's rank in every setting with Θ (TempLoRAConfig.rank; alpha stays the model's)")
+    ap.add_argument("--changed-chunks", type=int, default=CHANGED_CHUNKS,
+                    help="how many chunks of most pixel change `change:` writes the windows around")
+    ap.add_argument("--event-gate", type=float, default=EVENT_GATE,
+                    help="`event:` writes around a chunk whose pixel change exceeds this times the mean of the "
+                         "chunks before it")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
@@ -204,6 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {s: parse_setting(s) for s in args.settings}
     if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
         ap.error("--temp-lora-rank must be >= 1")
+    if args.changed_chunks < 1 or not args.event_gate > 0:
+        ap.error("--changed-chunks must be >= 1 and --event-gate > 0")
     memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
                                             ("target_modules", args.temp_lora_targets),
                                             ("blocks", args.temp_lora_blocks)) if value is not None}
@@ -221,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for name, (kind, overrides) in settings.items():
         t0 = time.time()
-        videos = roll(model, episodes, free_from, kind, overrides, args.max_batch, args.seed)
+        videos = roll(model, episodes, free_from, kind, overrides, args.max_batch, args.seed, args.changed_chunks,
+                      args.event_gate)
         probes = [memory_probe.cube_recall(v, e.cube["cube_pixel"], e.cube["sim_state"], e.cube["color"],
                                            recorded_width=e.cube["width"]) for v, e in zip(videos, episodes)]
         correct = [bool(p["correct"]) for p in probes]

@@ -106,10 +106,37 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
     episodes[0].frames[5:7] = far(episodes[0].frames[4])  # chunk 2's new frames: episode 0's most change
     episodes[1].frames[3:5] = far(episodes[1].frames[2])  # chunk 1's: episode 1's
     assert [reopen_oracle.most_changed_chunks(e, 3, 2, tn, 2) for e in episodes] == [[2, 1], [1, 2]]
-    monkeypatch.setattr(reopen_oracle, "CHANGED_CHUNKS", 1)
     learned.clear()
-    reopen_oracle.roll(model, episodes, free_from, *reopen_oracle.parse_setting("change:3e-2,5,1,reverse"), 4, 0)
+    reopen_oracle.roll(model, episodes, free_from, *reopen_oracle.parse_setting("change:3e-2,5,1,reverse"), 4, 0, 1)
     assert learned == [[1], [1], [1], [0], [0, 1]]  # episode 1 around chunk 1 (3 windows), episode 0 around chunk 2
+    # event: the around windows of the chunks the causal gate picks (`event_chunks`, given its gate)
+    gates = []
+    monkeypatch.setattr(reopen_oracle, "event_chunks",
+                        lambda e, free, tn, gate: gates.append(gate) or ([2] if e is episodes[0] else [1]))
+    learned.clear()
+    reopen_oracle.roll(model, episodes, free_from, *reopen_oracle.parse_setting("event:3e-2,5,1,reverse"), 4, 0,
+                       event_gate=2.5)
+    assert learned == [[1], [1], [1], [0], [0, 1]] and gates == [2.5, 2.5]
+
+
+def test_event_chunks_gate_on_the_chunks_before():
+    """A chunk is an event when its pixel change exceeds the gate times the mean change of the chunks before it
+    (from chunk 1, deciding from chunk 3 on), not of the whole episode (guards: the gate over all chunks, or not
+    strict)."""
+    from experiments import reopen_oracle
+
+    tn = 2
+    levels = [0, 10, 20, 50, 62, 102]  # chunk c's new frames at levels[c]: changes 10, 10, 30, 12, 40 (chunks 1-5)
+    frames = np.zeros((1 + len(levels) * tn, 4, 4, 3), np.uint8)
+    for c, v in enumerate(levels):
+        frames[1 + c * tn: 1 + (c + 1) * tn] = v
+    episode = type("Episode", (), {"frames": frames})()
+    assert [reopen_oracle.chunk_change(episode, c, tn) for c in range(1, 6)] == [10, 10, 30, 12, 40]
+    assert reopen_oracle.event_chunks(episode, 6, tn, 2.5) == [3, 5]  # 30 > 2.5 x 10, 40 > 2.5 x 15.5
+    assert reopen_oracle.event_chunks(episode, 6, tn, 2.7) == [3]  # 40 < 2.7 x 15.5
+    assert reopen_oracle.event_chunks(episode, 6, tn, 3.0) == []  # 30 is not above 3 x 10
+    assert reopen_oracle.event_chunks(episode, 6, tn, 0.5) == [3, 4, 5]  # chunk 2 has one chunk before it
+    assert reopen_oracle.event_chunks(episode, 5, tn, 2.5) == [3]  # chunk 5 is the reopen's
 
 
 def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
@@ -120,7 +147,7 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
     write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
     seen = {}
 
-    def fake_roll(model, episodes, free_from, kind, overrides, max_batch, seed):
+    def fake_roll(model, episodes, free_from, kind, overrides, max_batch, seed, *gate):
         seen[kind if overrides is None else overrides["lr"]] = overrides
         return [e.frames.copy() for e in episodes]
 
