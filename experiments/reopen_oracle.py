@@ -28,6 +28,8 @@ generated freely from there to the episode's end; the reopen frames are scored b
   ``--event-gate`` times the mean change of the chunks before it: the gate a causal rule can run (it decides on a
   chunk from the chunks up to it; its windows reach one chunk further, in once the next chunk is).
 
+``--replay`` (``change``, ``event``): after a chunk's windows Θ learns those of the chunks written before it again.
+
 Teacher-forced chunks are sampled with 1 denoising step (their frames are thrown away: Θ learns the real
 ones); free chunks with the model's. Writes ``reopen_oracle.json`` (per setting: recall, per-episode verdicts,
 the probe's labels per reopen frame) into ``--out``.
@@ -135,8 +137,10 @@ def parse_setting(text: str) -> tuple[str, dict | None]:
 
 @torch.no_grad()
 def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | None, max_batch: int, seed: int,
-         changed_chunks: int = CHANGED_CHUNKS, event_gate: float = EVENT_GATE):
-    """Videos (real frames, generated from chunk free_from[k] on) of every episode under one setting (`KINDS`)."""
+         changed_chunks: int = CHANGED_CHUNKS, event_gate: float = EVENT_GATE, replay: bool = False):
+    """Videos (real frames, generated from chunk free_from[k] on) of every episode under one setting (`KINDS`).
+    ``replay``: after the windows around a chunk, Θ learns those of the chunks written before it again, oldest first
+    (episodic replay: a later write is followed by the earlier ones, not left on top of them)."""
     from evaluation.rollout import model_action
     from worldmodel.imagination import Imagination
     from worldmodel.memory import BatchedTempLoRA
@@ -158,6 +162,7 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
                 set(most_changed_chunks(e, free_from[k], cf, tn, changed_chunks)) if kind == "change" else
                 set(event_chunks(e, free_from[k], tn, event_gate)) if kind == "event" else set()
                 for k, e in enumerate(episodes)]
+    written: list[list[int]] = [[] for _ in episodes]  # per episode, the chunks whose windows Θ learned
     for c in range(max(e.num_model_chunks(tn) for e in episodes)):
         start = 1 + c * tn
         acts = [e.chunk_action(c, tn) for e in episodes]
@@ -171,9 +176,11 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
                 core.step(ids, action(ids, acts), teacher_frames=real[ids], learn=learn)
         for k in [k for k in forced if c in surround[k]]:  # the context is put back after
             context = core.context.clone()
-            for window in around_windows(episodes[k], c, free_from[k], cf, tn):
-                core.context[k] = model.encode_frames(torch.as_tensor(window[None, :cf]))[0]
-                core.step([k], action([k], acts), teacher_frames=window[None, cf:])
+            for chunk in [c, *written[k]] if replay else [c]:
+                for window in around_windows(episodes[k], chunk, free_from[k], cf, tn):
+                    core.context[k] = model.encode_frames(torch.as_tensor(window[None, :cf]))[0]
+                    core.step([k], action([k], acts), teacher_frames=window[None, cf:])
+            written[k].append(c)
             core.context.copy_(context)
         if not free:
             continue
@@ -217,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--event-gate", type=float, default=EVENT_GATE,
                     help="`event:` writes around a chunk whose pixel change exceeds this times the mean of the "
                          "chunks before it")
+    ap.add_argument("--replay", action="store_true",
+                    help="around, change, event: after each chunk's windows, learn the earlier written chunks' again")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, (kind, overrides) in settings.items():
         t0 = time.time()
         videos = roll(model, episodes, free_from, kind, overrides, args.max_batch, args.seed, args.changed_chunks,
-                      args.event_gate)
+                      args.event_gate, args.replay)
         probes = [memory_probe.cube_recall(v, e.cube["cube_pixel"], e.cube["sim_state"], e.cube["color"],
                                            recorded_width=e.cube["width"]) for v, e in zip(videos, episodes)]
         correct = [bool(p["correct"]) for p in probes]

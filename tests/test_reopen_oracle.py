@@ -117,6 +117,12 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
     reopen_oracle.roll(model, episodes, free_from, *reopen_oracle.parse_setting("event:3e-2,5,1,reverse"), 4, 0,
                        event_gate=2.5)
     assert learned == [[1], [1], [1], [0], [0, 1]] and gates == [2.5, 2.5]
+    # replay: chunk 2's window (1) then chunk 1's again (3), where both are among the two of most change
+    for replay, later in ((False, 1), (True, 4)):
+        learned.clear()
+        reopen_oracle.roll(model, episodes, free_from, *reopen_oracle.parse_setting("change:3e-2,5,1,reverse"), 4, 0,
+                           2, replay=replay)
+        assert learned == [[0]] * 3 + [[1]] * 3 + [[0]] * later + [[1]] * later + [[0, 1]]
 
 
 def test_event_chunks_gate_on_the_chunks_before():
@@ -141,7 +147,8 @@ def test_event_chunks_gate_on_the_chunks_before():
 
 def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
     """--temp-lora-timesteps, --temp-lora-targets, --temp-lora-rank and --temp-lora-blocks override Θ's config in every
-    setting with Θ, and Φ alone stays without a memory (guards: an option dropped, or applied to ``phi``)."""
+    setting with Θ, and Φ alone stays without a memory (guards: an option dropped, or applied to ``phi``); the gates'
+    options and --replay reach the roll."""
     from experiments import reopen_oracle
 
     write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
@@ -149,14 +156,16 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
 
     def fake_roll(model, episodes, free_from, kind, overrides, max_batch, seed, *gate):
         seen[kind if overrides is None else overrides["lr"]] = overrides
+        seen["gates"] = gate
         return [e.frames.copy() for e in episodes]
 
     monkeypatch.setattr(reopen_oracle, "roll", fake_roll)
     reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1",
                         "--settings", "phi", "oracle:3e-2,5,1", "hide:1e-3,4,1,reverse", "--temp-lora-timesteps", "8",
                         "--temp-lora-targets", "to_q+conv1", "--temp-lora-rank", "4", "--temp-lora-blocks",
-                        "down_blocks+up_blocks", "--out", str(tmp_path / "out")])
-    assert seen["every"] is None
+                        "down_blocks+up_blocks", "--changed-chunks", "2", "--event-gate", "1.4", "--replay",
+                        "--out", str(tmp_path / "out")])
+    assert seen["every"] is None and seen["gates"] == (2, 1.4, True)
     for lr in (3e-2, 1e-3):
         assert (seen[lr]["timesteps"], seen[lr]["target_modules"], seen[lr]["rank"], seen[lr]["blocks"]) == \
             (8, ("to_q", "conv1"), 4, ("down_blocks", "up_blocks"))
