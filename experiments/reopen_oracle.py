@@ -112,7 +112,8 @@ CHANGED_CHUNKS = 4  # how many chunks `change:` writes the windows around (the t
 # `event:`'s gate: at 1.3 the hiding chunk was an event in 75 of session 60's 99 reopens (seeds 381, 410, 411), at
 # 2.2 events an episode (1.2: 86 at 3.2; 1.4: 52 at 1.4)
 EVENT_GATE = 1.3
-KINDS = ("every", "oracle", "hide", "around", "change", "event")  # which real chunks Θ learns (see the module's settings)
+# which real chunks Θ learns (see the module's settings)
+KINDS = ("every", "oracle", "hide", "around", "change", "event")
 
 
 def parse_setting(text: str) -> tuple[str, dict | None]:
