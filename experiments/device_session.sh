@@ -605,12 +605,11 @@
 # and the four chunks of most pixel change (20; 15 at 4 draws) lose to it by 19-22 episodes to 0-1: the writes
 # elsewhere overwrite the hiding. `evaluate` at 4 draws needs --batch 20 on an H100 (40: out of memory, even alone).
 # Next lease, one call on 40 fresh episodes (seed 412, collected here as in "Session 59", carried as runs/session/mem):
-# six `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 20 --device cuda T8` at once, --settings
-# event:3e-3,4,4,reverse (the causal gate, 1.3: the hiding an event in 75 of 99 reopens, 2.2 events an episode), the
-# same with --replay (the earlier events' windows learned again after each: do later writes stop overwriting?), the
-# same with --event-gate 1.4 (52 of 99, 1.4 events), change:3e-3,4,4,reverse --changed-chunks 2,
-# around:3e-3,4,4,reverse and phi (~360 s for the slowest at four processes; the JSON alone into $OUT: at most 8 files
-# come back, the recalls are in the JSON).
+# four `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 20 --device cuda T8` at once, --settings
+# event:3e-3,4,4,reverse --replay (the causal gate at 1.3, the earlier events' windows learned again after each: 14 of
+# 20 on the CPU at one draw, as `around`; ~2x the gate's time alone, so maybe ~600 s: give it the call), the same
+# without --replay, around:3e-3,4,4,reverse and phi; the JSON alone into $OUT (at most 8 files come back). Then, if
+# it holds, the rule in the library (TempLoRAConfig: write only at events, with replay) and `evaluate` in free mode.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
 # with the GPU its own: SLOW_STEPS=0 SLOW_FAST_STEPS=<many> SF_MAX_MIN=<most of the lease> SF_BATCH=<as fits: 16 ran 7.6
 # s a step on a shared GPU> TRAIN_EXTRA="+model.temp_lora.lr=2e-3 phases.slow_fast.lr=5e-5 phases.slow_fast.object_weight=3"
