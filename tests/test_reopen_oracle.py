@@ -127,8 +127,8 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
 
 def test_event_chunks_gate_on_the_chunks_before():
     """A chunk is an event when its pixel change exceeds the gate times the mean change of the chunks before it
-    (from chunk 1, deciding from chunk 3 on), not of the whole episode (guards: the gate over all chunks, or not
-    strict)."""
+    (from chunk 1, deciding from chunk 3 on), not of the whole episode (guards: the gate over all chunks, not strict,
+    or deciding on chunk 2)."""
     from experiments import reopen_oracle
 
     tn = 2
