@@ -175,13 +175,19 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
             ids = [k for k in forced if learn == (kind == "every" or (kind == "hide" and c == hide[k]))]
             if ids:
                 core.step(ids, action(ids, acts), teacher_frames=real[ids], learn=learn)
-        for k in [k for k in forced if c in surround[k]]:  # the context is put back after
+        writers = [k for k in forced if c in surround[k]]
+        if writers:  # the j-th window of every writing episode in one step (Θ per env); the context is put back after
             context = core.context.clone()
-            for chunk in [c, *written[k]] if replay else [c]:
-                for window in around_windows(episodes[k], chunk, free_from[k], cf, tn):
-                    core.context[k] = model.encode_frames(torch.as_tensor(window[None, :cf]))[0]
-                    core.step([k], action([k], acts), teacher_frames=window[None, cf:])
-            written[k].append(c)
+            windows = {k: [w for chunk in ([c, *written[k]] if replay else [c])
+                           for w in around_windows(episodes[k], chunk, free_from[k], cf, tn)] for k in writers}
+            for j in range(max(len(w) for w in windows.values())):
+                ids = [k for k in writers if j < len(windows[k])]
+                batch = np.stack([windows[k][j] for k in ids])
+                core.context[torch.tensor(ids, device=core.context.device)] = model.encode_frames(
+                    torch.as_tensor(batch[:, :cf])).to(core.context)
+                core.step(ids, action(ids, acts), teacher_frames=batch[:, cf:])
+            for k in writers:
+                written[k].append(c)
             core.context.copy_(context)
         if not free:
             continue
