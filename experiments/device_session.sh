@@ -607,7 +607,8 @@
 # Next lease, one call on 40 fresh episodes (seed 412, collected here as in "Session 59", carried as runs/session/mem):
 # four `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 20 --device cuda T8` at once, --settings
 # event:3e-3,4,4,reverse --replay (the causal gate at 1.3, the earlier events' windows learned again after each: 14 of
-# 20 on the CPU at one draw, as `around`; ~2x the gate's time alone, so maybe ~600 s: give it the call), the same
+# 20 on the CPU at one draw, as `around`; ~2x the gate's time; the episodes' windows now go in one step, not one
+# episode at a time as in session 60's 362 s for `change`), the same
 # without --replay, around:3e-3,4,4,reverse and phi; the JSON alone into $OUT (at most 8 files come back). Then, if
 # it holds, the rule in the library (TempLoRAConfig: write only at events, with replay) and `evaluate` in free mode.
 # (Session 15's plan for it:) the slow-fast run (issue 15: no fast update of Θ alone stores the cube, sessions 7-15), from the default
