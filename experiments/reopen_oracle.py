@@ -94,18 +94,23 @@ def chunk_change(episode, chunk: int, new_frames: int) -> float:
     return float(np.abs(new - episode.frames[start - 1].astype(np.float32)).mean())
 
 
+def chunk_changes(episode, free_from: int, new_frames: int) -> list[float]:
+    """`chunk_change` of chunks 1 .. free_from - 1 (item c - 1 is chunk c's), what the gates rank and compare. Chunk 0
+    is left out: its context is the start frame repeated."""
+    return [chunk_change(episode, c, new_frames) for c in range(1, free_from)]
+
+
 def event_chunks(episode, free_from: int, new_frames: int, gate: float) -> list[int]:
     """The chunks c among 3 .. free_from - 1 whose `chunk_change` exceeds ``gate`` times the mean change of chunks
-    1 .. c - 1 (chunk 0 is left out as in `most_changed_chunks`; two chunks before a first decision)."""
-    change = [chunk_change(episode, c, new_frames) for c in range(1, free_from)]
+    1 .. c - 1 (`chunk_changes`; two chunks before a first decision)."""
+    change = chunk_changes(episode, free_from, new_frames)
     return [c for c in range(3, free_from) if change[c - 1] > gate * float(np.mean(change[: c - 1]))]
 
 
-def most_changed_chunks(episode, free_from: int, context_frames: int, new_frames: int, count: int) -> list[int]:
-    """The `count` chunks among 1 .. free_from - 1 of most `chunk_change`, most first. Chunk 0 is left out: its
-    context is the start frame repeated."""
-    change = {c: chunk_change(episode, c, new_frames) for c in range(1, free_from)}
-    return sorted(change, key=lambda c: -change[c])[:count]
+def most_changed_chunks(episode, free_from: int, new_frames: int, count: int) -> list[int]:
+    """The `count` chunks among 1 .. free_from - 1 of most `chunk_change` (`chunk_changes`), most first."""
+    change = chunk_changes(episode, free_from, new_frames)
+    return sorted(range(1, free_from), key=lambda c: -change[c - 1])[:count]
 
 
 CHANGED_CHUNKS = 4  # how many chunks `change:` writes the windows around (the top four held the hiding in 19 of 20)
@@ -120,8 +125,7 @@ def parse_setting(text: str) -> tuple[str, dict | None]:
     """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi`` or ``lr,steps,draws`` with an optional
     ``,reverse`` (and then an optional ``,phases=N``: `TempLoRAConfig.reverse_phases`, the windows 1..N frames
     earlier, backwards: the phases rule) and an optional ``oracle:``, ``hide:``, ``around:``, ``change:`` or ``event:``
-    in front;
-    kind is one of `KINDS`."""
+    in front; kind is one of `KINDS`."""
     if text == "phi":
         return "every", None
     kind, _, rest = text.rpartition(":")
@@ -160,7 +164,7 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
     hide = [hiding_chunk(e, tn) if kind in ("hide", "around") else None for e in episodes]
     cf = model.config.context_frames
     surround = [{hide[k]} if kind == "around" else  # the chunks whose around_windows Θ learns
-                set(most_changed_chunks(e, free_from[k], cf, tn, changed_chunks)) if kind == "change" else
+                set(most_changed_chunks(e, free_from[k], tn, changed_chunks)) if kind == "change" else
                 set(event_chunks(e, free_from[k], tn, event_gate)) if kind == "event" else set()
                 for k, e in enumerate(episodes)]
     written: list[list[int]] = [[] for _ in episodes]  # per episode, the chunks whose windows Θ learned

@@ -105,7 +105,7 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
     far = lambda frame: np.where(frame > 127, 0, 255).astype(np.uint8)  # noqa: E731
     episodes[0].frames[5:7] = far(episodes[0].frames[4])  # chunk 2's new frames: episode 0's most change
     episodes[1].frames[3:5] = far(episodes[1].frames[2])  # chunk 1's: episode 1's
-    assert [reopen_oracle.most_changed_chunks(e, 3, 2, tn, 2) for e in episodes] == [[2, 1], [1, 2]]
+    assert [reopen_oracle.most_changed_chunks(e, 3, tn, 2) for e in episodes] == [[2, 1], [1, 2]]
     learned.clear()
     reopen_oracle.roll(model, episodes, free_from, *reopen_oracle.parse_setting("change:3e-2,5,1,reverse"), 4, 0, 1)
     assert learned == [[1], [1], [1], [0], [0, 1]]  # episode 1 around chunk 1 (3 windows), episode 0 around chunk 2

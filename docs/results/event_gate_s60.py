@@ -13,11 +13,12 @@ no model is loaded.
 import json
 import sys
 
-from experiments.reopen_oracle import event_chunks, hiding_chunk, last_hidden_frame, most_changed_chunks, reopen_episodes
+from experiments.reopen_oracle import (event_chunks, hiding_chunk, last_hidden_frame, most_changed_chunks,
+                                       reopen_episodes)
 
 GATES = (1.1, 1.2, 1.3, 1.4, 1.5)
 TOPS = (1, 2, 4)
-NEW_FRAMES = CONTEXT_FRAMES = 4  # the shipped model's chunk
+NEW_FRAMES = 4  # the shipped model's chunk
 
 
 def main(out: str, sources: list[str]) -> dict:
@@ -37,8 +38,8 @@ def main(out: str, sources: list[str]) -> dict:
         rows[f"event {gate}"] = dict(hiding_an_event=hit, first_event_the_hiding=first,
                                      events_per_episode=round(events / len(episodes), 2))
     for top in TOPS:
-        hit = sum(hiding_chunk(e, NEW_FRAMES) in most_changed_chunks(e, last_hidden_frame(e) // NEW_FRAMES,
-                                                                      CONTEXT_FRAMES, NEW_FRAMES, top)
+        hit = sum(hiding_chunk(e, NEW_FRAMES) in most_changed_chunks(e, last_hidden_frame(e) // NEW_FRAMES, NEW_FRAMES,
+                                                                      top)
                   for _, e in episodes)
         rows[f"change top {top}"] = dict(hiding_an_event=hit, events_per_episode=top)
     report = dict(command="python docs/results/event_gate_s60.py " + " ".join([out, *sources]),
