@@ -164,6 +164,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "model's)")
     p.add_argument("--temp-lora-rank", type=int, default=None,
                    help="Θ's rank (TempLoRAConfig.rank; alpha stays the model's; default: the model's)")
+    p.add_argument("--temp-lora-write", choices=("every", "events"), default=None,
+                   help="which chunks Θ learns: every one, or only the windows around the chunks whose pixel change "
+                        "exceeds --temp-lora-event-gate x the mean before (TempLoRAConfig.write; default: the model's)")
+    p.add_argument("--temp-lora-event-gate", type=float, default=None,
+                   help="with --temp-lora-write events: TempLoRAConfig.event_gate (default: the model's)")
+    p.add_argument("--temp-lora-replay", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --temp-lora-write events: after an event's windows, the earlier events' again "
+                        "(TempLoRAConfig.replay; default: the model's)")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -217,6 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-update-every must be >= 1")
     if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
         p.error("--temp-lora-rank must be >= 1")
+    if args.temp_lora_event_gate is not None and not args.temp_lora_event_gate > 0:
+        p.error("--temp-lora-event-gate must be > 0")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
                                         ("timesteps", args.temp_lora_timesteps),
@@ -227,7 +237,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         ("update_every", args.temp_lora_update_every),
                                         ("blocks", args.temp_lora_blocks),
                                         ("target_modules", args.temp_lora_targets),
-                                        ("rank", args.temp_lora_rank)) if v is not None}
+                                        ("rank", args.temp_lora_rank), ("write", args.temp_lora_write),
+                                        ("event_gate", args.temp_lora_event_gate),
+                                        ("replay", args.temp_lora_replay)) if v is not None}
+    if args.temp_lora.get("write") == "events":
+        other_rules = [v for v in args.variant_list if v in ("no_local_rule", "original")]
+        if other_rules:
+            p.error(f"--temp-lora-write events learns windows with the local rule; the variants {other_rules} use "
+                    "another rule: leave them out of --variants")
+    if args.temp_lora.get("replay") and args.temp_lora.get("write") != "events":
+        p.error("--temp-lora-replay needs --temp-lora-write events")
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     return args
 
@@ -497,6 +516,9 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_blocks": "+".join(args.temp_lora.get("blocks", cfg.temp_lora.blocks)),
                     "temp_lora_targets": "+".join(args.temp_lora.get("target_modules", cfg.temp_lora.target_modules)),
                     "temp_lora_rank": args.temp_lora.get("rank", cfg.temp_lora.rank),
+                    "temp_lora_write": args.temp_lora.get("write", cfg.temp_lora.write),
+                    "temp_lora_event_gate": args.temp_lora.get("event_gate", cfg.temp_lora.event_gate),
+                    "temp_lora_replay": args.temp_lora.get("replay", cfg.temp_lora.replay),
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}

@@ -29,6 +29,8 @@ generated freely from there to the episode's end; the reopen frames are scored b
   chunk from the chunks up to it; its windows reach one chunk further, in once the next chunk is).
 
 ``--replay`` (``change``, ``event``): after a chunk's windows Θ learns those of the chunks written before it again.
+``--temp-lora-write events`` (with ``--temp-lora-replay``): the plain settings run the library's rule
+(`TempLoRAConfig.write`), which makes the ``event`` probe's choice causally from the frames as they come.
 
 Teacher-forced chunks are sampled with 1 denoising step (their frames are thrown away: Θ learns the real
 ones); free chunks with the model's. Writes ``reopen_oracle.json`` (per setting: recall, per-episode verdicts,
@@ -116,7 +118,7 @@ def most_changed_chunks(episode, free_from: int, new_frames: int, count: int) ->
 CHANGED_CHUNKS = 4  # how many chunks `change:` writes the windows around (the top four held the hiding in 19 of 20)
 # `event:`'s gate: at 1.3 the hiding chunk was an event in 75 of session 60's 99 reopens (seeds 381, 410, 411), at
 # 2.2 events an episode (1.2: 86 at 3.2; 1.4: 52 at 1.4)
-EVENT_GATE = 1.3
+EVENT_GATE = 1.3  # = TempLoRAConfig.event_gate, the library rule's default
 # which real chunks Θ learns (see the module's settings)
 KINDS = ("every", "oracle", "hide", "around", "change", "event")
 
@@ -235,6 +237,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--event-gate", type=float, default=EVENT_GATE,
                     help="`event:` writes around a chunk whose pixel change exceeds this times the mean of the "
                          "chunks before it")
+    ap.add_argument("--temp-lora-write", choices=("every", "events"), default=None,
+                    help="TempLoRAConfig.write for the plain settings: 'events' is the library's causal rule (Θ learns "
+                         "only the windows around the chunks the --event-gate picks, decided as the chunks come); the "
+                         "probe kinds (event: ...) pick them from the episode. Default: the model's")
+    ap.add_argument("--temp-lora-replay", action="store_true",
+                    help="with --temp-lora-write events: TempLoRAConfig.replay (the earlier events' windows again)")
     ap.add_argument("--replay", action="store_true",
                     help="around, change, event: after each chunk's windows, learn the earlier written chunks' again")
     ap.add_argument("--seed", type=int, default=0)
@@ -248,9 +256,16 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("--temp-lora-rank must be >= 1")
     if args.changed_chunks < 1 or not args.event_gate > 0:
         ap.error("--changed-chunks must be >= 1 and --event-gate > 0")
+    if args.temp_lora_write == "events" and any(kind != "every" for kind, o in settings.values() if o is not None):
+        ap.error("--temp-lora-write events is the library's rule: it decides which chunks Θ learns, so it goes with "
+                 "the plain lr,steps,draws settings (every chunk offered), not with a kind in front")
+    if args.temp_lora_replay and args.temp_lora_write != "events":
+        ap.error("--temp-lora-replay needs --temp-lora-write events (--replay is the probe kinds' replay)")
+    events = dict(write="events", event_gate=args.event_gate, replay=args.temp_lora_replay) \
+        if args.temp_lora_write == "events" else {}
     memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
                                             ("target_modules", args.temp_lora_targets),
-                                            ("blocks", args.temp_lora_blocks)) if value is not None}
+                                            ("blocks", args.temp_lora_blocks)) if value is not None} | events
     settings = {s: (kind, None if o is None else {**o, **memory}) for s, (kind, o) in settings.items()}
 
     from evaluation import memory_probe

@@ -334,3 +334,102 @@ def test_fast_update_measure_reports_what_each_setting_stores(model):
     assert lean["chunk"] < -0.01 and (lean["targets"], lean["rank"]) == ("to_v+to_out.0", 4)
     assert 0 < lean["theta_parameters"] < full["theta_parameters"] // 2 and full["rank"] == model.config.temp_lora.rank
     assert all(r["update_cpu_s"] >= 0 for r in result["rows"])
+
+
+def _scene_chunk(latent: float, change: float, seed: int = 0) -> Chunk:
+    """A micro chunk whose new frames differ from the frame before them by ``change`` (each chunk's frames are a flat
+    grey level, so a chunk at level ``x`` after one at ``y`` changes by |x - y|) and whose latents are filled with
+    ``latent`` (frame f holds latent + f), to tell the windows apart."""
+    frames = torch.full((1, 2, 16, 16, 3), int(change), dtype=torch.uint8)
+    latents = torch.stack([torch.full((1, 4, 8, 8), latent + f) for f in range(4)], dim=2)
+    return Chunk(frames, latents, 2)
+
+
+def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in():
+    """``write="events"``: chunk c >= 3 is an event when its change from the frame before it exceeds event_gate x the
+    mean change of chunks 1 .. c - 1; its latents and the next chunk's new ones are written, at every frame offset,
+    once the next chunk is in; with replay the earlier events follow. Guards: the mean taken over the whole episode or
+    including the chunk itself, a gate that is not strict, a decision before chunk 3, the window written before the
+    next chunk is in, replay missing or in the wrong order."""
+    cfg = TempLoRAConfig(write="events", replay=True, event_gate=1.5)
+    log = rule.EventLog()
+    levels = [0, 10, 20, 30, 70, 80, 90, 105, 115, 160]  # chunk changes from chunk 1: 10 10 10 40 10 10 15 10 45
+    seen = []
+    for c, level in enumerate(levels):
+        seen.append(rule.event_sequences(cfg, log, _scene_chunk(100.0 * c, level)))
+    # chunk 4 changes 40 > 1.5 x 10: an event, written at chunk 5; chunk 7's 15 < 1.5 x mean(10 10 10 40 10 10) but
+    # > 1.5 x 10 (a mean that left the event out); chunk 9 changes 45 > 1.5 x mean(10 10 10 40 10 10 15 10) = 21.6: an
+    # event (whose next chunk is not in yet)
+    assert [len(s) for s in seen] == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
+    (sequence,) = seen[5]
+    assert sequence[0, 0, :, 0, 0].tolist() == [400, 401, 402, 403, 502, 503]  # chunk 4 (context + new), chunk 5's new
+    windows = rule.event_windows(sequence, 4)
+    assert [w[0, 0, :, 0, 0].tolist() for w in windows] == [[400, 401, 402, 403], [401, 402, 403, 502],
+                                                              [402, 403, 502, 503]]
+    later = rule.event_sequences(cfg, log, _scene_chunk(1000.0, 165))  # chunk 10 completes chunk 9's event
+    assert [s[0, 0, 0, 0, 0].item() for s in later] == [900, 400]  # the new event, then the earlier one replayed
+    assert len(rule.event_sequences(dataclasses.replace(cfg, replay=False), rule.EventLog(), _scene_chunk(0, 0))) == 0
+    early = rule.EventLog()  # a large change at chunk 2 is not judged (too few chunks before it)
+    assert [len(rule.event_sequences(cfg, early, _scene_chunk(c, lv))) for c, lv in enumerate([0, 1, 200, 201])] == [0] * 4
+    strict = rule.EventLog()  # chunk 4 changes 15 = 1.5 x 10 exactly: not an event
+    assert [len(rule.event_sequences(cfg, strict, _scene_chunk(c, lv)))
+            for c, lv in enumerate([0, 10, 20, 30, 45, 46])] == [0] * 6 and strict.pending is None
+    own = rule.EventLog()  # chunk 4 changes 17 > 1.5 x 10, not > 1.5 x the mean with itself (11.75): an event
+    assert [len(rule.event_sequences(cfg, own, _scene_chunk(c, lv)))
+            for c, lv in enumerate([0, 10, 20, 30, 47, 48])] == [0] * 5 + [1]
+    copy = log.copy()
+    rule.event_sequences(cfg, log, _scene_chunk(0.0, 0))
+    assert copy.chunks == log.chunks - 1 and len(copy.changes) == len(log.changes) - 1  # a fork's log is its own
+
+
+@pytest.mark.parametrize("bad", [dict(replay=True), dict(write="events", variant="full_sequence"),
+                                 dict(write="events", update_every=2), dict(write="events", event_gate=0.0),
+                                 dict(write="sometimes")])
+def test_event_writes_refuse_settings_they_cannot_honour(bad):
+    with pytest.raises(ValueError, match="write|replay|event_gate"):
+        TempLoRAConfig(**bad)
+
+
+def test_batched_matches_peft_writing_at_events_with_replay(micro_model):
+    """The batched memory takes the peft memory's steps under ``write="events"`` with replay: the same events, the same
+    windows in the same order, the same draws; env 0, with an event of its own at the same chunk, takes the steps it takes
+    alone. Guards: every chunk learned, a window dropped, the windows of one env given to the other."""
+    model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=2, steps=2, reverse=True, write="events",
+                                       replay=True))
+    peft_memory, memory = TempLoRA(model), BatchedTempLoRA(model, 2)
+    for k, layer in enumerate(peft_memory.layers):
+        memory.set_factors(1, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
+    alone = BatchedTempLoRA(model, 1)
+    for k in range(len(memory.layout)):
+        alone.set_factors(0, k, *memory.factors(0, k))
+    gens = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(7)]
+    gen_alone = [torch.Generator().manual_seed(1)]
+    torch.manual_seed(7)
+    levels = [0, 10, 20, 30, 80, 90, 100, 160, 170]  # events at chunks 4 and 7
+    levels_0 = [0, 10, 20, 30, 90, 100, 110, 120, 130]  # env 0: an event at chunk 4 alone, its own latents
+    ref, ours = [], []
+    for c, (level, level_0) in enumerate(zip(levels, levels_0)):
+        chunk, chunk_0 = _scene_chunk(0.0, level), _scene_chunk(0.0, level_0)
+        chunk.latents, chunk_0.latents = _chunk(seed=c).latents, _chunk(seed=50 + c).latents
+        with torch.enable_grad():
+            ref += peft_memory.update(chunk)
+        peft_memory.set_enabled(False)
+        both = Chunk(torch.cat([chunk_0.frames, chunk.frames]), torch.cat([chunk_0.latents, chunk.latents]), 2)
+        ours.append(memory.update(both, generators=gens))
+        alone.update(chunk_0, generators=gen_alone)
+        peft_memory.set_enabled(True)
+    assert [u.steps for u in ref] == [0, 0, 0, 0, 0, 3 * 2, 0, 0, 2 * 3 * 2]  # 3 windows, 2 steps; then with replay
+    assert [u[1].steps for u in ours] == [u.steps for u in ref]
+    assert [u[0].steps for u in ours] == [0, 0, 0, 0, 0, 3 * 2, 0, 0, 0]
+    assert [u[1].loss for u in ours[5::3]] == pytest.approx([u.loss for u in ref[5::3]], rel=1e-4)
+    theta = torch.cat([torch.cat([f.flatten() for f in memory.factors(1, k)]) for k in range(len(memory.layout))])
+    diff = (theta - _theta_of(peft_memory)).abs()
+    assert diff.max() < 0.1 * 1e-3 * 18 and (diff < 1e-6).float().mean() > 0.95, (diff.max(), (diff < 1e-6).float().mean())
+    env_0 = torch.cat([f.flatten() for k in range(len(memory.layout)) for f in memory.factors(0, k)])
+    by_itself = torch.cat([f.flatten() for k in range(len(memory.layout)) for f in alone.factors(0, k)])
+    assert (env_0 - by_itself).abs().max() < 1e-5
+    assert memory.events[1].chunks == len(levels) and len(memory.events[1].written) == 2
+    memory.fork([1], [0])
+    assert memory.events[0].chunks == len(levels) and memory.events[0] is not memory.events[1]
+    memory.reset([1])
+    assert memory.events[1].chunks == 0 and memory.events[0].written

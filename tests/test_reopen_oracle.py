@@ -179,3 +179,13 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
     assert seen[1e-3]["reverse"] and not seen[3e-2]["reverse"]
     with pytest.raises(SystemExit):
         reopen_oracle.main(["--data", str(tmp_path), "--temp-lora-timesteps", "0"])
+    library = ["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1", "--settings", "phi",
+               "1e-3,4,1,reverse", "--temp-lora-write", "events", "--event-gate", "1.2", "--temp-lora-replay", "--out",
+               str(tmp_path / "out")]
+    seen.clear()
+    reopen_oracle.main(library)  # the library's rule: its write, gate and replay reach Θ's config, not Φ's
+    assert seen["every"] is None and (seen[1e-3]["write"], seen[1e-3]["event_gate"], seen[1e-3]["replay"]) == \
+        ("events", 1.2, True)
+    for bad in (["--settings", "around:1e-3,4,1", "--temp-lora-write", "events"], ["--temp-lora-replay"]):
+        with pytest.raises(SystemExit):  # a probe kind picks its own chunks; replay without the rule's writes
+            reopen_oracle.main(["--data", str(tmp_path), *bad])

@@ -111,6 +111,19 @@ class TempLoRAConfig:
     # imagination core (`Imagination.step`), which owns the sampler's passes. At one denoising pass a generated chunk
     # is that pass's own prediction (a loss of exactly 0): there the core takes the usual step instead.
     reuse_sampler_pass: bool = False
+    # Which chunks Θ learns. "every": each chunk offered (every ``update_every``-th), as its training sequence.
+    # "events": only the chunks whose new frames change more than ``event_gate`` x the mean change of the episode's
+    # chunks before (from its fourth chunk on; `rule.event_sequences`), each once the next chunk is in, as the windows at
+    # every frame offset over the two (`rule.event_windows`), ``steps`` each: a pixel-change gate that needs no telling
+    # where an object was hidden. Writing every chunk, the writes after the hiding overwrote it: told where the hiding is,
+    # such windows stored the cube in 35 of 39 drawer reopens; every chunk (the phases rule) 19 (docs/RESULTS.md, "The
+    # session-60 lease"). At 1.3 the gate took the hiding chunk in 75 of 99 reopens at 2.2 events an episode.
+    write: Literal["every", "events"] = "every"
+    event_gate: float = 1.3
+    # With ``write="events"``: after an event's windows, those of the episode's earlier events again, oldest first (the
+    # last max_history of them), so the latest write does not overwrite the earlier ones (CPU, 20 reopens: 14 stored
+    # with it, 9 without; docs/RESULTS.md, "The session-60 lease").
+    replay: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in ("local", "full_sequence", "original"):
@@ -142,6 +155,21 @@ class TempLoRAConfig:
             if any(clash.values()):
                 raise ValueError("reuse_sampler_pass learns from the sampler's one pass: it needs steps=1, draws=1, "
                                  "rehearsal=0, reverse=False, variant='local', objective='conditional'; got "
+                                 + ", ".join(f"{k}={getattr(self, k)!r}" for k, bad in clash.items() if bad))
+        if self.write not in ("every", "events"):
+            raise ValueError(f"unknown Temp-LoRA write {self.write!r}; expected 'every' or 'events'")
+        if self.replay and self.write != "events":
+            raise ValueError("Temp-LoRA replay replays the written events: it needs write='events'")
+        if self.write == "events":
+            if not self.event_gate > 0:
+                raise ValueError(f"invalid Temp-LoRA config: event_gate={self.event_gate} (> 0)")
+            clash = {"variant": self.variant != "local", "update_every": self.update_every != 1,
+                     "rehearsal": self.rehearsal != 0, "reverse_phases": self.reverse_phases != 0,
+                     "reuse_sampler_pass": self.reuse_sampler_pass}
+            if any(clash.values()):
+                raise ValueError("write='events' learns the windows around each event (every frame phase) with the "
+                                 "local rule: it needs variant='local', update_every=1, rehearsal=0, reverse_phases=0, "
+                                 "reuse_sampler_pass=False; got "
                                  + ", ".join(f"{k}={getattr(self, k)!r}" for k, bad in clash.items() if bad))
         self.target_modules = tuple(self.target_modules)
         self.blocks = tuple(self.blocks)

@@ -249,6 +249,7 @@ class BatchedTempLoRA:
         self.history: list[collections.deque] = [rule.new_history(self.config) for _ in range(num_envs)]
         self.rollbacks = [0] * num_envs
         self.offered = [0] * num_envs  # chunks each episode has offered to update() since its reset
+        self.events = [rule.EventLog() for _ in range(num_envs)]  # write="events": each episode's gate and writes
         self.timesteps = rule.fast_timesteps(self.config, model)  # the t a fast step draws from
         self.reset()
 
@@ -284,6 +285,7 @@ class BatchedTempLoRA:
                 self.history[i].clear()
                 self.rollbacks[i] = 0
                 self.offered[i] = 0
+                self.events[i] = rule.EventLog()
 
     def set_enabled(self, enabled: bool) -> None:
         """Switch all Θ off (the 'without Temp-LoRA' ablation) or back on, without forgetting them."""
@@ -298,12 +300,14 @@ class BatchedTempLoRA:
             for t in (self.theta, self.exp_avg, self.exp_avg_sq):
                 t[d_idx] = t[s_idx].clone()
         self.adam_steps[dst] = self.adam_steps[src].clone()
-        copies = [(self.losses[i].copy(), list(self.history[i]), self.rollbacks[i], self.offered[i]) for i in src]
-        for i, (losses, history, rollbacks, offered) in zip(dst, copies):
+        copies = [(self.losses[i].copy(), list(self.history[i]), self.rollbacks[i], self.offered[i],
+                   self.events[i].copy()) for i in src]
+        for i, (losses, history, rollbacks, offered, events) in zip(dst, copies):
             self.losses[i] = losses
             self.history[i] = collections.deque(history, maxlen=self.config.max_history)
             self.rollbacks[i] = rollbacks
             self.offered[i] = offered
+            self.events[i] = events
 
     def factors(self, env: int, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of env `env`'s factors of target layer `layer`: A (d_in, r), B (r, d_out)."""
@@ -320,8 +324,9 @@ class BatchedTempLoRA:
             self.theta[env, lay.b_offset: lay.b_offset + r * lay.d_out] = b.reshape(-1).to(self.theta)
 
     def nbytes(self) -> int:
-        """Bytes of tensor state held by the memories (factors, Adam moments, per-env history)."""
+        """Bytes of tensor state held by the memories (factors, Adam moments, per-env history and written events)."""
         n = sum(t.numel() * t.element_size() for t in (self.theta, self.exp_avg, self.exp_avg_sq))
+        n += sum(log.nbytes() for log in self.events)
         return n + sum(h.numel() * h.element_size() for hist in self.history for h in hist)
 
     def layer_names(self) -> list[str]:
@@ -466,6 +471,11 @@ class BatchedTempLoRA:
         skip = [not learn for learn in learns]
         for env in ids:
             self.offered[env] += 1
+        if self.config.write == "events":
+            if differentiable:
+                raise ValueError("write='events' has no differentiable update (the slow-fast phase's meta-gradient "
+                                 "follows one chunk's steps): use write='every' there")
+            return self._learn_events(chunk, ids, generators, steps)
         if not any(skip) and reused is None:
             return self._learn(chunk, ids, generators, steps, differentiable)
         for p in (p for p, s in enumerate(skip) if s):
@@ -479,6 +489,19 @@ class BatchedTempLoRA:
             for p, u in zip(due, learned):
                 out[p] = u
         return out
+
+    def _learn_events(self, chunk: Chunk, ids: list[int], generators: list, steps: int) -> list[FastUpdate]:
+        """`update` with ``write="events"``: each env's windows of the event its chunk completes (`rule.event_sequences`,
+        none for most chunks), the j-th window of every env that has one in one batched `_learn`."""
+        windows = [[w for sequence in rule.event_sequences(self.config, self.events[env], chunk.row(p))
+                    for w in rule.event_windows(sequence, chunk.latents.shape[2])] for p, env in enumerate(ids)]
+        done: list[list[FastUpdate]] = [[] for _ in ids]
+        for j in range(max(map(len, windows), default=0)):
+            at = [p for p in range(len(ids)) if j < len(windows[p])]
+            rows = Chunk(chunk.frames[at], torch.cat([windows[p][j] for p in at]), chunk.num_context)
+            for p, u in zip(at, self._learn(rows, [ids[p] for p in at], [generators[p] for p in at], steps, False)):
+                done[p].append(u)
+        return [rule.combined(u) for u in done]
 
     def _learn(self, chunk: Chunk, ids: list[int], generators: list, steps: int,
                differentiable: bool) -> list[FastUpdate]:

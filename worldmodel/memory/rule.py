@@ -27,7 +27,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol, Sequence
 
 import torch
@@ -247,6 +247,74 @@ def skips(config: TempLoRAConfig, offered: int) -> bool:
     """Whether an episode's chunk number `offered` (0-based since its reset) is only remembered, not learned:
     with ``update_every`` = k, Θ learns chunks k - 1, 2k - 1, ... (every k-th one)."""
     return (offered + 1) % config.update_every != 0
+
+
+# ------------------------------------------------------------------------------------ writes at events
+@dataclass
+class EventLog:
+    """One episode's state under ``write="events"`` (`event_sequences`): what the gate compares a chunk with, the
+    event waiting for its next chunk, and the written events' sequences (``replay``). Its tensors are never changed
+    in place, so a fork may share them."""
+
+    chunks: int = 0  # chunks observed since the reset
+    last_frame: torch.Tensor | None = None  # the last observed frame (H, W, 3): a chunk's change is from it
+    changes: list[float] = field(default_factory=list)  # `chunk_change` of chunks 1, 2, ... (item c - 1: chunk c's)
+    pending: torch.Tensor | None = None  # an event chunk's latents (1, C, Tc + Tn, h, w), until the next chunk is in
+    written: list[torch.Tensor] = field(default_factory=list)  # the written events' sequences, oldest first (replay)
+
+    def copy(self) -> "EventLog":
+        return EventLog(self.chunks, self.last_frame, list(self.changes), self.pending, list(self.written))
+
+    def nbytes(self) -> int:
+        held = [t for t in (self.last_frame, self.pending, *self.written) if t is not None]
+        return sum(t.numel() * t.element_size() for t in held)
+
+
+def chunk_change(frames: torch.Tensor, before: torch.Tensor) -> float:
+    """How much a chunk's new frames (Tn, H, W, 3) differ from the frame before them (H, W, 3): the mean absolute
+    pixel difference (0-255)."""
+    return float((frames.float() - before.float()).abs().mean())
+
+
+def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[torch.Tensor]:
+    """Observe one env's chunk (batch 1) and return the latent sequences whose windows (`event_windows`) Θ learns now.
+
+    Chunk c (counted from the reset) is an event when c >= 3 and its `chunk_change` exceeds ``event_gate`` times the
+    mean change of chunks 1 .. c - 1 (chunk 0's context is the start frame, not a chunk). An event's sequence is its
+    latents (context + new) followed by the next chunk's new latents, so it is written once that chunk is in: the
+    motion around the event, where a hidden object was last seen (the drawer closing over the cube). With ``replay``
+    the earlier written sequences follow it, oldest first: a later write does not stay on top of them (issue 15:
+    writes elsewhere overwrote the hiding; docs/RESULTS.md, "The session-60 lease")."""
+    out = []
+    if log.pending is not None:
+        sequence = torch.cat([log.pending, chunk.new_latents.detach()], dim=2)
+        out = [sequence, *log.written]
+        log.pending = None
+        if config.replay:  # the last max_history events are replayed (bounds the cost on long episodes)
+            log.written = [*log.written, sequence][-config.max_history:]
+    c, log.chunks = log.chunks, log.chunks + 1
+    if log.last_frame is not None and c >= 1:
+        change = chunk_change(chunk.frames[0], log.last_frame)
+        if c >= 3 and change > config.event_gate * sum(log.changes) / len(log.changes):
+            log.pending = chunk.latents.detach()
+        log.changes.append(change)
+    log.last_frame = chunk.frames[0, -1]
+    return out
+
+
+def event_windows(sequence: torch.Tensor, length: int) -> list[torch.Tensor]:
+    """The windows (one chunk's latents long) of an event's sequence at every frame offset: the event cut at every
+    phase a later chunk can cut it (a revisit comes at its own phase)."""
+    return [sequence[:, :, o: o + length] for o in range(sequence.shape[2] - length + 1)]
+
+
+def combined(updates: Sequence[FastUpdate]) -> FastUpdate:
+    """One chunk's update made of several (the windows of ``write="events"``): their mean loss, their steps, rolled
+    back if any was; no update (nan, 0) when there were none."""
+    if not updates:
+        return FastUpdate(float("nan"), 0)
+    return FastUpdate(sum(u.loss for u in updates) / len(updates), sum(u.steps for u in updates),
+                      any(u.rolled_back for u in updates))
 
 
 def remember(config: TempLoRAConfig, history: collections.deque, chunk: Chunk) -> None:

@@ -79,6 +79,7 @@ class TempLoRA:
         self.losses = rule.new_losses()
         self.rollbacks = [0]  # per env, as in BatchedTempLoRA
         self.offered = 0  # chunks offered to update() since the reset (update_every)
+        self.events = rule.EventLog()  # write="events": the gate's state and the written events
         self._good = self._snapshot()
 
     def num_parameters(self) -> int:
@@ -132,15 +133,24 @@ class TempLoRA:
                generators: Sequence[torch.Generator | None] | None = None,
                steps: int | None = None) -> list[FastUpdate]:
         """Run k fast steps on the chunk (each one forward over `rule.fast_batch`'s rows); a non-finite or
-        exploding loss rolls Θ back and is reported."""
+        exploding loss rolls Θ back and is reported. With ``write="events"``, k steps on each window of the event
+        this chunk completes (none for most chunks; `rule.event_sequences`), one FastUpdate for them all."""
         rule.check_ids(ids, 1)
         steps = self.config.steps if steps is None else steps
         if not self.enabled or steps == 0:
             return [FastUpdate(float("nan"), 0)]
         offered, self.offered = self.offered, self.offered + 1
+        if self.config.write == "events":  # Θ learns the windows of the event the chunk completes, if any
+            windows = [w for sequence in rule.event_sequences(self.config, self.events, chunk)
+                       for w in rule.event_windows(sequence, chunk.latents.shape[2])]
+            return [rule.combined([self._learn(Chunk(chunk.frames, w, chunk.num_context), steps) for w in windows])]
         if rule.skips(self.config, offered):  # update_every > 1: this chunk is only remembered
             rule.remember(self.config, self.history, chunk)
             return [FastUpdate(float("nan"), 0)]
+        return [self._learn(chunk, steps)]
+
+    def _learn(self, chunk: Chunk, steps: int) -> FastUpdate:
+        """`update`'s ``steps`` fast steps on the chunk's training sequence."""
         model = self.model
         total = 0.0
         with torch.enable_grad(), rule.phi_frozen(model.unet, keep=self.params):
@@ -153,19 +163,19 @@ class TempLoRA:
                 loss = losses.mean()
                 value = float(loss.detach())
                 if rule.rolls_back(self.config, self.losses, t, losses):
-                    return [self._roll_back(value)]
+                    return self._roll_back(value)
                 grads = torch.autograd.grad(loss, self.params)
                 for p, g in zip(self.params, grads):
                     p.grad = g
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 if not all(torch.isfinite(p).all() for p in self.params):
-                    return [self._roll_back(value)]
+                    return self._roll_back(value)
                 rule.record(self.losses, t, losses)
                 total += value
         rule.remember(self.config, self.history, chunk)
         self._good = self._snapshot()
-        return [FastUpdate(total / steps, steps)]
+        return FastUpdate(total / steps, steps)
 
     def _roll_back(self, value: float) -> FastUpdate:
         self._restore(self._good)
