@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="TempLoRAConfig.write for the plain settings: 'events' is the library's causal rule (Θ learns "
                          "only the windows around the chunks the --event-gate picks, decided as the chunks come); the "
                          "probe kinds (event: ...) pick them from the episode. Default: the model's")
+    ap.add_argument("--temp-lora-event-top", type=int, default=0,
+                    help="with --temp-lora-write events: K > 0 makes an event a chunk whose change ranks among the K "
+                         "largest so far, instead of --event-gate's ratio (TempLoRAConfig.event_top)")
     ap.add_argument("--temp-lora-replay", action="store_true",
                     help="with --temp-lora-write events: TempLoRAConfig.replay (the earlier events' windows again)")
     ap.add_argument("--replay", action="store_true",
@@ -261,8 +264,10 @@ def main(argv: list[str] | None = None) -> dict:
                  "the plain lr,steps,draws settings (every chunk offered), not with a kind in front")
     if args.temp_lora_replay and args.temp_lora_write != "events":
         ap.error("--temp-lora-replay needs --temp-lora-write events (--replay is the probe kinds' replay)")
-    events = dict(write="events", event_gate=args.event_gate, replay=args.temp_lora_replay) \
-        if args.temp_lora_write == "events" else {}
+    if args.temp_lora_event_top < 0 or (args.temp_lora_event_top and args.temp_lora_write != "events"):
+        ap.error("--temp-lora-event-top is >= 0 and goes with --temp-lora-write events")
+    events = dict(write="events", event_gate=args.event_gate, event_top=args.temp_lora_event_top,
+                  replay=args.temp_lora_replay) if args.temp_lora_write == "events" else {}
     memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
                                             ("target_modules", args.temp_lora_targets),
                                             ("blocks", args.temp_lora_blocks)) if value is not None} | events

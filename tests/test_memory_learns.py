@@ -377,6 +377,13 @@ def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in
     own = rule.EventLog()  # chunk 4 changes 17 > 1.5 x 10, not > 1.5 x the mean with itself (11.75): an event
     assert [len(rule.event_sequences(cfg, own, _scene_chunk(c, lv)))
             for c, lv in enumerate([0, 10, 20, 30, 47, 48])] == [0] * 5 + [1]
+    top = dataclasses.replace(cfg, event_top=2, replay=False)  # ranked: among the 2 largest so far (ties count)
+    ranked = rule.EventLog()
+    assert [len(rule.event_sequences(top, ranked, _scene_chunk(100.0 * c, lv)))
+            for c, lv in enumerate([0, 30, 50, 60, 80, 81, 86, 116, 117])] == [0, 0, 0, 0, 0, 1, 0, 0, 1]
+    # chunks 1.. change 30 20 10 20 1 5 30 1: chunk 3 (10) has two larger before it; chunk 4 (20) ties the second
+    # largest, an event written at chunk 5; chunk 7 (30) ties the largest, written at chunk 8
+    assert not rule.is_event(top, [5.0, 6.0], 4.0) and rule.is_event(top, [5.0, 6.0], 5.0)
     copy = log.copy()
     rule.event_sequences(cfg, log, _scene_chunk(0.0, 0))
     assert copy.chunks == log.chunks - 1 and len(copy.changes) == len(log.changes) - 1  # a fork's log is its own
@@ -384,7 +391,7 @@ def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in
 
 @pytest.mark.parametrize("bad", [dict(replay=True), dict(write="events", variant="full_sequence"),
                                  dict(write="events", update_every=2), dict(write="events", event_gate=0.0),
-                                 dict(write="sometimes")])
+                                 dict(write="sometimes"), dict(write="events", event_top=-1)])
 def test_event_writes_refuse_settings_they_cannot_honour(bad):
     with pytest.raises(ValueError, match="write|replay|event_gate"):
         TempLoRAConfig(**bad)

@@ -120,6 +120,12 @@ class TempLoRAConfig:
     # session-60 lease"). At 1.3 the gate took the hiding chunk in 75 of 99 reopens at 2.2 events an episode.
     write: Literal["every", "events"] = "every"
     event_gate: float = 1.3
+    # With ``write="events"``, K > 0: the gate is a rank instead, an event is a chunk (from the fourth on) whose change
+    # ranks among the K largest of the episode's chunks so far (fewer than K of the chunks before it changed more).
+    # A ratio to the mean missed the hiding where the episode began with large motions (the chunk that hid the cube
+    # was an event at 1.3 in 50 of 80 fresh reopens, seeds 412 and 414); ranked among the 2 largest so far it was one
+    # in 74, at 4.0 events an episode (docs/RESULTS.md, "Session 61").
+    event_top: int = 0
     # With ``write="events"``: after an event's windows, those of the episode's earlier events again, oldest first (the
     # last max_history of them), so the latest write does not overwrite the earlier ones (CPU, 20 reopens: 14 stored
     # with it, 9 without; docs/RESULTS.md, "The session-60 lease").
@@ -161,8 +167,9 @@ class TempLoRAConfig:
         if self.replay and self.write != "events":
             raise ValueError("Temp-LoRA replay replays the written events: it needs write='events'")
         if self.write == "events":
-            if not self.event_gate > 0:
-                raise ValueError(f"invalid Temp-LoRA config: event_gate={self.event_gate} (> 0)")
+            if not self.event_gate > 0 or self.event_top < 0:
+                raise ValueError(f"invalid Temp-LoRA config: event_gate={self.event_gate} (> 0), "
+                                 f"event_top={self.event_top} (>= 0)")
             clash = {"variant": self.variant != "local", "update_every": self.update_every != 1,
                      "rehearsal": self.rehearsal != 0, "reverse_phases": self.reverse_phases != 0,
                      "reuse_sampler_pass": self.reuse_sampler_pass}

@@ -280,7 +280,8 @@ def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list
     """Observe one env's chunk (batch 1) and return the latent sequences whose windows (`event_windows`) Θ learns now.
 
     Chunk c (counted from the reset) is an event when c >= 3 and its `chunk_change` exceeds ``event_gate`` times the
-    mean change of chunks 1 .. c - 1 (chunk 0's context is the start frame, not a chunk). An event's sequence is its
+    mean change of chunks 1 .. c - 1 (chunk 0's context is the start frame, not a chunk), or with ``event_top`` = K
+    ranks among the K largest changes so far (`is_event`). An event's sequence is its
     latents (context + new) followed by the next chunk's new latents, so it is written once that chunk is in: the
     motion around the event, where a hidden object was last seen (the drawer closing over the cube). With ``replay``
     the earlier written sequences follow it, oldest first: a later write does not stay on top of them (issue 15:
@@ -295,11 +296,19 @@ def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list
     c, log.chunks = log.chunks, log.chunks + 1
     if log.last_frame is not None and c >= 1:
         change = chunk_change(chunk.frames[0], log.last_frame)
-        if c >= 3 and change > config.event_gate * sum(log.changes) / len(log.changes):
+        if c >= 3 and is_event(config, log.changes, change):
             log.pending = chunk.latents.detach()
         log.changes.append(change)
     log.last_frame = chunk.frames[0, -1]
     return out
+
+
+def is_event(config: TempLoRAConfig, before: Sequence[float], change: float) -> bool:
+    """Whether a chunk whose `chunk_change` is ``change`` is an event after chunks whose changes were ``before``: it
+    exceeds ``event_gate`` x their mean, or (``event_top`` = K > 0) fewer than K of them changed more."""
+    if config.event_top > 0:
+        return sum(b > change for b in before) < config.event_top
+    return change > config.event_gate * sum(before) / len(before)
 
 
 def event_windows(sequence: torch.Tensor, length: int) -> list[torch.Tensor]:
