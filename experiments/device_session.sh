@@ -598,6 +598,15 @@
 # (session 59's last ask): `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 40 --device cuda T8` with
 # --settings change:3e-3,4,1,reverse (new: the `around` windows of the four chunks of most pixel change, not told where
 # the hiding is), around:3e-3,4,1,reverse and phi, one process each, JSON into $OUT.
+# Session 61: no GPU came in 15 asks (1,100 of the 1,800 s spent on refusals). The fast rule is in the library now
+# (TempLoRAConfig.write="events", event_gate / event_top, replay); the next lease is session 61's one call as it was
+# written: on 40 fresh drawer-memory episodes collected here (a new seed, never looked at: 415 on; 412-414 took part
+# in choosing the rank gate) and carried as runs/session/mem, four lanes at once, each `reopen_oracle --data
+# runs/session/mem --episodes 40 --max-batch 20 --device cuda T8 --temp-lora-rank 32` (T8 with conv1+conv2): --settings
+# 3e-3,4,4,reverse --temp-lora-write events --temp-lora-replay (the ratio gate, 1.3), the same with --temp-lora-event-top
+# 2 (the rank gate), around:3e-3,4,4,reverse, and phi followed by `evaluate --mode recall --steps 2 --batch 10` with
+# the rule's flags (--temp-lora-write events --temp-lora-replay --temp-lora-reverse --temp-lora-steps 4
+# --temp-lora-draws 4 --temp-lora-lr 3e-3 T8) and without Temp-LoRA; the JSON alone into $OUT, `timeout 510` a lane.
 # Session 60 (nvidia-h100-x1; two plain asks refused, the H100 offered): Session 59's layout, four calls (setup in
 # each; a warm machine keeps $W/mem_bg.started, so `rm -rf runs/session/mem_out runs/session/mem_bg.*` before a new
 # mem_bg there). Found (docs/RESULTS.md, "The session-60 lease"): told where the hiding is, `around` at 4 (t, noise)

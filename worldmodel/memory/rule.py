@@ -297,9 +297,9 @@ def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list
     if log.last_frame is not None and c >= 1:
         change = chunk_change(chunk.frames[0], log.last_frame)
         if c >= 3 and is_event(config, log.changes, change):
-            log.pending = chunk.latents.detach()
+            log.pending = chunk.latents.detach().clone()  # (a copy: a view would hold the whole batch's chunk)
         log.changes.append(change)
-    log.last_frame = chunk.frames[0, -1]
+    log.last_frame = chunk.frames[0, -1].clone()
     return out
 
 
