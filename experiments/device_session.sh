@@ -598,7 +598,7 @@
 # (session 59's last ask): `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 40 --device cuda T8` with
 # --settings change:3e-3,4,1,reverse (new: the `around` windows of the four chunks of most pixel change, not told where
 # the hiding is), around:3e-3,4,1,reverse and phi, one process each, JSON into $OUT.
-# Session 61: no GPU came in 15 asks (1,100 of the 1,800 s spent on refusals). The fast rule is in the library now
+# Session 61: no GPU came in 16 asks (1,100 of the 1,800 s spent on refusals). The fast rule is in the library now
 # (TempLoRAConfig.write="events", event_gate / event_top, replay); the next lease is session 61's one call as it was
 # written, now the `events` stage: collect 40 fresh drawer-memory episodes here (a seed never looked at: 415 on;
 # 412-414 took part in choosing the rank gate) with the "Session 59" command, carry them as runs/session/mem with .whl
