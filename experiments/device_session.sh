@@ -598,13 +598,16 @@
 # (session 59's last ask): `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 40 --device cuda T8` with
 # --settings change:3e-3,4,1,reverse (new: the `around` windows of the four chunks of most pixel change, not told where
 # the hiding is), around:3e-3,4,1,reverse and phi, one process each, JSON into $OUT.
-# Session 61: no GPU came in 16 asks (1,100 of the 1,800 s spent on refusals). The fast rule is in the library now
+# Session 61: no GPU came in 18 asks until 13:10 UTC (1,100 of the 1,800 s spent on refusals), then one H100. The fast rule is in the library now
 # (TempLoRAConfig.write="events", event_gate / event_top, replay); the next lease is session 61's one call as it was
 # written, now the `events` stage: collect 40 fresh drawer-memory episodes here (a seed never looked at: 415 on;
 # 412-414 took part in choosing the rank gate) with the "Session 59" command, carry them as runs/session/mem with .whl
 # and .gl (docs/ and .whl's collect_site.tar.xz and text_cache.safetensors moved out of the tree for the call), and run
 # `bash experiments/device_session.sh setup > /tmp/setup.log 2>&1; bash experiments/device_session.sh events` in one
-# call (about 510 s of lanes after the setup). At most 8 files come back: the stage writes 6.
+# call. It ran at 13:11-13:19 UTC on seed 413 (carried): four lanes at once ran out of the H100's memory, the rank
+# lane stopped on frames on two devices (fixed), Φ and its `evaluate` came back; one lane alone then (the ratio gate
+# with replay, 179 s): 24 of 40 against Φ's 7. Next: EVENT_LANES="rank2 around recall_ratio" (the default), two at a
+# time, on a seed never looked at (415 on; 413 is spent).
 # Session 60 (nvidia-h100-x1; two plain asks refused, the H100 offered): Session 59's layout, four calls (setup in
 # each; a warm machine keeps $W/mem_bg.started, so `rm -rf runs/session/mem_out runs/session/mem_bg.*` before a new
 # mem_bg there). Found (docs/RESULTS.md, "The session-60 lease"): told where the hiding is, `around` at 4 (t, noise)
@@ -1039,26 +1042,38 @@ mem_bg)  # issue 15 (session 40): fast rules on fresh memory episodes, detached 
     mkdir -p "$OUT" && tar czf "$OUT/mem_out_$(basename "$W").tgz" -C "$W" --exclude=videos mem_out mem_collect.log mem_bg.log
     ;;
 events)  # issue 15 (session 61): the library's event rule (TempLoRAConfig.write="events") on $W/mem (fresh drawer-memory
-        # episodes collected on the CPU and carried as runs/session/mem), four lanes at once, each at most LANE_S (510)
-        # s: `reopen_oracle` with the ratio gate and replay, with the rank gate (event_top 2) and replay, `around` (told
-        # where), and Φ followed by `evaluate --mode recall` with the ratio rule and without Temp-LoRA. Θ: 3e-3 x 4
-        # steps x 4 draws, reverse, t on the 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON alone into $OUT.
+        # episodes collected on the CPU and carried as runs/session/mem): the lanes named in EVENT_LANES (default "rank2
+        # around recall_ratio"; also ratio, phi, recall_rank2, recall_phi), two at a time (four at once, ~38 GB each at
+        # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
+        # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
+        # the ratio gate's writes), `around` (told where), Φ, and `evaluate --mode recall` with a rule or without
+        # Temp-LoRA. Θ: 3e-3 x 4 steps x 4 draws, reverse, t on the 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON
+        # alone into $OUT.
     mkdir -p "$W/events"
     T8="--temp-lora-timesteps 8 --temp-lora-rank 32 --temp-lora-targets to_q+to_k+to_v+to_out.0+proj_in+proj_out+\
 ff.net.0.proj+ff.net.2+conv1+conv2"
-    RULE="3e-3,4,4,reverse --temp-lora-write events --temp-lora-replay"
-    lane() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" --episodes 40 \
+    RULE="--temp-lora-write events --temp-lora-replay"
+    FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"
+    oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" --episodes 40 \
         --max-batch 20 --device $DEVICE $T8 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
         cp "$W/events/$n/reopen_oracle.json" "$OUT/oracle_$n.json"; }
     recall() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
         --data "$W/mem" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked --episodes 40 \
-        --batch 10 --mode recall --steps 2 "$@" --out "$W/events/recall_$n" > "$W/events/recall_$n.log" 2>&1
-        cp "$W/events/recall_$n/table2.json" "$OUT/recall_$n.json"; }
-    lane ratio --settings $RULE & lane rank2 --settings $RULE --temp-lora-event-top 2 &
-    lane around --settings around:3e-3,4,4,reverse &
-    (lane phi --settings phi; recall ratio --variants full --temp-lora-write events --temp-lora-replay \
-        --temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3 $T8
-     recall phi --variants no_temp_lora) &
+        --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
+        cp "$W/events/$n/table2.json" "$OUT/$n.json"; }
+    for lane in ${EVENT_LANES:-rank2 around recall_ratio}; do
+        while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 2; done
+        case $lane in
+            ratio) oracle ratio --settings 3e-3,4,4,reverse $RULE & ;;
+            rank2) oracle rank2 --settings 3e-3,4,4,reverse $RULE --temp-lora-event-top 2 & ;;
+            around) oracle around --settings around:3e-3,4,4,reverse & ;;
+            phi) oracle phi --settings phi & ;;
+            recall_ratio) recall recall_ratio --variants full $RULE $FAST $T8 & ;;
+            recall_rank2) recall recall_rank2 --variants full $RULE --temp-lora-event-top 2 $FAST $T8 & ;;
+            recall_phi) recall recall_phi --variants no_temp_lora & ;;
+            *) echo "events: unknown lane $lane" >&2 ;;
+        esac
+    done
     wait; for f in "$W"/events/*.log; do echo "== $f"; tail -n 2 "$f"; done
     ;;
 mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alone (e.g. in the setup call, whose tree

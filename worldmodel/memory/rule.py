@@ -273,7 +273,7 @@ class EventLog:
 def chunk_change(frames: torch.Tensor, before: torch.Tensor) -> float:
     """How much a chunk's new frames (Tn, H, W, 3) differ from the frame before them (H, W, 3): the mean absolute
     pixel difference (0-255)."""
-    return float((frames.float() - before.float()).abs().mean())
+    return float((frames.float() - before.to(frames.device).float()).abs().mean())  # teacher frames: on the host
 
 
 def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[torch.Tensor]:
