@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldmodel.config import TempLoRAConfig
+
 
 def reopen_episodes(data: str, count: int) -> list:
     """The first `count` drawer-memory episodes of `data` (`evaluation.episodes.EvalEpisode`) that hide the cube and
@@ -90,10 +92,12 @@ def around_windows(episode, hide: int, reopen: int, context_frames: int, new_fra
 
 def chunk_change(episode, chunk: int, new_frames: int) -> float:
     """How much chunk `chunk`'s new frames differ from the last frame of its context: the mean absolute pixel
-    difference (0-255)."""
+    difference (0-255), the measure of the memory's event gate (`worldmodel.memory.rule.chunk_change`)."""
+    from worldmodel.memory import rule
+
     start = 1 + chunk * new_frames
-    new = episode.frames[start : start + new_frames].astype(np.float32)
-    return float(np.abs(new - episode.frames[start - 1].astype(np.float32)).mean())
+    frames = torch.from_numpy(episode.frames)
+    return rule.chunk_change(frames[start : start + new_frames], frames[start - 1])
 
 
 def chunk_changes(episode, free_from: int, new_frames: int) -> list[float]:
@@ -102,11 +106,14 @@ def chunk_changes(episode, free_from: int, new_frames: int) -> list[float]:
     return [chunk_change(episode, c, new_frames) for c in range(1, free_from)]
 
 
-def event_chunks(episode, free_from: int, new_frames: int, gate: float) -> list[int]:
+def event_chunks(episode, free_from: int, new_frames: int, gate: float, top: int = 0) -> list[int]:
     """The chunks c among 3 .. free_from - 1 whose `chunk_change` exceeds ``gate`` times the mean change of chunks
-    1 .. c - 1 (`chunk_changes`; two chunks before a first decision)."""
+    1 .. c - 1 (`chunk_changes`; two chunks before a first decision), or with ``top`` = K > 0 ranks among the K largest
+    so far: the memory's event gate (`worldmodel.memory.rule.is_event`) on the real frames."""
+    from worldmodel.memory import rule
+
     change = chunk_changes(episode, free_from, new_frames)
-    return [c for c in range(3, free_from) if change[c - 1] > gate * float(np.mean(change[: c - 1]))]
+    return [c for c in range(3, free_from) if rule.is_event(change[: c - 1], change[c - 1], gate, top)]
 
 
 def most_changed_chunks(episode, free_from: int, new_frames: int, count: int) -> list[int]:
@@ -118,7 +125,7 @@ def most_changed_chunks(episode, free_from: int, new_frames: int, count: int) ->
 CHANGED_CHUNKS = 4  # how many chunks `change:` writes the windows around (the top four held the hiding in 19 of 20)
 # `event:`'s gate: at 1.3 the hiding chunk was an event in 75 of session 60's 99 reopens (seeds 381, 410, 411), at
 # 2.2 events an episode (1.2: 86 at 3.2; 1.4: 52 at 1.4)
-EVENT_GATE = 1.3  # = TempLoRAConfig.event_gate, the library rule's default
+EVENT_GATE = TempLoRAConfig.event_gate  # 1.3, the library rule's default
 # which real chunks Θ learns (see the module's settings)
 KINDS = ("every", "oracle", "hide", "around", "change", "event")
 

@@ -383,7 +383,7 @@ def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in
             for c, lv in enumerate([0, 30, 50, 60, 80, 81, 86, 116, 117])] == [0, 0, 0, 0, 0, 1, 0, 0, 1]
     # chunks 1.. change 30 20 10 20 1 5 30 1: chunk 3 (10) has two larger before it; chunk 4 (20) ties the second
     # largest, an event written at chunk 5; chunk 7 (30) ties the largest, written at chunk 8
-    assert not rule.is_event(top, [5.0, 6.0], 4.0) and rule.is_event(top, [5.0, 6.0], 5.0)
+    assert not rule.is_event([5.0, 6.0], 4.0, 1.5, 2) and rule.is_event([5.0, 6.0], 5.0, 1.5, 2)
     copy = log.copy()
     rule.event_sequences(cfg, log, _scene_chunk(0.0, 0))
     assert copy.chunks == log.chunks - 1 and len(copy.changes) == len(log.changes) - 1  # a fork's log is its own

@@ -296,19 +296,20 @@ def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list
     c, log.chunks = log.chunks, log.chunks + 1
     if log.last_frame is not None and c >= 1:
         change = chunk_change(chunk.frames[0], log.last_frame)
-        if c >= 3 and is_event(config, log.changes, change):
+        if c >= 3 and is_event(log.changes, change, config.event_gate, config.event_top):
             log.pending = chunk.latents.detach().clone()  # (a copy: a view would hold the whole batch's chunk)
         log.changes.append(change)
     log.last_frame = chunk.frames[0, -1].clone()
     return out
 
 
-def is_event(config: TempLoRAConfig, before: Sequence[float], change: float) -> bool:
+def is_event(before: Sequence[float], change: float, gate: float, top: int = 0) -> bool:
     """Whether a chunk whose `chunk_change` is ``change`` is an event after chunks whose changes were ``before``: it
-    exceeds ``event_gate`` x their mean, or (``event_top`` = K > 0) fewer than K of them changed more."""
-    if config.event_top > 0:
-        return sum(b > change for b in before) < config.event_top
-    return change > config.event_gate * sum(before) / len(before)
+    exceeds ``gate`` x their mean (`TempLoRAConfig.event_gate`), or (``top`` = K > 0, ``event_top``) fewer than K of
+    them changed more. `experiments.reopen_oracle`'s ``event:`` probe decides with it too."""
+    if top > 0:
+        return sum(b > change for b in before) < top
+    return change > gate * sum(before) / len(before)
 
 
 def event_windows(sequence: torch.Tensor, length: int) -> list[torch.Tensor]:
