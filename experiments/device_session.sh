@@ -13,6 +13,7 @@
 #   bash experiments/device_session.sh history_heads  # heads that read the episode so far, fitted on new episodes
 #   bash experiments/device_session.sh setup     # the installs alone, for a lease that only measures (bench, profile)
 #   bash experiments/device_session.sh profile   # where the eager training step's GPU time goes (issue 14)
+#   bash experiments/device_session.sh events_bg # issue 15: the fast rule's lanes on carried memory episodes, detached
 #   bash experiments/device_session.sh card      # the model card's held-out measures of MODEL (after collect)
 #
 # Needs (carried, git-ignored): .whl/*.whl (diffusers, gymnasium, hydra ...), .whl/collect_site.tar.xz
@@ -598,6 +599,10 @@
 # (session 59's last ask): `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 40 --device cuda T8` with
 # --settings change:3e-3,4,1,reverse (new: the `around` windows of the four chunks of most pixel change, not told where
 # the hiding is), around:3e-3,4,1,reverse and phi, one process each, JSON into $OUT.
+# Session 62: the `events` lanes detached (`events_bg`, as mem_bg): 40 fresh episodes of seed 415 collected here and
+# carried as in session 61; one call `bash experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="rank2
+# phi recall_rank2 recall_phi around" LANE_S=900 WAIT_S=480 bash experiments/device_session.sh events_bg`, then
+# `WAIT_S=540 ... events_bg` calls (each within the 30 s the machine stays warm) until the lanes are done.
 # Session 61: no GPU came in 18 asks until 13:10 UTC (1,100 of the 1,800 s spent on refusals), then one H100. The fast rule is in the library now
 # (TempLoRAConfig.write="events", event_gate / event_top, replay); the next lease is session 61's one call as it was
 # written, now the `events` stage: collect 40 fresh drawer-memory episodes here (a seed never looked at: 415 on;
@@ -1056,11 +1061,11 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
     FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"
     oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" --episodes 40 \
         --max-batch 20 --device $DEVICE $T8 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
-        cp "$W/events/$n/reopen_oracle.json" "$OUT/oracle_$n.json"; }
+        cp "$W/events/$n/reopen_oracle.json" "$W/events/oracle_$n.json"; }
     recall() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
         --data "$W/mem" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked --episodes 40 \
         --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
-        cp "$W/events/$n/table2.json" "$OUT/$n.json"; }
+        cp "$W/events/$n/table2.json" "$W/events/$n.json"; }
     for lane in ${EVENT_LANES:-rank2 around recall_ratio}; do
         while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 2; done
         case $lane in
@@ -1075,6 +1080,13 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
         esac
     done
     wait; for f in "$W"/events/*.log; do echo "== $f"; tail -n 2 "$f"; done
+    mkdir -p "$OUT" && cp "$W"/events/*.json "$OUT/" 2>/dev/null
+    ;;
+events_bg)  # the `events` stage detached (session 62: the rank lane alone may outlast one call): each call waits up
+            # to WAIT_S (540) s and brings back the lanes' JSON that has come; LANE_S may then exceed a call
+    detached events_bg events
+    tail -n 20 "$W/events_bg.log"; for f in "$W"/events/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | tail -n 2; done
+    mkdir -p "$OUT" && cp "$W"/events/*.json "$OUT/" 2>/dev/null; ls "$OUT"
     ;;
 mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alone (e.g. in the setup call, whose tree
                      # cannot carry the weights)
