@@ -1052,19 +1052,19 @@ events)  # issue 15 (session 61): the library's event rule (TempLoRAConfig.write
         # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
         # the ratio gate's writes), `around` (told where), Φ, and `evaluate --mode recall` with a rule or without
-        # Temp-LoRA. Θ: 3e-3 x 4 steps x 4 draws, reverse, t on the 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON
+        # Temp-LoRA, each on the first EVENT_EPISODES (40) episodes. Θ: 3e-3 x 4 steps x 4 draws, reverse, t on the 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON
         # alone into $OUT.
     mkdir -p "$W/events"
     T8="--temp-lora-timesteps 8 --temp-lora-rank 32 --temp-lora-targets to_q+to_k+to_v+to_out.0+proj_in+proj_out+\
 ff.net.0.proj+ff.net.2+conv1+conv2"
     RULE="--temp-lora-write events --temp-lora-replay"
     FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"
-    oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" --episodes 40 \
+    oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" --episodes ${EVENT_EPISODES:-40} \
         --max-batch 20 --device $DEVICE $T8 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
         cp "$W/events/$n/reopen_oracle.json" "$W/events/oracle_$n.json"; }
     recall() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
-        --data "$W/mem" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked --episodes 40 \
-        --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
+        --data "$W/mem" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked \
+        --episodes ${EVENT_EPISODES:-40} --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
         cp "$W/events/$n/table2.json" "$W/events/$n.json"; }
     for lane in ${EVENT_LANES:-rank2 around recall_ratio}; do
         while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 2; done
