@@ -1061,11 +1061,11 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
     FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"
     oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" --episodes ${EVENT_EPISODES:-40} \
         --max-batch 20 --device $DEVICE $T8 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
-        cp "$W/events/$n/reopen_oracle.json" "$W/events/oracle_$n.json"; }
+        sed "s#$PWD/##g" "$W/events/$n/reopen_oracle.json" > "$W/events/oracle_$n.json"; }  # no machine paths
     recall() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
         --data "$W/mem" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked \
         --episodes ${EVENT_EPISODES:-40} --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
-        cp "$W/events/$n/table2.json" "$W/events/$n.json"; }
+        sed "s#$PWD/##g" "$W/events/$n/table2.json" > "$W/events/$n.json"; }
     for lane in ${EVENT_LANES:-rank2 around recall_ratio}; do
         while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 2; done
         case $lane in
