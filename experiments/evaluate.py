@@ -172,6 +172,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-event-top", type=int, default=None,
                    help="with --temp-lora-write events: K > 0 makes an event a chunk whose change ranks among the K "
                         "largest so far (TempLoRAConfig.event_top; default: the model's)")
+    p.add_argument("--temp-lora-event-slots", type=int, default=None,
+                   help="with --temp-lora-write events: S > 0 splits Θ's rank into S slots, event k written into slot "
+                        "k mod S alone (TempLoRAConfig.event_slots; default: the model's)")
     p.add_argument("--temp-lora-replay", action=argparse.BooleanOptionalAction, default=None,
                    help="with --temp-lora-write events: after an event's windows, the earlier events' again "
                         "(TempLoRAConfig.replay; default: the model's)")
@@ -232,6 +235,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-event-gate must be > 0")
     if args.temp_lora_event_top is not None and args.temp_lora_event_top < 0:
         p.error("--temp-lora-event-top must be >= 0")
+    if args.temp_lora_event_slots is not None and args.temp_lora_event_slots < 0:
+        p.error("--temp-lora-event-slots must be >= 0")
     args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
                                         ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
                                         ("timesteps", args.temp_lora_timesteps),
@@ -245,6 +250,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         ("rank", args.temp_lora_rank), ("write", args.temp_lora_write),
                                         ("event_gate", args.temp_lora_event_gate),
                                         ("event_top", args.temp_lora_event_top),
+                                        ("event_slots", args.temp_lora_event_slots),
                                         ("replay", args.temp_lora_replay)) if v is not None}
     if args.temp_lora.get("write") == "events":
         other_rules = [v for v in args.variant_list if v in ("no_local_rule", "original")]
@@ -526,6 +532,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_event_gate": args.temp_lora.get("event_gate", cfg.temp_lora.event_gate),
                     "temp_lora_event_top": args.temp_lora.get("event_top", cfg.temp_lora.event_top),
                     "temp_lora_replay": args.temp_lora.get("replay", cfg.temp_lora.replay),
+                    "temp_lora_event_slots": args.temp_lora.get("event_slots", cfg.temp_lora.event_slots),
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}

@@ -172,13 +172,15 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
         assert variant_config("full", model, chosen).timesteps == timesteps
     events = evaluate.parse_args(["--synthetic", "--variants", "full,no_temp_lora", "--temp-lora-write", "events",
                                   "--temp-lora-event-gate", "1.5", "--temp-lora-replay", "--temp-lora-event-top",
-                                  "2"]).temp_lora
+                                  "2", "--temp-lora-event-slots", "2"]).temp_lora
     chosen = variant_config("full", model, events)
-    assert (chosen.write, chosen.event_gate, chosen.event_top, chosen.replay) == ("events", 1.5, 2, True)
+    assert (chosen.write, chosen.event_gate, chosen.event_top, chosen.replay, chosen.event_slots) == \
+        ("events", 1.5, 2, True, 2)
     for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1"), ("--temp-lora-timesteps", "0"),
                       ("--temp-lora-reverse-phases", "-1"), ("--temp-lora-update-every", "0"),
                       ("--temp-lora-blocks", "+"), ("--temp-lora-targets", "+"), ("--temp-lora-rank", "0"),
                       ("--temp-lora-event-gate", "0"), ("--temp-lora-event-top", "-1"), ("--temp-lora-write", "events"),
+                      ("--temp-lora-event-slots", "-1"),
                       ("--temp-lora-replay", None)):
         with pytest.raises(SystemExit) as err:  # events with the default variants: two of them use other rules
             evaluate.parse_args(["--synthetic", flag] + ([bad] if bad else []))

@@ -389,11 +389,51 @@ def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in
     assert copy.chunks == log.chunks - 1 and len(copy.changes) == len(log.changes) - 1  # a fork's log is its own
 
 
+@pytest.mark.parametrize("replay", [False, True])
+def test_event_slots_leave_an_earlier_event_as_it_was_and_match_peft(micro_model, replay):
+    """``event_slots``: the k-th event writes slot k mod S of Θ's rank alone, so the second event's write leaves the
+    first one's weights exactly as they were (a replayed event writes its own slot again); the batched memory takes the
+    peft memory's steps. Guards: the gradient or Adam's step not masked (momentum moves the other slot), slots in the
+    wrong order, a replayed event written into the new event's slot."""
+    model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=2, steps=2, write="events", event_slots=2,
+                                       replay=replay))
+    peft_memory, memory = TempLoRA(model), BatchedTempLoRA(model, 1)
+    for k, layer in enumerate(peft_memory.layers):
+        memory.set_factors(0, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
+    gens = [torch.Generator().manual_seed(3)]
+    torch.manual_seed(3)
+    layers = range(len(memory.layout))
+
+    def slot(k: int) -> torch.Tensor:  # slot k's factors: A's column k, B's row k (rank 2, two slots of rank 1)
+        return torch.cat([torch.cat([memory.factors(0, i)[0][:, k], memory.factors(0, i)[1][k]]) for i in layers])
+
+    start = [slot(0), slot(1)]
+    seen = {}
+    for c, level in enumerate([0, 10, 20, 30, 80, 90, 100, 160, 170]):  # events at chunks 4 and 7
+        chunk = _scene_chunk(0.0, level)
+        chunk.latents = _chunk(seed=c).latents
+        with torch.enable_grad():
+            peft_memory.update(chunk)
+        peft_memory.set_enabled(False)
+        memory.update(chunk, generators=gens)
+        peft_memory.set_enabled(True)
+        seen[c] = [slot(0), slot(1)]
+    assert not torch.equal(seen[5][0], start[0]) and torch.equal(seen[5][1], start[1])  # the first event: slot 0
+    assert not torch.equal(seen[8][1], start[1])  # the second: slot 1
+    assert torch.equal(seen[8][0], seen[5][0]) != replay  # ... and slot 0 only where the first is replayed
+    theta = torch.cat([torch.cat([f.flatten() for f in memory.factors(0, k)]) for k in layers])
+    diff = (theta - _theta_of(peft_memory)).abs()
+    assert diff.max() < 1e-5, diff.max()
+    assert memory.events[0].count == 2 and memory.events[0].numbers == ([0, 1] if replay else [])
+
+
 @pytest.mark.parametrize("bad", [dict(replay=True), dict(write="events", variant="full_sequence"),
                                  dict(write="events", update_every=2), dict(write="events", event_gate=0.0),
-                                 dict(write="sometimes"), dict(write="events", event_top=-1)])
+                                 dict(write="sometimes"), dict(write="events", event_top=-1),
+                                 dict(event_slots=2), dict(write="events", rank=8, event_slots=3),
+                                 dict(write="events", event_slots=-1)])
 def test_event_writes_refuse_settings_they_cannot_honour(bad):
-    with pytest.raises(ValueError, match="write|replay|event_gate"):
+    with pytest.raises(ValueError, match="write|replay|event_gate|event_slots"):
         TempLoRAConfig(**bad)
 
 

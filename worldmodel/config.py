@@ -131,6 +131,12 @@ class TempLoRAConfig:
     # last max_history of them), so the latest write does not overwrite the earlier ones (CPU, 20 reopens: 14 stored
     # with it, 9 without; docs/RESULTS.md, "The session-60 lease").
     replay: bool = False
+    # With ``write="events"``, S > 0: Θ's rank split into S slots of rank / S, the k-th event of an episode (counted
+    # from 0) written into slot k mod S alone (its gradient and Adam's step masked to the slot; a replayed event into
+    # its own), so that a later event's write never moves an earlier one's weights until the slots wrap around. The
+    # writes after the hiding, not the gate, lost the cube: with at most one event after it the rule stored 10 of 10
+    # fresh reopens, with two or more 2 of 4 (docs/RESULTS.md, "Session 62"). 0: one Θ for every event.
+    event_slots: int = 0
 
     def __post_init__(self) -> None:
         if self.variant not in ("local", "full_sequence", "original"):
@@ -167,6 +173,9 @@ class TempLoRAConfig:
             raise ValueError(f"unknown Temp-LoRA write {self.write!r}; expected 'every' or 'events'")
         if self.replay and self.write != "events":
             raise ValueError("Temp-LoRA replay replays the written events: it needs write='events'")
+        if self.event_slots < 0 or (self.event_slots and (self.write != "events" or self.rank % self.event_slots)):
+            raise ValueError(f"invalid Temp-LoRA config: event_slots={self.event_slots} needs write='events' and a "
+                             f"rank it divides (got write={self.write!r}, rank={self.rank})")
         if self.write == "events":
             if not self.event_gate > 0 or self.event_top < 0:
                 raise ValueError(f"invalid Temp-LoRA config: event_gate={self.event_gate} (> 0), "

@@ -251,6 +251,10 @@ class BatchedTempLoRA:
         self.offered = [0] * num_envs  # chunks each episode has offered to update() since its reset
         self.events = [rule.EventLog() for _ in range(num_envs)]  # write="events": each episode's gate and writes
         self.timesteps = rule.fast_timesteps(self.config, model)  # the t a fast step draws from
+        # event_slots: per slot, which of the flat factors it holds (S, P); a write's gradient and step are masked to it
+        self.slot_masks = (torch.stack([self._flat_mask(rule.slot_mask(self.config, k, device))
+                                        for k in range(self.config.event_slots)])
+                           if self.config.event_slots else None)
         self.reset()
 
     # ------------------------------------------------------------------------------------------ state
@@ -376,6 +380,13 @@ class BatchedTempLoRA:
             for weight, data in saved:
                 weight.data = data
 
+    def _flat_mask(self, rank_mask: torch.Tensor) -> torch.Tensor:
+        """A mask over Θ's rank components (r,) spread over the flat factors (P,): A's columns, B's rows."""
+        parts = []
+        for lay in self.layout:
+            parts += [rank_mask.expand(lay.d_in, -1).reshape(-1), rank_mask[:, None].expand(-1, lay.d_out).reshape(-1)]
+        return torch.cat(parts)
+
     def _split(self, factors: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per target layer, views (A (n, d_in, r), B (n, r, d_out)) of flat factors (n, P)."""
         n, r = factors.shape[0], self.config.rank
@@ -493,19 +504,22 @@ class BatchedTempLoRA:
     def _learn_events(self, chunk: Chunk, ids: list[int], generators: list, steps: int) -> list[FastUpdate]:
         """`update` with ``write="events"``: each env's windows of the event its chunk completes (`rule.event_sequences`,
         none for most chunks), the j-th window of every env that has one in one batched `_learn`."""
-        windows = [[w for sequence in rule.event_sequences(self.config, self.events[env], chunk.row(p))
+        windows = [[(slot, w) for slot, sequence in rule.event_writes(self.config, self.events[env], chunk.row(p))
                     for w in rule.event_windows(sequence, chunk.latents.shape[2])] for p, env in enumerate(ids)]
         done: list[list[FastUpdate]] = [[] for _ in ids]
         for j in range(max(map(len, windows), default=0)):
             at = [p for p in range(len(ids)) if j < len(windows[p])]
-            rows = Chunk(chunk.frames[at], torch.cat([windows[p][j] for p in at]), chunk.num_context)
-            for p, u in zip(at, self._learn(rows, [ids[p] for p in at], [generators[p] for p in at], steps, False)):
+            rows = Chunk(chunk.frames[at], torch.cat([windows[p][j][1] for p in at]), chunk.num_context)
+            slots = [windows[p][j][0] for p in at] if self.slot_masks is not None else None
+            for p, u in zip(at, self._learn(rows, [ids[p] for p in at], [generators[p] for p in at], steps, False,
+                                            slots)):
                 done[p].append(u)
         return [rule.combined(u) for u in done]
 
     def _learn(self, chunk: Chunk, ids: list[int], generators: list, steps: int,
-               differentiable: bool) -> list[FastUpdate]:
-        """`update`'s fast steps for envs `ids` (row k of `chunk` is env ids[k]'s), all of them learning."""
+               differentiable: bool, slots: list[int] | None = None) -> list[FastUpdate]:
+        """`update`'s fast steps for envs `ids` (row k of `chunk` is env ids[k]'s), all of them learning; with
+        ``slots`` (``event_slots``), env ids[k] writes slot slots[k] of its Θ alone."""
         device = self.theta.device
         meta_rows: list[tuple[list[int], torch.Tensor]] = []  # (envs, their rebuilt last step)
         # A failed step writes nothing (`_descend`), so one step needs no copy of the state to roll back to; a copy of
@@ -524,8 +538,9 @@ class BatchedTempLoRA:
             last = differentiable and step == steps - 1
             for lo in range(0, len(alive), size):
                 group = alive[lo: lo + size]
+                masks = self.slot_masks[[slots[p] for p in group]] if slots is not None else None
                 results = self._fast_step([ids[p] for p in group], rows[lo: lo + size], chunk.num_context,
-                                          meta_rows if last else None)
+                                          meta_rows if last else None, masks)
                 for p, (value, ok) in zip(group, results):
                     if ok:
                         totals[p] += value
@@ -546,11 +561,13 @@ class BatchedTempLoRA:
         return out
 
     def _fast_step(self, envs: list[int], rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                   num_context: int, meta_rows: list | None = None) -> list[tuple[float, bool]]:
+                   num_context: int, meta_rows: list | None = None, masks: torch.Tensor | None = None
+                   ) -> list[tuple[float, bool]]:
         """One batched forward/backward + Adam step for `envs` (rows[k] = env k's `rule.fast_batch`): (loss,
         ok) per env, the loss the mean over its rows; not ok means roll back (non-finite or exploding loss,
         or non-finite factors after the step). With `meta_rows` (a list) the step is also rebuilt as a
-        function of Φ and appended as (envs, step (n, P)); see `update`.
+        function of Φ and appended as (envs, step (n, P)); see `update`. ``masks`` (n, P): env k's gradient and step
+        only where row k is 1 (``event_slots``).
 
         The UNet batch is row-block-major (batch row i*n + k is env k's row i), the layout `_delta`
         applies factor k to; each env's gradient is its own factor row.
@@ -574,11 +591,11 @@ class BatchedTempLoRA:
         with torch.enable_grad(), self._using(leaves), kernels, frozen, recomputed:
             with record_function("temp_lora.forward"):
                 losses = diffusion_loss(model.unet, model.scheduler, latents, given, null, noise, t, per_sample=True)
-            return self._descend(envs, leaves, losses.view(m, n), t.view(m, n), meta_rows)
+            return self._descend(envs, leaves, losses.view(m, n), t.view(m, n), meta_rows, masks=masks)
 
     def _descend(self, envs: list[int], leaves: list[tuple[torch.Tensor, torch.Tensor]], losses: torch.Tensor,
-                 t: torch.Tensor, meta_rows: list | None = None, rows: list[int] | None = None
-                 ) -> list[tuple[float, bool]]:
+                 t: torch.Tensor, meta_rows: list | None = None, rows: list[int] | None = None,
+                 masks: torch.Tensor | None = None) -> list[tuple[float, bool]]:
         """The rest of a fast step once its row losses (m, n) at timesteps t (m, n) are known: the rollback check,
         the gradient of the healthy envs' losses by the factor leaves, Adam's step, the finite check: (loss, ok) per
         env. Leaf row ``rows[k]`` (default k) is env k's."""
@@ -602,9 +619,12 @@ class BatchedTempLoRA:
         grad = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)  # the flat layout: A0, B0, A1, B1, ...
         if rows != list(range(grad.shape[0])):
             grad = grad[torch.tensor(rows, device=device)]
+        if masks is not None:
+            grad = grad * masks
         good_rows = [k for k, g in enumerate(ok) if g]
         with record_function("temp_lora.adam"):
-            taken, scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach(), meta)
+            taken, scale = self._adam([envs[k] for k in good_rows], grad[good_rows].detach(), meta,
+                                      masks[good_rows] if masks is not None else None)
         if meta:
             full = torch.zeros_like(grad)
             full[good_rows] = scale * grad[good_rows]  # Adam's step, its denominator a constant
@@ -666,9 +686,11 @@ class BatchedTempLoRA:
         return FastUpdate(loss, 0, rolled_back=True)
 
     @torch.no_grad()
-    def _adam(self, envs: list[int], grad: torch.Tensor, meta: bool = False) -> tuple[list[bool], torch.Tensor | None]:
+    def _adam(self, envs: list[int], grad: torch.Tensor, meta: bool = False, masks: torch.Tensor | None = None
+              ) -> tuple[list[bool], torch.Tensor | None]:
         """torch.optim.Adam's update (default betas/eps, its formula), with a step count per env; grad row k is
         envs[k]'s. Returns which rows were taken and, with ``meta``, the scale of a differentiable update (below).
+        ``masks`` row k: where env k's factors may move (``event_slots``; the moments elsewhere decay as Adam's do).
 
         Each env's factors and moments are updated in place through views of their rows, so the step holds one
         temporary as large as the rows (the denominator), not copies of Θ and both moments. A row whose gradient (or
@@ -699,7 +721,8 @@ class BatchedTempLoRA:
         denoms = torch._foreach_sqrt(squares)
         torch._foreach_div_(denoms, [math.sqrt(1 - b2 ** s) for s in steps])
         torch._foreach_add_(denoms, _ADAM_EPS)
-        torch._foreach_addcdiv_(params, moments, denoms, [-self.config.lr / c for c in bc1])
+        steered = moments if masks is None else torch._foreach_mul(moments, [masks[k] for k in rows])
+        torch._foreach_addcdiv_(params, steered, denoms, [-self.config.lr / c for c in bc1])
         if meta:
             rms = torch.stack(torch._foreach_norm(denoms)) / math.sqrt(grad.shape[1])
             at = torch.tensor(rows, device=grad.device)

@@ -261,9 +261,12 @@ class EventLog:
     changes: list[float] = field(default_factory=list)  # `chunk_change` of chunks 1, 2, ... (item c - 1: chunk c's)
     pending: torch.Tensor | None = None  # an event chunk's latents (1, C, Tc + Tn, h, w), until the next chunk is in
     written: list[torch.Tensor] = field(default_factory=list)  # the written events' sequences, oldest first (replay)
+    numbers: list[int] = field(default_factory=list)  # each written sequence's event number (from 0; event_slots)
+    count: int = 0  # events written since the reset
 
     def copy(self) -> "EventLog":
-        return EventLog(self.chunks, self.last_frame, list(self.changes), self.pending, list(self.written))
+        return EventLog(self.chunks, self.last_frame, list(self.changes), self.pending, list(self.written),
+                        list(self.numbers), self.count)
 
     def nbytes(self) -> int:
         held = [t for t in (self.last_frame, self.pending, *self.written) if t is not None]
@@ -277,7 +280,13 @@ def chunk_change(frames: torch.Tensor, before: torch.Tensor) -> float:
 
 
 def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[torch.Tensor]:
-    """Observe one env's chunk (batch 1) and return the latent sequences whose windows (`event_windows`) Θ learns now.
+    """`event_writes` without the slots: the sequences alone."""
+    return [sequence for _, sequence in event_writes(config, log, chunk)]
+
+
+def event_writes(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[tuple[int | None, torch.Tensor]]:
+    """Observe one env's chunk (batch 1) and return the latent sequences whose windows (`event_windows`) Θ learns now,
+    each with the slot of Θ it is written into (``event_slots``: event k's is k mod S; None: all of Θ).
 
     Chunk c (counted from the reset) is an event when c >= 3 and its `chunk_change` exceeds ``event_gate`` times the
     mean change of chunks 1 .. c - 1 (chunk 0's context is the start frame, not a chunk), or with ``event_top`` = K
@@ -289,10 +298,13 @@ def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list
     out = []
     if log.pending is not None:
         sequence = torch.cat([log.pending, chunk.new_latents.detach()], dim=2)
-        out = [sequence, *log.written]
+        out = [(event_slot(config, log.count), sequence),
+               *((event_slot(config, k), s) for k, s in zip(log.numbers, log.written))]
         log.pending = None
         if config.replay:  # the last max_history events are replayed (bounds the cost on long episodes)
             log.written = [*log.written, sequence][-config.max_history:]
+            log.numbers = [*log.numbers, log.count][-config.max_history:]
+        log.count += 1
     c, log.chunks = log.chunks, log.chunks + 1
     if log.last_frame is not None and c >= 1:
         change = chunk_change(chunk.frames[0], log.last_frame)
@@ -301,6 +313,22 @@ def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list
         log.changes.append(change)
     log.last_frame = chunk.frames[0, -1].clone()
     return out
+
+
+def event_slot(config: TempLoRAConfig, number: int) -> int | None:
+    """The slot of Θ event ``number`` (from 0) is written into: number mod ``event_slots``; None without slots."""
+    return number % config.event_slots if config.event_slots else None
+
+
+def slot_mask(config: TempLoRAConfig, slot: int | None, device: torch.device | str | None = None) -> torch.Tensor | None:
+    """Which of Θ's rank components (rank,) slot ``slot`` holds (1.0, else 0.0): the slot's share of the rank, in
+    order; None for all of Θ."""
+    if slot is None:
+        return None
+    size = config.rank // config.event_slots
+    mask = torch.zeros(config.rank, device=device)
+    mask[slot * size: (slot + 1) * size] = 1.0
+    return mask
 
 
 def is_event(before: Sequence[float], change: float, gate: float, top: int = 0) -> bool:

@@ -58,6 +58,9 @@ class TempLoRA:
         if not self.layers:
             raise ValueError(f"Temp-LoRA found no target layers among {self.config.target_modules}")
         self.params = [p for n, p in unet.named_parameters() if "lora_" in n]
+        # the dimension of each factor that runs over Θ's rank (A (r, d_in, ...) its first, B (d_out, r, ...) its
+        # second): where ``event_slots`` masks a write
+        self._rank_dims = [0 if "lora_A" in n else 1 for n, _ in unet.named_parameters() if "lora_" in n]
         for p in self.params:
             p.requires_grad_(True)
         self.timesteps = rule.fast_timesteps(self.config, model)  # the t a fast step draws from
@@ -141,18 +144,25 @@ class TempLoRA:
             return [FastUpdate(float("nan"), 0)]
         offered, self.offered = self.offered, self.offered + 1
         if self.config.write == "events":  # Θ learns the windows of the event the chunk completes, if any
-            windows = [w for sequence in rule.event_sequences(self.config, self.events, chunk)
+            windows = [(slot, w) for slot, sequence in rule.event_writes(self.config, self.events, chunk)
                        for w in rule.event_windows(sequence, chunk.latents.shape[2])]
-            return [rule.combined([self._learn(Chunk(chunk.frames, w, chunk.num_context), steps) for w in windows])]
+            return [rule.combined([self._learn(Chunk(chunk.frames, w, chunk.num_context), steps, slot)
+                                   for slot, w in windows])]
         if rule.skips(self.config, offered):  # update_every > 1: this chunk is only remembered
             rule.remember(self.config, self.history, chunk)
             return [FastUpdate(float("nan"), 0)]
         return [self._learn(chunk, steps)]
 
-    def _learn(self, chunk: Chunk, steps: int) -> FastUpdate:
-        """`update`'s ``steps`` fast steps on the chunk's training sequence."""
+    def _learn(self, chunk: Chunk, steps: int, slot: int | None = None) -> FastUpdate:
+        """`update`'s ``steps`` fast steps on the chunk's training sequence; with a ``slot`` (``event_slots``) only that
+        slot's share of Θ's rank moves (its gradient masked, Adam's step on the rest undone)."""
         model = self.model
         total = 0.0
+        masks = None
+        if slot is not None:
+            rank_mask = rule.slot_mask(self.config, slot, self.params[0].device)
+            masks = [rank_mask.view([-1 if d == dim else 1 for d in range(p.dim())]).expand_as(p).bool()
+                     for p, dim in zip(self.params, self._rank_dims)]
         with torch.enable_grad(), rule.phi_frozen(model.unet, keep=self.params):
             for _ in range(steps):
                 latents, noise, t = rule.fast_batch(self.config, chunk, self.history, None, self.timesteps)
@@ -165,10 +175,17 @@ class TempLoRA:
                 if rule.rolls_back(self.config, self.losses, t, losses):
                     return self._roll_back(value)
                 grads = torch.autograd.grad(loss, self.params)
+                if masks is not None:
+                    grads = [g * m for g, m in zip(grads, masks)]
+                    kept = [p.detach().clone() for p in self.params]
                 for p, g in zip(self.params, grads):
                     p.grad = g
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if masks is not None:  # Adam's momentum would move the other slots: they keep their values
+                    with torch.no_grad():
+                        for p, m, k in zip(self.params, masks, kept):
+                            p.copy_(torch.where(m, p, k))
                 if not all(torch.isfinite(p).all() for p in self.params):
                     return self._roll_back(value)
                 rule.record(self.losses, t, losses)
