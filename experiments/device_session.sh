@@ -1048,7 +1048,8 @@ mem_bg)  # issue 15 (session 40): fast rules on fresh memory episodes, detached 
     ;;
 events)  # issue 15 (session 61): the library's event rule (TempLoRAConfig.write="events") on $W/mem (fresh drawer-memory
         # episodes collected on the CPU and carried as runs/session/mem): the lanes named in EVENT_LANES (default "rank2
-        # around recall_ratio"; also ratio, phi, recall_rank2, recall_phi), two at a time (four at once, ~38 GB each at
+        # around recall_ratio"; also ratio, phi, recall_rank2, recall_phi; session 62's Θ in 4 slots, one an event
+        # (event_slots 4, no replay): ratio_s4, rank2_s4, recall_ratio_s4), two at a time (four at once, ~38 GB each at
         # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
         # the ratio gate's writes), `around` (told where), Φ, and `evaluate --mode recall` with a rule or without
@@ -1076,6 +1077,11 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             recall_ratio) recall recall_ratio --variants full $RULE $FAST $T8 & ;;
             recall_rank2) recall recall_rank2 --variants full $RULE --temp-lora-event-top 2 $FAST $T8 & ;;
             recall_phi) recall recall_phi --variants no_temp_lora & ;;
+            ratio_s4) oracle ratio_s4 --settings 3e-3,4,4,reverse --temp-lora-write events --temp-lora-event-slots 4 & ;;
+            rank2_s4) oracle rank2_s4 --settings 3e-3,4,4,reverse --temp-lora-write events --temp-lora-event-top 2 \
+                --temp-lora-event-slots 4 & ;;
+            recall_ratio_s4) recall recall_ratio_s4 --variants full --temp-lora-write events --temp-lora-event-slots 4 \
+                $FAST $T8 & ;;
             *) echo "events: unknown lane $lane" >&2 ;;
         esac
     done
