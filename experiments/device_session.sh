@@ -600,9 +600,13 @@
 # --settings change:3e-3,4,1,reverse (new: the `around` windows of the four chunks of most pixel change, not told where
 # the hiding is), around:3e-3,4,1,reverse and phi, one process each, JSON into $OUT.
 # Session 62: the `events` lanes detached (`events_bg`, as mem_bg): 40 fresh episodes of seed 415 collected here and
-# carried as in session 61; one call `bash experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="rank2
-# phi recall_rank2 recall_phi around" LANE_S=900 WAIT_S=480 bash experiments/device_session.sh events_bg`, then
-# `WAIT_S=540 ... events_bg` calls (each within the 30 s the machine stays warm) until the lanes are done.
+# carried as in session 61. Nine asks failed (~990 s); then one H100 with ~810 s: `bash experiments/device_session.sh
+# setup > /tmp/setup.log 2>&1; EVENT_EPISODES=20 EVENT_LANES="rank2 phi recall_phi" LANE_S=480 WAIT_S=510 bash
+# experiments/device_session.sh events_bg` (272 s), then on the warm machine (rm $W/events_bg.started, .done first)
+# EVENT_LANES="ratio around" (181 s), then the two rules without replay by hand (128 s). 20 reopens: told where 19,
+# ratio + replay 14, ratio 11, rank 2 (either) 10, Φ 5 (docs/RESULTS.md, "Session 62"). Next lease: 40 fresh episodes
+# of seed 416 (collected here, carried the same way), EVENT_LANES="ratio_s4 phi ratio recall_ratio_s4 rank2_s4" (Θ in
+# slots, `event_slots` 4; on the CPU at one draw it changed nothing), LANE_S=900, `events_bg` calls until done.
 # Session 61: no GPU came in 18 asks until 13:10 UTC (1,100 of the 1,800 s spent on refusals), then one H100. The fast rule is in the library now
 # (TempLoRAConfig.write="events", event_gate / event_top, replay); the next lease is session 61's one call as it was
 # written, now the `events` stage: collect 40 fresh drawer-memory episodes here (a seed never looked at: 415 on;
