@@ -135,7 +135,8 @@ class TempLoRAConfig:
     # from 0) written into slot k mod S alone (its gradient and Adam's step masked to the slot; a replayed event into
     # its own), so that a later event's write never moves an earlier one's weights until the slots wrap around. The
     # writes after the hiding, not the gate, lost the cube: with at most one event after it the rule stored 10 of 10
-    # fresh reopens, with two or more 2 of 4 (docs/RESULTS.md, "Session 62"). 0: one Θ for every event.
+    # fresh reopens, with two or more 2 of 4 (docs/RESULTS.md, "Session 62"). On the CPU at one draw the slots kept
+    # no more (7 of 10 reopens with and without): the later events' weights still change the reopen. 0: one Θ.
     event_slots: int = 0
 
     def __post_init__(self) -> None:

@@ -502,8 +502,8 @@ class BatchedTempLoRA:
         return out
 
     def _learn_events(self, chunk: Chunk, ids: list[int], generators: list, steps: int) -> list[FastUpdate]:
-        """`update` with ``write="events"``: each env's windows of the event its chunk completes (`rule.event_sequences`,
-        none for most chunks), the j-th window of every env that has one in one batched `_learn`."""
+        """`update` with ``write="events"``: each env's windows of the event its chunk completes (`rule.event_writes`,
+        none for most chunks), the j-th window of every env that has one in one batched `_learn`, each into its slot."""
         windows = [[(slot, w) for slot, sequence in rule.event_writes(self.config, self.events[env], chunk.row(p))
                     for w in rule.event_windows(sequence, chunk.latents.shape[2])] for p, env in enumerate(ids)]
         done: list[list[FastUpdate]] = [[] for _ in ids]

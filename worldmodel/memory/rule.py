@@ -320,7 +320,8 @@ def event_slot(config: TempLoRAConfig, number: int) -> int | None:
     return number % config.event_slots if config.event_slots else None
 
 
-def slot_mask(config: TempLoRAConfig, slot: int | None, device: torch.device | str | None = None) -> torch.Tensor | None:
+def slot_mask(config: TempLoRAConfig, slot: int | None,
+              device: torch.device | str | None = None) -> torch.Tensor | None:
     """Which of Θ's rank components (rank,) slot ``slot`` holds (1.0, else 0.0): the slot's share of the rank, in
     order; None for all of Θ."""
     if slot is None:
