@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import time
 from pathlib import Path
 
@@ -45,15 +46,19 @@ def test_unknown_preset_or_model_is_a_clear_error(tmp_path, capsys):
 
 
 def test_cpu_peak_memory_sees_a_transient_allocation():
+    # fresh pages (an anonymous mapping), not the heap: a worker whose earlier tests freed large tensors keeps that
+    # memory, and a tensor taken from it raises no RSS (a CI run saw a 4 KiB delta)
+    pages = mmap.mmap(-1, 128 * 2**20)
     with bench.PeakMemory(torch.device("cpu")) as peak:
-        x = torch.ones(32 * 2**20)  # 128 MiB, touched
-        x.add_(1)
+        x = torch.frombuffer(pages, dtype=torch.uint8)  # 128 MiB, touched
+        x.fill_(1)
         # the sampler runs every 2 ms when it is scheduled: on a loaded 2-core machine (xdist) 20 ms could pass
         # without it running once, so the allocation is held until it has been seen (or 2 s have passed)
         deadline = time.monotonic() + 2.0
         while "psutil" in peak.method and peak._peak - peak._start <= 64 * 2**20 and time.monotonic() < deadline:
             time.sleep(0.01)
         del x
+        pages.close()
     if "psutil" in peak.method:
         assert peak.delta > 64 * 2**20
     else:  # getrusage: a lower bound
