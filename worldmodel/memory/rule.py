@@ -260,13 +260,12 @@ class EventLog:
     last_frame: torch.Tensor | None = None  # the last observed frame (H, W, 3): a chunk's change is from it
     changes: list[float] = field(default_factory=list)  # `chunk_change` of chunks 1, 2, ... (item c - 1: chunk c's)
     pending: torch.Tensor | None = None  # an event chunk's latents (1, C, Tc + Tn, h, w), until the next chunk is in
-    written: list[torch.Tensor] = field(default_factory=list)  # the written events' sequences, oldest first (replay)
-    numbers: list[int] = field(default_factory=list)  # each written sequence's event number (from 0; event_slots)
+    # the written events' sequences, oldest first (replay): every event from the count - len(written)-th on
+    written: list[torch.Tensor] = field(default_factory=list)
     count: int = 0  # events written since the reset
 
     def copy(self) -> "EventLog":
-        return EventLog(self.chunks, self.last_frame, list(self.changes), self.pending, list(self.written),
-                        list(self.numbers), self.count)
+        return EventLog(self.chunks, self.last_frame, list(self.changes), self.pending, list(self.written), self.count)
 
     def nbytes(self) -> int:
         held = [t for t in (self.last_frame, self.pending, *self.written) if t is not None]
@@ -298,12 +297,12 @@ def event_writes(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[tu
     out = []
     if log.pending is not None:
         sequence = torch.cat([log.pending, chunk.new_latents.detach()], dim=2)
+        first = log.count - len(log.written)  # the oldest replayed event's number
         out = [(event_slot(config, log.count), sequence),
-               *((event_slot(config, k), s) for k, s in zip(log.numbers, log.written))]
+               *((event_slot(config, first + k), s) for k, s in enumerate(log.written))]
         log.pending = None
         if config.replay:  # the last max_history events are replayed (bounds the cost on long episodes)
             log.written = [*log.written, sequence][-config.max_history:]
-            log.numbers = [*log.numbers, log.count][-config.max_history:]
         log.count += 1
     c, log.chunks = log.chunks, log.chunks + 1
     if log.last_frame is not None and c >= 1:

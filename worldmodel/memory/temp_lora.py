@@ -57,10 +57,11 @@ class TempLoRA:
         self.layers = [m for m in unet.modules() if isinstance(m, LoraLayer)]
         if not self.layers:
             raise ValueError(f"Temp-LoRA found no target layers among {self.config.target_modules}")
-        self.params = [p for n, p in unet.named_parameters() if "lora_" in n]
+        factors = [(n, p) for n, p in unet.named_parameters() if "lora_" in n]
+        self.params = [p for _, p in factors]
         # the dimension of each factor that runs over Θ's rank (A (r, d_in, ...) its first, B (d_out, r, ...) its
         # second): where ``event_slots`` masks a write
-        self._rank_dims = [0 if "lora_A" in n else 1 for n, _ in unet.named_parameters() if "lora_" in n]
+        self._rank_dims = [0 if "lora_A" in n else 1 for n, _ in factors]
         for p in self.params:
             p.requires_grad_(True)
         self.timesteps = rule.fast_timesteps(self.config, model)  # the t a fast step draws from
