@@ -768,6 +768,11 @@ detached() {
     [ -f "$W/$name.done" ] && log "$name: done, rc $(cat "$W/$name.done")" || log "$name: still running"
 }
 
+events_out() {  # the `events` lanes' last lines, and their JSON into $OUT
+    for f in "$W"/events/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | tail -n 2; done
+    mkdir -p "$OUT" && cp "$W"/events/*.json "$OUT/" 2>/dev/null
+}
+
 wait_collect() {
     until [ -f "$W/collect_eval.rc" ] && [ -f "$W/collect.rc" ]; do sleep 5; done
     tail -c 600 "$W/collect_eval.log"; echo; tail -c 600 "$W/collect.log"; echo
@@ -1050,53 +1055,56 @@ mem_bg)  # issue 15 (session 40): fast rules on fresh memory episodes, detached 
     tail -n 20 "$W/mem_bg.log"; grep -v "^| variant\|^|---\|^| copy" "$W"/mem_out/*.log 2>/dev/null | grep ":| " | cut -c1-200
     mkdir -p "$OUT" && tar czf "$OUT/mem_out_$(basename "$W").tgz" -C "$W" --exclude=videos mem_out mem_collect.log mem_bg.log
     ;;
-events)  # issue 15 (session 61): the library's event rule (TempLoRAConfig.write="events") on $W/mem (fresh drawer-memory
-        # episodes collected on the CPU and carried as runs/session/mem): the lanes named in EVENT_LANES (default "rank2
-        # around recall_ratio"; also ratio, phi, recall_rank2, recall_phi; session 62's Θ in 4 slots, one an event
+events|events_run)  # issue 15 (session 61; events_run: the lanes without the report, events_bg's detached work):
+        # the library's event rule (TempLoRAConfig.write="events") on $W/mem (fresh drawer-memory episodes collected
+        # on the CPU and carried as runs/session/mem): the lanes named in EVENT_LANES (default "rank2 around
+        # recall_ratio"; also ratio, phi, recall_rank2, recall_phi; session 62's Θ in 4 slots, one an event
         # (event_slots 4, no replay): ratio_s4, rank2_s4, recall_ratio_s4), two at a time (four at once, ~38 GB each at
         # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
         # the ratio gate's writes), `around` (told where), Φ, and `evaluate --mode recall` with a rule or without
-        # Temp-LoRA, each on the first EVENT_EPISODES (40) episodes. Θ: 3e-3 x 4 steps x 4 draws, reverse, t on the 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON
-        # alone into $OUT.
+        # Temp-LoRA, each on the first EVENT_EPISODES (40) episodes. Θ: 3e-3 x 4 steps x 4 draws, reverse, t on the
+        # 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON alone into $OUT.
     mkdir -p "$W/events"
     T8="--temp-lora-timesteps 8 --temp-lora-rank 32 --temp-lora-targets to_q+to_k+to_v+to_out.0+proj_in+proj_out+\
 ff.net.0.proj+ff.net.2+conv1+conv2"
-    RULE="--temp-lora-write events --temp-lora-replay"
-    FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"
-    oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" --episodes ${EVENT_EPISODES:-40} \
-        --max-batch 20 --device $DEVICE $T8 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
+    WRITE="--temp-lora-write events"
+    RULE="$WRITE --temp-lora-replay"
+    SLOTS="$WRITE --temp-lora-event-slots 4"
+    FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"  # evaluate's Θ
+    STEPS="--settings 3e-3,4,4,reverse"  # reopen_oracle's Θ, the same
+    oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" \
+        --episodes ${EVENT_EPISODES:-40} --max-batch 20 --device $DEVICE $T8 "$@" --out "$W/events/$n" \
+        > "$W/events/$n.log" 2>&1
         sed "s#$PWD/##g" "$W/events/$n/reopen_oracle.json" > "$W/events/oracle_$n.json"; }  # no machine paths
     recall() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
         --data "$W/mem" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked \
-        --episodes ${EVENT_EPISODES:-40} --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" > "$W/events/$n.log" 2>&1
+        --episodes ${EVENT_EPISODES:-40} --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" \
+        > "$W/events/$n.log" 2>&1
         sed "s#$PWD/##g" "$W/events/$n/table2.json" > "$W/events/$n.json"; }
     for lane in ${EVENT_LANES:-rank2 around recall_ratio}; do
         while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 2; done
         case $lane in
-            ratio) oracle ratio --settings 3e-3,4,4,reverse $RULE & ;;
-            rank2) oracle rank2 --settings 3e-3,4,4,reverse $RULE --temp-lora-event-top 2 & ;;
+            ratio) oracle ratio $STEPS $RULE & ;;
+            rank2) oracle rank2 $STEPS $RULE --temp-lora-event-top 2 & ;;
             around) oracle around --settings around:3e-3,4,4,reverse & ;;
             phi) oracle phi --settings phi & ;;
             recall_ratio) recall recall_ratio --variants full $RULE $FAST $T8 & ;;
             recall_rank2) recall recall_rank2 --variants full $RULE --temp-lora-event-top 2 $FAST $T8 & ;;
             recall_phi) recall recall_phi --variants no_temp_lora & ;;
-            ratio_s4) oracle ratio_s4 --settings 3e-3,4,4,reverse --temp-lora-write events --temp-lora-event-slots 4 & ;;
-            rank2_s4) oracle rank2_s4 --settings 3e-3,4,4,reverse --temp-lora-write events --temp-lora-event-top 2 \
-                --temp-lora-event-slots 4 & ;;
-            recall_ratio_s4) recall recall_ratio_s4 --variants full --temp-lora-write events --temp-lora-event-slots 4 \
-                $FAST $T8 & ;;
+            ratio_s4) oracle ratio_s4 $STEPS $SLOTS & ;;
+            rank2_s4) oracle rank2_s4 $STEPS $SLOTS --temp-lora-event-top 2 & ;;
+            recall_ratio_s4) recall recall_ratio_s4 --variants full $SLOTS $FAST $T8 & ;;
             *) echo "events: unknown lane $lane" >&2 ;;
         esac
     done
-    wait; for f in "$W"/events/*.log; do echo "== $f"; tail -n 2 "$f"; done
-    mkdir -p "$OUT" && cp "$W"/events/*.json "$OUT/" 2>/dev/null
+    wait; if [ "$1" = events ]; then events_out; fi
     ;;
 events_bg)  # the `events` stage detached (session 62: the rank lane alone may outlast one call): each call waits up
             # to WAIT_S (540) s and brings back the lanes' JSON that has come; LANE_S may then exceed a call
-    detached events_bg events
-    tail -n 20 "$W/events_bg.log"; for f in "$W"/events/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | tail -n 2; done
-    mkdir -p "$OUT" && cp "$W"/events/*.json "$OUT/" 2>/dev/null; ls "$OUT"
+    detached events_bg events_run
+    tail -n 20 "$W/events_bg.log"  # the stage's own messages (an unknown lane); the lanes' ends follow
+    events_out; ls "$OUT"
     ;;
 mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alone (e.g. in the setup call, whose tree
                      # cannot carry the weights)
