@@ -1059,7 +1059,9 @@ events|events_run)  # issue 15 (session 61; events_run: the lanes without the re
         # the library's event rule (TempLoRAConfig.write="events") on $W/mem (fresh drawer-memory episodes collected
         # on the CPU and carried as runs/session/mem): the lanes named in EVENT_LANES (default "rank2 around
         # recall_ratio"; also ratio, phi, recall_rank2, recall_phi; session 62's Θ in 4 slots, one an event
-        # (event_slots 4, no replay): ratio_s4, rank2_s4, recall_ratio_s4), two at a time (four at once, ~38 GB each at
+        # (event_slots 4, no replay): ratio_s4, rank2_s4, recall_ratio_s4; session 63's backwards alone (forward
+        # False): ratio_bw, rank2_bw, every_bw, around_bw, recall_ratio_bw, beside every (each chunk, both ways)),
+        # two at a time (four at once, ~38 GB each at
         # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
         # the ratio gate's writes), `around` (told where), Φ, and `evaluate --mode recall` with a rule or without
@@ -1073,6 +1075,7 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
     SLOTS="$WRITE --temp-lora-event-slots 4"
     FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"  # evaluate's Θ
     STEPS="--settings 3e-3,4,4,reverse"  # reopen_oracle's Θ, the same
+    BACK="--settings 3e-3,4,4,backward"  # the same, backwards alone (TempLoRAConfig.forward False; session 63)
     oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" \
         --episodes ${EVENT_EPISODES:-40} --max-batch 20 --device $DEVICE $T8 "$@" --out "$W/events/$n" \
         > "$W/events/$n.log" 2>&1
@@ -1095,6 +1098,12 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             ratio_s4) oracle ratio_s4 $STEPS $SLOTS & ;;
             rank2_s4) oracle rank2_s4 $STEPS $SLOTS --temp-lora-event-top 2 & ;;
             recall_ratio_s4) recall recall_ratio_s4 --variants full $SLOTS $FAST $T8 & ;;
+            ratio_bw) oracle ratio_bw $BACK $RULE & ;;
+            rank2_bw) oracle rank2_bw $BACK $RULE --temp-lora-event-top 2 & ;;
+            every) oracle every $STEPS & ;;
+            every_bw) oracle every_bw $BACK & ;;
+            around_bw) oracle around_bw --settings around:3e-3,4,4,backward & ;;
+            recall_ratio_bw) recall recall_ratio_bw --variants full $RULE $FAST --no-temp-lora-forward $T8 & ;;
             *) echo "events: unknown lane $lane" >&2 ;;
         esac
     done

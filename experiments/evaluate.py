@@ -146,6 +146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "overwrite what an earlier chunk stored (default: the model's)")
     p.add_argument("--temp-lora-reverse", action=argparse.BooleanOptionalAction, default=None,
                    help="each fast step also learns the chunk played backwards (default: the model's)")
+    p.add_argument("--temp-lora-forward", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --temp-lora-reverse: --no-temp-lora-forward learns the rows backwards alone "
+                        "(TempLoRAConfig.forward; default: the model's)")
     p.add_argument("--temp-lora-reverse-phases", type=int, default=None,
                    help="with --temp-lora-reverse: also the windows ending 1..N frames before the chunk's end, "
                         "backwards (TempLoRAConfig.reverse_phases; new frames - 1 covers every phase)")
@@ -242,6 +245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         ("timesteps", args.temp_lora_timesteps),
                                         ("rehearsal", args.temp_lora_rehearsal),
                                         ("reverse", args.temp_lora_reverse),
+                                        ("forward", args.temp_lora_forward),
                                         ("reverse_phases", args.temp_lora_reverse_phases),
                                         ("reuse_sampler_pass", args.temp_lora_reuse_pass),
                                         ("update_every", args.temp_lora_update_every),

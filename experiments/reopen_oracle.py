@@ -9,7 +9,8 @@ generated freely from there to the episode's end; the reopen frames are scored b
 
 - ``phi``: Φ alone;
 - ``lr,steps,draws``: Θ learns every real chunk before the reopen (the teacher mode of `experiments.evaluate`);
-  a trailing ``,reverse`` also learns each chunk played backwards (`TempLoRAConfig.reverse`), ``,reverse,phases=N``
+  a trailing ``,reverse`` also learns each chunk played backwards (`TempLoRAConfig.reverse`), ``,backward`` that
+  alone (``forward`` False: no forward rows), ``,reverse,phases=N``
   also the windows ending 1..N frames earlier, backwards (`TempLoRAConfig.reverse_phases`: the phases rule);
 - ``oracle:lr,steps,draws``: Θ learns nothing before the reopen, then the real reopen chunk itself (the answer),
   and the chunk is generated from the same real context: an upper bound on what Θ can make the model draw;
@@ -132,7 +133,7 @@ KINDS = ("every", "oracle", "hide", "around", "change", "event")
 
 def parse_setting(text: str) -> tuple[str, dict | None]:
     """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi`` or ``lr,steps,draws`` with an optional
-    ``,reverse`` (and then an optional ``,phases=N``: `TempLoRAConfig.reverse_phases`, the windows 1..N frames
+    ``,reverse`` or ``,backward`` (backwards alone) (and then an optional ``,phases=N``: `TempLoRAConfig.reverse_phases`, the windows 1..N frames
     earlier, backwards: the phases rule) and an optional ``oracle:``, ``hide:``, ``around:``, ``change:`` or ``event:``
     in front; kind is one of `KINDS`."""
     if text == "phi":
@@ -140,13 +141,13 @@ def parse_setting(text: str) -> tuple[str, dict | None]:
     kind, _, rest = text.rpartition(":")
     parts = rest.split(",")
     phases = parts.pop()[len("phases="):] if parts[-1].startswith("phases=") else "0"
-    reverse = parts[-1] == "reverse"
+    reverse = parts[-1] in ("reverse", "backward")
     bad = kind not in ("", *KINDS[1:]) or len(parts) != 3 + reverse or not phases.isdigit()
     if bad or (phases != "0" and not reverse):
-        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse[,phases=N]] with an optional oracle:, hide:, "
-                         f"around:, change: or event: in front; got {text!r}")
+        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse|,backward[,phases=N]] with an optional oracle:, "
+                         f"hide:, around:, change: or event: in front; got {text!r}")
     return kind or "every", dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite",
-                                 reverse=reverse, reverse_phases=int(phases))
+                                 reverse=reverse, forward=parts[-1] != "backward", reverse_phases=int(phases))
 
 
 @torch.no_grad()

@@ -173,14 +173,14 @@ def _theta_of(peft_memory: TempLoRA) -> torch.Tensor:
                                  layer.lora_B["temp_lora"].weight.t().flatten()]) for layer in peft_memory.layers])
 
 
-@pytest.mark.parametrize("reverse", [False, True, "phases"])
+@pytest.mark.parametrize("reverse", [False, True, "phases", "backward"])
 def test_batched_matches_peft_with_draws_and_rehearsal(micro_model, reverse):
     """Several (t, noise) draws per step, rehearsal rows over the history, and (`reverse`) the chunk played
-    backwards (``phases``: also the windows at the frame phases before it): the batched memory (its rows laid out
-    block-major in one forward) still takes the peft memory's steps."""
+    backwards (``phases``: also the windows at the frame phases before it; ``backward``: backwards alone): the batched
+    memory (its rows laid out block-major in one forward) still takes the peft memory's steps."""
     phases = 3 if reverse == "phases" else 0
     model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=3, rehearsal=2, steps=2, reverse=bool(reverse),
-                                       reverse_phases=phases))
+                                       reverse_phases=phases, forward=reverse != "backward"))
     peft_memory, memory = TempLoRA(model), BatchedTempLoRA(model, 2)
     for k, layer in enumerate(peft_memory.layers):
         memory.set_factors(1, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
@@ -222,6 +222,11 @@ def test_fast_batch_draws_sampler_timesteps_and_rehearses(model):
     both = rule.fast_batch(dataclasses.replace(cfg, reverse=True), chunk, history, g, ts)[0]
     assert both.shape[0] == 10 and torch.equal(both[:5], forward_rows)  # the same windows drawn first
     assert torch.equal(both[5:], forward_rows.flip(2))  # every row played backwards, rehearsed windows too
+    g.manual_seed(5)
+    backward = rule.fast_batch(dataclasses.replace(cfg, reverse=True, forward=False), chunk, history, g, ts)[0]
+    assert torch.equal(backward, forward_rows.flip(2))  # forward=False: those alone
+    with pytest.raises(ValueError, match="forward=False"):
+        dataclasses.replace(cfg, forward=False)
     assert not torch.equal(forward_rows[3], forward_rows[3].flip(1))  # a window that a flip changes
     uniform = rule.fast_timesteps(dataclasses.replace(cfg, timesteps="uniform"), model)
     assert len(uniform) == model.scheduler.config.num_train_timesteps

@@ -71,7 +71,9 @@ def test_hide_setting_learns_the_hiding_chunk_alone(tmp_path, monkeypatch):
 
     monkeypatch.setattr(BatchedTempLoRA, "update", spy)
     kind, overrides = reopen_oracle.parse_setting("hide:3e-2,5,1,reverse")
-    assert kind == "hide" and overrides["reverse"]
+    assert kind == "hide" and overrides["reverse"] and overrides["forward"]
+    backward = reopen_oracle.parse_setting("3e-2,5,1,backward")[1]  # backwards alone
+    assert backward["reverse"] and not backward["forward"]
     hidden = reopen_oracle.roll(model, episodes, free_from, kind, overrides, 4, 0)
     # the hiding chunks (1 of episode 0, 2 of episode 1), nothing else real; then the free chunk, as every setting does
     assert learned == [[0], [1], [0, 1]]

@@ -94,6 +94,11 @@ class TempLoRAConfig:
     # windows, the same unconditioned loss): a revisit comes back the way the episode left, so the drawer closing
     # over the cube, reversed, is the reopen that shows it. False: forward only, as before.
     reverse: bool = False
+    # With ``reverse``: False learns the rows backwards alone (no forward rows; half the fast step's rows). A forward
+    # write of a chunk after the hiding teaches the context the reopen starts from (the closed drawer, the arm at its
+    # handle) to go on as that chunk went on (the drawer stays shut), against the hiding played backwards (it opens onto
+    # the cube); backwards, such a chunk starts from where it ended. True: both directions, as before.
+    forward: bool = True
     # With ``reverse``: each fast step also learns, backwards, the windows (one training sequence long) that end 1 ..
     # reverse_phases frames before the chunk's end, over the episode's earlier new latents (the history) and this
     # chunk; new_frames - 1 of them learn every frame phase of a motion backwards once. The chunk grid cuts a revisit
@@ -159,16 +164,19 @@ class TempLoRAConfig:
             raise ValueError(f"invalid Temp-LoRA config: update_every={self.update_every} (>= 1)")
         if self.draws < 1 or self.rehearsal < 0:
             raise ValueError(f"invalid Temp-LoRA config: draws={self.draws} (>= 1), rehearsal={self.rehearsal} (>= 0)")
+        if not self.forward and not self.reverse:
+            raise ValueError("Temp-LoRA forward=False learns the rows backwards alone: it needs reverse=True")
         if self.reverse_phases < 0 or (self.reverse_phases and (not self.reverse or self.variant != "local")):
             raise ValueError(f"invalid Temp-LoRA config: reverse_phases={self.reverse_phases} needs reverse=True and "
                              f"the local variant (got reverse={self.reverse}, variant={self.variant!r})")
         if self.reuse_sampler_pass:
             clash = {"steps": self.steps != 1, "draws": self.draws != 1, "rehearsal": self.rehearsal != 0,
-                     "reverse": self.reverse, "variant": self.variant != "local",
+                     "reverse": self.reverse, "forward": not self.forward, "variant": self.variant != "local",
                      "objective": self.objective != "conditional"}
             if any(clash.values()):
                 raise ValueError("reuse_sampler_pass learns from the sampler's one pass: it needs steps=1, draws=1, "
-                                 "rehearsal=0, reverse=False, variant='local', objective='conditional'; got "
+                                 "rehearsal=0, reverse=False, forward=True, variant='local', "
+                                 "objective='conditional'; got "
                                  + ", ".join(f"{k}={getattr(self, k)!r}" for k, bad in clash.items() if bad))
         if self.write not in ("every", "events"):
             raise ValueError(f"unknown Temp-LoRA write {self.write!r}; expected 'every' or 'events'")

@@ -178,14 +178,14 @@ def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Ten
                generator: torch.Generator | None, timesteps: torch.Tensor, on_host: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One env's rows of a fast step: latents (M, C, F, h, w), noise (M, C, F, h, w), t (M,), M = draws + rehearsal
-    (twice that with ``reverse``, and then ``reverse_phases`` more: `phase_windows`).
+    (twice that with ``reverse``, once with ``forward`` False, and then ``reverse_phases`` more: `phase_windows`).
 
     `chunk` is one env's (batch 1). Draw order (all from `generator`, the global RNG when None): the
     full_sequence window start, the rehearsal window starts, then per row its noise and t. Rows are
     ``draws`` draws on the training sequence, then the rehearsal windows; rehearsal rows the history
     cannot fill yet are further draws on the training sequence; with ``reverse``, then each of those rows
     again in reverse frame order (a rehearsed window played backwards too: the hiding chunk, reversed, is the
-    reopen, and the chunks learnt after it would otherwise overwrite it).
+    reopen, and the chunks learnt after it would otherwise overwrite it); with ``forward`` False those alone.
 
     ``on_host``: noise and t stay where they were drawn (the CPU), for a caller that moves many envs' rows to the
     device in one copy (`BatchedTempLoRA`: at 256 envs on one H200, drawing the rows env by env, a copy to the GPU
@@ -195,7 +195,7 @@ def fast_batch(config: TempLoRAConfig, chunk: Chunk, history: Sequence[torch.Ten
     windows = rehearsal_windows(history, config.rehearsal, main.shape[2], generator)
     rows = [main] * (config.draws + config.rehearsal - len(windows)) + windows
     if config.reverse:
-        rows += [row.flip(2) for row in rows] + phase_windows(config, chunk, history)
+        rows = (rows if config.forward else []) + [row.flip(2) for row in rows] + phase_windows(config, chunk, history)
     latents = torch.cat(rows).detach()
     noise, t = draw_fast_noise(latents.shape[1:], generator, timesteps, latents.shape[0])
     if on_host:
