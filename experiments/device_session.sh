@@ -599,6 +599,15 @@
 # (session 59's last ask): `reopen_oracle --data runs/session/mem --episodes 40 --max-batch 40 --device cuda T8` with
 # --settings change:3e-3,4,1,reverse (new: the `around` windows of the four chunks of most pixel change, not told where
 # the hiding is), around:3e-3,4,1,reverse and phi, one process each, JSON into $OUT.
+# Session 63 (nvidia-h100-x1, the second ask; ~360 s of the 1,800 went to its start): 40 fresh episodes of seed 416
+# collected here and carried as in session 62: `bash experiments/device_session.sh setup > /tmp/setup.log 2>&1;
+# EVENT_LANES="ratio_bw ratio rank2_bw every_bw phi every around" LANE_S=900 WAIT_S=480 bash experiments/
+# device_session.sh events_bg` (482 s), WAIT_S=540 ... events_bg (250 s), then on the warm machine (rm $W/events_bg.*
+# first) "ratio_s4 rank2_s4" (230 s), "rank2_norep" (150 s), "rank2_s8" (155 s; at most 8 files come back: the call
+# removed the ones already fetched from $OUT). 39 reopens: told where 34, the rank gate in 4 slots 30 (8 slots 30),
+# without slots 25, the ratio gate + replay 24, backwards alone no better (docs/RESULTS.md, "Session 63"). Next lease:
+# 40 fresh episodes of seed 417 (collected here, carried the same way), EVENT_LANES="rank2_s4 recall_rank2_s4 phi
+# recall_phi around rank2_norep", LANE_S=900, `events_bg` calls until done (recall at 4 draws: --batch 10).
 # Session 62: the `events` lanes detached (`events_bg`, as mem_bg): 40 fresh episodes of seed 415 collected here and
 # carried as in session 61. Nine asks failed (~990 s); then one H100 with ~810 s: `bash experiments/device_session.sh
 # setup > /tmp/setup.log 2>&1; EVENT_EPISODES=20 EVENT_LANES="rank2 phi recall_phi" LANE_S=480 WAIT_S=510 bash
@@ -1097,6 +1106,8 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             recall_phi) recall recall_phi --variants no_temp_lora & ;;
             ratio_s4) oracle ratio_s4 $STEPS $SLOTS & ;;
             rank2_s4) oracle rank2_s4 $STEPS $SLOTS --temp-lora-event-top 2 & ;;
+            rank2_norep) oracle rank2_norep $STEPS $WRITE --temp-lora-event-top 2 & ;;
+            rank2_s8) oracle rank2_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 2 & ;;
             recall_ratio_s4) recall recall_ratio_s4 --variants full $SLOTS $FAST $T8 & ;;
             ratio_bw) oracle ratio_bw $BACK $RULE & ;;
             rank2_bw) oracle rank2_bw $BACK $RULE --temp-lora-event-top 2 & ;;
@@ -1104,6 +1115,7 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             every_bw) oracle every_bw $BACK & ;;
             around_bw) oracle around_bw --settings around:3e-3,4,4,backward & ;;
             recall_ratio_bw) recall recall_ratio_bw --variants full $RULE $FAST --no-temp-lora-forward $T8 & ;;
+            recall_rank2_s4) recall recall_rank2_s4 --variants full $SLOTS --temp-lora-event-top 2 $FAST $T8 & ;;
             *) echo "events: unknown lane $lane" >&2 ;;
         esac
     done

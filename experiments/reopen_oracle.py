@@ -133,9 +133,9 @@ KINDS = ("every", "oracle", "hide", "around", "change", "event")
 
 def parse_setting(text: str) -> tuple[str, dict | None]:
     """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi`` or ``lr,steps,draws`` with an optional
-    ``,reverse`` or ``,backward`` (backwards alone) (and then an optional ``,phases=N``: `TempLoRAConfig.reverse_phases`, the windows 1..N frames
-    earlier, backwards: the phases rule) and an optional ``oracle:``, ``hide:``, ``around:``, ``change:`` or ``event:``
-    in front; kind is one of `KINDS`."""
+    ``,reverse`` or ``,backward`` (backwards alone: ``forward`` False) and then an optional ``,phases=N``
+    (`TempLoRAConfig.reverse_phases`, the windows 1..N frames earlier, backwards: the phases rule) and an optional
+    ``oracle:``, ``hide:``, ``around:``, ``change:`` or ``event:`` in front; kind is one of `KINDS`."""
     if text == "phi":
         return "every", None
     kind, _, rest = text.rpartition(":")
@@ -144,8 +144,8 @@ def parse_setting(text: str) -> tuple[str, dict | None]:
     reverse = parts[-1] in ("reverse", "backward")
     bad = kind not in ("", *KINDS[1:]) or len(parts) != 3 + reverse or not phases.isdigit()
     if bad or (phases != "0" and not reverse):
-        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse|,backward[,phases=N]] with an optional oracle:, "
-                         f"hide:, around:, change: or event: in front; got {text!r}")
+        raise ValueError(f"a setting is phi, or lr,steps,draws[,reverse|,backward[,phases=N]] with an optional "
+                         f"oracle:, hide:, around:, change: or event: in front; got {text!r}")
     return kind or "every", dict(lr=float(parts[0]), steps=int(parts[1]), draws=int(parts[2]), rollback="finite",
                                  reverse=reverse, forward=parts[-1] != "backward", reverse_phases=int(phases))
 

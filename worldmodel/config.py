@@ -140,8 +140,9 @@ class TempLoRAConfig:
     # from 0) written into slot k mod S alone (its gradient and Adam's step masked to the slot; a replayed event into
     # its own), so that a later event's write never moves an earlier one's weights until the slots wrap around. The
     # writes after the hiding, not the gate, lost the cube: with at most one event after it the rule stored 10 of 10
-    # fresh reopens, with two or more 2 of 4 (docs/RESULTS.md, "Session 62"). On the CPU at one draw the slots kept
-    # no more (7 of 10 reopens with and without): the later events' weights still change the reopen. 0: one Θ.
+    # fresh reopens, with two or more 2 of 4 (docs/RESULTS.md, "Session 62"). At four draws a step (H100, 39 fresh
+    # reopens) the rank gate in 4 slots stored 30, without them 25, told where 34; the gain is in the reopens with two
+    # or more events after the hiding, 6 -> 10 of 16 ("Session 63"). On the CPU at one draw they kept no more. 0: one Θ.
     event_slots: int = 0
 
     def __post_init__(self) -> None:
