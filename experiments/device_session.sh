@@ -607,7 +607,8 @@
 # removed the ones already fetched from $OUT). 39 reopens: told where 34, the rank gate in 4 slots 30 (8 slots 30),
 # without slots 25, the ratio gate + replay 24, backwards alone no better (docs/RESULTS.md, "Session 63"). Next lease:
 # 40 fresh episodes of seed 417 (collected here, carried the same way), EVENT_LANES="rank2_s4 recall_rank2_s4 phi
-# recall_phi around rank2_norep", LANE_S=900, `events_bg` calls until done (recall at 4 draws: --batch 10).
+# recall_phi around rank2_norep", LANE_S=900, `events_bg` calls until done (recall at 4 draws: --batch 10); the JSON
+# and each oracle lane's reopen sheet (8 reopens) come back in $OUT/events.tgz.
 # Session 62: the `events` lanes detached (`events_bg`, as mem_bg): 40 fresh episodes of seed 415 collected here and
 # carried as in session 61. Nine asks failed (~990 s); then one H100 with ~810 s: `bash experiments/device_session.sh
 # setup > /tmp/setup.log 2>&1; EVENT_EPISODES=20 EVENT_LANES="rank2 phi recall_phi" LANE_S=480 WAIT_S=510 bash
@@ -777,9 +778,10 @@ detached() {
     [ -f "$W/$name.done" ] && log "$name: done, rc $(cat "$W/$name.done")" || log "$name: still running"
 }
 
-events_out() {  # the `events` lanes' last lines, and their JSON into $OUT
+events_out() {  # the `events` lanes' last lines; their JSON and reopen sheets into $OUT/events.tgz (one file: a call
+               # brings back at most 8, and session 63's lanes made 11 JSON files)
     for f in "$W"/events/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | tail -n 2; done
-    mkdir -p "$OUT" && cp "$W"/events/*.json "$OUT/" 2>/dev/null
+    mkdir -p "$OUT" && (cd "$W/events" && tar czf "$OUT/events.tgz" $(ls *.json */reopen_sheet.png 2>/dev/null))
 }
 
 wait_collect() {
@@ -1075,7 +1077,8 @@ events|events_run)  # issue 15 (session 61; events_run: the lanes without the re
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
         # the ratio gate's writes), `around` (told where), Φ, and `evaluate --mode recall` with a rule or without
         # Temp-LoRA, each on the first EVENT_EPISODES (40) episodes. Θ: 3e-3 x 4 steps x 4 draws, reverse, t on the
-        # 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON alone into $OUT.
+        # 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON and each oracle lane's reopen sheet
+        # (`--sheet` EVENT_SHEET, 8 reopens) into $OUT/events.tgz.
     mkdir -p "$W/events"
     T8="--temp-lora-timesteps 8 --temp-lora-rank 32 --temp-lora-targets to_q+to_k+to_v+to_out.0+proj_in+proj_out+\
 ff.net.0.proj+ff.net.2+conv1+conv2"
@@ -1086,7 +1089,8 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
     STEPS="--settings 3e-3,4,4,reverse"  # reopen_oracle's Θ, the same
     BACK="--settings 3e-3,4,4,backward"  # the same, backwards alone (TempLoRAConfig.forward False; session 63)
     oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" \
-        --episodes ${EVENT_EPISODES:-40} --max-batch 20 --device $DEVICE $T8 "$@" --out "$W/events/$n" \
+        --episodes ${EVENT_EPISODES:-40} --max-batch 20 --device $DEVICE $T8 --sheet ${EVENT_SHEET:-8} "$@" \
+        --out "$W/events/$n" \
         > "$W/events/$n.log" 2>&1
         sed "s#$PWD/##g" "$W/events/$n/reopen_oracle.json" > "$W/events/oracle_$n.json"; }  # no machine paths
     recall() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
@@ -1125,7 +1129,7 @@ events_bg)  # the `events` stage detached (session 62: the rank lane alone may o
             # to WAIT_S (540) s and brings back the lanes' JSON that has come; LANE_S may then exceed a call
     detached events_bg events_run
     tail -n 20 "$W/events_bg.log"  # the stage's own messages (an unknown lane); the lanes' ends follow
-    events_out; ls "$OUT"
+    events_out; tar tzf "$OUT/events.tgz"
     ;;
 mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alone (e.g. in the setup call, whose tree
                      # cannot carry the weights)

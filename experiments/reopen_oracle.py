@@ -131,6 +131,32 @@ EVENT_GATE = TempLoRAConfig.event_gate  # 1.3, the library rule's default
 KINDS = ("every", "oracle", "hide", "around", "change", "event")
 
 
+SHEET_FRAMES = 8  # frames of a reopen on the sheet, from the reopen chunk's first new frame on
+
+
+def reopen_sheet(episodes, free_from: list[int], new_frames: int, drawn: dict[str, list[np.ndarray]],
+                 results: dict) -> np.ndarray:
+    """Per reopen (as many as ``drawn``'s videos), a row of the real frames and one per setting: `SHEET_FRAMES`
+    frames from the reopen chunk's first new frame on (the last frame before it first, the closed drawer), each
+    captioned with the row's name and, for a setting, whether the probe found the cube's colour there."""
+    from evaluation.videos import caption_frame
+
+    rows = []
+    for k in range(len(next(iter(drawn.values()), []))):
+        e, start = episodes[k], 1 + free_from[k] * new_frames
+        lines = {"real": e.frames, **drawn}
+        for name, videos in lines.items():
+            video = e.frames if name == "real" else videos[k]
+            frames = list(video[start - 1: start - 1 + SHEET_FRAMES])
+            frames += [np.zeros_like(frames[0])] * (SHEET_FRAMES - len(frames))
+            mark = (f"{e.name[-7:]} {e.cube['color']}" if name == "real" else
+                    ("cube" if results[name]["correct"][k] else "no cube") + f" ({name[:14]})")
+            tiles = [caption_frame(f, [mark if i == 0 else f"t={start - 1 + i}"], 2) for i, f in enumerate(frames)]
+            rows.append(np.concatenate(tiles, axis=1))
+        rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
+    return np.concatenate(rows[:-1], axis=0)
+
+
 def parse_setting(text: str) -> tuple[str, dict | None]:
     """(kind, Temp-LoRA overrides or None for Φ alone) of ``phi`` or ``lr,steps,draws`` with an optional
     ``,reverse`` or ``,backward`` (backwards alone: ``forward`` False) and then an optional ``,phases=N``
@@ -259,6 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="with --temp-lora-write events: TempLoRAConfig.replay (the earlier events' windows again)")
     ap.add_argument("--replay", action="store_true",
                     help="around, change, event: after each chunk's windows, learn the earlier written chunks' again")
+    ap.add_argument("--sheet", type=int, default=0,
+                    help="K > 0: reopen_sheet.png in --out, the first K reopens as each setting drew them beside the "
+                         "real frames (8 frames from the reopen chunk on, captioned with what the probe read)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
@@ -296,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not episodes:
         raise SystemExit(f"no memory episode with a drawer reopen in {args.data}")
     free_from = [last_hidden_frame(e) // model.config.new_frames for e in episodes]
-    results = {}
+    results, drawn = {}, {}
     for name, (kind, overrides) in settings.items():
         t0 = time.time()
         videos = roll(model, episodes, free_from, kind, overrides, args.max_batch, args.seed, args.changed_chunks,
@@ -306,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
         correct = [bool(p["correct"]) for p in probes]
         results[name] = dict(recall=float(np.mean(correct)), correct=correct, labels=[p["labels"] for p in probes],
                              colors=[e.cube["color"] for e in episodes], seconds=round(time.time() - t0, 1))
+        drawn[name] = videos[: args.sheet]
         print(f"{name}: recall {np.mean(correct):.2f} ({sum(correct)}/{len(correct)}), {time.time() - t0:.0f} s",
               flush=True)
     out = Path(args.out)
@@ -314,6 +344,11 @@ def main(argv: list[str] | None = None) -> dict:
     report = dict(command="python -m experiments.reopen_oracle " + " ".join(shown), model=args.model,
                   data=args.data, episodes=[e.name for e in episodes], free_from_chunk=free_from,
                   hiding_chunk=[hiding_chunk(e, model.config.new_frames) for e in episodes], results=results)
+    if args.sheet > 0:
+        from PIL import Image
+
+        Image.fromarray(reopen_sheet(episodes, free_from, model.config.new_frames, drawn, results)).save(
+            out / "reopen_sheet.png")
     tmp = out / "reopen_oracle.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(out / "reopen_oracle.json")

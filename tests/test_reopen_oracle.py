@@ -4,6 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from evaluation.videos import LINE_HEIGHT
 
 from envs.episodes import episode_key, write_episodes
 from test_evaluate import _cube_episode  # tests/ is on sys.path (pytest's default import mode)
@@ -19,7 +22,7 @@ def test_reopen_is_generated_after_a_real_past_and_the_oracle_changes_it(tmp_pat
 
     write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
     report = reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1",
-                                 "--settings", "phi", "oracle:3e-2,5,1", "--out", str(tmp_path / "out")])
+                                 "--settings", "phi", "oracle:3e-2,5,1", "--sheet", "1", "--out", str(tmp_path / "out")])
     saved = json.loads((tmp_path / "out" / "reopen_oracle.json").read_text())
     assert saved["results"].keys() == {"phi", "oracle:3e-2,5,1"} and len(saved["results"]["phi"]["correct"]) == 2
     model, _ = load_model("tiny", device="cpu")
@@ -27,6 +30,12 @@ def test_reopen_is_generated_after_a_real_past_and_the_oracle_changes_it(tmp_pat
     episodes = load_h5_episodes(str(tmp_path), ["memory_drawer"], 2, 1)
     free_from = report["free_from_chunk"]
     assert free_from == [reopen_oracle.last_hidden_frame(e) // model.config.new_frames for e in episodes]
+    # --sheet 1: the first reopen's rows (real, phi, oracle), 8 tiles each from the frame before the reopen chunk
+    sheet = np.asarray(Image.open(tmp_path / "out" / "reopen_sheet.png"))
+    before = episodes[0].frames[free_from[0] * model.config.new_frames].repeat(2, 0).repeat(2, 1)  # tiles at 2x
+    tile = before.shape[0] + LINE_HEIGHT + 4  # a one-line caption under each
+    assert sheet.shape[:2] == (3 * tile, 8 * before.shape[1])
+    assert np.array_equal(sheet[: before.shape[0], : before.shape[1]], before)
     phi = reopen_oracle.roll(model, episodes, free_from, False, None, 4, 0)
     oracle, overrides = reopen_oracle.parse_setting("oracle:3e-2,5,1")
     learned = reopen_oracle.roll(model, episodes, free_from, oracle, overrides, 4, 0)
