@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.videos import LINE_HEIGHT
-
 from envs.episodes import episode_key, write_episodes
+from evaluation.videos import LINE_HEIGHT
 from test_evaluate import _cube_episode  # tests/ is on sys.path (pytest's default import mode)
 
 
@@ -22,7 +21,8 @@ def test_reopen_is_generated_after_a_real_past_and_the_oracle_changes_it(tmp_pat
 
     write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
     report = reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1",
-                                 "--settings", "phi", "oracle:3e-2,5,1", "--sheet", "1", "--out", str(tmp_path / "out")])
+                                 "--settings", "phi", "oracle:3e-2,5,1", "--sheet", "1",
+                                 "--out", str(tmp_path / "out")])
     saved = json.loads((tmp_path / "out" / "reopen_oracle.json").read_text())
     assert saved["results"].keys() == {"phi", "oracle:3e-2,5,1"} and len(saved["results"]["phi"]["correct"]) == 2
     model, _ = load_model("tiny", device="cpu")
