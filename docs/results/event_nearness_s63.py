@@ -12,6 +12,7 @@ the hiding is the nearest event.
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,8 +52,7 @@ def main(out: str, sources: list[str]) -> dict:
             rows[name] = dict(hiding_an_event=written, hiding_the_nearest_event=nearest)
             print(f"{source} {name}: hiding an event in {written} of {len(episodes)}, the nearest of them in {nearest}")
         report["sources"][source] = dict(reopens=len(episodes), gates=rows)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=1)
+    Path(out).write_text(json.dumps(report, indent=1))
     return report
 
 
