@@ -782,7 +782,8 @@ detached() {
 events_out() {  # the `events` lanes' last lines; their JSON and reopen sheets into $OUT/events.tgz (one file: a call
                # brings back at most 8, and session 63's lanes made 11 JSON files)
     for f in "$W"/events/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | tail -n 2; done
-    mkdir -p "$OUT" && (cd "$W/events" && tar czf "$OUT/events.tgz" $(ls *.json */reopen_sheet.png 2>/dev/null))
+    local files; files=$(cd "$W/events" 2>/dev/null && ls *.json */reopen_sheet.png 2>/dev/null)
+    if [ -n "$files" ]; then mkdir -p "$OUT" && (cd "$W/events" && tar czf "$OUT/events.tgz" $files); fi
 }
 
 wait_collect() {
@@ -1131,7 +1132,7 @@ events_bg)  # the `events` stage detached (session 62: the rank lane alone may o
             # to WAIT_S (540) s and brings back the lanes' JSON that has come; LANE_S may then exceed a call
     detached events_bg events_run
     tail -n 20 "$W/events_bg.log"  # the stage's own messages (an unknown lane); the lanes' ends follow
-    events_out; tar tzf "$OUT/events.tgz"
+    events_out; [ -f "$OUT/events.tgz" ] && tar tzf "$OUT/events.tgz"
     ;;
 mem_collect|mem_run)  # mem_bg's detached work; mem_collect: its collection alone (e.g. in the setup call, whose tree
                      # cannot carry the weights)
