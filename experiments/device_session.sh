@@ -607,7 +607,8 @@
 # removed the ones already fetched from $OUT). 39 reopens: told where 34, the rank gate in 4 slots 30 (8 slots 30),
 # without slots 25, the ratio gate + replay 24, backwards alone no better (docs/RESULTS.md, "Session 63"). Next lease:
 # 40 fresh episodes of seed 417 (collected here: runs/s63/mem417, carried as runs/session/mem), EVENT_LANES="rank2_s4
-# recall_rank2_s4 phi recall_phi around rank2_norep rank2_s4_8" (the last: 8 steps an event), LANE_S=900,
+# recall_rank2_s4 phi recall_phi around rank2_norep rank2_s4_8 rank2_8" (the last two: 8 steps an event, with and
+# without slots; a CPU pilot of the first drew 3 of 3 reopens in their colour, 1 of 3 at 4 steps), LANE_S=900,
 # `events_bg` calls until done (recall at 4 draws: --batch 10); the JSON and each oracle lane's reopen sheet (8
 # reopens) come back in $OUT/events.tgz. The rank rule's misses drew the cube in a hue between the true one and Φ's.
 # Session 62: the `events` lanes detached (`events_bg`, as mem_bg): 40 fresh episodes of seed 415 collected here and
@@ -1114,6 +1115,7 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             rank2_s4) oracle rank2_s4 $STEPS $SLOTS --temp-lora-event-top 2 & ;;
             rank2_norep) oracle rank2_norep $STEPS $WRITE --temp-lora-event-top 2 & ;;
             rank2_s4_8) oracle rank2_s4_8 --settings 3e-3,8,4,reverse $SLOTS --temp-lora-event-top 2 & ;;
+            rank2_8) oracle rank2_8 --settings 3e-3,8,4,reverse $WRITE --temp-lora-event-top 2 & ;;
             rank2_s8) oracle rank2_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 2 & ;;
             recall_ratio_s4) recall recall_ratio_s4 --variants full $SLOTS $FAST $T8 & ;;
             ratio_bw) oracle ratio_bw $BACK $RULE & ;;
