@@ -350,6 +350,11 @@ def _scene_chunk(latent: float, change: float, seed: int = 0) -> Chunk:
     return Chunk(frames, latents, 2)
 
 
+def _event_sequences(config, log, chunk):
+    """`rule.event_writes` without the slots: the sequences alone."""
+    return [sequence for _, sequence in rule.event_writes(config, log, chunk)]
+
+
 def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in():
     """``write="events"``: chunk c >= 3 is an event when its change from the frame before it exceeds event_gate x the
     mean change of chunks 1 .. c - 1; its latents and the next chunk's new ones are written, at every frame offset,
@@ -361,7 +366,7 @@ def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in
     levels = [0, 10, 20, 30, 70, 80, 90, 105, 115, 160]  # chunk changes from chunk 1: 10 10 10 40 10 10 15 10 45
     seen = []
     for c, level in enumerate(levels):
-        seen.append(rule.event_sequences(cfg, log, _scene_chunk(100.0 * c, level)))
+        seen.append(_event_sequences(cfg, log, _scene_chunk(100.0 * c, level)))
     # chunk 4 changes 40 > 1.5 x 10: an event, written at chunk 5; chunk 7's 15 < 1.5 x mean(10 10 10 40 10 10) but
     # > 1.5 x 10 (a mean that left the event out); chunk 9 changes 45 > 1.5 x mean(10 10 10 40 10 10 15 10) = 21.6: an
     # event (whose next chunk is not in yet)
@@ -371,26 +376,26 @@ def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in
     windows = rule.event_windows(sequence, 4)
     assert [w[0, 0, :, 0, 0].tolist() for w in windows] == [[400, 401, 402, 403], [401, 402, 403, 502],
                                                               [402, 403, 502, 503]]
-    later = rule.event_sequences(cfg, log, _scene_chunk(1000.0, 165))  # chunk 10 completes chunk 9's event
+    later = _event_sequences(cfg, log, _scene_chunk(1000.0, 165))  # chunk 10 completes chunk 9's event
     assert [s[0, 0, 0, 0, 0].item() for s in later] == [900, 400]  # the new event, then the earlier one replayed
-    assert len(rule.event_sequences(dataclasses.replace(cfg, replay=False), rule.EventLog(), _scene_chunk(0, 0))) == 0
+    assert len(_event_sequences(dataclasses.replace(cfg, replay=False), rule.EventLog(), _scene_chunk(0, 0))) == 0
     early = rule.EventLog()  # a large change at chunk 2 is not judged (too few chunks before it)
-    assert [len(rule.event_sequences(cfg, early, _scene_chunk(c, lv))) for c, lv in enumerate([0, 1, 200, 201])] == [0] * 4
+    assert [len(_event_sequences(cfg, early, _scene_chunk(c, lv))) for c, lv in enumerate([0, 1, 200, 201])] == [0] * 4
     strict = rule.EventLog()  # chunk 4 changes 15 = 1.5 x 10 exactly: not an event
-    assert [len(rule.event_sequences(cfg, strict, _scene_chunk(c, lv)))
+    assert [len(_event_sequences(cfg, strict, _scene_chunk(c, lv)))
             for c, lv in enumerate([0, 10, 20, 30, 45, 46])] == [0] * 6 and strict.pending is None
     own = rule.EventLog()  # chunk 4 changes 17 > 1.5 x 10, not > 1.5 x the mean with itself (11.75): an event
-    assert [len(rule.event_sequences(cfg, own, _scene_chunk(c, lv)))
+    assert [len(_event_sequences(cfg, own, _scene_chunk(c, lv)))
             for c, lv in enumerate([0, 10, 20, 30, 47, 48])] == [0] * 5 + [1]
     top = dataclasses.replace(cfg, event_top=2, replay=False)  # ranked: among the 2 largest so far (ties count)
     ranked = rule.EventLog()
-    assert [len(rule.event_sequences(top, ranked, _scene_chunk(100.0 * c, lv)))
+    assert [len(_event_sequences(top, ranked, _scene_chunk(100.0 * c, lv)))
             for c, lv in enumerate([0, 30, 50, 60, 80, 81, 86, 116, 117])] == [0, 0, 0, 0, 0, 1, 0, 0, 1]
     # chunks 1.. change 30 20 10 20 1 5 30 1: chunk 3 (10) has two larger before it; chunk 4 (20) ties the second
     # largest, an event written at chunk 5; chunk 7 (30) ties the largest, written at chunk 8
     assert not rule.is_event([5.0, 6.0], 4.0, 1.5, 2) and rule.is_event([5.0, 6.0], 5.0, 1.5, 2)
     copy = log.copy()
-    rule.event_sequences(cfg, log, _scene_chunk(0.0, 0))
+    _event_sequences(cfg, log, _scene_chunk(0.0, 0))
     assert copy.chunks == log.chunks - 1 and len(copy.changes) == len(log.changes) - 1  # a fork's log is its own
 
 

@@ -119,7 +119,7 @@ class TempLoRAConfig:
     reuse_sampler_pass: bool = False
     # Which chunks Θ learns. "every": each chunk offered (every ``update_every``-th), as its training sequence.
     # "events": only the chunks whose new frames change more than ``event_gate`` x the mean change of the episode's
-    # chunks before (from its fourth chunk on; `rule.event_sequences`), each once the next chunk is in, as the windows at
+    # chunks before (from its fourth chunk on; `rule.event_writes`), each once the next chunk is in, as the windows at
     # every frame offset over the two (`rule.event_windows`), ``steps`` each: a pixel-change gate that needs no telling
     # where an object was hidden. Writing every chunk, the writes after the hiding overwrote it: told where the hiding is,
     # such windows stored the cube in 35 of 39 drawer reopens; every chunk (the phases rule) 19 (docs/RESULTS.md, "The

@@ -252,7 +252,7 @@ def skips(config: TempLoRAConfig, offered: int) -> bool:
 # ------------------------------------------------------------------------------------ writes at events
 @dataclass
 class EventLog:
-    """One episode's state under ``write="events"`` (`event_sequences`): what the gate compares a chunk with, the
+    """One episode's state under ``write="events"`` (`event_writes`): what the gate compares a chunk with, the
     event waiting for its next chunk, and the written events' sequences (``replay``). Its tensors are never changed
     in place, so a fork may share them."""
 
@@ -276,11 +276,6 @@ def chunk_change(frames: torch.Tensor, before: torch.Tensor) -> float:
     """How much a chunk's new frames (Tn, H, W, 3) differ from the frame before them (H, W, 3): the mean absolute
     pixel difference (0-255)."""
     return float((frames.float() - before.to(frames.device).float()).abs().mean())  # teacher frames: on the host
-
-
-def event_sequences(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[torch.Tensor]:
-    """`event_writes` without the slots: the sequences alone."""
-    return [sequence for _, sequence in event_writes(config, log, chunk)]
 
 
 def event_writes(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[tuple[int | None, torch.Tensor]]:

@@ -138,7 +138,7 @@ class TempLoRA:
                steps: int | None = None) -> list[FastUpdate]:
         """Run k fast steps on the chunk (each one forward over `rule.fast_batch`'s rows); a non-finite or
         exploding loss rolls Θ back and is reported. With ``write="events"``, k steps on each window of the event
-        this chunk completes (none for most chunks; `rule.event_sequences`), one FastUpdate for them all."""
+        this chunk completes (none for most chunks; `rule.event_writes`), one FastUpdate for them all."""
         rule.check_ids(ids, 1)
         steps = self.config.steps if steps is None else steps
         if not self.enabled or steps == 0:
