@@ -144,9 +144,7 @@ def reopen_sheet(episodes, free_from: list[int], new_frames: int, drawn: dict[st
     rows = []
     for k in range(len(next(iter(drawn.values()), []))):
         e, start = episodes[k], 1 + free_from[k] * new_frames
-        lines = {"real": e.frames, **drawn}
-        for name, videos in lines.items():
-            video = e.frames if name == "real" else videos[k]
+        for name, video in [("real", e.frames), *((name, videos[k]) for name, videos in drawn.items())]:
             frames = list(video[start - 1: start - 1 + SHEET_FRAMES])
             frames += [np.zeros_like(frames[0])] * (SHEET_FRAMES - len(frames))
             mark = (f"{e.name[-7:]} {e.cube['color']}" if name == "real" else
