@@ -611,6 +611,18 @@
 # without slots; a CPU pilot of the first drew 3 of 3 reopens in their colour, 1 of 3 at 4 steps), LANE_S=900,
 # `events_bg` calls until done (recall at 4 draws: --batch 10); the JSON and each oracle lane's reopen sheet (8
 # reopens) come back in $OUT/events.tgz. The rank rule's misses drew the cube in a hue between the true one and Φ's.
+# Session 64 (nvidia-h100-x1, the third ask; ~300 s went to its start): seed 417 carried as planned, `bash
+# experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="rank2_s4 recall_rank2_s4 phi recall_phi
+# around rank2_s4_8 rank2_norep rank2_8" LANE_S=900 WAIT_S=480 bash experiments/device_session.sh events_bg` (482 s),
+# WAIT_S=540 ... events_bg (416 s), then on the warm machine (rm $W/events_bg.* and the fetched JSON first)
+# "rank2_s4_2 rank3_s4" (236 s), "rank2_s8 rank2_s4_3" (231 s). 39 reopens: the rank rule in 4 slots 30 again (the
+# benchmark, recall_rank2_s4, 0.769; Φ 7), told where 37, no slots 22, 2/3/8 steps an event 23/25/20, top 3 30, 8 slots
+# 26 (docs/RESULTS.md, "Session 64"). Six of its nine misses had two or more events written after the hiding. Next
+# lease: 40 fresh episodes of seed 418 (collected here: runs/s64/mem418, carried as runs/session/mem; seed 417 moved to
+# runs/s64/mem417), EVENT_LANES="rank2_s4 rank2_s4_rep rank3_s8 phi around" (replay into each event's own slot, so the
+# hiding's slot is written again with the later slots in place; the gate among the 3 largest took the hiding in 39 of
+# 39 but its 5.3 events an episode wrap 4 slots), LANE_S=900, `events_bg` calls until done; a lane that beats
+# rank2_s4 is then confirmed on seed 419 with its recall_ lane.
 # Session 62: the `events` lanes detached (`events_bg`, as mem_bg): 40 fresh episodes of seed 415 collected here and
 # carried as in session 61. Nine asks failed (~990 s); then one H100 with ~810 s: `bash experiments/device_session.sh
 # setup > /tmp/setup.log 2>&1; EVENT_EPISODES=20 EVENT_LANES="rank2 phi recall_phi" LANE_S=480 WAIT_S=510 bash
@@ -1074,7 +1086,9 @@ events|events_run)  # issue 15 (session 61; events_run: the lanes without the re
         # on the CPU and carried as runs/session/mem): the lanes named in EVENT_LANES (default "rank2 around
         # recall_ratio"; also ratio, phi, recall_rank2, recall_phi; session 62's Θ in 4 slots, one an event
         # (event_slots 4, no replay): ratio_s4, rank2_s4, recall_ratio_s4; session 63's backwards alone (forward
-        # False): ratio_bw, rank2_bw, every_bw, around_bw, recall_ratio_bw, beside every (each chunk, both ways)),
+        # False): ratio_bw, rank2_bw, every_bw, around_bw, recall_ratio_bw, beside every (each chunk, both ways);
+        # session 64's strengths and slots: rank2_s4_2, rank2_s4_3, rank2_s4_8, rank2_8 (steps an event), rank3_s4,
+        # rank3_s8 (the gate among the 3 largest), rank2_s4_rep (slots + replay, each event into its own slot again)),
         # two at a time (four at once, ~38 GB each at
         # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
@@ -1116,6 +1130,11 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             rank2_norep) oracle rank2_norep $STEPS $WRITE --temp-lora-event-top 2 & ;;
             rank2_s4_8) oracle rank2_s4_8 --settings 3e-3,8,4,reverse $SLOTS --temp-lora-event-top 2 & ;;
             rank2_8) oracle rank2_8 --settings 3e-3,8,4,reverse $WRITE --temp-lora-event-top 2 & ;;
+            rank2_s4_2) oracle rank2_s4_2 --settings 3e-3,2,4,reverse $SLOTS --temp-lora-event-top 2 & ;;
+            rank3_s4) oracle rank3_s4 $STEPS $SLOTS --temp-lora-event-top 3 & ;;
+            rank2_s4_3) oracle rank2_s4_3 --settings 3e-3,3,4,reverse $SLOTS --temp-lora-event-top 2 & ;;
+            rank3_s8) oracle rank3_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 3 & ;;
+            rank2_s4_rep) oracle rank2_s4_rep $STEPS $SLOTS --temp-lora-replay --temp-lora-event-top 2 & ;;
             rank2_s8) oracle rank2_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 2 & ;;
             recall_ratio_s4) recall recall_ratio_s4 --variants full $SLOTS $FAST $T8 & ;;
             ratio_bw) oracle ratio_bw $BACK $RULE & ;;
