@@ -1,6 +1,6 @@
 """What one fast-learning setting stores, and what it disturbs, measured on real chunks (issue 15, part 2).
 
-For a setting (lr, steps, draws, rehearsal, blocks, the reverse rule) a fresh per-env memory
+For a setting (lr, steps, draws, rehearsal, blocks, the reverse rule, the event rule) a fresh per-env memory
 (`BatchedTempLoRA`, one env, seeded) learns the chunks of one episode in order, teacher-forced (the real
 chunks, as `experiments.evaluate`'s teacher mode feeds them). The fast objective (null action, context
 clean) is scored on a fixed evaluation set: one draw per sampler timestep with noise from a fixed seed per
@@ -38,30 +38,37 @@ class Setting:
     targets: tuple[str, ...] = ()  # TempLoRAConfig.target_modules (empty: the model's)
     rank: int = 0  # TempLoRAConfig.rank (0: the model's; alpha stays the model's)
     timesteps: int | str | None = None  # TempLoRAConfig.timesteps: where fast steps draw t (None: the model's)
+    write: str = "every"  # TempLoRAConfig.write: "events" learns only the chunks its gate picks
+    event_top: int = 0  # TempLoRAConfig.event_top: the rank gate (the K largest changes so far)
+    event_slots: int = 0  # TempLoRAConfig.event_slots: Θ's rank split into per-event slots
 
     @classmethod
     def parse(cls, text: str) -> "Setting":
-        """``lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B][,rank=R][,timesteps=T]``, e.g.
+        """``lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B][,rank=R][,timesteps=T][,events]
+        [,top=K][,slots=S]``, e.g.
         ``1e-3,2,4,0``,
         ``1e-3,1,4,0,up_blocks`` (blocks: UNet block prefixes joined by '+', Θ only there; default everywhere),
         ``3e-3,4,1,0,up_blocks,reverse,phases=3`` (session 40's recall rule) or
         ``5e-4,1,1,0,up_blocks,targets=to_q+to_k+to_v+to_out.0,rank=16`` (Θ's layer kinds and rank); T is
         ``sampler``, ``uniform`` or a number of DDIM passes (`TempLoRAConfig.timesteps`). The evaluation draws stay
-        at the sampler's timesteps in every setting: the loss where generation happens."""
+        at the sampler's timesteps in every setting: the loss where generation happens. ``events``, ``top=K``,
+        ``slots=S``: the event rule (`TempLoRAConfig.write="events"`, ``event_top``, ``event_slots``), e.g. session
+        63's ``3e-3,4,4,0,up_blocks,reverse,events,top=2,slots=4``."""
         parts = text.split(",")
-        keys = ("phases=", "targets=", "rank=", "timesteps=")
-        flags = [p for p in parts if p == "reverse" or p.startswith(keys)]
+        keys = ("phases=", "targets=", "rank=", "timesteps=", "top=", "slots=")
+        flags = [p for p in parts if p in ("reverse", "events") or p.startswith(keys)]
         parts = [p for p in parts if p not in flags]
         if len(parts) not in (3, 4, 5):
             raise ValueError(f"a setting is lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B]"
-                             f"[,rank=R][,timesteps=T], got {text!r}")
+                             f"[,rank=R][,timesteps=T][,events][,top=K][,slots=S], got {text!r}")
         blocks = tuple(b for b in parts[4].split("+") if b) if len(parts) == 5 else ()
         value = {key: [p.split("=", 1)[1] for p in flags if p.startswith(key)] for key in keys}
         targets = tuple(t for t in value["targets="][-1].split("+") if t) if value["targets="] else ()
         t = value["timesteps="][-1] if value["timesteps="] else None
+        number = {key: int(value[key][-1]) if value[key] else 0 for key in ("phases=", "rank=", "top=", "slots=")}
         return cls(float(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) >= 4 else 0, blocks,
-                   "reverse" in flags, int(value["phases="][-1]) if value["phases="] else 0, targets,
-                   int(value["rank="][-1]) if value["rank="] else 0, int(t) if t and t.isdigit() else t)
+                   "reverse" in flags, number["phases="], targets, number["rank="], int(t) if t and t.isdigit() else t,
+                   "events" if "events" in flags else "every", number["top="], number["slots="])
 
 
 def episode_chunks(model: Any, item: dict) -> list[Chunk]:
@@ -123,7 +130,8 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
         cfg = dataclasses.replace(base_cfg, lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal,
                                   blocks=s.blocks, reverse=s.reverse, reverse_phases=s.reverse_phases,
                                   target_modules=s.targets or base_cfg.target_modules, rank=s.rank or base_cfg.rank,
-                                  timesteps=base_cfg.timesteps if s.timesteps is None else s.timesteps)
+                                  timesteps=base_cfg.timesteps if s.timesteps is None else s.timesteps,
+                                  write=s.write, event_top=s.event_top, event_slots=s.event_slots)
         memory = BatchedTempLoRA(model, 1, cfg)
         chunk_rel, ep_rel, other_rel, rollbacks, start = [], [], [], 0, time.perf_counter()
         update_cpu_s = []
@@ -143,6 +151,7 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
         row = dict(lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal, blocks="+".join(s.blocks) or "all",
                    reverse=s.reverse, reverse_phases=s.reverse_phases,
                    targets="+".join(s.targets) or "the model's", rank=cfg.rank, timesteps=cfg.timesteps,
+                   write=cfg.write, event_top=cfg.event_top, event_slots=cfg.event_slots,
                    update_cpu_s=_mean(update_cpu_s), theta_parameters=memory.num_parameters_per_env,
                    chunk=_mean(chunk_rel), episode=_mean(ep_rel), other=_mean(other_rel),
                    other_max=max(other_rel), rollbacks=rollbacks, seconds=round(time.perf_counter() - start, 1))
@@ -157,17 +166,20 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| lr | steps | draws | rehearsal | Θ in | Θ's layers, rank (values), t | backwards "
+    lines = ["| lr | steps | draws | rehearsal | Θ in | Θ's layers, rank (values), t | backwards | writes "
              "| learned chunk (after/before update) | episode chunks (Θ vs Φ) "
              "| other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         back = (f"the chunk and {r['reverse_phases']} phases" if r.get("reverse_phases") else
                 "the chunk" if r.get("reverse") else "no")
         layers = (f"{r.get('targets', '')}, {r.get('rank', '')} ({r.get('theta_parameters', 0):,}), "
                   f"{r.get('timesteps', '')}")
+        writes = ("every chunk" if r.get("write", "every") == "every" else
+                  f"events (top {r['event_top']})" if r.get("event_top") else "events")
+        writes += f", {r['event_slots']} slots" if r.get("event_slots") else ""
         lines.append(f"| {r['lr']:g} | {r['steps']} | {r['draws']} | {r['rehearsal']} | {r.get('blocks', 'all')} "
-                     f"| {layers} | {back} "
+                     f"| {layers} | {back} | {writes} "
                      f"| {100 * r['chunk']:+.1f}% | {100 * r['episode']:+.1f}% | {100 * r['other']:+.1f}% "
                      f"({100 * r['other_max']:+.1f}%) | {r['rollbacks']} | {r.get('update_cpu_s', float('nan')):.2f} "
                      f"| {r['seconds']} |")
