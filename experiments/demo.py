@@ -2,6 +2,7 @@
 
     python -m experiments.demo                      # shipped default model, CPU, ~30 s on 2 cores
     python -m experiments.demo --task memory_drawer_locked --steps 1 --out runs/demo
+    python -m experiments.demo --temp-lora recall   # the event rule that keeps the hidden cube; ~2 min on 2 cores
 
 Two `SlowFastVGen-v0` envs (one shared model) start from the same real frame and receive the task's
 scripted skill plan, one with Temp-LoRA episodic memory and one without; each skill runs until the model's
@@ -23,21 +24,24 @@ import envs  # noqa: F401  (registers SlowFastVGen-v0)
 from envs.real.skills import SKILLS
 from envs.real.tasks import get_task
 from evaluation.videos import caption_frame, fixed_lines, wrap_text, write_mp4
+from worldmodel.config import TEMP_LORA_RULES
 
 
-def play(task: str, model: str, steps: int | None, seed: int, precision: str = "auto",
-         skill_chunks: int = 3) -> tuple[list[np.ndarray], list[list[str]], dict[str, list[float]]]:
+def play(task: str, model: str, steps: int | None, seed: int, precision: str = "auto", skill_chunks: int = 3,
+         temp_lora: str = "model") -> tuple[list[np.ndarray], list[list[str]], dict[str, list[float]]]:
     """Frames of both envs chunk by chunk, each env's caption per chunk ("[k/n] skill"), and per-step seconds.
 
     Each skill of the plan runs until the model's success head sees it done on the imagined chunk (``info["success"]``)
     or for ``skill_chunks`` chunks, as the scripted expert repeats a skill until the simulator's check passes and the
     agents do (`agents.planning.SkillRuns`): a real pick-and-place takes two chunks (the median over the held-out
     episodes), so one chunk per skill would ask the model for a cube in the drawer that the real scene never shows
-    after one. Without heads (no ``success`` in the info) every skill gets one chunk."""
+    after one. Without heads (no ``success`` in the info) every skill gets one chunk. ``temp_lora``: "model" (the
+    model's own fast rule) or a named rule (`worldmodel.config.TEMP_LORA_RULES`) for the env with memory."""
     plan = [SKILLS[i] for i in get_task(task).build(np.random.default_rng(seed)).plan]
     kwargs = dict(model=model, task=task, action_mode="text", denoise_steps=steps,
                   max_episode_steps=len(plan) * skill_chunks, precision=precision)
-    runs = {"with Temp-LoRA": gym.make("SlowFastVGen-v0", temp_lora=True, **kwargs),
+    label = "with Temp-LoRA" if temp_lora == "model" else f"with Temp-LoRA ({temp_lora})"
+    runs = {label: gym.make("SlowFastVGen-v0", temp_lora=True if temp_lora == "model" else temp_lora, **kwargs),
             "without Temp-LoRA": gym.make("SlowFastVGen-v0", temp_lora=False, **kwargs)}
     videos: dict[str, list[np.ndarray]] = {}
     captions: dict[str, list[str]] = {}
@@ -93,9 +97,13 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=6)
     parser.add_argument("--skill-chunks", type=int, default=3,
                         help="most chunks a skill runs while the success head does not see it done (1: one each)")
+    parser.add_argument("--temp-lora", default="model", choices=["model", *TEMP_LORA_RULES],
+                        help="the memory env's fast rule: the model's own, or 'recall' (the event rule that keeps a "
+                             "hidden cube: docs/RESULTS.md, 'Session 64'; ~9 s a CPU step)")
     args = parser.parse_args()
 
-    videos, captions, times = play(args.task, args.model, args.steps, args.seed, args.precision, args.skill_chunks)
+    videos, captions, times = play(args.task, args.model, args.steps, args.seed, args.precision, args.skill_chunks,
+                                   args.temp_lora)
     chunk_len = (len(videos[0]) - 1) // len(captions[0])
     frames = compose(videos, list(times), captions,
                      get_task(args.task).build(np.random.default_rng(args.seed)).instruction, chunk_len)

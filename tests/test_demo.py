@@ -44,3 +44,19 @@ def test_skills_repeat_until_done_and_the_shorter_column_holds(monkeypatch):
     monkeypatch.setattr(demo.gym, "make", lambda *a, **k: next(envs))
     _, captions, _ = demo.play("memory_drawer", "tiny", steps=1, seed=0, skill_chunks=3)
     assert len(captions[0]) == len(captions[1]) == 3 * skills
+
+
+def test_a_named_rule_reaches_the_memory_env_alone(monkeypatch):
+    """``--temp-lora recall``: the env with memory gets the named rule, the one without stays without."""
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(kwargs["temp_lora"])
+        return _Env(done_after=1)
+
+    monkeypatch.setattr(demo.gym, "make", make)
+    _, _, times = demo.play("memory_drawer", "tiny", steps=1, seed=0, skill_chunks=1, temp_lora="recall")
+    assert made == ["recall", False] and list(times) == ["with Temp-LoRA (recall)", "without Temp-LoRA"]
+    made.clear()
+    demo.play("memory_drawer", "tiny", steps=1, seed=0, skill_chunks=1)
+    assert made == [True, False]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import json
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +18,7 @@ import envs  # noqa: F401  (registers SlowFastVGen-v0)
 from envs.episodes import write_episodes
 from envs.world_model_env import SkillText, WorldModelEnv
 from envs.synthetic import SYNTHETIC_SKILLS, panning_episode
+from worldmodel.config import TempLoRAConfig, WorldModelConfig
 from worldmodel.diffusion import make_sampler, sample_new_frames
 from worldmodel.heads import HeadsConfig, RewardHeads
 from worldmodel.model import SlowFastVGen
@@ -106,6 +109,26 @@ def test_seeded_episodes_repeat_and_memory_learns(model):
     assert np.array_equal(f1, f2) and l1 == l2 and torch.equal(t1, t2)
     assert not np.array_equal(f1, f3)
     assert all(np.isfinite(v) for v in l1)
+
+
+def test_a_named_fast_rule_is_the_measured_one_over_the_models_config(model):
+    """``temp_lora="recall"`` (`worldmodel.config.TEMP_LORA_RULES`): the env's memory runs the rule over the model's own
+    config; over the shipped default's it is exactly the config `evaluate --mode recall` measured on seed 417 (session
+    64's JSON), so the name cannot drift from its numbers. A wrong name is a clear error."""
+    env = make(model, temp_lora="recall")
+    env.reset(seed=0)
+    assert env.memory.config == model.config.temp_lora.with_rule("recall")
+    assert (env.memory.config.write, env.memory.config.event_slots) == ("events", 4)
+    assert env.memory.config.blocks == model.config.temp_lora.blocks  # the model's own where the rule says nothing
+    with pytest.raises(ValueError, match="recall"):
+        make(model, temp_lora="recal")
+    with pytest.raises(ValueError, match="unknown Temp-LoRA rule 'recal'"):
+        model.config.temp_lora.with_rule("recal")
+    root = Path(__file__).resolve().parents[1]
+    shipped = WorldModelConfig.load(root / "worldmodel" / "weights" / "default" / "config.json").temp_lora
+    run = json.loads((root / "docs" / "results" / "memory_events_s64_h100" / "seed417_recall_rank2_s4.json").read_text())
+    measured = TempLoRAConfig(**run["variants"]["full"]["temp_lora"])
+    assert shipped.with_rule("recall") == measured and shipped != measured
 
 
 def test_bad_actions_raise_clear_errors(model):

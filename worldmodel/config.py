@@ -202,6 +202,28 @@ class TempLoRAConfig:
         self.target_modules = tuple(self.target_modules)
         self.blocks = tuple(self.blocks)
 
+    def with_rule(self, name: str) -> "TempLoRAConfig":
+        """This config with the named rule's fields (`TEMP_LORA_RULES`) over it; the rest (the blocks Θ is in, alpha,
+        the rollback) stays the model's, as `experiments.evaluate`'s --temp-lora-* flags leave it."""
+        if name not in TEMP_LORA_RULES:
+            raise ValueError(f"unknown Temp-LoRA rule {name!r}; expected one of {sorted(TEMP_LORA_RULES)}")
+        return dataclasses.replace(self, **TEMP_LORA_RULES[name])
+
+
+# Named fast rules: TempLoRAConfig fields set over a model's own (`TempLoRAConfig.with_rule`; the env's
+# ``temp_lora="recall"``, `experiments.demo --temp-lora recall`).
+# "recall": the rule that stored a hidden cube best without being told where it was hidden (issue 15): the rank gate
+# (a chunk among the 2 largest changes of the episode so far is an event), Θ in 4 slots (one an event), 3e-3 x 4 steps
+# x 4 (t, noise) draws a write, forwards and backwards, t on the 8-pass grid, rank 32 on the 8 layer kinds and the
+# resnets' 3x3 convolutions. On fresh drawer reopens (H100) it stored the cube in 30 of 39 on each of two seeds (Φ 6
+# and 7; 2, 3 and 8 steps a write stored less), `evaluate --mode recall` 0.769 against 0.179 without Temp-LoRA. It
+# costs 0.6 dB of dynamic-region PSNR there, and the CPU demo 9.2 s a step against the shipped rule's 0.5
+# (docs/RESULTS.md, "Session 63" and "Session 64"): not the shipped default.
+TEMP_LORA_RULES: dict[str, dict[str, Any]] = {
+    "recall": dict(rank=32, lr=3e-3, steps=4, draws=4, timesteps=8, reverse=True, write="events", event_top=2,
+                   event_slots=4, target_modules=DEFAULT_LORA_TARGETS + ("conv1", "conv2")),
+}
+
 
 @dataclass
 class WorldModelConfig:

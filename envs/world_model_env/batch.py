@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 
+from worldmodel.config import TEMP_LORA_RULES
 from worldmodel.heads import HeadsHistory
 from worldmodel.imagination import Imagination
 from worldmodel.loading import default_device, load_model, set_cpu_threads
@@ -122,8 +123,8 @@ class EnvBatch:
         if spec is False:
             return None
         base = self.model.config.temp_lora
-        if isinstance(spec, str):
-            tl = dataclasses.replace(base, variant=spec)
+        if isinstance(spec, str):  # a named rule over the model's config, else a variant
+            tl = base.with_rule(spec) if spec in TEMP_LORA_RULES else dataclasses.replace(base, variant=spec)
         else:
             tl = spec if not isinstance(spec, bool) else base
         if self.config.temp_lora_steps is not None:

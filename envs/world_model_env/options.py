@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from worldmodel.config import TempLoRAConfig
+from worldmodel.config import TEMP_LORA_RULES, TempLoRAConfig
 from worldmodel.imagination import PRECISIONS
 
 ACTION_MODES = ("skill", "text", "continuous")
@@ -37,7 +37,9 @@ class WorldModelEnvConfig:
     - ``cpu_threads``: on a CPU device, torch's threads: "auto" (default: the cores not busy when the env
       is made, `worldmodel.loading.free_cpu_threads`; threads fighting another process for the cores
       made steps ~4x slower), an int, or None (leave torch's setting). torch's setting is process-wide.
-    - ``temp_lora``: True (the model's variant), False, a variant name or a ``TempLoRAConfig``;
+    - ``temp_lora``: True (the model's variant), False, a variant name, a named rule over the model's config
+      (`worldmodel.config.TEMP_LORA_RULES`: "recall", the event rule that stores a hidden object; ~9 s a CPU step)
+      or a ``TempLoRAConfig``;
       ``temp_lora_steps``: fast steps per chunk (default: the config's); ``fast_batch_size``: at most
       this many envs per fast-update forward/backward (default 128; bounds memory at large N, same
       result. On an H200, bf16, N = 256, the default model's update took 0.40 s per step at 128 against
@@ -105,9 +107,10 @@ class WorldModelEnvConfig:
             raise ValueError("compile_fast_update=True needs compile=True (the UNet compiled)")
         if self.temp_lora_steps is not None and self.temp_lora_steps < 0:
             raise ValueError(f"temp_lora_steps must be >= 0, got {self.temp_lora_steps}")
-        if not (isinstance(self.temp_lora, (bool, TempLoRAConfig)) or self.temp_lora in TEMP_LORA_VARIANTS):
-            raise ValueError(f"temp_lora must be True, False, a TempLoRAConfig or one of {TEMP_LORA_VARIANTS}, "
-                             f"got {self.temp_lora!r}")
+        names = (*TEMP_LORA_VARIANTS, *TEMP_LORA_RULES)
+        if not (isinstance(self.temp_lora, (bool, TempLoRAConfig)) or self.temp_lora in names):
+            raise ValueError(f"temp_lora must be True, False, a TempLoRAConfig, a variant or a rule name, one of "
+                             f"{names}; got {self.temp_lora!r}")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "WorldModelEnvConfig":
