@@ -83,6 +83,7 @@ from evaluation.rollout import MODES, check_compatible, rollout, variant_config,
 from evaluation.run_info import command_line, jsonable, machine_name, resolve_device, utc_date
 from evaluation.scoring import Collector, Scorer, summarize
 from evaluation.videos import comparison_sheet, grid_frames, write_grid
+from worldmodel.config import TEMP_LORA_RULES
 from worldmodel.loading import load_model
 from worldmodel.memory import TempLoRA
 
@@ -181,6 +182,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-replay", action=argparse.BooleanOptionalAction, default=None,
                    help="with --temp-lora-write events: after an event's windows, the earlier events' again "
                         "(TempLoRAConfig.replay; default: the model's)")
+    p.add_argument("--temp-lora-rule", choices=sorted(TEMP_LORA_RULES), default=None,
+                   help="a named fast rule (worldmodel.config.TEMP_LORA_RULES: 'recall', the event rule measured in "
+                        "docs/RESULTS.md, 'Session 64') over the model's config; the --temp-lora-* flags above "
+                        "override its fields")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
@@ -240,27 +245,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--temp-lora-event-top must be >= 0")
     if args.temp_lora_event_slots is not None and args.temp_lora_event_slots < 0:
         p.error("--temp-lora-event-slots must be >= 0")
-    args.temp_lora = {k: v for k, v in (("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr),
-                                        ("objective", args.temp_lora_objective), ("draws", args.temp_lora_draws),
-                                        ("timesteps", args.temp_lora_timesteps),
-                                        ("rehearsal", args.temp_lora_rehearsal),
-                                        ("reverse", args.temp_lora_reverse),
-                                        ("forward", args.temp_lora_forward),
-                                        ("reverse_phases", args.temp_lora_reverse_phases),
-                                        ("reuse_sampler_pass", args.temp_lora_reuse_pass),
-                                        ("update_every", args.temp_lora_update_every),
-                                        ("blocks", args.temp_lora_blocks),
-                                        ("target_modules", args.temp_lora_targets),
-                                        ("rank", args.temp_lora_rank), ("write", args.temp_lora_write),
-                                        ("event_gate", args.temp_lora_event_gate),
-                                        ("event_top", args.temp_lora_event_top),
-                                        ("event_slots", args.temp_lora_event_slots),
-                                        ("replay", args.temp_lora_replay)) if v is not None}
+    given = {k: v for k, v in (
+        ("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr), ("objective", args.temp_lora_objective),
+        ("draws", args.temp_lora_draws), ("timesteps", args.temp_lora_timesteps),
+        ("rehearsal", args.temp_lora_rehearsal), ("reverse", args.temp_lora_reverse),
+        ("forward", args.temp_lora_forward), ("reverse_phases", args.temp_lora_reverse_phases),
+        ("reuse_sampler_pass", args.temp_lora_reuse_pass), ("update_every", args.temp_lora_update_every),
+        ("blocks", args.temp_lora_blocks), ("target_modules", args.temp_lora_targets), ("rank", args.temp_lora_rank),
+        ("write", args.temp_lora_write), ("event_gate", args.temp_lora_event_gate),
+        ("event_top", args.temp_lora_event_top), ("event_slots", args.temp_lora_event_slots),
+        ("replay", args.temp_lora_replay)) if v is not None}
+    args.temp_lora = {**TEMP_LORA_RULES.get(args.temp_lora_rule, {}), **given}  # a rule, the flags over it
     if args.temp_lora.get("write") == "events":
         other_rules = [v for v in args.variant_list if v in ("no_local_rule", "original")]
         if other_rules:
-            p.error(f"--temp-lora-write events learns windows with the local rule; the variants {other_rules} use "
-                    "another rule: leave them out of --variants")
+            p.error(f"--temp-lora-write events (or a --temp-lora-rule that writes events) learns windows with the "
+                    f"local rule; the variants {other_rules} use another rule: leave them out of --variants")
     if args.temp_lora.get("replay") and args.temp_lora.get("write") != "events":
         p.error("--temp-lora-replay needs --temp-lora-write events")
     args.task_list = None if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -537,6 +537,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_event_top": args.temp_lora.get("event_top", cfg.temp_lora.event_top),
                     "temp_lora_replay": args.temp_lora.get("replay", cfg.temp_lora.replay),
                     "temp_lora_event_slots": args.temp_lora.get("event_slots", cfg.temp_lora.event_slots),
+                    "temp_lora_rule": args.temp_lora_rule,
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
                     "context_frames": cfg.context_frames, "new_frames": cfg.new_frames, "frame_size": cfg.frame_size}

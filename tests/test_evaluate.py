@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -176,11 +177,15 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
     chosen = variant_config("full", model, events)
     assert (chosen.write, chosen.event_gate, chosen.event_top, chosen.replay, chosen.event_slots) == \
         ("events", 1.5, 2, True, 2)
+    named = evaluate.parse_args(["--synthetic", "--variants", "full", "--temp-lora-rule", "recall",
+                                 "--temp-lora-steps", "2"]).temp_lora  # the rule, a flag over it
+    assert variant_config("full", model, named) == dataclasses.replace(
+        model.config.temp_lora.with_rule("recall"), steps=2)
     for flag, bad in (("--temp-lora-draws", "0"), ("--temp-lora-rehearsal", "-1"), ("--temp-lora-timesteps", "0"),
                       ("--temp-lora-reverse-phases", "-1"), ("--temp-lora-update-every", "0"),
                       ("--temp-lora-blocks", "+"), ("--temp-lora-targets", "+"), ("--temp-lora-rank", "0"),
                       ("--temp-lora-event-gate", "0"), ("--temp-lora-event-top", "-1"), ("--temp-lora-write", "events"),
-                      ("--temp-lora-event-slots", "-1"),
+                      ("--temp-lora-event-slots", "-1"), ("--temp-lora-rule", "recal"), ("--temp-lora-rule", "recall"),
                       ("--temp-lora-replay", None)):
         with pytest.raises(SystemExit) as err:  # events with the default variants: two of them use other rules
             evaluate.parse_args(["--synthetic", flag] + ([bad] if bad else []))
