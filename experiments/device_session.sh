@@ -619,7 +619,7 @@
 # benchmark, recall_rank2_s4, 0.769; Φ 7), told where 37, no slots 22, 2/3/8 steps an event 23/25/20, top 3 30, 8 slots
 # 26 (docs/RESULTS.md, "Session 64"). Six of its nine misses had two or more events written after the hiding. Next
 # lease: 40 fresh episodes of seed 418 (collected here: runs/s64/mem418, carried as runs/session/mem; seed 417 moved to
-# runs/s64/mem417), EVENT_LANES="rank2_s4 rank2_s4_rep rank3_s8 phi around" (replay into each event's own slot, so the
+# runs/s64/mem417), EVENT_LANES="rank2_s4 rank2_s4_rep rank3_s8 phi around recall_rank2_s4" (replay into each event's own slot, so the
 # hiding's slot is written again with the later slots in place; the gate among the 3 largest took the hiding in 39 of
 # 39 but its 5.3 events an episode wrap 4 slots), LANE_S=900, `events_bg` calls until done; a lane that beats
 # rank2_s4 is then confirmed on seed 419 with its recall_ lane.
@@ -1143,7 +1143,8 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             every_bw) oracle every_bw $BACK & ;;
             around_bw) oracle around_bw --settings around:3e-3,4,4,backward & ;;
             recall_ratio_bw) recall recall_ratio_bw --variants full $RULE $FAST --no-temp-lora-forward $T8 & ;;
-            recall_rank2_s4) recall recall_rank2_s4 --variants full $SLOTS --temp-lora-event-top 2 $FAST $T8 & ;;
+            recall_rank2_s4) recall recall_rank2_s4 --variants full --temp-lora-rule recall & ;;  # = $SLOTS top 2 $FAST $T8
+            # (session 64's measured config: tests/test_world_model_env.py holds the named rule to it)
             *) echo "events: unknown lane $lane" >&2 ;;
         esac
     done
