@@ -217,8 +217,9 @@ class TempLoRAConfig:
 # x 4 (t, noise) draws a write, forwards and backwards, t on the 8-pass grid, rank 32 on the 8 layer kinds and the
 # resnets' 3x3 convolutions. On fresh drawer reopens (H100) it stored the cube in 30 of 39 on each of two seeds (Φ 6
 # and 7; 2, 3 and 8 steps a write stored less), `evaluate --mode recall` 0.769 against 0.179 without Temp-LoRA. It
-# costs 0.6 dB of dynamic-region PSNR there, and the CPU demo 9.2 s a step against the shipped rule's 0.5
-# (docs/RESULTS.md, "Session 63" and "Session 64"): not the shipped default.
+# costs 0.6 dB of dynamic-region PSNR there, +18.5% fast loss on other episodes' chunks (issue 15's bound: +2%) and
+# 8-9 s a CPU step of the demo against the shipped rule's 0.5 (docs/RESULTS.md, "Session 63" and "Session 64"): not
+# the shipped default.
 TEMP_LORA_RULES: dict[str, dict[str, Any]] = {
     "recall": dict(rank=32, lr=3e-3, steps=4, draws=4, timesteps=8, reverse=True, write="events", event_top=2,
                    event_slots=4, target_modules=DEFAULT_LORA_TARGETS + ("conv1", "conv2")),
