@@ -619,10 +619,12 @@
 # benchmark, recall_rank2_s4, 0.769; Φ 7), told where 37, no slots 22, 2/3/8 steps an event 23/25/20, top 3 30, 8 slots
 # 26 (docs/RESULTS.md, "Session 64"). Six of its nine misses had two or more events written after the hiding. Next
 # lease: 40 fresh episodes of seed 418 (collected here: runs/s64/mem418, carried as runs/session/mem; seed 417 moved to
-# runs/s64/mem417), EVENT_LANES="rank2_s4 rank2_s4_rep rank3_s8 phi around recall_rank2_s4" (replay into each event's own slot, so the
-# hiding's slot is written again with the later slots in place; the gate among the 3 largest took the hiding in 39 of
-# 39 but its 5.3 events an episode wrap 4 slots), LANE_S=900, `events_bg` calls until done; a lane that beats
-# rank2_s4 is then confirmed on seed 419 with its recall_ lane.
+# runs/s64/mem417), EVENT_LANES="rank2_s4 rank2_s4_rep rank3_s8 phi around recall_rank2_s4 rank2_s4_d8" (replay
+# into each event's own slot, so the hiding's slot is written again with the later slots in place; the gate among the
+# 3 largest took the hiding in 39 of 39 but its 5.3 events an episode wrap 4 slots; 8 draws a step, since 8 steps
+# stored less, drawing the cube in one frame and losing it in the next), LANE_S=900, `events_bg` calls until done
+# (recall_rank2_s4 now names the rule: --temp-lora-rule recall); a lane that beats rank2_s4 is then confirmed on seed
+# 419 with its recall_ lane.
 # Session 62: the `events` lanes detached (`events_bg`, as mem_bg): 40 fresh episodes of seed 415 collected here and
 # carried as in session 61. Nine asks failed (~990 s); then one H100 with ~810 s: `bash experiments/device_session.sh
 # setup > /tmp/setup.log 2>&1; EVENT_EPISODES=20 EVENT_LANES="rank2 phi recall_phi" LANE_S=480 WAIT_S=510 bash
@@ -1088,7 +1090,8 @@ events|events_run)  # issue 15 (session 61; events_run: the lanes without the re
         # (event_slots 4, no replay): ratio_s4, rank2_s4, recall_ratio_s4; session 63's backwards alone (forward
         # False): ratio_bw, rank2_bw, every_bw, around_bw, recall_ratio_bw, beside every (each chunk, both ways);
         # session 64's strengths and slots: rank2_s4_2, rank2_s4_3, rank2_s4_8, rank2_8 (steps an event), rank3_s4,
-        # rank3_s8 (the gate among the 3 largest), rank2_s4_rep (slots + replay, each event into its own slot again)),
+        # rank3_s8 (the gate among the 3 largest), rank2_s4_rep (slots + replay, each event into its own slot again),
+        # rank2_s4_d8 (8 draws a step: a stronger write without more steps)),
         # two at a time (four at once, ~38 GB each at
         # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
@@ -1135,6 +1138,7 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             rank2_s4_3) oracle rank2_s4_3 --settings 3e-3,3,4,reverse $SLOTS --temp-lora-event-top 2 & ;;
             rank3_s8) oracle rank3_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 3 & ;;
             rank2_s4_rep) oracle rank2_s4_rep $STEPS $SLOTS --temp-lora-replay --temp-lora-event-top 2 & ;;
+            rank2_s4_d8) oracle rank2_s4_d8 --settings 3e-3,4,8,reverse $SLOTS --temp-lora-event-top 2 & ;;
             rank2_s8) oracle rank2_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 2 & ;;
             recall_ratio_s4) recall recall_ratio_s4 --variants full $SLOTS $FAST $T8 & ;;
             ratio_bw) oracle ratio_bw $BACK $RULE & ;;
