@@ -1138,7 +1138,8 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             rank2_s4_3) oracle rank2_s4_3 --settings 3e-3,3,4,reverse $SLOTS --temp-lora-event-top 2 & ;;
             rank3_s8) oracle rank3_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 3 & ;;
             rank2_s4_rep) oracle rank2_s4_rep $STEPS $SLOTS --temp-lora-replay --temp-lora-event-top 2 & ;;
-            rank2_s4_d8) oracle rank2_s4_d8 --settings 3e-3,4,8,reverse $SLOTS --temp-lora-event-top 2 & ;;
+            rank2_s4_d8) oracle rank2_s4_d8 --settings 3e-3,4,8,reverse $SLOTS --temp-lora-event-top 2 --max-batch 10 & ;;
+            # (twice the fast rows: half the batch, so two lanes still fit an H100)
             rank2_s8) oracle rank2_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 2 & ;;
             recall_ratio_s4) recall recall_ratio_s4 --variants full $SLOTS $FAST $T8 & ;;
             ratio_bw) oracle ratio_bw $BACK $RULE & ;;
