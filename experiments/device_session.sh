@@ -1098,7 +1098,9 @@ events|events_run)  # issue 15 (session 61; events_run: the lanes without the re
         # the ratio gate's writes), `around` (told where), Φ, and `evaluate --mode recall` with a rule or without
         # Temp-LoRA, each on the first EVENT_EPISODES (40) episodes. Θ: 3e-3 x 4 steps x 4 draws, reverse, t on the
         # 8-pass grid, T8 + conv1 + conv2, rank 32. The JSON and each oracle lane's reopen sheet
-        # (`--sheet` EVENT_SHEET, 8 reopens) into $OUT/events.tgz.
+        # (`--sheet` EVENT_SHEET, 8 reopens) into $OUT/events.tgz. EVENT_DATA (default $W/mem): other carried
+        # episodes (session 65: a second fresh seed on the same warm machine, e.g. runs/s65/mem419), with EVENT_TAG
+        # (e.g. _419) after each lane's name.
     mkdir -p "$W/events"
     T8="--temp-lora-timesteps 8 --temp-lora-rank 32 --temp-lora-targets to_q+to_k+to_v+to_out.0+proj_in+proj_out+\
 ff.net.0.proj+ff.net.2+conv1+conv2"
@@ -1108,13 +1110,13 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
     FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"  # evaluate's Θ
     STEPS="--settings 3e-3,4,4,reverse"  # reopen_oracle's Θ, the same
     BACK="--settings 3e-3,4,4,backward"  # the same, backwards alone (TempLoRAConfig.forward False; session 63)
-    oracle() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "$W/mem" \
+    oracle() { n=$1$EVENT_TAG; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "${EVENT_DATA:-$W/mem}" \
         --episodes ${EVENT_EPISODES:-40} --max-batch 20 --device $DEVICE $T8 --sheet ${EVENT_SHEET:-8} "$@" \
         --out "$W/events/$n" \
         > "$W/events/$n.log" 2>&1
         sed "s#$PWD/##g" "$W/events/$n/reopen_oracle.json" > "$W/events/oracle_$n.json"; }  # no machine paths
-    recall() { n=$1; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
-        --data "$W/mem" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked \
+    recall() { n=$1$EVENT_TAG; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
+        --data "${EVENT_DATA:-$W/mem}" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked \
         --episodes ${EVENT_EPISODES:-40} --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" \
         > "$W/events/$n.log" 2>&1
         sed "s#$PWD/##g" "$W/events/$n/table2.json" > "$W/events/$n.json"; }
