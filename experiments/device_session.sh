@@ -1091,7 +1091,8 @@ events|events_run)  # issue 15 (session 61; events_run: the lanes without the re
         # False): ratio_bw, rank2_bw, every_bw, around_bw, recall_ratio_bw, beside every (each chunk, both ways);
         # session 64's strengths and slots: rank2_s4_2, rank2_s4_3, rank2_s4_8, rank2_8 (steps an event), rank3_s4,
         # rank3_s8 (the gate among the 3 largest), rank2_s4_rep (slots + replay, each event into its own slot again),
-        # rank2_s4_d8 (8 draws a step: a stronger write without more steps)),
+        # rank2_s4_d8 (8 draws a step: a stronger write without more steps); session 65's rank2_s4_alone and
+        # recall_alone (TempLoRAConfig.slots_alone)),
         # two at a time (four at once, ~38 GB each at
         # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
@@ -1142,6 +1143,9 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             rank2_s4_rep) oracle rank2_s4_rep $STEPS $SLOTS --temp-lora-replay --temp-lora-event-top 2 & ;;
             rank2_s4_d8) oracle rank2_s4_d8 --settings 3e-3,4,8,reverse $SLOTS --temp-lora-event-top 2 --max-batch 10 & ;;
             # (twice the fast rows: half the batch, so two lanes still fit an H100)
+            rank2_s4_alone) oracle rank2_s4_alone $STEPS $SLOTS --temp-lora-slots-alone --temp-lora-event-top 2 & ;;
+            recall_alone) recall recall_alone --variants full --temp-lora-rule recall --temp-lora-slots-alone & ;;
+            # (session 65: each write's forward with its own slot alone, so a later event cannot learn to undo one)
             rank2_s8) oracle rank2_s8 $STEPS $WRITE --temp-lora-event-slots 8 --temp-lora-event-top 2 & ;;
             recall_ratio_s4) recall recall_ratio_s4 --variants full $SLOTS $FAST $T8 & ;;
             ratio_bw) oracle ratio_bw $BACK $RULE & ;;

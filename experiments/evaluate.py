@@ -179,6 +179,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-event-slots", type=int, default=None,
                    help="with --temp-lora-write events: S > 0 splits Θ's rank into S slots, event k written into slot "
                         "k mod S alone (TempLoRAConfig.event_slots; default: the model's)")
+    p.add_argument("--temp-lora-slots-alone", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --temp-lora-event-slots: each write's forward applies its own slot alone "
+                        "(TempLoRAConfig.slots_alone; default: the model's)")
     p.add_argument("--temp-lora-replay", action=argparse.BooleanOptionalAction, default=None,
                    help="with --temp-lora-write events: after an event's windows, the earlier events' again "
                         "(TempLoRAConfig.replay; default: the model's)")
@@ -254,7 +257,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("blocks", args.temp_lora_blocks), ("target_modules", args.temp_lora_targets), ("rank", args.temp_lora_rank),
         ("write", args.temp_lora_write), ("event_gate", args.temp_lora_event_gate),
         ("event_top", args.temp_lora_event_top), ("event_slots", args.temp_lora_event_slots),
-        ("replay", args.temp_lora_replay)) if v is not None}
+        ("replay", args.temp_lora_replay), ("slots_alone", args.temp_lora_slots_alone)) if v is not None}
     args.temp_lora = {**TEMP_LORA_RULES.get(args.temp_lora_rule, {}), **given}  # a rule, the flags over it
     if args.temp_lora.get("write") == "events":
         other_rules = [v for v in args.variant_list if v in ("no_local_rule", "original")]
@@ -537,6 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_event_top": args.temp_lora.get("event_top", cfg.temp_lora.event_top),
                     "temp_lora_replay": args.temp_lora.get("replay", cfg.temp_lora.replay),
                     "temp_lora_event_slots": args.temp_lora.get("event_slots", cfg.temp_lora.event_slots),
+                    "temp_lora_slots_alone": args.temp_lora.get("slots_alone", cfg.temp_lora.slots_alone),
                     "temp_lora_rule": args.temp_lora_rule,
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,

@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--temp-lora-event-slots", type=int, default=0,
                     help="with --temp-lora-write events: S > 0 splits Θ's rank into S slots, event k written into slot "
                          "k mod S alone (TempLoRAConfig.event_slots)")
+    ap.add_argument("--temp-lora-slots-alone", action="store_true",
+                    help="with --temp-lora-event-slots: each write's forward applies its own slot alone "
+                         "(TempLoRAConfig.slots_alone)")
     ap.add_argument("--temp-lora-replay", action="store_true",
                     help="with --temp-lora-write events: TempLoRAConfig.replay (the earlier events' windows again)")
     ap.add_argument("--replay", action="store_true",
@@ -306,9 +309,11 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("--temp-lora-event-top is >= 0 and goes with --temp-lora-write events")
     if args.temp_lora_event_slots < 0 or (args.temp_lora_event_slots and args.temp_lora_write != "events"):
         ap.error("--temp-lora-event-slots is >= 0 and goes with --temp-lora-write events")
+    if args.temp_lora_slots_alone and not args.temp_lora_event_slots:
+        ap.error("--temp-lora-slots-alone goes with --temp-lora-event-slots")
     events = dict(write="events", event_gate=args.event_gate, event_top=args.temp_lora_event_top,
-                  event_slots=args.temp_lora_event_slots, replay=args.temp_lora_replay
-                  ) if args.temp_lora_write == "events" else {}
+                  event_slots=args.temp_lora_event_slots, replay=args.temp_lora_replay,
+                  slots_alone=args.temp_lora_slots_alone) if args.temp_lora_write == "events" else {}
     memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
                                             ("target_modules", args.temp_lora_targets),
                                             ("blocks", args.temp_lora_blocks)) if value is not None} | events

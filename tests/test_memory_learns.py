@@ -406,14 +406,15 @@ def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in
     assert copy.chunks == log.chunks - 1 and len(copy.changes) == len(log.changes) - 1  # a fork's log is its own
 
 
-@pytest.mark.parametrize("replay", [False, True])
-def test_event_slots_leave_an_earlier_event_as_it_was_and_match_peft(micro_model, replay):
+@pytest.mark.parametrize("replay, alone", [(False, False), (True, False), (False, True), (True, True)])
+def test_event_slots_leave_an_earlier_event_as_it_was_and_match_peft(micro_model, replay, alone):
     """``event_slots``: the k-th event writes slot k mod S of Θ's rank alone, so the second event's write leaves the
     first one's weights exactly as they were (a replayed event writes its own slot again); the batched memory takes the
-    peft memory's steps. Guards: the gradient or Adam's step not masked (momentum moves the other slot), slots in the
-    wrong order, a replayed event written into the new event's slot."""
+    peft memory's steps, with ``slots_alone`` too (the other slots off in a write's forward, back after it). Guards:
+    the gradient or Adam's step not masked (momentum moves the other slot), slots in the wrong order, a replayed event
+    written into the new event's slot, ``slots_alone`` honoured by one memory only or not giving the slots back."""
     model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=2, steps=2, write="events", event_slots=2,
-                                       replay=replay))
+                                       replay=replay, slots_alone=alone))
     peft_memory, memory = TempLoRA(model), BatchedTempLoRA(model, 1)
     for k, layer in enumerate(peft_memory.layers):
         memory.set_factors(0, k, layer.lora_A["temp_lora"].weight.t(), layer.lora_B["temp_lora"].weight.t())
@@ -444,13 +445,38 @@ def test_event_slots_leave_an_earlier_event_as_it_was_and_match_peft(micro_model
     assert memory.events[0].count == 2 and len(memory.events[0].written) == (2 if replay else 0)
 
 
+def test_slots_alone_writes_a_later_event_without_the_earlier_slots(micro_model):
+    """``slots_alone``: the first event's write is the same either way (the second slot is still zero: B = 0 at
+    init), the second event's differs, since its forward no longer sees the first slot; both slots stay written.
+    Guards: the flag ignored, the other slots left off after the write."""
+    written = {}
+    for alone in (False, True):
+        model = micro_model(temp_lora=dict(FAST_LORA, lr=1e-3, draws=2, steps=2, write="events", event_slots=2,
+                                           slots_alone=alone))
+        torch.manual_seed(3)  # the same A at init
+        memory = BatchedTempLoRA(model, 1)
+        gens = [torch.Generator().manual_seed(3)]
+        theta = []
+        for c, level in enumerate([0, 10, 20, 30, 80, 90, 100, 160, 170]):  # events at chunks 4 and 7
+            chunk = _scene_chunk(0.0, level)
+            chunk.latents = _chunk(seed=c).latents
+            memory.update(chunk, generators=gens)
+            theta.append(memory.theta[0].clone())
+        written[alone] = theta
+    mask1 = memory.slot_masks[1].bool()
+    assert torch.equal(written[False][5], written[True][5])  # after the first event: the same
+    assert not torch.allclose(written[False][8][mask1], written[True][8][mask1])  # the second event's slot: not
+    assert torch.equal(written[True][8][~mask1], written[True][5][~mask1])  # the first slot is back, as it was
+    assert written[True][8][~mask1].abs().sum() > 0 and written[True][8][mask1].abs().sum() > 0
+
+
 @pytest.mark.parametrize("bad", [dict(replay=True), dict(write="events", variant="full_sequence"),
                                  dict(write="events", update_every=2), dict(write="events", event_gate=0.0),
                                  dict(write="sometimes"), dict(write="events", event_top=-1),
                                  dict(event_slots=2), dict(write="events", rank=8, event_slots=3),
-                                 dict(write="events", event_slots=-1)])
+                                 dict(write="events", event_slots=-1), dict(write="events", slots_alone=True)])
 def test_event_writes_refuse_settings_they_cannot_honour(bad):
-    with pytest.raises(ValueError, match="write|replay|event_gate|event_slots"):
+    with pytest.raises(ValueError, match="write|replay|event_gate|event_slots|slots_alone"):
         TempLoRAConfig(**bad)
 
 

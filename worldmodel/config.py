@@ -145,6 +145,10 @@ class TempLoRAConfig:
     # reopens) the rank gate in 4 slots stored 30, without them 25, told where 34; the gain is in the reopens with two
     # or more events after the hiding, 6 -> 10 of 16 ("Session 63"). On the CPU at one draw they kept no more. 0: one Θ.
     event_slots: int = 0
+    # With ``event_slots``: a write's forward applies its own slot alone (the others off), so a later event's write
+    # cannot learn to undo what an earlier slot draws; sampling applies all of them. Six of the nine reopens the rank rule
+    # in 4 slots lost on seed 417 had two or more events written after the hiding (docs/RESULTS.md, "Session 64").
+    slots_alone: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in ("local", "full_sequence", "original"):
@@ -187,6 +191,9 @@ class TempLoRAConfig:
         if self.event_slots < 0 or (self.event_slots and (self.write != "events" or self.rank % self.event_slots)):
             raise ValueError(f"invalid Temp-LoRA config: event_slots={self.event_slots} needs write='events' and a "
                              f"rank it divides (got write={self.write!r}, rank={self.rank})")
+        if self.slots_alone and not self.event_slots:
+            raise ValueError("Temp-LoRA slots_alone writes each event's slot with the other slots off: it needs "
+                             "event_slots > 0")
         if self.write == "events":
             if not self.event_gate > 0 or self.event_top < 0:
                 raise ValueError(f"invalid Temp-LoRA config: event_gate={self.event_gate} (> 0), "

@@ -582,8 +582,10 @@ class BatchedTempLoRA:
         idx = torch.tensor(envs, device=device)
         # One gradient leaf per layer factor (not views of one flat leaf: the backward of each view would
         # fill a zero gradient as large as all the factors, ~30% of a CPU fast step); row k is env k's.
-        leaves = [(a.detach().requires_grad_(True), b.detach().requires_grad_(True))
-                  for a, b in self._split(self.theta[idx])]
+        factors = self.theta[idx]
+        if masks is not None and self.config.slots_alone:  # the written slot alone in the forward
+            factors = factors * masks
+        leaves = [(a.detach().requires_grad_(True), b.detach().requires_grad_(True)) for a, b in self._split(factors)]
         meta = meta_rows is not None
         kernels = sdpa_kernel([SDPBackend.MATH]) if meta else contextlib.nullcontext()
         frozen = contextlib.nullcontext() if meta else rule.phi_frozen(model.unet)  # meta: Φ's gradient is read

@@ -156,7 +156,8 @@ class TempLoRA:
 
     def _learn(self, chunk: Chunk, steps: int, slot: int | None = None) -> FastUpdate:
         """`update`'s ``steps`` fast steps on the chunk's training sequence; with a ``slot`` (``event_slots``) only that
-        slot's share of Θ's rank moves (its gradient masked, Adam's step on the rest undone)."""
+        slot's share of Θ's rank moves (its gradient masked, Adam's step on the rest undone); with ``slots_alone`` the
+        other slots are off in its forward and back after it."""
         model = self.model
         total = 0.0
         masks = None
@@ -164,6 +165,12 @@ class TempLoRA:
             rank_mask = rule.slot_mask(self.config, slot, self.params[0].device)
             masks = [rank_mask.view([-1 if d == dim else 1 for d in range(p.dim())]).expand_as(p).bool()
                      for p, dim in zip(self.params, self._rank_dims)]
+        others = None
+        if masks is not None and self.config.slots_alone:  # the written slot alone in the forward, the rest after
+            others = [p.detach().clone() for p in self.params]
+            with torch.no_grad():
+                for p, m in zip(self.params, masks):
+                    p.mul_(m)
         with torch.enable_grad(), rule.phi_frozen(model.unet, keep=self.params):
             for _ in range(steps):
                 latents, noise, t = rule.fast_batch(self.config, chunk, self.history, None, self.timesteps)
@@ -191,6 +198,10 @@ class TempLoRA:
                     return self._roll_back(value)
                 rule.record(self.losses, t, losses)
                 total += value
+        if others is not None:
+            with torch.no_grad():
+                for p, m, k in zip(self.params, masks, others):
+                    p.copy_(torch.where(m, p, k))
         rule.remember(self.config, self.history, chunk)
         self._good = self._snapshot()
         return FastUpdate(total / steps, steps)
