@@ -1111,12 +1111,12 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
     FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"  # evaluate's Θ
     STEPS="--settings 3e-3,4,4,reverse"  # reopen_oracle's Θ, the same
     BACK="--settings 3e-3,4,4,backward"  # the same, backwards alone (TempLoRAConfig.forward False; session 63)
-    oracle() { n=$1$EVENT_TAG; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "${EVENT_DATA:-$W/mem}" \
+    oracle() { n=$1${EVENT_TAG:-}; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "${EVENT_DATA:-$W/mem}" \
         --episodes ${EVENT_EPISODES:-40} --max-batch 20 --device $DEVICE $T8 --sheet ${EVENT_SHEET:-8} "$@" \
         --out "$W/events/$n" \
         > "$W/events/$n.log" 2>&1
         sed "s#$PWD/##g" "$W/events/$n/reopen_oracle.json" > "$W/events/oracle_$n.json"; }  # no machine paths
-    recall() { n=$1$EVENT_TAG; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
+    recall() { n=$1${EVENT_TAG:-}; shift; timeout ${LANE_S:-510} $PY -m experiments.evaluate --model worldmodel/weights/default \
         --data "${EVENT_DATA:-$W/mem}" --device $DEVICE --no-video --quiet --tasks memory_drawer,memory_drawer_locked \
         --episodes ${EVENT_EPISODES:-40} --batch 10 --mode recall --steps 2 "$@" --out "$W/events/$n" \
         > "$W/events/$n.log" 2>&1
