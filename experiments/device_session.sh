@@ -611,6 +611,15 @@
 # without slots; a CPU pilot of the first drew 3 of 3 reopens in their colour, 1 of 3 at 4 steps), LANE_S=900,
 # `events_bg` calls until done (recall at 4 draws: --batch 10); the JSON and each oracle lane's reopen sheet (8
 # reopens) come back in $OUT/events.tgz. The rank rule's misses drew the cube in a hue between the true one and Φ's.
+# Session 65 (nvidia-h100-x1, the tenth ask at 22:31 UTC; nine refusals cost ~980 s): seed 418 carried as planned; the
+# first call stopped on EVENT_TAG unset (fixed), then `rm -f $W/events_bg.*; ... setup; EVENT_LANES="rank2_s4
+# rank2_s4_rep phi recall_rank2_s4 rank2_s4_d8 around rank3_s8" LANE_S=900 WAIT_S=480 ... events_bg` (482 s) and
+# WAIT_S=280 ... events_bg (281 s), given back with 41 s left. 40 reopens: the recall rule 32 (benchmark 30), replay
+# into each slot 22, Φ 7; d8, around and rank3_s8 did not end (docs/RESULTS.md, "Session 65"). slots_alone (new,
+# lanes rank2_s4_alone and recall_alone) was dropped on its CPU interference (+45.8%, the episode's chunks +9.1%).
+# Next lease: 40 fresh episodes of seed 419 (collected here: runs/s65/mem419, carried as runs/session/mem; seed 418
+# moved to runs/s65/mem418), EVENT_LANES="recall_rank2_s4 recall_phi rank2_s4_d8 rank3_s8 around rank2_s4" LANE_S=900,
+# `events_bg` calls until done.
 # Session 64 (nvidia-h100-x1, the third ask; ~300 s went to its start): seed 417 carried as planned, `bash
 # experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="rank2_s4 recall_rank2_s4 phi recall_phi
 # around rank2_s4_8 rank2_norep rank2_8" LANE_S=900 WAIT_S=480 bash experiments/device_session.sh events_bg` (482 s),

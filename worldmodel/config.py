@@ -222,11 +222,11 @@ class TempLoRAConfig:
 # "recall": the rule that stored a hidden cube best without being told where it was hidden (issue 15): the rank gate
 # (a chunk among the 2 largest changes of the episode so far is an event), Θ in 4 slots (one an event), 3e-3 x 4 steps
 # x 4 (t, noise) draws a write, forwards and backwards, t on the 8-pass grid, rank 32 on the 8 layer kinds and the
-# resnets' 3x3 convolutions. On fresh drawer reopens (H100) it stored the cube in 30 of 39 on each of two seeds (Φ 6
-# and 7; 2, 3 and 8 steps a write stored less), `evaluate --mode recall` 0.769 against 0.179 without Temp-LoRA. It
-# costs 0.6 dB of dynamic-region PSNR there, +18.5% fast loss on other episodes' chunks (issue 15's bound: +2%) and
-# 8-9 s a CPU step of the demo against the shipped rule's 0.5 (docs/RESULTS.md, "Session 63" and "Session 64"): not
-# the shipped default.
+# resnets' 3x3 convolutions. On fresh drawer reopens (H100) it stored the cube in 30 of 39, 30 of 39 and 32 of 40 on
+# three seeds (Φ 6, 7 and 7; 2, 3 and 8 steps a write stored less, replay into each slot 22 of 40), `evaluate --mode
+# recall` 0.769 and 0.75 on two of them (0.179 without Temp-LoRA). It costs 0.6 dB of dynamic-region PSNR there, +18.5%
+# fast loss on other episodes' chunks (issue 15's bound: +2%) and 8-9 s a CPU step of the demo against the shipped
+# rule's 0.5 (docs/RESULTS.md, "Session 63" to "Session 65"): not the shipped default.
 TEMP_LORA_RULES: dict[str, dict[str, Any]] = {
     "recall": dict(rank=32, lr=3e-3, steps=4, draws=4, timesteps=8, reverse=True, write="events", event_top=2,
                    event_slots=4, target_modules=DEFAULT_LORA_TARGETS + ("conv1", "conv2")),
