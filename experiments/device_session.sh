@@ -1101,7 +1101,7 @@ events|events_run)  # issue 15 (session 61; events_run: the lanes without the re
         # session 64's strengths and slots: rank2_s4_2, rank2_s4_3, rank2_s4_8, rank2_8 (steps an event), rank3_s4,
         # rank3_s8 (the gate among the 3 largest), rank2_s4_rep (slots + replay, each event into its own slot again),
         # rank2_s4_d8 (8 draws a step: a stronger write without more steps); session 65's rank2_s4_alone and
-        # recall_alone (TempLoRAConfig.slots_alone)),
+        # recall_alone (TempLoRAConfig.slots_alone), rank2_s4_px and recall_px (TempLoRAConfig.event_change "pixels")),
         # two at a time (four at once, ~38 GB each at
         # --max-batch 20, ran out of an H100's memory), each at most LANE_S (510) s: `reopen_oracle` with the ratio gate
         # and replay (ratio: 179 s alone on an H100 for 40 reopens), the rank gate (event_top 2) and replay (rank2; ~3x
@@ -1152,6 +1152,9 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             rank2_s4_rep) oracle rank2_s4_rep $STEPS $SLOTS --temp-lora-replay --temp-lora-event-top 2 & ;;
             rank2_s4_d8) oracle rank2_s4_d8 --settings 3e-3,4,8,reverse $SLOTS --temp-lora-event-top 2 --max-batch 10 & ;;
             # (twice the fast rows: half the batch, so two lanes still fit an H100)
+            rank2_s4_px) oracle rank2_s4_px $STEPS $SLOTS --temp-lora-event-change pixels --temp-lora-event-top 2 & ;;
+            recall_px) recall recall_px --variants full --temp-lora-rule recall --temp-lora-event-change pixels & ;;
+            # (session 65: the gate ranks the share of pixels changed by > 48 of 255, not the mean change)
             rank2_s4_alone) oracle rank2_s4_alone $STEPS $SLOTS --temp-lora-slots-alone --temp-lora-event-top 2 & ;;
             recall_alone) recall recall_alone --variants full --temp-lora-rule recall --temp-lora-slots-alone & ;;
             # (session 65: each write's forward with its own slot alone, so a later event cannot learn to undo one)

@@ -179,6 +179,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temp-lora-event-slots", type=int, default=None,
                    help="with --temp-lora-write events: S > 0 splits Θ's rank into S slots, event k written into slot "
                         "k mod S alone (TempLoRAConfig.event_slots; default: the model's)")
+    p.add_argument("--temp-lora-event-change", choices=("mean", "pixels"), default=None,
+                   help="with --temp-lora-write events: what a chunk's change is, the mean pixel difference or the "
+                        "share of pixels changed by more than 48 of 255 (TempLoRAConfig.event_change; default: the "
+                        "model's)")
     p.add_argument("--temp-lora-slots-alone", action=argparse.BooleanOptionalAction, default=None,
                    help="with --temp-lora-event-slots: each write's forward applies its own slot alone "
                         "(TempLoRAConfig.slots_alone; default: the model's)")
@@ -257,7 +261,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("blocks", args.temp_lora_blocks), ("target_modules", args.temp_lora_targets), ("rank", args.temp_lora_rank),
         ("write", args.temp_lora_write), ("event_gate", args.temp_lora_event_gate),
         ("event_top", args.temp_lora_event_top), ("event_slots", args.temp_lora_event_slots),
-        ("replay", args.temp_lora_replay), ("slots_alone", args.temp_lora_slots_alone)) if v is not None}
+        ("replay", args.temp_lora_replay), ("slots_alone", args.temp_lora_slots_alone),
+        ("event_change", args.temp_lora_event_change)) if v is not None}
     args.temp_lora = {**TEMP_LORA_RULES.get(args.temp_lora_rule, {}), **given}  # a rule, the flags over it
     if args.temp_lora.get("write") == "events":
         other_rules = [v for v in args.variant_list if v in ("no_local_rule", "original")]
@@ -541,6 +546,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "temp_lora_replay": args.temp_lora.get("replay", cfg.temp_lora.replay),
                     "temp_lora_event_slots": args.temp_lora.get("event_slots", cfg.temp_lora.event_slots),
                     "temp_lora_slots_alone": args.temp_lora.get("slots_alone", cfg.temp_lora.slots_alone),
+                    "temp_lora_event_change": args.temp_lora.get("event_change", cfg.temp_lora.event_change),
                     "temp_lora_rule": args.temp_lora_rule,
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,

@@ -91,29 +91,31 @@ def around_windows(episode, hide: int, reopen: int, context_frames: int, new_fra
     return [episode.frames[o : o + length] for o in range(start, end - length + 1)]
 
 
-def chunk_change(episode, chunk: int, new_frames: int) -> float:
-    """How much chunk `chunk`'s new frames differ from the last frame of its context: the mean absolute pixel
-    difference (0-255), the measure of the memory's event gate (`worldmodel.memory.rule.chunk_change`)."""
+def chunk_change(episode, chunk: int, new_frames: int, measure: str = "mean") -> float:
+    """How much chunk `chunk`'s new frames differ from the last frame of its context: the memory's event gate's
+    measure (`worldmodel.memory.rule.chunk_change`; "mean": the mean absolute pixel difference, 0-255)."""
     from worldmodel.memory import rule
 
     start = 1 + chunk * new_frames
     frames = torch.from_numpy(episode.frames)
-    return rule.chunk_change(frames[start : start + new_frames], frames[start - 1])
+    return rule.chunk_change(frames[start : start + new_frames], frames[start - 1], measure)
 
 
-def chunk_changes(episode, free_from: int, new_frames: int) -> list[float]:
+def chunk_changes(episode, free_from: int, new_frames: int, measure: str = "mean") -> list[float]:
     """`chunk_change` of chunks 1 .. free_from - 1 (item c - 1 is chunk c's), what the gates rank and compare. Chunk 0
     is left out: its context is the start frame repeated."""
-    return [chunk_change(episode, c, new_frames) for c in range(1, free_from)]
+    return [chunk_change(episode, c, new_frames, measure) for c in range(1, free_from)]
 
 
-def event_chunks(episode, free_from: int, new_frames: int, gate: float, top: int = 0) -> list[int]:
+def event_chunks(episode, free_from: int, new_frames: int, gate: float, top: int = 0, measure: str = "mean"
+                 ) -> list[int]:
     """The chunks c among 3 .. free_from - 1 whose `chunk_change` exceeds ``gate`` times the mean change of chunks
     1 .. c - 1 (`chunk_changes`; two chunks before a first decision), or with ``top`` = K > 0 ranks among the K largest
-    so far: the memory's event gate (`worldmodel.memory.rule.is_event`) on the real frames."""
+    so far: the memory's event gate (`worldmodel.memory.rule.is_event`) on the real frames, its change ``measure``
+    (`TempLoRAConfig.event_change`)."""
     from worldmodel.memory import rule
 
-    change = chunk_changes(episode, free_from, new_frames)
+    change = chunk_changes(episode, free_from, new_frames, measure)
     return [c for c in range(3, free_from) if rule.is_event(change[: c - 1], change[c - 1], gate, top)]
 
 
@@ -279,6 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--temp-lora-event-slots", type=int, default=0,
                     help="with --temp-lora-write events: S > 0 splits Θ's rank into S slots, event k written into slot "
                          "k mod S alone (TempLoRAConfig.event_slots)")
+    ap.add_argument("--temp-lora-event-change", choices=("mean", "pixels"), default="mean",
+                    help="with --temp-lora-write events: what a chunk's change is, the mean pixel difference or the "
+                         "share of pixels changed by more than 48 of 255 (TempLoRAConfig.event_change)")
     ap.add_argument("--temp-lora-slots-alone", action="store_true",
                     help="with --temp-lora-event-slots: each write's forward applies its own slot alone "
                          "(TempLoRAConfig.slots_alone)")
@@ -309,11 +314,13 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("--temp-lora-event-top is >= 0 and goes with --temp-lora-write events")
     if args.temp_lora_event_slots < 0 or (args.temp_lora_event_slots and args.temp_lora_write != "events"):
         ap.error("--temp-lora-event-slots is >= 0 and goes with --temp-lora-write events")
+    if args.temp_lora_event_change != "mean" and args.temp_lora_write != "events":
+        ap.error("--temp-lora-event-change goes with --temp-lora-write events")
     if args.temp_lora_slots_alone and not args.temp_lora_event_slots:
         ap.error("--temp-lora-slots-alone goes with --temp-lora-event-slots")
     events = dict(write="events", event_gate=args.event_gate, event_top=args.temp_lora_event_top,
                   event_slots=args.temp_lora_event_slots, replay=args.temp_lora_replay,
-                  slots_alone=args.temp_lora_slots_alone) if args.temp_lora_write == "events" else {}
+                  slots_alone=args.temp_lora_slots_alone, event_change=args.temp_lora_event_change) if args.temp_lora_write == "events" else {}
     memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
                                             ("target_modules", args.temp_lora_targets),
                                             ("blocks", args.temp_lora_blocks)) if value is not None} | events

@@ -173,10 +173,11 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
         assert variant_config("full", model, chosen).timesteps == timesteps
     events = evaluate.parse_args(["--synthetic", "--variants", "full,no_temp_lora", "--temp-lora-write", "events",
                                   "--temp-lora-event-gate", "1.5", "--temp-lora-replay", "--temp-lora-event-top",
-                                  "2", "--temp-lora-event-slots", "2"]).temp_lora
+                                  "2", "--temp-lora-event-slots", "2", "--temp-lora-slots-alone",
+                                  "--temp-lora-event-change", "pixels"]).temp_lora
     chosen = variant_config("full", model, events)
-    assert (chosen.write, chosen.event_gate, chosen.event_top, chosen.replay, chosen.event_slots) == \
-        ("events", 1.5, 2, True, 2)
+    assert (chosen.write, chosen.event_gate, chosen.event_top, chosen.replay, chosen.event_slots, chosen.slots_alone,
+            chosen.event_change) == ("events", 1.5, 2, True, 2, True, "pixels")
     named = evaluate.parse_args(["--synthetic", "--variants", "full", "--temp-lora-rule", "recall",
                                  "--temp-lora-steps", "2"]).temp_lora  # the rule, a flag over it
     assert variant_config("full", model, named) == dataclasses.replace(

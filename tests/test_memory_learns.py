@@ -408,6 +408,42 @@ def test_event_gate_writes_the_windows_around_a_change_once_the_next_chunk_is_in
     assert copy.chunks == log.chunks - 1 and len(copy.changes) == len(log.changes) - 1  # a fork's log is its own
 
 
+def _patched_chunk(frame: torch.Tensor, latent: float) -> Chunk:
+    """A micro chunk whose two new frames are ``frame`` (16, 16, 3 uint8), its latents filled with ``latent``."""
+    return Chunk(frame.expand(1, 2, 16, 16, 3).clone(), torch.full((1, 4, 4, 8, 8), latent), 2)
+
+
+def test_event_change_pixels_ranks_the_share_of_pixels_changed_a_lot():
+    """``event_change="pixels"``: a chunk's change is the share of pixels whose largest channel moved by more than
+    `rule.PIXEL_CHANGE`, so a chunk that moves a few pixels a lot (a drawer over a cube) outranks one that moves all of
+    them a little (the arm's shading), where the mean ranks them the other way. Guards: the measure ignored (the
+    memory's gate always the mean), the threshold not strict, the channels averaged instead of their largest taken."""
+    flat = torch.zeros(16, 16, 3, dtype=torch.uint8)
+    little = flat + 30  # every pixel +30 in every channel: mean 30, no pixel changed by more than 48
+    patch = flat.clone()
+    patch[:4, :8, 0] = 120  # 32 of 256 pixels, one channel +120 (40 over the channels): mean 5, share 0.125
+    edge = flat.clone()
+    edge[:, :, 1] = rule.PIXEL_CHANGE  # every pixel moved by exactly the threshold: not changed
+    assert rule.chunk_change(little[None], flat) == pytest.approx(30.0)
+    assert rule.chunk_change(little[None], flat, "pixels") == 0.0
+    assert rule.chunk_change(patch[None], flat, "pixels") == pytest.approx(32 / 256)
+    assert rule.chunk_change(patch[None], flat) == pytest.approx(120 * 32 / 768)
+    assert rule.chunk_change(edge[None], flat, "pixels") == 0.0
+    # frames flat, little, flat, patch, flat, little, flat: the changes (from chunk 1) little, little, patch, patch,
+    # little, little; ranked among the 2 largest so far, the patches (chunks 3, 4) are events under "pixels", the
+    # later littles (chunks 5, 6) under "mean"
+    frames = [flat, little, flat, patch, flat, little, flat]
+    written = {}
+    for measure in ("mean", "pixels"):
+        cfg = TempLoRAConfig(write="events", event_top=2, event_change=measure)
+        log = rule.EventLog()
+        written[measure] = [len(_event_sequences(cfg, log, _patched_chunk(f, 100.0 * c))) for c, f in enumerate(frames)]
+    assert written["pixels"] == [0, 0, 0, 0, 1, 1, 0]  # chunk 3 written once chunk 4 is in, chunk 4 at chunk 5
+    assert written["mean"] == [0, 0, 0, 0, 0, 0, 1]  # the patches' 5 below the 30s before; chunk 5's 30 ties them
+    with pytest.raises(ValueError, match="event_change"):
+        TempLoRAConfig(write="events", event_change="max")
+
+
 @pytest.mark.parametrize("replay, alone", [(False, False), (True, False), (False, True), (True, True)])
 def test_event_slots_leave_an_earlier_event_as_it_was_and_match_peft(micro_model, replay, alone):
     """``event_slots``: the k-th event writes slot k mod S of Θ's rank alone, so the second event's write leaves the

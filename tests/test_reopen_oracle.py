@@ -193,14 +193,14 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
     library = ["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1", "--settings", "phi",
                "1e-3,4,1,reverse", "--temp-lora-write", "events", "--event-gate", "1.2", "--temp-lora-replay",
                "--temp-lora-event-top", "2", "--temp-lora-event-slots", "2", "--temp-lora-slots-alone",
-               "--out", str(tmp_path / "out")]
+               "--temp-lora-event-change", "pixels", "--out", str(tmp_path / "out")]
     seen.clear()
     reopen_oracle.main(library)  # the library's rule: its write, gates and replay reach Θ's config, not Φ's
     assert seen["every"] is None and (seen[1e-3]["write"], seen[1e-3]["event_gate"], seen[1e-3]["event_top"],
-                                      seen[1e-3]["replay"], seen[1e-3]["event_slots"], seen[1e-3]["slots_alone"]
-                                      ) == ("events", 1.2, 2, True, 2, True)
+                                      seen[1e-3]["replay"], seen[1e-3]["event_slots"], seen[1e-3]["slots_alone"],
+                                      seen[1e-3]["event_change"]) == ("events", 1.2, 2, True, 2, True, "pixels")
     for bad in (["--settings", "around:1e-3,4,1", "--temp-lora-write", "events"], ["--temp-lora-replay"],
                 ["--temp-lora-event-top", "2"], ["--temp-lora-event-slots", "2"],
-                ["--temp-lora-write", "events", "--temp-lora-slots-alone"]):
+                ["--temp-lora-write", "events", "--temp-lora-slots-alone"], ["--temp-lora-event-change", "pixels"]):
         with pytest.raises(SystemExit):  # a probe kind picks its own chunks; replay without the rule's writes
             reopen_oracle.main(["--data", str(tmp_path), *bad])

@@ -272,10 +272,17 @@ class EventLog:
         return sum(t.numel() * t.element_size() for t in held)
 
 
-def chunk_change(frames: torch.Tensor, before: torch.Tensor) -> float:
-    """How much a chunk's new frames (Tn, H, W, 3) differ from the frame before them (H, W, 3): the mean absolute
-    pixel difference (0-255)."""
-    return float((frames.float() - before.to(frames.device).float()).abs().mean())  # teacher frames: on the host
+PIXEL_CHANGE = 48  # ``event_change="pixels"``: a pixel changed when a channel moved by more than this (of 255)
+
+
+def chunk_change(frames: torch.Tensor, before: torch.Tensor, measure: str = "mean") -> float:
+    """How much a chunk's new frames (Tn, H, W, 3) differ from the frame before them (H, W, 3)
+    (`TempLoRAConfig.event_change`): "mean", the mean absolute pixel difference (0-255); "pixels", the share of
+    pixels (over the new frames) whose largest channel difference exceeds `PIXEL_CHANGE`."""
+    diff = (frames.float() - before.to(frames.device).float()).abs()  # teacher frames: on the host
+    if measure == "pixels":
+        return float((diff.amax(-1) > PIXEL_CHANGE).float().mean())
+    return float(diff.mean())
 
 
 def event_writes(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[tuple[int | None, torch.Tensor]]:
@@ -301,7 +308,7 @@ def event_writes(config: TempLoRAConfig, log: EventLog, chunk: Chunk) -> list[tu
         log.count += 1
     c, log.chunks = log.chunks, log.chunks + 1
     if log.last_frame is not None and c >= 1:
-        change = chunk_change(chunk.frames[0], log.last_frame)
+        change = chunk_change(chunk.frames[0], log.last_frame, config.event_change)
         if c >= 3 and is_event(log.changes, change, config.event_gate, config.event_top):
             log.pending = chunk.latents.detach().clone()  # (a copy: a view would hold the whole batch's chunk)
         log.changes.append(change)
