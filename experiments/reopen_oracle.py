@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("--temp-lora-slots-alone goes with --temp-lora-event-slots")
     events = dict(write="events", event_gate=args.event_gate, event_top=args.temp_lora_event_top,
                   event_slots=args.temp_lora_event_slots, replay=args.temp_lora_replay,
-                  slots_alone=args.temp_lora_slots_alone, event_change=args.temp_lora_event_change) if args.temp_lora_write == "events" else {}
+                  slots_alone=args.temp_lora_slots_alone, event_change=args.temp_lora_event_change
+                  ) if args.temp_lora_write == "events" else {}
     memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
                                             ("target_modules", args.temp_lora_targets),
                                             ("blocks", args.temp_lora_blocks)) if value is not None} | events

@@ -324,6 +324,7 @@ def test_fast_update_measure_reports_what_each_setting_stores(model):
     assert Setting.parse("3e-3,4,4,0,up_blocks,reverse,events,top=2,slots=4,replay") == Setting(
         3e-3, 4, 4, 0, ("up_blocks",), True, write="events", event_top=2, event_slots=4, replay=True)
     assert Setting.parse("3e-3,4,4,events,top=2,slots=4,alone").slots_alone
+    assert Setting.parse("3e-3,4,4,events,top=2,change=pixels").event_change == "pixels"
     with pytest.raises(ValueError, match="lr,steps,draws"):
         Setting.parse("1e-3")
     learned = [[_chunk(1, seed) for seed in range(2)]]
@@ -333,12 +334,12 @@ def test_fast_update_measure_reports_what_each_setting_stores(model):
                                               Setting(1e-2, 3, 2, targets=("to_v", "to_out.0"), rank=4),
                                               Setting(1e-2, 3, 2, timesteps="uniform"),
                                               Setting(1e-2, 3, 2, write="events", event_top=2, event_slots=2,
-                                                      replay=True, slots_alone=True)],
+                                                      replay=True, slots_alone=True, event_change="pixels")],
                      log=lambda row: None)
     full, up, none, back, lean, uniform, events = result["rows"]
     # the event rule is the memory's: its gate takes no chunk before the fourth, so two chunks write nothing
-    assert (events["write"], events["event_top"], events["event_slots"], events["replay"], events["slots_alone"]) == \
-        ("events", 2, 2, True, True)
+    assert (events["write"], events["event_top"], events["event_slots"], events["replay"], events["slots_alone"],
+            events["event_change"]) == ("events", 2, 2, True, True, "pixels")
     assert events["episode"] == pytest.approx(0.0, abs=1e-6) and events["other"] == pytest.approx(0.0, abs=1e-6)
     assert uniform["timesteps"] == "uniform" != full["timesteps"] and uniform["episode"] != full["episode"]
     assert back["reverse"] and back["reverse_phases"] == 1 and back["episode"] != full["episode"]  # the rule is used

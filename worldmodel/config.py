@@ -133,8 +133,8 @@ class TempLoRAConfig:
     # was an event at 1.3 in 50 of 80 fresh reopens, seeds 412 and 414); ranked among the 2 largest so far it was one
     # in 74, at 4.0 events an episode (docs/RESULTS.md, "Session 61").
     event_top: int = 0
-    # With ``write="events"``: what a chunk's change is (`rule.chunk_change`): "mean", the mean absolute pixel difference
-    # of its new frames from the frame before them; "pixels", the share of pixels whose largest channel difference
+    # With ``write="events"``: what a chunk's change is (`rule.chunk_change`): "mean", the mean absolute pixel
+    # difference of its new frames from the frame before them; "pixels", the share of pixels whose largest channel difference
     # exceeds 48 of 255 (`rule.PIXEL_CHANGE`). On the real frames of 198 reopens of five spent seeds (412-418) the
     # rank gate among the 2 largest took the hiding in 192 at 3.47 events an episode with "pixels", in 183 at 3.80 with
     # "mean", and left two or more events after the hiding in 74 against 99 (docs/RESULTS.md, "Session 65"): the arm's
@@ -153,8 +153,9 @@ class TempLoRAConfig:
     # or more events after the hiding, 6 -> 10 of 16 ("Session 63"). On the CPU at one draw they kept no more. 0: one Θ.
     event_slots: int = 0
     # With ``event_slots``: a write's forward applies its own slot alone (the others off), so a later event's write
-    # cannot learn to undo what an earlier slot draws; sampling applies all of them. Six of the nine reopens the rank rule
-    # in 4 slots lost on seed 417 had two or more events written after the hiding (docs/RESULTS.md, "Session 64").
+    # cannot learn to undo what an earlier slot draws; sampling applies all of them. Six of the nine reopens the rank
+    # rule in 4 slots lost on seed 417 had two or more events written after the hiding (docs/RESULTS.md, "Session 64").
+    # On the CPU it disturbed more (+45.8% on other episodes' chunks against +18.5%; "Session 65").
     slots_alone: bool = False
 
     def __post_init__(self) -> None:

@@ -43,6 +43,7 @@ class Setting:
     event_slots: int = 0  # TempLoRAConfig.event_slots: Θ's rank split into per-event slots
     replay: bool = False  # TempLoRAConfig.replay: after an event, the earlier events' windows again
     slots_alone: bool = False  # TempLoRAConfig.slots_alone: a write's forward with its own slot alone
+    event_change: str = "mean"  # TempLoRAConfig.event_change: what the gate ranks ("pixels": the share changed)
 
     @classmethod
     def parse(cls, text: str) -> "Setting":
@@ -55,14 +56,15 @@ class Setting:
         ``sampler``, ``uniform`` or a number of DDIM passes (`TempLoRAConfig.timesteps`). The evaluation draws stay
         at the sampler's timesteps in every setting: the loss where generation happens. ``events``, ``top=K``,
         ``slots=S``, ``replay``, ``alone``: the event rule (`TempLoRAConfig.write="events"`, ``event_top``,
-        ``event_slots``, ``replay``, ``slots_alone``), e.g. session 63's ``3e-3,4,4,0,up_blocks,reverse,events,top=2,slots=4``."""
+        ``event_slots``, ``replay``, ``slots_alone``; ``change=pixels``: ``event_change``), e.g. session 63's
+        ``3e-3,4,4,0,up_blocks,reverse,events,top=2,slots=4``."""
         parts = text.split(",")
-        keys = ("phases=", "targets=", "rank=", "timesteps=", "top=", "slots=")
+        keys = ("phases=", "targets=", "rank=", "timesteps=", "top=", "slots=", "change=")
         flags = [p for p in parts if p in ("reverse", "events", "replay", "alone") or p.startswith(keys)]
         parts = [p for p in parts if p not in flags]
         if len(parts) not in (3, 4, 5):
             raise ValueError(f"a setting is lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B]"
-                             f"[,rank=R][,timesteps=T][,events][,top=K][,slots=S][,replay][,alone], got {text!r}")
+                             f"[,rank=R][,timesteps=T][,events][,top=K][,slots=S][,replay][,alone][,change=C], got {text!r}")
         blocks = tuple(b for b in parts[4].split("+") if b) if len(parts) == 5 else ()
         value = {key: [p.split("=", 1)[1] for p in flags if p.startswith(key)] for key in keys}
         targets = tuple(t for t in value["targets="][-1].split("+") if t) if value["targets="] else ()
@@ -71,7 +73,7 @@ class Setting:
         return cls(float(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) >= 4 else 0, blocks,
                    "reverse" in flags, number["phases="], targets, number["rank="], int(t) if t and t.isdigit() else t,
                    "events" if "events" in flags else "every", number["top="], number["slots="], "replay" in flags,
-                   "alone" in flags)
+                   "alone" in flags, value["change="][-1] if value["change="] else "mean")
 
 
 def episode_chunks(model: Any, item: dict) -> list[Chunk]:
@@ -135,7 +137,7 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
                                   target_modules=s.targets or base_cfg.target_modules, rank=s.rank or base_cfg.rank,
                                   timesteps=base_cfg.timesteps if s.timesteps is None else s.timesteps,
                                   write=s.write, event_top=s.event_top, event_slots=s.event_slots, replay=s.replay,
-                                  slots_alone=s.slots_alone)
+                                  slots_alone=s.slots_alone, event_change=s.event_change)
         memory = BatchedTempLoRA(model, 1, cfg)
         chunk_rel, ep_rel, other_rel, rollbacks, start = [], [], [], 0, time.perf_counter()
         update_cpu_s = []
@@ -156,7 +158,8 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
                    reverse=s.reverse, reverse_phases=s.reverse_phases,
                    targets="+".join(s.targets) or "the model's", rank=cfg.rank, timesteps=cfg.timesteps,
                    write=cfg.write, event_top=cfg.event_top, event_slots=cfg.event_slots, replay=cfg.replay,
-                   slots_alone=cfg.slots_alone, update_cpu_s=_mean(update_cpu_s), theta_parameters=memory.num_parameters_per_env,
+                   slots_alone=cfg.slots_alone, event_change=cfg.event_change, update_cpu_s=_mean(update_cpu_s),
+                   theta_parameters=memory.num_parameters_per_env,
                    chunk=_mean(chunk_rel), episode=_mean(ep_rel), other=_mean(other_rel),
                    other_max=max(other_rel), rollbacks=rollbacks, seconds=round(time.perf_counter() - start, 1))
         log(row)
@@ -184,6 +187,7 @@ def markdown(result: dict) -> str:
         writes += f", {r['event_slots']} slots" if r.get("event_slots") else ""
         writes += ", replay" if r.get("replay") else ""
         writes += ", each slot alone" if r.get("slots_alone") else ""
+        writes += ", gate on the pixels changed" if r.get("event_change") == "pixels" else ""
         lines.append(f"| {r['lr']:g} | {r['steps']} | {r['draws']} | {r['rehearsal']} | {r.get('blocks', 'all')} "
                      f"| {layers} | {back} | {writes} "
                      f"| {100 * r['chunk']:+.1f}% | {100 * r['episode']:+.1f}% | {100 * r['other']:+.1f}% "
