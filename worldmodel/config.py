@@ -134,11 +134,11 @@ class TempLoRAConfig:
     # in 74, at 4.0 events an episode (docs/RESULTS.md, "Session 61").
     event_top: int = 0
     # With ``write="events"``: what a chunk's change is (`rule.chunk_change`): "mean", the mean absolute pixel
-    # difference of its new frames from the frame before them; "pixels", the share of pixels whose largest channel difference
-    # exceeds 48 of 255 (`rule.PIXEL_CHANGE`). On the real frames of 198 reopens of five spent seeds (412-418) the
-    # rank gate among the 2 largest took the hiding in 192 at 3.47 events an episode with "pixels", in 183 at 3.80 with
-    # "mean", and left two or more events after the hiding in 74 against 99 (docs/RESULTS.md, "Session 65"): the arm's
-    # shading moves many pixels a little, the drawer closing over the cube few a lot.
+    # difference of its new frames from the frame before them; "pixels", the share of pixels whose largest channel
+    # difference exceeds 48 of 255 (`rule.PIXEL_CHANGE`). On the real frames of 198 reopens of five spent seeds
+    # (412-418) the rank gate among the 2 largest took the hiding in 192 at 3.47 events an episode with "pixels", in 183
+    # at 3.80 with "mean", and left two or more events after the hiding in 74 against 99 (docs/RESULTS.md, "Session
+    # 65"): the arm's shading moves many pixels a little, the drawer closing over the cube few a lot.
     event_change: Literal["mean", "pixels"] = "mean"
     # With ``write="events"``: after an event's windows, those of the episode's earlier events again, oldest first (the
     # last max_history of them), so the latest write does not overwrite the earlier ones (CPU, 20 reopens: 14 stored

@@ -64,7 +64,8 @@ class Setting:
         parts = [p for p in parts if p not in flags]
         if len(parts) not in (3, 4, 5):
             raise ValueError(f"a setting is lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B]"
-                             f"[,rank=R][,timesteps=T][,events][,top=K][,slots=S][,replay][,alone][,change=C], got {text!r}")
+                             f"[,rank=R][,timesteps=T][,events][,top=K][,slots=S][,replay][,alone][,change=C], "
+                             f"got {text!r}")
         blocks = tuple(b for b in parts[4].split("+") if b) if len(parts) == 5 else ()
         value = {key: [p.split("=", 1)[1] for p in flags if p.startswith(key)] for key in keys}
         targets = tuple(t for t in value["targets="][-1].split("+") if t) if value["targets="] else ()
