@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--settings", nargs="+", default=["1e-4,1,1,0", "1e-3,2,4,0"],
                     help="lr,steps,draws[,rehearsal[,blocks]][,reverse[,phases=N]][,targets=A+B][,rank=R]"
                          "[,timesteps=T][,events[,top=K][,slots=S][,replay][,alone][,change=C]] per setting "
-                         "(blocks: UNet block prefixes joined by +; reverse, phases, targets, rank, timesteps, events, top, slots, "
-                         "replay, alone, change: TempLoRAConfig.reverse, reverse_phases, target_modules, rank, "
-                         "timesteps, write='events', event_top, event_slots, replay, slots_alone, event_change)")
+                         "(blocks: UNet block prefixes joined by +; reverse, phases, targets, rank, timesteps, "
+                         "events, top, slots, replay, alone, change: TempLoRAConfig.reverse, reverse_phases, "
+                         "target_modules, rank, timesteps, write='events', event_top, event_slots, replay, slots_alone, "
+                         "event_change)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", default="runs/fast_update")
