@@ -617,9 +617,12 @@
 # WAIT_S=280 ... events_bg (281 s), given back with 41 s left. 40 reopens: the recall rule 32 (benchmark 30), replay
 # into each slot 22, Φ 7; d8, around and rank3_s8 did not end (docs/RESULTS.md, "Session 65"). slots_alone (new,
 # lanes rank2_s4_alone and recall_alone) was dropped on its CPU interference (+45.8%, the episode's chunks +9.1%).
-# Next lease: 40 fresh episodes of seed 419 (collected here: runs/s65/mem419, carried as runs/session/mem; seed 418
-# moved to runs/s65/mem418), EVENT_LANES="recall_rank2_s4 recall_phi rank2_s4_d8 rank3_s8 around rank2_s4" LANE_S=900,
-# `events_bg` calls until done.
+# Then, on the CPU, the gate's change measured as the share of pixels changed by > 48 of 255 (event_change "pixels")
+# took the hiding in 192 of 198 spent reopens at 3.47 events an episode, the mean in 183 at 3.80 (docs/results/
+# event_change_s65.py). Next lease: 40 fresh episodes of seed 419 (collected here: runs/s65/mem419, carried as
+# runs/session/mem; seed 418 moved to runs/s65/mem418), EVENT_LANES="rank2_s4_px rank2_s4 recall_px recall_rank2_s4
+# recall_phi rank2_s4_d8 around rank3_s8" LANE_S=900, `events_bg` calls until done (the pixels gate against the mean,
+# paired, in the probe and in the benchmark; the rule takes the pixels gate only if it wins on this fresh seed).
 # Session 64 (nvidia-h100-x1, the third ask; ~300 s went to its start): seed 417 carried as planned, `bash
 # experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="rank2_s4 recall_rank2_s4 phi recall_phi
 # around rank2_s4_8 rank2_norep rank2_8" LANE_S=900 WAIT_S=480 bash experiments/device_session.sh events_bg` (482 s),
