@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="default", help="'default', a preset or a save_pretrained folder")
     ap.add_argument("--learn", type=int, nargs="+", default=[0], help="episode indices whose chunks are learned")
     ap.add_argument("--chunks", type=int, default=4, help="chunks learned per --learn episode")
+    ap.add_argument("--later-chunks", type=int, default=0,
+                    help="also score the N chunks after the learned ones of each --learn episode (never learned)")
     ap.add_argument("--other", type=int, nargs="+", default=[1, 2], help="episode indices for interference")
     ap.add_argument("--other-chunks", type=int, default=2, help="chunks scored per --other episode")
     ap.add_argument("--settings", nargs="+", default=["1e-4,1,1,0", "1e-3,2,4,0"],
@@ -61,9 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"episode {index}: only {len(starts)} episodes in {args.data} have {count} chunks")
         return episode_chunks(model, ds[starts[index]])
 
-    learned = [first_chunks(e, args.chunks) for e in args.learn]
+    if args.later_chunks < 0:
+        ap.error("--later-chunks must be >= 0")
+    episodes = [first_chunks(e, args.chunks + args.later_chunks) for e in args.learn]
+    learned = [ep[: args.chunks] for ep in episodes]
+    later = [ep[args.chunks:] for ep in episodes] if args.later_chunks else []
     others = [c for e in args.other for c in first_chunks(e, args.other_chunks)]
-    result = measure(model, learned, others, settings, seed=args.seed)
+    result = measure(model, learned, others, settings, seed=args.seed, later=later)
     result["command"] = "python -m experiments.fast_update " + " ".join(argv if argv is not None else sys.argv[1:])
     result["machine"] = f"{platform.machine()} CPU, torch threads {args.threads}"
     result["date"] = time.strftime("%Y-%m-%d")

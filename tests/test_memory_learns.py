@@ -312,7 +312,7 @@ def test_rollback_compares_with_the_expected_loss_at_that_timestep():
 def test_fast_update_measure_reports_what_each_setting_stores(model):
     """experiments.fast_update's measurement: a setting that learns lowers the loss on the chunk it
     learned; Θ in the up blocks only, on fewer layer kinds or at a lower rank has fewer parameters and still stores."""
-    from worldmodel.memory.measure import Setting, measure
+    from worldmodel.memory.measure import Setting, markdown, measure
 
     assert Setting.parse("1e-3,1,4") == Setting(1e-3, 1, 4, 0, ())
     assert Setting.parse("1e-3,2,2,1,up_blocks+mid_block").blocks == ("up_blocks", "mid_block")
@@ -349,6 +349,23 @@ def test_fast_update_measure_reports_what_each_setting_stores(model):
     assert lean["chunk"] < -0.01 and (lean["targets"], lean["rank"]) == ("to_v+to_out.0", 4)
     assert 0 < lean["theta_parameters"] < full["theta_parameters"] // 2 and full["rank"] == model.config.temp_lora.rank
     assert all(r["update_cpu_s"] >= 0 for r in result["rows"])
+    assert "later" not in full and "later" not in markdown(result)
+
+
+def test_fast_update_measure_scores_the_episodes_later_chunks_after_its_updates(model):
+    """`measure`'s ``later`` chunks are scored with the episode's Θ once its updates are in: a later chunk that repeats
+    a learned one gets easier, and a setting that learns nothing leaves them as Φ has them. Guards: the later chunks
+    scored before the updates (or with Φ), the column missing from the report."""
+    from worldmodel.memory.measure import Setting, markdown, measure
+
+    learned = [[_chunk(1, seed) for seed in range(2)]]
+    later = [[_chunk(1, 1), _chunk(1, 20)]]  # the last learned chunk again, then one never seen
+    result = measure(model, learned, [_chunk(1, 10)], [Setting(1e-2, 3, 2), Setting(1e-2, 0, 1)],
+                     log=lambda row: None, later=later)
+    learns, none = result["rows"]
+    assert learns["later"] < -0.01 and learns["later_max"] >= learns["later"]
+    assert none["later"] == pytest.approx(0.0, abs=1e-6)
+    assert "later chunks" in markdown(result)
 
 
 def _scene_chunk(latent: float, change: float, seed: int = 0) -> Chunk:

@@ -124,11 +124,15 @@ class EvalSet:
 
 
 def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk], settings: Sequence[Setting],
-            seed: int = 0, log: Any = print) -> dict:
-    """Rows (one per setting) of chunk / episode / other relative loss changes, plus Φ's per-t loss profile."""
+            seed: int = 0, log: Any = print, later: Sequence[list[Chunk]] = ()) -> dict:
+    """Rows (one per setting) of chunk / episode / other relative loss changes, plus Φ's per-t loss profile. ``later``
+    (one list per learned episode): the episode's chunks after the learned ones, which Θ never saw, scored once the
+    episode's updates are in (column ``later``: what the memory does to the rest of its own episode, the reopen
+    among them)."""
     base_cfg = model.config.temp_lora
     ev = EvalSet(model, base_cfg)
     phi_learned = [[ev.loss(c, 1000 * e + k) for k, c in enumerate(ep)] for e, ep in enumerate(learned)]
+    phi_later = [[ev.loss(c, 10**5 + 1000 * e + k) for k, c in enumerate(ep)] for e, ep in enumerate(later)]
     phi_other = [ev.loss(c, 10**6 + j) for j, c in enumerate(others)]
     profile = [ev.per_t(c, 10**6 + j) for j, c in enumerate(others)]
     rows = []
@@ -140,7 +144,7 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
                                   write=s.write, event_top=s.event_top, event_slots=s.event_slots, replay=s.replay,
                                   slots_alone=s.slots_alone, event_change=s.event_change)
         memory = BatchedTempLoRA(model, 1, cfg)
-        chunk_rel, ep_rel, other_rel, rollbacks, start = [], [], [], 0, time.perf_counter()
+        chunk_rel, ep_rel, other_rel, later_rel, rollbacks, start = [], [], [], [], 0, time.perf_counter()
         update_cpu_s = []
         for e, ep in enumerate(learned):
             gen = torch.Generator().manual_seed(seed + e)
@@ -155,6 +159,9 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
                 chunk_rel.append(after / before - 1)
             ep_rel += [ev.loss(c, 1000 * e + k, memory) / phi_learned[e][k] - 1 for k, c in enumerate(ep)]
             other_rel += [ev.loss(c, 10**6 + j, memory) / phi_other[j] - 1 for j, c in enumerate(others)]
+            if e < len(later):
+                later_rel += [ev.loss(c, 10**5 + 1000 * e + k, memory) / phi_later[e][k] - 1
+                              for k, c in enumerate(later[e])]
         row = dict(lr=s.lr, steps=s.steps, draws=s.draws, rehearsal=s.rehearsal, blocks="+".join(s.blocks) or "all",
                    reverse=s.reverse, reverse_phases=s.reverse_phases,
                    targets="+".join(s.targets) or "the model's", rank=cfg.rank, timesteps=cfg.timesteps,
@@ -163,6 +170,8 @@ def measure(model: Any, learned: Sequence[list[Chunk]], others: Sequence[Chunk],
                    theta_parameters=memory.num_parameters_per_env,
                    chunk=_mean(chunk_rel), episode=_mean(ep_rel), other=_mean(other_rel),
                    other_max=max(other_rel), rollbacks=rollbacks, seconds=round(time.perf_counter() - start, 1))
+        if later_rel:
+            row.update(later=_mean(later_rel), later_max=max(later_rel))
         log(row)
         rows.append(row)
     return {"rows": rows, "timesteps": ev.timesteps.tolist(),
@@ -174,10 +183,12 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def markdown(result: dict) -> str:
+    later = any("later" in r for r in result["rows"])  # `measure`'s ``later`` chunks were scored
     lines = ["| lr | steps | draws | rehearsal | Θ in | Θ's layers, rank (values), t | backwards | writes "
              "| learned chunk (after/before update) | episode chunks (Θ vs Φ) "
-             "| other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             + ("| the episode's later chunks, never learned (Θ vs Φ; max) " if later else "")
+             + "| other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update | seconds |",
+             "|---" * (15 if later else 14) + "|"]
     for r in result["rows"]:
         back = (f"the chunk and {r['reverse_phases']} phases" if r.get("reverse_phases") else
                 "the chunk" if r.get("reverse") else "no")
@@ -191,7 +202,9 @@ def markdown(result: dict) -> str:
         writes += ", gate on the pixels changed" if r.get("event_change") == "pixels" else ""
         lines.append(f"| {r['lr']:g} | {r['steps']} | {r['draws']} | {r['rehearsal']} | {r.get('blocks', 'all')} "
                      f"| {layers} | {back} | {writes} "
-                     f"| {100 * r['chunk']:+.1f}% | {100 * r['episode']:+.1f}% | {100 * r['other']:+.1f}% "
+                     f"| {100 * r['chunk']:+.1f}% | {100 * r['episode']:+.1f}% "
+                     + (f"| {100 * r['later']:+.1f}% ({100 * r['later_max']:+.1f}%) " if later else "")
+                     + f"| {100 * r['other']:+.1f}% "
                      f"({100 * r['other_max']:+.1f}%) | {r['rollbacks']} | {r.get('update_cpu_s', float('nan')):.2f} "
                      f"| {r['seconds']} |")
     prof = ", ".join(f"{t}: {v:.3f}" for t, v in zip(result["timesteps"], result["phi_loss_per_t"]))
