@@ -48,7 +48,7 @@ class Setting:
     @classmethod
     def parse(cls, text: str) -> "Setting":
         """``lr,steps,draws[,rehearsal[,blocks]][,reverse][,phases=N][,targets=A+B][,rank=R][,timesteps=T][,events]
-        [,top=K][,slots=S][,replay][,alone]``, e.g.
+        [,top=K][,slots=S][,replay][,alone][,change=C]``, e.g.
         ``1e-3,2,4,0``,
         ``1e-3,1,4,0,up_blocks`` (blocks: UNet block prefixes joined by '+', Θ only there; default everywhere),
         ``3e-3,4,1,0,up_blocks,reverse,phases=3`` (session 40's recall rule) or
