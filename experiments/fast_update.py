@@ -23,6 +23,24 @@ from pathlib import Path
 import torch
 
 
+def first_window(data: str, context_frames: int, new_frames: int, index: int, count: int) -> dict:
+    """The first ``count`` chunks of episode ``index`` of ``data`` (in the order of its files and keys, counting every
+    episode), an `envs.data.EpisodeDataset` item. An episode shorter than ``count`` chunks is an error, not skipped:
+    skipping it would shift the index, so that ``--learn`` and ``--other`` (scored at other lengths) could name one
+    episode twice."""
+    from envs.data import EpisodeDataset
+
+    ds = EpisodeDataset(data, context_frames, new_frames, 1, anchor="start")
+    episodes = [ref for ref, k0 in ds._items if k0 == 0]
+    if not 0 <= index < len(episodes):
+        raise SystemExit(f"episode {index}: {data} holds {len(episodes)} episodes")
+    ref = episodes[index]
+    if ref.num_chunks < count:
+        raise SystemExit(f"episode {index} ({ref.key}) has {ref.num_chunks} chunks, {count} are needed")
+    ds = EpisodeDataset(data, context_frames, new_frames, count, anchor="start")
+    return ds[next(i for i, (r, k0) in enumerate(ds._items) if (r.file, r.key) == (ref.file, ref.key) and k0 == 0)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m experiments.fast_update", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -39,15 +57,14 @@ def main(argv: list[str] | None = None) -> dict:
                          "[,timesteps=T][,events[,top=K][,slots=S][,replay][,alone][,change=C]] per setting "
                          "(blocks: UNet block prefixes joined by +; reverse, phases, targets, rank, timesteps, "
                          "events, top, slots, replay, alone, change: TempLoRAConfig.reverse, reverse_phases, "
-                         "target_modules, rank, timesteps, write='events', event_top, event_slots, replay, slots_alone, "
-                         "event_change)")
+                         "target_modules, rank, timesteps, write='events', event_top, event_slots, replay, "
+                         "slots_alone, event_change)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", default="runs/fast_update")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from envs.data import EpisodeDataset
     from worldmodel.loading import load_model
     from worldmodel.memory.measure import Setting, episode_chunks, markdown, measure
 
@@ -57,14 +74,13 @@ def main(argv: list[str] | None = None) -> dict:
     mc = model.config
 
     def first_chunks(index: int, count: int) -> list:
-        ds = EpisodeDataset(args.data, mc.context_frames, mc.new_frames, count, anchor="start")
-        starts = [i for i, (_, k0) in enumerate(ds._items) if k0 == 0]  # the first window of each long-enough episode
-        if index >= len(starts):
-            raise SystemExit(f"episode {index}: only {len(starts)} episodes in {args.data} have {count} chunks")
-        return episode_chunks(model, ds[starts[index]])
+        return episode_chunks(model, first_window(args.data, mc.context_frames, mc.new_frames, index, count))
 
     if args.later_chunks < 0:
         ap.error("--later-chunks must be >= 0")
+    if set(args.learn) & set(args.other):
+        ap.error(f"episodes {sorted(set(args.learn) & set(args.other))} are both --learn and --other: interference is "
+                 "measured on episodes the memory never learned")
     episodes = [first_chunks(e, args.chunks + args.later_chunks) for e in args.learn]
     learned = [ep[: args.chunks] for ep in episodes]
     later = [ep[args.chunks:] for ep in episodes] if args.later_chunks else []

@@ -579,3 +579,21 @@ def test_batched_matches_peft_writing_at_events_with_replay(micro_model):
     assert memory.events[0].chunks == len(levels) and memory.events[0] is not memory.events[1]
     memory.reset([1])
     assert memory.events[1].chunks == 0 and memory.events[0].written
+
+
+def test_fast_update_names_episodes_by_their_place_whatever_their_length(tmp_path):
+    """`experiments.fast_update.first_window`: episode k is the k-th of the data however many chunks are asked of it,
+    and one too short is a clear error. Guards: short episodes skipped (which shifts the index, so that ``--learn``
+    and ``--other``, read at other lengths, could name one episode twice)."""
+    from envs.episodes import episode_key, write_episodes
+    from envs.synthetic import loop_episode
+    from experiments.fast_update import first_window
+
+    episodes = [loop_episode(0, 1), loop_episode(1, 3), loop_episode(2, 3)]  # 2, 6 and 6 chunks of 2 frames
+    write_episodes(tmp_path / "eps.h5", {episode_key(i): ep for i, ep in enumerate(episodes)})
+    window = first_window(str(tmp_path), 2, 2, 1, 4)
+    assert np.array_equal(window["frames"][-8:].numpy(), episodes[1]["frames"][1:9])  # the second, not the third
+    with pytest.raises(SystemExit, match="has 2 chunks, 4 are needed"):
+        first_window(str(tmp_path), 2, 2, 0, 4)
+    with pytest.raises(SystemExit, match="holds 3 episodes"):
+        first_window(str(tmp_path), 2, 2, 3, 1)
