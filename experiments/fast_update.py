@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", default="runs/fast_update")
     args = ap.parse_args(argv)
+    if args.later_chunks < 0:
+        ap.error("--later-chunks must be >= 0")
+    if set(args.learn) & set(args.other):
+        ap.error(f"episodes {sorted(set(args.learn) & set(args.other))} are both --learn and --other: interference is "
+                 "measured on episodes the memory never learned")
     torch.set_num_threads(args.threads)
 
     from worldmodel.loading import load_model
@@ -76,11 +81,6 @@ def main(argv: list[str] | None = None) -> dict:
     def first_chunks(index: int, count: int) -> list:
         return episode_chunks(model, first_window(args.data, mc.context_frames, mc.new_frames, index, count))
 
-    if args.later_chunks < 0:
-        ap.error("--later-chunks must be >= 0")
-    if set(args.learn) & set(args.other):
-        ap.error(f"episodes {sorted(set(args.learn) & set(args.other))} are both --learn and --other: interference is "
-                 "measured on episodes the memory never learned")
     episodes = [first_chunks(e, args.chunks + args.later_chunks) for e in args.learn]
     learned = [ep[: args.chunks] for ep in episodes]
     later = [ep[args.chunks:] for ep in episodes] if args.later_chunks else []
