@@ -91,6 +91,11 @@ METRICS = ("scuts", "src", "psnr", "ssim", "psnr_dynamic", "ssim_dynamic", "psnr
            "cube_recall", "psnr_revisit_terrain")
 
 
+# The TempLoRAConfig fields the settings record as temp_lora_<field> (target_modules as temp_lora_targets); the
+# variants' own configs are recorded whole beside them (``variants.<name>.temp_lora``)
+RECORDED_TEMP_LORA = ("steps", "lr", "objective", "draws", "timesteps", "rehearsal", "reverse", "reverse_phases",
+                      "reuse_sampler_pass", "update_every", "blocks", "target_modules", "rank", "write", "event_gate",
+                      "event_top", "replay", "event_slots", "slots_alone", "event_change")
 NO_CHUNK_NOTE = ("no_chunk_input skipped: pass --no-chunk-model PATH (a model trained with context_frames=1, "
                  "e.g. `python -m experiments.train ... model.context_frames=1`)")
 
@@ -524,29 +529,12 @@ def main(argv: list[str] | None = None) -> dict:
     if saved is None:
         model, _ = load_model(args.model, device, text_cache=args.text_cache, seed=args.seed)
         cfg = model.config
+        fast = {**dataclasses.asdict(cfg.temp_lora), **args.temp_lora}  # the model's fast rule, the flags over it
+        recorded = {"targets" if f == "target_modules" else f: fast[f] for f in RECORDED_TEMP_LORA}
+        recorded["blocks"], recorded["targets"] = "+".join(recorded["blocks"]), "+".join(recorded["targets"])
         settings = {"model": args.model, "no_chunk_model": args.no_chunk_model, "mode": args.mode,
                     "steps": args.steps or cfg.sample_steps,
-                    "temp_lora_steps": args.temp_lora.get("steps", cfg.temp_lora.steps),
-                    "temp_lora_lr": args.temp_lora.get("lr", cfg.temp_lora.lr),
-                    "temp_lora_objective": args.temp_lora.get("objective", cfg.temp_lora.objective),
-                    "temp_lora_draws": args.temp_lora.get("draws", cfg.temp_lora.draws),
-                    "temp_lora_timesteps": args.temp_lora.get("timesteps", cfg.temp_lora.timesteps),
-                    "temp_lora_rehearsal": args.temp_lora.get("rehearsal", cfg.temp_lora.rehearsal),
-                    "temp_lora_reverse": args.temp_lora.get("reverse", cfg.temp_lora.reverse),
-                    "temp_lora_reverse_phases": args.temp_lora.get("reverse_phases", cfg.temp_lora.reverse_phases),
-                    "temp_lora_reuse_sampler_pass": args.temp_lora.get("reuse_sampler_pass",
-                                                                       cfg.temp_lora.reuse_sampler_pass),
-                    "temp_lora_update_every": args.temp_lora.get("update_every", cfg.temp_lora.update_every),
-                    "temp_lora_blocks": "+".join(args.temp_lora.get("blocks", cfg.temp_lora.blocks)),
-                    "temp_lora_targets": "+".join(args.temp_lora.get("target_modules", cfg.temp_lora.target_modules)),
-                    "temp_lora_rank": args.temp_lora.get("rank", cfg.temp_lora.rank),
-                    "temp_lora_write": args.temp_lora.get("write", cfg.temp_lora.write),
-                    "temp_lora_event_gate": args.temp_lora.get("event_gate", cfg.temp_lora.event_gate),
-                    "temp_lora_event_top": args.temp_lora.get("event_top", cfg.temp_lora.event_top),
-                    "temp_lora_replay": args.temp_lora.get("replay", cfg.temp_lora.replay),
-                    "temp_lora_event_slots": args.temp_lora.get("event_slots", cfg.temp_lora.event_slots),
-                    "temp_lora_slots_alone": args.temp_lora.get("slots_alone", cfg.temp_lora.slots_alone),
-                    "temp_lora_event_change": args.temp_lora.get("event_change", cfg.temp_lora.event_change),
+                    **{f"temp_lora_{name}": value for name, value in recorded.items()},
                     "temp_lora_rule": args.temp_lora_rule,
                     "frame_skip": args.frame_skip, "batch": args.batch, "seed": args.seed,
                     "episodes": args.episodes, "synthetic_lap_chunks": args.synthetic_lap_chunks,
