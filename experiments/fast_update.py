@@ -30,15 +30,14 @@ def first_window(data: str, context_frames: int, new_frames: int, index: int, co
     episode twice."""
     from envs.data import EpisodeDataset
 
-    ds = EpisodeDataset(data, context_frames, new_frames, 1, anchor="start")
-    episodes = [ref for ref, k0 in ds._items if k0 == 0]
+    ds = EpisodeDataset(data, context_frames, new_frames, count, anchor="start")
+    episodes = ds._episodes.refs  # every episode, long enough or not
     if not 0 <= index < len(episodes):
         raise SystemExit(f"episode {index}: {data} holds {len(episodes)} episodes")
     ref = episodes[index]
     if ref.num_chunks < count:
         raise SystemExit(f"episode {index} ({ref.key}) has {ref.num_chunks} chunks, {count} are needed")
-    ds = EpisodeDataset(data, context_frames, new_frames, count, anchor="start")
-    return ds[next(i for i, (r, k0) in enumerate(ds._items) if (r.file, r.key) == (ref.file, ref.key) and k0 == 0)]
+    return ds[ds._items.index((ref, 0))]
 
 
 def main(argv: list[str] | None = None) -> dict:
