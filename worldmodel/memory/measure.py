@@ -184,11 +184,11 @@ def _mean(xs: Sequence[float]) -> float:
 
 def markdown(result: dict) -> str:
     later = any("later" in r for r in result["rows"])  # `measure`'s ``later`` chunks were scored
-    lines = ["| lr | steps | draws | rehearsal | Θ in | Θ's layers, rank (values), t | backwards | writes "
-             "| learned chunk (after/before update) | episode chunks (Θ vs Φ) "
-             + ("| the episode's later chunks, never learned (Θ vs Φ; max) " if later else "")
-             + "| other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update | seconds |",
-             "|---" * (15 if later else 14) + "|"]
+    header = ("| lr | steps | draws | rehearsal | Θ in | Θ's layers, rank (values), t | backwards | writes "
+              "| learned chunk (after/before update) | episode chunks (Θ vs Φ) "
+              + ("| the episode's later chunks, never learned (Θ vs Φ; max) " if later else "")
+              + "| other episodes' chunks (Θ vs Φ; max) | rollbacks | CPU s per update | seconds |")
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in result["rows"]:
         back = (f"the chunk and {r['reverse_phases']} phases" if r.get("reverse_phases") else
                 "the chunk" if r.get("reverse") else "no")
