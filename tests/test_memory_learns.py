@@ -462,6 +462,17 @@ def test_event_change_pixels_ranks_the_share_of_pixels_changed_a_lot():
         TempLoRAConfig(write="events", event_change="max")
 
 
+def _two_event_chunks() -> list[Chunk]:
+    """Nine micro chunks whose changes make chunks 4 and 7 the events of the default ratio gate (1.3), each with latents
+    of its own."""
+    chunks = []
+    for c, level in enumerate([0, 10, 20, 30, 80, 90, 100, 160, 170]):
+        chunk = _scene_chunk(0.0, level)
+        chunk.latents = _chunk(seed=c).latents
+        chunks.append(chunk)
+    return chunks
+
+
 @pytest.mark.parametrize("replay, alone", [(False, False), (True, False), (False, True), (True, True)])
 def test_event_slots_leave_an_earlier_event_as_it_was_and_match_peft(micro_model, replay, alone):
     """``event_slots``: the k-th event writes slot k mod S of Θ's rank alone, so the second event's write leaves the
@@ -483,9 +494,7 @@ def test_event_slots_leave_an_earlier_event_as_it_was_and_match_peft(micro_model
 
     start = [slot(0), slot(1)]
     seen = {}
-    for c, level in enumerate([0, 10, 20, 30, 80, 90, 100, 160, 170]):  # events at chunks 4 and 7
-        chunk = _scene_chunk(0.0, level)
-        chunk.latents = _chunk(seed=c).latents
+    for c, chunk in enumerate(_two_event_chunks()):
         with torch.enable_grad():
             peft_memory.update(chunk)
         peft_memory.set_enabled(False)
@@ -513,9 +522,7 @@ def test_slots_alone_writes_a_later_event_without_the_earlier_slots(micro_model)
         memory = BatchedTempLoRA(model, 1)
         gens = [torch.Generator().manual_seed(3)]
         theta = []
-        for c, level in enumerate([0, 10, 20, 30, 80, 90, 100, 160, 170]):  # events at chunks 4 and 7
-            chunk = _scene_chunk(0.0, level)
-            chunk.latents = _chunk(seed=c).latents
+        for chunk in _two_event_chunks():
             memory.update(chunk, generators=gens)
             theta.append(memory.theta[0].clone())
         written[alone] = theta
