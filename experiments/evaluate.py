@@ -82,6 +82,7 @@ from evaluation.report import LABELS, VARIANTS, markdown
 from evaluation.rollout import MODES, check_compatible, rollout, variant_config, variant_memory
 from evaluation.run_info import command_line, jsonable, machine_name, resolve_device, utc_date
 from evaluation.scoring import Collector, Scorer, summarize
+from evaluation.temp_lora_flags import add_temp_lora_flags, given_temp_lora
 from evaluation.videos import comparison_sheet, grid_frames, write_grid
 from worldmodel.config import TEMP_LORA_RULES
 from worldmodel.loading import load_model
@@ -98,25 +99,6 @@ RECORDED_TEMP_LORA = ("steps", "lr", "objective", "draws", "timesteps", "rehears
                       "event_top", "replay", "event_slots", "slots_alone", "event_change")
 NO_CHUNK_NOTE = ("no_chunk_input skipped: pass --no-chunk-model PATH (a model trained with context_frames=1, "
                  "e.g. `python -m experiments.train ... model.context_frames=1`)")
-
-
-def fast_timesteps(value: str) -> str | int:
-    """``--temp-lora-timesteps`` (here and in `experiments.reopen_oracle`): 'sampler', 'uniform' or a number of DDIM
-    passes (>= 1)."""
-    if value in ("sampler", "uniform"):
-        return value
-    if value.isdigit() and int(value) >= 1:
-        return int(value)
-    raise argparse.ArgumentTypeError(f"expected sampler, uniform or a number of passes >= 1, got {value!r}")
-
-
-def plus_joined(value: str) -> tuple[str, ...]:
-    """``--temp-lora-blocks`` / ``--temp-lora-targets`` (here and in `experiments.reopen_oracle`): names joined by
-    '+', at least one."""
-    names = tuple(name for name in value.split("+") if name)
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected names joined by '+', e.g. up_blocks or to_q+to_k, got {value!r}")
-    return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -138,62 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "out-of-context revisit, free after it: the memory benchmark)")
     p.add_argument("--no-chunk-model", default=None, help="model folder trained with context_frames=1")
     p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
-    p.add_argument("--temp-lora-steps", type=int, default=None, help="fast steps per chunk (default: the model's)")
-    p.add_argument("--temp-lora-lr", type=float, default=None, help="fast learning rate (default: the model's)")
-    p.add_argument("--temp-lora-objective", choices=("conditional", "joint"), default=None,
-                   help="fast learning objective (default: the model's)")
-    p.add_argument("--temp-lora-draws", type=int, default=None,
-                   help="(t, noise) draws per fast step (default: the model's)")
-    p.add_argument("--temp-lora-timesteps", type=fast_timesteps, default=None,
-                   help="where fast steps draw t: sampler (the model's passes), uniform (all training timesteps), or "
-                        "N: the DDIM timesteps of N passes (TempLoRAConfig.timesteps; default: the model's)")
-    p.add_argument("--temp-lora-rehearsal", type=int, default=None,
-                   help="windows of the episode so far replayed in each fast step, so that later updates do not "
-                        "overwrite what an earlier chunk stored (default: the model's)")
-    p.add_argument("--temp-lora-reverse", action=argparse.BooleanOptionalAction, default=None,
-                   help="each fast step also learns the chunk played backwards (default: the model's)")
-    p.add_argument("--temp-lora-forward", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --temp-lora-reverse: --no-temp-lora-forward learns the rows backwards alone "
-                        "(TempLoRAConfig.forward; default: the model's)")
-    p.add_argument("--temp-lora-reverse-phases", type=int, default=None,
-                   help="with --temp-lora-reverse: also the windows ending 1..N frames before the chunk's end, "
-                        "backwards (TempLoRAConfig.reverse_phases; new frames - 1 covers every phase)")
-    p.add_argument("--temp-lora-reuse-pass", action=argparse.BooleanOptionalAction, default=None,
-                   help="the fast step is scored on the sampler's first denoising pass instead of a forward of its "
-                        "own (TempLoRAConfig.reuse_sampler_pass; default: the model's)")
-    p.add_argument("--temp-lora-update-every", type=int, default=None,
-                   help="Θ learns every k-th chunk of an episode, the rest only remembered for later windows "
-                        "(TempLoRAConfig.update_every, the env's cheaper memory; default: the model's)")
-    p.add_argument("--temp-lora-blocks", type=plus_joined, default=None,
-                   help="UNet block prefixes joined by '+' where Θ lives, e.g. up_blocks.2 "
-                        "(TempLoRAConfig.blocks; default: the model's)")
-    p.add_argument("--temp-lora-targets", type=plus_joined, default=None,
-                   help="layer names joined by '+' that Θ adapts, e.g. to_q+to_k+to_v+to_out.0+proj_in+proj_out+conv1+"
-                        "conv2 (the resnets' 3x3 convolutions too; TempLoRAConfig.target_modules; default: the "
-                        "model's)")
-    p.add_argument("--temp-lora-rank", type=int, default=None,
-                   help="Θ's rank (TempLoRAConfig.rank; alpha stays the model's; default: the model's)")
-    p.add_argument("--temp-lora-write", choices=("every", "events"), default=None,
-                   help="which chunks Θ learns: every one, or only the windows around the chunks whose pixel change "
-                        "exceeds --temp-lora-event-gate x the mean before (TempLoRAConfig.write; default: the model's)")
-    p.add_argument("--temp-lora-event-gate", type=float, default=None,
-                   help="with --temp-lora-write events: TempLoRAConfig.event_gate (default: the model's)")
-    p.add_argument("--temp-lora-event-top", type=int, default=None,
-                   help="with --temp-lora-write events: K > 0 makes an event a chunk whose change ranks among the K "
-                        "largest so far (TempLoRAConfig.event_top; default: the model's)")
-    p.add_argument("--temp-lora-event-slots", type=int, default=None,
-                   help="with --temp-lora-write events: S > 0 splits Θ's rank into S slots, event k written into slot "
-                        "k mod S alone (TempLoRAConfig.event_slots; default: the model's)")
-    p.add_argument("--temp-lora-event-change", choices=("mean", "pixels"), default=None,
-                   help="with --temp-lora-write events: what a chunk's change is, the mean pixel difference or the "
-                        "share of pixels changed by more than 48 of 255 (TempLoRAConfig.event_change; default: the "
-                        "model's)")
-    p.add_argument("--temp-lora-slots-alone", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --temp-lora-event-slots: each write's forward applies its own slot alone "
-                        "(TempLoRAConfig.slots_alone; default: the model's)")
-    p.add_argument("--temp-lora-replay", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --temp-lora-write events: after an event's windows, the earlier events' again "
-                        "(TempLoRAConfig.replay; default: the model's)")
+    add_temp_lora_flags(p)
     p.add_argument("--temp-lora-rule", choices=sorted(TEMP_LORA_RULES), default=None,
                    help="a named fast rule (worldmodel.config.TEMP_LORA_RULES: 'recall', the event rule measured in "
                         "docs/RESULTS.md, 'Session 64') over the model's config; the --temp-lora-* flags above "
@@ -237,37 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.steps is not None and args.steps < 1:
         p.error("--steps must be >= 1")
-    if args.temp_lora_steps is not None and args.temp_lora_steps < 0:
-        p.error("--temp-lora-steps must be >= 0")
-    if args.temp_lora_lr is not None and not args.temp_lora_lr > 0:
-        p.error("--temp-lora-lr must be > 0")
-    if args.temp_lora_draws is not None and args.temp_lora_draws < 1:
-        p.error("--temp-lora-draws must be >= 1")
-    if args.temp_lora_rehearsal is not None and args.temp_lora_rehearsal < 0:
-        p.error("--temp-lora-rehearsal must be >= 0")
-    if args.temp_lora_reverse_phases is not None and args.temp_lora_reverse_phases < 0:
-        p.error("--temp-lora-reverse-phases must be >= 0")
-    if args.temp_lora_update_every is not None and args.temp_lora_update_every < 1:
-        p.error("--temp-lora-update-every must be >= 1")
-    if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
-        p.error("--temp-lora-rank must be >= 1")
-    if args.temp_lora_event_gate is not None and not args.temp_lora_event_gate > 0:
-        p.error("--temp-lora-event-gate must be > 0")
-    if args.temp_lora_event_top is not None and args.temp_lora_event_top < 0:
-        p.error("--temp-lora-event-top must be >= 0")
-    if args.temp_lora_event_slots is not None and args.temp_lora_event_slots < 0:
-        p.error("--temp-lora-event-slots must be >= 0")
-    given = {k: v for k, v in (
-        ("steps", args.temp_lora_steps), ("lr", args.temp_lora_lr), ("objective", args.temp_lora_objective),
-        ("draws", args.temp_lora_draws), ("timesteps", args.temp_lora_timesteps),
-        ("rehearsal", args.temp_lora_rehearsal), ("reverse", args.temp_lora_reverse),
-        ("forward", args.temp_lora_forward), ("reverse_phases", args.temp_lora_reverse_phases),
-        ("reuse_sampler_pass", args.temp_lora_reuse_pass), ("update_every", args.temp_lora_update_every),
-        ("blocks", args.temp_lora_blocks), ("target_modules", args.temp_lora_targets), ("rank", args.temp_lora_rank),
-        ("write", args.temp_lora_write), ("event_gate", args.temp_lora_event_gate),
-        ("event_top", args.temp_lora_event_top), ("event_slots", args.temp_lora_event_slots),
-        ("replay", args.temp_lora_replay), ("slots_alone", args.temp_lora_slots_alone),
-        ("event_change", args.temp_lora_event_change)) if v is not None}
+    given = given_temp_lora(p, args)
     args.temp_lora = {**TEMP_LORA_RULES.get(args.temp_lora_rule, {}), **given}  # a rule, the flags over it
     if args.temp_lora.get("write") == "events":
         other_rules = [v for v in args.variant_list if v in ("no_local_rule", "original")]

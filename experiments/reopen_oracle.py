@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluation.temp_lora_flags import add_temp_lora_flags, flag_name, given_temp_lora
 from worldmodel.config import TempLoRAConfig
 
 
@@ -131,6 +132,11 @@ CHANGED_CHUNKS = 4  # how many chunks `change:` writes the windows around (the t
 EVENT_GATE = TempLoRAConfig.event_gate  # 1.3, the library rule's default
 # which real chunks Θ learns (see the module's settings)
 KINDS = ("every", "oracle", "hide", "around", "change", "event")
+# The --temp-lora-* flags (`evaluation.temp_lora_flags`) this probe takes, in every setting with Θ: where Θ lives and
+# how it draws t, and the library's event rule (its gate's ratio is --event-gate, shared with the ``event:`` kind); a
+# setting's own lr, steps, draws and reverse come from its text.
+EVENT_FIELDS = ("event_top", "event_slots", "event_change", "slots_alone", "replay")
+MEMORY_FIELDS = ("target_modules", "blocks", "timesteps", "rank", "write", *EVENT_FIELDS)
 
 
 SHEET_FRAMES = 8  # frames of a reopen on the sheet, from the reopen chunk's first new frame on
@@ -245,8 +251,6 @@ def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | Non
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from experiments.evaluate import fast_timesteps, plus_joined
-
     ap = argparse.ArgumentParser(prog="python -m experiments.reopen_oracle", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--data", required=True, help="h5 file or folder of scene memory episodes (experiments.collect)")
@@ -254,41 +258,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--episodes", type=int, default=16)
     ap.add_argument("--settings", nargs="+", default=["phi", "oracle:3e-3,20,1"])
     ap.add_argument("--max-batch", type=int, default=4, help="envs per fast step (bounds memory)")
-    ap.add_argument("--temp-lora-targets", type=plus_joined, default=None,
-                    help="layer names joined by '+' that Θ adapts in every setting with Θ (TempLoRAConfig."
-                         "target_modules, e.g. adding conv1+conv2: the resnets' 3x3 convolutions; default: the "
-                         "model's)")
-    ap.add_argument("--temp-lora-blocks", type=plus_joined, default=None,
-                    help="UNet block prefixes joined by '+' where Θ lives in every setting with Θ, e.g. "
-                         "down_blocks+mid_block+up_blocks (TempLoRAConfig.blocks; default: the model's)")
-    ap.add_argument("--temp-lora-timesteps", type=fast_timesteps, default=None,
-                    help="the t Θ's fast steps draw from in every setting with Θ: 'sampler', 'uniform' or a number of "
-                         "DDIM passes (TempLoRAConfig.timesteps; default: the model's)")
-    ap.add_argument("--temp-lora-rank", type=int, default=None,
-                    help="Θ's rank in every setting with Θ (TempLoRAConfig.rank; alpha stays the model's)")
+    add_temp_lora_flags(ap, MEMORY_FIELDS, scope=", in every setting with Θ")
     ap.add_argument("--changed-chunks", type=int, default=CHANGED_CHUNKS,
                     help="how many chunks of most pixel change `change:` writes the windows around")
     ap.add_argument("--event-gate", type=float, default=EVENT_GATE,
                     help="`event:` writes around a chunk whose pixel change exceeds this times the mean of the "
                          "chunks before it")
-    ap.add_argument("--temp-lora-write", choices=("every", "events"), default=None,
-                    help="TempLoRAConfig.write for the plain settings: 'events' is the library's causal rule (Θ learns "
-                         "only the windows around the chunks the --event-gate picks, decided as the chunks come); the "
-                         "probe kinds (event: ...) pick them from the episode. Default: the model's")
-    ap.add_argument("--temp-lora-event-top", type=int, default=0,
-                    help="with --temp-lora-write events: K > 0 makes an event a chunk whose change ranks among the K "
-                         "largest so far, instead of --event-gate's ratio (TempLoRAConfig.event_top)")
-    ap.add_argument("--temp-lora-event-slots", type=int, default=0,
-                    help="with --temp-lora-write events: S > 0 splits Θ's rank into S slots, event k written into slot "
-                         "k mod S alone (TempLoRAConfig.event_slots)")
-    ap.add_argument("--temp-lora-event-change", choices=("mean", "pixels"), default="mean",
-                    help="with --temp-lora-write events: what a chunk's change is, the mean pixel difference or the "
-                         "share of pixels changed by more than 48 of 255 (TempLoRAConfig.event_change)")
-    ap.add_argument("--temp-lora-slots-alone", action="store_true",
-                    help="with --temp-lora-event-slots: each write's forward applies its own slot alone "
-                         "(TempLoRAConfig.slots_alone)")
-    ap.add_argument("--temp-lora-replay", action="store_true",
-                    help="with --temp-lora-write events: TempLoRAConfig.replay (the earlier events' windows again)")
     ap.add_argument("--replay", action="store_true",
                     help="around, change, event: after each chunk's windows, learn the earlier written chunks' again")
     ap.add_argument("--sheet", type=int, default=0,
@@ -301,30 +276,17 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = {s: parse_setting(s) for s in args.settings}
-    if args.temp_lora_rank is not None and args.temp_lora_rank < 1:
-        ap.error("--temp-lora-rank must be >= 1")
+    memory = given_temp_lora(ap, args, MEMORY_FIELDS)
     if args.changed_chunks < 1 or not args.event_gate > 0:
         ap.error("--changed-chunks must be >= 1 and --event-gate > 0")
-    if args.temp_lora_write == "events" and any(kind != "every" for kind, o in settings.values() if o is not None):
-        ap.error("--temp-lora-write events is the library's rule: it decides which chunks Θ learns, so it goes with "
-                 "the plain lr,steps,draws settings (every chunk offered), not with a kind in front")
-    if args.temp_lora_replay and args.temp_lora_write != "events":
-        ap.error("--temp-lora-replay needs --temp-lora-write events (--replay is the probe kinds' replay)")
-    if args.temp_lora_event_top < 0 or (args.temp_lora_event_top and args.temp_lora_write != "events"):
-        ap.error("--temp-lora-event-top is >= 0 and goes with --temp-lora-write events")
-    if args.temp_lora_event_slots < 0 or (args.temp_lora_event_slots and args.temp_lora_write != "events"):
-        ap.error("--temp-lora-event-slots is >= 0 and goes with --temp-lora-write events")
-    if args.temp_lora_event_change != "mean" and args.temp_lora_write != "events":
-        ap.error("--temp-lora-event-change goes with --temp-lora-write events")
-    if args.temp_lora_slots_alone and not args.temp_lora_event_slots:
-        ap.error("--temp-lora-slots-alone goes with --temp-lora-event-slots")
-    events = dict(write="events", event_gate=args.event_gate, event_top=args.temp_lora_event_top,
-                  event_slots=args.temp_lora_event_slots, replay=args.temp_lora_replay,
-                  slots_alone=args.temp_lora_slots_alone, event_change=args.temp_lora_event_change
-                  ) if args.temp_lora_write == "events" else {}
-    memory = {key: value for key, value in (("timesteps", args.temp_lora_timesteps), ("rank", args.temp_lora_rank),
-                                            ("target_modules", args.temp_lora_targets),
-                                            ("blocks", args.temp_lora_blocks)) if value is not None} | events
+    if memory.get("write") == "events":
+        if any(kind != "every" for kind, o in settings.values() if o is not None):
+            ap.error("--temp-lora-write events is the library's rule: it decides which chunks Θ learns, so it goes "
+                     "with the plain lr,steps,draws settings (every chunk offered), not with a kind in front")
+        memory["event_gate"] = args.event_gate
+    elif set(memory) & set(EVENT_FIELDS):
+        ap.error(f"{', '.join(flag_name(f) for f in EVENT_FIELDS if f in memory)} go with --temp-lora-write events "
+                 "(--replay is the probe kinds' replay)")
     settings = {s: (kind, None if o is None else {**o, **memory}) for s, (kind, o) in settings.items()}
 
     from evaluation import memory_probe
@@ -332,6 +294,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, _ = load_model(args.model, device=args.device)
     model.eval()
+    for name, (_, overrides) in settings.items():
+        try:  # what goes together (slots_alone needs event_slots ...) is the config's to say, on the model's own
+            dataclasses.replace(model.config.temp_lora, **(overrides or {}))
+        except ValueError as err:
+            raise SystemExit(f"setting {name!r}: {err}") from None
     episodes = reopen_episodes(args.data, args.episodes)
     if not episodes:
         raise SystemExit(f"no memory episode with a drawer reopen in {args.data}")

@@ -193,6 +193,30 @@ def test_fast_update_overrides_reach_the_variants_memory(capsys):
         assert err.value.code == 2 and flag in capsys.readouterr().err
 
 
+def test_each_temp_lora_flag_sets_its_own_config_field():
+    """Each --temp-lora-* flag (`evaluation.temp_lora_flags`, one table for evaluate and reopen_oracle) sets the
+    TempLoRAConfig field it names, alone, and every field evaluate records has a flag (guards: a flag read into
+    another field, a new field the CLIs cannot set)."""
+    from evaluation.temp_lora_flags import FLAG, TEMP_LORA_FLAGS
+    from worldmodel.config import TempLoRAConfig
+
+    renamed = {"reuse_sampler_pass": "reuse-pass", "target_modules": "targets"}  # the flags named otherwise
+
+    assert set(TEMP_LORA_FLAGS) <= {f.name for f in dataclasses.fields(TempLoRAConfig)}
+    assert set(evaluate.RECORDED_TEMP_LORA) <= set(TEMP_LORA_FLAGS)
+    for field, (_, kind, _, _) in TEMP_LORA_FLAGS.items():
+        text, value = {FLAG: (None, True), int: ("3", 3), float: ("0.5", 0.5)}.get(kind, (None, None))
+        if isinstance(kind, tuple):
+            text, value = kind[-1], kind[-1]
+        elif value is None:  # the parsers of t and of names
+            text, value = ("8", 8) if field == "timesteps" else ("a+b", ("a", "b"))
+        events = ["--temp-lora-write", "events"] if field == "replay" else []  # replay needs the event rule
+        flag = "--temp-lora-" + renamed.get(field, field.replace("_", "-"))
+        args = evaluate.parse_args(["--synthetic", "--variants", "full", *events, flag]
+                                   + ([text] if text is not None else []))
+        assert args.temp_lora == {field: value, **({"write": "events"} if events else {})}, field
+
+
 def test_no_chunk_model_must_have_one_context_frame(tmp_path):
     with pytest.raises(SystemExit, match="context_frames=1"):
         evaluate.main(["--synthetic", "--episodes", "1", "--variants", "no_chunk_input", "--no-chunk-model", "tiny",

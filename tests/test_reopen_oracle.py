@@ -204,3 +204,6 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
                 ["--temp-lora-write", "events", "--temp-lora-slots-alone"], ["--temp-lora-event-change", "pixels"]):
         with pytest.raises(SystemExit):  # a probe kind picks its own chunks; replay without the rule's writes
             reopen_oracle.main(["--data", str(tmp_path), *bad])
+    with pytest.raises(SystemExit, match="slots_alone"):  # the config's own check, on the model's config
+        reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--settings", "1e-3,4,1", "--temp-lora-write",
+                            "events", "--temp-lora-slots-alone", "--out", str(tmp_path / "out")])
