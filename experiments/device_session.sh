@@ -611,6 +611,16 @@
 # without slots; a CPU pilot of the first drew 3 of 3 reopens in their colour, 1 of 3 at 4 steps), LANE_S=900,
 # `events_bg` calls until done (recall at 4 draws: --batch 10); the JSON and each oracle lane's reopen sheet (8
 # reopens) come back in $OUT/events.tgz. The rank rule's misses drew the cube in a hue between the true one and Φ's.
+# Session 66 (asked as nvidia-h200, got an H100 at the twentieth ask, 01:31 UTC; nineteen refusals cost ~1,040 s): seed
+# 419 carried as planned, `bash experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="recall_px
+# recall_rank2_s4 rank2_s4_px rank2_s4 recall_phi" LANE_S=900 WAIT_S=480 bash experiments/device_session.sh events_bg`
+# (482 s), then WAIT_S=110 ... events_bg (done). rank2_s4 ran out of GPU memory beside rank2_s4_px (two oracle lanes at
+# --max-batch 20 on one H100): on an H100 pair each oracle lane with a recall lane. 40 reopens: the benchmark 32 with
+# the pixels gate, 31 with the mean gate, Φ 8; the probe with the pixels gate 32 (docs/RESULTS.md, "Session 66"). The
+# `recall` rule takes the pixels gate since (recall_px is the rule; recall_rank2_s4 keeps the mean gate by flag). Next
+# lease: 40 fresh episodes of seed 420 (collected here: runs/s66/mem420, carried as runs/session/mem; seed 419 moved to
+# runs/s66/mem419), EVENT_LANES="rank2_s4_px recall_px rank2_s4_d8 recall_phi rank3_s8 around" LANE_S=900, `events_bg`
+# calls until done (the rule on a seed of its own, in the probe and the benchmark, then the two lanes that never ended).
 # Session 65 (nvidia-h100-x1, the tenth ask at 22:31 UTC; nine refusals cost ~980 s): seed 418 carried as planned; the
 # first call stopped on EVENT_TAG unset (fixed), then `rm -f $W/events_bg.*; ... setup; EVENT_LANES="rank2_s4
 # rank2_s4_rep phi recall_rank2_s4 rank2_s4_d8 around rank3_s8" LANE_S=900 WAIT_S=480 ... events_bg` (482 s) and
@@ -1169,8 +1179,10 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             every_bw) oracle every_bw $BACK & ;;
             around_bw) oracle around_bw --settings around:3e-3,4,4,backward & ;;
             recall_ratio_bw) recall recall_ratio_bw --variants full $RULE $FAST --no-temp-lora-forward $T8 & ;;
-            recall_rank2_s4) recall recall_rank2_s4 --variants full --temp-lora-rule recall & ;;  # = $SLOTS top 2 $FAST $T8
-            # (session 64's measured config: tests/test_world_model_env.py holds the named rule to it)
+            recall_rank2_s4) recall recall_rank2_s4 --variants full --temp-lora-rule recall --temp-lora-event-change mean & ;;
+            # (= $SLOTS top 2 $FAST $T8, the rule as sessions 64-66 measured it with the mean change as its gate; since
+            # session 66 the rule ranks the share of pixels: recall_px is the rule, tests/test_world_model_env.py holds
+            # the name to session 66's JSON)
             *) echo "events: unknown lane $lane" >&2 ;;
         esac
     done

@@ -113,8 +113,8 @@ def test_seeded_episodes_repeat_and_memory_learns(model):
 
 def test_a_named_fast_rule_is_the_measured_one_over_the_models_config(model):
     """``temp_lora="recall"`` (`worldmodel.config.TEMP_LORA_RULES`): the env's memory runs the rule over the model's own
-    config; over the shipped default's it is exactly the config `evaluate --mode recall` measured on seed 417 (session
-    64's JSON), so the name cannot drift from its numbers. A wrong name is a clear error."""
+    config; over the shipped default's it is exactly the config `evaluate --mode recall` measured on seed 419 (session
+    66's JSON), so the name cannot drift from its numbers. A wrong name is a clear error."""
     env = make(model, temp_lora="recall")
     env.reset(seed=0)
     assert env.memory.config == model.config.temp_lora.with_rule("recall")
@@ -126,7 +126,7 @@ def test_a_named_fast_rule_is_the_measured_one_over_the_models_config(model):
         model.config.temp_lora.with_rule("recal")
     root = Path(__file__).resolve().parents[1]
     shipped = WorldModelConfig.load(root / "worldmodel" / "weights" / "default" / "config.json").temp_lora
-    run = json.loads((root / "docs" / "results" / "memory_events_s64_h100" / "seed417_recall_rank2_s4.json").read_text())
+    run = json.loads((root / "docs" / "results" / "memory_events_s66_h100" / "seed419_recall_px.json").read_text())
     measured = TempLoRAConfig(**run["variants"]["full"]["temp_lora"])
     assert shipped.with_rule("recall") == measured and shipped != measured
 
