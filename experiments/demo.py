@@ -99,7 +99,7 @@ def main() -> None:
                         help="most chunks a skill runs while the success head does not see it done (1: one each)")
     parser.add_argument("--temp-lora", default="model", choices=["model", *TEMP_LORA_RULES],
                         help="the memory env's fast rule: the model's own, or 'recall' (the event rule that keeps a "
-                             "hidden cube: docs/RESULTS.md, 'Session 64'; ~9 s a CPU step)")
+                             "hidden cube: docs/RESULTS.md, 'Session 64' to 'Session 66'; ~8 s a CPU step)")
     args = parser.parse_args()
 
     videos, captions, times = play(args.task, args.model, args.steps, args.seed, args.precision, args.skill_chunks,

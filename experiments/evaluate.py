@@ -123,8 +123,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_temp_lora_flags(p)
     p.add_argument("--temp-lora-rule", choices=sorted(TEMP_LORA_RULES), default=None,
                    help="a named fast rule (worldmodel.config.TEMP_LORA_RULES: 'recall', the event rule measured in "
-                        "docs/RESULTS.md, 'Session 64') over the model's config; the --temp-lora-* flags above "
-                        "override its fields")
+                        "docs/RESULTS.md, 'Session 64' to 'Session 66') over the model's config; the --temp-lora-* "
+                        "flags override its fields")
     p.add_argument("--frame-skip", type=int, default=1, help="stride over the stored frames (as in training)")
     p.add_argument("--batch", type=int, default=1, help="episodes rolled out together (each with its own memory)")
     p.add_argument("--seed", type=int, default=0)
