@@ -615,7 +615,7 @@
 # 419 carried as planned, `bash experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="recall_px
 # recall_rank2_s4 rank2_s4_px rank2_s4 recall_phi" LANE_S=900 WAIT_S=480 bash experiments/device_session.sh events_bg`
 # (482 s), then WAIT_S=110 ... events_bg (done). rank2_s4 ran out of GPU memory beside rank2_s4_px (two oracle lanes at
-# --max-batch 20 on one H100): on an H100 pair each oracle lane with a recall lane. 40 reopens: the benchmark 32 with
+# --max-batch 20 on one H100; oracle lanes now take 16 on a card under 100 GB). 40 reopens: the benchmark 32 with
 # the pixels gate, 31 with the mean gate, Φ 8; the probe with the pixels gate 32 (docs/RESULTS.md, "Session 66"). The
 # `recall` rule takes the pixels gate since (recall_px is the rule; recall_rank2_s4 keeps the mean gate by flag). Next
 # lease: 40 fresh episodes of seed 420 (collected here: runs/s66/mem420, carried as runs/session/mem; seed 419 moved to
@@ -1133,8 +1133,12 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
     FAST="--temp-lora-reverse --temp-lora-steps 4 --temp-lora-draws 4 --temp-lora-lr 3e-3"  # evaluate's Θ
     STEPS="--settings 3e-3,4,4,reverse"  # reopen_oracle's Θ, the same
     BACK="--settings 3e-3,4,4,backward"  # the same, backwards alone (TempLoRAConfig.forward False; session 63)
+    # envs per fast step of an oracle lane: 20 took ~37 GB, so two such lanes at once ran out of an H100's 80 GB
+    # (session 66); ORACLE_BATCH overrides
+    gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1 || true)
+    ORACLE_BATCH=${ORACLE_BATCH:-$([ "${gpu_mib:-0}" -ge 100000 ] && echo 20 || echo 16)}
     oracle() { n=$1${EVENT_TAG:-}; shift; timeout ${LANE_S:-510} $PY -m experiments.reopen_oracle --data "${EVENT_DATA:-$W/mem}" \
-        --episodes ${EVENT_EPISODES:-40} --max-batch 20 --device $DEVICE $T8 --sheet ${EVENT_SHEET:-8} "$@" \
+        --episodes ${EVENT_EPISODES:-40} --max-batch $ORACLE_BATCH --device $DEVICE $T8 --sheet ${EVENT_SHEET:-8} "$@" \
         --out "$W/events/$n" \
         > "$W/events/$n.log" 2>&1
         sed "s#$PWD/##g" "$W/events/$n/reopen_oracle.json" > "$W/events/oracle_$n.json"; }  # no machine paths
