@@ -233,12 +233,13 @@ class TempLoRAConfig:
 # (a chunk among the 2 largest changes of the episode so far is an event), a chunk's change the share of its pixels
 # that moved (``event_change`` "pixels"), Θ in 4 slots (one an event), 3e-3 x 4 steps x 4 (t, noise) draws a write,
 # forwards and backwards, t on the 8-pass grid, rank 32 on the 8 layer kinds and the resnets' 3x3 convolutions. With
-# the mean change as its gate it stored the cube in 30 of 39, 30 of 39 and 32 of 40 fresh drawer reopens of three seeds
-# (H100; Φ 6, 7 and 7), `evaluate --mode recall` 0.769, 0.75 and 0.775 (0.179 and 0.20 without Temp-LoRA); the share of
-# pixels, chosen on those seeds' frames, then on a fourth seed 0.80 against the mean's 0.775 on the same 40 reopens
-# (2 to 1 paired) at 3.65 events an episode against 4.22. It costs 0.6 dB of dynamic-region PSNR there, +18.5% fast
-# loss on other episodes' chunks (issue 15's bound: +2%) and 8-9 s a CPU step of the demo against the shipped rule's
-# 0.5 (docs/RESULTS.md, "Session 63" to "Session 66"): not the shipped default.
+# the mean change as its gate it stored the cube in 30 of 39, 30 of 39 and 32 of 40 fresh drawer reopens in the probe
+# (H100, seeds 416-418; Φ 6, 7 and 7), `evaluate --mode recall` 0.769, 0.75 and 0.775 (seeds 417-419; 0.179 and 0.20
+# without Temp-LoRA on 417 and 419); the share of pixels, chosen on earlier seeds' frames, then 0.80 on seed 419
+# against the mean's 0.775 on the same 40 reopens (2 to 1 paired), at 3.65 events an episode against 4.22. It costs
+# 0.6 dB of dynamic-region PSNR there, +18.5% fast loss on other episodes' chunks (issue 15's bound: +2%) and 8-9 s a
+# CPU step of the demo against the shipped rule's 0.5 (docs/RESULTS.md, "Session 63" to "Session 66"): not the shipped
+# default.
 TEMP_LORA_RULES: dict[str, dict[str, Any]] = {
     "recall": dict(rank=32, lr=3e-3, steps=4, draws=4, timesteps=8, reverse=True, write="events", event_top=2,
                    event_change="pixels", event_slots=4, target_modules=DEFAULT_LORA_TARGETS + ("conv1", "conv2")),
