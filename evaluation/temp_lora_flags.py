@@ -77,7 +77,12 @@ TEMP_LORA_FLAGS: dict[str, tuple[str, Any, tuple[str, float] | None, str]] = {
                     "with --temp-lora-event-slots: each write's forward applies its own slot alone"),
     "replay": ("replay", FLAG, None,
                "with --temp-lora-write events: after an event's windows, the earlier events' again"),
+    "protect": ("protect", float, (">=", 0),
+                "q < 1: Θ's A kept orthogonal to the input directions holding a share q of each layer's input energy "
+                "on the ordinary chunks of --ordinary (0: none)"),
 }
+# The fields whose flag needs more than the config: protect's bases come from episodes the CLI names (--ordinary).
+NEEDS_ORDINARY = ("protect",)
 
 
 def flag_name(field: str) -> str:

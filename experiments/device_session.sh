@@ -1187,6 +1187,11 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             # (= $SLOTS top 2 $FAST $T8, the rule as sessions 64-66 measured it with the mean change as its gate; since
             # session 66 the rule ranks the share of pixels: recall_px is the rule, tests/test_world_model_env.py holds
             # the name to session 66's JSON)
+            rank2_s4_px_p99|rank2_s4_px_p90) oracle $lane $STEPS $SLOTS --temp-lora-event-change pixels \
+                --temp-lora-event-top 2 --temp-lora-protect 0.${lane##*_p} --ordinary "${ORDINARY_DATA:-$W/ordinary}:4" & ;;
+            # (session 67: the recall rule with Θ's A kept off the input directions holding 99% / 90% of each layer's
+            # energy on 4 spent episodes, carried as runs/session/ordinary: on the CPU, one episode, interference on
+            # other episodes' chunks +75% -> -4% / +16%; does recall hold?)
             *) echo "events: unknown lane $lane" >&2 ;;
         esac
     done

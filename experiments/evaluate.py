@@ -82,7 +82,7 @@ from evaluation.report import LABELS, VARIANTS, markdown
 from evaluation.rollout import MODES, check_compatible, rollout, variant_config, variant_memory
 from evaluation.run_info import command_line, jsonable, machine_name, resolve_device, utc_date
 from evaluation.scoring import Collector, Scorer, summarize
-from evaluation.temp_lora_flags import add_temp_lora_flags, given_temp_lora
+from evaluation.temp_lora_flags import NEEDS_ORDINARY, TEMP_LORA_FLAGS, add_temp_lora_flags, given_temp_lora
 from evaluation.videos import comparison_sheet, grid_frames, write_grid
 from worldmodel.config import TEMP_LORA_RULES
 from worldmodel.loading import load_model
@@ -94,6 +94,9 @@ METRICS = ("scuts", "src", "psnr", "ssim", "psnr_dynamic", "ssim_dynamic", "psnr
 
 # The TempLoRAConfig fields the settings record as temp_lora_<field> (target_modules as temp_lora_targets); the
 # variants' own configs are recorded whole beside them (``variants.<name>.temp_lora``)
+# The --temp-lora-* flags evaluate takes: all but those whose bases come from episodes it does not read (protect: the
+# probe `experiments.reopen_oracle --ordinary` has it)
+TEMP_LORA_FIELDS = tuple(f for f in TEMP_LORA_FLAGS if f not in NEEDS_ORDINARY)
 RECORDED_TEMP_LORA = ("steps", "lr", "objective", "draws", "timesteps", "rehearsal", "reverse", "reverse_phases",
                       "reuse_sampler_pass", "update_every", "blocks", "target_modules", "rank", "write", "event_gate",
                       "event_top", "replay", "event_slots", "slots_alone", "event_change")
@@ -120,7 +123,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "out-of-context revisit, free after it: the memory benchmark)")
     p.add_argument("--no-chunk-model", default=None, help="model folder trained with context_frames=1")
     p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the model's)")
-    add_temp_lora_flags(p)
+    add_temp_lora_flags(p, TEMP_LORA_FIELDS)
     p.add_argument("--temp-lora-rule", choices=sorted(TEMP_LORA_RULES), default=None,
                    help="a named fast rule (worldmodel.config.TEMP_LORA_RULES: 'recall', the event rule measured in "
                         "docs/RESULTS.md, 'Session 64' to 'Session 66') over the model's config; the --temp-lora-* "
@@ -164,7 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.steps is not None and args.steps < 1:
         p.error("--steps must be >= 1")
-    given = given_temp_lora(p, args)
+    given = given_temp_lora(p, args, TEMP_LORA_FIELDS)
     args.temp_lora = {**TEMP_LORA_RULES.get(args.temp_lora_rule, {}), **given}  # a rule, the flags over it
     if args.temp_lora.get("write") == "events":
         other_rules = [v for v in args.variant_list if v in ("no_local_rule", "original")]

@@ -136,7 +136,8 @@ KINDS = ("every", "oracle", "hide", "around", "change", "event")
 # how it draws t, and the library's event rule (its gate's ratio is --event-gate, shared with the ``event:`` kind); a
 # setting's own lr, steps, draws and reverse come from its text.
 EVENT_FIELDS = ("event_top", "event_slots", "event_change", "slots_alone", "replay")
-MEMORY_FIELDS = ("target_modules", "blocks", "timesteps", "rank", "write", *EVENT_FIELDS)
+MEMORY_FIELDS = ("target_modules", "blocks", "timesteps", "rank", "write", *EVENT_FIELDS, "protect")
+ORDINARY_CHUNKS = 8  # chunks of each --ordinary episode whose inputs define what Θ keeps off (TempLoRAConfig.protect)
 
 
 SHEET_FRAMES = 8  # frames of a reopen on the sheet, from the reopen chunk's first new frame on
@@ -183,18 +184,46 @@ def parse_setting(text: str) -> tuple[str, dict | None]:
 
 
 @torch.no_grad()
+def teacher_chunks(model, episode, chunks: range) -> list:
+    """The real chunks of an episode as `roll` feeds them (`worldmodel.Chunk`, batch of one): chunk c's new frames are
+    frames 1 + c * new_frames on, its context the frames before (the start frame repeated where there are too few);
+    the chunks past the episode's end are left out."""
+    from worldmodel.chunk import Chunk
+
+    tn, tc, frames = model.config.new_frames, model.config.context_frames, episode.frames
+    out = []
+    for c in chunks:
+        start = 1 + c * tn
+        if start + tn > len(frames):
+            break
+        context = frames[max(start - tc, 0): start]
+        window = np.concatenate([np.repeat(context[:1], tc - len(context), 0), context, frames[start: start + tn]])
+        with torch.no_grad():
+            latents = model.encode_frames(torch.from_numpy(window[None]))
+        out.append(Chunk(torch.from_numpy(window[None, tc:]), latents, tc))
+    return out
+
+
 def roll(model, episodes, free_from: list[int], kind: str, overrides: dict | None, max_batch: int, seed: int,
-         changed_chunks: int = CHANGED_CHUNKS, event_gate: float = EVENT_GATE, replay: bool = False):
+         changed_chunks: int = CHANGED_CHUNKS, event_gate: float = EVENT_GATE, replay: bool = False, ordinary=()):
     """Videos (real frames, generated from chunk free_from[k] on) of every episode under one setting (`KINDS`).
     ``replay``: after the windows around a chunk, Θ learns those of the chunks written before it again, oldest first
-    (episodic replay: a later write is followed by the earlier ones, not left on top of them)."""
+    (episodic replay: a later write is followed by the earlier ones, not left on top of them). ``ordinary``: episodes
+    (not these) whose first `ORDINARY_CHUNKS` chunks define the inputs Θ keeps off when the setting protects
+    (``protect`` in ``overrides``; `worldmodel.memory.protect`)."""
     from evaluation.rollout import model_action
     from worldmodel.imagination import Imagination
     from worldmodel.memory import BatchedTempLoRA
+    from worldmodel.memory.protect import ordinary_bases
 
     tn, b = model.config.new_frames, len(episodes)
     memory = None if overrides is None else BatchedTempLoRA(
         model, b, dataclasses.replace(model.config.temp_lora, **overrides), max_batch=max_batch)
+    if memory is not None and memory.config.protect:
+        if not ordinary:
+            raise ValueError("a setting with protect needs ordinary episodes (--ordinary)")
+        chunks = [c for e in ordinary for c in teacher_chunks(model, e, range(ORDINARY_CHUNKS))]
+        memory.protect(ordinary_bases(model, memory.config, chunks, memory.config.protect))
     core = Imagination(model, b, memory, denoise_steps=1)
     torch.manual_seed(seed)
     core.reset(None, [e.frames[:1] for e in episodes], [seed + k for k in range(b)])
@@ -259,6 +288,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--settings", nargs="+", default=["phi", "oracle:3e-3,20,1"])
     ap.add_argument("--max-batch", type=int, default=4, help="envs per fast step (bounds memory)")
     add_temp_lora_flags(ap, MEMORY_FIELDS, scope=", in every setting with Θ")
+    ap.add_argument("--ordinary", default=None, metavar="DATA:N",
+                    help=f"with --temp-lora-protect: N reopen episodes of DATA (other than --data's) whose first "
+                         f"{ORDINARY_CHUNKS} chunks define the inputs Θ keeps off")
     ap.add_argument("--changed-chunks", type=int, default=CHANGED_CHUNKS,
                     help="how many chunks of most pixel change `change:` writes the windows around")
     ap.add_argument("--event-gate", type=float, default=EVENT_GATE,
@@ -288,6 +320,13 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"{', '.join(flag_name(f) for f in EVENT_FIELDS if f in memory)} go with --temp-lora-write events "
                  "(--replay is the probe kinds' replay)")
     settings = {s: (kind, None if o is None else {**o, **memory}) for s, (kind, o) in settings.items()}
+    ordinary_data, _, ordinary_count = (args.ordinary or "").rpartition(":")
+    if bool(memory.get("protect")) != bool(args.ordinary):
+        ap.error("--temp-lora-protect q > 0 and --ordinary DATA:N go together")
+    if args.ordinary and (not ordinary_count.isdigit() or int(ordinary_count) < 1 or not ordinary_data):
+        ap.error(f"--ordinary is DATA:N with N >= 1, got {args.ordinary!r}")
+    if args.ordinary and Path(ordinary_data).resolve() == Path(args.data).resolve():
+        ap.error("--ordinary must name other episodes than --data's: the bases would hold the tested reopens")
 
     from evaluation import memory_probe
     from worldmodel.loading import load_model
@@ -303,11 +342,14 @@ def main(argv: list[str] | None = None) -> dict:
     if not episodes:
         raise SystemExit(f"no memory episode with a drawer reopen in {args.data}")
     free_from = [last_hidden_frame(e) // model.config.new_frames for e in episodes]
+    ordinary = reopen_episodes(ordinary_data, int(ordinary_count)) if args.ordinary else []
+    if args.ordinary and not ordinary:
+        raise SystemExit(f"no memory episode with a drawer reopen in {ordinary_data} (--ordinary)")
     results, drawn = {}, {}
     for name, (kind, overrides) in settings.items():
         t0 = time.time()
         videos = roll(model, episodes, free_from, kind, overrides, args.max_batch, args.seed, args.changed_chunks,
-                      args.event_gate, args.replay)
+                      args.event_gate, args.replay, ordinary=ordinary)
         probes = [memory_probe.cube_recall(v, e.cube["cube_pixel"], e.cube["sim_state"], e.cube["color"],
                                            recorded_width=e.cube["width"]) for v, e in zip(videos, episodes)]
         correct = [bool(p["correct"]) for p in probes]
@@ -320,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     shown = sys.argv[1:] if argv is None else argv
     report = dict(command="python -m experiments.reopen_oracle " + " ".join(shown), model=args.model,
-                  data=args.data, episodes=[e.name for e in episodes], free_from_chunk=free_from,
+                  data=args.data, ordinary=args.ordinary, episodes=[e.name for e in episodes], free_from_chunk=free_from,
                   hiding_chunk=[hiding_chunk(e, model.config.new_frames) for e in episodes], results=results)
     if args.sheet > 0:
         from PIL import Image

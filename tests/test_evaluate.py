@@ -203,8 +203,10 @@ def test_each_temp_lora_flag_sets_its_own_config_field():
     renamed = {"reuse_sampler_pass": "reuse-pass", "target_modules": "targets"}  # the flags named otherwise
 
     assert set(TEMP_LORA_FLAGS) <= {f.name for f in dataclasses.fields(TempLoRAConfig)}
-    assert set(evaluate.RECORDED_TEMP_LORA) <= set(TEMP_LORA_FLAGS)
-    for field, (_, kind, _, _) in TEMP_LORA_FLAGS.items():
+    assert set(evaluate.RECORDED_TEMP_LORA) <= set(evaluate.TEMP_LORA_FIELDS)
+    assert set(TEMP_LORA_FLAGS) - set(evaluate.TEMP_LORA_FIELDS) == {"protect"}  # reopen_oracle's, with --ordinary
+    for field in evaluate.TEMP_LORA_FIELDS:
+        kind = TEMP_LORA_FLAGS[field][1]
         text, value = {FLAG: (None, True), int: ("3", 3), float: ("0.5", 0.5)}.get(kind, (None, None))
         if isinstance(kind, tuple):
             text, value = kind[-1], kind[-1]

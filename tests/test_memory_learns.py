@@ -604,3 +604,64 @@ def test_fast_update_names_episodes_by_their_place_whatever_their_length(tmp_pat
         first_window(str(tmp_path), 2, 2, 0, 4)
     with pytest.raises(SystemExit, match="holds 3 episodes"):
         first_window(str(tmp_path), 2, 2, 3, 1)
+
+
+def _protected_memory(model, energy: float, chunks: list[Chunk]) -> BatchedTempLoRA:
+    from worldmodel.memory.protect import ordinary_bases
+
+    config = dataclasses.replace(model.config.temp_lora, protect=energy)
+    memory = BatchedTempLoRA(model, 1, config)
+    memory.protect(ordinary_bases(model, config, chunks, energy))
+    memory.reset(generators=[torch.Generator().manual_seed(0)])
+    return memory
+
+
+def test_protected_theta_stays_off_the_ordinary_directions_and_still_learns(model):
+    """Guards: A projected only at the reset (Adam's step carries it back onto the ordinary directions) or never;
+    and a projection that leaves Θ nothing to learn with."""
+    ordinary, noise = [_chunk(seed=s) for s in range(3)], _chunk(seed=10)
+    # unlike the ordinary chunks (noise about 0): what a memory is for
+    learned = Chunk(noise.frames, 0.2 * noise.latents + torch.tensor([1.5, -1.5, 1.0, -1.0]).view(1, 4, 1, 1, 1), 2)
+    memory = _protected_memory(model, 0.9, ordinary)
+    assert sum(u.shape[1] for u in memory.protected) > 0
+    with memory.applied([0]):
+        before = _probe_loss(model, learned)
+    for _ in range(12):
+        [update] = memory.update(learned, generators=[torch.Generator().manual_seed(2)])
+        assert update.steps == 1 and not update.rolled_back
+    for lay, u in zip(memory.layout, memory.protected):
+        a = memory.theta[0, lay.a_offset: lay.b_offset].view(lay.d_in, -1)
+        assert float((u.t() @ a).abs().max()) <= 1e-5 * float(a.abs().max()), "A has a part on ordinary directions"
+    with memory.applied([0]):
+        after = _probe_loss(model, learned)
+    assert after < 0.95 * before, (before, after)
+
+
+def test_protected_theta_disturbs_ordinary_chunks_less(model):
+    """What the projection is for (issue 15's interference): after the same writes, Θ changes the fast loss on the
+    ordinary chunks its bases came from far less than an unprotected Θ does."""
+    ordinary, learned = [_chunk(seed=s) for s in range(3)], _chunk(seed=10)
+    phi = [_probe_loss(model, c) for c in ordinary]
+    shift = {}
+    for energy in (0.0, 0.99):
+        memory = _protected_memory(model, energy, ordinary)
+        for _ in range(12):
+            memory.update(learned, generators=[torch.Generator().manual_seed(2)])
+        with memory.applied([0]):
+            shift[energy] = float(np.mean([abs(_probe_loss(model, c) / p - 1) for c, p in zip(ordinary, phi)]))
+    assert shift[0.99] < 0.25 * shift[0.0], shift
+
+
+def test_protect_needs_its_bases_and_the_batched_memory(model):
+    config = dataclasses.replace(model.config.temp_lora, protect=0.5)
+    memory = BatchedTempLoRA(model, 1, config)
+    with pytest.raises(ValueError, match=r"memory.protect\("):
+        memory.update(_chunk())
+    with pytest.raises(ValueError, match="3 bases for"):
+        memory.protect([torch.zeros(4, 0)] * 3)
+    with pytest.raises(ValueError, match="the basis of"):
+        memory.protect([torch.zeros(1, 0)] * len(memory.layout))
+    with pytest.raises(ValueError, match="batched memory's"):
+        TempLoRA(model, config)
+    with pytest.raises(ValueError, match="protect=1.0"):
+        dataclasses.replace(model.config.temp_lora, protect=1.0)

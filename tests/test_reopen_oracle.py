@@ -172,9 +172,9 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
     write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
     seen = {}
 
-    def fake_roll(model, episodes, free_from, kind, overrides, max_batch, seed, *gate):
+    def fake_roll(model, episodes, free_from, kind, overrides, max_batch, seed, *gate, ordinary=()):
         seen[kind if overrides is None else overrides["lr"]] = overrides
-        seen["gates"] = gate
+        seen["gates"], seen["ordinary"] = gate, [e.name for e in ordinary]
         return [e.frames.copy() for e in episodes]
 
     monkeypatch.setattr(reopen_oracle, "roll", fake_roll)
@@ -204,6 +204,47 @@ def test_memory_options_reach_every_setting_with_theta(tmp_path, monkeypatch):
                 ["--temp-lora-write", "events", "--temp-lora-slots-alone"], ["--temp-lora-event-change", "pixels"]):
         with pytest.raises(SystemExit):  # a probe kind picks its own chunks; replay without the rule's writes
             reopen_oracle.main(["--data", str(tmp_path), *bad])
+    (tmp_path / "other").mkdir()
+    write_episodes(tmp_path / "other" / "eval.h5", {episode_key(i): _cube_episode(i + 5) for i in range(3)})
+    seen.clear()
+    reopen_oracle.main([*library, "--temp-lora-protect", "0.9", "--ordinary", f"{tmp_path / 'other'}:2"])
+    assert seen[1e-3]["protect"] == 0.9 and seen["every"] is None and len(seen["ordinary"]) == 2
+    for bad in (["--temp-lora-protect", "0.9"], ["--ordinary", f"{tmp_path / 'other'}:2"],
+                ["--temp-lora-protect", "0.9", "--ordinary", f"{tmp_path}:2"],
+                ["--temp-lora-protect", "0.9", "--ordinary", f"{tmp_path / 'other'}"]):
+        with pytest.raises(SystemExit):  # protect and its ordinary episodes go together, and are not the tested ones
+            reopen_oracle.main([*library, *bad])
+    with pytest.raises(SystemExit, match="protect=1.0"):
+        reopen_oracle.main([*library, "--temp-lora-protect", "1.0", "--ordinary", f"{tmp_path / 'other'}:2"])
     with pytest.raises(SystemExit, match="slots_alone"):  # the config's own check, on the model's config
         reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--settings", "1e-3,4,1", "--temp-lora-write",
                             "events", "--temp-lora-slots-alone", "--out", str(tmp_path / "out")])
+
+
+def test_a_protected_setting_rolls_with_theta_off_the_ordinary_episodes_inputs(tmp_path, monkeypatch):
+    """--temp-lora-protect with --ordinary, end to end on the tiny model: the memory gets bases from the ordinary
+    episodes' chunks (not the tested ones) and keeps A orthogonal to them through every chunk's writes."""
+    from experiments import reopen_oracle
+    from worldmodel.memory import BatchedTempLoRA
+
+    write_episodes(tmp_path / "eval.h5", {episode_key(i): _cube_episode(i) for i in range(2)})
+    (tmp_path / "other").mkdir()
+    write_episodes(tmp_path / "other" / "eval.h5", {episode_key(i): _cube_episode(i + 5) for i in range(2)})
+    memories = []
+    real_init = BatchedTempLoRA.__init__
+
+    def keep(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        memories.append(self)
+
+    monkeypatch.setattr(BatchedTempLoRA, "__init__", keep)
+    report = reopen_oracle.main(["--data", str(tmp_path), "--model", "tiny", "--episodes", "2", "--threads", "1",
+                                 "--settings", "3e-2,2,1,reverse", "--temp-lora-protect", "0.9",
+                                 "--ordinary", f"{tmp_path / 'other'}:2", "--out", str(tmp_path / "out")])
+    assert report["ordinary"].endswith("other:2") and len(report["results"]["3e-2,2,1,reverse"]["correct"]) == 2
+    [memory] = memories
+    assert memory.protected is not None and sum(u.shape[1] for u in memory.protected) > 0
+    assert memory.adam_steps.sum() > 0, "the rule wrote nothing: the projection was never exercised"
+    for lay, u in zip(memory.layout, memory.protected):
+        a = memory.theta[:, lay.a_offset: lay.b_offset].view(memory.num_envs, lay.d_in, -1)
+        assert float((u.t() @ a).abs().max()) <= 1e-5 * float(a.abs().max())

@@ -157,6 +157,14 @@ class TempLoRAConfig:
     # rule in 4 slots lost on seed 417 had two or more events written after the hiding (docs/RESULTS.md, "Session 64").
     # On the CPU it disturbed more (+45.8% on other episodes' chunks against +18.5%; "Session 65").
     slots_alone: bool = False
+    # q in (0, 1): Θ's A is kept orthogonal to the directions that hold a share q of each target layer's input energy
+    # on ordinary chunks (the top eigenvectors of the second moment of its inputs under Φ; `memory.protect`), so a
+    # write moves what a layer does only along input directions ordinary chunks seldom use: interference on other
+    # chunks is what issue 15 bounds (+2%). The bases come from episodes the caller names
+    # (`BatchedTempLoRA.protect`). On one learned episode of seed 416 (CPU) the `recall` rule's interference on other
+    # episodes' chunks went from +75% to +16% at 0.9 and -4% at 0.99 (docs/RESULTS.md, "Session 67"); what it keeps
+    # of recall is not measured yet. 0: Θ anywhere, as before.
+    protect: float = 0.0
 
     def __post_init__(self) -> None:
         if self.variant not in ("local", "full_sequence", "original"):
@@ -201,6 +209,8 @@ class TempLoRAConfig:
                              f"rank it divides (got write={self.write!r}, rank={self.rank})")
         if self.event_change not in ("mean", "pixels"):
             raise ValueError(f"unknown Temp-LoRA event_change {self.event_change!r}; expected 'mean' or 'pixels'")
+        if not 0.0 <= self.protect < 1.0:
+            raise ValueError(f"invalid Temp-LoRA config: protect={self.protect} (a share of input energy, 0 <= q < 1)")
         if self.slots_alone and not self.event_slots:
             raise ValueError("Temp-LoRA slots_alone writes each event's slot with the other slots off: it needs "
                              "event_slots > 0")

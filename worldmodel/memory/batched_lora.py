@@ -255,6 +255,8 @@ class BatchedTempLoRA:
         self.slot_masks = (torch.stack([self._flat_mask(rule.slot_mask(self.config, k, device))
                                         for k in range(self.config.event_slots)])
                            if self.config.event_slots else None)
+        # protect: per target layer, the input directions (d_in, k) A is kept orthogonal to (`protect`)
+        self.protected: list[torch.Tensor] | None = None
         self.reset()
 
     # ------------------------------------------------------------------------------------------ state
@@ -290,6 +292,35 @@ class BatchedTempLoRA:
                 self.rollbacks[i] = 0
                 self.offered[i] = 0
                 self.events[i] = rule.EventLog()
+        self._project(ids)
+
+    def protect(self, bases: Sequence[torch.Tensor]) -> None:
+        """Keep every env's A orthogonal to ``bases`` from now on (``TempLoRAConfig.protect``; `memory.protect`):
+        per target layer, in `layer_names` order, orthonormal columns (d_in, k) of the input directions ordinary chunks
+        use (`protect.ordinary_bases`; k = 0 leaves the layer free). A is projected now, after a reset and after each
+        of Adam's steps, so a write moves each layer's output only for inputs off those directions."""
+        bases = list(bases)
+        if len(bases) != len(self.layout):
+            raise ValueError(f"protect: {len(bases)} bases for {len(self.layout)} target layers")
+        for name, lay, u in zip(self.layer_names(), self.layout, bases):
+            if u.ndim != 2 or u.shape[0] != lay.d_in or u.shape[1] > lay.d_in:
+                raise ValueError(f"protect: the basis of {name} is {tuple(u.shape)}, expected ({lay.d_in}, k <= "
+                                 f"{lay.d_in})")
+        self.protected = [u.to(self.theta) for u in bases]
+        self._project(list(range(self.num_envs)))
+
+    @torch.no_grad()
+    def _project(self, envs: Sequence[int]) -> None:
+        """A <- A - U (U^T A) for each env of ``envs`` and target layer (`protect`); nothing without bases."""
+        if self.protected is None or not len(envs):
+            return
+        r = self.config.rank
+        at = torch.as_tensor(list(envs), device=self.theta.device)
+        for lay, u in zip(self.layout, self.protected):
+            if u.shape[1] == 0:
+                continue
+            a = self.theta[at, lay.a_offset: lay.b_offset].view(len(envs), lay.d_in, r)
+            self.theta[at, lay.a_offset: lay.b_offset] = (a - u @ (u.t() @ a)).reshape(len(envs), -1)
 
     def set_enabled(self, enabled: bool) -> None:
         """Switch all Θ off (the 'without Temp-LoRA' ablation) or back on, without forgetting them."""
@@ -476,6 +507,13 @@ class BatchedTempLoRA:
             if reused.ids != ids:
                 raise ValueError(f"the reused pass ran for envs {reused.ids}, the update is for {ids}")
         generators = list(generators) if generators is not None else [None] * len(ids)
+        if self.config.protect and self.protected is None:
+            raise ValueError(f"this memory's rule keeps Θ off ordinary inputs (protect={self.config.protect}): give it "
+                             "their directions first, memory.protect(protect.ordinary_bases(model, memory.config, "
+                             "chunks, memory.config.protect))")
+        if differentiable and self.protected is not None:
+            raise ValueError("a protected memory has no differentiable update (its projection is not in the "
+                             "slow-fast phase's meta-gradient)")
         self.meta = None
         if not self.enabled or steps == 0:
             return [FastUpdate(float("nan"), 0) for _ in ids]
@@ -725,6 +763,7 @@ class BatchedTempLoRA:
         torch._foreach_add_(denoms, _ADAM_EPS)
         steered = moments if masks is None else torch._foreach_mul(moments, [masks[k] for k in rows])
         torch._foreach_addcdiv_(params, steered, denoms, [-self.config.lr / c for c in bc1])
+        self._project(stepped)
         if meta:
             rms = torch.stack(torch._foreach_norm(denoms)) / math.sqrt(grad.shape[1])
             at = torch.tensor(rows, device=grad.device)

@@ -44,6 +44,9 @@ class TempLoRA:
         if self.config.reuse_sampler_pass:
             raise ValueError("reuse_sampler_pass is the batched memory's (BatchedTempLoRA, inside Imagination.step); "
                              "the peft memory runs the usual fast step: set reuse_sampler_pass=False")
+        if self.config.protect:
+            raise ValueError("protect (Θ kept off ordinary inputs) is the batched memory's (BatchedTempLoRA.protect): "
+                             "set protect=0 for the peft memory")
         unet = model.unet
         trainable = {n: p.requires_grad for n, p in unet.named_parameters()}
         # the layers by their full names, so peft adapts exactly the layers the batched memory does
