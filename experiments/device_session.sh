@@ -611,6 +611,14 @@
 # without slots; a CPU pilot of the first drew 3 of 3 reopens in their colour, 1 of 3 at 4 steps), LANE_S=900,
 # `events_bg` calls until done (recall at 4 draws: --batch 10); the JSON and each oracle lane's reopen sheet (8
 # reopens) come back in $OUT/events.tgz. The rank rule's misses drew the cube in a hue between the true one and Φ's.
+# Session 67 (no machine lent: device loans paused). On the CPU, Θ kept off ordinary inputs (TempLoRAConfig.protect,
+# the recall rule's A orthogonal to the directions holding 99% of each layer's input energy on 4 spent episodes) cut
+# interference on other episodes' chunks from +75% to -4% on one learned episode (docs/RESULTS.md, "Session 67"); its
+# recall is unmeasured. Next lease: seed 420 as planned (runs/s66/mem420 -> runs/session/mem) and seed 412's episodes as
+# runs/session/ordinary (cp -r runs/s61/mem412 runs/session/ordinary), carry [".whl", ".gl", "runs/session/mem",
+# "runs/session/ordinary"], EVENT_LANES="rank2_s4_px rank2_s4_px_p99 recall_px rank2_s4_px_p90 recall_phi rank2_s4_d8"
+# LANE_S=900, `events_bg` calls until done: the probe with and without the projection, paired on the same 40 reopens.
+# Seed 421 is collected for the lease after (runs/s67/mem421).
 # Session 66 (asked as nvidia-h200, got an H100 at the twentieth ask, 01:31 UTC; nineteen refusals cost ~1,040 s): seed
 # 419 carried as planned, `bash experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="recall_px
 # recall_rank2_s4 rank2_s4_px rank2_s4 recall_phi" LANE_S=900 WAIT_S=480 bash experiments/device_session.sh events_bg`
