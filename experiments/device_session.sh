@@ -613,11 +613,12 @@
 # reopens) come back in $OUT/events.tgz. The rank rule's misses drew the cube in a hue between the true one and Φ's.
 # Session 67 (no machine lent: device loans paused). On the CPU, Θ kept off ordinary inputs (TempLoRAConfig.protect,
 # the recall rule's A orthogonal to the directions holding 99% of each layer's input energy on 4 spent episodes) cut
-# interference on other episodes' chunks from +75% to -4% on one learned episode (docs/RESULTS.md, "Session 67"); its
-# recall is unmeasured. Next lease: seed 420 as planned (runs/s66/mem420 -> runs/session/mem) and seed 412's episodes as
-# runs/session/ordinary (cp -r runs/s61/mem412 runs/session/ordinary), carry [".whl", ".gl", "runs/session/mem",
-# "runs/session/ordinary"], EVENT_LANES="rank2_s4_px rank2_s4_px_p99 recall_px rank2_s4_px_p90 recall_phi rank2_s4_d8"
-# LANE_S=900, `events_bg` calls until done: the probe with and without the projection, paired on the same 40 reopens.
+# interference on other episodes' chunks from +63.5% to -6.0% over three learned episodes, but the CPU probe on seed
+# 419's first 4 reopens drew the cube in 1 against the rule's 3 (docs/RESULTS.md, "Session 67"). Next lease: seed 420
+# as planned (runs/s66/mem420 -> runs/session/mem) and seed 412's episodes as runs/session/ordinary (cp -r
+# runs/s61/mem412 runs/session/ordinary), carry [".whl", ".gl", "runs/session/mem", "runs/session/ordinary"],
+# EVENT_LANES="rank2_s4_px rank2_s4_px_p90 recall_px rank2_s4_px_p75 recall_phi rank2_s4_px_p99" LANE_S=900,
+# `events_bg` calls until done: the probe with and without the projection, paired on the same 40 reopens.
 # Seed 421 is collected for the lease after (runs/s67/mem421).
 # Session 66 (asked as nvidia-h200, got an H100 at the twentieth ask, 01:31 UTC; nineteen refusals cost ~1,040 s): seed
 # 419 carried as planned, `bash experiments/device_session.sh setup > /tmp/setup.log 2>&1; EVENT_LANES="recall_px
@@ -1195,11 +1196,12 @@ ff.net.0.proj+ff.net.2+conv1+conv2"
             # (= $SLOTS top 2 $FAST $T8, the rule as sessions 64-66 measured it with the mean change as its gate; since
             # session 66 the rule ranks the share of pixels: recall_px is the rule, tests/test_world_model_env.py holds
             # the name to session 66's JSON)
-            rank2_s4_px_p99|rank2_s4_px_p90) oracle $lane $STEPS $SLOTS --temp-lora-event-change pixels \
+            rank2_s4_px_p99|rank2_s4_px_p90|rank2_s4_px_p75) oracle $lane $STEPS $SLOTS --temp-lora-event-change pixels \
                 --temp-lora-event-top 2 --temp-lora-protect 0.${lane##*_p} --ordinary "${ORDINARY_DATA:-$W/ordinary}:4" & ;;
-            # (session 67: the recall rule with Θ's A kept off the input directions holding 99% / 90% of each layer's
-            # energy on 4 spent episodes, carried as runs/session/ordinary: on the CPU, one episode, interference on
-            # other episodes' chunks +75% -> -4% / +16%; does recall hold?)
+            # (session 67: the recall rule with Θ's A kept off the input directions holding 99% / 90% / 75% of each
+            # layer's energy on 4 spent episodes, carried as runs/session/ordinary: on the CPU interference on other
+            # episodes' chunks +63.5% -> -6.0% at 0.99 (+16% at 0.9, one episode), but at 0.99 the probe drew the
+            # cube in 1 of 4 reopens against the rule's 3: where between does recall hold?)
             *) echo "events: unknown lane $lane" >&2 ;;
         esac
     done

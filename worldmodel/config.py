@@ -161,9 +161,10 @@ class TempLoRAConfig:
     # on ordinary chunks (the top eigenvectors of the second moment of its inputs under Φ; `memory.protect`), so a
     # write moves what a layer does only along input directions ordinary chunks seldom use: interference on other
     # chunks is what issue 15 bounds (+2%). The bases come from episodes the caller names
-    # (`BatchedTempLoRA.protect`). On one learned episode of seed 416 (CPU) the `recall` rule's interference on other
-    # episodes' chunks went from +75% to +16% at 0.9 and -4% at 0.99 (docs/RESULTS.md, "Session 67"); what it keeps
-    # of recall is not measured yet. 0: Θ anywhere, as before.
+    # (`BatchedTempLoRA.protect`). On three learned episodes of seed 416 (CPU) the `recall` rule's interference on
+    # other episodes' chunks went from +63.5% to -6.0% at 0.99 (one episode: +75% to +16% at 0.9; docs/RESULTS.md,
+    # "Session 67"), but on seed 419's first 4 reopens the probe then drew the cube in 1 against the rule's 3 (CPU): at
+    # 0.99 the write loses what recall needs; a smaller share is the next lease's question. 0: Θ anywhere, as before.
     protect: float = 0.0
 
     def __post_init__(self) -> None:
