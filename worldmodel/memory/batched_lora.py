@@ -68,6 +68,14 @@ def _patches(layer: nn.Module) -> dict | None:
     return dict(kernel_size=layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
 
 
+def factor_input(x: torch.Tensor, patches: dict | None, conv: bool) -> torch.Tensor:
+    """A target layer's input as the rows its factor A reads, channels last: a k x k convolution's patches (B, L,
+    C*k*k; ``patches`` from `_patches`), a 1x1 convolution's channels (B, ..., C), a linear layer's input as it is."""
+    if patches is not None:
+        return F.unfold(x, **patches).transpose(1, 2)
+    return x.movedim(1, -1) if conv else x
+
+
 class _Dispatcher:
     """Hooks on one UNet's target layers, routing each forward to the memory applied at the time."""
 
@@ -91,7 +99,7 @@ class _Dispatcher:
                 return None
             x = args[0]
             if self.patches[index] is not None:  # (B, C*k*k, L) -> (B, L, C*k*k): channels last
-                delta = memory._delta(index, F.unfold(x, **self.patches[index]).transpose(1, 2), self.rows, False)
+                delta = memory._delta(index, factor_input(x, self.patches[index], False), self.rows, False)
                 return output + delta.transpose(1, 2).reshape(output.shape)
             return output + memory._delta(index, x, self.rows, isinstance(module, nn.Conv2d))
 
@@ -447,7 +455,7 @@ class BatchedTempLoRA:
         rep = rows // n
         if a.dtype != x.dtype:
             a, b = a.to(x.dtype), b.to(x.dtype)
-        h = x.movedim(1, -1) if conv else x  # channels last
+        h = factor_input(x, None, conv)
         shape = h.shape
         h = h.reshape(rep, n, -1, lay.d_in)
         if rep > 1:

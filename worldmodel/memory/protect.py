@@ -16,19 +16,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..chunk import Chunk
 from ..diffusion import diffusion_loss
+from .batched_lora import _patches, factor_input
 from .rule import fast_timesteps, given_frames, target_layers
 
 ROWS = 2048  # input rows per layer and forward that the second moment is estimated from (a random sample of them)
-
-
-def _patches(layer: torch.nn.Module) -> dict | None:
-    from .batched_lora import _patches as patches  # one definition of what a LoRA factor of a conv reads
-
-    return patches(layer)
 
 
 @torch.no_grad()
@@ -48,11 +42,7 @@ def ordinary_bases(model: Any, config: Any, chunks: Sequence[Chunk], energy: flo
 
     def grab(index: int, patches: dict | None):
         def hook(module, args, output):
-            x = args[0]
-            if patches is not None:
-                x = F.unfold(x, **patches).transpose(1, 2)
-            elif isinstance(module, torch.nn.Conv2d):
-                x = x.movedim(1, -1)
+            x = factor_input(args[0], patches, isinstance(module, torch.nn.Conv2d))
             x = x.reshape(-1, x.shape[-1]).float()
             if x.shape[0] > ROWS:
                 x = x[torch.randperm(x.shape[0], generator=sampler)[:ROWS].to(x.device)]
